@@ -1,0 +1,20 @@
+//! Compiles the etcd v3 protos in `proto/` for client and server use, with the pure-Rust
+//! `protox` parser so no system `protoc` is needed.
+
+const PROTOS: &[&str] = &[
+    "etcd/api/mvccpb/kv.proto",
+    "etcd/api/authpb/auth.proto",
+    "etcd/api/etcdserverpb/rpc.proto",
+    "etcd/api/v3lockpb/v3lock.proto",
+    "etcd/api/v3electionpb/v3election.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let fds = protox::compile(PROTOS, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,402 @@
+//! The remote backend: a client of any etcd v3 cluster over gRPC. Unary calls go round-robin
+//! over the members and retry the way Go's clientv3 does; one multiplexed Watch stream and
+//! one LeaseKeepAlive stream per client carry every watch and every kept lease.
+
+mod keepalive;
+mod watch;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::api::{Deadline, Etcd, KeepAliveGuard, LeaseUpdate, Watcher};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pb::etcdserverpb::cluster_client::ClusterClient;
+use crate::pb::etcdserverpb::kv_client::KvClient;
+use crate::pb::etcdserverpb::lease_client::LeaseClient;
+use crate::pb::etcdserverpb::maintenance_client::MaintenanceClient;
+use crate::pb::etcdserverpb::*;
+
+/// The largest request the client sends, as Go's clientv3 (`defaultMaxCallSendMsgSize`).
+/// etcd itself refuses requests over 1.5 MiB with "etcdserver: request is too large".
+pub const MAX_SEND_BYTES: usize = 2 * 1024 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct RemoteConfig {
+    pub endpoints: Vec<String>,
+    pub connect_timeout: Duration,
+}
+
+/// Parses `http://host:port[,http://host:port...]` (commas, semicolons or spaces between).
+pub fn parse_endpoints(list: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for item in list.split([',', ';', ' ']).filter(|s| !s.is_empty()) {
+        let uri: Uri = item
+            .parse()
+            .map_err(|e| Error::invalid(format!("malformed endpoint {item:?}: {e}")))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("endpoint {item:?}: TLS (https) is not supported yet"),
+                ))
+            }
+            _ => {
+                return Err(Error::invalid(format!(
+                    "malformed endpoint {item:?}: expected http://host:port"
+                )))
+            }
+        }
+        if uri.host().is_none_or(str::is_empty) || uri.port_u16().is_none() {
+            return Err(Error::invalid(format!(
+                "malformed endpoint {item:?}: expected http://host:port"
+            )));
+        }
+        if uri.path() != "/" && !uri.path().is_empty() {
+            return Err(Error::invalid(format!(
+                "malformed endpoint {item:?}: a path is not allowed"
+            )));
+        }
+        out.push(format!(
+            "http://{}",
+            uri.authority().map_or("", |a| a.as_str())
+        ));
+    }
+    if out.is_empty() {
+        return Err(Error::invalid("no endpoint given"));
+    }
+    Ok(out)
+}
+
+pub(crate) struct Member {
+    pub url: String,
+    pub channel: Channel,
+}
+
+pub(crate) struct Inner {
+    pub members: Vec<Member>,
+    next: AtomicUsize,
+}
+
+impl Inner {
+    /// The members in the order to try them for one call: round-robin start, then failover.
+    pub fn rotation(&self) -> impl Iterator<Item = &Member> + '_ {
+        let n = self.members.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..).map(move |i| &self.members[(start + i) % n])
+    }
+}
+
+pub struct Remote {
+    inner: Arc<Inner>,
+    watch: watch::Mux,
+    keeper: keepalive::Keeper,
+}
+
+impl Remote {
+    /// Sets up channels to every endpoint; connects lazily, so an unreachable cluster is
+    /// reported by the first call, within its deadline.
+    pub fn new(config: RemoteConfig) -> Result<Self> {
+        let mut members = Vec::with_capacity(config.endpoints.len());
+        for url in config.endpoints {
+            let endpoint = Endpoint::from_shared(url.clone())
+                .map_err(|e| Error::invalid(format!("malformed endpoint {url:?}: {e}")))?
+                .connect_timeout(config.connect_timeout)
+                .tcp_nodelay(true)
+                // etcd closes connections that ping more often than every 5 s, or at all
+                // while no stream is open (GOAWAY too_many_pings).
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .keep_alive_while_idle(false);
+            members.push(Member {
+                url,
+                channel: endpoint.connect_lazy(),
+            });
+        }
+        let inner = Arc::new(Inner {
+            members,
+            next: AtomicUsize::new(0),
+        });
+        Ok(Remote {
+            watch: watch::Mux::start(inner.clone()),
+            keeper: keepalive::Keeper::start(inner.clone()),
+            inner,
+        })
+    }
+
+    /// Runs one unary call with failover. `idempotent` calls (reads, lease calls) are retried
+    /// on any `Unavailable`; the others only when the request never left this process, so a
+    /// write is never applied twice.
+    async fn unary<T, F, Fut>(&self, idempotent: bool, deadline: Deadline, call: F) -> Result<T>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let n = self.inner.members.len();
+        let mut last: Option<Error> = None;
+        for (attempt, member) in self.inner.rotation().enumerate() {
+            if attempt > 0 && attempt % n == 0 {
+                // A full round failed: back off before the next one (25 ms steps, as Go).
+                let pause = Duration::from_millis(25 * (attempt / n).min(20) as u64);
+                if tokio::time::timeout_at(deadline, tokio::time::sleep(pause))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            match tokio::time::timeout_at(deadline, call(member.channel.clone())).await {
+                Ok(Ok(resp)) => return Ok(resp.into_inner()),
+                Ok(Err(status)) => {
+                    let unsent = never_sent(&status);
+                    let retry = status.code() == tonic::Code::Unavailable && (idempotent || unsent);
+                    let detail = causes(&status);
+                    let mut err = Error::from(status);
+                    if unsent {
+                        err.message = format!("{}: {}{detail}", member.url, err.message);
+                    }
+                    if !retry {
+                        return Err(err);
+                    }
+                    last = Some(err);
+                }
+                Err(_) => break,
+            }
+        }
+        Err(match last {
+            Some(e) => Error::new(
+                e.kind,
+                format!("deadline exceeded; last error: {}", e.message),
+            ),
+            None => Error::new(ErrorKind::Timeout, "deadline exceeded"),
+        })
+    }
+}
+
+/// True when a failed call provably never reached a server: the connection itself failed.
+fn never_sent(status: &tonic::Status) -> bool {
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if text.contains("tcp connect error")
+            || text.contains("client error (Connect)")
+            || text.contains("error trying to connect")
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The chain of underlying errors, e.g. ": Connection refused (os error 111)".
+fn causes(status: &tonic::Status) -> String {
+    let mut out = String::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !status.message().contains(&text) && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
+}
+
+fn check_size(req: &impl prost::Message) -> Result<()> {
+    let len = req.encoded_len();
+    if len > MAX_SEND_BYTES {
+        return Err(Error::new(
+            ErrorKind::TooLarge,
+            format!("request is too large: {len} bytes (the client sends at most {MAX_SEND_BYTES}; etcd's default limit is 1.5 MiB)"),
+        ));
+    }
+    Ok(())
+}
+
+fn kv(ch: Channel) -> KvClient<Channel> {
+    KvClient::new(ch)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX)
+}
+
+#[async_trait::async_trait]
+impl Etcd for Remote {
+    async fn range(&self, req: RangeRequest, deadline: Deadline) -> Result<RangeResponse> {
+        check_size(&req)?;
+        self.unary(true, deadline, |ch| {
+            let req = req.clone();
+            async move { kv(ch).range(req).await }
+        })
+        .await
+    }
+
+    async fn put(&self, req: PutRequest, deadline: Deadline) -> Result<PutResponse> {
+        check_size(&req)?;
+        self.unary(false, deadline, |ch| {
+            let req = req.clone();
+            async move { kv(ch).put(req).await }
+        })
+        .await
+    }
+
+    async fn delete_range(
+        &self,
+        req: DeleteRangeRequest,
+        deadline: Deadline,
+    ) -> Result<DeleteRangeResponse> {
+        check_size(&req)?;
+        self.unary(false, deadline, |ch| {
+            let req = req.clone();
+            async move { kv(ch).delete_range(req).await }
+        })
+        .await
+    }
+
+    async fn txn(&self, req: TxnRequest, deadline: Deadline) -> Result<TxnResponse> {
+        check_size(&req)?;
+        self.unary(false, deadline, |ch| {
+            let req = req.clone();
+            async move { kv(ch).txn(req).await }
+        })
+        .await
+    }
+
+    async fn compact(
+        &self,
+        req: CompactionRequest,
+        deadline: Deadline,
+    ) -> Result<CompactionResponse> {
+        self.unary(
+            false,
+            deadline,
+            |ch| async move { kv(ch).compact(req).await },
+        )
+        .await
+    }
+
+    async fn lease_grant(
+        &self,
+        req: LeaseGrantRequest,
+        deadline: Deadline,
+    ) -> Result<LeaseGrantResponse> {
+        let resp: LeaseGrantResponse = self
+            .unary(true, deadline, |ch| async move {
+                LeaseClient::new(ch).lease_grant(req).await
+            })
+            .await?;
+        if !resp.error.is_empty() {
+            return Err(Error::new(ErrorKind::FailedPrecondition, resp.error));
+        }
+        Ok(resp)
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: LeaseRevokeRequest,
+        deadline: Deadline,
+    ) -> Result<LeaseRevokeResponse> {
+        self.unary(true, deadline, |ch| async move {
+            LeaseClient::new(ch).lease_revoke(req).await
+        })
+        .await
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: LeaseTimeToLiveRequest,
+        deadline: Deadline,
+    ) -> Result<LeaseTimeToLiveResponse> {
+        self.unary(true, deadline, |ch| async move {
+            LeaseClient::new(ch).lease_time_to_live(req).await
+        })
+        .await
+    }
+
+    async fn lease_leases(&self, deadline: Deadline) -> Result<LeaseLeasesResponse> {
+        self.unary(true, deadline, |ch| async move {
+            LeaseClient::new(ch)
+                .lease_leases(LeaseLeasesRequest {})
+                .await
+        })
+        .await
+    }
+
+    async fn member_list(&self, deadline: Deadline) -> Result<MemberListResponse> {
+        self.unary(true, deadline, |ch| async move {
+            ClusterClient::new(ch)
+                .member_list(MemberListRequest {
+                    linearizable: false,
+                })
+                .await
+        })
+        .await
+    }
+
+    async fn status(&self, endpoint: Option<&str>, deadline: Deadline) -> Result<StatusResponse> {
+        let Some(url) = endpoint else {
+            return self
+                .unary(true, deadline, |ch| async move {
+                    MaintenanceClient::new(ch).status(StatusRequest {}).await
+                })
+                .await;
+        };
+        let wanted = parse_endpoints(url)?;
+        let member = self
+            .inner
+            .members
+            .iter()
+            .find(|m| wanted.first() == Some(&m.url))
+            .ok_or_else(|| {
+                Error::invalid(format!("{url:?} is not one of the client's endpoints"))
+            })?;
+        let mut client = MaintenanceClient::new(member.channel.clone());
+        match tokio::time::timeout_at(deadline, client.status(StatusRequest {})).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => Err(status.into()),
+            Err(_) => Err(Error::new(ErrorKind::Timeout, "deadline exceeded")),
+        }
+    }
+
+    async fn watch(&self, req: WatchCreateRequest, deadline: Deadline) -> Result<Watcher> {
+        self.watch.create(req, deadline).await
+    }
+
+    fn keep_alive(
+        &self,
+        id: i64,
+        updates: mpsc::UnboundedSender<LeaseUpdate>,
+    ) -> Result<Box<dyn KeepAliveGuard>> {
+        self.keeper.add(id, updates)
+    }
+}
+
+/// Marks a long-lived stream `hasleader: true`, so a member that loses its leader ends the
+/// stream (and the client moves to another member) instead of going silent.
+pub(crate) fn require_leader<T>(msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut().insert(
+        "hasleader",
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    req
+}
+
+/// The pause before reconnecting a stream after its `failures`-th failure in a row.
+pub(crate) fn stream_backoff(failures: u32) -> Duration {
+    Duration::from_millis((50u64 << failures.min(4)).min(500))
+}

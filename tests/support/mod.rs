@@ -1,0 +1,42 @@
+#![allow(dead_code)]
+pub mod etcd;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcdc::api::{deadline_in, Deadline};
+use etcdc::remote::{parse_endpoints, Remote, RemoteConfig};
+use etcdc::Etcd;
+
+pub fn dl() -> Deadline {
+    deadline_in(Duration::from_secs(10))
+}
+
+/// A backend under test and whatever keeps it running.
+pub struct Target {
+    pub etcd: Arc<dyn Etcd>,
+    pub cluster: Option<etcd::Cluster>,
+}
+
+pub fn remote(endpoints: &str) -> Arc<dyn Etcd> {
+    Arc::new(
+        Remote::new(RemoteConfig {
+            endpoints: parse_endpoints(endpoints).expect("endpoints"),
+            connect_timeout: Duration::from_secs(1),
+        })
+        .expect("remote client"),
+    )
+}
+
+/// The remote client against one real etcd member.
+pub fn remote_etcd() -> Option<Target> {
+    remote_etcd_with(&[])
+}
+
+pub fn remote_etcd_with(extra: &[&str]) -> Option<Target> {
+    let cluster = etcd::Cluster::start_with(1, extra)?;
+    Some(Target {
+        etcd: remote(&cluster.endpoints()),
+        cluster: Some(cluster),
+    })
+}
