@@ -11,6 +11,9 @@ const PROTOS: &[&str] = &[
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    // The shared library's soname carries the ABI version: the crate's major version.
+    let major = std::env::var("CARGO_PKG_VERSION_MAJOR")?;
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libetcdc.so.{major}");
     let fds = protox::compile(PROTOS, ["proto"])?;
     tonic_prost_build::configure()
         .build_client(true)

@@ -18,7 +18,9 @@ pub mod pb {
 
 pub mod api;
 pub mod error;
+pub mod ffi;
 pub mod remote;
+pub mod runtime;
 
 pub use api::Etcd;
 pub use error::{Error, ErrorKind, Result};

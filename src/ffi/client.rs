@@ -1,0 +1,159 @@
+//! `etcdc_client`: a connection to an etcd cluster, and its options.
+
+use std::ffi::c_char;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+
+use super::handle::Table;
+use super::{arg, arg_mut, c_str, etcdc_status, free_box, guard, out};
+use crate::api::{deadline_in, Deadline};
+use crate::error::{Error, Result};
+use crate::remote::{parse_endpoints, Remote, RemoteConfig};
+use crate::Etcd;
+
+/// A client of an etcd cluster. Safe to use from any thread. Free with `etcdc_client_free`.
+pub struct etcdc_client {
+    _opaque: [u8; 0],
+}
+
+/// Options for `etcdc_client_connect`. Create with `etcdc_client_options_new`.
+pub struct etcdc_client_options {
+    connect_timeout: Duration,
+    timeout: Duration,
+}
+
+impl Default for etcdc_client_options {
+    fn default() -> Self {
+        etcdc_client_options {
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+pub(crate) struct Client {
+    pub etcd: Arc<dyn Etcd>,
+    pub timeout: Duration,
+    pub rt: Handle,
+}
+
+pub(crate) static CLIENTS: Table<Client> = Table::new(1, "client");
+
+impl Client {
+    /// Runs a call on the runtime from the calling (non-runtime) thread.
+    pub fn block<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// The deadline for a call: `timeout_ms` from now, or the client's default for 0.
+    pub fn deadline(&self, timeout_ms: i64) -> Result<Deadline> {
+        Ok(deadline_in(self.timeout_or(timeout_ms)?))
+    }
+
+    pub fn timeout_or(&self, timeout_ms: i64) -> Result<Duration> {
+        match timeout_ms {
+            0 => Ok(self.timeout),
+            ms if ms > 0 => Ok(Duration::from_millis(ms as u64)),
+            ms => Err(Error::invalid(format!(
+                "timeout_ms must not be negative, got {ms}"
+            ))),
+        }
+    }
+}
+
+fn positive_ms(ms: i64, what: &str) -> Result<Duration> {
+    if ms <= 0 {
+        return Err(Error::invalid(format!(
+            "{what} must be positive, got {ms} ms"
+        )));
+    }
+    Ok(Duration::from_millis(ms as u64))
+}
+
+/// New client options: connect timeout 2 s, call timeout 5 s. Free with
+/// `etcdc_client_options_free`.
+#[no_mangle]
+pub extern "C" fn etcdc_client_options_new() -> *mut etcdc_client_options {
+    Box::into_raw(Box::default())
+}
+
+/// Frees client options. NULL does nothing.
+#[no_mangle]
+pub extern "C" fn etcdc_client_options_free(opts: *mut etcdc_client_options) {
+    free_box(opts)
+}
+
+/// How long to wait for a TCP connection to one member before trying the next (ms, > 0).
+#[no_mangle]
+pub extern "C" fn etcdc_client_options_set_connect_timeout_ms(
+    opts: *mut etcdc_client_options,
+    timeout_ms: i64,
+) -> etcdc_status {
+    guard(|| {
+        arg_mut(opts, "opts")?.connect_timeout = positive_ms(timeout_ms, "connect timeout")?;
+        Ok(())
+    })
+}
+
+/// The deadline of every call that does not set its own (ms, > 0). Retries and failover to
+/// other members happen within it.
+#[no_mangle]
+pub extern "C" fn etcdc_client_options_set_timeout_ms(
+    opts: *mut etcdc_client_options,
+    timeout_ms: i64,
+) -> etcdc_status {
+    guard(|| {
+        arg_mut(opts, "opts")?.timeout = positive_ms(timeout_ms, "call timeout")?;
+        Ok(())
+    })
+}
+
+/// Creates a client of the etcd cluster at `endpoints`: "http://host:port" entries separated
+/// by commas. `opts` may be NULL for the defaults; it is not consumed. Connections are made
+/// lazily: an unreachable cluster is reported by the first call (`ETCDC_ERR_UNAVAILABLE`
+/// within that call's deadline), so a service may start before etcd does.
+#[no_mangle]
+pub extern "C" fn etcdc_client_connect(
+    endpoints: *const c_char,
+    opts: *const etcdc_client_options,
+    client_out: *mut *mut etcdc_client,
+) -> etcdc_status {
+    guard(|| {
+        let out = out(client_out, "client_out")?;
+        let endpoints = parse_endpoints(c_str(endpoints, "endpoints")?)?;
+        let defaults = etcdc_client_options::default();
+        let opts = if opts.is_null() {
+            &defaults
+        } else {
+            arg(opts, "opts")?
+        };
+        let rt = crate::runtime::handle()?;
+        let remote = {
+            let _entered = rt.enter();
+            Remote::new(RemoteConfig {
+                endpoints,
+                connect_timeout: opts.connect_timeout,
+            })?
+        };
+        out.write(CLIENTS.insert(Client {
+            etcd: Arc::new(remote),
+            timeout: opts.timeout,
+            rt,
+        }));
+        Ok(())
+    })
+}
+
+/// Frees a client. Watches and lease keepers started from it keep working until they are
+/// freed themselves. NULL does nothing; a handle already freed gives
+/// `ETCDC_ERR_INVALID_ARGUMENT`.
+#[no_mangle]
+pub extern "C" fn etcdc_client_free(client: *mut etcdc_client) -> etcdc_status {
+    if client.is_null() {
+        return etcdc_status::ETCDC_OK;
+    }
+    guard(|| CLIENTS.remove(client).map(drop))
+}

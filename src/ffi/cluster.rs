@@ -1,0 +1,252 @@
+//! Cluster: members and endpoint status.
+
+use std::ffi::{c_char, CString};
+
+use super::client::{etcdc_client, CLIENTS};
+use super::kv::{etcdc_header, header};
+use super::{arg, c_str, etcdc_status, free_box, guard, out};
+use crate::error::Result;
+
+fn cstring(s: String) -> CString {
+    CString::new(s.replace('\0', "\\0")).unwrap_or_default()
+}
+
+struct Member {
+    id: u64,
+    name: CString,
+    peer_urls: Vec<CString>,
+    client_urls: Vec<CString>,
+    learner: bool,
+}
+
+/// The cluster's members. Free with `etcdc_member_list_free`.
+pub struct etcdc_member_list {
+    header: etcdc_header,
+    members: Vec<Member>,
+}
+
+/// Lists the cluster's members.
+#[no_mangle]
+pub extern "C" fn etcdc_cluster_members(
+    client: *const etcdc_client,
+    timeout_ms: i64,
+    list_out: *mut *mut etcdc_member_list,
+) -> etcdc_status {
+    guard(|| {
+        let c = CLIENTS.get(client)?;
+        let out = out(list_out, "list_out")?;
+        let deadline = c.deadline(timeout_ms)?;
+        let resp = c.block(c.etcd.member_list(deadline))?;
+        let members = resp
+            .members
+            .into_iter()
+            .map(|m| Member {
+                id: m.id,
+                name: cstring(m.name),
+                peer_urls: m.peer_ur_ls.into_iter().map(cstring).collect(),
+                client_urls: m.client_ur_ls.into_iter().map(cstring).collect(),
+                learner: m.is_learner,
+            })
+            .collect();
+        out.write(Box::into_raw(Box::new(etcdc_member_list {
+            header: header(resp.header),
+            members,
+        })));
+        Ok(())
+    })
+}
+
+/// Frees a member list. NULL does nothing.
+#[no_mangle]
+pub extern "C" fn etcdc_member_list_free(list: *mut etcdc_member_list) {
+    free_box(list)
+}
+
+fn member(list: *const etcdc_member_list, i: usize) -> Option<&'static Member> {
+    arg(list, "list").ok().and_then(|l| l.members.get(i))
+}
+
+/// The response header, borrowed.
+#[no_mangle]
+pub extern "C" fn etcdc_member_list_header(list: *const etcdc_member_list) -> *const etcdc_header {
+    arg(list, "list").map_or(std::ptr::null(), |l| &l.header)
+}
+
+/// How many members there are.
+#[no_mangle]
+pub extern "C" fn etcdc_member_list_len(list: *const etcdc_member_list) -> usize {
+    arg(list, "list").map_or(0, |l| l.members.len())
+}
+
+/// The `i`-th member's id; 0 when out of range.
+#[no_mangle]
+pub extern "C" fn etcdc_member_list_id(list: *const etcdc_member_list, i: usize) -> u64 {
+    member(list, i).map_or(0, |m| m.id)
+}
+
+/// The `i`-th member's name ("" for a member added but not started yet); NULL when out of
+/// range. Borrowed from the list.
+#[no_mangle]
+pub extern "C" fn etcdc_member_list_name(
+    list: *const etcdc_member_list,
+    i: usize,
+) -> *const c_char {
+    member(list, i).map_or(std::ptr::null(), |m| m.name.as_ptr())
+}
+
+/// True if the `i`-th member is a learner (a non-voting member catching up).
+#[no_mangle]
+pub extern "C" fn etcdc_member_list_is_learner(list: *const etcdc_member_list, i: usize) -> bool {
+    member(list, i).is_some_and(|m| m.learner)
+}
+
+/// How many client URLs the `i`-th member has.
+#[no_mangle]
+pub extern "C" fn etcdc_member_list_client_urls_len(
+    list: *const etcdc_member_list,
+    i: usize,
+) -> usize {
+    member(list, i).map_or(0, |m| m.client_urls.len())
+}
+
+/// The `j`-th client URL of the `i`-th member; NULL when out of range.
+#[no_mangle]
+pub extern "C" fn etcdc_member_list_client_url(
+    list: *const etcdc_member_list,
+    i: usize,
+    j: usize,
+) -> *const c_char {
+    member(list, i)
+        .and_then(|m| m.client_urls.get(j))
+        .map_or(std::ptr::null(), |u| u.as_ptr())
+}
+
+/// How many peer URLs the `i`-th member has.
+#[no_mangle]
+pub extern "C" fn etcdc_member_list_peer_urls_len(
+    list: *const etcdc_member_list,
+    i: usize,
+) -> usize {
+    member(list, i).map_or(0, |m| m.peer_urls.len())
+}
+
+/// The `j`-th peer URL of the `i`-th member; NULL when out of range.
+#[no_mangle]
+pub extern "C" fn etcdc_member_list_peer_url(
+    list: *const etcdc_member_list,
+    i: usize,
+    j: usize,
+) -> *const c_char {
+    member(list, i)
+        .and_then(|m| m.peer_urls.get(j))
+        .map_or(std::ptr::null(), |u| u.as_ptr())
+}
+
+/// One member's status. Free with `etcdc_endpoint_status_free`.
+pub struct etcdc_endpoint_status {
+    header: etcdc_header,
+    version: CString,
+    db_size: i64,
+    db_size_in_use: i64,
+    leader: u64,
+    raft_index: u64,
+    raft_term: u64,
+    raft_applied_index: u64,
+    learner: bool,
+}
+
+/// The status of the member at `endpoint` (one of the client's endpoints, as given to
+/// `etcdc_client_connect`), or of any member when `endpoint` is NULL.
+#[no_mangle]
+pub extern "C" fn etcdc_endpoint_status_get(
+    client: *const etcdc_client,
+    endpoint: *const c_char,
+    timeout_ms: i64,
+    status_out: *mut *mut etcdc_endpoint_status,
+) -> etcdc_status {
+    guard(|| {
+        let c = CLIENTS.get(client)?;
+        let out = out(status_out, "status_out")?;
+        let endpoint: Option<&str> = if endpoint.is_null() {
+            None
+        } else {
+            Some(c_str(endpoint, "endpoint")?)
+        };
+        let deadline = c.deadline(timeout_ms)?;
+        let s = c.block(c.etcd.status(endpoint, deadline))?;
+        out.write(Box::into_raw(Box::new(etcdc_endpoint_status {
+            header: header(s.header),
+            version: cstring(s.version),
+            db_size: s.db_size,
+            db_size_in_use: s.db_size_in_use,
+            leader: s.leader,
+            raft_index: s.raft_index,
+            raft_term: s.raft_term,
+            raft_applied_index: s.raft_applied_index,
+            learner: s.is_learner,
+        })));
+        Result::Ok(())
+    })
+}
+
+/// Frees an endpoint status. NULL does nothing.
+#[no_mangle]
+pub extern "C" fn etcdc_endpoint_status_free(s: *mut etcdc_endpoint_status) {
+    free_box(s)
+}
+
+/// The response header (its member id: the member that answered), borrowed.
+#[no_mangle]
+pub extern "C" fn etcdc_endpoint_status_header(
+    s: *const etcdc_endpoint_status,
+) -> *const etcdc_header {
+    arg(s, "status").map_or(std::ptr::null(), |s| &s.header)
+}
+
+/// The server's version, e.g. "3.4.23". Borrowed.
+#[no_mangle]
+pub extern "C" fn etcdc_endpoint_status_version(s: *const etcdc_endpoint_status) -> *const c_char {
+    arg(s, "status").map_or(c"".as_ptr(), |s| s.version.as_ptr())
+}
+
+/// The backend database's size in bytes.
+#[no_mangle]
+pub extern "C" fn etcdc_endpoint_status_db_size(s: *const etcdc_endpoint_status) -> i64 {
+    arg(s, "status").map_or(0, |s| s.db_size)
+}
+
+/// The bytes of the database in use (the rest is free space a defragment would reclaim).
+#[no_mangle]
+pub extern "C" fn etcdc_endpoint_status_db_size_in_use(s: *const etcdc_endpoint_status) -> i64 {
+    arg(s, "status").map_or(0, |s| s.db_size_in_use)
+}
+
+/// The member id of the current Raft leader (0: none).
+#[no_mangle]
+pub extern "C" fn etcdc_endpoint_status_leader(s: *const etcdc_endpoint_status) -> u64 {
+    arg(s, "status").map_or(0, |s| s.leader)
+}
+
+/// The member's Raft log index.
+#[no_mangle]
+pub extern "C" fn etcdc_endpoint_status_raft_index(s: *const etcdc_endpoint_status) -> u64 {
+    arg(s, "status").map_or(0, |s| s.raft_index)
+}
+
+/// The member's Raft term.
+#[no_mangle]
+pub extern "C" fn etcdc_endpoint_status_raft_term(s: *const etcdc_endpoint_status) -> u64 {
+    arg(s, "status").map_or(0, |s| s.raft_term)
+}
+
+/// The Raft index the member has applied.
+#[no_mangle]
+pub extern "C" fn etcdc_endpoint_status_raft_applied_index(s: *const etcdc_endpoint_status) -> u64 {
+    arg(s, "status").map_or(0, |s| s.raft_applied_index)
+}
+
+/// True if the member is a learner.
+#[no_mangle]
+pub extern "C" fn etcdc_endpoint_status_is_learner(s: *const etcdc_endpoint_status) -> bool {
+    arg(s, "status").is_ok_and(|s| s.learner)
+}

@@ -1,0 +1,415 @@
+//! Leases: grant, revoke, time-to-live, list, and a keeper that keeps leases alive and reports
+//! their state.
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use super::client::{etcdc_client, Client, CLIENTS};
+use super::handle::Table;
+use super::sink::{Callback, Sink};
+use super::{arg, etcdc_status, free_box, guard, out, view};
+use crate::api::{KeepAliveGuard, LeaseState, LeaseUpdate};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pb::etcdserverpb::*;
+
+/// Grants a lease of `ttl` seconds. `id` 0 lets the server choose the id. The granted id and
+/// TTL (the server may raise a small TTL to its minimum) are written to `id_out` and
+/// `ttl_out`; `ttl_out` may be NULL.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_grant(
+    client: *const etcdc_client,
+    ttl: i64,
+    id: i64,
+    timeout_ms: i64,
+    id_out: *mut i64,
+    ttl_out: *mut i64,
+) -> etcdc_status {
+    guard(|| {
+        let c = CLIENTS.get(client)?;
+        let id_out = out(id_out, "id_out")?;
+        if ttl <= 0 {
+            return Err(Error::invalid(format!(
+                "lease TTL must be positive, got {ttl}"
+            )));
+        }
+        if id < 0 {
+            return Err(Error::invalid(format!(
+                "lease id must not be negative, got {id}"
+            )));
+        }
+        let deadline = c.deadline(timeout_ms)?;
+        let resp = c.block(c.etcd.lease_grant(LeaseGrantRequest { ttl, id }, deadline))?;
+        id_out.write(resp.id);
+        if !ttl_out.is_null() {
+            out(ttl_out, "ttl_out")?.write(resp.ttl);
+        }
+        Ok(())
+    })
+}
+
+/// Revokes a lease: every key attached to it is deleted. `ETCDC_ERR_NOT_FOUND` if there is
+/// no such lease.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_revoke(
+    client: *const etcdc_client,
+    id: i64,
+    timeout_ms: i64,
+) -> etcdc_status {
+    guard(|| {
+        let c = CLIENTS.get(client)?;
+        let deadline = c.deadline(timeout_ms)?;
+        c.block(c.etcd.lease_revoke(LeaseRevokeRequest { id }, deadline))?;
+        Ok(())
+    })
+}
+
+/// A lease's remaining time and, if asked, its keys. Free with `etcdc_lease_info_free`.
+pub struct etcdc_lease_info {
+    resp: LeaseTimeToLiveResponse,
+}
+
+/// Reads a lease's remaining TTL, granted TTL and (with `keys`) attached keys.
+/// `ETCDC_ERR_NOT_FOUND` ("etcdserver: requested lease not found") if it has expired or never
+/// existed.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_time_to_live(
+    client: *const etcdc_client,
+    id: i64,
+    keys: bool,
+    timeout_ms: i64,
+    info_out: *mut *mut etcdc_lease_info,
+) -> etcdc_status {
+    guard(|| {
+        let c = CLIENTS.get(client)?;
+        let out = out(info_out, "info_out")?;
+        let deadline = c.deadline(timeout_ms)?;
+        let resp = c.block(
+            c.etcd
+                .lease_time_to_live(LeaseTimeToLiveRequest { id, keys }, deadline),
+        )?;
+        if resp.ttl < 0 {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                "etcdserver: requested lease not found",
+            ));
+        }
+        out.write(Box::into_raw(Box::new(etcdc_lease_info { resp })));
+        Ok(())
+    })
+}
+
+/// Frees lease info. NULL does nothing.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_info_free(info: *mut etcdc_lease_info) {
+    free_box(info)
+}
+
+/// Seconds left before the lease expires.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_info_ttl(info: *const etcdc_lease_info) -> i64 {
+    arg(info, "info").map_or(0, |i| i.resp.ttl)
+}
+
+/// The TTL the lease was granted with.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_info_granted_ttl(info: *const etcdc_lease_info) -> i64 {
+    arg(info, "info").map_or(0, |i| i.resp.granted_ttl)
+}
+
+/// How many keys are attached (0 unless asked for with `keys`).
+#[no_mangle]
+pub extern "C" fn etcdc_lease_info_keys_len(info: *const etcdc_lease_info) -> usize {
+    arg(info, "info").map_or(0, |i| i.resp.keys.len())
+}
+
+/// The `i`-th attached key, borrowed (length in `*len`); NULL when out of range.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_info_key(
+    info: *const etcdc_lease_info,
+    i: usize,
+    len: *mut usize,
+) -> *const u8 {
+    arg(info, "info")
+        .ok()
+        .and_then(|info| info.resp.keys.get(i))
+        .map_or(std::ptr::null(), |k| view(k, len))
+}
+
+/// The ids of all leases. Free with `etcdc_lease_list_free`.
+pub struct etcdc_lease_list {
+    ids: Vec<i64>,
+}
+
+/// Lists every lease of the cluster.
+#[no_mangle]
+pub extern "C" fn etcdc_leases(
+    client: *const etcdc_client,
+    timeout_ms: i64,
+    list_out: *mut *mut etcdc_lease_list,
+) -> etcdc_status {
+    guard(|| {
+        let c = CLIENTS.get(client)?;
+        let out = out(list_out, "list_out")?;
+        let deadline = c.deadline(timeout_ms)?;
+        let resp = c.block(c.etcd.lease_leases(deadline))?;
+        let ids = resp.leases.into_iter().map(|l| l.id).collect();
+        out.write(Box::into_raw(Box::new(etcdc_lease_list { ids })));
+        Ok(())
+    })
+}
+
+/// Frees a lease list. NULL does nothing.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_list_free(list: *mut etcdc_lease_list) {
+    free_box(list)
+}
+
+/// How many leases the list holds.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_list_len(list: *const etcdc_lease_list) -> usize {
+    arg(list, "list").map_or(0, |l| l.ids.len())
+}
+
+/// The `i`-th lease id; 0 when out of range.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_list_id(list: *const etcdc_lease_list, i: usize) -> i64 {
+    arg(list, "list")
+        .ok()
+        .and_then(|l| l.ids.get(i).copied())
+        .unwrap_or(0)
+}
+
+// ---- keeper ----
+
+/// A kept lease's state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum etcdc_lease_state {
+    /// The last refresh succeeded.
+    ETCDC_LEASE_ALIVE = 0,
+    /// The keep-alive stream broke; refreshing resumes through another member.
+    ETCDC_LEASE_RECONNECTING = 1,
+    /// The lease is gone (expired, revoked, or not refreshed within its TTL): its keys are
+    /// deleted. Grant a new lease and write them again. Nothing more follows for it.
+    ETCDC_LEASE_LOST = 2,
+}
+
+/// One state change of a kept lease. Borrowed for a callback (keep it with
+/// `etcdc_lease_event_clone`), owned when pulled (free with `etcdc_lease_event_free`).
+#[derive(Clone)]
+pub struct etcdc_lease_event {
+    id: i64,
+    state: etcdc_lease_state,
+    ttl: i64,
+    reason: CString,
+}
+
+impl From<LeaseUpdate> for etcdc_lease_event {
+    fn from(u: LeaseUpdate) -> Self {
+        etcdc_lease_event {
+            id: u.id,
+            state: match u.state {
+                LeaseState::Alive => etcdc_lease_state::ETCDC_LEASE_ALIVE,
+                LeaseState::Reconnecting => etcdc_lease_state::ETCDC_LEASE_RECONNECTING,
+                LeaseState::Lost => etcdc_lease_state::ETCDC_LEASE_LOST,
+            },
+            ttl: u.ttl,
+            reason: CString::new(u.reason.replace('\0', "\\0")).unwrap_or_default(),
+        }
+    }
+}
+
+/// A lease state callback, with the same rules as `etcdc_watch_callback`.
+#[repr(C)]
+pub struct etcdc_lease_callback {
+    pub call: Option<unsafe extern "C" fn(user_data: *mut c_void, event: *const etcdc_lease_event)>,
+    pub drop: Option<unsafe extern "C" fn(user_data: *mut c_void)>,
+    pub user_data: *mut c_void,
+}
+
+/// Keeps leases alive in the background: each is refreshed at a third of its TTL over one
+/// shared stream that moves to another member when its member fails. Free with
+/// `etcdc_lease_keeper_free`.
+pub struct etcdc_lease_keeper {
+    _opaque: [u8; 0],
+}
+
+pub(crate) struct Keeper {
+    client: Arc<Client>,
+    sink: Arc<Sink<etcdc_lease_event>>,
+    updates: mpsc::UnboundedSender<LeaseUpdate>,
+    kept: Mutex<HashMap<i64, Box<dyn KeepAliveGuard>>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.task.abort();
+        self.sink.close();
+    }
+}
+
+pub(crate) static KEEPERS: Table<Keeper> = Table::new(3, "lease keeper");
+
+/// Starts a keeper on `client` with no leases yet. With `callback` non-NULL, state changes go
+/// to `callback->call` on etcdc's event thread; with NULL they queue for
+/// `etcdc_lease_keeper_next` (and `etcdc_lease_keeper_fd`).
+#[no_mangle]
+pub extern "C" fn etcdc_lease_keeper_start(
+    client: *const etcdc_client,
+    callback: *const etcdc_lease_callback,
+    keeper_out: *mut *mut etcdc_lease_keeper,
+) -> etcdc_status {
+    let mut cb = arg(callback, "callback").ok().map(|cb| Callback {
+        call: cb.call,
+        drop: cb.drop,
+        user_data: cb.user_data,
+    });
+    let status = guard(|| {
+        let out = out(keeper_out, "keeper_out")?;
+        let c = CLIENTS.get(client)?;
+        if cb.as_ref().is_some_and(|cb| cb.call.is_none()) {
+            return Err(Error::invalid(
+                "callback->call is NULL (pass a NULL callback for the pull form)",
+            ));
+        }
+        let sink = match cb.take() {
+            Some(cb) => Sink::push(cb),
+            None => Sink::pull()?,
+        };
+        let (updates, mut rx) = mpsc::unbounded_channel::<LeaseUpdate>();
+        let forward = sink.clone();
+        let task = c.rt.spawn(async move {
+            while let Some(update) = rx.recv().await {
+                forward.deliver(Box::new(update.into()));
+            }
+        });
+        out.write(KEEPERS.insert(Keeper {
+            client: c,
+            sink,
+            updates,
+            kept: Mutex::new(HashMap::new()),
+            task: task.abort_handle(),
+        }));
+        Ok(())
+    });
+    if let Some(cb) = cb {
+        cb.discard();
+    }
+    status
+}
+
+fn keeper(k: *const etcdc_lease_keeper) -> Result<Arc<Keeper>> {
+    KEEPERS.get(k)
+}
+
+/// Starts keeping lease `id` alive. The first state (`ETCDC_LEASE_ALIVE`, or `_LOST` if the
+/// lease does not exist) follows within a few seconds. Adding a lease kept already is a no-op.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_keeper_add(k: *const etcdc_lease_keeper, id: i64) -> etcdc_status {
+    guard(|| {
+        let k = keeper(k)?;
+        let mut kept = k.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if let std::collections::hash_map::Entry::Vacant(slot) = kept.entry(id) {
+            let _rt = k.client.rt.enter();
+            slot.insert(k.client.etcd.keep_alive(id, k.updates.clone())?);
+        }
+        Ok(())
+    })
+}
+
+/// Stops keeping lease `id` alive (it is not revoked: it expires after its TTL).
+/// `ETCDC_ERR_NOT_FOUND` if the keeper does not keep it.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_keeper_remove(k: *const etcdc_lease_keeper, id: i64) -> etcdc_status {
+    guard(|| {
+        let k = keeper(k)?;
+        let removed = k.kept.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        removed.map(drop).ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("the keeper does not keep lease {id}"),
+            )
+        })
+    })
+}
+
+/// Pull form: the next state change, waiting up to `timeout_ms` (0: no wait; negative: no
+/// limit). `ETCDC_ERR_TIMEOUT` when nothing arrived. Free the event with
+/// `etcdc_lease_event_free`.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_keeper_next(
+    k: *const etcdc_lease_keeper,
+    timeout_ms: i64,
+    event_out: *mut *mut etcdc_lease_event,
+) -> etcdc_status {
+    guard(|| {
+        let out = out(event_out, "event_out")?;
+        let k = keeper(k)?;
+        out.write(Box::into_raw(k.sink.next(timeout_ms)?));
+        Ok(())
+    })
+}
+
+/// Pull form: a descriptor readable while a state change is waiting. Owned by the keeper.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_keeper_fd(
+    k: *const etcdc_lease_keeper,
+    fd_out: *mut c_int,
+) -> etcdc_status {
+    guard(|| {
+        let out = out(fd_out, "fd_out")?;
+        out.write(keeper(k)?.sink.fd()?);
+        Ok(())
+    })
+}
+
+/// Stops keeping every lease (none is revoked) and frees the keeper, with the same callback
+/// rules as `etcdc_watch_free`. NULL does nothing.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_keeper_free(k: *mut etcdc_lease_keeper) -> etcdc_status {
+    if k.is_null() {
+        return etcdc_status::ETCDC_OK;
+    }
+    guard(|| KEEPERS.remove(k).map(drop))
+}
+
+/// The lease this event is about.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_event_id(e: *const etcdc_lease_event) -> i64 {
+    arg(e, "event").map_or(0, |e| e.id)
+}
+
+/// The lease's new state.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_event_state(e: *const etcdc_lease_event) -> etcdc_lease_state {
+    arg(e, "event").map_or(etcdc_lease_state::ETCDC_LEASE_LOST, |e| e.state)
+}
+
+/// The TTL the server last granted (seconds); -1 once lost.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_event_ttl(e: *const etcdc_lease_event) -> i64 {
+    arg(e, "event").map_or(0, |e| e.ttl)
+}
+
+/// Why the state changed ("" for ALIVE), e.g. the server's or the transport's message.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_event_reason(e: *const etcdc_lease_event) -> *const c_char {
+    arg(e, "event").map_or(c"".as_ptr(), |e| e.reason.as_ptr())
+}
+
+/// A copy of an event that the caller owns; NULL for NULL.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_event_clone(e: *const etcdc_lease_event) -> *mut etcdc_lease_event {
+    arg(e, "event").map_or(std::ptr::null_mut(), |e| Box::into_raw(Box::new(e.clone())))
+}
+
+/// Frees a pulled or cloned event. NULL does nothing.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_event_free(e: *mut etcdc_lease_event) {
+    free_box(e)
+}

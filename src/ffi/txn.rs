@@ -1,0 +1,511 @@
+//! Transactions: compares, then/else branches of put, get, delete and nested transactions,
+//! and compare-and-swap on top of them.
+
+use super::client::{etcdc_client, CLIENTS};
+use super::kv::{
+    etcdc_delete_options, etcdc_delete_result, etcdc_get_options, etcdc_get_result, etcdc_header,
+    etcdc_put_options, etcdc_put_result, header, span_arg, Span,
+};
+use super::{arg, arg_mut, bytes, etcdc_status, free_box, guard, out};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pb::etcdserverpb::compare::{CompareTarget, TargetUnion};
+use crate::pb::etcdserverpb::request_op::Request;
+use crate::pb::etcdserverpb::response_op::Response;
+use crate::pb::etcdserverpb::*;
+
+/// How a compare relates the key's field to the given value.
+pub type etcdc_compare_op = u32;
+pub const ETCDC_CMP_EQUAL: etcdc_compare_op = 0;
+pub const ETCDC_CMP_GREATER: etcdc_compare_op = 1;
+pub const ETCDC_CMP_LESS: etcdc_compare_op = 2;
+pub const ETCDC_CMP_NOT_EQUAL: etcdc_compare_op = 3;
+
+/// Which branch an operation joins: run when every compare holds, or otherwise.
+pub type etcdc_txn_branch = u32;
+pub const ETCDC_TXN_THEN: etcdc_txn_branch = 0;
+pub const ETCDC_TXN_ELSE: etcdc_txn_branch = 1;
+
+/// What one operation of a transaction result is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum etcdc_op_type {
+    ETCDC_OP_GET = 0,
+    ETCDC_OP_PUT = 1,
+    ETCDC_OP_DELETE = 2,
+    ETCDC_OP_TXN = 3,
+}
+
+/// A transaction being built: compares, then the operations of each branch. Create with
+/// `etcdc_txn_new`, run with `etcdc_txn_commit` (any number of times), free with
+/// `etcdc_txn_free`.
+#[derive(Default)]
+pub struct etcdc_txn {
+    req: TxnRequest,
+    timeout_ms: i64,
+}
+
+enum TxnOp {
+    Get(etcdc_get_result),
+    Put(etcdc_put_result),
+    Delete(etcdc_delete_result),
+    Txn(etcdc_txn_result),
+}
+
+/// The result of a transaction. Free with `etcdc_txn_result_free`.
+pub struct etcdc_txn_result {
+    header: etcdc_header,
+    succeeded: bool,
+    ops: Vec<TxnOp>,
+}
+
+impl From<TxnResponse> for etcdc_txn_result {
+    fn from(r: TxnResponse) -> Self {
+        let ops = r
+            .responses
+            .into_iter()
+            .filter_map(|op| {
+                Some(match op.response? {
+                    Response::ResponseRange(r) => TxnOp::Get(r.into()),
+                    Response::ResponsePut(r) => TxnOp::Put(r.into()),
+                    Response::ResponseDeleteRange(r) => TxnOp::Delete(r.into()),
+                    Response::ResponseTxn(r) => TxnOp::Txn(r.into()),
+                })
+            })
+            .collect();
+        etcdc_txn_result {
+            header: header(r.header),
+            succeeded: r.succeeded,
+            ops,
+        }
+    }
+}
+
+/// A new, empty transaction. Free with `etcdc_txn_free`.
+#[no_mangle]
+pub extern "C" fn etcdc_txn_new() -> *mut etcdc_txn {
+    Box::into_raw(Box::default())
+}
+
+/// Frees a transaction. NULL does nothing.
+#[no_mangle]
+pub extern "C" fn etcdc_txn_free(txn: *mut etcdc_txn) {
+    free_box(txn)
+}
+
+fn add_compare(
+    txn: *mut etcdc_txn,
+    key: *const u8,
+    key_len: usize,
+    op: etcdc_compare_op,
+    target: CompareTarget,
+    value: impl FnOnce() -> Result<TargetUnion>,
+) -> etcdc_status {
+    guard(|| {
+        let txn = arg_mut(txn, "txn")?;
+        let (key, _) = span_arg(key, key_len, &Span::Key)?;
+        if op > ETCDC_CMP_NOT_EQUAL {
+            return Err(Error::invalid(format!("unknown compare op {op}")));
+        }
+        txn.req.compare.push(Compare {
+            result: op as i32,
+            target: target as i32,
+            key,
+            target_union: Some(value()?),
+            range_end: Vec::new(),
+        });
+        Ok(())
+    })
+}
+
+/// Compares the key's value with `value` (bytewise). On a missing key a value compare never
+/// holds: test existence with `etcdc_txn_compare_create_revision(..., ETCDC_CMP_EQUAL, 0)`.
+#[no_mangle]
+pub extern "C" fn etcdc_txn_compare_value(
+    txn: *mut etcdc_txn,
+    key: *const u8,
+    key_len: usize,
+    op: etcdc_compare_op,
+    value: *const u8,
+    value_len: usize,
+) -> etcdc_status {
+    add_compare(txn, key, key_len, op, CompareTarget::Value, || {
+        Ok(TargetUnion::Value(
+            bytes(value, value_len, "value")?.to_vec(),
+        ))
+    })
+}
+
+/// Compares the key's version (0 when the key does not exist).
+#[no_mangle]
+pub extern "C" fn etcdc_txn_compare_version(
+    txn: *mut etcdc_txn,
+    key: *const u8,
+    key_len: usize,
+    op: etcdc_compare_op,
+    version: i64,
+) -> etcdc_status {
+    add_compare(txn, key, key_len, op, CompareTarget::Version, || {
+        Ok(TargetUnion::Version(version))
+    })
+}
+
+/// Compares the key's create revision (0 when the key does not exist: `EQUAL 0` means
+/// "absent").
+#[no_mangle]
+pub extern "C" fn etcdc_txn_compare_create_revision(
+    txn: *mut etcdc_txn,
+    key: *const u8,
+    key_len: usize,
+    op: etcdc_compare_op,
+    revision: i64,
+) -> etcdc_status {
+    add_compare(txn, key, key_len, op, CompareTarget::Create, || {
+        Ok(TargetUnion::CreateRevision(revision))
+    })
+}
+
+/// Compares the key's mod revision.
+#[no_mangle]
+pub extern "C" fn etcdc_txn_compare_mod_revision(
+    txn: *mut etcdc_txn,
+    key: *const u8,
+    key_len: usize,
+    op: etcdc_compare_op,
+    revision: i64,
+) -> etcdc_status {
+    add_compare(txn, key, key_len, op, CompareTarget::Mod, || {
+        Ok(TargetUnion::ModRevision(revision))
+    })
+}
+
+/// Compares the key's lease id (0: no lease).
+#[no_mangle]
+pub extern "C" fn etcdc_txn_compare_lease(
+    txn: *mut etcdc_txn,
+    key: *const u8,
+    key_len: usize,
+    op: etcdc_compare_op,
+    lease: i64,
+) -> etcdc_status {
+    add_compare(txn, key, key_len, op, CompareTarget::Lease, || {
+        Ok(TargetUnion::Lease(lease))
+    })
+}
+
+fn add_op(
+    txn: *mut etcdc_txn,
+    branch: etcdc_txn_branch,
+    op: impl FnOnce() -> Result<Request>,
+) -> etcdc_status {
+    guard(|| {
+        let txn = arg_mut(txn, "txn")?;
+        let ops = match branch {
+            ETCDC_TXN_THEN => &mut txn.req.success,
+            ETCDC_TXN_ELSE => &mut txn.req.failure,
+            other => return Err(Error::invalid(format!("unknown txn branch {other}"))),
+        };
+        ops.push(RequestOp {
+            request: Some(op()?),
+        });
+        Ok(())
+    })
+}
+
+/// Adds a put to `branch`. `opts` may be NULL; its timeout is ignored here.
+#[no_mangle]
+pub extern "C" fn etcdc_txn_put(
+    txn: *mut etcdc_txn,
+    branch: etcdc_txn_branch,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    opts: *const etcdc_put_options,
+) -> etcdc_status {
+    add_op(txn, branch, || {
+        let default = etcdc_put_options::default();
+        let opts = if opts.is_null() {
+            &default
+        } else {
+            arg(opts, "opts")?
+        };
+        Ok(Request::RequestPut(
+            opts.request(key, key_len, value, value_len)?,
+        ))
+    })
+}
+
+/// Adds a get to `branch`. `opts` may be NULL; its timeout is ignored here.
+#[no_mangle]
+pub extern "C" fn etcdc_txn_get(
+    txn: *mut etcdc_txn,
+    branch: etcdc_txn_branch,
+    key: *const u8,
+    key_len: usize,
+    opts: *const etcdc_get_options,
+) -> etcdc_status {
+    add_op(txn, branch, || {
+        let default = etcdc_get_options::default();
+        let opts = if opts.is_null() {
+            &default
+        } else {
+            arg(opts, "opts")?
+        };
+        Ok(Request::RequestRange(opts.request(key, key_len)?))
+    })
+}
+
+/// Adds a delete to `branch`. `opts` may be NULL; its timeout is ignored here.
+#[no_mangle]
+pub extern "C" fn etcdc_txn_delete(
+    txn: *mut etcdc_txn,
+    branch: etcdc_txn_branch,
+    key: *const u8,
+    key_len: usize,
+    opts: *const etcdc_delete_options,
+) -> etcdc_status {
+    add_op(txn, branch, || {
+        let default = etcdc_delete_options::default();
+        let opts = if opts.is_null() {
+            &default
+        } else {
+            arg(opts, "opts")?
+        };
+        Ok(Request::RequestDeleteRange(opts.request(key, key_len)?))
+    })
+}
+
+/// Adds the transaction `nested` to `branch`. Takes ownership of `nested` on every path,
+/// errors included: do not use or free it afterwards.
+#[no_mangle]
+pub extern "C" fn etcdc_txn_txn(
+    txn: *mut etcdc_txn,
+    branch: etcdc_txn_branch,
+    nested: *mut etcdc_txn,
+) -> etcdc_status {
+    let nested = (!nested.is_null()).then(|| {
+        // SAFETY: `nested` came from etcdc_txn_new and ownership passes here, as documented.
+        unsafe { Box::from_raw(nested) }
+    });
+    if std::ptr::eq(txn, nested.as_deref().map_or(std::ptr::null(), |n| n)) {
+        // The same object twice: keep it alive for the caller's `txn`, refuse the call.
+        std::mem::forget(nested);
+        return guard(|| Err(Error::invalid("a transaction cannot contain itself")));
+    }
+    add_op(txn, branch, || {
+        let nested = nested.ok_or_else(|| Error::invalid("nested is NULL"))?;
+        Ok(Request::RequestTxn(nested.req))
+    })
+}
+
+/// This transaction's deadline in ms (0: the client's default).
+#[no_mangle]
+pub extern "C" fn etcdc_txn_set_timeout_ms(txn: *mut etcdc_txn, timeout_ms: i64) -> etcdc_status {
+    guard(|| {
+        if timeout_ms < 0 {
+            return Err(Error::invalid(format!(
+                "timeout_ms must not be negative, got {timeout_ms}"
+            )));
+        }
+        arg_mut(txn, "txn")?.timeout_ms = timeout_ms;
+        Ok(())
+    })
+}
+
+/// Runs the transaction atomically. A compare that fails is not an error: the else branch
+/// ran and `etcdc_txn_result_succeeded` is false. `txn` is not consumed. Sent at most once,
+/// as `etcdc_put`.
+#[no_mangle]
+pub extern "C" fn etcdc_txn_commit(
+    client: *const etcdc_client,
+    txn: *const etcdc_txn,
+    result_out: *mut *mut etcdc_txn_result,
+) -> etcdc_status {
+    guard(|| {
+        let c = CLIENTS.get(client)?;
+        let txn = arg(txn, "txn")?;
+        let deadline = c.deadline(txn.timeout_ms)?;
+        let resp = c.block(c.etcd.txn(txn.req.clone(), deadline))?;
+        if !result_out.is_null() {
+            out(result_out, "result_out")?.write(Box::into_raw(Box::new(resp.into())));
+        }
+        Ok(())
+    })
+}
+
+/// Compare-and-swap: writes `value` at `key` only if the key's current value is `expected`
+/// — or, with `expected` NULL, only if the key does not exist. Otherwise nothing is written
+/// and the call returns `ETCDC_ERR_COMPARE_FAILED`. `opts` and `result_out` may be NULL.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn etcdc_cas(
+    client: *const etcdc_client,
+    key: *const u8,
+    key_len: usize,
+    expected: *const u8,
+    expected_len: usize,
+    value: *const u8,
+    value_len: usize,
+    opts: *const etcdc_put_options,
+    result_out: *mut *mut etcdc_put_result,
+) -> etcdc_status {
+    guard(|| {
+        let c = CLIENTS.get(client)?;
+        let default = etcdc_put_options::default();
+        let opts = if opts.is_null() {
+            &default
+        } else {
+            arg(opts, "opts")?
+        };
+        let put = opts.request(key, key_len, value, value_len)?;
+        let compare = if expected.is_null() {
+            Compare {
+                result: ETCDC_CMP_EQUAL as i32,
+                target: CompareTarget::Create as i32,
+                key: put.key.clone(),
+                target_union: Some(TargetUnion::CreateRevision(0)),
+                range_end: Vec::new(),
+            }
+        } else {
+            Compare {
+                result: ETCDC_CMP_EQUAL as i32,
+                target: CompareTarget::Value as i32,
+                key: put.key.clone(),
+                target_union: Some(TargetUnion::Value(
+                    bytes(expected, expected_len, "expected")?.to_vec(),
+                )),
+                range_end: Vec::new(),
+            }
+        };
+        let req = TxnRequest {
+            compare: vec![compare],
+            success: vec![RequestOp {
+                request: Some(Request::RequestPut(put)),
+            }],
+            failure: vec![],
+        };
+        let deadline = c.deadline(opts.timeout_ms)?;
+        let resp = c.block(c.etcd.txn(req, deadline))?;
+        if !resp.succeeded {
+            return Err(Error::new(
+                ErrorKind::CompareFailed,
+                if expected.is_null() {
+                    "compare failed: the key exists"
+                } else {
+                    "compare failed: the key's value differs"
+                },
+            ));
+        }
+        if !result_out.is_null() {
+            let put = resp.responses.into_iter().find_map(|op| match op.response {
+                Some(Response::ResponsePut(mut p)) => {
+                    p.header = p.header.or(resp.header);
+                    Some(p)
+                }
+                _ => None,
+            });
+            let put = put.ok_or_else(|| {
+                Error::new(ErrorKind::Internal, "the txn answered without its put")
+            })?;
+            out(result_out, "result_out")?.write(Box::into_raw(Box::new(put.into())));
+        }
+        Ok(())
+    })
+}
+
+/// Frees a transaction result and everything borrowed from it. NULL does nothing.
+#[no_mangle]
+pub extern "C" fn etcdc_txn_result_free(result: *mut etcdc_txn_result) {
+    free_box(result)
+}
+
+/// The response header, borrowed from the result.
+#[no_mangle]
+pub extern "C" fn etcdc_txn_result_header(r: *const etcdc_txn_result) -> *const etcdc_header {
+    arg(r, "result").map_or(std::ptr::null(), |r| &r.header)
+}
+
+/// True when every compare held and the then-branch ran.
+#[no_mangle]
+pub extern "C" fn etcdc_txn_result_succeeded(r: *const etcdc_txn_result) -> bool {
+    arg(r, "result").is_ok_and(|r| r.succeeded)
+}
+
+/// How many operation results there are (those of the branch that ran).
+#[no_mangle]
+pub extern "C" fn etcdc_txn_result_len(r: *const etcdc_txn_result) -> usize {
+    arg(r, "result").map_or(0, |r| r.ops.len())
+}
+
+fn op(r: *const etcdc_txn_result, i: usize) -> Option<&'static TxnOp> {
+    arg(r, "result").ok().and_then(|r| r.ops.get(i))
+}
+
+/// What the `i`-th operation was; `*type_out` is written only on success.
+#[no_mangle]
+pub extern "C" fn etcdc_txn_result_op_type(
+    r: *const etcdc_txn_result,
+    i: usize,
+    type_out: *mut etcdc_op_type,
+) -> etcdc_status {
+    guard(|| {
+        let out = out(type_out, "type_out")?;
+        let op =
+            op(r, i).ok_or_else(|| Error::invalid(format!("no operation {i} in the result")))?;
+        out.write(match op {
+            TxnOp::Get(_) => etcdc_op_type::ETCDC_OP_GET,
+            TxnOp::Put(_) => etcdc_op_type::ETCDC_OP_PUT,
+            TxnOp::Delete(_) => etcdc_op_type::ETCDC_OP_DELETE,
+            TxnOp::Txn(_) => etcdc_op_type::ETCDC_OP_TXN,
+        });
+        Ok(())
+    })
+}
+
+/// The `i`-th operation's get result, borrowed; NULL if it is not a get.
+#[no_mangle]
+pub extern "C" fn etcdc_txn_result_get(
+    r: *const etcdc_txn_result,
+    i: usize,
+) -> *const etcdc_get_result {
+    match op(r, i) {
+        Some(TxnOp::Get(g)) => g,
+        _ => std::ptr::null(),
+    }
+}
+
+/// The `i`-th operation's put result, borrowed; NULL if it is not a put.
+#[no_mangle]
+pub extern "C" fn etcdc_txn_result_put(
+    r: *const etcdc_txn_result,
+    i: usize,
+) -> *const etcdc_put_result {
+    match op(r, i) {
+        Some(TxnOp::Put(p)) => p,
+        _ => std::ptr::null(),
+    }
+}
+
+/// The `i`-th operation's delete result, borrowed; NULL if it is not a delete.
+#[no_mangle]
+pub extern "C" fn etcdc_txn_result_delete(
+    r: *const etcdc_txn_result,
+    i: usize,
+) -> *const etcdc_delete_result {
+    match op(r, i) {
+        Some(TxnOp::Delete(d)) => d,
+        _ => std::ptr::null(),
+    }
+}
+
+/// The `i`-th operation's nested transaction result, borrowed; NULL if it is not a txn.
+#[no_mangle]
+pub extern "C" fn etcdc_txn_result_txn(
+    r: *const etcdc_txn_result,
+    i: usize,
+) -> *const etcdc_txn_result {
+    match op(r, i) {
+        Some(TxnOp::Txn(t)) => t,
+        _ => std::ptr::null(),
+    }
+}

@@ -1,0 +1,505 @@
+//! Watches: a callback on etcdc's event thread, or a pull form for epoll loops.
+
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::sync::Arc;
+
+use super::client::{etcdc_client, CLIENTS};
+use super::handle::Table;
+use super::kv::{etcdc_header, etcdc_kv, header, span_arg, Span};
+use super::sink::{Callback, Sink};
+use super::{arg, arg_mut, bytes, etcdc_status, free_box, guard, out};
+use crate::api::{WatchControl, WatchUpdate};
+use crate::error::{Error, Result};
+use crate::pb::etcdserverpb::watch_create_request::FilterType;
+use crate::pb::etcdserverpb::WatchCreateRequest;
+use crate::pb::mvccpb::event::EventType;
+
+/// A running watch. Free with `etcdc_watch_free`.
+pub struct etcdc_watch {
+    _opaque: [u8; 0],
+}
+
+/// Options for `etcdc_watch_start`.
+#[derive(Clone, Default)]
+pub struct etcdc_watch_options {
+    span: Span,
+    req: WatchCreateRequest,
+    timeout_ms: i64,
+}
+
+/// What a watch response carries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum etcdc_watch_kind {
+    /// The events of one or more revisions, in order, never a partial revision.
+    ETCDC_WATCH_EVENTS = 0,
+    /// No events: every event up to the header's revision has been delivered.
+    ETCDC_WATCH_PROGRESS = 1,
+    /// The watch's next revision was compacted (`etcdc_watch_response_compact_revision`): read
+    /// the keys again and start a new watch from that read's revision + 1. The watch has ended.
+    ETCDC_WATCH_COMPACTED = 2,
+    /// The server ended the watch (`etcdc_watch_response_reason` says why). The watch has ended.
+    ETCDC_WATCH_CANCELED = 3,
+}
+
+/// What happened to a key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum etcdc_event_kind {
+    ETCDC_EVENT_PUT = 0,
+    ETCDC_EVENT_DELETE = 1,
+}
+
+/// One change of one key.
+#[derive(Clone)]
+pub struct etcdc_event {
+    ty: etcdc_event_kind,
+    kv: etcdc_kv,
+    prev_kv: Option<etcdc_kv>,
+}
+
+/// One delivery of a watch. Borrowed for the duration of a callback (keep it with
+/// `etcdc_watch_response_clone`); owned when pulled (free with `etcdc_watch_response_free`).
+#[derive(Clone)]
+pub struct etcdc_watch_response {
+    kind: etcdc_watch_kind,
+    header: etcdc_header,
+    compact_revision: i64,
+    reason: CString,
+    events: Vec<etcdc_event>,
+}
+
+impl From<WatchUpdate> for etcdc_watch_response {
+    fn from(u: WatchUpdate) -> Self {
+        let mut r = etcdc_watch_response {
+            kind: etcdc_watch_kind::ETCDC_WATCH_PROGRESS,
+            header: header(None),
+            compact_revision: 0,
+            reason: CString::default(),
+            events: Vec::new(),
+        };
+        match u {
+            WatchUpdate::Events { header: h, events } => {
+                r.kind = etcdc_watch_kind::ETCDC_WATCH_EVENTS;
+                r.header = header(Some(h));
+                r.events = events
+                    .into_iter()
+                    .map(|e| etcdc_event {
+                        ty: if e.r#type == EventType::Delete as i32 {
+                            etcdc_event_kind::ETCDC_EVENT_DELETE
+                        } else {
+                            etcdc_event_kind::ETCDC_EVENT_PUT
+                        },
+                        kv: etcdc_kv {
+                            kv: e.kv.unwrap_or_default(),
+                        },
+                        prev_kv: e.prev_kv.map(|kv| etcdc_kv { kv }),
+                    })
+                    .collect();
+            }
+            WatchUpdate::Progress { header: h } => r.header = header(Some(h)),
+            WatchUpdate::Compacted {
+                header: h,
+                compact_revision,
+            } => {
+                r.kind = etcdc_watch_kind::ETCDC_WATCH_COMPACTED;
+                r.header = header(Some(h));
+                r.compact_revision = compact_revision;
+                r.reason = c"etcdserver: mvcc: required revision has been compacted".into();
+            }
+            WatchUpdate::Canceled { reason } => {
+                r.kind = etcdc_watch_kind::ETCDC_WATCH_CANCELED;
+                r.reason = CString::new(reason.replace('\0', "\\0")).unwrap_or_default();
+            }
+        }
+        r
+    }
+}
+
+/// A watch callback. `call` runs on etcdc's event thread, one response at a time, in revision
+/// order, never inside `etcdc_watch_start`. `drop` (may be NULL) runs exactly once after the
+/// last `call` — also when the start fails — so it can free `user_data`.
+#[repr(C)]
+pub struct etcdc_watch_callback {
+    pub call:
+        Option<unsafe extern "C" fn(user_data: *mut c_void, response: *const etcdc_watch_response)>,
+    pub drop: Option<unsafe extern "C" fn(user_data: *mut c_void)>,
+    pub user_data: *mut c_void,
+}
+
+pub(crate) struct Watch {
+    sink: Arc<Sink<etcdc_watch_response>>,
+    control: Box<dyn WatchControl>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.sink.close();
+    }
+}
+
+pub(crate) static WATCHES: Table<Watch> = Table::new(2, "watch");
+
+/// New watch options: one key, from now on, all event types. Free with
+/// `etcdc_watch_options_free`.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_options_new() -> *mut etcdc_watch_options {
+    Box::into_raw(Box::default())
+}
+
+/// Frees watch options. NULL does nothing.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_options_free(opts: *mut etcdc_watch_options) {
+    free_box(opts)
+}
+
+fn watch_opts(
+    opts: *mut etcdc_watch_options,
+    set: impl FnOnce(&mut etcdc_watch_options) -> Result<()>,
+) -> etcdc_status {
+    guard(|| set(arg_mut(opts, "opts")?))
+}
+
+/// Watch every key that starts with the given key.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_options_set_prefix(opts: *mut etcdc_watch_options) -> etcdc_status {
+    watch_opts(opts, |o| {
+        o.span = Span::Prefix;
+        Ok(())
+    })
+}
+
+/// Watch every key from the given key on.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_options_set_from_key(opts: *mut etcdc_watch_options) -> etcdc_status {
+    watch_opts(opts, |o| {
+        o.span = Span::FromKey;
+        Ok(())
+    })
+}
+
+/// Watch keys in [key, end). The bytes are copied.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_options_set_range_end(
+    opts: *mut etcdc_watch_options,
+    end: *const u8,
+    end_len: usize,
+) -> etcdc_status {
+    watch_opts(opts, |o| {
+        let end = bytes(end, end_len, "end")?;
+        if end.is_empty() {
+            return Err(Error::invalid("range end is empty"));
+        }
+        o.span = Span::RangeEnd(end.to_vec());
+        Ok(())
+    })
+}
+
+/// Deliver history from `revision` on (0: only changes after the start).
+#[no_mangle]
+pub extern "C" fn etcdc_watch_options_set_start_revision(
+    opts: *mut etcdc_watch_options,
+    revision: i64,
+) -> etcdc_status {
+    watch_opts(opts, |o| {
+        if revision < 0 {
+            return Err(Error::invalid(format!(
+                "start revision must not be negative, got {revision}"
+            )));
+        }
+        o.req.start_revision = revision;
+        Ok(())
+    })
+}
+
+/// Deliver each event's previous key-value (`etcdc_event_prev_kv`).
+#[no_mangle]
+pub extern "C" fn etcdc_watch_options_set_prev_kv(
+    opts: *mut etcdc_watch_options,
+    on: bool,
+) -> etcdc_status {
+    watch_opts(opts, |o| {
+        o.req.prev_kv = on;
+        Ok(())
+    })
+}
+
+/// Leave out put events.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_options_set_no_put(
+    opts: *mut etcdc_watch_options,
+    on: bool,
+) -> etcdc_status {
+    watch_opts(opts, |o| {
+        set_filter(&mut o.req.filters, FilterType::Noput, on);
+        Ok(())
+    })
+}
+
+/// Leave out delete events.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_options_set_no_delete(
+    opts: *mut etcdc_watch_options,
+    on: bool,
+) -> etcdc_status {
+    watch_opts(opts, |o| {
+        set_filter(&mut o.req.filters, FilterType::Nodelete, on);
+        Ok(())
+    })
+}
+
+fn set_filter(filters: &mut Vec<i32>, f: FilterType, on: bool) {
+    filters.retain(|&x| x != f as i32);
+    if on {
+        filters.push(f as i32);
+    }
+}
+
+/// Ask the server for periodic progress responses while the watch is idle (etcd: every
+/// 10 minutes by default).
+#[no_mangle]
+pub extern "C" fn etcdc_watch_options_set_progress_notify(
+    opts: *mut etcdc_watch_options,
+    on: bool,
+) -> etcdc_status {
+    watch_opts(opts, |o| {
+        o.req.progress_notify = on;
+        Ok(())
+    })
+}
+
+/// How long `etcdc_watch_start` waits for the server to confirm the watch (0: the client's
+/// default call timeout).
+#[no_mangle]
+pub extern "C" fn etcdc_watch_options_set_timeout_ms(
+    opts: *mut etcdc_watch_options,
+    timeout_ms: i64,
+) -> etcdc_status {
+    watch_opts(opts, |o| {
+        if timeout_ms < 0 {
+            return Err(Error::invalid(format!(
+                "timeout_ms must not be negative, got {timeout_ms}"
+            )));
+        }
+        o.timeout_ms = timeout_ms;
+        Ok(())
+    })
+}
+
+/// Starts watching `key` (or the span the options select); returns once the server has
+/// confirmed the watch, so every later write is seen. `opts` may be NULL.
+///
+/// With `callback` non-NULL, responses go to `callback->call` on etcdc's event thread. With
+/// `callback` NULL, responses queue for `etcdc_watch_next`, and `etcdc_watch_fd` gives a
+/// descriptor that is readable while one is waiting.
+///
+/// The watch survives member failures and reconnects by itself, resuming from the last
+/// delivered revision + 1: no event is lost or repeated. It ends only by
+/// `ETCDC_WATCH_COMPACTED`, `ETCDC_WATCH_CANCELED` or `etcdc_watch_free`.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_start(
+    client: *const etcdc_client,
+    key: *const u8,
+    key_len: usize,
+    opts: *const etcdc_watch_options,
+    callback: *const etcdc_watch_callback,
+    watch_out: *mut *mut etcdc_watch,
+) -> etcdc_status {
+    // Take the callback first: its drop must run even when the start fails.
+    let mut cb = arg(callback, "callback").ok().map(|cb| Callback {
+        call: cb.call,
+        drop: cb.drop,
+        user_data: cb.user_data,
+    });
+    let status = guard(|| {
+        let out = out(watch_out, "watch_out")?;
+        let c = CLIENTS.get(client)?;
+        let default = etcdc_watch_options::default();
+        let opts = if opts.is_null() {
+            &default
+        } else {
+            arg(opts, "opts")?
+        };
+        let (key, range_end) = span_arg(key, key_len, &opts.span)?;
+        if cb.as_ref().is_some_and(|cb| cb.call.is_none()) {
+            return Err(Error::invalid(
+                "callback->call is NULL (pass a NULL callback for the pull form)",
+            ));
+        }
+        let sink = match cb.take() {
+            Some(cb) => Sink::push(cb),
+            None => Sink::pull()?,
+        };
+        let req = WatchCreateRequest {
+            key,
+            range_end,
+            ..opts.req.clone()
+        };
+        let watcher = match c
+            .deadline(opts.timeout_ms)
+            .and_then(|deadline| c.block(c.etcd.watch(req, deadline)))
+        {
+            Ok(w) => w,
+            Err(e) => {
+                sink.close();
+                return Err(e);
+            }
+        };
+        let mut updates = watcher.updates;
+        let forward = sink.clone();
+        let task = c.rt.spawn(async move {
+            while let Some(update) = updates.recv().await {
+                let last = matches!(
+                    update,
+                    WatchUpdate::Compacted { .. } | WatchUpdate::Canceled { .. }
+                );
+                forward.deliver(Box::new(update.into()));
+                if last {
+                    break;
+                }
+            }
+            forward.end();
+        });
+        out.write(WATCHES.insert(Watch {
+            sink,
+            control: watcher.control,
+            task: task.abort_handle(),
+        }));
+        Ok(())
+    });
+    if let Some(cb) = cb {
+        cb.discard();
+    }
+    status
+}
+
+/// Pull form: the next response, waiting up to `timeout_ms` (0: do not wait; negative: no
+/// limit). `ETCDC_ERR_TIMEOUT` when nothing arrived; `ETCDC_ERR_CLOSED` once the watch has
+/// ended and everything was pulled. The response is owned: free it with
+/// `etcdc_watch_response_free`.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_next(
+    watch: *const etcdc_watch,
+    timeout_ms: i64,
+    response_out: *mut *mut etcdc_watch_response,
+) -> etcdc_status {
+    guard(|| {
+        let out = out(response_out, "response_out")?;
+        let w = WATCHES.get(watch)?;
+        out.write(Box::into_raw(w.sink.next(timeout_ms)?));
+        Ok(())
+    })
+}
+
+/// Pull form: a descriptor that is readable while a response (or the end) is waiting, for
+/// poll/epoll. Owned by the watch: do not read or close it.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_fd(watch: *const etcdc_watch, fd_out: *mut c_int) -> etcdc_status {
+    guard(|| {
+        let out = out(fd_out, "fd_out")?;
+        out.write(WATCHES.get(watch)?.sink.fd()?);
+        Ok(())
+    })
+}
+
+/// Asks the server for a progress response (`ETCDC_WATCH_PROGRESS`) on this watch.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_request_progress(watch: *const etcdc_watch) -> etcdc_status {
+    guard(|| {
+        WATCHES.get(watch)?.control.request_progress();
+        Ok(())
+    })
+}
+
+/// Cancels and frees a watch. Waits for a running callback to return and runs `drop`; called
+/// from inside the watch's own callback it returns at once and `drop` runs when the callback
+/// returns. NULL does nothing; a handle already freed gives `ETCDC_ERR_INVALID_ARGUMENT`.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_free(watch: *mut etcdc_watch) -> etcdc_status {
+    if watch.is_null() {
+        return etcdc_status::ETCDC_OK;
+    }
+    guard(|| WATCHES.remove(watch).map(drop))
+}
+
+/// A copy of a response that the caller owns (free with `etcdc_watch_response_free`); NULL
+/// for NULL.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_response_clone(
+    r: *const etcdc_watch_response,
+) -> *mut etcdc_watch_response {
+    arg(r, "response").map_or(std::ptr::null_mut(), |r| Box::into_raw(Box::new(r.clone())))
+}
+
+/// Frees a pulled or cloned response. NULL does nothing.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_response_free(r: *mut etcdc_watch_response) {
+    free_box(r)
+}
+
+/// What the response carries.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_response_kind(r: *const etcdc_watch_response) -> etcdc_watch_kind {
+    arg(r, "response").map_or(etcdc_watch_kind::ETCDC_WATCH_CANCELED, |r| r.kind)
+}
+
+/// The response header (its revision: the store's revision when it was sent), borrowed.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_response_header(
+    r: *const etcdc_watch_response,
+) -> *const etcdc_header {
+    arg(r, "response").map_or(std::ptr::null(), |r| &r.header)
+}
+
+/// For `ETCDC_WATCH_COMPACTED`: the compaction revision; else 0.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_response_compact_revision(r: *const etcdc_watch_response) -> i64 {
+    arg(r, "response").map_or(0, |r| r.compact_revision)
+}
+
+/// For `ETCDC_WATCH_CANCELED` and `_COMPACTED`: why, in etcd's words; else "".
+#[no_mangle]
+pub extern "C" fn etcdc_watch_response_reason(r: *const etcdc_watch_response) -> *const c_char {
+    arg(r, "response").map_or(c"".as_ptr(), |r| r.reason.as_ptr())
+}
+
+/// How many events the response holds.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_response_len(r: *const etcdc_watch_response) -> usize {
+    arg(r, "response").map_or(0, |r| r.events.len())
+}
+
+/// The `i`-th event, borrowed from the response; NULL when out of range.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_response_event(
+    r: *const etcdc_watch_response,
+    i: usize,
+) -> *const etcdc_event {
+    arg(r, "response")
+        .ok()
+        .and_then(|r| r.events.get(i))
+        .map_or(std::ptr::null(), |e| e)
+}
+
+/// Put or delete.
+#[no_mangle]
+pub extern "C" fn etcdc_event_type(e: *const etcdc_event) -> etcdc_event_kind {
+    arg(e, "event").map_or(etcdc_event_kind::ETCDC_EVENT_PUT, |e| e.ty)
+}
+
+/// The key-value after the change (for a delete: the key, with the delete's mod revision).
+#[no_mangle]
+pub extern "C" fn etcdc_event_kv(e: *const etcdc_event) -> *const etcdc_kv {
+    arg(e, "event").map_or(std::ptr::null(), |e| &e.kv)
+}
+
+/// The key-value before the change, when the watch asked for it and there was one; else NULL.
+#[no_mangle]
+pub extern "C" fn etcdc_event_prev_kv(e: *const etcdc_event) -> *const etcdc_kv {
+    arg(e, "event")
+        .ok()
+        .and_then(|e| e.prev_kv.as_ref())
+        .map_or(std::ptr::null(), |kv| kv)
+}

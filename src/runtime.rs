@@ -1,0 +1,90 @@
+//! The process-wide tokio runtime every handle runs on, created on first use. A child
+//! process after `fork()` has none of the parent's threads: it gets `Forked` until it calls
+//! `reinit_after_fork`, which starts afresh.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use tokio::runtime::{Builder, Handle, Runtime};
+
+use crate::error::{Error, ErrorKind, Result};
+
+struct Current {
+    pid: u32,
+    runtime: Runtime,
+}
+
+static CURRENT: Mutex<Option<Current>> = Mutex::new(None);
+static THREADS: AtomicUsize = AtomicUsize::new(2);
+
+/// Sets the worker thread count; only before the runtime has started.
+pub fn set_threads(n: usize) -> Result<()> {
+    if n == 0 || n > 1024 {
+        return Err(Error::invalid(format!(
+            "runtime threads must be 1..=1024, not {n}"
+        )));
+    }
+    let current = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
+    if current.is_some() {
+        return Err(Error::new(
+            ErrorKind::FailedPrecondition,
+            "the runtime is already running: set its size before the first etcdc call",
+        ));
+    }
+    THREADS.store(n, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The runtime's handle, starting it if needed.
+pub fn handle() -> Result<Handle> {
+    let mut current = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
+    let pid = std::process::id();
+    if let Some(c) = current.as_ref() {
+        if c.pid != pid {
+            return Err(forked());
+        }
+        return Ok(c.runtime.handle().clone());
+    }
+    let runtime = Builder::new_multi_thread()
+        .worker_threads(THREADS.load(Ordering::Relaxed))
+        .thread_name("etcdc-runtime")
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("cannot start the runtime: {e}"),
+            )
+        })?;
+    let handle = runtime.handle().clone();
+    *current = Some(Current { pid, runtime });
+    Ok(handle)
+}
+
+/// True in a child process that inherited a runtime from its parent.
+pub fn forked() -> Error {
+    Error::new(
+        ErrorKind::Closed,
+        "etcdc was started before fork(): call etcdc_reinit_after_fork() in the child",
+    )
+}
+
+pub fn is_forked() -> bool {
+    let current = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
+    current
+        .as_ref()
+        .is_some_and(|c| c.pid != std::process::id())
+}
+
+/// In a forked child: forgets the parent's runtime (its threads do not exist here, so it
+/// cannot be shut down) so the next call starts a fresh one.
+pub fn reinit_after_fork() {
+    let mut current = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = current.take() {
+        if c.pid == std::process::id() {
+            *current = Some(c);
+        } else {
+            std::mem::forget(c);
+        }
+    }
+}
