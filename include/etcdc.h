@@ -371,9 +371,10 @@ extern "C" {
 
 /**
  * The constant name of a status code, e.g. "ETCDC_ERR_TIMEOUT"; "ETCDC_UNKNOWN" for a value
- * this version does not know. The string is static.
+ * this version does not know. Takes an int so that any value is safe to pass. The string is
+ * static.
  */
-const char *etcdc_status_str(enum etcdc_status status);
+const char *etcdc_status_str(int32_t status);
 
 /**
  * The message of the last failed etcdc call on the calling thread, keeping etcd's own text

@@ -102,13 +102,11 @@ impl From<ErrorKind> for etcdc_status {
 }
 
 /// The constant name of a status code, e.g. "ETCDC_ERR_TIMEOUT"; "ETCDC_UNKNOWN" for a value
-/// this version does not know. The string is static.
+/// this version does not know. Takes an int so that any value is safe to pass. The string is
+/// static.
 #[no_mangle]
-pub extern "C" fn etcdc_status_str(status: etcdc_status) -> *const c_char {
-    // Read as an integer: a C caller may pass a value a newer etcdc added.
-    // SAFETY: etcdc_status is repr(C), so it has the size and layout of a C int.
-    let raw: i32 = unsafe { std::mem::transmute::<etcdc_status, i32>(status) };
-    let name: &'static CStr = match raw {
+pub extern "C" fn etcdc_status_str(status: i32) -> *const c_char {
+    let name: &'static CStr = match status {
         0 => c"ETCDC_OK",
         1 => c"ETCDC_ERR_INVALID_ARGUMENT",
         2 => c"ETCDC_ERR_NOT_FOUND",
