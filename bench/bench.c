@@ -1,0 +1,225 @@
+/* etcdc benchmark driver. One row per run:
+ *   impl op callers ops qps p50_us p99_us
+ * impl: "etcdc" (the C ABI) or "v2curl" (etcd's v2 HTTP API through libcurl, as cetcd did).
+ * op: put (64-byte values), range (one key, linearizable), watch (put-to-callback latency of
+ * one watcher while `callers` threads put).
+ * Usage: etcdc_bench IMPL OP CALLERS SECONDS ENDPOINT */
+#include <curl/curl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <etcdc.h>
+
+static const char *impl, *op, *endpoint;
+static int seconds;
+static etcdc_client *client;
+static volatile int stop_flag = 0;
+
+typedef struct {
+  int id;
+  uint64_t *lat; /* nanoseconds */
+  size_t n, cap;
+  int errors;
+} worker;
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void record(worker *w, uint64_t ns) {
+  if (w->n == w->cap) {
+    w->cap = w->cap ? w->cap * 2 : 4096;
+    w->lat = (uint64_t *)realloc(w->lat, w->cap * sizeof *w->lat);
+  }
+  w->lat[w->n++] = ns;
+}
+
+static size_t discard(void *p, size_t s, size_t n, void *u) {
+  (void)p;
+  (void)u;
+  return s * n;
+}
+
+static void value_with_time(char *value, size_t len) {
+  memset(value, 'x', len);
+  snprintf(value, len, "%020" PRIu64, now_ns());
+  value[20] = 'x';
+}
+
+static void *run_etcdc(void *arg) {
+  worker *w = (worker *)arg;
+  char key[64], value[64];
+  int i = 0;
+  while (!stop_flag) {
+    snprintf(key, sizeof key, "bench/%d/%d", w->id, i++ % 1000);
+    uint64_t t0 = now_ns();
+    etcdc_status s;
+    if (strcmp(op, "range") == 0) {
+      etcdc_get_result *r = NULL;
+      s = etcdc_get(client, (const uint8_t *)"bench/range", 11, NULL, &r);
+      etcdc_get_result_free(r);
+    } else {
+      value_with_time(value, sizeof value);
+      s = etcdc_put(client, (const uint8_t *)key, strlen(key), (const uint8_t *)value, sizeof value, NULL, NULL);
+    }
+    if (s != ETCDC_OK) {
+      if (w->errors++ < 3) fprintf(stderr, "etcdc: %s: %s\n", etcdc_status_str(s), etcdc_last_error());
+      continue;
+    }
+    if (strcmp(op, "watch") != 0) record(w, now_ns() - t0);
+  }
+  return NULL;
+}
+
+static void *run_v2(void *arg) {
+  worker *w = (worker *)arg;
+  CURL *h = curl_easy_init();
+  char url[256], body[128], value[64];
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+  int i = 0;
+  while (!stop_flag) {
+    if (strcmp(op, "range") == 0) {
+      snprintf(url, sizeof url, "%s/v2/keys/bench/range", endpoint);
+      curl_easy_setopt(h, CURLOPT_URL, url);
+      curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    } else {
+      snprintf(url, sizeof url, "%s/v2/keys/bench/%d/%d", endpoint, w->id, i++ % 1000);
+      value_with_time(value, sizeof value);
+      snprintf(body, sizeof body, "value=%.*s", (int)sizeof value - 1, value);
+      curl_easy_setopt(h, CURLOPT_URL, url);
+      curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT");
+      curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    }
+    uint64_t t0 = now_ns();
+    CURLcode rc = curl_easy_perform(h);
+    long code = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    if (rc != CURLE_OK || code >= 300) {
+      if (w->errors++ < 3) fprintf(stderr, "v2: %s, HTTP %ld\n", curl_easy_strerror(rc), code);
+      continue;
+    }
+    record(w, now_ns() - t0);
+  }
+  curl_easy_cleanup(h);
+  return NULL;
+}
+
+/* The watch callback measures from the time a putter stamped into the value. */
+static worker watch_latencies;
+static pthread_mutex_t watch_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void on_watch(void *user_data, const etcdc_watch_response *r) {
+  (void)user_data;
+  uint64_t now = now_ns();
+  pthread_mutex_lock(&watch_mu);
+  for (size_t i = 0; i < etcdc_watch_response_len(r); i++) {
+    size_t n = 0;
+    const uint8_t *v = etcdc_kv_value(etcdc_event_kv(etcdc_watch_response_event(r, i)), &n);
+    if (n >= 20) {
+      char stamp[21];
+      memcpy(stamp, v, 20);
+      stamp[20] = 0;
+      record(&watch_latencies, now - strtoull(stamp, NULL, 10));
+    }
+  }
+  pthread_mutex_unlock(&watch_mu);
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 6) {
+    fprintf(stderr, "usage: %s etcdc|v2curl put|range|watch CALLERS SECONDS ENDPOINT\n", argv[0]);
+    return 2;
+  }
+  impl = argv[1];
+  op = argv[2];
+  int callers = atoi(argv[3]);
+  seconds = atoi(argv[4]);
+  endpoint = argv[5];
+  int v2 = strcmp(impl, "v2curl") == 0;
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  etcdc_runtime_set_threads(2);
+  if (etcdc_client_connect(endpoint, NULL, &client) != ETCDC_OK) {
+    fprintf(stderr, "connect: %s\n", etcdc_last_error());
+    return 1;
+  }
+  etcdc_put(client, (const uint8_t *)"bench/range", 11, (const uint8_t *)"0123456789abcdef", 16, NULL, NULL);
+  if (v2) {
+    /* v2 has its own keyspace: seed the key the range op reads. */
+    CURL *h = curl_easy_init();
+    char url[256];
+    snprintf(url, sizeof url, "%s/v2/keys/bench/range", endpoint);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT");
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, "value=0123456789abcdef");
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_perform(h);
+    curl_easy_cleanup(h);
+  }
+
+  etcdc_watch *watch = NULL;
+  if (strcmp(op, "watch") == 0) {
+    if (v2) return 3; /* v2's long-poll watch is not comparable: no row */
+    etcdc_watch_options *o = etcdc_watch_options_new();
+    etcdc_watch_options_set_prefix(o);
+    etcdc_watch_callback cb = {on_watch, NULL, NULL};
+    if (etcdc_watch_start(client, (const uint8_t *)"bench/", 6, o, &cb, &watch) != ETCDC_OK) return 1;
+    etcdc_watch_options_free(o);
+  }
+
+  worker *ws = (worker *)calloc((size_t)callers, sizeof *ws);
+  pthread_t *ts = (pthread_t *)calloc((size_t)callers, sizeof *ts);
+  for (int i = 0; i < callers; i++) {
+    ws[i].id = i;
+    pthread_create(&ts[i], NULL, v2 ? run_v2 : run_etcdc, &ws[i]);
+  }
+  struct timespec warm = {1, 0};
+  nanosleep(&warm, NULL); /* warm-up: connections, first requests */
+  for (int i = 0; i < callers; i++) ws[i].n = 0;
+  pthread_mutex_lock(&watch_mu);
+  watch_latencies.n = 0;
+  pthread_mutex_unlock(&watch_mu);
+  uint64_t t0 = now_ns();
+  struct timespec run = {seconds, 0};
+  nanosleep(&run, NULL);
+  /* Snapshot the counts at the end of the window, then stop. */
+  size_t total = 0;
+  uint64_t *all = NULL;
+  pthread_mutex_lock(&watch_mu);
+  worker *sources = watch ? &watch_latencies : ws;
+  int nsources = watch ? 1 : callers;
+  for (int i = 0; i < nsources; i++) total += sources[i].n;
+  all = (uint64_t *)malloc((total ? total : 1) * sizeof *all);
+  size_t k = 0;
+  for (int i = 0; i < nsources; i++) {
+    memcpy(all + k, sources[i].lat, sources[i].n * sizeof *all);
+    k += sources[i].n;
+  }
+  pthread_mutex_unlock(&watch_mu);
+  double elapsed = (double)(now_ns() - t0) / 1e9;
+  stop_flag = 1;
+  for (int i = 0; i < callers; i++) pthread_join(ts[i], NULL);
+  int errors = 0;
+  for (int i = 0; i < callers; i++) errors += ws[i].errors;
+  if (watch) etcdc_watch_free(watch);
+
+  qsort(all, total, sizeof *all, cmp_u64);
+  double p50 = total ? (double)all[total / 2] / 1e3 : 0;
+  double p99 = total ? (double)all[(size_t)((double)total * 0.99)] / 1e3 : 0;
+  printf("%s %s %d %zu %.0f %.0f %.0f %d\n", impl, op, callers, total, (double)total / elapsed, p50, p99, errors);
+  etcdc_client_free(client);
+  curl_global_cleanup();
+  return 0;
+}
