@@ -1,12 +1,14 @@
 /* etcdc benchmark driver. One row per run:
  *   impl op callers ops qps p50_us p99_us
  * impl: "etcdc" (the C ABI) or "v2curl" (etcd's v2 HTTP API through libcurl, as cetcd did).
- * op: put (64-byte values), range (one key, linearizable), watch (put-to-callback latency of
- * one watcher while `callers` threads put).
+ * op: put (64-byte values); range (one key, linearizable; v2: ?quorum=true); srange (one key,
+ * served locally: v3 serializable, v2's default GET); watch (put-to-callback latency of one
+ * watcher while `callers` threads put).
  * Usage: etcdc_bench IMPL OP CALLERS SECONDS ENDPOINT */
 #include <curl/curl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +19,8 @@
 static const char *impl, *op, *endpoint;
 static int seconds;
 static etcdc_client *client;
-static volatile int stop_flag = 0;
+static atomic_int stop_flag = 0;
+static atomic_int recording = 0; /* samples count only inside the measured window */
 
 typedef struct {
   int id;
@@ -33,6 +36,7 @@ static uint64_t now_ns(void) {
 }
 
 static void record(worker *w, uint64_t ns) {
+  if (!atomic_load(&recording)) return;
   if (w->n == w->cap) {
     w->cap = w->cap ? w->cap * 2 : 4096;
     w->lat = (uint64_t *)realloc(w->lat, w->cap * sizeof *w->lat);
@@ -52,17 +56,22 @@ static void value_with_time(char *value, size_t len) {
   value[20] = 'x';
 }
 
+static int is_range(void) { return strcmp(op, "range") == 0 || strcmp(op, "srange") == 0; }
+
 static void *run_etcdc(void *arg) {
   worker *w = (worker *)arg;
   char key[64], value[64];
   int i = 0;
-  while (!stop_flag) {
+  etcdc_get_options *serializable = etcdc_get_options_new();
+  etcdc_get_options_set_serializable(serializable, true);
+  const etcdc_get_options *get_opts = strcmp(op, "srange") == 0 ? serializable : NULL;
+  while (!atomic_load(&stop_flag)) {
     snprintf(key, sizeof key, "bench/%d/%d", w->id, i++ % 1000);
     uint64_t t0 = now_ns();
     etcdc_status s;
-    if (strcmp(op, "range") == 0) {
+    if (is_range()) {
       etcdc_get_result *r = NULL;
-      s = etcdc_get(client, (const uint8_t *)"bench/range", 11, NULL, &r);
+      s = etcdc_get(client, (const uint8_t *)"bench/range", 11, get_opts, &r);
       etcdc_get_result_free(r);
     } else {
       value_with_time(value, sizeof value);
@@ -74,6 +83,7 @@ static void *run_etcdc(void *arg) {
     }
     if (strcmp(op, "watch") != 0) record(w, now_ns() - t0);
   }
+  etcdc_get_options_free(serializable);
   return NULL;
 }
 
@@ -85,9 +95,9 @@ static void *run_v2(void *arg) {
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
   int i = 0;
-  while (!stop_flag) {
-    if (strcmp(op, "range") == 0) {
-      snprintf(url, sizeof url, "%s/v2/keys/bench/range", endpoint);
+  while (!atomic_load(&stop_flag)) {
+    if (is_range()) {
+      snprintf(url, sizeof url, "%s/v2/keys/bench/range%s", endpoint, strcmp(op, "range") == 0 ? "?quorum=true" : "");
       curl_easy_setopt(h, CURLOPT_URL, url);
       curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
     } else {
@@ -140,7 +150,7 @@ static int cmp_u64(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
   if (argc != 6) {
-    fprintf(stderr, "usage: %s etcdc|v2curl put|range|watch CALLERS SECONDS ENDPOINT\n", argv[0]);
+    fprintf(stderr, "usage: %s etcdc|v2curl put|range|srange|watch CALLERS SECONDS ENDPOINT\n", argv[0]);
     return 2;
   }
   impl = argv[1];
@@ -187,38 +197,37 @@ int main(int argc, char **argv) {
   }
   struct timespec warm = {1, 0};
   nanosleep(&warm, NULL); /* warm-up: connections, first requests */
-  for (int i = 0; i < callers; i++) ws[i].n = 0;
-  pthread_mutex_lock(&watch_mu);
-  watch_latencies.n = 0;
-  pthread_mutex_unlock(&watch_mu);
+  atomic_store(&recording, 1);
   uint64_t t0 = now_ns();
   struct timespec run = {seconds, 0};
   nanosleep(&run, NULL);
-  /* Snapshot the counts at the end of the window, then stop. */
-  size_t total = 0;
-  uint64_t *all = NULL;
-  pthread_mutex_lock(&watch_mu);
-  worker *sources = watch ? &watch_latencies : ws;
-  int nsources = watch ? 1 : callers;
-  for (int i = 0; i < nsources; i++) total += sources[i].n;
-  all = (uint64_t *)malloc((total ? total : 1) * sizeof *all);
-  size_t k = 0;
-  for (int i = 0; i < nsources; i++) {
-    memcpy(all + k, sources[i].lat, sources[i].n * sizeof *all);
-    k += sources[i].n;
-  }
-  pthread_mutex_unlock(&watch_mu);
+  atomic_store(&recording, 0);
   double elapsed = (double)(now_ns() - t0) / 1e9;
-  stop_flag = 1;
+  atomic_store(&stop_flag, 1);
   for (int i = 0; i < callers; i++) pthread_join(ts[i], NULL);
+  if (watch) etcdc_watch_free(watch); /* waits for a running callback: samples are final */
   int errors = 0;
   for (int i = 0; i < callers; i++) errors += ws[i].errors;
-  if (watch) etcdc_watch_free(watch);
+  worker *sources = watch ? &watch_latencies : ws;
+  int nsources = watch ? 1 : callers;
+  size_t total = 0;
+  for (int i = 0; i < nsources; i++) total += sources[i].n;
+  uint64_t *all = (uint64_t *)malloc((total ? total : 1) * sizeof *all);
+  size_t k = 0;
+  for (int i = 0; i < nsources; i++) {
+    if (sources[i].n) memcpy(all + k, sources[i].lat, sources[i].n * sizeof *all);
+    k += sources[i].n;
+  }
 
   qsort(all, total, sizeof *all, cmp_u64);
   double p50 = total ? (double)all[total / 2] / 1e3 : 0;
   double p99 = total ? (double)all[(size_t)((double)total * 0.99)] / 1e3 : 0;
   printf("%s %s %d %zu %.0f %.0f %.0f %d\n", impl, op, callers, total, (double)total / elapsed, p50, p99, errors);
+  for (int i = 0; i < callers; i++) free(ws[i].lat);
+  free(watch_latencies.lat);
+  free(all);
+  free(ws);
+  free(ts);
   etcdc_client_free(client);
   curl_global_cleanup();
   return 0;

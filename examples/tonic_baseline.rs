@@ -1,6 +1,11 @@
 //! The benchmark's baseline: a plain tonic client of etcd, with no etcdc layer in between.
-//! Prints one row like bench/bench.c: `tonic OP CALLERS OPS QPS P50_US P99_US ERRORS`.
-//! Usage: cargo run --release --example tonic_baseline -- put|range|watch CALLERS SECONDS ENDPOINT
+//! Prints one row like bench/bench.c: `IMPL OP CALLERS OPS QPS P50_US P99_US ERRORS`.
+//!
+//! `tonic`: every caller is a tokio task (async Rust). `tonic-threads`: every caller is an OS
+//! thread that blocks on each call, as a C program calling any blocking client library must;
+//! the difference between the two is the cost of that threading model, not of etcdc.
+//!
+//! Usage: tonic_baseline tasks|threads put|range|srange|watch CALLERS SECONDS ENDPOINT
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,35 +18,73 @@ use etcdc::pb::etcdserverpb::watch_request::RequestUnion;
 use etcdc::pb::etcdserverpb::*;
 use tonic::transport::Channel;
 
-fn stamp(start: Instant) -> Vec<u8> {
-    let mut v = format!("{:020}", start.elapsed().as_nanos()).into_bytes();
-    v.resize(64, b'x');
-    v
+type Samples = Arc<Mutex<Vec<u64>>>;
+
+struct Caller {
+    kv: KvClient<Channel>,
+    op: String,
+    id: usize,
+    i: u64,
+    origin: Instant,
 }
 
-#[tokio::main(worker_threads = 2)]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+impl Caller {
+    /// One request; true on success.
+    async fn call(&mut self) -> bool {
+        if self.op == "range" || self.op == "srange" {
+            let req = RangeRequest {
+                key: b"bench/range".to_vec(),
+                serializable: self.op == "srange",
+                ..Default::default()
+            };
+            return self.kv.range(req).await.is_ok();
+        }
+        let key = format!("bench/{}/{}", self.id, self.i % 1000).into_bytes();
+        self.i += 1;
+        let mut value = format!("{:020}", self.origin.elapsed().as_nanos()).into_bytes();
+        value.resize(64, b'x');
+        let req = PutRequest {
+            key,
+            value,
+            ..Default::default()
+        };
+        self.kv.put(req).await.is_ok()
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, op, callers, seconds, endpoint] = &args[..] else {
-        return Err("usage: tonic_baseline put|range|watch CALLERS SECONDS ENDPOINT".into());
+    let [_, mode, op, callers, seconds, endpoint] = &args[..] else {
+        return Err(
+            "usage: tonic_baseline tasks|threads put|range|srange|watch CALLERS SECONDS ENDPOINT"
+                .into(),
+        );
     };
-    let (op, callers, seconds) = (
-        op.clone(),
-        callers.parse::<usize>()?,
-        seconds.parse::<u64>()?,
-    );
-    let channel = Channel::from_shared(endpoint.clone())?.connect().await?;
+    let threads = mode == "threads";
+    let (callers, seconds) = (callers.parse::<usize>()?, seconds.parse::<u64>()?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let channel = rt.block_on(Channel::from_shared(endpoint.clone())?.connect())?;
     let mut kv = KvClient::new(channel.clone());
-    kv.put(PutRequest {
+    rt.block_on(kv.put(PutRequest {
         key: b"bench/range".to_vec(),
         value: b"0123456789abcdef".to_vec(),
         ..Default::default()
-    })
-    .await?;
+    }))?;
     let origin = Instant::now();
-    let latencies: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let samples: Samples = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let recording = Arc::new(AtomicBool::new(false));
+    let record = {
+        let (samples, recording) = (samples.clone(), recording.clone());
+        move |ns: u64| {
+            if recording.load(Ordering::Relaxed) {
+                samples.lock().unwrap_or_else(|p| p.into_inner()).push(ns);
+            }
+        }
+    };
 
     if op == "watch" {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -52,96 +95,94 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ..Default::default()
             })),
         })?;
-        let mut stream = WatchClient::new(channel.clone())
-            .watch(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
-            .await?
+        let mut stream = rt
+            .block_on(
+                WatchClient::new(channel.clone())
+                    .watch(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)),
+            )?
             .into_inner();
-        let (lat, rec) = (latencies.clone(), recording.clone());
-        tokio::spawn(async move {
-            let _keep = tx;
+        let record = record.clone();
+        rt.spawn(async move {
+            let _keep_open = tx;
             while let Ok(Some(resp)) = stream.message().await {
                 let now = origin.elapsed().as_nanos() as u64;
-                if !rec.load(Ordering::Relaxed) {
-                    continue;
-                }
-                let mut l = lat.lock().unwrap_or_else(|p| p.into_inner());
                 for ev in resp.events {
                     let v = ev.kv.map(|kv| kv.value).unwrap_or_default();
-                    if let Some(sent) = std::str::from_utf8(&v[..20.min(v.len())])
+                    let sent = std::str::from_utf8(&v[..20.min(v.len())])
                         .ok()
-                        .and_then(|s| s.parse::<u64>().ok())
-                    {
-                        l.push(now.saturating_sub(sent));
+                        .and_then(|s| s.parse::<u64>().ok());
+                    if let Some(sent) = sent {
+                        record(now.saturating_sub(sent));
                     }
                 }
             }
         });
     }
 
-    let mut tasks = Vec::new();
+    let measure = op != "watch";
+    let mut task_handles = Vec::new();
+    let mut thread_handles = Vec::new();
     for id in 0..callers {
-        let (mut kv, op, lat, stop, rec) = (
-            KvClient::new(channel.clone()),
-            op.clone(),
-            latencies.clone(),
-            stop.clone(),
-            recording.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut errors = 0u64;
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let t0 = Instant::now();
-                let ok = if op == "range" {
-                    kv.range(RangeRequest {
-                        key: b"bench/range".to_vec(),
-                        ..Default::default()
-                    })
-                    .await
-                    .is_ok()
-                } else {
-                    let key = format!("bench/{id}/{}", i % 1000).into_bytes();
-                    i += 1;
-                    kv.put(PutRequest {
-                        key,
-                        value: stamp(origin),
-                        ..Default::default()
-                    })
-                    .await
-                    .is_ok()
-                };
-                if !ok {
-                    errors += 1;
-                    continue;
+        let mut caller = Caller {
+            kv: KvClient::new(channel.clone()),
+            op: op.clone(),
+            id,
+            i: 0,
+            origin,
+        };
+        let (stop, record) = (stop.clone(), record.clone());
+        if threads {
+            let handle = rt.handle().clone();
+            thread_handles.push(std::thread::spawn(move || {
+                let mut errors = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let t0 = Instant::now();
+                    if !handle.block_on(caller.call()) {
+                        errors += 1;
+                    } else if measure {
+                        record(t0.elapsed().as_nanos() as u64);
+                    }
                 }
-                if op != "watch" && rec.load(Ordering::Relaxed) {
-                    lat.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(t0.elapsed().as_nanos() as u64);
+                errors
+            }));
+        } else {
+            task_handles.push(rt.spawn(async move {
+                let mut errors = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let t0 = Instant::now();
+                    if !caller.call().await {
+                        errors += 1;
+                    } else if measure {
+                        record(t0.elapsed().as_nanos() as u64);
+                    }
                 }
-            }
-            errors
-        }));
+                errors
+            }));
+        }
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::thread::sleep(Duration::from_secs(1));
     recording.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    std::thread::sleep(Duration::from_secs(seconds));
     recording.store(false, Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
-    let mut all = std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
     stop.store(true, Ordering::Relaxed);
     let mut errors = 0;
-    for t in tasks {
-        errors += t.await.unwrap_or(0);
+    for t in task_handles {
+        errors += rt.block_on(t).unwrap_or(0);
     }
+    for t in thread_handles {
+        errors += t.join().unwrap_or(0);
+    }
+    let mut all = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
     all.sort_unstable();
     let pct = |p: f64| {
         all.get(((all.len() as f64) * p) as usize)
             .map_or(0.0, |&ns| ns as f64 / 1e3)
     };
+    let name = if threads { "tonic-threads" } else { "tonic" };
     println!(
-        "tonic {op} {callers} {} {:.0} {:.0} {:.0} {errors}",
+        "{name} {op} {callers} {} {:.0} {:.0} {:.0} {errors}",
         all.len(),
         all.len() as f64 / elapsed,
         pct(0.5),

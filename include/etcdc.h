@@ -965,7 +965,9 @@ enum etcdc_status etcdc_lease_keeper_start(const struct etcdc_client *client,
 
 /**
  * Starts keeping lease `id` alive. The first state (`ETCDC_LEASE_ALIVE`, or `_LOST` if the
- * lease does not exist) follows within a few seconds. Adding a lease kept already is a no-op.
+ * lease does not exist) follows within a few seconds. Adding a lease kept already is a no-op;
+ * a lost lease is no longer kept, so adding it again (after granting it anew with the same
+ * id) starts over.
  */
 enum etcdc_status etcdc_lease_keeper_add(const struct etcdc_lease_keeper *k, int64_t id);
 

@@ -2,7 +2,7 @@
 //! process after `fork()` has none of the parent's threads: it gets `Forked` until it calls
 //! `reinit_after_fork`, which starts afresh.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use tokio::runtime::{Builder, Handle, Runtime};
@@ -16,6 +16,9 @@ struct Current {
 
 static CURRENT: Mutex<Option<Current>> = Mutex::new(None);
 static THREADS: AtomicUsize = AtomicUsize::new(2);
+/// The pid the runtime was started in (0: not started): every call compares it with its own
+/// without taking a lock.
+static STARTED_IN: AtomicU32 = AtomicU32::new(0);
 
 /// Sets the worker thread count; only before the runtime has started.
 pub fn set_threads(n: usize) -> Result<()> {
@@ -58,6 +61,7 @@ pub fn handle() -> Result<Handle> {
         })?;
     let handle = runtime.handle().clone();
     *current = Some(Current { pid, runtime });
+    STARTED_IN.store(pid, Ordering::Release);
     Ok(handle)
 }
 
@@ -70,10 +74,8 @@ pub fn forked() -> Error {
 }
 
 pub fn is_forked() -> bool {
-    let current = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
-    current
-        .as_ref()
-        .is_some_and(|c| c.pid != std::process::id())
+    let started_in = STARTED_IN.load(Ordering::Acquire);
+    started_in != 0 && started_in != std::process::id()
 }
 
 /// In a forked child: forgets the parent's runtime (its threads do not exist here, so it
@@ -85,6 +87,7 @@ pub fn reinit_after_fork() {
             *current = Some(c);
         } else {
             std::mem::forget(c);
+            STARTED_IN.store(0, Ordering::Release);
         }
     }
 }

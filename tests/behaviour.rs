@@ -198,7 +198,6 @@ pub async fn get_prefix_range_fromkey_limit_sort(e: &dyn Etcd) {
             RangeRequest {
                 range_end: prefix_end("/p/"),
                 keys_only: true,
-                serializable: true,
                 ..get("/p/")
             },
             dl(),
@@ -976,3 +975,4 @@ macro_rules! behaviour_suite {
 }
 
 behaviour_suite!(remote_etcd, support::remote_etcd);
+behaviour_suite!(remote_etcd_cluster, support::remote_etcd_cluster);

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use crate::error::{Error, Result};
 
@@ -14,7 +14,8 @@ static NEXT: AtomicU64 = AtomicU64::new(1);
 pub(crate) struct Table<T> {
     tag: u64,
     what: &'static str,
-    live: Mutex<Option<HashMap<u64, Arc<T>>>>,
+    // Read-locked by every call, write-locked only to create and free handles.
+    live: RwLock<Option<HashMap<u64, Arc<T>>>>,
 }
 
 impl<T> Table<T> {
@@ -22,17 +23,17 @@ impl<T> Table<T> {
         Table {
             tag: (tag as u64) << 48,
             what,
-            live: Mutex::new(None),
+            live: RwLock::new(None),
         }
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, Option<HashMap<u64, Arc<T>>>> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Option<HashMap<u64, Arc<T>>>> {
+        self.live.write().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn insert<H>(&self, value: T) -> *mut H {
         let id = self.tag | (NEXT.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff_ffff);
-        self.map()
+        self.write()
             .get_or_insert_with(HashMap::new)
             .insert(id, Arc::new(value));
         id as usize as *mut H
@@ -42,7 +43,9 @@ impl<T> Table<T> {
         if handle.is_null() {
             return Err(Error::invalid(format!("{} is NULL", self.what)));
         }
-        self.map()
+        self.live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .and_then(|m| m.get(&(handle as usize as u64)))
             .cloned()
@@ -50,7 +53,7 @@ impl<T> Table<T> {
     }
 
     pub fn remove<H>(&self, handle: *const H) -> Result<Arc<T>> {
-        self.map()
+        self.write()
             .as_mut()
             .and_then(|m| m.remove(&(handle as usize as u64)))
             .ok_or_else(|| self.stale())
@@ -65,7 +68,7 @@ impl<T> Table<T> {
 
     /// After fork(): the parent's objects cannot be dropped safely in the child.
     pub fn forget(&self) {
-        if let Some(m) = self.map().take() {
+        if let Some(m) = self.write().take() {
             std::mem::forget(m);
         }
     }

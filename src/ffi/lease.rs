@@ -241,7 +241,8 @@ pub(crate) struct Keeper {
     client: Arc<Client>,
     sink: Arc<Sink<etcdc_lease_event>>,
     updates: mpsc::UnboundedSender<LeaseUpdate>,
-    kept: Mutex<HashMap<i64, Box<dyn KeepAliveGuard>>>,
+    /// The leases being kept; a lost lease leaves it, so it can be added again.
+    kept: Arc<Mutex<HashMap<i64, Box<dyn KeepAliveGuard>>>>,
     task: tokio::task::AbortHandle,
 }
 
@@ -282,9 +283,15 @@ pub extern "C" fn etcdc_lease_keeper_start(
             None => Sink::pull()?,
         };
         let (updates, mut rx) = mpsc::unbounded_channel::<LeaseUpdate>();
-        let forward = sink.clone();
+        let kept: Arc<Mutex<HashMap<i64, Box<dyn KeepAliveGuard>>>> = Arc::default();
+        let (forward, lost) = (sink.clone(), kept.clone());
         let task = c.rt.spawn(async move {
             while let Some(update) = rx.recv().await {
+                if update.state == LeaseState::Lost {
+                    lost.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&update.id);
+                }
                 forward.deliver(Box::new(update.into()));
             }
         });
@@ -292,7 +299,7 @@ pub extern "C" fn etcdc_lease_keeper_start(
             client: c,
             sink,
             updates,
-            kept: Mutex::new(HashMap::new()),
+            kept,
             task: task.abort_handle(),
         }));
         Ok(())
@@ -308,7 +315,9 @@ fn keeper(k: *const etcdc_lease_keeper) -> Result<Arc<Keeper>> {
 }
 
 /// Starts keeping lease `id` alive. The first state (`ETCDC_LEASE_ALIVE`, or `_LOST` if the
-/// lease does not exist) follows within a few seconds. Adding a lease kept already is a no-op.
+/// lease does not exist) follows within a few seconds. Adding a lease kept already is a no-op;
+/// a lost lease is no longer kept, so adding it again (after granting it anew with the same
+/// id) starts over.
 #[no_mangle]
 pub extern "C" fn etcdc_lease_keeper_add(k: *const etcdc_lease_keeper, id: i64) -> etcdc_status {
     guard(|| {

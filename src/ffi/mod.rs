@@ -175,7 +175,8 @@ pub extern "C" fn etcdc_runtime_set_threads(threads: u32) -> etcdc_status {
 /// the child return `ETCDC_ERR_FORKED`. A no-op in a process that did not fork.
 #[no_mangle]
 pub extern "C" fn etcdc_reinit_after_fork() -> etcdc_status {
-    guard(|| {
+    // Not `guard`: that refuses every call in a forked child, and this is the one that must run.
+    catch(|| {
         if crate::runtime::is_forked() {
             handle::forget_all();
             sink::forget_event_thread();
@@ -192,6 +193,11 @@ pub(crate) fn guard(body: impl FnOnce() -> Result<()>) -> etcdc_status {
         set_last_error(&crate::runtime::forked().message);
         return ETCDC_ERR_FORKED;
     }
+    catch(body)
+}
+
+/// `guard` without the fork check.
+fn catch(body: impl FnOnce() -> Result<()>) -> etcdc_status {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => ETCDC_OK,
         Ok(Err(e)) => {

@@ -2,7 +2,9 @@
  * leases and the keeper, members and status. */
 #include <poll.h>
 #include <pthread.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "check.h"
 
@@ -339,6 +341,15 @@ static void leases(etcdc_client *c) {
   CHECK(etcdc_lease_event_state(e) == ETCDC_LEASE_LOST);
   CHECK(strlen(etcdc_lease_event_reason(e)) > 0);
   etcdc_lease_event_free(e);
+  /* A lost lease leaves the keeper: granted anew under the same id, it can be kept again. */
+  int64_t again = 0;
+  OK(etcdc_lease_grant(c, 5, 0x5151, 0, &again, NULL));
+  CHECK(again == 0x5151);
+  OK(etcdc_lease_keeper_add(k, 0x5151));
+  OK(etcdc_lease_keeper_next(k, 5000, &e));
+  CHECK(etcdc_lease_event_state(e) == ETCDC_LEASE_ALIVE);
+  CHECK(etcdc_lease_event_ttl(e) == 5);
+  etcdc_lease_event_free(e);
   OK(etcdc_lease_keeper_free(k));
 }
 
@@ -363,6 +374,26 @@ static void cluster(etcdc_client *c) {
   EXPECT(etcdc_endpoint_status_get(c, "http://127.0.0.1:9", 0, &st), ETCDC_ERR_INVALID_ARGUMENT);
 }
 
+/* A child process cannot use what its parent started: it is told so until it re-initialises. */
+static void after_fork(void) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    etcdc_client *c = NULL;
+    int ok = etcdc_client_connect(endpoints_from_env(), NULL, &c) == ETCDC_ERR_FORKED;
+    ok = ok && strstr(etcdc_last_error(), "etcdc_reinit_after_fork") != NULL;
+    ok = ok && etcdc_reinit_after_fork() == ETCDC_OK;
+    ok = ok && etcdc_client_connect(endpoints_from_env(), NULL, &c) == ETCDC_OK;
+    ok = ok && etcdc_put(c, S("forked"), S("child"), NULL, NULL) == ETCDC_OK;
+    ok = ok && etcdc_client_free(c) == ETCDC_OK;
+    if (!ok) fprintf(stderr, "child: %s\n", etcdc_last_error());
+    _exit(ok ? 0 : 1);
+  }
+  CHECK(pid > 0);
+  int status = 0;
+  CHECK(waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 int main(void) {
   printf("etcdc %s\n", etcdc_version());
   CHECK(strcmp(etcdc_version(), ETCDC_VERSION_STRING) == 0);
@@ -374,6 +405,14 @@ int main(void) {
   watch_pull_with_poll(c);
   leases(c);
   cluster(c);
+  after_fork();
+  etcdc_get_result *g = NULL;
+  etcdc_get_options *serializable = etcdc_get_options_new();
+  OK(etcdc_get_options_set_serializable(serializable, true));
+  OK(etcdc_get(c, S("forked"), serializable, &g));
+  CHECK(etcdc_get_result_len(g) == 1 && value_is(etcdc_get_result_kv(g, 0), "child"));
+  etcdc_get_result_free(g);
+  etcdc_get_options_free(serializable);
   OK(etcdc_client_free(c));
   return check_report("test_api");
 }

@@ -40,3 +40,12 @@ pub fn remote_etcd_with(extra: &[&str]) -> Option<Target> {
         cluster: Some(cluster),
     })
 }
+
+/// The remote client against a real 3-member etcd cluster, all members as endpoints.
+pub fn remote_etcd_cluster() -> Option<Target> {
+    let cluster = etcd::Cluster::start(3)?;
+    Some(Target {
+        etcd: remote(&cluster.endpoints()),
+        cluster: Some(cluster),
+    })
+}

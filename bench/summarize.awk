@@ -1,0 +1,35 @@
+# Turns benchmark rows ("impl op callers ops qps p50_us p99_us errors", several rounds of each)
+# into a markdown table of medians with the ratios of etcdc to the others.
+function median(field, key,   m, i, j, t, v) {
+  m = n[key]
+  for (i = 1; i <= m; i++) v[i] = val[field, key, i] + 0
+  for (i = 1; i <= m; i++)
+    for (j = i + 1; j <= m; j++)
+      if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+  return v[int((m + 1) / 2)]
+}
+function lat(key) { return sprintf("%d / %d", median("p50", key), median("p99", key)) }
+{
+  key = $1 " " $2 " " $3
+  i = ++n[key]
+  val["qps", key, i] = $5; val["p50", key, i] = $6; val["p99", key, i] = $7
+  errors[$2 " " $3] += $8
+}
+function qps(key) { return (key in n) ? median("qps", key) : 0 }
+function cellq(key) { return (key in n) ? sprintf("%d", median("qps", key)) : "n/a" }
+function ratio(a, b) { return (b > 0) ? sprintf("%.2f", a / b) : "n/a" }
+function cell(key) { return (key in n) ? lat(key) : "n/a" }
+END {
+  print "| op | callers | etcdc QPS | tonic threads QPS | tonic tasks QPS | v2 QPS | etcdc / tonic threads | etcdc / tonic tasks | etcdc / v2 | etcdc p50 / p99 us | tonic threads p50 / p99 | tonic tasks p50 / p99 | v2 p50 / p99 | errors |"
+  print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  nops = split("put range srange watch", ops, " ")
+  ncs = split("1 16 256", cs, " ")
+  for (o = 1; o <= nops; o++) {
+    for (c = 1; c <= ncs; c++) {
+      k = ops[o] " " cs[c]
+      e = "etcdc " k; th = "tonic-threads " k; t = "tonic " k; v = "v2curl " k
+      if (!(e in n)) continue
+      printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", ops[o], cs[c], cellq(e), cellq(th), cellq(t), cellq(v), ratio(qps(e), qps(th)), ratio(qps(e), qps(t)), ratio(qps(e), qps(v)), cell(e), cell(th), cell(t), cell(v), errors[k]
+    }
+  }
+}
