@@ -98,8 +98,9 @@ impl From<tonic::Status> for Error {
             Code::InvalidArgument | Code::OutOfRange => ErrorKind::InvalidArgument,
             Code::NotFound => ErrorKind::NotFound,
             Code::DeadlineExceeded => ErrorKind::Timeout,
-            Code::Cancelled => ErrorKind::Canceled,
-            Code::Unavailable => ErrorKind::Unavailable,
+            // etcdc never cancels a call it is still waiting for (a passed deadline drops it),
+            // so a cancel that arrives came from the transport or the server going away.
+            Code::Cancelled | Code::Unavailable => ErrorKind::Unavailable,
             Code::PermissionDenied => ErrorKind::PermissionDenied,
             Code::Unauthenticated => ErrorKind::Auth,
             Code::ResourceExhausted => ErrorKind::TooManyRequests,
@@ -134,6 +135,8 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::NoLeader);
         let e: Error = tonic::Status::out_of_range("etcdserver: too large lease TTL").into();
         assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        let e: Error = tonic::Status::cancelled("operation was canceled").into();
+        assert_eq!(e.kind, ErrorKind::Unavailable);
         let e: Error = tonic::Status::unavailable("").into();
         assert_eq!(e.kind, ErrorKind::Unavailable);
         assert!(!e.message.is_empty());

@@ -227,3 +227,53 @@ async fn all_members_down_fails_within_the_deadline_then_recovers() {
     assert_eq!(got.kvs.len(), 1);
     e.put(put("/again".into()), dl()).await.unwrap();
 }
+
+/// A "server" that takes each connection, reads what the client sends, then hangs up: every
+/// call dies mid-flight, deterministically.
+fn hang_up_server() -> String {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = [0u8; 4096];
+            let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+            let _ = conn.read(&mut buf);
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_dies_mid_call_gives_unavailable_not_a_hang() {
+    let e = remote(&hang_up_server());
+    let start = Instant::now();
+    let err = e
+        .put(put("/k".into()), deadline_in(Duration::from_secs(2)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unavailable, "{err:?}");
+    assert!(
+        err.message.contains("127.0.0.1"),
+        "names the member: {err:?}"
+    );
+    // The put may have reached the server: it is not sent again, and the call ends at once.
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        start.elapsed()
+    );
+    let err = e
+        .range(
+            RangeRequest {
+                key: b"/k".to_vec(),
+                ..Default::default()
+            },
+            deadline_in(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unavailable, "{err:?}");
+    assert!(start.elapsed() < Duration::from_millis(2500));
+}

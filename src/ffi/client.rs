@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 
 use super::handle::Table;
-use super::{arg, arg_mut, c_str, etcdc_status, free_box, guard, out};
+use super::{arg_mut, c_str, etcdc_status, free_box, guard, opts_or, out};
 use crate::api::{deadline_in, Deadline};
 use crate::error::{Error, Result};
 use crate::remote::{parse_endpoints, Remote, RemoteConfig};
@@ -125,11 +125,7 @@ pub extern "C" fn etcdc_client_connect(
         let out = out(client_out, "client_out")?;
         let endpoints = parse_endpoints(c_str(endpoints, "endpoints")?)?;
         let defaults = etcdc_client_options::default();
-        let opts = if opts.is_null() {
-            &defaults
-        } else {
-            arg(opts, "opts")?
-        };
+        let opts = opts_or(opts, &defaults);
         let rt = crate::runtime::handle()?;
         let remote = {
             let _entered = rt.enter();

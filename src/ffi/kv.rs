@@ -2,7 +2,7 @@
 //! and their result objects.
 
 use super::client::{etcdc_client, CLIENTS};
-use super::{arg, arg_mut, bytes, etcdc_status, free_box, guard, out, view};
+use super::{arg, arg_mut, bytes, etcdc_status, free_box, guard, opts_or, out, view, write_result};
 use crate::api::prefix_end;
 use crate::error::{Error, Result};
 use crate::pb::etcdserverpb::*;
@@ -106,6 +106,15 @@ pub(crate) enum Span {
 }
 
 impl Span {
+    /// The span [key, end) from a C buffer (copied).
+    pub fn range_end_arg(end: *const u8, end_len: usize) -> Result<Span> {
+        let end = bytes(end, end_len, "end")?;
+        if end.is_empty() {
+            return Err(Error::invalid("range end is empty"));
+        }
+        Ok(Span::RangeEnd(end.to_vec()))
+    }
+
     pub fn range_end(&self, key: &[u8]) -> Vec<u8> {
         match self {
             Span::Key => Vec::new(),
@@ -238,11 +247,7 @@ pub extern "C" fn etcdc_get_options_set_range_end(
     end_len: usize,
 ) -> etcdc_status {
     get_opts(opts, |o| {
-        let end = bytes(end, end_len, "end")?;
-        if end.is_empty() {
-            return Err(Error::invalid("range end is empty"));
-        }
-        o.span = Span::RangeEnd(end.to_vec());
+        o.span = Span::range_end_arg(end, end_len)?;
         Ok(())
     })
 }
@@ -381,11 +386,7 @@ pub extern "C" fn etcdc_get(
         let c = CLIENTS.get(client)?;
         let out = out(result_out, "result_out")?;
         let default = etcdc_get_options::default();
-        let opts = if opts.is_null() {
-            &default
-        } else {
-            arg(opts, "opts")?
-        };
+        let opts = opts_or(opts, &default);
         let req = opts.request(key, key_len)?;
         let deadline = c.deadline(opts.timeout_ms)?;
         let resp = c.block(c.etcd.range(req, deadline))?;
@@ -573,17 +574,11 @@ pub extern "C" fn etcdc_put(
     guard(|| {
         let c = CLIENTS.get(client)?;
         let default = etcdc_put_options::default();
-        let opts = if opts.is_null() {
-            &default
-        } else {
-            arg(opts, "opts")?
-        };
+        let opts = opts_or(opts, &default);
         let req = opts.request(key, key_len, value, value_len)?;
         let deadline = c.deadline(opts.timeout_ms)?;
         let resp = c.block(c.etcd.put(req, deadline))?;
-        if !result_out.is_null() {
-            out(result_out, "result_out")?.write(Box::into_raw(Box::new(resp.into())));
-        }
+        write_result(result_out, resp.into());
         Ok(())
     })
 }
@@ -694,11 +689,7 @@ pub extern "C" fn etcdc_delete_options_set_range_end(
     end_len: usize,
 ) -> etcdc_status {
     delete_opts(opts, |o| {
-        let end = bytes(end, end_len, "end")?;
-        if end.is_empty() {
-            return Err(Error::invalid("range end is empty"));
-        }
-        o.span = Span::RangeEnd(end.to_vec());
+        o.span = Span::range_end_arg(end, end_len)?;
         Ok(())
     })
 }
@@ -740,17 +731,11 @@ pub extern "C" fn etcdc_delete(
     guard(|| {
         let c = CLIENTS.get(client)?;
         let default = etcdc_delete_options::default();
-        let opts = if opts.is_null() {
-            &default
-        } else {
-            arg(opts, "opts")?
-        };
+        let opts = opts_or(opts, &default);
         let req = opts.request(key, key_len)?;
         let deadline = c.deadline(opts.timeout_ms)?;
         let resp = c.block(c.etcd.delete_range(req, deadline))?;
-        if !result_out.is_null() {
-            out(result_out, "result_out")?.write(Box::into_raw(Box::new(resp.into())));
-        }
+        write_result(result_out, resp.into());
         Ok(())
     })
 }

@@ -273,15 +273,7 @@ pub extern "C" fn etcdc_lease_keeper_start(
     let status = guard(|| {
         let out = out(keeper_out, "keeper_out")?;
         let c = CLIENTS.get(client)?;
-        if cb.as_ref().is_some_and(|cb| cb.call.is_none()) {
-            return Err(Error::invalid(
-                "callback->call is NULL (pass a NULL callback for the pull form)",
-            ));
-        }
-        let sink = match cb.take() {
-            Some(cb) => Sink::push(cb),
-            None => Sink::pull()?,
-        };
+        let sink = Sink::for_callback(&mut cb)?;
         let (updates, mut rx) = mpsc::unbounded_channel::<LeaseUpdate>();
         let kept: Arc<Mutex<HashMap<i64, Box<dyn KeepAliveGuard>>>> = Arc::default();
         let (forward, lost) = (sink.clone(), kept.clone());

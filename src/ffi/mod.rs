@@ -263,6 +263,21 @@ pub(crate) fn out<'a, T>(p: *mut T, name: &str) -> Result<&'a mut std::mem::Mayb
         .ok_or_else(|| Error::invalid(format!("{name} is NULL")))
 }
 
+/// Options from C, or the defaults when the pointer is NULL.
+pub(crate) fn opts_or<T>(p: *const T, default: &T) -> &T {
+    // SAFETY: a non-NULL options pointer came from the matching `_new` and is not freed
+    // during the call, as documented.
+    unsafe { p.as_ref() }.unwrap_or(default)
+}
+
+/// Hands a result to C through an optional out-pointer; with NULL the result is dropped.
+pub(crate) fn write_result<T>(p: *mut *mut T, result: T) {
+    // SAFETY: a non-NULL out-pointer points at writable storage for one pointer.
+    if let Some(slot) = unsafe { p.as_mut() } {
+        *slot = Box::into_raw(Box::new(result));
+    }
+}
+
 /// Frees a boxed result object; NULL does nothing.
 pub(crate) fn free_box<T>(p: *mut T) {
     if !p.is_null() {

@@ -99,6 +99,20 @@ impl<T: Send + 'static> Sink<T> {
         }))
     }
 
+    /// The sink for a C callback, or the pull form when there is none. Takes the callback out
+    /// of `cb` only on success, so that a failed start can still run its `drop`.
+    pub fn for_callback(cb: &mut Option<Callback<T>>) -> Result<Arc<Self>> {
+        if cb.as_ref().is_some_and(|cb| cb.call.is_none()) {
+            return Err(Error::invalid(
+                "callback->call is NULL (pass a NULL callback for the pull form)",
+            ));
+        }
+        match cb.take() {
+            Some(cb) => Ok(Sink::push(cb)),
+            None => Sink::pull(),
+        }
+    }
+
     /// Hands one item on: to the event thread, or into the pull queue.
     pub fn deliver(self: &Arc<Self>, item: Box<T>) {
         match &self.mode {

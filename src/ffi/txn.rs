@@ -6,7 +6,7 @@ use super::kv::{
     etcdc_delete_options, etcdc_delete_result, etcdc_get_options, etcdc_get_result, etcdc_header,
     etcdc_put_options, etcdc_put_result, header, span_arg, Span,
 };
-use super::{arg, arg_mut, bytes, etcdc_status, free_box, guard, out};
+use super::{arg, arg_mut, bytes, etcdc_status, free_box, guard, opts_or, out, write_result};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pb::etcdserverpb::compare::{CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request;
@@ -224,11 +224,7 @@ pub extern "C" fn etcdc_txn_put(
 ) -> etcdc_status {
     add_op(txn, branch, || {
         let default = etcdc_put_options::default();
-        let opts = if opts.is_null() {
-            &default
-        } else {
-            arg(opts, "opts")?
-        };
+        let opts = opts_or(opts, &default);
         Ok(Request::RequestPut(
             opts.request(key, key_len, value, value_len)?,
         ))
@@ -246,11 +242,7 @@ pub extern "C" fn etcdc_txn_get(
 ) -> etcdc_status {
     add_op(txn, branch, || {
         let default = etcdc_get_options::default();
-        let opts = if opts.is_null() {
-            &default
-        } else {
-            arg(opts, "opts")?
-        };
+        let opts = opts_or(opts, &default);
         Ok(Request::RequestRange(opts.request(key, key_len)?))
     })
 }
@@ -266,11 +258,7 @@ pub extern "C" fn etcdc_txn_delete(
 ) -> etcdc_status {
     add_op(txn, branch, || {
         let default = etcdc_delete_options::default();
-        let opts = if opts.is_null() {
-            &default
-        } else {
-            arg(opts, "opts")?
-        };
+        let opts = opts_or(opts, &default);
         Ok(Request::RequestDeleteRange(opts.request(key, key_len)?))
     })
 }
@@ -326,9 +314,7 @@ pub extern "C" fn etcdc_txn_commit(
         let txn = arg(txn, "txn")?;
         let deadline = c.deadline(txn.timeout_ms)?;
         let resp = c.block(c.etcd.txn(txn.req.clone(), deadline))?;
-        if !result_out.is_null() {
-            out(result_out, "result_out")?.write(Box::into_raw(Box::new(resp.into())));
-        }
+        write_result(result_out, resp.into());
         Ok(())
     })
 }
@@ -352,11 +338,7 @@ pub extern "C" fn etcdc_cas(
     guard(|| {
         let c = CLIENTS.get(client)?;
         let default = etcdc_put_options::default();
-        let opts = if opts.is_null() {
-            &default
-        } else {
-            arg(opts, "opts")?
-        };
+        let opts = opts_or(opts, &default);
         let put = opts.request(key, key_len, value, value_len)?;
         let compare = if expected.is_null() {
             Compare {
@@ -407,7 +389,7 @@ pub extern "C" fn etcdc_cas(
             let put = put.ok_or_else(|| {
                 Error::new(ErrorKind::Internal, "the txn answered without its put")
             })?;
-            out(result_out, "result_out")?.write(Box::into_raw(Box::new(put.into())));
+            write_result(result_out, put.into());
         }
         Ok(())
     })

@@ -7,7 +7,7 @@ use super::client::{etcdc_client, CLIENTS};
 use super::handle::Table;
 use super::kv::{etcdc_header, etcdc_kv, header, span_arg, Span};
 use super::sink::{Callback, Sink};
-use super::{arg, arg_mut, bytes, etcdc_status, free_box, guard, out};
+use super::{arg, arg_mut, etcdc_status, free_box, guard, opts_or, out};
 use crate::api::{WatchControl, WatchUpdate};
 use crate::error::{Error, Result};
 use crate::pb::etcdserverpb::watch_create_request::FilterType;
@@ -188,11 +188,7 @@ pub extern "C" fn etcdc_watch_options_set_range_end(
     end_len: usize,
 ) -> etcdc_status {
     watch_opts(opts, |o| {
-        let end = bytes(end, end_len, "end")?;
-        if end.is_empty() {
-            return Err(Error::invalid("range end is empty"));
-        }
-        o.span = Span::RangeEnd(end.to_vec());
+        o.span = Span::range_end_arg(end, end_len)?;
         Ok(())
     })
 }
@@ -317,21 +313,9 @@ pub extern "C" fn etcdc_watch_start(
         let out = out(watch_out, "watch_out")?;
         let c = CLIENTS.get(client)?;
         let default = etcdc_watch_options::default();
-        let opts = if opts.is_null() {
-            &default
-        } else {
-            arg(opts, "opts")?
-        };
+        let opts = opts_or(opts, &default);
         let (key, range_end) = span_arg(key, key_len, &opts.span)?;
-        if cb.as_ref().is_some_and(|cb| cb.call.is_none()) {
-            return Err(Error::invalid(
-                "callback->call is NULL (pass a NULL callback for the pull form)",
-            ));
-        }
-        let sink = match cb.take() {
-            Some(cb) => Sink::push(cb),
-            None => Sink::pull()?,
-        };
+        let sink = Sink::for_callback(&mut cb)?;
         let req = WatchCreateRequest {
             key,
             range_end,

@@ -154,10 +154,22 @@ impl Remote {
                 Ok(Ok(resp)) => return Ok(resp.into_inner()),
                 Ok(Err(status)) => {
                     let unsent = never_sent(&status);
-                    let retry = status.code() == tonic::Code::Unavailable && (idempotent || unsent);
+                    // A failure of the connection rather than an answer from etcd (which
+                    // arrives as Unavailable, Cancelled or Unknown "transport error"): the
+                    // member is unavailable; say which and why.
+                    let transport = !status.message().starts_with("etcdserver:")
+                        && matches!(
+                            status.code(),
+                            tonic::Code::Unavailable
+                                | tonic::Code::Cancelled
+                                | tonic::Code::Unknown
+                        );
+                    let retry = (transport || status.code() == tonic::Code::Unavailable)
+                        && (idempotent || unsent);
                     let detail = causes(&status);
                     let mut err = Error::from(status);
-                    if unsent {
+                    if transport {
+                        err.kind = ErrorKind::Unavailable;
                         err.message = format!("{}: {}{detail}", member.url, err.message);
                     }
                     if !retry {
