@@ -288,7 +288,8 @@ pub(crate) fn free_box<T>(p: *mut T) {
 
 /// A borrowed (pointer, length) view written to C out-parameters.
 pub(crate) fn view(data: &[u8], len: *mut usize) -> *const u8 {
-    if let Some(len) = unsafe_out_len(len) {
+    // SAFETY: a non-NULL length pointer points at a writable size_t.
+    if let Some(len) = unsafe { len.as_mut() } {
         *len = data.len();
     }
     if data.is_empty() {
@@ -296,9 +297,4 @@ pub(crate) fn view(data: &[u8], len: *mut usize) -> *const u8 {
         return c"".as_ptr().cast();
     }
     data.as_ptr()
-}
-
-fn unsafe_out_len<'a>(len: *mut usize) -> Option<&'a mut usize> {
-    // SAFETY: a non-NULL length pointer points at a writable size_t.
-    unsafe { len.as_mut() }
 }

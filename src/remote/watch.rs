@@ -181,10 +181,10 @@ impl State {
     fn resubscribe(&mut self, tx: &Sender) {
         self.pending.clear();
         self.by_server.clear();
-        let mut ids: Vec<u64> = self.watches.keys().copied().collect();
-        ids.sort_unstable();
-        for id in ids {
-            let w = self.watches.get_mut(&id).expect("id from keys");
+        // In the order they were first created, so answers pair up with `pending`.
+        let mut watches: Vec<(&u64, &mut Watch)> = self.watches.iter_mut().collect();
+        watches.sort_unstable_by_key(|(id, _)| **id);
+        for (&id, w) in watches {
             w.server_id = None;
             w.fragments.clear();
             if tx.send(w.create_request()).is_ok() {
