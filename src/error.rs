@@ -94,7 +94,12 @@ impl From<tonic::Status> for Error {
             .iter()
             .find(|(text, _)| message.contains(text))
             .map(|&(_, kind)| kind);
+        // A broken connection reaches tonic's caller as Unknown "transport error" (with the
+        // io/h2 cause as its source): not an answer from the server, so the server is
+        // unavailable.
+        let transport = st.code() == Code::Unknown && st.message().starts_with("transport error");
         let kind = by_text.unwrap_or(match st.code() {
+            _ if transport => ErrorKind::Unavailable,
             Code::InvalidArgument | Code::OutOfRange => ErrorKind::InvalidArgument,
             Code::NotFound => ErrorKind::NotFound,
             Code::DeadlineExceeded => ErrorKind::Timeout,
@@ -135,6 +140,10 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::NoLeader);
         let e: Error = tonic::Status::out_of_range("etcdserver: too large lease TTL").into();
         assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        let e: Error = tonic::Status::unknown("transport error").into();
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        let e: Error = tonic::Status::unknown("something else").into();
+        assert_eq!(e.kind, ErrorKind::Internal);
         let e: Error = tonic::Status::cancelled("operation was canceled").into();
         assert_eq!(e.kind, ErrorKind::Unavailable);
         let e: Error = tonic::Status::unavailable("").into();

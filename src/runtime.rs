@@ -44,7 +44,7 @@ pub fn handle() -> Result<Handle> {
     let pid = std::process::id();
     if let Some(c) = current.as_ref() {
         if c.pid != pid {
-            return Err(forked());
+            return Err(forked_error());
         }
         return Ok(c.runtime.handle().clone());
     }
@@ -65,14 +65,15 @@ pub fn handle() -> Result<Handle> {
     Ok(handle)
 }
 
-/// True in a child process that inherited a runtime from its parent.
-pub fn forked() -> Error {
+/// The error for a call made in a child process that inherited the parent's runtime.
+pub fn forked_error() -> Error {
     Error::new(
         ErrorKind::Closed,
         "etcdc was started before fork(): call etcdc_reinit_after_fork() in the child",
     )
 }
 
+/// True in a child process that inherited a runtime from its parent.
 pub fn is_forked() -> bool {
     let started_in = STARTED_IN.load(Ordering::Acquire);
     started_in != 0 && started_in != std::process::id()

@@ -50,17 +50,16 @@ impl Client {
 
     /// The deadline for a call: `timeout_ms` from now, or the client's default for 0.
     pub fn deadline(&self, timeout_ms: i64) -> Result<Deadline> {
-        Ok(deadline_in(self.timeout_or(timeout_ms)?))
-    }
-
-    pub fn timeout_or(&self, timeout_ms: i64) -> Result<Duration> {
-        match timeout_ms {
-            0 => Ok(self.timeout),
-            ms if ms > 0 => Ok(Duration::from_millis(ms as u64)),
-            ms => Err(Error::invalid(format!(
-                "timeout_ms must not be negative, got {ms}"
-            ))),
-        }
+        let timeout = match timeout_ms {
+            0 => self.timeout,
+            ms if ms > 0 => Duration::from_millis(ms as u64),
+            ms => {
+                return Err(Error::invalid(format!(
+                    "timeout_ms must not be negative, got {ms}"
+                )))
+            }
+        };
+        Ok(deadline_in(timeout))
     }
 }
 

@@ -190,7 +190,7 @@ pub extern "C" fn etcdc_reinit_after_fork() -> etcdc_status {
 /// the thread's last-error message, and stops a panic at the boundary.
 pub(crate) fn guard(body: impl FnOnce() -> Result<()>) -> etcdc_status {
     if crate::runtime::is_forked() {
-        set_last_error(&crate::runtime::forked().message);
+        set_last_error(&crate::runtime::forked_error().message);
         return ETCDC_ERR_FORKED;
     }
     catch(body)

@@ -154,22 +154,16 @@ impl Remote {
                 Ok(Ok(resp)) => return Ok(resp.into_inner()),
                 Ok(Err(status)) => {
                     let unsent = never_sent(&status);
-                    // A failure of the connection rather than an answer from etcd (which
-                    // arrives as Unavailable, Cancelled or Unknown "transport error"): the
-                    // member is unavailable; say which and why.
-                    let transport = !status.message().starts_with("etcdserver:")
-                        && matches!(
-                            status.code(),
-                            tonic::Code::Unavailable
-                                | tonic::Code::Cancelled
-                                | tonic::Code::Unknown
-                        );
-                    let retry = (transport || status.code() == tonic::Code::Unavailable)
-                        && (idempotent || unsent);
+                    let from_etcd = status.message().starts_with("etcdserver:");
+                    // etcd's own Unavailable answers ("no leader", "leader changed") keep
+                    // their kinds but are retried like a lost connection, as Go does.
+                    let code_unavailable = status.code() == tonic::Code::Unavailable;
                     let detail = causes(&status);
                     let mut err = Error::from(status);
-                    if transport {
-                        err.kind = ErrorKind::Unavailable;
+                    let retry = (code_unavailable || err.kind == ErrorKind::Unavailable)
+                        && (idempotent || unsent);
+                    if err.kind == ErrorKind::Unavailable && !from_etcd {
+                        // The connection failed, not the request: say which member and why.
                         err.message = format!("{}: {}{detail}", member.url, err.message);
                     }
                     if !retry {

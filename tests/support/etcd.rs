@@ -155,10 +155,6 @@ impl Cluster {
             .join(",")
     }
 
-    pub fn len(&self) -> usize {
-        self.members.len()
-    }
-
     /// Kills member `i` at once (SIGKILL): no goodbye to its clients.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].child.take() {
