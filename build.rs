@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "etcd/api/etcdserverpb/rpc.proto",
     "etcd/api/v3lockpb/v3lock.proto",
     "etcd/api/v3electionpb/v3election.proto",
+    "etcdc/peer.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

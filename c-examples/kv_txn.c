@@ -65,9 +65,9 @@ int main(int argc, char **argv) {
   printf("counter = %ld\n", v);
 
   /* Create-if-absent: the first registration wins, the second is told so. */
-  s = etcdc_cas(c, KEY("example/owner"), NULL, 0, KEY("login_server-1"), NULL, NULL);
+  s = etcdc_create(c, KEY("example/owner"), KEY("login_server-1"), NULL, NULL);
   if (s != ETCDC_OK) return fail("first claim", s);
-  s = etcdc_cas(c, KEY("example/owner"), NULL, 0, KEY("login_server-2"), NULL, NULL);
+  s = etcdc_create(c, KEY("example/owner"), KEY("login_server-2"), NULL, NULL);
   printf("second claim: %s\n", etcdc_status_str(s));
   if (s != ETCDC_ERR_COMPARE_FAILED) return fail("second claim should fail", s);
 

@@ -15,8 +15,8 @@ int main(int argc, char** argv) try {
   std::cout << "was " << put.prev_kv()->value() << ", now revision " << put.header().revision() << "\n";
 
   // Compare-and-swap: only one of two writers expecting "2000" succeeds.
-  bool first = client.cas("config/max_users", std::string_view("2000"), "3000");
-  bool second = client.cas("config/max_users", std::string_view("2000"), "4000");
+  bool first = client.cas("config/max_users", "2000", "3000").has_value();
+  bool second = client.cas("config/max_users", "2000", "4000").has_value();
   std::cout << "cas: first " << first << ", second " << second << "\n";
 
   // A transaction: move a user's route only if it still points at the old server.
@@ -31,9 +31,9 @@ int main(int argc, char** argv) try {
   std::cout << "moved: " << result.succeeded() << ", route now " << kvs.at(0).value() << "\n";
 
   etcdc::GetOptions all;
-  all.prefix().sort(ETCDC_SORT_BY_KEY, ETCDC_SORT_ASCEND);
+  all.prefix().sort(etcdc::SortTarget::Key, etcdc::SortOrder::Ascend);
   auto everything = client.get("", all);
-  for (size_t i = 0; i < everything.size(); ++i) std::cout << everything[i].key() << " = " << everything[i].value() << "\n";
+  for (etcdc::KeyValue kv : everything) std::cout << kv.key() << " = " << kv.value() << "\n";
 
   try {
     etcdc::GetOptions old;
@@ -42,7 +42,7 @@ int main(int argc, char** argv) try {
     return 1;
   } catch (const etcdc::Error& e) {
     std::cout << "expected error: " << e.what() << "\n";
-    if (e.status() != ETCDC_ERR_FUTURE_REVISION) return 1;
+    if (e.status() != etcdc::Status::FutureRevision) return 1;
   }
   return first && !second && result.succeeded() && everything.size() == 2 ? 0 : 1;
 } catch (const etcdc::Error& e) {

@@ -20,8 +20,8 @@ int main(int argc, char** argv) try {
   std::atomic<int> alive{0}, lost{0};
   {
     auto keeper = client.keeper([&](const etcdc::LeaseEvent& e) {
-      if (e.state() == ETCDC_LEASE_ALIVE) ++alive;
-      if (e.state() == ETCDC_LEASE_LOST) ++lost;
+      if (e.state() == etcdc::LeaseState::Alive) ++alive;
+      if (e.state() == etcdc::LeaseState::Lost) ++lost;
     });
     keeper.add(lease.id);
     std::this_thread::sleep_for(std::chrono::seconds(5));

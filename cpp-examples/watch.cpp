@@ -16,17 +16,16 @@ int main(int argc, char** argv) try {
   std::mutex out;
   etcdc::WatchOptions opts;
   opts.prefix().prev_kv();
-  etcdc::Watch watch = client.watch("users/", &opts, [&](const etcdc::WatchResponse& r) {
+  etcdc::Watch watch = client.watch("users/", opts, [&](const etcdc::WatchResponse& r) {
     std::lock_guard<std::mutex> lock(out);
-    for (size_t i = 0; i < r.size(); ++i) {
-      auto ev = r[i];
+    for (etcdc::Event ev : r) {
       std::cout << (ev.is_put() ? "PUT " : "DELETE ") << ev.kv().key();
       if (auto prev = ev.prev_kv()) std::cout << " (was " << prev->value() << ")";
       std::cout << " @" << ev.kv().mod_revision() << "\n";
       ++seen;
     }
   });
-  etcdc::Watch pulled = client.watch("users/", &opts);
+  etcdc::Watch pulled = client.watch("users/", opts);
 
   client.put("users/alice", "online");
   client.put("users/alice", "away");

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcdc::api::prefix_end;
+use etcdc::kv::prefix_end;
 use etcdc::pb::etcdserverpb::kv_client::KvClient;
 use etcdc::pb::etcdserverpb::watch_client::WatchClient;
 use etcdc::pb::etcdserverpb::watch_request::RequestUnion;

@@ -20,6 +20,9 @@
 #include <stddef.h>
 #include <stdbool.h>
 
+/**
+ * etcdc's version when this header was made; etcdc_version() gives the library's at run time.
+ */
 #define ETCDC_VERSION_MAJOR 0
 #define ETCDC_VERSION_MINOR 1
 #define ETCDC_VERSION_PATCH 0
@@ -133,8 +136,10 @@ typedef enum etcdc_lease_state {
    */
   ETCDC_LEASE_RECONNECTING = 1,
   /**
-   * The lease is gone (expired, revoked, or not refreshed within its TTL): its keys are
-   * deleted. Grant a new lease and write them again. Nothing more follows for it.
+   * The lease is gone: the cluster said so (expired or revoked), or no member could
+   * confirm it for another TTL after it ran out (`etcdc_lease_event_reason` says which).
+   * Its keys are deleted (or will be, by the cluster). Grant a new lease and write them
+   * again. Nothing more follows for it.
    */
   ETCDC_LEASE_LOST = 2,
 } etcdc_lease_state;
@@ -167,7 +172,8 @@ typedef enum etcdc_watch_kind {
    */
   ETCDC_WATCH_COMPACTED = 2,
   /**
-   * The server ended the watch (`etcdc_watch_response_reason` says why). The watch has ended.
+   * The watch has ended: the server canceled it, or (`etcdc_watch_response_status` not
+   * `ETCDC_OK`) etcdc could not go on with it. `etcdc_watch_response_reason` says why.
    */
   ETCDC_WATCH_CANCELED = 3,
 } etcdc_watch_kind;
@@ -260,6 +266,17 @@ typedef struct etcdc_lease_list etcdc_lease_list;
 typedef struct etcdc_member_list etcdc_member_list;
 
 /**
+ * A running member. Stop and free it with `etcdc_node_stop`.
+ */
+typedef struct etcdc_node etcdc_node;
+
+/**
+ * Options for `etcdc_node_start`, in etcd's vocabulary. The defaults make a one-member
+ * cluster used in process only: name "default", data dir "default.etcd", no listen URLs.
+ */
+typedef struct etcdc_node_options etcdc_node_options;
+
+/**
  * Options for `etcdc_put` and for puts inside a transaction.
  */
 typedef struct etcdc_put_options etcdc_put_options;
@@ -337,32 +354,74 @@ typedef struct etcdc_watch_callback {
   void *user_data;
 } etcdc_watch_callback;
 
+/**
+ * Sort by key, bytewise.
+ */
 #define ETCDC_SORT_BY_KEY 0
 
+/**
+ * Sort by version (writes since creation).
+ */
 #define ETCDC_SORT_BY_VERSION 1
 
+/**
+ * Sort by create revision.
+ */
 #define ETCDC_SORT_BY_CREATE_REVISION 2
 
+/**
+ * Sort by mod revision.
+ */
 #define ETCDC_SORT_BY_MOD_REVISION 3
 
+/**
+ * Sort by value, bytewise.
+ */
 #define ETCDC_SORT_BY_VALUE 4
 
+/**
+ * No sorting: etcd's order (by key).
+ */
 #define ETCDC_SORT_NONE 0
 
+/**
+ * Smallest first.
+ */
 #define ETCDC_SORT_ASCEND 1
 
+/**
+ * Largest first.
+ */
 #define ETCDC_SORT_DESCEND 2
 
+/**
+ * The key's field equals the value.
+ */
 #define ETCDC_CMP_EQUAL 0
 
+/**
+ * The key's field is greater than the value.
+ */
 #define ETCDC_CMP_GREATER 1
 
+/**
+ * The key's field is less than the value.
+ */
 #define ETCDC_CMP_LESS 2
 
+/**
+ * The key's field differs from the value.
+ */
 #define ETCDC_CMP_NOT_EQUAL 3
 
+/**
+ * Runs when every compare holds.
+ */
 #define ETCDC_TXN_THEN 0
 
+/**
+ * Runs when a compare fails.
+ */
 #define ETCDC_TXN_ELSE 1
 
 #ifdef __cplusplus
@@ -441,123 +500,6 @@ enum etcdc_status etcdc_client_connect(const char *endpoints,
  * `ETCDC_ERR_INVALID_ARGUMENT`.
  */
 enum etcdc_status etcdc_client_free(struct etcdc_client *client);
-
-/**
- * Lists the cluster's members.
- */
-enum etcdc_status etcdc_cluster_members(const struct etcdc_client *client,
-                                        int64_t timeout_ms,
-                                        struct etcdc_member_list **list_out);
-
-/**
- * Frees a member list. NULL does nothing.
- */
-void etcdc_member_list_free(struct etcdc_member_list *list);
-
-/**
- * The response header, borrowed.
- */
-const struct etcdc_header *etcdc_member_list_header(const struct etcdc_member_list *list);
-
-/**
- * How many members there are.
- */
-size_t etcdc_member_list_len(const struct etcdc_member_list *list);
-
-/**
- * The `i`-th member's id; 0 when out of range.
- */
-uint64_t etcdc_member_list_id(const struct etcdc_member_list *list, size_t i);
-
-/**
- * The `i`-th member's name ("" for a member added but not started yet); NULL when out of
- * range. Borrowed from the list.
- */
-const char *etcdc_member_list_name(const struct etcdc_member_list *list, size_t i);
-
-/**
- * True if the `i`-th member is a learner (a non-voting member catching up).
- */
-bool etcdc_member_list_is_learner(const struct etcdc_member_list *list, size_t i);
-
-/**
- * How many client URLs the `i`-th member has.
- */
-size_t etcdc_member_list_client_urls_len(const struct etcdc_member_list *list, size_t i);
-
-/**
- * The `j`-th client URL of the `i`-th member; NULL when out of range.
- */
-const char *etcdc_member_list_client_url(const struct etcdc_member_list *list, size_t i, size_t j);
-
-/**
- * How many peer URLs the `i`-th member has.
- */
-size_t etcdc_member_list_peer_urls_len(const struct etcdc_member_list *list, size_t i);
-
-/**
- * The `j`-th peer URL of the `i`-th member; NULL when out of range.
- */
-const char *etcdc_member_list_peer_url(const struct etcdc_member_list *list, size_t i, size_t j);
-
-/**
- * The status of the member at `endpoint` (one of the client's endpoints, as given to
- * `etcdc_client_connect`), or of any member when `endpoint` is NULL.
- */
-enum etcdc_status etcdc_endpoint_status_get(const struct etcdc_client *client,
-                                            const char *endpoint,
-                                            int64_t timeout_ms,
-                                            struct etcdc_endpoint_status **status_out);
-
-/**
- * Frees an endpoint status. NULL does nothing.
- */
-void etcdc_endpoint_status_free(struct etcdc_endpoint_status *s);
-
-/**
- * The response header (its member id: the member that answered), borrowed.
- */
-const struct etcdc_header *etcdc_endpoint_status_header(const struct etcdc_endpoint_status *s);
-
-/**
- * The server's version, e.g. "3.4.23". Borrowed.
- */
-const char *etcdc_endpoint_status_version(const struct etcdc_endpoint_status *s);
-
-/**
- * The backend database's size in bytes.
- */
-int64_t etcdc_endpoint_status_db_size(const struct etcdc_endpoint_status *s);
-
-/**
- * The bytes of the database in use (the rest is free space a defragment would reclaim).
- */
-int64_t etcdc_endpoint_status_db_size_in_use(const struct etcdc_endpoint_status *s);
-
-/**
- * The member id of the current Raft leader (0: none).
- */
-uint64_t etcdc_endpoint_status_leader(const struct etcdc_endpoint_status *s);
-
-/**
- * The member's Raft log index.
- */
-uint64_t etcdc_endpoint_status_raft_index(const struct etcdc_endpoint_status *s);
-
-/**
- * The member's Raft term.
- */
-uint64_t etcdc_endpoint_status_raft_term(const struct etcdc_endpoint_status *s);
-
-/**
- * The Raft index the member has applied.
- */
-uint64_t etcdc_endpoint_status_raft_applied_index(const struct etcdc_endpoint_status *s);
-
-/**
- * True if the member is a learner.
- */
-bool etcdc_endpoint_status_is_learner(const struct etcdc_endpoint_status *s);
 
 /**
  * The key's bytes (length in `*len` if `len` is not NULL). NULL for a NULL `kv`.
@@ -877,157 +819,6 @@ enum etcdc_status etcdc_compact(const struct etcdc_client *client,
                                 int64_t timeout_ms);
 
 /**
- * Grants a lease of `ttl` seconds. `id` 0 lets the server choose the id. The granted id and
- * TTL (the server may raise a small TTL to its minimum) are written to `id_out` and
- * `ttl_out`; `ttl_out` may be NULL.
- */
-enum etcdc_status etcdc_lease_grant(const struct etcdc_client *client,
-                                    int64_t ttl,
-                                    int64_t id,
-                                    int64_t timeout_ms,
-                                    int64_t *id_out,
-                                    int64_t *ttl_out);
-
-/**
- * Revokes a lease: every key attached to it is deleted. `ETCDC_ERR_NOT_FOUND` if there is
- * no such lease.
- */
-enum etcdc_status etcdc_lease_revoke(const struct etcdc_client *client,
-                                     int64_t id,
-                                     int64_t timeout_ms);
-
-/**
- * Reads a lease's remaining TTL, granted TTL and (with `keys`) attached keys.
- * `ETCDC_ERR_NOT_FOUND` ("etcdserver: requested lease not found") if it has expired or never
- * existed.
- */
-enum etcdc_status etcdc_lease_time_to_live(const struct etcdc_client *client,
-                                           int64_t id,
-                                           bool keys,
-                                           int64_t timeout_ms,
-                                           struct etcdc_lease_info **info_out);
-
-/**
- * Frees lease info. NULL does nothing.
- */
-void etcdc_lease_info_free(struct etcdc_lease_info *info);
-
-/**
- * Seconds left before the lease expires.
- */
-int64_t etcdc_lease_info_ttl(const struct etcdc_lease_info *info);
-
-/**
- * The TTL the lease was granted with.
- */
-int64_t etcdc_lease_info_granted_ttl(const struct etcdc_lease_info *info);
-
-/**
- * How many keys are attached (0 unless asked for with `keys`).
- */
-size_t etcdc_lease_info_keys_len(const struct etcdc_lease_info *info);
-
-/**
- * The `i`-th attached key, borrowed (length in `*len`); NULL when out of range.
- */
-const uint8_t *etcdc_lease_info_key(const struct etcdc_lease_info *info, size_t i, size_t *len);
-
-/**
- * Lists every lease of the cluster.
- */
-enum etcdc_status etcdc_leases(const struct etcdc_client *client,
-                               int64_t timeout_ms,
-                               struct etcdc_lease_list **list_out);
-
-/**
- * Frees a lease list. NULL does nothing.
- */
-void etcdc_lease_list_free(struct etcdc_lease_list *list);
-
-/**
- * How many leases the list holds.
- */
-size_t etcdc_lease_list_len(const struct etcdc_lease_list *list);
-
-/**
- * The `i`-th lease id; 0 when out of range.
- */
-int64_t etcdc_lease_list_id(const struct etcdc_lease_list *list, size_t i);
-
-/**
- * Starts a keeper on `client` with no leases yet. With `callback` non-NULL, state changes go
- * to `callback->call` on etcdc's event thread; with NULL they queue for
- * `etcdc_lease_keeper_next` (and `etcdc_lease_keeper_fd`).
- */
-enum etcdc_status etcdc_lease_keeper_start(const struct etcdc_client *client,
-                                           const struct etcdc_lease_callback *callback,
-                                           struct etcdc_lease_keeper **keeper_out);
-
-/**
- * Starts keeping lease `id` alive. The first state (`ETCDC_LEASE_ALIVE`, or `_LOST` if the
- * lease does not exist) follows within a few seconds. Adding a lease kept already is a no-op;
- * a lost lease is no longer kept, so adding it again (after granting it anew with the same
- * id) starts over.
- */
-enum etcdc_status etcdc_lease_keeper_add(const struct etcdc_lease_keeper *k, int64_t id);
-
-/**
- * Stops keeping lease `id` alive (it is not revoked: it expires after its TTL).
- * `ETCDC_ERR_NOT_FOUND` if the keeper does not keep it.
- */
-enum etcdc_status etcdc_lease_keeper_remove(const struct etcdc_lease_keeper *k, int64_t id);
-
-/**
- * Pull form: the next state change, waiting up to `timeout_ms` (0: no wait; negative: no
- * limit). `ETCDC_ERR_TIMEOUT` when nothing arrived. Free the event with
- * `etcdc_lease_event_free`.
- */
-enum etcdc_status etcdc_lease_keeper_next(const struct etcdc_lease_keeper *k,
-                                          int64_t timeout_ms,
-                                          struct etcdc_lease_event **event_out);
-
-/**
- * Pull form: a descriptor readable while a state change is waiting. Owned by the keeper.
- */
-enum etcdc_status etcdc_lease_keeper_fd(const struct etcdc_lease_keeper *k, int *fd_out);
-
-/**
- * Stops keeping every lease (none is revoked) and frees the keeper, with the same callback
- * rules as `etcdc_watch_free`. NULL does nothing.
- */
-enum etcdc_status etcdc_lease_keeper_free(struct etcdc_lease_keeper *k);
-
-/**
- * The lease this event is about.
- */
-int64_t etcdc_lease_event_id(const struct etcdc_lease_event *e);
-
-/**
- * The lease's new state.
- */
-enum etcdc_lease_state etcdc_lease_event_state(const struct etcdc_lease_event *e);
-
-/**
- * The TTL the server last granted (seconds); -1 once lost.
- */
-int64_t etcdc_lease_event_ttl(const struct etcdc_lease_event *e);
-
-/**
- * Why the state changed ("" for ALIVE), e.g. the server's or the transport's message.
- */
-const char *etcdc_lease_event_reason(const struct etcdc_lease_event *e);
-
-/**
- * A copy of an event that the caller owns; NULL for NULL.
- */
-struct etcdc_lease_event *etcdc_lease_event_clone(const struct etcdc_lease_event *e);
-
-/**
- * Frees a pulled or cloned event. NULL does nothing.
- */
-void etcdc_lease_event_free(struct etcdc_lease_event *e);
-
-/**
  * A new, empty transaction. Free with `etcdc_txn_free`.
  */
 struct etcdc_txn *etcdc_txn_new(void);
@@ -1137,9 +928,11 @@ enum etcdc_status etcdc_txn_commit(const struct etcdc_client *client,
                                    struct etcdc_txn_result **result_out);
 
 /**
- * Compare-and-swap: writes `value` at `key` only if the key's current value is `expected`
- * — or, with `expected` NULL, only if the key does not exist. Otherwise nothing is written
- * and the call returns `ETCDC_ERR_COMPARE_FAILED`. `opts` and `result_out` may be NULL.
+ * Compare-and-swap: writes `value` at `key` only if the key's current value is exactly
+ * `expected` (`expected_len` bytes; NULL with length 0 is the empty value). Otherwise
+ * nothing is written and the call returns `ETCDC_ERR_COMPARE_FAILED`. To write only if the
+ * key does not exist, use `etcdc_create`. `opts` (a lease, prev_kv, a timeout) and
+ * `result_out` may be NULL.
  */
 enum etcdc_status etcdc_cas(const struct etcdc_client *client,
                             const uint8_t *key,
@@ -1150,6 +943,19 @@ enum etcdc_status etcdc_cas(const struct etcdc_client *client,
                             size_t value_len,
                             const struct etcdc_put_options *opts,
                             struct etcdc_put_result **result_out);
+
+/**
+ * Create: writes `value` at `key` only if the key does not exist (etcd v2's
+ * `prevExist=false`). Otherwise nothing is written and the call returns
+ * `ETCDC_ERR_COMPARE_FAILED`. `opts` and `result_out` may be NULL.
+ */
+enum etcdc_status etcdc_create(const struct etcdc_client *client,
+                               const uint8_t *key,
+                               size_t key_len,
+                               const uint8_t *value,
+                               size_t value_len,
+                               const struct etcdc_put_options *opts,
+                               struct etcdc_put_result **result_out);
 
 /**
  * Frees a transaction result and everything borrowed from it. NULL does nothing.
@@ -1263,6 +1069,18 @@ enum etcdc_status etcdc_watch_options_set_timeout_ms(struct etcdc_watch_options 
                                                      int64_t timeout_ms);
 
 /**
+ * How many responses may wait for a slow callback or an undrained pull form (default 256,
+ * 1..=65536; a response carries whole revisions, cut at about 64 KiB of keys and values
+ * when a catch-up from history is larger). When they are all waiting, etcdc stops taking
+ * events for this watch and
+ * resumes it from the next undelivered revision once half have been consumed: memory stays
+ * bounded, no event is lost or repeated, other watches go on. If that revision has been
+ * compacted meanwhile, the watch ends with `ETCDC_WATCH_COMPACTED`.
+ */
+enum etcdc_status etcdc_watch_options_set_queue_limit(struct etcdc_watch_options *opts,
+                                                      uint32_t responses);
+
+/**
  * Starts watching `key` (or the span the options select); returns once the server has
  * confirmed the watch, so every later write is seen. `opts` may be NULL.
  *
@@ -1341,6 +1159,12 @@ int64_t etcdc_watch_response_compact_revision(const struct etcdc_watch_response 
 const char *etcdc_watch_response_reason(const struct etcdc_watch_response *r);
 
 /**
+ * `ETCDC_OK`, except on the last response of a watch that etcdc could not go on with
+ * (kind `ETCDC_WATCH_CANCELED`): then why, with the message in `etcdc_watch_response_reason`.
+ */
+enum etcdc_status etcdc_watch_response_status(const struct etcdc_watch_response *r);
+
+/**
  * How many events the response holds.
  */
 size_t etcdc_watch_response_len(const struct etcdc_watch_response *r);
@@ -1365,6 +1189,403 @@ const struct etcdc_kv *etcdc_event_kv(const struct etcdc_event *e);
  * The key-value before the change, when the watch asked for it and there was one; else NULL.
  */
 const struct etcdc_kv *etcdc_event_prev_kv(const struct etcdc_event *e);
+
+/**
+ * Grants a lease of `ttl` seconds. `id` 0 lets the server choose the id. The granted id and
+ * TTL (the server may raise a small TTL to its minimum) are written to `id_out` and
+ * `ttl_out`; `ttl_out` may be NULL.
+ */
+enum etcdc_status etcdc_lease_grant(const struct etcdc_client *client,
+                                    int64_t ttl,
+                                    int64_t id,
+                                    int64_t timeout_ms,
+                                    int64_t *id_out,
+                                    int64_t *ttl_out);
+
+/**
+ * Revokes a lease: every key attached to it is deleted. `ETCDC_ERR_NOT_FOUND` if there is
+ * no such lease.
+ */
+enum etcdc_status etcdc_lease_revoke(const struct etcdc_client *client,
+                                     int64_t id,
+                                     int64_t timeout_ms);
+
+/**
+ * Reads a lease's remaining TTL, granted TTL and (with `keys`) attached keys.
+ * `ETCDC_ERR_NOT_FOUND` ("etcdserver: requested lease not found") if it has expired or never
+ * existed.
+ */
+enum etcdc_status etcdc_lease_time_to_live(const struct etcdc_client *client,
+                                           int64_t id,
+                                           bool keys,
+                                           int64_t timeout_ms,
+                                           struct etcdc_lease_info **info_out);
+
+/**
+ * Frees lease info. NULL does nothing.
+ */
+void etcdc_lease_info_free(struct etcdc_lease_info *info);
+
+/**
+ * Seconds left before the lease expires.
+ */
+int64_t etcdc_lease_info_ttl(const struct etcdc_lease_info *info);
+
+/**
+ * The TTL the lease was granted with.
+ */
+int64_t etcdc_lease_info_granted_ttl(const struct etcdc_lease_info *info);
+
+/**
+ * How many keys are attached (0 unless asked for with `keys`).
+ */
+size_t etcdc_lease_info_keys_len(const struct etcdc_lease_info *info);
+
+/**
+ * The `i`-th attached key, borrowed (length in `*len`); NULL when out of range.
+ */
+const uint8_t *etcdc_lease_info_key(const struct etcdc_lease_info *info, size_t i, size_t *len);
+
+/**
+ * Lists every lease of the cluster, as one member knows them (etcd answers from the member
+ * asked): a lease granted a moment ago through another member may not be listed yet.
+ */
+enum etcdc_status etcdc_leases(const struct etcdc_client *client,
+                               int64_t timeout_ms,
+                               struct etcdc_lease_list **list_out);
+
+/**
+ * Frees a lease list. NULL does nothing.
+ */
+void etcdc_lease_list_free(struct etcdc_lease_list *list);
+
+/**
+ * How many leases the list holds.
+ */
+size_t etcdc_lease_list_len(const struct etcdc_lease_list *list);
+
+/**
+ * The `i`-th lease id; 0 when out of range.
+ */
+int64_t etcdc_lease_list_id(const struct etcdc_lease_list *list, size_t i);
+
+/**
+ * Starts a keeper on `client` with no leases yet. With `callback` non-NULL, state changes go
+ * to `callback->call` on etcdc's event thread; with NULL they queue for
+ * `etcdc_lease_keeper_next` (and `etcdc_lease_keeper_fd`). A consumer that falls behind
+ * costs bounded memory: a lease's intermediate states may be merged into its latest one,
+ * but a LOST is always delivered.
+ */
+enum etcdc_status etcdc_lease_keeper_start(const struct etcdc_client *client,
+                                           const struct etcdc_lease_callback *callback,
+                                           struct etcdc_lease_keeper **keeper_out);
+
+/**
+ * Starts keeping lease `id` alive. The first state (`ETCDC_LEASE_ALIVE`, or `_LOST` if the
+ * lease does not exist) follows within a few seconds. Adding a lease kept already is a no-op;
+ * a lost lease is no longer kept, so adding it again (after granting it anew with the same
+ * id) starts over.
+ */
+enum etcdc_status etcdc_lease_keeper_add(const struct etcdc_lease_keeper *k, int64_t id);
+
+/**
+ * Stops keeping lease `id` alive (it is not revoked: it expires after its TTL).
+ * `ETCDC_ERR_NOT_FOUND` if the keeper does not keep it.
+ */
+enum etcdc_status etcdc_lease_keeper_remove(const struct etcdc_lease_keeper *k, int64_t id);
+
+/**
+ * Pull form: the next state change, waiting up to `timeout_ms` (0: no wait; negative: no
+ * limit). `ETCDC_ERR_TIMEOUT` when nothing arrived; `ETCDC_ERR_CLOSED` once the keeper is
+ * freed (also for a thread waiting here when another frees it). Free the event with
+ * `etcdc_lease_event_free`.
+ */
+enum etcdc_status etcdc_lease_keeper_next(const struct etcdc_lease_keeper *k,
+                                          int64_t timeout_ms,
+                                          struct etcdc_lease_event **event_out);
+
+/**
+ * Pull form: a descriptor readable while a state change is waiting. Owned by the keeper.
+ */
+enum etcdc_status etcdc_lease_keeper_fd(const struct etcdc_lease_keeper *k, int *fd_out);
+
+/**
+ * Stops keeping every lease (none is revoked) and frees the keeper, with the same callback
+ * rules as `etcdc_watch_free`. NULL does nothing.
+ */
+enum etcdc_status etcdc_lease_keeper_free(struct etcdc_lease_keeper *k);
+
+/**
+ * The lease this event is about.
+ */
+int64_t etcdc_lease_event_id(const struct etcdc_lease_event *e);
+
+/**
+ * The lease's new state.
+ */
+enum etcdc_lease_state etcdc_lease_event_state(const struct etcdc_lease_event *e);
+
+/**
+ * The TTL the server last granted (seconds); -1 once lost.
+ */
+int64_t etcdc_lease_event_ttl(const struct etcdc_lease_event *e);
+
+/**
+ * Why the state changed ("" for ALIVE), e.g. the server's or the transport's message.
+ */
+const char *etcdc_lease_event_reason(const struct etcdc_lease_event *e);
+
+/**
+ * A copy of an event that the caller owns; NULL for NULL.
+ */
+struct etcdc_lease_event *etcdc_lease_event_clone(const struct etcdc_lease_event *e);
+
+/**
+ * `ETCDC_OK` for a lease's state change; for the last event of a keeper that stopped by
+ * itself (id 0), why it stopped (`etcdc_lease_event_reason` has the message).
+ */
+enum etcdc_status etcdc_lease_event_status(const struct etcdc_lease_event *e);
+
+/**
+ * Frees a pulled or cloned event. NULL does nothing.
+ */
+void etcdc_lease_event_free(struct etcdc_lease_event *e);
+
+/**
+ * Lists the cluster's members.
+ */
+enum etcdc_status etcdc_cluster_members(const struct etcdc_client *client,
+                                        int64_t timeout_ms,
+                                        struct etcdc_member_list **list_out);
+
+/**
+ * Frees a member list. NULL does nothing.
+ */
+void etcdc_member_list_free(struct etcdc_member_list *list);
+
+/**
+ * The response header, borrowed.
+ */
+const struct etcdc_header *etcdc_member_list_header(const struct etcdc_member_list *list);
+
+/**
+ * How many members there are.
+ */
+size_t etcdc_member_list_len(const struct etcdc_member_list *list);
+
+/**
+ * The `i`-th member's id; 0 when out of range.
+ */
+uint64_t etcdc_member_list_id(const struct etcdc_member_list *list, size_t i);
+
+/**
+ * The `i`-th member's name ("" for a member added but not started yet); NULL when out of
+ * range. Borrowed from the list.
+ */
+const char *etcdc_member_list_name(const struct etcdc_member_list *list, size_t i);
+
+/**
+ * True if the `i`-th member is a learner (a non-voting member catching up).
+ */
+bool etcdc_member_list_is_learner(const struct etcdc_member_list *list, size_t i);
+
+/**
+ * How many client URLs the `i`-th member has.
+ */
+size_t etcdc_member_list_client_urls_len(const struct etcdc_member_list *list, size_t i);
+
+/**
+ * The `j`-th client URL of the `i`-th member; NULL when out of range.
+ */
+const char *etcdc_member_list_client_url(const struct etcdc_member_list *list, size_t i, size_t j);
+
+/**
+ * How many peer URLs the `i`-th member has.
+ */
+size_t etcdc_member_list_peer_urls_len(const struct etcdc_member_list *list, size_t i);
+
+/**
+ * The `j`-th peer URL of the `i`-th member; NULL when out of range.
+ */
+const char *etcdc_member_list_peer_url(const struct etcdc_member_list *list, size_t i, size_t j);
+
+/**
+ * The status of the member at `endpoint` (one of the client's endpoints, as given to
+ * `etcdc_client_connect`), or of any member when `endpoint` is NULL.
+ */
+enum etcdc_status etcdc_endpoint_status_get(const struct etcdc_client *client,
+                                            const char *endpoint,
+                                            int64_t timeout_ms,
+                                            struct etcdc_endpoint_status **status_out);
+
+/**
+ * Frees an endpoint status. NULL does nothing.
+ */
+void etcdc_endpoint_status_free(struct etcdc_endpoint_status *s);
+
+/**
+ * The response header (its member id: the member that answered), borrowed.
+ */
+const struct etcdc_header *etcdc_endpoint_status_header(const struct etcdc_endpoint_status *s);
+
+/**
+ * The server's version, e.g. "3.4.23". Borrowed.
+ */
+const char *etcdc_endpoint_status_version(const struct etcdc_endpoint_status *s);
+
+/**
+ * The backend database's size in bytes.
+ */
+int64_t etcdc_endpoint_status_db_size(const struct etcdc_endpoint_status *s);
+
+/**
+ * The bytes of the database in use (the rest is free space a defragment would reclaim).
+ */
+int64_t etcdc_endpoint_status_db_size_in_use(const struct etcdc_endpoint_status *s);
+
+/**
+ * The member id of the current Raft leader (0: none).
+ */
+uint64_t etcdc_endpoint_status_leader(const struct etcdc_endpoint_status *s);
+
+/**
+ * The member's Raft log index.
+ */
+uint64_t etcdc_endpoint_status_raft_index(const struct etcdc_endpoint_status *s);
+
+/**
+ * The member's Raft term.
+ */
+uint64_t etcdc_endpoint_status_raft_term(const struct etcdc_endpoint_status *s);
+
+/**
+ * The Raft index the member has applied.
+ */
+uint64_t etcdc_endpoint_status_raft_applied_index(const struct etcdc_endpoint_status *s);
+
+/**
+ * True if the member is a learner.
+ */
+bool etcdc_endpoint_status_is_learner(const struct etcdc_endpoint_status *s);
+
+/**
+ * New node options with the in-process defaults. Free with `etcdc_node_options_free`.
+ */
+struct etcdc_node_options *etcdc_node_options_new(void);
+
+/**
+ * Frees node options. NULL does nothing.
+ */
+void etcdc_node_options_free(struct etcdc_node_options *opts);
+
+/**
+ * The member's name (etcd's `--name`, default "default").
+ */
+enum etcdc_status etcdc_node_options_set_name(struct etcdc_node_options *opts, const char *name);
+
+/**
+ * Where the member keeps its log and snapshots (`--data-dir`, default "<name>.etcd").
+ * Started again on the same dir, the member comes back with all its data.
+ */
+enum etcdc_status etcdc_node_options_set_data_dir(struct etcdc_node_options *opts, const char *dir);
+
+/**
+ * Where to serve etcd's gRPC API ("http://host:port,..."; default: nowhere, in process
+ * only).
+ */
+enum etcdc_status etcdc_node_options_set_listen_client_urls(struct etcdc_node_options *opts,
+                                                            const char *urls_list);
+
+/**
+ * The client URLs the member tells others about (`--advertise-client-urls`).
+ */
+enum etcdc_status etcdc_node_options_set_advertise_client_urls(struct etcdc_node_options *opts,
+                                                               const char *urls_list);
+
+/**
+ * Where to listen for the other members (`--listen-peer-urls`; needed in a cluster of
+ * several).
+ */
+enum etcdc_status etcdc_node_options_set_listen_peer_urls(struct etcdc_node_options *opts,
+                                                          const char *urls_list);
+
+/**
+ * This member's peer URLs as the others reach them (`--initial-advertise-peer-urls`).
+ */
+enum etcdc_status etcdc_node_options_set_initial_advertise_peer_urls(struct etcdc_node_options *opts,
+                                                                     const char *urls_list);
+
+/**
+ * Every member of the initial cluster, "name=http://host:port,..." (`--initial-cluster`).
+ * Members started with the same list form the cluster with no further calls.
+ */
+enum etcdc_status etcdc_node_options_set_initial_cluster(struct etcdc_node_options *opts,
+                                                         const char *cluster);
+
+/**
+ * "new" (the default) or "existing" (`--initial-cluster-state`; "existing" is not supported
+ * yet).
+ */
+enum etcdc_status etcdc_node_options_set_initial_cluster_state(struct etcdc_node_options *opts,
+                                                               const char *state);
+
+/**
+ * The cluster's token (`--initial-cluster-token`, default "etcd-cluster"): member ids
+ * derive from it and the peer URLs.
+ */
+enum etcdc_status etcdc_node_options_set_initial_cluster_token(struct etcdc_node_options *opts,
+                                                               const char *token);
+
+/**
+ * Raft's heartbeat interval and election timeout in ms (etcd's defaults: 100 and 1000;
+ * the election timeout must be at least five heartbeats).
+ */
+enum etcdc_status etcdc_node_options_set_timing_ms(struct etcdc_node_options *opts,
+                                                   uint64_t heartbeat_ms,
+                                                   uint64_t election_ms);
+
+/**
+ * Applied entries between snapshots (`--snapshot-count`, default 100000; > 0).
+ */
+enum etcdc_status etcdc_node_options_set_snapshot_count(struct etcdc_node_options *opts,
+                                                        uint64_t count);
+
+/**
+ * Starts a member: opens (or creates) its data dir, joins or forms its cluster, serves its
+ * URLs. Returns once the member runs (a cluster of several elects its leader as its
+ * members come up). `opts` may be NULL for the in-process defaults.
+ */
+enum etcdc_status etcdc_node_start(const struct etcdc_node_options *opts,
+                                   struct etcdc_node **node_out);
+
+/**
+ * A client bound to the member: every `etcdc_*` call works on it, in process (no socket).
+ * `opts` may be NULL (only its call timeout applies). Free it with `etcdc_client_free`
+ * (before or after the node). Watches and lease keep-alive are not served by the node yet
+ * (`ETCDC_ERR_UNSUPPORTED`).
+ */
+enum etcdc_status etcdc_node_client(const struct etcdc_node *node,
+                                    const struct etcdc_client_options *opts,
+                                    struct etcdc_client **client_out);
+
+/**
+ * The member's view of Raft: its id (etcd's 16-hex-digit member id), the leader's id
+ * (0: none known), the term, the last applied log index and whether it leads. Any output
+ * pointer may be NULL.
+ */
+enum etcdc_status etcdc_node_status(const struct etcdc_node *node,
+                                    uint64_t *member_id,
+                                    uint64_t *leader_id,
+                                    uint64_t *term,
+                                    uint64_t *applied_index,
+                                    bool *is_leader);
+
+/**
+ * Stops the member gracefully (its servers, then Raft) and frees it; its data stays in
+ * its data dir for a restart. Clients bound to it then fail with `ETCDC_ERR_UNAVAILABLE`.
+ * NULL does nothing.
+ */
+enum etcdc_status etcdc_node_stop(struct etcdc_node *node);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,9 +1,12 @@
 // etcdc.hpp: header-only C++17 RAII wrapper over the etcdc C ABI (etcdc.h).
 //
-// Every handle is a move-only owner that frees itself; results are owners with
-// std::string_view accessors that borrow from them; failures throw etcdc::Error carrying the
-// etcdc_status and etcd's message. Callbacks are std::function, run on etcdc's event thread
-// through noexcept trampolines: an exception escaping a callback is caught and dropped.
+// Every handle is a move-only owner that frees itself; results are owners whose views
+// (KeyValue, Event, std::string_view) borrow from them, and a view cannot be taken from a
+// temporary result (those accessors are deleted on rvalues), so it cannot dangle. Results and
+// responses iterate with range-for. Failures throw etcdc::Error carrying the status and
+// etcd's message. Callbacks are std::function, run on etcdc's event thread through noexcept
+// trampolines: an exception escaping a callback is caught and dropped. Enumerations are
+// enum classes (etcdc::Status, etcdc::LeaseState, ...).
 #ifndef ETCDC_HPP
 #define ETCDC_HPP
 
@@ -21,12 +24,64 @@
 
 namespace etcdc {
 
+/// etcdc_status as an enum class.
+enum class Status : int32_t {
+  Ok = ETCDC_OK,
+  InvalidArgument = ETCDC_ERR_INVALID_ARGUMENT,
+  NotFound = ETCDC_ERR_NOT_FOUND,
+  CompareFailed = ETCDC_ERR_COMPARE_FAILED,
+  Compacted = ETCDC_ERR_COMPACTED,
+  FutureRevision = ETCDC_ERR_FUTURE_REVISION,
+  TooLarge = ETCDC_ERR_TOO_LARGE,
+  TooManyOps = ETCDC_ERR_TOO_MANY_OPS,
+  Unavailable = ETCDC_ERR_UNAVAILABLE,
+  Timeout = ETCDC_ERR_TIMEOUT,
+  Canceled = ETCDC_ERR_CANCELED,
+  NoLeader = ETCDC_ERR_NO_LEADER,
+  Permission = ETCDC_ERR_PERMISSION,
+  Auth = ETCDC_ERR_AUTH,
+  NoSpace = ETCDC_ERR_NO_SPACE,
+  Panic = ETCDC_ERR_PANIC,
+  Forked = ETCDC_ERR_FORKED,
+  TooManyRequests = ETCDC_ERR_TOO_MANY_REQUESTS,
+  FailedPrecondition = ETCDC_ERR_FAILED_PRECONDITION,
+  DataLoss = ETCDC_ERR_DATA_LOSS,
+  Unsupported = ETCDC_ERR_UNSUPPORTED,
+  Internal = ETCDC_ERR_INTERNAL,
+  Closed = ETCDC_ERR_CLOSED,
+};
+
+enum class SortTarget : etcdc_sort_target {
+  Key = ETCDC_SORT_BY_KEY,
+  Version = ETCDC_SORT_BY_VERSION,
+  CreateRevision = ETCDC_SORT_BY_CREATE_REVISION,
+  ModRevision = ETCDC_SORT_BY_MOD_REVISION,
+  Value = ETCDC_SORT_BY_VALUE,
+};
+enum class SortOrder : etcdc_sort_order { None = ETCDC_SORT_NONE, Ascend = ETCDC_SORT_ASCEND, Descend = ETCDC_SORT_DESCEND };
+enum class Cmp : etcdc_compare_op {
+  Equal = ETCDC_CMP_EQUAL,
+  Greater = ETCDC_CMP_GREATER,
+  Less = ETCDC_CMP_LESS,
+  NotEqual = ETCDC_CMP_NOT_EQUAL,
+};
+enum class Branch : etcdc_txn_branch { Then = ETCDC_TXN_THEN, Else = ETCDC_TXN_ELSE };
+enum class OpType { Get = ETCDC_OP_GET, Put = ETCDC_OP_PUT, Delete = ETCDC_OP_DELETE, Txn = ETCDC_OP_TXN };
+enum class WatchKind {
+  Events = ETCDC_WATCH_EVENTS,
+  Progress = ETCDC_WATCH_PROGRESS,
+  Compacted = ETCDC_WATCH_COMPACTED,
+  Canceled = ETCDC_WATCH_CANCELED,
+};
+enum class EventType { Put = ETCDC_EVENT_PUT, Delete = ETCDC_EVENT_DELETE };
+enum class LeaseState { Alive = ETCDC_LEASE_ALIVE, Reconnecting = ETCDC_LEASE_RECONNECTING, Lost = ETCDC_LEASE_LOST };
+
 /// A failed call: the status and the message etcdc_last_error() gave for it.
 class Error : public std::runtime_error {
  public:
   Error(etcdc_status status, const std::string& message)
       : std::runtime_error(std::string(etcdc_status_str(status)) + ": " + message), status_(status) {}
-  etcdc_status status() const noexcept { return status_; }
+  Status status() const noexcept { return static_cast<Status>(status_); }
 
  private:
   etcdc_status status_;
@@ -53,19 +108,48 @@ T* not_null(T* p) {
   if (!p) throw std::bad_alloc();
   return p;
 }
-}  // namespace detail
 
-/// The header of a response.
-class Header {
+/// Iterates any container with size() and operator[] (by index, yielding views).
+template <typename Container, typename Item>
+class IndexIterator {
  public:
-  explicit Header(const etcdc_header* h) noexcept : h_(h) {}
-  int64_t revision() const noexcept { return etcdc_header_revision(h_); }
-  uint64_t cluster_id() const noexcept { return etcdc_header_cluster_id(h_); }
-  uint64_t member_id() const noexcept { return etcdc_header_member_id(h_); }
-  uint64_t raft_term() const noexcept { return etcdc_header_raft_term(h_); }
+  IndexIterator(const Container* c, size_t i) noexcept : c_(c), i_(i) {}
+  Item operator*() const noexcept { return (*c_)[i_]; }
+  IndexIterator& operator++() noexcept {
+    ++i_;
+    return *this;
+  }
+  bool operator!=(const IndexIterator& o) const noexcept { return i_ != o.i_; }
+  bool operator==(const IndexIterator& o) const noexcept { return i_ == o.i_; }
 
  private:
-  const etcdc_header* h_;
+  const Container* c_;
+  size_t i_;
+};
+}  // namespace detail
+
+/// The header of a response, copied out of it (safe to keep, also from a temporary).
+class Header {
+ public:
+  Header() = default;
+  static Header of(const etcdc_header* h) noexcept {
+    Header out;
+    out.revision_ = etcdc_header_revision(h);
+    out.cluster_id_ = etcdc_header_cluster_id(h);
+    out.member_id_ = etcdc_header_member_id(h);
+    out.raft_term_ = etcdc_header_raft_term(h);
+    return out;
+  }
+  int64_t revision() const noexcept { return revision_; }
+  uint64_t cluster_id() const noexcept { return cluster_id_; }
+  uint64_t member_id() const noexcept { return member_id_; }
+  uint64_t raft_term() const noexcept { return raft_term_; }
+
+ private:
+  int64_t revision_ = 0;
+  uint64_t cluster_id_ = 0;
+  uint64_t member_id_ = 0;
+  uint64_t raft_term_ = 0;
 };
 
 /// A key-value, borrowed from the result that holds it.
@@ -91,14 +175,21 @@ class KeyValue {
   const etcdc_kv* kv_;
 };
 
-/// The keys a get returned. Views (KeyValue) live as long as this object.
+/// The keys a get returned. Views (KeyValue) live as long as this object; none can be taken
+/// from a temporary GetResult.
 class GetResult {
  public:
+  using iterator = detail::IndexIterator<GetResult, KeyValue>;
   explicit GetResult(etcdc_get_result* r) noexcept : r_(r) {}
-  Header header() const noexcept { return Header(etcdc_get_result_header(r_.get())); }
+  Header header() const noexcept { return Header::of(etcdc_get_result_header(r_.get())); }
   size_t size() const noexcept { return etcdc_get_result_len(r_.get()); }
   bool empty() const noexcept { return size() == 0; }
-  KeyValue operator[](size_t i) const noexcept { return KeyValue(etcdc_get_result_kv(r_.get(), i)); }
+  KeyValue operator[](size_t i) const& noexcept { return KeyValue(etcdc_get_result_kv(r_.get(), i)); }
+  KeyValue operator[](size_t i) const&& = delete;
+  iterator begin() const& noexcept { return iterator(this, 0); }
+  iterator end() const& noexcept { return iterator(this, size()); }
+  iterator begin() const&& = delete;
+  iterator end() const&& = delete;
   int64_t count() const noexcept { return etcdc_get_result_count(r_.get()); }
   bool more() const noexcept { return etcdc_get_result_more(r_.get()); }
 
@@ -109,28 +200,38 @@ class GetResult {
 /// What a put returned.
 class PutResult {
  public:
-  explicit PutResult(etcdc_put_result* r) noexcept : r_(r) {}
-  Header header() const noexcept { return Header(etcdc_put_result_header(r_.get())); }
-  std::optional<KeyValue> prev_kv() const noexcept {
-    const etcdc_kv* kv = etcdc_put_result_prev_kv(r_.get());
+  explicit PutResult(etcdc_put_result* r) noexcept : r_(r), view_(r) {}
+  /// A view of a put result inside a transaction result.
+  static PutResult view(const etcdc_put_result* r) noexcept { return PutResult(r, nullptr); }
+  Header header() const noexcept { return Header::of(etcdc_put_result_header(view_)); }
+  std::optional<KeyValue> prev_kv() const& noexcept {
+    const etcdc_kv* kv = etcdc_put_result_prev_kv(view_);
     return kv ? std::optional<KeyValue>(KeyValue(kv)) : std::nullopt;
   }
+  std::optional<KeyValue> prev_kv() const&& = delete;
 
  private:
+  PutResult(const etcdc_put_result* r, std::nullptr_t) noexcept : view_(r) {}
   detail::Owned<etcdc_put_result, etcdc_put_result_free> r_;
+  const etcdc_put_result* view_;
 };
 
 /// What a delete returned.
 class DeleteResult {
  public:
-  explicit DeleteResult(etcdc_delete_result* r) noexcept : r_(r) {}
-  Header header() const noexcept { return Header(etcdc_delete_result_header(r_.get())); }
-  int64_t deleted() const noexcept { return etcdc_delete_result_deleted(r_.get()); }
-  size_t prev_size() const noexcept { return etcdc_delete_result_prev_len(r_.get()); }
-  KeyValue prev(size_t i) const noexcept { return KeyValue(etcdc_delete_result_prev_kv(r_.get(), i)); }
+  explicit DeleteResult(etcdc_delete_result* r) noexcept : r_(r), view_(r) {}
+  /// A view of a delete result inside a transaction result.
+  static DeleteResult view(const etcdc_delete_result* r) noexcept { return DeleteResult(r, nullptr); }
+  Header header() const noexcept { return Header::of(etcdc_delete_result_header(view_)); }
+  int64_t deleted() const noexcept { return etcdc_delete_result_deleted(view_); }
+  size_t prev_size() const noexcept { return etcdc_delete_result_prev_len(view_); }
+  KeyValue prev(size_t i) const& noexcept { return KeyValue(etcdc_delete_result_prev_kv(view_, i)); }
+  KeyValue prev(size_t i) const&& = delete;
 
  private:
+  DeleteResult(const etcdc_delete_result* r, std::nullptr_t) noexcept : view_(r) {}
   detail::Owned<etcdc_delete_result, etcdc_delete_result_free> r_;
+  const etcdc_delete_result* view_;
 };
 
 /// Options for get (and gets in a transaction). Setters chain.
@@ -145,8 +246,9 @@ class GetOptions {
   }
   GetOptions& revision(int64_t rev) { detail::check(etcdc_get_options_set_revision(o_.get(), rev)); return *this; }
   GetOptions& limit(int64_t n) { detail::check(etcdc_get_options_set_limit(o_.get(), n)); return *this; }
-  GetOptions& sort(etcdc_sort_target target, etcdc_sort_order order) {
-    detail::check(etcdc_get_options_set_sort(o_.get(), target, order));
+  GetOptions& sort(SortTarget target, SortOrder order) {
+    detail::check(etcdc_get_options_set_sort(o_.get(), static_cast<etcdc_sort_target>(target),
+                                             static_cast<etcdc_sort_order>(order)));
     return *this;
   }
   GetOptions& keys_only(bool on = true) { detail::check(etcdc_get_options_set_keys_only(o_.get(), on)); return *this; }
@@ -162,7 +264,7 @@ class GetOptions {
   detail::Owned<etcdc_get_options, etcdc_get_options_free> o_;
 };
 
-/// Options for put (and puts in a transaction). Setters chain.
+/// Options for put (and puts in a transaction, cas and create). Setters chain.
 class PutOptions {
  public:
   PutOptions() : o_(detail::not_null(etcdc_put_options_new())) {}
@@ -204,14 +306,6 @@ class DeleteOptions {
   detail::Owned<etcdc_delete_options, etcdc_delete_options_free> o_;
 };
 
-/// Compare operators for Txn.
-enum class Cmp : etcdc_compare_op {
-  Equal = ETCDC_CMP_EQUAL,
-  Greater = ETCDC_CMP_GREATER,
-  Less = ETCDC_CMP_LESS,
-  NotEqual = ETCDC_CMP_NOT_EQUAL,
-};
-
 /// A transaction: compares, then the then-branch or else-branch. Commit with Client::commit.
 class Txn {
  public:
@@ -239,30 +333,32 @@ class Txn {
     detail::check(etcdc_txn_compare_lease(t_.get(), detail::bytes(key), key.size(), static_cast<etcdc_compare_op>(op), lease));
     return *this;
   }
-  Txn& put(etcdc_txn_branch b, std::string_view key, std::string_view value, const PutOptions* o = nullptr) {
-    detail::check(etcdc_txn_put(t_.get(), b, detail::bytes(key), key.size(), detail::bytes(value), value.size(),
-                                o ? o->get() : nullptr));
+  Txn& put(Branch b, std::string_view key, std::string_view value, const PutOptions* o = nullptr) {
+    detail::check(etcdc_txn_put(t_.get(), static_cast<etcdc_txn_branch>(b), detail::bytes(key), key.size(),
+                                detail::bytes(value), value.size(), o ? o->get() : nullptr));
     return *this;
   }
-  Txn& get(etcdc_txn_branch b, std::string_view key, const GetOptions* o = nullptr) {
-    detail::check(etcdc_txn_get(t_.get(), b, detail::bytes(key), key.size(), o ? o->get() : nullptr));
+  Txn& get(Branch b, std::string_view key, const GetOptions* o = nullptr) {
+    detail::check(
+        etcdc_txn_get(t_.get(), static_cast<etcdc_txn_branch>(b), detail::bytes(key), key.size(), o ? o->get() : nullptr));
     return *this;
   }
-  Txn& del(etcdc_txn_branch b, std::string_view key, const DeleteOptions* o = nullptr) {
-    detail::check(etcdc_txn_delete(t_.get(), b, detail::bytes(key), key.size(), o ? o->get() : nullptr));
+  Txn& del(Branch b, std::string_view key, const DeleteOptions* o = nullptr) {
+    detail::check(
+        etcdc_txn_delete(t_.get(), static_cast<etcdc_txn_branch>(b), detail::bytes(key), key.size(), o ? o->get() : nullptr));
     return *this;
   }
   /// Adds `nested`, which is consumed.
-  Txn& txn(etcdc_txn_branch b, Txn&& nested) {
-    detail::check(etcdc_txn_txn(t_.get(), b, nested.t_.release()));
+  Txn& txn(Branch b, Txn&& nested) {
+    detail::check(etcdc_txn_txn(t_.get(), static_cast<etcdc_txn_branch>(b), nested.t_.release()));
     return *this;
   }
-  Txn& then_put(std::string_view k, std::string_view v, const PutOptions* o = nullptr) { return put(ETCDC_TXN_THEN, k, v, o); }
-  Txn& then_get(std::string_view k, const GetOptions* o = nullptr) { return get(ETCDC_TXN_THEN, k, o); }
-  Txn& then_delete(std::string_view k, const DeleteOptions* o = nullptr) { return del(ETCDC_TXN_THEN, k, o); }
-  Txn& else_put(std::string_view k, std::string_view v, const PutOptions* o = nullptr) { return put(ETCDC_TXN_ELSE, k, v, o); }
-  Txn& else_get(std::string_view k, const GetOptions* o = nullptr) { return get(ETCDC_TXN_ELSE, k, o); }
-  Txn& else_delete(std::string_view k, const DeleteOptions* o = nullptr) { return del(ETCDC_TXN_ELSE, k, o); }
+  Txn& then_put(std::string_view k, std::string_view v, const PutOptions* o = nullptr) { return put(Branch::Then, k, v, o); }
+  Txn& then_get(std::string_view k, const GetOptions* o = nullptr) { return get(Branch::Then, k, o); }
+  Txn& then_delete(std::string_view k, const DeleteOptions* o = nullptr) { return del(Branch::Then, k, o); }
+  Txn& else_put(std::string_view k, std::string_view v, const PutOptions* o = nullptr) { return put(Branch::Else, k, v, o); }
+  Txn& else_get(std::string_view k, const GetOptions* o = nullptr) { return get(Branch::Else, k, o); }
+  Txn& else_delete(std::string_view k, const DeleteOptions* o = nullptr) { return del(Branch::Else, k, o); }
   Txn& timeout_ms(int64_t ms) { detail::check(etcdc_txn_set_timeout_ms(t_.get(), ms)); return *this; }
   const etcdc_txn* get() const noexcept { return t_.get(); }
 
@@ -270,27 +366,42 @@ class Txn {
   detail::Owned<etcdc_txn, etcdc_txn_free> t_;
 };
 
-/// A transaction's outcome. Per-operation views borrow from it.
+/// A transaction's outcome. Per-operation views borrow from it and cannot be taken from a
+/// temporary TxnResult.
 class TxnResult {
  public:
   explicit TxnResult(etcdc_txn_result* r) noexcept : r_(r), view_(r) {}
-  Header header() const noexcept { return Header(etcdc_txn_result_header(view_)); }
+  Header header() const noexcept { return Header::of(etcdc_txn_result_header(view_)); }
   bool succeeded() const noexcept { return etcdc_txn_result_succeeded(view_); }
   size_t size() const noexcept { return etcdc_txn_result_len(view_); }
-  etcdc_op_type type(size_t i) const {
+  OpType type(size_t i) const {
     etcdc_op_type t;
     detail::check(etcdc_txn_result_op_type(view_, i, &t));
-    return t;
+    return static_cast<OpType>(t);
   }
   /// The i-th operation's key-values, when it was a get.
-  std::vector<KeyValue> get(size_t i) const {
+  std::vector<KeyValue> get(size_t i) const& {
     std::vector<KeyValue> out;
     const etcdc_get_result* g = etcdc_txn_result_get(view_, i);
     for (size_t j = 0, n = etcdc_get_result_len(g); j < n; ++j) out.emplace_back(etcdc_get_result_kv(g, j));
     return out;
   }
+  std::vector<KeyValue> get(size_t i) const&& = delete;
+  /// The i-th operation's put result, when it was a put (a view into this result).
+  std::optional<PutResult> put(size_t i) const& noexcept {
+    const etcdc_put_result* p = etcdc_txn_result_put(view_, i);
+    return p ? std::optional<PutResult>(PutResult::view(p)) : std::nullopt;
+  }
+  std::optional<PutResult> put(size_t i) const&& = delete;
+  /// The i-th operation's delete result, when it was a delete (a view into this result).
+  std::optional<DeleteResult> del(size_t i) const& noexcept {
+    const etcdc_delete_result* d = etcdc_txn_result_delete(view_, i);
+    return d ? std::optional<DeleteResult>(DeleteResult::view(d)) : std::nullopt;
+  }
+  std::optional<DeleteResult> del(size_t i) const&& = delete;
   /// The i-th operation's nested transaction, when it was one (a view into this result).
-  TxnResult nested(size_t i) const noexcept { return TxnResult(view_, etcdc_txn_result_txn(view_, i)); }
+  TxnResult nested(size_t i) const& noexcept { return TxnResult(view_, etcdc_txn_result_txn(view_, i)); }
+  TxnResult nested(size_t i) const&& = delete;
 
  private:
   TxnResult(const etcdc_txn_result*, const etcdc_txn_result* nested) noexcept : view_(nested) {}
@@ -302,8 +413,8 @@ class TxnResult {
 class Event {
  public:
   explicit Event(const etcdc_event* e) noexcept : e_(e) {}
-  etcdc_event_kind type() const noexcept { return etcdc_event_type(e_); }
-  bool is_put() const noexcept { return type() == ETCDC_EVENT_PUT; }
+  EventType type() const noexcept { return static_cast<EventType>(etcdc_event_type(e_)); }
+  bool is_put() const noexcept { return type() == EventType::Put; }
   KeyValue kv() const noexcept { return KeyValue(etcdc_event_kv(e_)); }
   std::optional<KeyValue> prev_kv() const noexcept {
     const etcdc_kv* kv = etcdc_event_prev_kv(e_);
@@ -314,22 +425,36 @@ class Event {
   const etcdc_event* e_;
 };
 
-/// One delivery of a watch (a view; owned when pulled with Watch::next).
+class OwnedWatchResponse;
+
+/// One delivery of a watch: a view, valid during the callback (keep it with clone()).
 class WatchResponse {
  public:
+  using iterator = detail::IndexIterator<WatchResponse, Event>;
   explicit WatchResponse(const etcdc_watch_response* r) noexcept : r_(r) {}
-  etcdc_watch_kind kind() const noexcept { return etcdc_watch_response_kind(r_); }
-  int64_t revision() const noexcept { return etcdc_header_revision(etcdc_watch_response_header(r_)); }
+  WatchKind kind() const noexcept { return static_cast<WatchKind>(etcdc_watch_response_kind(r_)); }
+  Header header() const noexcept { return Header::of(etcdc_watch_response_header(r_)); }
+  int64_t revision() const noexcept { return header().revision(); }
   int64_t compact_revision() const noexcept { return etcdc_watch_response_compact_revision(r_); }
-  std::string_view reason() const noexcept { return etcdc_watch_response_reason(r_); }
+  /// Ok, except on the last response of a watch etcdc could not go on with.
+  Status status() const noexcept { return static_cast<Status>(etcdc_watch_response_status(r_)); }
+  std::string_view reason() const& noexcept { return etcdc_watch_response_reason(r_); }
+  std::string_view reason() const&& = delete;
   size_t size() const noexcept { return etcdc_watch_response_len(r_); }
-  Event operator[](size_t i) const noexcept { return Event(etcdc_watch_response_event(r_, i)); }
+  Event operator[](size_t i) const& noexcept { return Event(etcdc_watch_response_event(r_, i)); }
+  Event operator[](size_t i) const&& = delete;
+  iterator begin() const& noexcept { return iterator(this, 0); }
+  iterator end() const& noexcept { return iterator(this, size()); }
+  iterator begin() const&& = delete;
+  iterator end() const&& = delete;
+  /// A copy that owns its data, to keep past the callback.
+  inline OwnedWatchResponse clone() const;
 
  protected:
   const etcdc_watch_response* r_;
 };
 
-/// A pulled watch response that owns its data.
+/// A pulled or cloned watch response that owns its data.
 class OwnedWatchResponse : public WatchResponse {
  public:
   explicit OwnedWatchResponse(etcdc_watch_response* r) noexcept : WatchResponse(r), own_(r) {}
@@ -337,6 +462,10 @@ class OwnedWatchResponse : public WatchResponse {
  private:
   detail::Owned<etcdc_watch_response, etcdc_watch_response_free> own_;
 };
+
+inline OwnedWatchResponse WatchResponse::clone() const {
+  return OwnedWatchResponse(detail::not_null(etcdc_watch_response_clone(r_)));
+}
 
 /// Options for Client::watch. Setters chain.
 class WatchOptions {
@@ -359,6 +488,10 @@ class WatchOptions {
     detail::check(etcdc_watch_options_set_progress_notify(o_.get(), on));
     return *this;
   }
+  WatchOptions& queue_limit(uint32_t responses) {
+    detail::check(etcdc_watch_options_set_queue_limit(o_.get(), responses));
+    return *this;
+  }
   WatchOptions& timeout_ms(int64_t ms) { detail::check(etcdc_watch_options_set_timeout_ms(o_.get(), ms)); return *this; }
   const etcdc_watch_options* get() const noexcept { return o_.get(); }
 
@@ -366,28 +499,43 @@ class WatchOptions {
   detail::Owned<etcdc_watch_options, etcdc_watch_options_free> o_;
 };
 
-/// A running watch; destroying it cancels it (waiting for a running callback, except from
-/// inside that callback).
-class Watch {
+namespace detail {
+/// A move-only owner of a C stream handle (etcdc_watch, etcdc_lease_keeper).
+template <typename H, etcdc_status (*Free)(H*)>
+class StreamOwner {
  public:
-  explicit Watch(etcdc_watch* w) noexcept : w_(w) {}
-  Watch(Watch&& o) noexcept : w_(std::exchange(o.w_, nullptr)) {}
-  Watch& operator=(Watch&& o) noexcept {
+  explicit StreamOwner(H* h) noexcept : h_(h) {}
+  StreamOwner(StreamOwner&& o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
+  StreamOwner& operator=(StreamOwner&& o) noexcept {
     if (this != &o) {
       reset();
-      w_ = std::exchange(o.w_, nullptr);
+      h_ = std::exchange(o.h_, nullptr);
     }
     return *this;
   }
-  Watch(const Watch&) = delete;
-  Watch& operator=(const Watch&) = delete;
-  ~Watch() { reset(); }
+  StreamOwner(const StreamOwner&) = delete;
+  StreamOwner& operator=(const StreamOwner&) = delete;
+  ~StreamOwner() { reset(); }
+  /// Frees the handle: waits for a running callback (except from inside it); a thread
+  /// waiting in next() wakes with Status::Closed.
+  void reset() noexcept {
+    if (h_) Free(std::exchange(h_, nullptr));
+  }
 
+ protected:
+  H* h_;
+};
+}  // namespace detail
+
+/// A running watch; destroying it cancels it.
+class Watch : public detail::StreamOwner<etcdc_watch, etcdc_watch_free> {
+ public:
+  using StreamOwner::StreamOwner;
   /// Pull form: the next response within timeout_ms, or nullopt on timeout. Throws
-  /// etcdc::Error with ETCDC_ERR_CLOSED once the watch has ended.
+  /// etcdc::Error with Status::Closed once the watch has ended.
   std::optional<OwnedWatchResponse> next(int64_t timeout_ms) {
     etcdc_watch_response* r = nullptr;
-    etcdc_status s = etcdc_watch_next(w_, timeout_ms, &r);
+    etcdc_status s = etcdc_watch_next(h_, timeout_ms, &r);
     if (s == ETCDC_ERR_TIMEOUT) return std::nullopt;
     detail::check(s);
     return OwnedWatchResponse(r);
@@ -395,60 +543,91 @@ class Watch {
   /// Pull form: readable while a response is waiting.
   int fd() const {
     int fd = -1;
-    detail::check(etcdc_watch_fd(w_, &fd));
+    detail::check(etcdc_watch_fd(h_, &fd));
     return fd;
   }
-  void request_progress() { detail::check(etcdc_watch_request_progress(w_)); }
-  void reset() noexcept {
-    if (w_) etcdc_watch_free(std::exchange(w_, nullptr));
-  }
-
- private:
-  etcdc_watch* w_;
+  void request_progress() { detail::check(etcdc_watch_request_progress(h_)); }
 };
 
-/// A kept lease's state change (a view, valid during the callback).
+/// A kept lease's state change: a view during the callback; owned when pulled.
 class LeaseEvent {
  public:
   explicit LeaseEvent(const etcdc_lease_event* e) noexcept : e_(e) {}
+  /// The lease; 0 on the last event of a keeper that stopped by itself (see status()).
   int64_t id() const noexcept { return etcdc_lease_event_id(e_); }
-  etcdc_lease_state state() const noexcept { return etcdc_lease_event_state(e_); }
+  LeaseState state() const noexcept { return static_cast<LeaseState>(etcdc_lease_event_state(e_)); }
   int64_t ttl() const noexcept { return etcdc_lease_event_ttl(e_); }
   std::string_view reason() const noexcept { return etcdc_lease_event_reason(e_); }
+  Status status() const noexcept { return static_cast<Status>(etcdc_lease_event_status(e_)); }
 
- private:
+ protected:
   const etcdc_lease_event* e_;
 };
 
-/// Keeps leases alive until destroyed (destroying revokes nothing).
-class LeaseKeeper {
+/// A pulled lease event that owns its data.
+class OwnedLeaseEvent : public LeaseEvent {
  public:
-  explicit LeaseKeeper(etcdc_lease_keeper* k) noexcept : k_(k) {}
-  LeaseKeeper(LeaseKeeper&& o) noexcept : k_(std::exchange(o.k_, nullptr)) {}
-  LeaseKeeper& operator=(LeaseKeeper&& o) noexcept {
-    if (this != &o) {
-      reset();
-      k_ = std::exchange(o.k_, nullptr);
-    }
-    return *this;
-  }
-  LeaseKeeper(const LeaseKeeper&) = delete;
-  LeaseKeeper& operator=(const LeaseKeeper&) = delete;
-  ~LeaseKeeper() { reset(); }
-  void add(int64_t lease) { detail::check(etcdc_lease_keeper_add(k_, lease)); }
-  void remove(int64_t lease) { detail::check(etcdc_lease_keeper_remove(k_, lease)); }
-  void reset() noexcept {
-    if (k_) etcdc_lease_keeper_free(std::exchange(k_, nullptr));
-  }
+  explicit OwnedLeaseEvent(etcdc_lease_event* e) noexcept : LeaseEvent(e), own_(e) {}
 
  private:
-  etcdc_lease_keeper* k_;
+  detail::Owned<etcdc_lease_event, etcdc_lease_event_free> own_;
+};
+
+/// Keeps leases alive until destroyed (destroying revokes nothing).
+class LeaseKeeper : public detail::StreamOwner<etcdc_lease_keeper, etcdc_lease_keeper_free> {
+ public:
+  using StreamOwner::StreamOwner;
+  void add(int64_t lease) { detail::check(etcdc_lease_keeper_add(h_, lease)); }
+  void remove(int64_t lease) { detail::check(etcdc_lease_keeper_remove(h_, lease)); }
+  /// Pull form: the next state change within timeout_ms, or nullopt on timeout.
+  std::optional<OwnedLeaseEvent> next(int64_t timeout_ms) {
+    etcdc_lease_event* e = nullptr;
+    etcdc_status s = etcdc_lease_keeper_next(h_, timeout_ms, &e);
+    if (s == ETCDC_ERR_TIMEOUT) return std::nullopt;
+    detail::check(s);
+    return OwnedLeaseEvent(e);
+  }
+  /// Pull form: readable while a state change is waiting.
+  int fd() const {
+    int fd = -1;
+    detail::check(etcdc_lease_keeper_fd(h_, &fd));
+    return fd;
+  }
 };
 
 /// A granted lease.
 struct Lease {
   int64_t id;
   int64_t ttl;
+};
+
+/// A lease's remaining time and, when asked, its keys.
+struct LeaseInfo {
+  int64_t ttl = 0;
+  int64_t granted_ttl = 0;
+  std::vector<std::string> keys;
+};
+
+/// One member of the cluster.
+struct Member {
+  uint64_t id = 0;
+  std::string name;
+  std::vector<std::string> peer_urls;
+  std::vector<std::string> client_urls;
+  bool learner = false;
+};
+
+/// One member's status.
+struct EndpointStatus {
+  Header header;
+  std::string version;
+  int64_t db_size = 0;
+  int64_t db_size_in_use = 0;
+  uint64_t leader = 0;
+  uint64_t raft_index = 0;
+  uint64_t raft_term = 0;
+  uint64_t raft_applied_index = 0;
+  bool learner = false;
 };
 
 /// Options for Client::connect.
@@ -470,6 +649,8 @@ struct Trampoline {
   static void drop(void* user_data) noexcept { delete static_cast<Fn*>(user_data); }
 };
 }  // namespace detail
+
+class Node;
 
 /// A client of an etcd cluster. Thread-safe; move-only.
 class Client {
@@ -532,14 +713,21 @@ class Client {
     return TxnResult(r);
   }
 
-  /// Compare-and-swap: false (nothing written) when the current value is not `expected`
-  /// (or, with nullopt, when the key exists).
-  bool cas(std::string_view key, std::optional<std::string_view> expected, std::string_view value) {
-    etcdc_status s = etcdc_cas(c_, detail::bytes(key), key.size(), expected ? detail::bytes(*expected) : nullptr,
-                               expected ? expected->size() : 0, detail::bytes(value), value.size(), nullptr, nullptr);
-    if (s == ETCDC_ERR_COMPARE_FAILED) return false;
-    detail::check(s);
-    return true;
+  /// Compare-and-swap: writes only if the current value is exactly `expected`; nullopt
+  /// (nothing written) otherwise. `o` may carry a lease, prev_kv or a timeout.
+  std::optional<PutResult> cas(std::string_view key, std::string_view expected, std::string_view value,
+                               const PutOptions* o = nullptr) {
+    etcdc_put_result* r = nullptr;
+    etcdc_status s = etcdc_cas(c_, detail::bytes(key), key.size(), detail::bytes(expected), expected.size(),
+                               detail::bytes(value), value.size(), o ? o->get() : nullptr, &r);
+    return compared(s, r);
+  }
+  /// Create: writes only if the key does not exist; nullopt (nothing written) otherwise.
+  std::optional<PutResult> create(std::string_view key, std::string_view value, const PutOptions* o = nullptr) {
+    etcdc_put_result* r = nullptr;
+    etcdc_status s =
+        etcdc_create(c_, detail::bytes(key), key.size(), detail::bytes(value), value.size(), o ? o->get() : nullptr, &r);
+    return compared(s, r);
   }
 
   void compact(int64_t revision, bool physical = false, int64_t timeout_ms = 0) {
@@ -552,30 +740,86 @@ class Client {
     return l;
   }
   void lease_revoke(int64_t id, int64_t timeout_ms = 0) { detail::check(etcdc_lease_revoke(c_, id, timeout_ms)); }
-  /// Seconds left on the lease (throws ETCDC_ERR_NOT_FOUND once it is gone).
-  int64_t lease_ttl(int64_t id, int64_t timeout_ms = 0) {
-    etcdc_lease_info* info = nullptr;
-    detail::check(etcdc_lease_time_to_live(c_, id, false, timeout_ms, &info));
-    detail::Owned<etcdc_lease_info, etcdc_lease_info_free> own(info);
-    return etcdc_lease_info_ttl(info);
+  /// Seconds left on the lease (throws Status::NotFound once it is gone).
+  int64_t lease_ttl(int64_t id, int64_t timeout_ms = 0) { return lease_info(id, false, timeout_ms).ttl; }
+  /// The lease's remaining and granted TTL and, with `keys`, its keys (throws
+  /// Status::NotFound once it is gone).
+  LeaseInfo lease_info(int64_t id, bool keys, int64_t timeout_ms = 0) {
+    etcdc_lease_info* raw = nullptr;
+    detail::check(etcdc_lease_time_to_live(c_, id, keys, timeout_ms, &raw));
+    detail::Owned<etcdc_lease_info, etcdc_lease_info_free> info(raw);
+    LeaseInfo out;
+    out.ttl = etcdc_lease_info_ttl(raw);
+    out.granted_ttl = etcdc_lease_info_granted_ttl(raw);
+    for (size_t i = 0, n = etcdc_lease_info_keys_len(raw); i < n; ++i) {
+      size_t len = 0;
+      const uint8_t* k = etcdc_lease_info_key(raw, i, &len);
+      out.keys.emplace_back(detail::view(k, len));
+    }
+    return out;
+  }
+  /// Every lease of the cluster.
+  std::vector<int64_t> leases(int64_t timeout_ms = 0) {
+    etcdc_lease_list* raw = nullptr;
+    detail::check(etcdc_leases(c_, timeout_ms, &raw));
+    detail::Owned<etcdc_lease_list, etcdc_lease_list_free> list(raw);
+    std::vector<int64_t> out;
+    for (size_t i = 0, n = etcdc_lease_list_len(raw); i < n; ++i) out.push_back(etcdc_lease_list_id(raw, i));
+    return out;
+  }
+
+  /// The cluster's members.
+  std::vector<Member> members(int64_t timeout_ms = 0) {
+    etcdc_member_list* raw = nullptr;
+    detail::check(etcdc_cluster_members(c_, timeout_ms, &raw));
+    detail::Owned<etcdc_member_list, etcdc_member_list_free> list(raw);
+    std::vector<Member> out;
+    for (size_t i = 0, n = etcdc_member_list_len(raw); i < n; ++i) {
+      Member m;
+      m.id = etcdc_member_list_id(raw, i);
+      m.name = etcdc_member_list_name(raw, i);
+      m.learner = etcdc_member_list_is_learner(raw, i);
+      for (size_t j = 0, k = etcdc_member_list_peer_urls_len(raw, i); j < k; ++j)
+        m.peer_urls.emplace_back(etcdc_member_list_peer_url(raw, i, j));
+      for (size_t j = 0, k = etcdc_member_list_client_urls_len(raw, i); j < k; ++j)
+        m.client_urls.emplace_back(etcdc_member_list_client_url(raw, i, j));
+      out.push_back(std::move(m));
+    }
+    return out;
+  }
+  /// The status of the member at `endpoint` (one of the client's), or of any member ("").
+  EndpointStatus status(const std::string& endpoint = "", int64_t timeout_ms = 0) {
+    etcdc_endpoint_status* raw = nullptr;
+    detail::check(etcdc_endpoint_status_get(c_, endpoint.empty() ? nullptr : endpoint.c_str(), timeout_ms, &raw));
+    detail::Owned<etcdc_endpoint_status, etcdc_endpoint_status_free> st(raw);
+    EndpointStatus out;
+    out.header = Header::of(etcdc_endpoint_status_header(raw));
+    out.version = etcdc_endpoint_status_version(raw);
+    out.db_size = etcdc_endpoint_status_db_size(raw);
+    out.db_size_in_use = etcdc_endpoint_status_db_size_in_use(raw);
+    out.leader = etcdc_endpoint_status_leader(raw);
+    out.raft_index = etcdc_endpoint_status_raft_index(raw);
+    out.raft_term = etcdc_endpoint_status_raft_term(raw);
+    out.raft_applied_index = etcdc_endpoint_status_raft_applied_index(raw);
+    out.learner = etcdc_endpoint_status_is_learner(raw);
+    return out;
   }
 
   /// Watches with a callback on etcdc's event thread.
-  Watch watch(std::string_view key, const WatchOptions* o, std::function<void(const WatchResponse&)> fn) {
-    using Fn = std::function<void(const etcdc_watch_response*)>;
-    auto* holder = new Fn([fn = std::move(fn)](const etcdc_watch_response* r) { fn(WatchResponse(r)); });
-    etcdc_watch_callback cb{&detail::Trampoline<etcdc_watch_response, Fn>::call,
-                            &detail::Trampoline<etcdc_watch_response, Fn>::drop, holder};
-    etcdc_watch* w = nullptr;
-    detail::check(etcdc_watch_start(c_, detail::bytes(key), key.size(), o ? o->get() : nullptr, &cb, &w));
-    return Watch(w);
+  Watch watch(std::string_view key, const WatchOptions& o, std::function<void(const WatchResponse&)> fn) {
+    return watch_with(key, o.get(), std::move(fn));
+  }
+  Watch watch(std::string_view key, std::function<void(const WatchResponse&)> fn) {
+    return watch_with(key, nullptr, std::move(fn));
   }
   /// Watches in the pull form (Watch::next, Watch::fd).
-  Watch watch(std::string_view key, const WatchOptions* o = nullptr) {
-    etcdc_watch* w = nullptr;
-    detail::check(etcdc_watch_start(c_, detail::bytes(key), key.size(), o ? o->get() : nullptr, nullptr, &w));
-    return Watch(w);
+  Watch watch(std::string_view key, const WatchOptions& o) { return watch_pulled(key, o.get()); }
+  Watch watch(std::string_view key) { return watch_pulled(key, nullptr); }
+  /// Pointer forms, kept for earlier callers.
+  Watch watch(std::string_view key, const WatchOptions* o, std::function<void(const WatchResponse&)> fn) {
+    return watch_with(key, o ? o->get() : nullptr, std::move(fn));
   }
+  Watch watch(std::string_view key, const WatchOptions* o) { return watch_pulled(key, o ? o->get() : nullptr); }
 
   /// A lease keeper reporting state changes to `fn` on etcdc's event thread.
   LeaseKeeper keeper(std::function<void(const LeaseEvent&)> fn) {
@@ -587,12 +831,125 @@ class Client {
     detail::check(etcdc_lease_keeper_start(c_, &cb, &k));
     return LeaseKeeper(k);
   }
+  /// A lease keeper in the pull form (LeaseKeeper::next, LeaseKeeper::fd).
+  LeaseKeeper keeper() {
+    etcdc_lease_keeper* k = nullptr;
+    detail::check(etcdc_lease_keeper_start(c_, nullptr, &k));
+    return LeaseKeeper(k);
+  }
 
   etcdc_client* handle() const noexcept { return c_; }
 
  private:
+  friend class Node;
   explicit Client(etcdc_client* c) noexcept : c_(c) {}
+
+  static std::optional<PutResult> compared(etcdc_status s, etcdc_put_result* r) {
+    if (s == ETCDC_ERR_COMPARE_FAILED) return std::nullopt;
+    detail::check(s);
+    return PutResult(r);
+  }
+  Watch watch_with(std::string_view key, const etcdc_watch_options* o, std::function<void(const WatchResponse&)> fn) {
+    using Fn = std::function<void(const etcdc_watch_response*)>;
+    auto* holder = new Fn([fn = std::move(fn)](const etcdc_watch_response* r) { fn(WatchResponse(r)); });
+    etcdc_watch_callback cb{&detail::Trampoline<etcdc_watch_response, Fn>::call,
+                            &detail::Trampoline<etcdc_watch_response, Fn>::drop, holder};
+    etcdc_watch* w = nullptr;
+    detail::check(etcdc_watch_start(c_, detail::bytes(key), key.size(), o, &cb, &w));
+    return Watch(w);
+  }
+  Watch watch_pulled(std::string_view key, const etcdc_watch_options* o) {
+    etcdc_watch* w = nullptr;
+    detail::check(etcdc_watch_start(c_, detail::bytes(key), key.size(), o, nullptr, &w));
+    return Watch(w);
+  }
+
   etcdc_client* c_;
+};
+
+/// Options for Node::start, in etcd's vocabulary; empty fields keep etcdc's defaults (a
+/// one-member cluster in process only, data dir "default.etcd").
+struct NodeOptions {
+  std::string name;
+  std::string data_dir;
+  std::string listen_client_urls;
+  std::string advertise_client_urls;
+  std::string listen_peer_urls;
+  std::string initial_advertise_peer_urls;
+  std::string initial_cluster;
+  std::string initial_cluster_state;
+  std::string initial_cluster_token;
+  uint64_t heartbeat_ms = 0;  // with election_ms; 0: etcd's 100 / 1000
+  uint64_t election_ms = 0;
+  uint64_t snapshot_count = 0;  // 0: etcd's 100000
+};
+
+/// A member of etcdc's embedded store running in this process. Destroying it stops it
+/// gracefully; its data stays in its data dir. Move-only.
+class Node {
+ public:
+  static Node start(const NodeOptions& o = {}) {
+    detail::Owned<etcdc_node_options, etcdc_node_options_free> opts(detail::not_null(etcdc_node_options_new()));
+    auto text = [&](etcdc_status (*set)(etcdc_node_options*, const char*), const std::string& v) {
+      if (!v.empty()) detail::check(set(opts.get(), v.c_str()));
+    };
+    text(etcdc_node_options_set_name, o.name);
+    text(etcdc_node_options_set_data_dir, o.data_dir);
+    text(etcdc_node_options_set_listen_client_urls, o.listen_client_urls);
+    text(etcdc_node_options_set_advertise_client_urls, o.advertise_client_urls);
+    text(etcdc_node_options_set_listen_peer_urls, o.listen_peer_urls);
+    text(etcdc_node_options_set_initial_advertise_peer_urls, o.initial_advertise_peer_urls);
+    text(etcdc_node_options_set_initial_cluster, o.initial_cluster);
+    text(etcdc_node_options_set_initial_cluster_state, o.initial_cluster_state);
+    text(etcdc_node_options_set_initial_cluster_token, o.initial_cluster_token);
+    if (o.heartbeat_ms || o.election_ms) detail::check(etcdc_node_options_set_timing_ms(opts.get(), o.heartbeat_ms, o.election_ms));
+    if (o.snapshot_count) detail::check(etcdc_node_options_set_snapshot_count(opts.get(), o.snapshot_count));
+    etcdc_node* n = nullptr;
+    detail::check(etcdc_node_start(opts.get(), &n));
+    return Node(n);
+  }
+  Node(Node&& o) noexcept : n_(std::exchange(o.n_, nullptr)) {}
+  Node& operator=(Node&& o) noexcept {
+    if (this != &o) {
+      stop();
+      n_ = std::exchange(o.n_, nullptr);
+    }
+    return *this;
+  }
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+  ~Node() { stop(); }
+
+  /// A client bound to this member, in process (no socket).
+  Client client(ClientOptions opts = {}) const {
+    detail::Owned<etcdc_client_options, etcdc_client_options_free> o(detail::not_null(etcdc_client_options_new()));
+    if (opts.timeout_ms) detail::check(etcdc_client_options_set_timeout_ms(o.get(), opts.timeout_ms));
+    etcdc_client* c = nullptr;
+    detail::check(etcdc_node_client(n_, o.get(), &c));
+    return Client(c);
+  }
+
+  struct Status {
+    uint64_t member_id = 0;
+    uint64_t leader_id = 0;
+    uint64_t term = 0;
+    uint64_t applied_index = 0;
+    bool is_leader = false;
+  };
+  Status status() const {
+    Status s;
+    detail::check(etcdc_node_status(n_, &s.member_id, &s.leader_id, &s.term, &s.applied_index, &s.is_leader));
+    return s;
+  }
+
+  /// Stops the member (graceful); its data stays for a restart.
+  void stop() noexcept {
+    if (n_) etcdc_node_stop(std::exchange(n_, nullptr));
+  }
+
+ private:
+  explicit Node(etcdc_node* n) noexcept : n_(n) {}
+  etcdc_node* n_;
 };
 
 }  // namespace etcdc

@@ -5,7 +5,7 @@ use std::fmt;
 
 /// What went wrong, coarse enough to branch on. The C ABI maps each kind to one
 /// `etcdc_status`; new kinds are only ever added.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ErrorKind {
     InvalidArgument,
     NotFound,
@@ -29,7 +29,7 @@ pub enum ErrorKind {
     Closed,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Error {
     pub kind: ErrorKind,
     pub message: String,

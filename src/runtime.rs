@@ -51,6 +51,7 @@ pub fn handle() -> Result<Handle> {
     let runtime = Builder::new_multi_thread()
         .worker_threads(THREADS.load(Ordering::Relaxed))
         .thread_name("etcdc-runtime")
+        .on_thread_start(block_sigpipe)
         .enable_all()
         .build()
         .map_err(|e| {
@@ -63,6 +64,16 @@ pub fn handle() -> Result<Handle> {
     *current = Some(Current { pid, runtime });
     STARTED_IN.store(pid, Ordering::Release);
     Ok(handle)
+}
+
+/// Blocks SIGPIPE on the calling thread. Every thread etcdc starts does this first: a write
+/// to a connection whose member just died then fails with EPIPE instead of killing a host
+/// process that leaves SIGPIPE at its default (most C programs do).
+pub(crate) fn block_sigpipe() {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGPIPE);
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
 }
 
 /// The error for a call made in a child process that inherited the parent's runtime.

@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcdc::api::{deadline_in, prefix_end, LeaseState, WatchUpdate, Watcher};
+use etcdc::api::{deadline_in, LeaseState, WatchUpdate, Watcher};
+use etcdc::kv::prefix_end;
 use etcdc::pb::etcdserverpb::*;
 use etcdc::{ErrorKind, Etcd};
 use support::{dl, etcd::Cluster, remote};
@@ -21,7 +22,7 @@ fn put(key: String) -> PutRequest {
 }
 
 async fn watch_prefix(e: &dyn Etcd, prefix: &str) -> Watcher {
-    e.watch(
+    e.watcher(
         WatchCreateRequest {
             key: prefix.into(),
             range_end: prefix_end(prefix.as_bytes()),
@@ -147,7 +148,7 @@ async fn keep_alive_survives_each_member_of_three_stopping() {
         .await
         .unwrap()
         .id;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, rx) = etcdc::stream::channel(16);
     let _guard = e.keep_alive(lease, tx).unwrap();
     for victim in 0..3 {
         cluster.kill(victim);
@@ -166,7 +167,7 @@ async fn keep_alive_survives_each_member_of_three_stopping() {
         cluster.restart(victim);
     }
     let mut states = Vec::new();
-    while let Ok(update) = rx.try_recv() {
+    while let Ok(update) = rx.next(Some(Duration::ZERO)) {
         assert_ne!(update.state, LeaseState::Lost, "{update:?}");
         states.push(update.state);
     }
@@ -204,7 +205,7 @@ async fn all_members_down_fails_within_the_deadline_then_recovers() {
         assert!(took < Duration::from_millis(2500), "took {took:?}");
     }
     let err = e
-        .watch(
+        .watcher(
             WatchCreateRequest {
                 key: b"/up".to_vec(),
                 ..Default::default()
@@ -215,7 +216,25 @@ async fn all_members_down_fails_within_the_deadline_then_recovers() {
         .err()
         .expect("no watch without a member");
     assert_eq!(err.kind, ErrorKind::Unavailable);
+    // The status of one named member retries as any read does: it fails within its
+    // deadline naming the member, and a call made while the member is down succeeds once
+    // it is back.
+    let ep = cluster.endpoints();
+    let err = e
+        .status(Some(&ep), deadline_in(Duration::from_secs(1)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unavailable, "{err:?}");
+    assert!(err.message.contains(&ep), "{err:?}");
+    let pending = {
+        let (e, ep) = (e.clone(), ep.clone());
+        tokio::spawn(async move { e.status(Some(&ep), dl()).await })
+    };
     cluster.restart(0);
+    pending
+        .await
+        .unwrap()
+        .expect("status retried until its member came back");
     let got = e
         .range(
             RangeRequest {

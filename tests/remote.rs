@@ -4,7 +4,8 @@ mod support;
 
 use std::time::Duration;
 
-use etcdc::api::{prefix_end, WatchUpdate};
+use etcdc::api::WatchUpdate;
+use etcdc::kv::prefix_end;
 use etcdc::pb::etcdserverpb::request_op::Request;
 use etcdc::pb::etcdserverpb::watch_client::WatchClient;
 use etcdc::pb::etcdserverpb::watch_request::RequestUnion;
@@ -94,7 +95,7 @@ async fn fragmented_responses_are_reassembled_into_whole_revisions() {
         "etcd did not fragment: the test would prove nothing"
     );
 
-    let mut w = e.watch(from_first, dl()).await.unwrap();
+    let w = e.watcher(from_first, dl()).await.unwrap();
     let mut seen = 0;
     while seen < 100 {
         let update = tokio::time::timeout(Duration::from_secs(10), w.updates.recv())
@@ -118,4 +119,16 @@ async fn fragmented_responses_are_reassembled_into_whole_revisions() {
     }
     assert_eq!(seen, 100);
     drop(tx);
+}
+
+#[test]
+fn an_empty_endpoint_list_is_refused() {
+    let err = etcdc::remote::Remote::new(etcdc::remote::RemoteConfig {
+        endpoints: vec![],
+        connect_timeout: Duration::from_secs(1),
+    })
+    .err()
+    .expect("no client without an endpoint");
+    assert_eq!(err.kind, etcdc::ErrorKind::InvalidArgument);
+    assert!(etcdc::remote::parse_endpoints(" , ").is_err());
 }

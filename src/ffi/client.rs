@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 
+use super::guard::{c_str, free_box, guard, new_boxed, opts_or, out, set};
 use super::handle::Table;
-use super::{arg_mut, c_str, etcdc_status, free_box, guard, opts_or, out};
+use super::status::etcdc_status;
 use crate::api::{deadline_in, Deadline};
 use crate::error::{Error, Result};
 use crate::remote::{parse_endpoints, Remote, RemoteConfig};
@@ -31,6 +32,13 @@ impl Default for etcdc_client_options {
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(5),
         }
+    }
+}
+
+impl etcdc_client_options {
+    /// The default deadline of a call.
+    pub(crate) fn call_timeout(&self) -> Duration {
+        self.timeout
     }
 }
 
@@ -76,7 +84,7 @@ fn positive_ms(ms: i64, what: &str) -> Result<Duration> {
 /// `etcdc_client_options_free`.
 #[no_mangle]
 pub extern "C" fn etcdc_client_options_new() -> *mut etcdc_client_options {
-    Box::into_raw(Box::default())
+    new_boxed()
 }
 
 /// Frees client options. NULL does nothing.
@@ -91,8 +99,8 @@ pub extern "C" fn etcdc_client_options_set_connect_timeout_ms(
     opts: *mut etcdc_client_options,
     timeout_ms: i64,
 ) -> etcdc_status {
-    guard(|| {
-        arg_mut(opts, "opts")?.connect_timeout = positive_ms(timeout_ms, "connect timeout")?;
+    set(opts, |o| {
+        o.connect_timeout = positive_ms(timeout_ms, "connect timeout")?;
         Ok(())
     })
 }
@@ -104,8 +112,8 @@ pub extern "C" fn etcdc_client_options_set_timeout_ms(
     opts: *mut etcdc_client_options,
     timeout_ms: i64,
 ) -> etcdc_status {
-    guard(|| {
-        arg_mut(opts, "opts")?.timeout = positive_ms(timeout_ms, "call timeout")?;
+    set(opts, |o| {
+        o.timeout = positive_ms(timeout_ms, "call timeout")?;
         Ok(())
     })
 }

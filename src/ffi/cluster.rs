@@ -3,15 +3,11 @@
 use std::ffi::{c_char, CString};
 
 use super::client::{etcdc_client, CLIENTS};
-use super::kv::{etcdc_header, header};
-use super::{arg, c_str, etcdc_status, free_box, guard, out};
-use crate::error::Result;
+use super::guard::{c_str, cstring, field, free_box, guard, out};
+use super::record::{etcdc_header, header};
+use super::status::etcdc_status;
 
-fn cstring(s: String) -> CString {
-    CString::new(s.replace('\0', "\\0")).unwrap_or_default()
-}
-
-struct Member {
+struct MemberInfo {
     id: u64,
     name: CString,
     peer_urls: Vec<CString>,
@@ -22,7 +18,7 @@ struct Member {
 /// The cluster's members. Free with `etcdc_member_list_free`.
 pub struct etcdc_member_list {
     header: etcdc_header,
-    members: Vec<Member>,
+    members: Vec<MemberInfo>,
 }
 
 /// Lists the cluster's members.
@@ -40,11 +36,11 @@ pub extern "C" fn etcdc_cluster_members(
         let members = resp
             .members
             .into_iter()
-            .map(|m| Member {
+            .map(|m| MemberInfo {
                 id: m.id,
-                name: cstring(m.name),
-                peer_urls: m.peer_ur_ls.into_iter().map(cstring).collect(),
-                client_urls: m.client_ur_ls.into_iter().map(cstring).collect(),
+                name: cstring(&m.name),
+                peer_urls: m.peer_ur_ls.iter().map(|u| cstring(u)).collect(),
+                client_urls: m.client_ur_ls.iter().map(|u| cstring(u)).collect(),
                 learner: m.is_learner,
             })
             .collect();
@@ -62,26 +58,32 @@ pub extern "C" fn etcdc_member_list_free(list: *mut etcdc_member_list) {
     free_box(list)
 }
 
-fn member(list: *const etcdc_member_list, i: usize) -> Option<&'static Member> {
-    arg(list, "list").ok().and_then(|l| l.members.get(i))
+/// Reads the `i`-th member of a list; `default` when out of range.
+fn member<R: Copy>(
+    list: *const etcdc_member_list,
+    i: usize,
+    default: R,
+    read: impl FnOnce(&MemberInfo) -> R,
+) -> R {
+    field(list, default, |l| l.members.get(i).map_or(default, read))
 }
 
 /// The response header, borrowed.
 #[no_mangle]
 pub extern "C" fn etcdc_member_list_header(list: *const etcdc_member_list) -> *const etcdc_header {
-    arg(list, "list").map_or(std::ptr::null(), |l| &l.header)
+    field(list, std::ptr::null(), |l| &l.header)
 }
 
 /// How many members there are.
 #[no_mangle]
 pub extern "C" fn etcdc_member_list_len(list: *const etcdc_member_list) -> usize {
-    arg(list, "list").map_or(0, |l| l.members.len())
+    field(list, 0, |l| l.members.len())
 }
 
 /// The `i`-th member's id; 0 when out of range.
 #[no_mangle]
 pub extern "C" fn etcdc_member_list_id(list: *const etcdc_member_list, i: usize) -> u64 {
-    member(list, i).map_or(0, |m| m.id)
+    member(list, i, 0, |m| m.id)
 }
 
 /// The `i`-th member's name ("" for a member added but not started yet); NULL when out of
@@ -91,13 +93,13 @@ pub extern "C" fn etcdc_member_list_name(
     list: *const etcdc_member_list,
     i: usize,
 ) -> *const c_char {
-    member(list, i).map_or(std::ptr::null(), |m| m.name.as_ptr())
+    member(list, i, std::ptr::null(), |m| m.name.as_ptr())
 }
 
 /// True if the `i`-th member is a learner (a non-voting member catching up).
 #[no_mangle]
 pub extern "C" fn etcdc_member_list_is_learner(list: *const etcdc_member_list, i: usize) -> bool {
-    member(list, i).is_some_and(|m| m.learner)
+    member(list, i, false, |m| m.learner)
 }
 
 /// How many client URLs the `i`-th member has.
@@ -106,7 +108,7 @@ pub extern "C" fn etcdc_member_list_client_urls_len(
     list: *const etcdc_member_list,
     i: usize,
 ) -> usize {
-    member(list, i).map_or(0, |m| m.client_urls.len())
+    member(list, i, 0, |m| m.client_urls.len())
 }
 
 /// The `j`-th client URL of the `i`-th member; NULL when out of range.
@@ -116,9 +118,11 @@ pub extern "C" fn etcdc_member_list_client_url(
     i: usize,
     j: usize,
 ) -> *const c_char {
-    member(list, i)
-        .and_then(|m| m.client_urls.get(j))
-        .map_or(std::ptr::null(), |u| u.as_ptr())
+    member(list, i, std::ptr::null(), |m| {
+        m.client_urls
+            .get(j)
+            .map_or(std::ptr::null(), |u| u.as_ptr())
+    })
 }
 
 /// How many peer URLs the `i`-th member has.
@@ -127,7 +131,7 @@ pub extern "C" fn etcdc_member_list_peer_urls_len(
     list: *const etcdc_member_list,
     i: usize,
 ) -> usize {
-    member(list, i).map_or(0, |m| m.peer_urls.len())
+    member(list, i, 0, |m| m.peer_urls.len())
 }
 
 /// The `j`-th peer URL of the `i`-th member; NULL when out of range.
@@ -137,9 +141,9 @@ pub extern "C" fn etcdc_member_list_peer_url(
     i: usize,
     j: usize,
 ) -> *const c_char {
-    member(list, i)
-        .and_then(|m| m.peer_urls.get(j))
-        .map_or(std::ptr::null(), |u| u.as_ptr())
+    member(list, i, std::ptr::null(), |m| {
+        m.peer_urls.get(j).map_or(std::ptr::null(), |u| u.as_ptr())
+    })
 }
 
 /// One member's status. Free with `etcdc_endpoint_status_free`.
@@ -176,7 +180,7 @@ pub extern "C" fn etcdc_endpoint_status_get(
         let s = c.block(c.etcd.status(endpoint, deadline))?;
         out.write(Box::into_raw(Box::new(etcdc_endpoint_status {
             header: header(s.header),
-            version: cstring(s.version),
+            version: cstring(&s.version),
             db_size: s.db_size,
             db_size_in_use: s.db_size_in_use,
             leader: s.leader,
@@ -185,7 +189,7 @@ pub extern "C" fn etcdc_endpoint_status_get(
             raft_applied_index: s.raft_applied_index,
             learner: s.is_learner,
         })));
-        Result::Ok(())
+        Ok(())
     })
 }
 
@@ -200,53 +204,53 @@ pub extern "C" fn etcdc_endpoint_status_free(s: *mut etcdc_endpoint_status) {
 pub extern "C" fn etcdc_endpoint_status_header(
     s: *const etcdc_endpoint_status,
 ) -> *const etcdc_header {
-    arg(s, "status").map_or(std::ptr::null(), |s| &s.header)
+    field(s, std::ptr::null(), |s| &s.header)
 }
 
 /// The server's version, e.g. "3.4.23". Borrowed.
 #[no_mangle]
 pub extern "C" fn etcdc_endpoint_status_version(s: *const etcdc_endpoint_status) -> *const c_char {
-    arg(s, "status").map_or(c"".as_ptr(), |s| s.version.as_ptr())
+    field(s, c"".as_ptr(), |s| s.version.as_ptr())
 }
 
 /// The backend database's size in bytes.
 #[no_mangle]
 pub extern "C" fn etcdc_endpoint_status_db_size(s: *const etcdc_endpoint_status) -> i64 {
-    arg(s, "status").map_or(0, |s| s.db_size)
+    field(s, 0, |s| s.db_size)
 }
 
 /// The bytes of the database in use (the rest is free space a defragment would reclaim).
 #[no_mangle]
 pub extern "C" fn etcdc_endpoint_status_db_size_in_use(s: *const etcdc_endpoint_status) -> i64 {
-    arg(s, "status").map_or(0, |s| s.db_size_in_use)
+    field(s, 0, |s| s.db_size_in_use)
 }
 
 /// The member id of the current Raft leader (0: none).
 #[no_mangle]
 pub extern "C" fn etcdc_endpoint_status_leader(s: *const etcdc_endpoint_status) -> u64 {
-    arg(s, "status").map_or(0, |s| s.leader)
+    field(s, 0, |s| s.leader)
 }
 
 /// The member's Raft log index.
 #[no_mangle]
 pub extern "C" fn etcdc_endpoint_status_raft_index(s: *const etcdc_endpoint_status) -> u64 {
-    arg(s, "status").map_or(0, |s| s.raft_index)
+    field(s, 0, |s| s.raft_index)
 }
 
 /// The member's Raft term.
 #[no_mangle]
 pub extern "C" fn etcdc_endpoint_status_raft_term(s: *const etcdc_endpoint_status) -> u64 {
-    arg(s, "status").map_or(0, |s| s.raft_term)
+    field(s, 0, |s| s.raft_term)
 }
 
 /// The Raft index the member has applied.
 #[no_mangle]
 pub extern "C" fn etcdc_endpoint_status_raft_applied_index(s: *const etcdc_endpoint_status) -> u64 {
-    arg(s, "status").map_or(0, |s| s.raft_applied_index)
+    field(s, 0, |s| s.raft_applied_index)
 }
 
 /// True if the member is a learner.
 #[no_mangle]
 pub extern "C" fn etcdc_endpoint_status_is_learner(s: *const etcdc_endpoint_status) -> bool {
-    arg(s, "status").is_ok_and(|s| s.learner)
+    field(s, false, |s| s.learner)
 }

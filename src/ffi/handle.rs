@@ -61,7 +61,7 @@ impl<T> Table<T> {
 
     fn stale(&self) -> Error {
         Error::invalid(format!(
-            "{} is not a live handle (already freed, or not an {} at all)",
+            "{} is not a live handle (already freed, or not a {} handle at all)",
             self.what, self.what
         ))
     }
@@ -78,4 +78,5 @@ pub(crate) fn forget_all() {
     super::client::CLIENTS.forget();
     super::watch::WATCHES.forget();
     super::lease::KEEPERS.forget();
+    super::node::NODES.forget();
 }

@@ -2,156 +2,38 @@
 //! and their result objects.
 
 use super::client::{etcdc_client, CLIENTS};
-use super::{arg, arg_mut, bytes, etcdc_status, free_box, guard, opts_or, out, view, write_result};
-use crate::api::prefix_end;
+use super::guard::{
+    bytes, field, free_box, guard, new_boxed, non_negative, opts_or, out, set, set_span,
+    set_timeout, write_result, Spanned, Timed,
+};
+use super::record::{etcdc_header, etcdc_kv, header, kvs};
+use super::status::etcdc_status;
 use crate::error::{Error, Result};
+use crate::kv::Span;
 use crate::pb::etcdserverpb::*;
-use crate::pb::mvccpb::KeyValue;
-
-/// One key-value as stored, with its revisions. Borrowed from the result that holds it.
-#[derive(Clone)]
-pub struct etcdc_kv {
-    pub(crate) kv: KeyValue,
-}
-
-/// The header of every response: the store's revision when the call was served, and who
-/// served it.
-#[derive(Clone)]
-pub struct etcdc_header {
-    pub(crate) h: ResponseHeader,
-}
-
-pub(crate) fn kvs(kvs: Vec<KeyValue>) -> Vec<etcdc_kv> {
-    kvs.into_iter().map(|kv| etcdc_kv { kv }).collect()
-}
-
-pub(crate) fn header(h: Option<ResponseHeader>) -> etcdc_header {
-    etcdc_header {
-        h: h.unwrap_or_default(),
-    }
-}
-
-// ---- key-values and headers ----
-
-/// The key's bytes (length in `*len` if `len` is not NULL). NULL for a NULL `kv`.
-#[no_mangle]
-pub extern "C" fn etcdc_kv_key(kv: *const etcdc_kv, len: *mut usize) -> *const u8 {
-    arg(kv, "kv").map_or(std::ptr::null(), |kv| view(&kv.kv.key, len))
-}
-
-/// The value's bytes (length in `*len` if `len` is not NULL). Empty (never NULL) for a
-/// keys-only read. NULL for a NULL `kv`.
-#[no_mangle]
-pub extern "C" fn etcdc_kv_value(kv: *const etcdc_kv, len: *mut usize) -> *const u8 {
-    arg(kv, "kv").map_or(std::ptr::null(), |kv| view(&kv.kv.value, len))
-}
-
-/// The revision that created the key (since its last deletion).
-#[no_mangle]
-pub extern "C" fn etcdc_kv_create_revision(kv: *const etcdc_kv) -> i64 {
-    arg(kv, "kv").map_or(0, |kv| kv.kv.create_revision)
-}
-
-/// The revision of the key's last modification.
-#[no_mangle]
-pub extern "C" fn etcdc_kv_mod_revision(kv: *const etcdc_kv) -> i64 {
-    arg(kv, "kv").map_or(0, |kv| kv.kv.mod_revision)
-}
-
-/// How many times the key was written since its creation (1 after the first put).
-#[no_mangle]
-pub extern "C" fn etcdc_kv_version(kv: *const etcdc_kv) -> i64 {
-    arg(kv, "kv").map_or(0, |kv| kv.kv.version)
-}
-
-/// The lease the key is attached to, 0 for none.
-#[no_mangle]
-pub extern "C" fn etcdc_kv_lease(kv: *const etcdc_kv) -> i64 {
-    arg(kv, "kv").map_or(0, |kv| kv.kv.lease)
-}
-
-/// The store's revision when the call was served.
-#[no_mangle]
-pub extern "C" fn etcdc_header_revision(h: *const etcdc_header) -> i64 {
-    arg(h, "header").map_or(0, |h| h.h.revision)
-}
-
-/// The cluster's id.
-#[no_mangle]
-pub extern "C" fn etcdc_header_cluster_id(h: *const etcdc_header) -> u64 {
-    arg(h, "header").map_or(0, |h| h.h.cluster_id)
-}
-
-/// The id of the member that served the call.
-#[no_mangle]
-pub extern "C" fn etcdc_header_member_id(h: *const etcdc_header) -> u64 {
-    arg(h, "header").map_or(0, |h| h.h.member_id)
-}
-
-/// The Raft term when the call was served.
-#[no_mangle]
-pub extern "C" fn etcdc_header_raft_term(h: *const etcdc_header) -> u64 {
-    arg(h, "header").map_or(0, |h| h.h.raft_term)
-}
-
-// ---- which keys a get, delete or watch covers ----
-
-#[derive(Clone, Default)]
-pub(crate) enum Span {
-    #[default]
-    Key,
-    Prefix,
-    FromKey,
-    RangeEnd(Vec<u8>),
-}
-
-impl Span {
-    /// The span [key, end) from a C buffer (copied).
-    pub fn range_end_arg(end: *const u8, end_len: usize) -> Result<Span> {
-        let end = bytes(end, end_len, "end")?;
-        if end.is_empty() {
-            return Err(Error::invalid("range end is empty"));
-        }
-        Ok(Span::RangeEnd(end.to_vec()))
-    }
-
-    pub fn range_end(&self, key: &[u8]) -> Vec<u8> {
-        match self {
-            Span::Key => Vec::new(),
-            Span::Prefix => prefix_end(key),
-            Span::FromKey => vec![0],
-            Span::RangeEnd(end) => end.clone(),
-        }
-    }
-}
-
-/// The request's key and range end. An empty key means "every key" for a prefix or
-/// from-key span (etcd's key "\0" with range end "\0") and is refused otherwise.
-pub(crate) fn span_arg(key: *const u8, key_len: usize, span: &Span) -> Result<(Vec<u8>, Vec<u8>)> {
-    let key = bytes(key, key_len, "key")?;
-    if key.is_empty() {
-        return match span {
-            Span::Prefix | Span::FromKey => Ok((vec![0], vec![0])),
-            _ => Err(Error::invalid("key is empty")),
-        };
-    }
-    Ok((key.to_vec(), span.range_end(key)))
-}
 
 // ---- get ----
 
 /// Sort by which field (`etcdc_get_options_set_sort`).
 pub type etcdc_sort_target = u32;
+/// Sort by key, bytewise.
 pub const ETCDC_SORT_BY_KEY: etcdc_sort_target = 0;
+/// Sort by version (writes since creation).
 pub const ETCDC_SORT_BY_VERSION: etcdc_sort_target = 1;
+/// Sort by create revision.
 pub const ETCDC_SORT_BY_CREATE_REVISION: etcdc_sort_target = 2;
+/// Sort by mod revision.
 pub const ETCDC_SORT_BY_MOD_REVISION: etcdc_sort_target = 3;
+/// Sort by value, bytewise.
 pub const ETCDC_SORT_BY_VALUE: etcdc_sort_target = 4;
 
 /// Sort order (`etcdc_get_options_set_sort`).
 pub type etcdc_sort_order = u32;
+/// No sorting: etcd's order (by key).
 pub const ETCDC_SORT_NONE: etcdc_sort_order = 0;
+/// Smallest first.
 pub const ETCDC_SORT_ASCEND: etcdc_sort_order = 1;
+/// Largest first.
 pub const ETCDC_SORT_DESCEND: etcdc_sort_order = 2;
 
 /// Options for `etcdc_get` and for gets inside a transaction.
@@ -162,9 +44,21 @@ pub struct etcdc_get_options {
     pub(crate) timeout_ms: i64,
 }
 
+impl Spanned for etcdc_get_options {
+    fn span(&mut self) -> &mut Span {
+        &mut self.span
+    }
+}
+
+impl Timed for etcdc_get_options {
+    fn timeout_ms(&mut self) -> &mut i64 {
+        &mut self.timeout_ms
+    }
+}
+
 impl etcdc_get_options {
     pub(crate) fn request(&self, key: *const u8, key_len: usize) -> Result<RangeRequest> {
-        let (key, range_end) = span_arg(key, key_len, &self.span)?;
+        let (key, range_end) = self.span.resolve(bytes(key, key_len, "key")?)?;
         Ok(RangeRequest {
             key,
             range_end,
@@ -196,7 +90,7 @@ impl From<RangeResponse> for etcdc_get_result {
 /// `etcdc_get_options_free`.
 #[no_mangle]
 pub extern "C" fn etcdc_get_options_new() -> *mut etcdc_get_options {
-    Box::into_raw(Box::default())
+    new_boxed()
 }
 
 /// Frees get options. NULL does nothing.
@@ -205,38 +99,16 @@ pub extern "C" fn etcdc_get_options_free(opts: *mut etcdc_get_options) {
     free_box(opts)
 }
 
-fn get_opts(
-    opts: *mut etcdc_get_options,
-    set: impl FnOnce(&mut etcdc_get_options) -> Result<()>,
-) -> etcdc_status {
-    guard(|| set(arg_mut(opts, "opts")?))
-}
-
-fn non_negative(v: i64, what: &str) -> Result<i64> {
-    if v < 0 {
-        return Err(Error::invalid(format!(
-            "{what} must not be negative, got {v}"
-        )));
-    }
-    Ok(v)
-}
-
 /// Every key that starts with the given key (an empty key: every key).
 #[no_mangle]
 pub extern "C" fn etcdc_get_options_set_prefix(opts: *mut etcdc_get_options) -> etcdc_status {
-    get_opts(opts, |o| {
-        o.span = Span::Prefix;
-        Ok(())
-    })
+    set_span(opts, || Ok(Span::Prefix))
 }
 
 /// Every key from the given key on (an empty key: every key).
 #[no_mangle]
 pub extern "C" fn etcdc_get_options_set_from_key(opts: *mut etcdc_get_options) -> etcdc_status {
-    get_opts(opts, |o| {
-        o.span = Span::FromKey;
-        Ok(())
-    })
+    set_span(opts, || Ok(Span::FromKey))
 }
 
 /// Keys in [key, end). The bytes are copied.
@@ -246,10 +118,7 @@ pub extern "C" fn etcdc_get_options_set_range_end(
     end: *const u8,
     end_len: usize,
 ) -> etcdc_status {
-    get_opts(opts, |o| {
-        o.span = Span::range_end_arg(end, end_len)?;
-        Ok(())
-    })
+    set_span(opts, || Span::range(bytes(end, end_len, "end")?))
 }
 
 /// Read the store as of `revision` (0: the latest).
@@ -258,7 +127,7 @@ pub extern "C" fn etcdc_get_options_set_revision(
     opts: *mut etcdc_get_options,
     revision: i64,
 ) -> etcdc_status {
-    get_opts(opts, |o| {
+    set(opts, |o| {
         o.req.revision = non_negative(revision, "revision")?;
         Ok(())
     })
@@ -270,7 +139,7 @@ pub extern "C" fn etcdc_get_options_set_limit(
     opts: *mut etcdc_get_options,
     limit: i64,
 ) -> etcdc_status {
-    get_opts(opts, |o| {
+    set(opts, |o| {
         o.req.limit = non_negative(limit, "limit")?;
         Ok(())
     })
@@ -283,7 +152,7 @@ pub extern "C" fn etcdc_get_options_set_sort(
     target: etcdc_sort_target,
     order: etcdc_sort_order,
 ) -> etcdc_status {
-    get_opts(opts, |o| {
+    set(opts, |o| {
         if target > ETCDC_SORT_BY_VALUE {
             return Err(Error::invalid(format!("unknown sort target {target}")));
         }
@@ -302,7 +171,7 @@ pub extern "C" fn etcdc_get_options_set_keys_only(
     opts: *mut etcdc_get_options,
     on: bool,
 ) -> etcdc_status {
-    get_opts(opts, |o| {
+    set(opts, |o| {
         o.req.keys_only = on;
         Ok(())
     })
@@ -314,7 +183,7 @@ pub extern "C" fn etcdc_get_options_set_count_only(
     opts: *mut etcdc_get_options,
     on: bool,
 ) -> etcdc_status {
-    get_opts(opts, |o| {
+    set(opts, |o| {
         o.req.count_only = on;
         Ok(())
     })
@@ -326,7 +195,7 @@ pub extern "C" fn etcdc_get_options_set_serializable(
     opts: *mut etcdc_get_options,
     on: bool,
 ) -> etcdc_status {
-    get_opts(opts, |o| {
+    set(opts, |o| {
         o.req.serializable = on;
         Ok(())
     })
@@ -339,7 +208,7 @@ pub extern "C" fn etcdc_get_options_set_mod_revision_range(
     min: i64,
     max: i64,
 ) -> etcdc_status {
-    get_opts(opts, |o| {
+    set(opts, |o| {
         o.req.min_mod_revision = non_negative(min, "min mod revision")?;
         o.req.max_mod_revision = non_negative(max, "max mod revision")?;
         Ok(())
@@ -353,7 +222,7 @@ pub extern "C" fn etcdc_get_options_set_create_revision_range(
     min: i64,
     max: i64,
 ) -> etcdc_status {
-    get_opts(opts, |o| {
+    set(opts, |o| {
         o.req.min_create_revision = non_negative(min, "min create revision")?;
         o.req.max_create_revision = non_negative(max, "max create revision")?;
         Ok(())
@@ -366,10 +235,7 @@ pub extern "C" fn etcdc_get_options_set_timeout_ms(
     opts: *mut etcdc_get_options,
     timeout_ms: i64,
 ) -> etcdc_status {
-    get_opts(opts, |o| {
-        o.timeout_ms = non_negative(timeout_ms, "timeout_ms")?;
-        Ok(())
-    })
+    set_timeout(opts, timeout_ms)
 }
 
 /// Reads `key` (or the span the options select). `opts` may be NULL. On success `*result_out`
@@ -404,34 +270,33 @@ pub extern "C" fn etcdc_get_result_free(result: *mut etcdc_get_result) {
 /// The response header, borrowed from the result.
 #[no_mangle]
 pub extern "C" fn etcdc_get_result_header(r: *const etcdc_get_result) -> *const etcdc_header {
-    arg(r, "result").map_or(std::ptr::null(), |r| &r.header)
+    field(r, std::ptr::null(), |r| &r.header)
 }
 
 /// How many key-values the result holds.
 #[no_mangle]
 pub extern "C" fn etcdc_get_result_len(r: *const etcdc_get_result) -> usize {
-    arg(r, "result").map_or(0, |r| r.kvs.len())
+    field(r, 0, |r| r.kvs.len())
 }
 
 /// The `i`-th key-value, borrowed from the result; NULL when `i` is out of range.
 #[no_mangle]
 pub extern "C" fn etcdc_get_result_kv(r: *const etcdc_get_result, i: usize) -> *const etcdc_kv {
-    arg(r, "result")
-        .ok()
-        .and_then(|r| r.kvs.get(i))
-        .map_or(std::ptr::null(), |kv| kv)
+    field(r, std::ptr::null(), |r| {
+        r.kvs.get(i).map_or(std::ptr::null(), |kv| kv)
+    })
 }
 
 /// How many keys matched in all (more than `etcdc_get_result_len` with a limit).
 #[no_mangle]
 pub extern "C" fn etcdc_get_result_count(r: *const etcdc_get_result) -> i64 {
-    arg(r, "result").map_or(0, |r| r.count)
+    field(r, 0, |r| r.count)
 }
 
 /// True when a limit cut off further keys.
 #[no_mangle]
 pub extern "C" fn etcdc_get_result_more(r: *const etcdc_get_result) -> bool {
-    arg(r, "result").is_ok_and(|r| r.more)
+    field(r, false, |r| r.more)
 }
 
 // ---- put ----
@@ -443,6 +308,12 @@ pub struct etcdc_put_options {
     pub(crate) timeout_ms: i64,
 }
 
+impl Timed for etcdc_put_options {
+    fn timeout_ms(&mut self) -> &mut i64 {
+        &mut self.timeout_ms
+    }
+}
+
 impl etcdc_put_options {
     pub(crate) fn request(
         &self,
@@ -451,7 +322,7 @@ impl etcdc_put_options {
         value: *const u8,
         value_len: usize,
     ) -> Result<PutRequest> {
-        let (key, _) = span_arg(key, key_len, &Span::Key)?;
+        let (key, _) = Span::Key.resolve(bytes(key, key_len, "key")?)?;
         let value = bytes(value, value_len, "value")?;
         if self.req.ignore_value && !value.is_empty() {
             return Err(Error::invalid("a value was given with ignore_value set"));
@@ -482,7 +353,7 @@ impl From<PutResponse> for etcdc_put_result {
 /// New put options: no lease, no previous value returned. Free with `etcdc_put_options_free`.
 #[no_mangle]
 pub extern "C" fn etcdc_put_options_new() -> *mut etcdc_put_options {
-    Box::into_raw(Box::default())
+    new_boxed()
 }
 
 /// Frees put options. NULL does nothing.
@@ -491,20 +362,13 @@ pub extern "C" fn etcdc_put_options_free(opts: *mut etcdc_put_options) {
     free_box(opts)
 }
 
-fn put_opts(
-    opts: *mut etcdc_put_options,
-    set: impl FnOnce(&mut etcdc_put_options) -> Result<()>,
-) -> etcdc_status {
-    guard(|| set(arg_mut(opts, "opts")?))
-}
-
 /// Attach the key to lease `lease` (0: no lease). The key is deleted when the lease ends.
 #[no_mangle]
 pub extern "C" fn etcdc_put_options_set_lease(
     opts: *mut etcdc_put_options,
     lease: i64,
 ) -> etcdc_status {
-    put_opts(opts, |o| {
+    set(opts, |o| {
         o.req.lease = non_negative(lease, "lease")?;
         Ok(())
     })
@@ -516,7 +380,7 @@ pub extern "C" fn etcdc_put_options_set_prev_kv(
     opts: *mut etcdc_put_options,
     on: bool,
 ) -> etcdc_status {
-    put_opts(opts, |o| {
+    set(opts, |o| {
         o.req.prev_kv = on;
         Ok(())
     })
@@ -528,7 +392,7 @@ pub extern "C" fn etcdc_put_options_set_ignore_value(
     opts: *mut etcdc_put_options,
     on: bool,
 ) -> etcdc_status {
-    put_opts(opts, |o| {
+    set(opts, |o| {
         o.req.ignore_value = on;
         Ok(())
     })
@@ -540,7 +404,7 @@ pub extern "C" fn etcdc_put_options_set_ignore_lease(
     opts: *mut etcdc_put_options,
     on: bool,
 ) -> etcdc_status {
-    put_opts(opts, |o| {
+    set(opts, |o| {
         o.req.ignore_lease = on;
         Ok(())
     })
@@ -552,10 +416,7 @@ pub extern "C" fn etcdc_put_options_set_timeout_ms(
     opts: *mut etcdc_put_options,
     timeout_ms: i64,
 ) -> etcdc_status {
-    put_opts(opts, |o| {
-        o.timeout_ms = non_negative(timeout_ms, "timeout_ms")?;
-        Ok(())
-    })
+    set_timeout(opts, timeout_ms)
 }
 
 /// Writes `value` at `key`. `opts` and `result_out` may be NULL. A put is sent at most once:
@@ -592,16 +453,15 @@ pub extern "C" fn etcdc_put_result_free(result: *mut etcdc_put_result) {
 /// The response header, borrowed from the result.
 #[no_mangle]
 pub extern "C" fn etcdc_put_result_header(r: *const etcdc_put_result) -> *const etcdc_header {
-    arg(r, "result").map_or(std::ptr::null(), |r| &r.header)
+    field(r, std::ptr::null(), |r| &r.header)
 }
 
 /// The key-value before the put, when asked for and the key existed; else NULL.
 #[no_mangle]
 pub extern "C" fn etcdc_put_result_prev_kv(r: *const etcdc_put_result) -> *const etcdc_kv {
-    arg(r, "result")
-        .ok()
-        .and_then(|r| r.prev_kv.as_ref())
-        .map_or(std::ptr::null(), |kv| kv)
+    field(r, std::ptr::null(), |r| {
+        r.prev_kv.as_ref().map_or(std::ptr::null(), |kv| kv)
+    })
 }
 
 // ---- delete ----
@@ -614,9 +474,21 @@ pub struct etcdc_delete_options {
     pub(crate) timeout_ms: i64,
 }
 
+impl Spanned for etcdc_delete_options {
+    fn span(&mut self) -> &mut Span {
+        &mut self.span
+    }
+}
+
+impl Timed for etcdc_delete_options {
+    fn timeout_ms(&mut self) -> &mut i64 {
+        &mut self.timeout_ms
+    }
+}
+
 impl etcdc_delete_options {
     pub(crate) fn request(&self, key: *const u8, key_len: usize) -> Result<DeleteRangeRequest> {
-        let (key, range_end) = span_arg(key, key_len, &self.span)?;
+        let (key, range_end) = self.span.resolve(bytes(key, key_len, "key")?)?;
         Ok(DeleteRangeRequest {
             key,
             range_end,
@@ -645,7 +517,7 @@ impl From<DeleteRangeResponse> for etcdc_delete_result {
 /// New delete options: one key. Free with `etcdc_delete_options_free`.
 #[no_mangle]
 pub extern "C" fn etcdc_delete_options_new() -> *mut etcdc_delete_options {
-    Box::into_raw(Box::default())
+    new_boxed()
 }
 
 /// Frees delete options. NULL does nothing.
@@ -654,20 +526,10 @@ pub extern "C" fn etcdc_delete_options_free(opts: *mut etcdc_delete_options) {
     free_box(opts)
 }
 
-fn delete_opts(
-    opts: *mut etcdc_delete_options,
-    set: impl FnOnce(&mut etcdc_delete_options) -> Result<()>,
-) -> etcdc_status {
-    guard(|| set(arg_mut(opts, "opts")?))
-}
-
 /// Delete every key that starts with the given key.
 #[no_mangle]
 pub extern "C" fn etcdc_delete_options_set_prefix(opts: *mut etcdc_delete_options) -> etcdc_status {
-    delete_opts(opts, |o| {
-        o.span = Span::Prefix;
-        Ok(())
-    })
+    set_span(opts, || Ok(Span::Prefix))
 }
 
 /// Delete every key from the given key on.
@@ -675,10 +537,7 @@ pub extern "C" fn etcdc_delete_options_set_prefix(opts: *mut etcdc_delete_option
 pub extern "C" fn etcdc_delete_options_set_from_key(
     opts: *mut etcdc_delete_options,
 ) -> etcdc_status {
-    delete_opts(opts, |o| {
-        o.span = Span::FromKey;
-        Ok(())
-    })
+    set_span(opts, || Ok(Span::FromKey))
 }
 
 /// Delete keys in [key, end). The bytes are copied.
@@ -688,10 +547,7 @@ pub extern "C" fn etcdc_delete_options_set_range_end(
     end: *const u8,
     end_len: usize,
 ) -> etcdc_status {
-    delete_opts(opts, |o| {
-        o.span = Span::range_end_arg(end, end_len)?;
-        Ok(())
-    })
+    set_span(opts, || Span::range(bytes(end, end_len, "end")?))
 }
 
 /// Return the deleted key-values (`etcdc_delete_result_prev_kv`).
@@ -700,7 +556,7 @@ pub extern "C" fn etcdc_delete_options_set_prev_kv(
     opts: *mut etcdc_delete_options,
     on: bool,
 ) -> etcdc_status {
-    delete_opts(opts, |o| {
+    set(opts, |o| {
         o.prev_kv = on;
         Ok(())
     })
@@ -712,10 +568,7 @@ pub extern "C" fn etcdc_delete_options_set_timeout_ms(
     opts: *mut etcdc_delete_options,
     timeout_ms: i64,
 ) -> etcdc_status {
-    delete_opts(opts, |o| {
-        o.timeout_ms = non_negative(timeout_ms, "timeout_ms")?;
-        Ok(())
-    })
+    set_timeout(opts, timeout_ms)
 }
 
 /// Deletes `key` (or the span the options select). `opts` and `result_out` may be NULL.
@@ -749,19 +602,19 @@ pub extern "C" fn etcdc_delete_result_free(result: *mut etcdc_delete_result) {
 /// The response header, borrowed from the result.
 #[no_mangle]
 pub extern "C" fn etcdc_delete_result_header(r: *const etcdc_delete_result) -> *const etcdc_header {
-    arg(r, "result").map_or(std::ptr::null(), |r| &r.header)
+    field(r, std::ptr::null(), |r| &r.header)
 }
 
 /// How many keys were deleted.
 #[no_mangle]
 pub extern "C" fn etcdc_delete_result_deleted(r: *const etcdc_delete_result) -> i64 {
-    arg(r, "result").map_or(0, |r| r.deleted)
+    field(r, 0, |r| r.deleted)
 }
 
 /// How many deleted key-values the result holds (with prev_kv set).
 #[no_mangle]
 pub extern "C" fn etcdc_delete_result_prev_len(r: *const etcdc_delete_result) -> usize {
-    arg(r, "result").map_or(0, |r| r.prev_kvs.len())
+    field(r, 0, |r| r.prev_kvs.len())
 }
 
 /// The `i`-th deleted key-value, borrowed from the result; NULL when out of range.
@@ -770,10 +623,9 @@ pub extern "C" fn etcdc_delete_result_prev_kv(
     r: *const etcdc_delete_result,
     i: usize,
 ) -> *const etcdc_kv {
-    arg(r, "result")
-        .ok()
-        .and_then(|r| r.prev_kvs.get(i))
-        .map_or(std::ptr::null(), |kv| kv)
+    field(r, std::ptr::null(), |r| {
+        r.prev_kvs.get(i).map_or(std::ptr::null(), |kv| kv)
+    })
 }
 
 // ---- compact ----

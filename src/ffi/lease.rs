@@ -1,18 +1,16 @@
 //! Leases: grant, revoke, time-to-live, list, and a keeper that keeps leases alive and reports
 //! their state.
 
-use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CString};
-use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
-
-use super::client::{etcdc_client, Client, CLIENTS};
+use super::client::{etcdc_client, CLIENTS};
+use super::guard::{arg, clone_box, cstring, field, free_box, guard, out, view};
 use super::handle::Table;
-use super::sink::{Callback, Sink};
-use super::{arg, etcdc_status, free_box, guard, out, view};
-use crate::api::{KeepAliveGuard, LeaseState, LeaseUpdate};
-use crate::error::{Error, ErrorKind, Result};
+use super::status::etcdc_status;
+use super::stream::{self, CCallback, CItem, StreamHandle};
+use crate::api::{LeaseState, LeaseUpdate};
+use crate::error::{Error, ErrorKind};
+use crate::lease::LeaseKeeper;
 use crate::pb::etcdserverpb::*;
 
 /// Grants a lease of `ttl` seconds. `id` 0 lets the server choose the id. The granted id and
@@ -110,19 +108,19 @@ pub extern "C" fn etcdc_lease_info_free(info: *mut etcdc_lease_info) {
 /// Seconds left before the lease expires.
 #[no_mangle]
 pub extern "C" fn etcdc_lease_info_ttl(info: *const etcdc_lease_info) -> i64 {
-    arg(info, "info").map_or(0, |i| i.resp.ttl)
+    field(info, 0, |i| i.resp.ttl)
 }
 
 /// The TTL the lease was granted with.
 #[no_mangle]
 pub extern "C" fn etcdc_lease_info_granted_ttl(info: *const etcdc_lease_info) -> i64 {
-    arg(info, "info").map_or(0, |i| i.resp.granted_ttl)
+    field(info, 0, |i| i.resp.granted_ttl)
 }
 
 /// How many keys are attached (0 unless asked for with `keys`).
 #[no_mangle]
 pub extern "C" fn etcdc_lease_info_keys_len(info: *const etcdc_lease_info) -> usize {
-    arg(info, "info").map_or(0, |i| i.resp.keys.len())
+    field(info, 0, |i| i.resp.keys.len())
 }
 
 /// The `i`-th attached key, borrowed (length in `*len`); NULL when out of range.
@@ -132,10 +130,12 @@ pub extern "C" fn etcdc_lease_info_key(
     i: usize,
     len: *mut usize,
 ) -> *const u8 {
-    arg(info, "info")
-        .ok()
-        .and_then(|info| info.resp.keys.get(i))
-        .map_or(std::ptr::null(), |k| view(k, len))
+    field(info, std::ptr::null(), |info| {
+        info.resp
+            .keys
+            .get(i)
+            .map_or(std::ptr::null(), |k| view(k, len))
+    })
 }
 
 /// The ids of all leases. Free with `etcdc_lease_list_free`.
@@ -143,7 +143,8 @@ pub struct etcdc_lease_list {
     ids: Vec<i64>,
 }
 
-/// Lists every lease of the cluster.
+/// Lists every lease of the cluster, as one member knows them (etcd answers from the member
+/// asked): a lease granted a moment ago through another member may not be listed yet.
 #[no_mangle]
 pub extern "C" fn etcdc_leases(
     client: *const etcdc_client,
@@ -170,16 +171,13 @@ pub extern "C" fn etcdc_lease_list_free(list: *mut etcdc_lease_list) {
 /// How many leases the list holds.
 #[no_mangle]
 pub extern "C" fn etcdc_lease_list_len(list: *const etcdc_lease_list) -> usize {
-    arg(list, "list").map_or(0, |l| l.ids.len())
+    field(list, 0, |l| l.ids.len())
 }
 
 /// The `i`-th lease id; 0 when out of range.
 #[no_mangle]
 pub extern "C" fn etcdc_lease_list_id(list: *const etcdc_lease_list, i: usize) -> i64 {
-    arg(list, "list")
-        .ok()
-        .and_then(|l| l.ids.get(i).copied())
-        .unwrap_or(0)
+    field(list, 0, |l| l.ids.get(i).copied().unwrap_or(0))
 }
 
 // ---- keeper ----
@@ -192,8 +190,10 @@ pub enum etcdc_lease_state {
     ETCDC_LEASE_ALIVE = 0,
     /// The keep-alive stream broke; refreshing resumes through another member.
     ETCDC_LEASE_RECONNECTING = 1,
-    /// The lease is gone (expired, revoked, or not refreshed within its TTL): its keys are
-    /// deleted. Grant a new lease and write them again. Nothing more follows for it.
+    /// The lease is gone: the cluster said so (expired or revoked), or no member could
+    /// confirm it for another TTL after it ran out (`etcdc_lease_event_reason` says which).
+    /// Its keys are deleted (or will be, by the cluster). Grant a new lease and write them
+    /// again. Nothing more follows for it.
     ETCDC_LEASE_LOST = 2,
 }
 
@@ -205,10 +205,11 @@ pub struct etcdc_lease_event {
     state: etcdc_lease_state,
     ttl: i64,
     reason: CString,
+    status: etcdc_status,
 }
 
-impl From<LeaseUpdate> for etcdc_lease_event {
-    fn from(u: LeaseUpdate) -> Self {
+impl CItem<LeaseUpdate> for etcdc_lease_event {
+    fn from_item(u: LeaseUpdate) -> Self {
         etcdc_lease_event {
             id: u.id,
             state: match u.state {
@@ -217,7 +218,19 @@ impl From<LeaseUpdate> for etcdc_lease_event {
                 LeaseState::Lost => etcdc_lease_state::ETCDC_LEASE_LOST,
             },
             ttl: u.ttl,
-            reason: CString::new(u.reason.replace('\0', "\\0")).unwrap_or_default(),
+            reason: cstring(&u.reason),
+            status: etcdc_status::ETCDC_OK,
+        }
+    }
+
+    /// The keeper itself stopped (id 0): no lease of it is kept any more.
+    fn from_failure(e: Error) -> Self {
+        etcdc_lease_event {
+            id: 0,
+            state: etcdc_lease_state::ETCDC_LEASE_LOST,
+            ttl: -1,
+            reason: cstring(&e.message),
+            status: e.kind.into(),
         }
     }
 }
@@ -237,73 +250,31 @@ pub struct etcdc_lease_keeper {
     _opaque: [u8; 0],
 }
 
-pub(crate) struct Keeper {
-    client: Arc<Client>,
-    sink: Arc<Sink<etcdc_lease_event>>,
-    updates: mpsc::UnboundedSender<LeaseUpdate>,
-    /// The leases being kept; a lost lease leaves it, so it can be added again.
-    kept: Arc<Mutex<HashMap<i64, Box<dyn KeepAliveGuard>>>>,
-    task: tokio::task::AbortHandle,
-}
-
-impl Drop for Keeper {
-    fn drop(&mut self) {
-        self.kept.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.task.abort();
-        self.sink.close();
-    }
-}
-
-pub(crate) static KEEPERS: Table<Keeper> = Table::new(3, "lease keeper");
+pub(crate) static KEEPERS: Table<StreamHandle<LeaseUpdate, LeaseKeeper>> =
+    Table::new(3, "lease keeper");
 
 /// Starts a keeper on `client` with no leases yet. With `callback` non-NULL, state changes go
 /// to `callback->call` on etcdc's event thread; with NULL they queue for
-/// `etcdc_lease_keeper_next` (and `etcdc_lease_keeper_fd`).
+/// `etcdc_lease_keeper_next` (and `etcdc_lease_keeper_fd`). A consumer that falls behind
+/// costs bounded memory: a lease's intermediate states may be merged into its latest one,
+/// but a LOST is always delivered.
 #[no_mangle]
 pub extern "C" fn etcdc_lease_keeper_start(
     client: *const etcdc_client,
     callback: *const etcdc_lease_callback,
     keeper_out: *mut *mut etcdc_lease_keeper,
 ) -> etcdc_status {
-    let mut cb = arg(callback, "callback").ok().map(|cb| Callback {
-        call: cb.call,
-        drop: cb.drop,
-        user_data: cb.user_data,
-    });
-    let status = guard(|| {
+    let cb = arg(callback, "callback")
+        .ok()
+        .map(|cb| CCallback::new(cb.call, cb.drop, cb.user_data));
+    guard(|| {
         let out = out(keeper_out, "keeper_out")?;
         let c = CLIENTS.get(client)?;
-        let sink = Sink::for_callback(&mut cb)?;
-        let (updates, mut rx) = mpsc::unbounded_channel::<LeaseUpdate>();
-        let kept: Arc<Mutex<HashMap<i64, Box<dyn KeepAliveGuard>>>> = Arc::default();
-        let (forward, lost) = (sink.clone(), kept.clone());
-        let task = c.rt.spawn(async move {
-            while let Some(update) = rx.recv().await {
-                if update.state == LeaseState::Lost {
-                    lost.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&update.id);
-                }
-                forward.deliver(Box::new(update.into()));
-            }
-        });
-        out.write(KEEPERS.insert(Keeper {
-            client: c,
-            sink,
-            updates,
-            kept,
-            task: task.abort_handle(),
-        }));
+        let (feed, stream) = stream::open::<LeaseUpdate, etcdc_lease_event>(cb, 64)?;
+        let keeper = LeaseKeeper::new(c.etcd.clone(), feed);
+        out.write(KEEPERS.insert(StreamHandle::new(stream, keeper)));
         Ok(())
-    });
-    if let Some(cb) = cb {
-        cb.discard();
-    }
-    status
-}
-
-fn keeper(k: *const etcdc_lease_keeper) -> Result<Arc<Keeper>> {
-    KEEPERS.get(k)
+    })
 }
 
 /// Starts keeping lease `id` alive. The first state (`ETCDC_LEASE_ALIVE`, or `_LOST` if the
@@ -312,35 +283,19 @@ fn keeper(k: *const etcdc_lease_keeper) -> Result<Arc<Keeper>> {
 /// id) starts over.
 #[no_mangle]
 pub extern "C" fn etcdc_lease_keeper_add(k: *const etcdc_lease_keeper, id: i64) -> etcdc_status {
-    guard(|| {
-        let k = keeper(k)?;
-        let mut kept = k.kept.lock().unwrap_or_else(|p| p.into_inner());
-        if let std::collections::hash_map::Entry::Vacant(slot) = kept.entry(id) {
-            let _rt = k.client.rt.enter();
-            slot.insert(k.client.etcd.keep_alive(id, k.updates.clone())?);
-        }
-        Ok(())
-    })
+    guard(|| KEEPERS.get(k)?.with_source(|keeper| keeper.add(id)))
 }
 
 /// Stops keeping lease `id` alive (it is not revoked: it expires after its TTL).
 /// `ETCDC_ERR_NOT_FOUND` if the keeper does not keep it.
 #[no_mangle]
 pub extern "C" fn etcdc_lease_keeper_remove(k: *const etcdc_lease_keeper, id: i64) -> etcdc_status {
-    guard(|| {
-        let k = keeper(k)?;
-        let removed = k.kept.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-        removed.map(drop).ok_or_else(|| {
-            Error::new(
-                ErrorKind::NotFound,
-                format!("the keeper does not keep lease {id}"),
-            )
-        })
-    })
+    guard(|| KEEPERS.get(k)?.with_source(|keeper| keeper.remove(id)))
 }
 
 /// Pull form: the next state change, waiting up to `timeout_ms` (0: no wait; negative: no
-/// limit). `ETCDC_ERR_TIMEOUT` when nothing arrived. Free the event with
+/// limit). `ETCDC_ERR_TIMEOUT` when nothing arrived; `ETCDC_ERR_CLOSED` once the keeper is
+/// freed (also for a thread waiting here when another frees it). Free the event with
 /// `etcdc_lease_event_free`.
 #[no_mangle]
 pub extern "C" fn etcdc_lease_keeper_next(
@@ -348,12 +303,7 @@ pub extern "C" fn etcdc_lease_keeper_next(
     timeout_ms: i64,
     event_out: *mut *mut etcdc_lease_event,
 ) -> etcdc_status {
-    guard(|| {
-        let out = out(event_out, "event_out")?;
-        let k = keeper(k)?;
-        out.write(Box::into_raw(k.sink.next(timeout_ms)?));
-        Ok(())
-    })
+    stream::next(&KEEPERS, k, timeout_ms, event_out)
 }
 
 /// Pull form: a descriptor readable while a state change is waiting. Owned by the keeper.
@@ -362,51 +312,51 @@ pub extern "C" fn etcdc_lease_keeper_fd(
     k: *const etcdc_lease_keeper,
     fd_out: *mut c_int,
 ) -> etcdc_status {
-    guard(|| {
-        let out = out(fd_out, "fd_out")?;
-        out.write(keeper(k)?.sink.fd()?);
-        Ok(())
-    })
+    stream::fd(&KEEPERS, k, fd_out)
 }
 
 /// Stops keeping every lease (none is revoked) and frees the keeper, with the same callback
 /// rules as `etcdc_watch_free`. NULL does nothing.
 #[no_mangle]
 pub extern "C" fn etcdc_lease_keeper_free(k: *mut etcdc_lease_keeper) -> etcdc_status {
-    if k.is_null() {
-        return etcdc_status::ETCDC_OK;
-    }
-    guard(|| KEEPERS.remove(k).map(drop))
+    stream::free(&KEEPERS, k)
 }
 
 /// The lease this event is about.
 #[no_mangle]
 pub extern "C" fn etcdc_lease_event_id(e: *const etcdc_lease_event) -> i64 {
-    arg(e, "event").map_or(0, |e| e.id)
+    field(e, 0, |e| e.id)
 }
 
 /// The lease's new state.
 #[no_mangle]
 pub extern "C" fn etcdc_lease_event_state(e: *const etcdc_lease_event) -> etcdc_lease_state {
-    arg(e, "event").map_or(etcdc_lease_state::ETCDC_LEASE_LOST, |e| e.state)
+    field(e, etcdc_lease_state::ETCDC_LEASE_LOST, |e| e.state)
 }
 
 /// The TTL the server last granted (seconds); -1 once lost.
 #[no_mangle]
 pub extern "C" fn etcdc_lease_event_ttl(e: *const etcdc_lease_event) -> i64 {
-    arg(e, "event").map_or(0, |e| e.ttl)
+    field(e, 0, |e| e.ttl)
 }
 
 /// Why the state changed ("" for ALIVE), e.g. the server's or the transport's message.
 #[no_mangle]
 pub extern "C" fn etcdc_lease_event_reason(e: *const etcdc_lease_event) -> *const c_char {
-    arg(e, "event").map_or(c"".as_ptr(), |e| e.reason.as_ptr())
+    field(e, c"".as_ptr(), |e| e.reason.as_ptr())
 }
 
 /// A copy of an event that the caller owns; NULL for NULL.
 #[no_mangle]
 pub extern "C" fn etcdc_lease_event_clone(e: *const etcdc_lease_event) -> *mut etcdc_lease_event {
-    arg(e, "event").map_or(std::ptr::null_mut(), |e| Box::into_raw(Box::new(e.clone())))
+    clone_box(e)
+}
+
+/// `ETCDC_OK` for a lease's state change; for the last event of a keeper that stopped by
+/// itself (id 0), why it stopped (`etcdc_lease_event_reason` has the message).
+#[no_mangle]
+pub extern "C" fn etcdc_lease_event_status(e: *const etcdc_lease_event) -> etcdc_status {
+    field(e, etcdc_status::ETCDC_ERR_INVALID_ARGUMENT, |e| e.status)
 }
 
 /// Frees a pulled or cloned event. NULL does nothing.

@@ -2,12 +2,18 @@
 //! and compare-and-swap on top of them.
 
 use super::client::{etcdc_client, CLIENTS};
-use super::kv::{
-    etcdc_delete_options, etcdc_delete_result, etcdc_get_options, etcdc_get_result, etcdc_header,
-    etcdc_put_options, etcdc_put_result, header, span_arg, Span,
+use super::guard::{
+    arg, arg_mut, bytes, field, free_box, guard, new_boxed, opts_or, out, set_timeout,
+    write_result, Timed,
 };
-use super::{arg, arg_mut, bytes, etcdc_status, free_box, guard, opts_or, out, write_result};
-use crate::error::{Error, ErrorKind, Result};
+use super::kv::{
+    etcdc_delete_options, etcdc_delete_result, etcdc_get_options, etcdc_get_result,
+    etcdc_put_options, etcdc_put_result,
+};
+use super::record::{etcdc_header, header};
+use super::status::etcdc_status;
+use crate::error::{Error, Result};
+use crate::kv::{compare_and_put, Expect, Span};
 use crate::pb::etcdserverpb::compare::{CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request;
 use crate::pb::etcdserverpb::response_op::Response;
@@ -15,14 +21,20 @@ use crate::pb::etcdserverpb::*;
 
 /// How a compare relates the key's field to the given value.
 pub type etcdc_compare_op = u32;
+/// The key's field equals the value.
 pub const ETCDC_CMP_EQUAL: etcdc_compare_op = 0;
+/// The key's field is greater than the value.
 pub const ETCDC_CMP_GREATER: etcdc_compare_op = 1;
+/// The key's field is less than the value.
 pub const ETCDC_CMP_LESS: etcdc_compare_op = 2;
+/// The key's field differs from the value.
 pub const ETCDC_CMP_NOT_EQUAL: etcdc_compare_op = 3;
 
 /// Which branch an operation joins: run when every compare holds, or otherwise.
 pub type etcdc_txn_branch = u32;
+/// Runs when every compare holds.
 pub const ETCDC_TXN_THEN: etcdc_txn_branch = 0;
+/// Runs when a compare fails.
 pub const ETCDC_TXN_ELSE: etcdc_txn_branch = 1;
 
 /// What one operation of a transaction result is.
@@ -42,6 +54,12 @@ pub enum etcdc_op_type {
 pub struct etcdc_txn {
     req: TxnRequest,
     timeout_ms: i64,
+}
+
+impl Timed for etcdc_txn {
+    fn timeout_ms(&mut self) -> &mut i64 {
+        &mut self.timeout_ms
+    }
 }
 
 enum TxnOp {
@@ -83,7 +101,7 @@ impl From<TxnResponse> for etcdc_txn_result {
 /// A new, empty transaction. Free with `etcdc_txn_free`.
 #[no_mangle]
 pub extern "C" fn etcdc_txn_new() -> *mut etcdc_txn {
-    Box::into_raw(Box::default())
+    new_boxed()
 }
 
 /// Frees a transaction. NULL does nothing.
@@ -102,7 +120,7 @@ fn add_compare(
 ) -> etcdc_status {
     guard(|| {
         let txn = arg_mut(txn, "txn")?;
-        let (key, _) = span_arg(key, key_len, &Span::Key)?;
+        let (key, _) = Span::Key.resolve(bytes(key, key_len, "key")?)?;
         if op > ETCDC_CMP_NOT_EQUAL {
             return Err(Error::invalid(format!("unknown compare op {op}")));
         }
@@ -289,15 +307,7 @@ pub extern "C" fn etcdc_txn_txn(
 /// This transaction's deadline in ms (0: the client's default).
 #[no_mangle]
 pub extern "C" fn etcdc_txn_set_timeout_ms(txn: *mut etcdc_txn, timeout_ms: i64) -> etcdc_status {
-    guard(|| {
-        if timeout_ms < 0 {
-            return Err(Error::invalid(format!(
-                "timeout_ms must not be negative, got {timeout_ms}"
-            )));
-        }
-        arg_mut(txn, "txn")?.timeout_ms = timeout_ms;
-        Ok(())
-    })
+    set_timeout(txn, timeout_ms)
 }
 
 /// Runs the transaction atomically. A compare that fails is not an error: the else branch
@@ -312,16 +322,20 @@ pub extern "C" fn etcdc_txn_commit(
     guard(|| {
         let c = CLIENTS.get(client)?;
         let txn = arg(txn, "txn")?;
+        // The outcome (which branch ran) is in the result: a call that drops it is a bug.
+        let out = out(result_out, "result_out")?;
         let deadline = c.deadline(txn.timeout_ms)?;
         let resp = c.block(c.etcd.txn(txn.req.clone(), deadline))?;
-        write_result(result_out, resp.into());
+        out.write(Box::into_raw(Box::new(resp.into())));
         Ok(())
     })
 }
 
-/// Compare-and-swap: writes `value` at `key` only if the key's current value is `expected`
-/// — or, with `expected` NULL, only if the key does not exist. Otherwise nothing is written
-/// and the call returns `ETCDC_ERR_COMPARE_FAILED`. `opts` and `result_out` may be NULL.
+/// Compare-and-swap: writes `value` at `key` only if the key's current value is exactly
+/// `expected` (`expected_len` bytes; NULL with length 0 is the empty value). Otherwise
+/// nothing is written and the call returns `ETCDC_ERR_COMPARE_FAILED`. To write only if the
+/// key does not exist, use `etcdc_create`. `opts` (a lease, prev_kv, a timeout) and
+/// `result_out` may be NULL.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn etcdc_cas(
@@ -336,63 +350,66 @@ pub extern "C" fn etcdc_cas(
     result_out: *mut *mut etcdc_put_result,
 ) -> etcdc_status {
     guard(|| {
-        let c = CLIENTS.get(client)?;
-        let default = etcdc_put_options::default();
-        let opts = opts_or(opts, &default);
-        let put = opts.request(key, key_len, value, value_len)?;
-        let compare = if expected.is_null() {
-            Compare {
-                result: ETCDC_CMP_EQUAL as i32,
-                target: CompareTarget::Create as i32,
-                key: put.key.clone(),
-                target_union: Some(TargetUnion::CreateRevision(0)),
-                range_end: Vec::new(),
-            }
-        } else {
-            Compare {
-                result: ETCDC_CMP_EQUAL as i32,
-                target: CompareTarget::Value as i32,
-                key: put.key.clone(),
-                target_union: Some(TargetUnion::Value(
-                    bytes(expected, expected_len, "expected")?.to_vec(),
-                )),
-                range_end: Vec::new(),
-            }
-        };
-        let req = TxnRequest {
-            compare: vec![compare],
-            success: vec![RequestOp {
-                request: Some(Request::RequestPut(put)),
-            }],
-            failure: vec![],
-        };
-        let deadline = c.deadline(opts.timeout_ms)?;
-        let resp = c.block(c.etcd.txn(req, deadline))?;
-        if !resp.succeeded {
-            return Err(Error::new(
-                ErrorKind::CompareFailed,
-                if expected.is_null() {
-                    "compare failed: the key exists"
-                } else {
-                    "compare failed: the key's value differs"
-                },
-            ));
-        }
-        if !result_out.is_null() {
-            let put = resp.responses.into_iter().find_map(|op| match op.response {
-                Some(Response::ResponsePut(mut p)) => {
-                    p.header = p.header.or(resp.header);
-                    Some(p)
-                }
-                _ => None,
-            });
-            let put = put.ok_or_else(|| {
-                Error::new(ErrorKind::Internal, "the txn answered without its put")
-            })?;
-            write_result(result_out, put.into());
-        }
-        Ok(())
+        let expected = bytes(expected, expected_len, "expected")?;
+        put_if(
+            client,
+            key,
+            key_len,
+            value,
+            value_len,
+            opts,
+            result_out,
+            Expect::Value(expected),
+        )
     })
+}
+
+/// Create: writes `value` at `key` only if the key does not exist (etcd v2's
+/// `prevExist=false`). Otherwise nothing is written and the call returns
+/// `ETCDC_ERR_COMPARE_FAILED`. `opts` and `result_out` may be NULL.
+#[no_mangle]
+pub extern "C" fn etcdc_create(
+    client: *const etcdc_client,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    opts: *const etcdc_put_options,
+    result_out: *mut *mut etcdc_put_result,
+) -> etcdc_status {
+    guard(|| {
+        put_if(
+            client,
+            key,
+            key_len,
+            value,
+            value_len,
+            opts,
+            result_out,
+            Expect::Absent,
+        )
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn put_if(
+    client: *const etcdc_client,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    opts: *const etcdc_put_options,
+    result_out: *mut *mut etcdc_put_result,
+    expect: Expect<'_>,
+) -> Result<()> {
+    let c = CLIENTS.get(client)?;
+    let default = etcdc_put_options::default();
+    let opts = opts_or(opts, &default);
+    let put = opts.request(key, key_len, value, value_len)?;
+    let deadline = c.deadline(opts.timeout_ms)?;
+    let resp = c.block(compare_and_put(&*c.etcd, put, expect, deadline))?;
+    write_result(result_out, resp.into());
+    Ok(())
 }
 
 /// Frees a transaction result and everything borrowed from it. NULL does nothing.
@@ -404,23 +421,30 @@ pub extern "C" fn etcdc_txn_result_free(result: *mut etcdc_txn_result) {
 /// The response header, borrowed from the result.
 #[no_mangle]
 pub extern "C" fn etcdc_txn_result_header(r: *const etcdc_txn_result) -> *const etcdc_header {
-    arg(r, "result").map_or(std::ptr::null(), |r| &r.header)
+    field(r, std::ptr::null(), |r| &r.header)
 }
 
 /// True when every compare held and the then-branch ran.
 #[no_mangle]
 pub extern "C" fn etcdc_txn_result_succeeded(r: *const etcdc_txn_result) -> bool {
-    arg(r, "result").is_ok_and(|r| r.succeeded)
+    field(r, false, |r| r.succeeded)
 }
 
 /// How many operation results there are (those of the branch that ran).
 #[no_mangle]
 pub extern "C" fn etcdc_txn_result_len(r: *const etcdc_txn_result) -> usize {
-    arg(r, "result").map_or(0, |r| r.ops.len())
+    field(r, 0, |r| r.ops.len())
 }
 
-fn op(r: *const etcdc_txn_result, i: usize) -> Option<&'static TxnOp> {
-    arg(r, "result").ok().and_then(|r| r.ops.get(i))
+/// The `i`-th operation's result of one kind, borrowed; NULL if it is another kind.
+fn op<R>(
+    r: *const etcdc_txn_result,
+    i: usize,
+    pick: impl FnOnce(&TxnOp) -> Option<&R>,
+) -> *const R {
+    field(r, std::ptr::null(), |r| {
+        r.ops.get(i).and_then(pick).map_or(std::ptr::null(), |x| x)
+    })
 }
 
 /// What the `i`-th operation was; `*type_out` is written only on success.
@@ -432,14 +456,17 @@ pub extern "C" fn etcdc_txn_result_op_type(
 ) -> etcdc_status {
     guard(|| {
         let out = out(type_out, "type_out")?;
-        let op =
-            op(r, i).ok_or_else(|| Error::invalid(format!("no operation {i} in the result")))?;
-        out.write(match op {
-            TxnOp::Get(_) => etcdc_op_type::ETCDC_OP_GET,
-            TxnOp::Put(_) => etcdc_op_type::ETCDC_OP_PUT,
-            TxnOp::Delete(_) => etcdc_op_type::ETCDC_OP_DELETE,
-            TxnOp::Txn(_) => etcdc_op_type::ETCDC_OP_TXN,
-        });
+        let ty = arg(r, "result")?
+            .ops
+            .get(i)
+            .map(|op| match op {
+                TxnOp::Get(_) => etcdc_op_type::ETCDC_OP_GET,
+                TxnOp::Put(_) => etcdc_op_type::ETCDC_OP_PUT,
+                TxnOp::Delete(_) => etcdc_op_type::ETCDC_OP_DELETE,
+                TxnOp::Txn(_) => etcdc_op_type::ETCDC_OP_TXN,
+            })
+            .ok_or_else(|| Error::invalid(format!("no operation {i} in the result")))?;
+        out.write(ty);
         Ok(())
     })
 }
@@ -450,10 +477,10 @@ pub extern "C" fn etcdc_txn_result_get(
     r: *const etcdc_txn_result,
     i: usize,
 ) -> *const etcdc_get_result {
-    match op(r, i) {
-        Some(TxnOp::Get(g)) => g,
-        _ => std::ptr::null(),
-    }
+    op(r, i, |o| match o {
+        TxnOp::Get(g) => Some(g),
+        _ => None,
+    })
 }
 
 /// The `i`-th operation's put result, borrowed; NULL if it is not a put.
@@ -462,10 +489,10 @@ pub extern "C" fn etcdc_txn_result_put(
     r: *const etcdc_txn_result,
     i: usize,
 ) -> *const etcdc_put_result {
-    match op(r, i) {
-        Some(TxnOp::Put(p)) => p,
-        _ => std::ptr::null(),
-    }
+    op(r, i, |o| match o {
+        TxnOp::Put(p) => Some(p),
+        _ => None,
+    })
 }
 
 /// The `i`-th operation's delete result, borrowed; NULL if it is not a delete.
@@ -474,10 +501,10 @@ pub extern "C" fn etcdc_txn_result_delete(
     r: *const etcdc_txn_result,
     i: usize,
 ) -> *const etcdc_delete_result {
-    match op(r, i) {
-        Some(TxnOp::Delete(d)) => d,
-        _ => std::ptr::null(),
-    }
+    op(r, i, |o| match o {
+        TxnOp::Delete(d) => Some(d),
+        _ => None,
+    })
 }
 
 /// The `i`-th operation's nested transaction result, borrowed; NULL if it is not a txn.
@@ -486,8 +513,8 @@ pub extern "C" fn etcdc_txn_result_txn(
     r: *const etcdc_txn_result,
     i: usize,
 ) -> *const etcdc_txn_result {
-    match op(r, i) {
-        Some(TxnOp::Txn(t)) => t,
-        _ => std::ptr::null(),
-    }
+    op(r, i, |o| match o {
+        TxnOp::Txn(t) => Some(t),
+        _ => None,
+    })
 }

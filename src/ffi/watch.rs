@@ -1,15 +1,19 @@
 //! Watches: a callback on etcdc's event thread, or a pull form for epoll loops.
 
 use std::ffi::{c_char, c_int, c_void, CString};
-use std::sync::Arc;
 
 use super::client::{etcdc_client, CLIENTS};
+use super::guard::{
+    arg, bytes, clone_box, cstring, field, free_box, guard, new_boxed, non_negative, opts_or, out,
+    set, set_span, set_timeout, Spanned, Timed,
+};
 use super::handle::Table;
-use super::kv::{etcdc_header, etcdc_kv, header, span_arg, Span};
-use super::sink::{Callback, Sink};
-use super::{arg, arg_mut, etcdc_status, free_box, guard, opts_or, out};
+use super::record::{etcdc_header, etcdc_kv, header};
+use super::status::etcdc_status;
+use super::stream::{self, CCallback, CItem, StreamHandle};
 use crate::api::{WatchControl, WatchUpdate};
-use crate::error::{Error, Result};
+use crate::error::Error;
+use crate::kv::Span;
 use crate::pb::etcdserverpb::watch_create_request::FilterType;
 use crate::pb::etcdserverpb::WatchCreateRequest;
 use crate::pb::mvccpb::event::EventType;
@@ -20,11 +24,35 @@ pub struct etcdc_watch {
 }
 
 /// Options for `etcdc_watch_start`.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct etcdc_watch_options {
     span: Span,
     req: WatchCreateRequest,
     timeout_ms: i64,
+    queue_limit: usize,
+}
+
+impl Spanned for etcdc_watch_options {
+    fn span(&mut self) -> &mut Span {
+        &mut self.span
+    }
+}
+
+impl Timed for etcdc_watch_options {
+    fn timeout_ms(&mut self) -> &mut i64 {
+        &mut self.timeout_ms
+    }
+}
+
+impl Default for etcdc_watch_options {
+    fn default() -> Self {
+        etcdc_watch_options {
+            span: Span::Key,
+            req: WatchCreateRequest::default(),
+            timeout_ms: 0,
+            queue_limit: crate::stream::DEFAULT_CAPACITY,
+        }
+    }
 }
 
 /// What a watch response carries.
@@ -38,7 +66,8 @@ pub enum etcdc_watch_kind {
     /// The watch's next revision was compacted (`etcdc_watch_response_compact_revision`): read
     /// the keys again and start a new watch from that read's revision + 1. The watch has ended.
     ETCDC_WATCH_COMPACTED = 2,
-    /// The server ended the watch (`etcdc_watch_response_reason` says why). The watch has ended.
+    /// The watch has ended: the server canceled it, or (`etcdc_watch_response_status` not
+    /// `ETCDC_OK`) etcdc could not go on with it. `etcdc_watch_response_reason` says why.
     ETCDC_WATCH_CANCELED = 3,
 }
 
@@ -66,16 +95,18 @@ pub struct etcdc_watch_response {
     header: etcdc_header,
     compact_revision: i64,
     reason: CString,
+    status: etcdc_status,
     events: Vec<etcdc_event>,
 }
 
-impl From<WatchUpdate> for etcdc_watch_response {
-    fn from(u: WatchUpdate) -> Self {
+impl CItem<WatchUpdate> for etcdc_watch_response {
+    fn from_item(u: WatchUpdate) -> Self {
         let mut r = etcdc_watch_response {
             kind: etcdc_watch_kind::ETCDC_WATCH_PROGRESS,
             header: header(None),
             compact_revision: 0,
             reason: CString::default(),
+            status: etcdc_status::ETCDC_OK,
             events: Vec::new(),
         };
         match u {
@@ -109,10 +140,21 @@ impl From<WatchUpdate> for etcdc_watch_response {
             }
             WatchUpdate::Canceled { reason } => {
                 r.kind = etcdc_watch_kind::ETCDC_WATCH_CANCELED;
-                r.reason = CString::new(reason.replace('\0', "\\0")).unwrap_or_default();
+                r.reason = cstring(&reason);
             }
         }
         r
+    }
+
+    fn from_failure(e: Error) -> Self {
+        etcdc_watch_response {
+            kind: etcdc_watch_kind::ETCDC_WATCH_CANCELED,
+            header: header(None),
+            compact_revision: 0,
+            reason: cstring(&e.message),
+            status: e.kind.into(),
+            events: Vec::new(),
+        }
     }
 }
 
@@ -127,26 +169,14 @@ pub struct etcdc_watch_callback {
     pub user_data: *mut c_void,
 }
 
-pub(crate) struct Watch {
-    sink: Arc<Sink<etcdc_watch_response>>,
-    control: Box<dyn WatchControl>,
-    task: tokio::task::AbortHandle,
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.task.abort();
-        self.sink.close();
-    }
-}
-
-pub(crate) static WATCHES: Table<Watch> = Table::new(2, "watch");
+pub(crate) static WATCHES: Table<StreamHandle<WatchUpdate, Box<dyn WatchControl>>> =
+    Table::new(2, "watch");
 
 /// New watch options: one key, from now on, all event types. Free with
 /// `etcdc_watch_options_free`.
 #[no_mangle]
 pub extern "C" fn etcdc_watch_options_new() -> *mut etcdc_watch_options {
-    Box::into_raw(Box::default())
+    new_boxed()
 }
 
 /// Frees watch options. NULL does nothing.
@@ -155,29 +185,16 @@ pub extern "C" fn etcdc_watch_options_free(opts: *mut etcdc_watch_options) {
     free_box(opts)
 }
 
-fn watch_opts(
-    opts: *mut etcdc_watch_options,
-    set: impl FnOnce(&mut etcdc_watch_options) -> Result<()>,
-) -> etcdc_status {
-    guard(|| set(arg_mut(opts, "opts")?))
-}
-
 /// Watch every key that starts with the given key.
 #[no_mangle]
 pub extern "C" fn etcdc_watch_options_set_prefix(opts: *mut etcdc_watch_options) -> etcdc_status {
-    watch_opts(opts, |o| {
-        o.span = Span::Prefix;
-        Ok(())
-    })
+    set_span(opts, || Ok(Span::Prefix))
 }
 
 /// Watch every key from the given key on.
 #[no_mangle]
 pub extern "C" fn etcdc_watch_options_set_from_key(opts: *mut etcdc_watch_options) -> etcdc_status {
-    watch_opts(opts, |o| {
-        o.span = Span::FromKey;
-        Ok(())
-    })
+    set_span(opts, || Ok(Span::FromKey))
 }
 
 /// Watch keys in [key, end). The bytes are copied.
@@ -187,10 +204,7 @@ pub extern "C" fn etcdc_watch_options_set_range_end(
     end: *const u8,
     end_len: usize,
 ) -> etcdc_status {
-    watch_opts(opts, |o| {
-        o.span = Span::range_end_arg(end, end_len)?;
-        Ok(())
-    })
+    set_span(opts, || Span::range(bytes(end, end_len, "end")?))
 }
 
 /// Deliver history from `revision` on (0: only changes after the start).
@@ -199,13 +213,8 @@ pub extern "C" fn etcdc_watch_options_set_start_revision(
     opts: *mut etcdc_watch_options,
     revision: i64,
 ) -> etcdc_status {
-    watch_opts(opts, |o| {
-        if revision < 0 {
-            return Err(Error::invalid(format!(
-                "start revision must not be negative, got {revision}"
-            )));
-        }
-        o.req.start_revision = revision;
+    set(opts, |o| {
+        o.req.start_revision = non_negative(revision, "start revision")?;
         Ok(())
     })
 }
@@ -216,7 +225,7 @@ pub extern "C" fn etcdc_watch_options_set_prev_kv(
     opts: *mut etcdc_watch_options,
     on: bool,
 ) -> etcdc_status {
-    watch_opts(opts, |o| {
+    set(opts, |o| {
         o.req.prev_kv = on;
         Ok(())
     })
@@ -228,7 +237,7 @@ pub extern "C" fn etcdc_watch_options_set_no_put(
     opts: *mut etcdc_watch_options,
     on: bool,
 ) -> etcdc_status {
-    watch_opts(opts, |o| {
+    set(opts, |o| {
         set_filter(&mut o.req.filters, FilterType::Noput, on);
         Ok(())
     })
@@ -240,7 +249,7 @@ pub extern "C" fn etcdc_watch_options_set_no_delete(
     opts: *mut etcdc_watch_options,
     on: bool,
 ) -> etcdc_status {
-    watch_opts(opts, |o| {
+    set(opts, |o| {
         set_filter(&mut o.req.filters, FilterType::Nodelete, on);
         Ok(())
     })
@@ -260,7 +269,7 @@ pub extern "C" fn etcdc_watch_options_set_progress_notify(
     opts: *mut etcdc_watch_options,
     on: bool,
 ) -> etcdc_status {
-    watch_opts(opts, |o| {
+    set(opts, |o| {
         o.req.progress_notify = on;
         Ok(())
     })
@@ -273,13 +282,28 @@ pub extern "C" fn etcdc_watch_options_set_timeout_ms(
     opts: *mut etcdc_watch_options,
     timeout_ms: i64,
 ) -> etcdc_status {
-    watch_opts(opts, |o| {
-        if timeout_ms < 0 {
+    set_timeout(opts, timeout_ms)
+}
+
+/// How many responses may wait for a slow callback or an undrained pull form (default 256,
+/// 1..=65536; a response carries whole revisions, cut at about 64 KiB of keys and values
+/// when a catch-up from history is larger). When they are all waiting, etcdc stops taking
+/// events for this watch and
+/// resumes it from the next undelivered revision once half have been consumed: memory stays
+/// bounded, no event is lost or repeated, other watches go on. If that revision has been
+/// compacted meanwhile, the watch ends with `ETCDC_WATCH_COMPACTED`.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_options_set_queue_limit(
+    opts: *mut etcdc_watch_options,
+    responses: u32,
+) -> etcdc_status {
+    set(opts, |o| {
+        if responses == 0 || responses > 65536 {
             return Err(Error::invalid(format!(
-                "timeout_ms must not be negative, got {timeout_ms}"
+                "queue limit must be 1..=65536 responses, got {responses}"
             )));
         }
-        o.timeout_ms = timeout_ms;
+        o.queue_limit = responses as usize;
         Ok(())
     })
 }
@@ -304,59 +328,28 @@ pub extern "C" fn etcdc_watch_start(
     watch_out: *mut *mut etcdc_watch,
 ) -> etcdc_status {
     // Take the callback first: its drop must run even when the start fails.
-    let mut cb = arg(callback, "callback").ok().map(|cb| Callback {
-        call: cb.call,
-        drop: cb.drop,
-        user_data: cb.user_data,
-    });
-    let status = guard(|| {
+    let cb = arg(callback, "callback")
+        .ok()
+        .map(|cb| CCallback::new(cb.call, cb.drop, cb.user_data));
+    guard(|| {
         let out = out(watch_out, "watch_out")?;
         let c = CLIENTS.get(client)?;
         let default = etcdc_watch_options::default();
         let opts = opts_or(opts, &default);
-        let (key, range_end) = span_arg(key, key_len, &opts.span)?;
-        let sink = Sink::for_callback(&mut cb)?;
+        let (key, range_end) = opts.span.resolve(bytes(key, key_len, "key")?)?;
         let req = WatchCreateRequest {
             key,
             range_end,
             ..opts.req.clone()
         };
-        let watcher = match c
-            .deadline(opts.timeout_ms)
-            .and_then(|deadline| c.block(c.etcd.watch(req, deadline)))
-        {
-            Ok(w) => w,
-            Err(e) => {
-                sink.close();
-                return Err(e);
-            }
-        };
-        let mut updates = watcher.updates;
-        let forward = sink.clone();
-        let task = c.rt.spawn(async move {
-            while let Some(update) = updates.recv().await {
-                let last = matches!(
-                    update,
-                    WatchUpdate::Compacted { .. } | WatchUpdate::Canceled { .. }
-                );
-                forward.deliver(Box::new(update.into()));
-                if last {
-                    break;
-                }
-            }
-            forward.end();
-        });
-        out.write(WATCHES.insert(Watch {
-            sink,
-            control: watcher.control,
-            task: task.abort_handle(),
-        }));
+        let deadline = c.deadline(opts.timeout_ms)?;
+        let (feed, stream) =
+            stream::open::<WatchUpdate, etcdc_watch_response>(cb, opts.queue_limit)?;
+        // On failure `stream` drops here: a callback's `drop` runs.
+        let control = c.block(c.etcd.watch(req, feed, deadline))?;
+        out.write(WATCHES.insert(StreamHandle::new(stream, control)));
         Ok(())
-    });
-    if let Some(cb) = cb {
-        cb.discard();
-    }
-    status
+    })
 }
 
 /// Pull form: the next response, waiting up to `timeout_ms` (0: do not wait; negative: no
@@ -369,31 +362,24 @@ pub extern "C" fn etcdc_watch_next(
     timeout_ms: i64,
     response_out: *mut *mut etcdc_watch_response,
 ) -> etcdc_status {
-    guard(|| {
-        let out = out(response_out, "response_out")?;
-        let w = WATCHES.get(watch)?;
-        out.write(Box::into_raw(w.sink.next(timeout_ms)?));
-        Ok(())
-    })
+    stream::next(&WATCHES, watch, timeout_ms, response_out)
 }
 
 /// Pull form: a descriptor that is readable while a response (or the end) is waiting, for
 /// poll/epoll. Owned by the watch: do not read or close it.
 #[no_mangle]
 pub extern "C" fn etcdc_watch_fd(watch: *const etcdc_watch, fd_out: *mut c_int) -> etcdc_status {
-    guard(|| {
-        let out = out(fd_out, "fd_out")?;
-        out.write(WATCHES.get(watch)?.sink.fd()?);
-        Ok(())
-    })
+    stream::fd(&WATCHES, watch, fd_out)
 }
 
 /// Asks the server for a progress response (`ETCDC_WATCH_PROGRESS`) on this watch.
 #[no_mangle]
 pub extern "C" fn etcdc_watch_request_progress(watch: *const etcdc_watch) -> etcdc_status {
     guard(|| {
-        WATCHES.get(watch)?.control.request_progress();
-        Ok(())
+        WATCHES.get(watch)?.with_source(|control| {
+            control.request_progress();
+            Ok(())
+        })
     })
 }
 
@@ -402,10 +388,7 @@ pub extern "C" fn etcdc_watch_request_progress(watch: *const etcdc_watch) -> etc
 /// returns. NULL does nothing; a handle already freed gives `ETCDC_ERR_INVALID_ARGUMENT`.
 #[no_mangle]
 pub extern "C" fn etcdc_watch_free(watch: *mut etcdc_watch) -> etcdc_status {
-    if watch.is_null() {
-        return etcdc_status::ETCDC_OK;
-    }
-    guard(|| WATCHES.remove(watch).map(drop))
+    stream::free(&WATCHES, watch)
 }
 
 /// A copy of a response that the caller owns (free with `etcdc_watch_response_free`); NULL
@@ -414,7 +397,7 @@ pub extern "C" fn etcdc_watch_free(watch: *mut etcdc_watch) -> etcdc_status {
 pub extern "C" fn etcdc_watch_response_clone(
     r: *const etcdc_watch_response,
 ) -> *mut etcdc_watch_response {
-    arg(r, "response").map_or(std::ptr::null_mut(), |r| Box::into_raw(Box::new(r.clone())))
+    clone_box(r)
 }
 
 /// Frees a pulled or cloned response. NULL does nothing.
@@ -426,7 +409,7 @@ pub extern "C" fn etcdc_watch_response_free(r: *mut etcdc_watch_response) {
 /// What the response carries.
 #[no_mangle]
 pub extern "C" fn etcdc_watch_response_kind(r: *const etcdc_watch_response) -> etcdc_watch_kind {
-    arg(r, "response").map_or(etcdc_watch_kind::ETCDC_WATCH_CANCELED, |r| r.kind)
+    field(r, etcdc_watch_kind::ETCDC_WATCH_CANCELED, |r| r.kind)
 }
 
 /// The response header (its revision: the store's revision when it was sent), borrowed.
@@ -434,25 +417,32 @@ pub extern "C" fn etcdc_watch_response_kind(r: *const etcdc_watch_response) -> e
 pub extern "C" fn etcdc_watch_response_header(
     r: *const etcdc_watch_response,
 ) -> *const etcdc_header {
-    arg(r, "response").map_or(std::ptr::null(), |r| &r.header)
+    field(r, std::ptr::null(), |r| &r.header)
 }
 
 /// For `ETCDC_WATCH_COMPACTED`: the compaction revision; else 0.
 #[no_mangle]
 pub extern "C" fn etcdc_watch_response_compact_revision(r: *const etcdc_watch_response) -> i64 {
-    arg(r, "response").map_or(0, |r| r.compact_revision)
+    field(r, 0, |r| r.compact_revision)
 }
 
 /// For `ETCDC_WATCH_CANCELED` and `_COMPACTED`: why, in etcd's words; else "".
 #[no_mangle]
 pub extern "C" fn etcdc_watch_response_reason(r: *const etcdc_watch_response) -> *const c_char {
-    arg(r, "response").map_or(c"".as_ptr(), |r| r.reason.as_ptr())
+    field(r, c"".as_ptr(), |r| r.reason.as_ptr())
+}
+
+/// `ETCDC_OK`, except on the last response of a watch that etcdc could not go on with
+/// (kind `ETCDC_WATCH_CANCELED`): then why, with the message in `etcdc_watch_response_reason`.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_response_status(r: *const etcdc_watch_response) -> etcdc_status {
+    field(r, etcdc_status::ETCDC_ERR_INVALID_ARGUMENT, |r| r.status)
 }
 
 /// How many events the response holds.
 #[no_mangle]
 pub extern "C" fn etcdc_watch_response_len(r: *const etcdc_watch_response) -> usize {
-    arg(r, "response").map_or(0, |r| r.events.len())
+    field(r, 0, |r| r.events.len())
 }
 
 /// The `i`-th event, borrowed from the response; NULL when out of range.
@@ -461,29 +451,27 @@ pub extern "C" fn etcdc_watch_response_event(
     r: *const etcdc_watch_response,
     i: usize,
 ) -> *const etcdc_event {
-    arg(r, "response")
-        .ok()
-        .and_then(|r| r.events.get(i))
-        .map_or(std::ptr::null(), |e| e)
+    field(r, std::ptr::null(), |r| {
+        r.events.get(i).map_or(std::ptr::null(), |e| e)
+    })
 }
 
 /// Put or delete.
 #[no_mangle]
 pub extern "C" fn etcdc_event_type(e: *const etcdc_event) -> etcdc_event_kind {
-    arg(e, "event").map_or(etcdc_event_kind::ETCDC_EVENT_PUT, |e| e.ty)
+    field(e, etcdc_event_kind::ETCDC_EVENT_PUT, |e| e.ty)
 }
 
 /// The key-value after the change (for a delete: the key, with the delete's mod revision).
 #[no_mangle]
 pub extern "C" fn etcdc_event_kv(e: *const etcdc_event) -> *const etcdc_kv {
-    arg(e, "event").map_or(std::ptr::null(), |e| &e.kv)
+    field(e, std::ptr::null(), |e| &e.kv)
 }
 
 /// The key-value before the change, when the watch asked for it and there was one; else NULL.
 #[no_mangle]
 pub extern "C" fn etcdc_event_prev_kv(e: *const etcdc_event) -> *const etcdc_kv {
-    arg(e, "event")
-        .ok()
-        .and_then(|e| e.prev_kv.as_ref())
-        .map_or(std::ptr::null(), |kv| kv)
+    field(e, std::ptr::null(), |e| {
+        e.prev_kv.as_ref().map_or(std::ptr::null(), |kv| kv)
+    })
 }

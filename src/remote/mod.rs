@@ -10,20 +10,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::api::{Deadline, Etcd, KeepAliveGuard, LeaseUpdate, Watcher};
+use crate::api::{Deadline, Etcd, KeepAliveGuard, LeaseUpdate, WatchControl, WatchUpdate};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pb::etcdserverpb::cluster_client::ClusterClient;
 use crate::pb::etcdserverpb::kv_client::KvClient;
 use crate::pb::etcdserverpb::lease_client::LeaseClient;
 use crate::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use crate::pb::etcdserverpb::*;
+use crate::stream::Feed;
 
 /// The largest request the client sends, as Go's clientv3 (`defaultMaxCallSendMsgSize`).
 /// etcd itself refuses requests over 1.5 MiB with "etcdserver: request is too large".
-pub const MAX_SEND_BYTES: usize = 2 * 1024 * 1024;
+pub(crate) const MAX_SEND_BYTES: usize = 2 * 1024 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct RemoteConfig {
@@ -73,73 +73,69 @@ pub fn parse_endpoints(list: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
-pub(crate) struct Member {
+/// One member's connection.
+pub(crate) struct Conn {
     pub url: String,
     pub channel: Channel,
 }
 
-pub(crate) struct Inner {
-    pub members: Vec<Member>,
+/// The connections to every member, shared by unary calls and the two streams.
+pub(crate) struct Pool {
+    /// Never empty (`Remote::new` refuses an empty list).
+    pub members: Vec<Conn>,
     next: AtomicUsize,
 }
 
-impl Inner {
+impl Pool {
     /// The members in the order to try them for one call: round-robin start, then failover.
-    pub fn rotation(&self) -> impl Iterator<Item = &Member> + '_ {
+    pub fn rotation(&self) -> impl Iterator<Item = &Conn> + '_ {
         let n = self.members.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..).map(move |i| &self.members[(start + i) % n])
     }
-}
 
-pub struct Remote {
-    inner: Arc<Inner>,
-    watch: watch::Mux,
-    keeper: keepalive::Keeper,
-}
-
-impl Remote {
-    /// Sets up channels to every endpoint; connects lazily, so an unreachable cluster is
-    /// reported by the first call, within its deadline.
-    pub fn new(config: RemoteConfig) -> Result<Self> {
-        let mut members = Vec::with_capacity(config.endpoints.len());
-        for url in config.endpoints {
-            let endpoint = Endpoint::from_shared(url.clone())
-                .map_err(|e| Error::invalid(format!("malformed endpoint {url:?}: {e}")))?
-                .connect_timeout(config.connect_timeout)
-                .tcp_nodelay(true)
-                // etcd closes connections that ping more often than every 5 s, or at all
-                // while no stream is open (GOAWAY too_many_pings).
-                .http2_keep_alive_interval(Duration::from_secs(30))
-                .keep_alive_timeout(Duration::from_secs(10))
-                .keep_alive_while_idle(false);
-            members.push(Member {
-                url,
-                channel: endpoint.connect_lazy(),
-            });
+    /// The pause before a stream's `failures`-th reconnect in a row: none while other members
+    /// are still untried (a dead member is left at once), then a growing backoff.
+    pub fn reconnect_pause(&self, failures: u32) -> Duration {
+        let rounds = (failures as usize).saturating_sub(1) / self.members.len();
+        if rounds == 0 {
+            return Duration::ZERO;
         }
-        let inner = Arc::new(Inner {
-            members,
-            next: AtomicUsize::new(0),
-        });
-        Ok(Remote {
-            watch: watch::Mux::start(inner.clone()),
-            keeper: keepalive::Keeper::start(inner.clone()),
-            inner,
-        })
+        Duration::from_millis((50u64 << rounds.min(4)).min(500))
     }
 
     /// Runs one unary call with failover. `idempotent` calls (reads, lease calls) are retried
     /// on any `Unavailable`; the others only when the request never left this process, so a
     /// write is never applied twice.
-    async fn unary<T, F, Fut>(&self, idempotent: bool, deadline: Deadline, call: F) -> Result<T>
+    pub async fn unary<T, F, Fut>(&self, idempotent: bool, deadline: Deadline, call: F) -> Result<T>
     where
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
-        let n = self.inner.members.len();
+        Self::attempt(
+            self.rotation(),
+            self.members.len(),
+            idempotent,
+            deadline,
+            call,
+        )
+        .await
+    }
+
+    /// `unary` over the given members in turn, `n` to a round.
+    async fn attempt<'a, T, F, Fut>(
+        members: impl Iterator<Item = &'a Conn>,
+        n: usize,
+        idempotent: bool,
+        deadline: Deadline,
+        call: F,
+    ) -> Result<T>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
         let mut last: Option<Error> = None;
-        for (attempt, member) in self.inner.rotation().enumerate() {
+        for (attempt, member) in members.enumerate() {
             if attempt > 0 && attempt % n == 0 {
                 // A full round failed: back off before the next one (25 ms steps, as Go).
                 let pause = Duration::from_millis(25 * (attempt / n).min(20) as u64);
@@ -180,6 +176,47 @@ impl Remote {
                 format!("deadline exceeded; last error: {}", e.message),
             ),
             None => Error::new(ErrorKind::Timeout, "deadline exceeded"),
+        })
+    }
+}
+
+pub struct Remote {
+    pool: Arc<Pool>,
+    watch: watch::Mux,
+    keeper: keepalive::Keeper,
+}
+
+impl Remote {
+    /// Sets up channels to every endpoint; connects lazily, so an unreachable cluster is
+    /// reported by the first call, within its deadline.
+    pub fn new(config: RemoteConfig) -> Result<Self> {
+        if config.endpoints.is_empty() {
+            return Err(Error::invalid("no endpoint given"));
+        }
+        let mut members = Vec::with_capacity(config.endpoints.len());
+        for url in config.endpoints {
+            let endpoint = Endpoint::from_shared(url.clone())
+                .map_err(|e| Error::invalid(format!("malformed endpoint {url:?}: {e}")))?
+                .connect_timeout(config.connect_timeout)
+                .tcp_nodelay(true)
+                // etcd closes connections that ping more often than every 5 s, or at all
+                // while no stream is open (GOAWAY too_many_pings).
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .keep_alive_while_idle(false);
+            members.push(Conn {
+                url,
+                channel: endpoint.connect_lazy(),
+            });
+        }
+        let pool = Arc::new(Pool {
+            members,
+            next: AtomicUsize::new(0),
+        });
+        Ok(Remote {
+            watch: watch::Mux::start(pool.clone()),
+            keeper: keepalive::Keeper::start(pool.clone()),
+            pool,
         })
     }
 }
@@ -244,20 +281,22 @@ fn kv(ch: Channel) -> KvClient<Channel> {
 impl Etcd for Remote {
     async fn range(&self, req: RangeRequest, deadline: Deadline) -> Result<RangeResponse> {
         check_size(&req)?;
-        self.unary(true, deadline, |ch| {
-            let req = req.clone();
-            async move { kv(ch).range(req).await }
-        })
-        .await
+        self.pool
+            .unary(true, deadline, |ch| {
+                let req = req.clone();
+                async move { kv(ch).range(req).await }
+            })
+            .await
     }
 
     async fn put(&self, req: PutRequest, deadline: Deadline) -> Result<PutResponse> {
         check_size(&req)?;
-        self.unary(false, deadline, |ch| {
-            let req = req.clone();
-            async move { kv(ch).put(req).await }
-        })
-        .await
+        self.pool
+            .unary(false, deadline, |ch| {
+                let req = req.clone();
+                async move { kv(ch).put(req).await }
+            })
+            .await
     }
 
     async fn delete_range(
@@ -266,20 +305,22 @@ impl Etcd for Remote {
         deadline: Deadline,
     ) -> Result<DeleteRangeResponse> {
         check_size(&req)?;
-        self.unary(false, deadline, |ch| {
-            let req = req.clone();
-            async move { kv(ch).delete_range(req).await }
-        })
-        .await
+        self.pool
+            .unary(false, deadline, |ch| {
+                let req = req.clone();
+                async move { kv(ch).delete_range(req).await }
+            })
+            .await
     }
 
     async fn txn(&self, req: TxnRequest, deadline: Deadline) -> Result<TxnResponse> {
         check_size(&req)?;
-        self.unary(false, deadline, |ch| {
-            let req = req.clone();
-            async move { kv(ch).txn(req).await }
-        })
-        .await
+        self.pool
+            .unary(false, deadline, |ch| {
+                let req = req.clone();
+                async move { kv(ch).txn(req).await }
+            })
+            .await
     }
 
     async fn compact(
@@ -287,12 +328,13 @@ impl Etcd for Remote {
         req: CompactionRequest,
         deadline: Deadline,
     ) -> Result<CompactionResponse> {
-        self.unary(
-            false,
-            deadline,
-            |ch| async move { kv(ch).compact(req).await },
-        )
-        .await
+        self.pool
+            .unary(
+                false,
+                deadline,
+                |ch| async move { kv(ch).compact(req).await },
+            )
+            .await
     }
 
     async fn lease_grant(
@@ -301,6 +343,7 @@ impl Etcd for Remote {
         deadline: Deadline,
     ) -> Result<LeaseGrantResponse> {
         let resp: LeaseGrantResponse = self
+            .pool
             .unary(true, deadline, |ch| async move {
                 LeaseClient::new(ch).lease_grant(req).await
             })
@@ -316,10 +359,11 @@ impl Etcd for Remote {
         req: LeaseRevokeRequest,
         deadline: Deadline,
     ) -> Result<LeaseRevokeResponse> {
-        self.unary(true, deadline, |ch| async move {
-            LeaseClient::new(ch).lease_revoke(req).await
-        })
-        .await
+        self.pool
+            .unary(true, deadline, |ch| async move {
+                LeaseClient::new(ch).lease_revoke(req).await
+            })
+            .await
     }
 
     async fn lease_time_to_live(
@@ -327,35 +371,39 @@ impl Etcd for Remote {
         req: LeaseTimeToLiveRequest,
         deadline: Deadline,
     ) -> Result<LeaseTimeToLiveResponse> {
-        self.unary(true, deadline, |ch| async move {
-            LeaseClient::new(ch).lease_time_to_live(req).await
-        })
-        .await
+        self.pool
+            .unary(true, deadline, |ch| async move {
+                LeaseClient::new(ch).lease_time_to_live(req).await
+            })
+            .await
     }
 
     async fn lease_leases(&self, deadline: Deadline) -> Result<LeaseLeasesResponse> {
-        self.unary(true, deadline, |ch| async move {
-            LeaseClient::new(ch)
-                .lease_leases(LeaseLeasesRequest {})
-                .await
-        })
-        .await
+        self.pool
+            .unary(true, deadline, |ch| async move {
+                LeaseClient::new(ch)
+                    .lease_leases(LeaseLeasesRequest {})
+                    .await
+            })
+            .await
     }
 
     async fn member_list(&self, deadline: Deadline) -> Result<MemberListResponse> {
-        self.unary(true, deadline, |ch| async move {
-            ClusterClient::new(ch)
-                .member_list(MemberListRequest {
-                    linearizable: false,
-                })
-                .await
-        })
-        .await
+        self.pool
+            .unary(true, deadline, |ch| async move {
+                ClusterClient::new(ch)
+                    .member_list(MemberListRequest {
+                        linearizable: false,
+                    })
+                    .await
+            })
+            .await
     }
 
     async fn status(&self, endpoint: Option<&str>, deadline: Deadline) -> Result<StatusResponse> {
         let Some(url) = endpoint else {
             return self
+                .pool
                 .unary(true, deadline, |ch| async move {
                     MaintenanceClient::new(ch).status(StatusRequest {}).await
                 })
@@ -363,30 +411,34 @@ impl Etcd for Remote {
         };
         let wanted = parse_endpoints(url)?;
         let member = self
-            .inner
+            .pool
             .members
             .iter()
             .find(|m| wanted.first() == Some(&m.url))
             .ok_or_else(|| {
                 Error::invalid(format!("{url:?} is not one of the client's endpoints"))
             })?;
-        let mut client = MaintenanceClient::new(member.channel.clone());
-        match tokio::time::timeout_at(deadline, client.status(StatusRequest {})).await {
-            Ok(Ok(resp)) => Ok(resp.into_inner()),
-            Ok(Err(status)) => Err(status.into()),
-            Err(_) => Err(Error::new(ErrorKind::Timeout, "deadline exceeded")),
-        }
+        // The same retries as any read, but on this member only.
+        Pool::attempt(
+            std::iter::repeat(member),
+            1,
+            true,
+            deadline,
+            |ch| async move { MaintenanceClient::new(ch).status(StatusRequest {}).await },
+        )
+        .await
     }
 
-    async fn watch(&self, req: WatchCreateRequest, deadline: Deadline) -> Result<Watcher> {
-        self.watch.create(req, deadline).await
-    }
-
-    fn keep_alive(
+    async fn watch(
         &self,
-        id: i64,
-        updates: mpsc::UnboundedSender<LeaseUpdate>,
-    ) -> Result<Box<dyn KeepAliveGuard>> {
+        req: WatchCreateRequest,
+        updates: Feed<WatchUpdate>,
+        deadline: Deadline,
+    ) -> Result<Box<dyn WatchControl>> {
+        self.watch.create(req, updates, deadline).await
+    }
+
+    fn keep_alive(&self, id: i64, updates: Feed<LeaseUpdate>) -> Result<Box<dyn KeepAliveGuard>> {
         self.keeper.add(id, updates)
     }
 }
@@ -400,9 +452,4 @@ pub(crate) fn require_leader<T>(msg: T) -> tonic::Request<T> {
         tonic::metadata::MetadataValue::from_static("true"),
     );
     req
-}
-
-/// The pause before reconnecting a stream after its `failures`-th failure in a row.
-pub(crate) fn stream_backoff(failures: u32) -> Duration {
-    Duration::from_millis((50u64 << failures.min(4)).min(500))
 }

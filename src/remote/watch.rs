@@ -1,74 +1,85 @@
 //! One Watch stream per client, shared by all its watches. When the stream breaks (a member
 //! dies, loses its leader, or restarts) every watch is re-created on the next member from
-//! its last delivered revision + 1, so no event is lost and none is delivered twice.
+//! its last delivered revision + 1, so no event is lost and none is delivered twice. A watch
+//! whose consumer is full is paused the same way: canceled on the server, and re-created
+//! from its next revision once the consumer has room.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::{require_leader, stream_backoff, Inner};
-use crate::api::{Deadline, WatchControl, WatchUpdate, Watcher};
+use super::{require_leader, Pool};
+use crate::api::{event_rev, pieces, Deadline, WatchControl, WatchUpdate};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pb::etcdserverpb::watch_client::WatchClient;
 use crate::pb::etcdserverpb::watch_request::RequestUnion;
 use crate::pb::etcdserverpb::*;
 use crate::pb::mvccpb::Event;
+use crate::stream::{Feed, SendError};
 
-enum Cmd {
+enum WatchCmd {
     Create {
         id: u64,
         req: WatchCreateRequest,
-        updates: mpsc::UnboundedSender<WatchUpdate>,
+        feed: Feed<WatchUpdate>,
         created: oneshot::Sender<Result<()>>,
     },
     Cancel(u64),
+    /// The consumer of a paused watch has room again.
+    Resume(u64),
     Progress,
 }
 
 pub(crate) struct Mux {
-    cmds: mpsc::UnboundedSender<Cmd>,
-    next_id: std::sync::atomic::AtomicU64,
+    cmds: mpsc::UnboundedSender<WatchCmd>,
+    next_id: AtomicU64,
 }
 
 impl Mux {
-    pub fn start(inner: Arc<Inner>) -> Self {
+    pub fn start(pool: Arc<Pool>) -> Self {
         let (cmds, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(inner, rx));
+        tokio::spawn(run(pool, rx));
         Mux {
             cmds,
-            next_id: std::sync::atomic::AtomicU64::new(1),
+            next_id: AtomicU64::new(1),
         }
     }
 
-    pub async fn create(&self, req: WatchCreateRequest, deadline: Deadline) -> Result<Watcher> {
+    pub async fn create(
+        &self,
+        req: WatchCreateRequest,
+        feed: Feed<WatchUpdate>,
+        deadline: Deadline,
+    ) -> Result<Box<dyn WatchControl>> {
         if req.start_revision < 0 {
             return Err(Error::invalid("watch start revision must not be negative"));
         }
-        let id = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (updates, rx) = mpsc::unbounded_channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let weak = self.cmds.downgrade();
+        feed.on_room(move || {
+            if let Some(cmds) = weak.upgrade() {
+                let _ = cmds.send(WatchCmd::Resume(id));
+            }
+        });
         let (created, created_rx) = oneshot::channel();
         let control = Control {
             id,
             cmds: self.cmds.clone(),
         };
         self.cmds
-            .send(Cmd::Create {
+            .send(WatchCmd::Create {
                 id,
                 req,
-                updates,
+                feed,
                 created,
             })
             .map_err(|_| closed())?;
         // On a timeout `control` drops here and cancels the half-made watch.
         match tokio::time::timeout_at(deadline, created_rx).await {
-            Ok(Ok(Ok(()))) => Ok(Watcher {
-                updates: rx,
-                control: Box::new(control),
-            }),
+            Ok(Ok(Ok(()))) => Ok(Box::new(control)),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(closed()),
             Err(_) => Err(Error::new(
@@ -85,32 +96,34 @@ fn closed() -> Error {
 
 struct Control {
     id: u64,
-    cmds: mpsc::UnboundedSender<Cmd>,
+    cmds: mpsc::UnboundedSender<WatchCmd>,
 }
 
 impl WatchControl for Control {
     fn request_progress(&self) {
-        let _ = self.cmds.send(Cmd::Progress);
+        let _ = self.cmds.send(WatchCmd::Progress);
     }
 }
 
 impl Drop for Control {
     fn drop(&mut self) {
-        let _ = self.cmds.send(Cmd::Cancel(self.id));
+        let _ = self.cmds.send(WatchCmd::Cancel(self.id));
     }
 }
 
-struct Watch {
+struct WatchEntry {
     req: WatchCreateRequest,
     /// The first revision not yet delivered; 0 until the server has told us "now".
     next_rev: i64,
-    updates: mpsc::UnboundedSender<WatchUpdate>,
+    feed: Feed<WatchUpdate>,
     created: Option<oneshot::Sender<Result<()>>>,
     server_id: Option<i64>,
     fragments: Vec<Event>,
+    /// Its consumer was full: not on the server until `Resume`.
+    paused: bool,
 }
 
-impl Watch {
+impl WatchEntry {
     fn create_request(&self) -> WatchRequest {
         let mut req = self.req.clone();
         if self.next_rev > 0 {
@@ -125,8 +138,8 @@ impl Watch {
 }
 
 #[derive(Default)]
-struct State {
-    watches: HashMap<u64, Watch>,
+struct MuxState {
+    watches: HashMap<u64, WatchEntry>,
     /// Local ids whose create request is on the current stream and not yet answered; etcd
     /// answers creates in the order they were sent.
     pending: VecDeque<u64>,
@@ -135,39 +148,39 @@ struct State {
 
 type Sender = mpsc::UnboundedSender<WatchRequest>;
 
-impl State {
-    fn handle(&mut self, cmd: Cmd, stream: Option<&Sender>) {
+impl MuxState {
+    fn handle(&mut self, cmd: WatchCmd, stream: Option<&Sender>) {
         match cmd {
-            Cmd::Create {
+            WatchCmd::Create {
                 id,
                 req,
-                updates,
+                feed,
                 created,
             } => {
-                let w = Watch {
+                let w = WatchEntry {
                     next_rev: req.start_revision,
                     req,
-                    updates,
+                    feed,
                     created: Some(created),
                     server_id: None,
                     fragments: Vec::new(),
+                    paused: false,
                 };
-                if let Some(tx) = stream {
-                    if tx.send(w.create_request()).is_ok() {
-                        self.pending.push_back(id);
-                    }
-                }
                 self.watches.insert(id, w);
+                self.subscribe(id, stream);
             }
-            Cmd::Cancel(id) => {
+            WatchCmd::Cancel(id) => {
                 if let Some(w) = self.watches.remove(&id) {
-                    if let (Some(sid), Some(tx)) = (w.server_id, stream) {
-                        self.by_server.remove(&sid);
-                        let _ = tx.send(cancel_request(sid));
-                    }
+                    self.unsubscribe(w.server_id, stream);
                 }
             }
-            Cmd::Progress => {
+            WatchCmd::Resume(id) => {
+                if let Some(w) = self.watches.get_mut(&id).filter(|w| w.paused) {
+                    w.paused = false;
+                    self.subscribe(id, stream);
+                }
+            }
+            WatchCmd::Progress => {
                 if let Some(tx) = stream {
                     let _ = tx.send(WatchRequest {
                         request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})),
@@ -177,18 +190,41 @@ impl State {
         }
     }
 
-    /// Re-creates every watch on a fresh stream.
+    /// Sends the create request of watch `id` from its next revision on the stream, if any
+    /// (without one, the next `resubscribe` does it).
+    fn subscribe(&mut self, id: u64, stream: Option<&Sender>) {
+        let (Some(w), Some(tx)) = (self.watches.get(&id), stream) else {
+            return;
+        };
+        if tx.send(w.create_request()).is_ok() {
+            self.pending.push_back(id);
+        }
+    }
+
+    fn unsubscribe(&mut self, server_id: Option<i64>, stream: Option<&Sender>) {
+        if let Some(sid) = server_id {
+            self.by_server.remove(&sid);
+            if let Some(tx) = stream {
+                let _ = tx.send(cancel_request(sid));
+            }
+        }
+    }
+
+    /// Re-creates every watch that is not paused on a fresh stream.
     fn resubscribe(&mut self, tx: &Sender) {
         self.pending.clear();
         self.by_server.clear();
         // In the order they were first created, so answers pair up with `pending`.
-        let mut watches: Vec<(&u64, &mut Watch)> = self.watches.iter_mut().collect();
-        watches.sort_unstable_by_key(|(id, _)| **id);
-        for (&id, w) in watches {
+        let mut ids: Vec<u64> = self.watches.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(w) = self.watches.get_mut(&id) else {
+                continue;
+            };
             w.server_id = None;
             w.fragments.clear();
-            if tx.send(w.create_request()).is_ok() {
-                self.pending.push_back(id);
+            if !w.paused {
+                self.subscribe(id, Some(tx));
             }
         }
     }
@@ -209,7 +245,42 @@ impl State {
                 if let Some(created) = created {
                     let _ = created.send(Ok(()));
                 }
-                let _ = w.updates.send(last);
+                w.feed.finish(Some(last));
+            }
+        }
+    }
+
+    /// Hands `update` to watch `id`'s consumer, moving its next revision to `next_rev` once
+    /// delivered. A full consumer pauses the watch: it leaves the server and resumes from
+    /// its next undelivered revision on `Resume`. A gone consumer cancels it.
+    /// True when the update was taken.
+    fn deliver(&mut self, id: u64, update: WatchUpdate, next_rev: i64, tx: &Sender) -> bool {
+        let Some(w) = self.watches.get_mut(&id) else {
+            return false;
+        };
+        let progress = matches!(update, WatchUpdate::Progress { .. });
+        match w.feed.try_send(update) {
+            Ok(()) => {
+                w.next_rev = w.next_rev.max(next_rev);
+                true
+            }
+            // A progress note that finds no room is dropped: nothing was missed.
+            Err(SendError::Full(_)) if progress => {
+                w.next_rev = w.next_rev.max(next_rev);
+                true
+            }
+            Err(SendError::Full(_)) => {
+                w.paused = true;
+                w.fragments.clear();
+                let sid = w.server_id.take();
+                self.unsubscribe(sid, Some(tx));
+                false
+            }
+            Err(SendError::Closed(_)) => {
+                if let Some(w) = self.watches.remove(&id) {
+                    self.unsubscribe(w.server_id, Some(tx));
+                }
+                false
             }
         }
     }
@@ -221,33 +292,21 @@ impl State {
             let Some(id) = self.pending.pop_front() else {
                 return;
             };
-            let Some(w) = self.watches.get_mut(&id) else {
-                // Canceled while its create was in flight.
+            let live = self.watches.get(&id).is_some_and(|w| !w.paused);
+            if !live {
+                // Canceled or paused while its create was in flight.
                 if resp.watch_id >= 0 && !resp.canceled {
                     let _ = tx.send(cancel_request(resp.watch_id));
                 }
                 return;
-            };
+            }
             if resp.canceled || resp.watch_id < 0 {
-                let reason = if resp.cancel_reason.is_empty() {
-                    "etcdserver: watch was refused".to_string()
-                } else {
-                    resp.cancel_reason
-                };
-                if resp.compact_revision > 0 {
-                    let compact_revision = resp.compact_revision;
-                    self.end(
-                        id,
-                        WatchUpdate::Compacted {
-                            header,
-                            compact_revision,
-                        },
-                    );
-                } else {
-                    self.end(id, WatchUpdate::Canceled { reason });
-                }
+                self.end(id, ended(header, resp, "etcdserver: watch was refused"));
                 return;
             }
+            let Some(w) = self.watches.get_mut(&id) else {
+                return;
+            };
             w.server_id = Some(resp.watch_id);
             if w.next_rev == 0 {
                 w.next_rev = rev + 1;
@@ -260,9 +319,9 @@ impl State {
         }
         if resp.watch_id == -1 && resp.events.is_empty() && !resp.canceled {
             // A progress answer for the whole stream (etcd 3.5+).
-            for w in self.watches.values_mut().filter(|w| w.server_id.is_some()) {
-                w.next_rev = w.next_rev.max(rev + 1);
-                let _ = w.updates.send(WatchUpdate::Progress { header });
+            let ids: Vec<u64> = self.by_server.values().copied().collect();
+            for id in ids {
+                self.deliver(id, WatchUpdate::Progress { header }, rev + 1, tx);
             }
             return;
         }
@@ -270,54 +329,70 @@ impl State {
             return;
         };
         if resp.canceled {
-            if resp.compact_revision > 0 {
-                let compact_revision = resp.compact_revision;
-                self.end(
-                    id,
-                    WatchUpdate::Compacted {
-                        header,
-                        compact_revision,
-                    },
-                );
-            } else {
-                let reason = if resp.cancel_reason.is_empty() {
-                    "etcdserver: watch canceled by the server".to_string()
-                } else {
-                    resp.cancel_reason
-                };
-                self.end(id, WatchUpdate::Canceled { reason });
-            }
+            self.end(
+                id,
+                ended(header, resp, "etcdserver: watch canceled by the server"),
+            );
             return;
         }
         let Some(w) = self.watches.get_mut(&id) else {
             return;
         };
-        if resp.fragment {
-            w.fragments.extend(resp.events);
-            return;
-        }
-        let mut events = std::mem::take(&mut w.fragments);
-        events.extend(resp.events);
+        w.fragments.extend(resp.events);
+        let mut events = if resp.fragment {
+            // More of this response follows. Every revision but the last one seen is whole
+            // already: hand those on now, so a large catch-up is never held in full.
+            let last = w.fragments.last().map(event_rev);
+            let whole = w
+                .fragments
+                .iter()
+                .position(|e| Some(event_rev(e)) == last)
+                .unwrap_or(0);
+            w.fragments.drain(..whole).collect()
+        } else {
+            std::mem::take(&mut w.fragments)
+        };
         // After a resume the server may repeat what was already delivered: drop it.
         let next = w.next_rev;
-        events.retain(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision >= next));
-        let update = match events.last() {
-            Some(last) => {
-                w.next_rev = last.kv.as_ref().map_or(next, |kv| kv.mod_revision + 1);
-                WatchUpdate::Events { header, events }
+        events.retain(|e| event_rev(e) >= next);
+        if events.is_empty() {
+            if !resp.fragment {
+                self.deliver(id, WatchUpdate::Progress { header }, rev + 1, tx);
             }
-            None => {
-                w.next_rev = w.next_rev.max(rev + 1);
-                WatchUpdate::Progress { header }
+            return;
+        }
+        // A catch-up from history can carry thousands of revisions in one response: hand it
+        // on in pieces of whole revisions, so a full consumer holds a bounded number of bytes.
+        for piece in pieces(events) {
+            let next_rev = piece
+                .last()
+                .and_then(|e| e.kv.as_ref())
+                .map_or(next, |kv| kv.mod_revision + 1);
+            let update = WatchUpdate::Events {
+                header,
+                events: piece,
+            };
+            if !self.deliver(id, update, next_rev, tx) {
+                return;
             }
-        };
-        if w.updates.send(update).is_err() {
-            // The consumer is gone without a cancel: stop the server side too.
-            self.watches.remove(&id);
-            self.by_server.remove(&resp.watch_id);
-            let _ = tx.send(cancel_request(resp.watch_id));
         }
     }
+}
+
+/// The last update of a watch the server ended: compacted, or canceled with its reason.
+fn ended(header: ResponseHeader, resp: WatchResponse, default_reason: &str) -> WatchUpdate {
+    if resp.compact_revision > 0 {
+        return WatchUpdate::Compacted {
+            header,
+            compact_revision: resp.compact_revision,
+        };
+    }
+    let reason = if resp.cancel_reason.is_empty() {
+        default_reason.to_string()
+    } else {
+        resp.cancel_reason
+    };
+    WatchUpdate::Canceled { reason }
 }
 
 fn cancel_request(watch_id: i64) -> WatchRequest {
@@ -326,10 +401,10 @@ fn cancel_request(watch_id: i64) -> WatchRequest {
     }
 }
 
-async fn run(inner: Arc<Inner>, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
-    let mut state = State::default();
+async fn run(pool: Arc<Pool>, mut cmds: mpsc::UnboundedReceiver<WatchCmd>) {
+    let mut state = MuxState::default();
     let mut failures = 0u32;
-    let mut members = inner.rotation();
+    let mut members = pool.rotation();
     loop {
         // No watch, no stream: an idle client keeps no stream (and sends no pings) open.
         while state.watches.is_empty() {
@@ -347,46 +422,43 @@ async fn run(inner: Arc<Inner>, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
             r = client.watch(require_leader(UnboundedReceiverStream::new(rx))) => r,
             _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => Err(tonic::Status::unavailable("watch stream did not open in 5 s")),
         };
-        let mut responses = match opened {
-            Ok(r) => r.into_inner(),
-            Err(_) => {
-                failures += 1;
-                if !pause(&mut state, &mut cmds, failures).await {
-                    return;
+        if let Ok(responses) = opened {
+            let mut responses = responses.into_inner();
+            loop {
+                tokio::select! {
+                    cmd = cmds.recv() => match cmd {
+                        Some(cmd) => state.handle(cmd, Some(&tx)),
+                        None => return,
+                    },
+                    msg = responses.message() => match msg {
+                        Ok(Some(resp)) => {
+                            failures = 0;
+                            state.on_response(resp, &tx);
+                        }
+                        Ok(None) | Err(_) => break,
+                    },
                 }
-                continue;
-            }
-        };
-        loop {
-            tokio::select! {
-                cmd = cmds.recv() => match cmd {
-                    Some(cmd) => state.handle(cmd, Some(&tx)),
-                    None => return,
-                },
-                msg = responses.message() => match msg {
-                    Ok(Some(resp)) => {
-                        failures = 0;
-                        state.on_response(resp, &tx);
-                    }
-                    Ok(None) | Err(_) => break,
-                },
-            }
-            if state.watches.is_empty() {
-                break;
+                if state.watches.is_empty() {
+                    break;
+                }
             }
         }
         if !state.watches.is_empty() {
             failures += 1;
-            if !pause(&mut state, &mut cmds, failures).await {
+            if !pause(&mut state, &mut cmds, pool.reconnect_pause(failures)).await {
                 return;
             }
         }
     }
 }
 
-/// Waits out the reconnect backoff while still taking commands. False when the client is gone.
-async fn pause(state: &mut State, cmds: &mut mpsc::UnboundedReceiver<Cmd>, failures: u32) -> bool {
-    let sleep = tokio::time::sleep(stream_backoff(failures));
+/// Waits out the reconnect pause while still taking commands. False when the client is gone.
+async fn pause(
+    state: &mut MuxState,
+    cmds: &mut mpsc::UnboundedReceiver<WatchCmd>,
+    pause: std::time::Duration,
+) -> bool {
+    let sleep = tokio::time::sleep(pause);
     tokio::pin!(sleep);
     loop {
         tokio::select! {

@@ -46,7 +46,7 @@ static int check_failures = 0;
 
 #define S(str) (const uint8_t *)(str), strlen(str)
 
-static const char *endpoints_from_env(void) {
+static inline const char *endpoints_from_env(void) {
   const char *e = getenv("ETCDC_ENDPOINTS");
   if (!e || !*e) {
     fprintf(stderr, "ETCDC_ENDPOINTS is not set: run through scripts/with-etcd.sh\n");

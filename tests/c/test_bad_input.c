@@ -188,6 +188,39 @@ static void compacted_revision(etcdc_client *c) {
   OK(etcdc_watch_free(w));
 }
 
+/* A length far beyond any request, with a buffer far shorter: refused before a byte is read
+ * or allocated (it used to abort the process trying to allocate 1 TiB). */
+static void huge_lengths(etcdc_client *c) {
+  const size_t huge = (size_t)1 << 40;
+  const uint8_t shorty[4] = {'a', 'b', 'c', 'd'};
+  EXPECT(etcdc_put(c, shorty, huge, S("v"), NULL, NULL), ETCDC_ERR_TOO_LARGE);
+  EXPECT_MESSAGE("key is too large");
+  EXPECT(etcdc_put(c, S("k"), shorty, huge, NULL, NULL), ETCDC_ERR_TOO_LARGE);
+  EXPECT_MESSAGE("value is too large");
+  etcdc_get_result *g = NULL;
+  EXPECT(etcdc_get(c, shorty, huge, NULL, &g), ETCDC_ERR_TOO_LARGE);
+  EXPECT(etcdc_delete(c, shorty, huge, NULL, NULL), ETCDC_ERR_TOO_LARGE);
+  EXPECT(etcdc_cas(c, S("k"), shorty, huge, S("v"), NULL, NULL), ETCDC_ERR_TOO_LARGE);
+  EXPECT(etcdc_create(c, S("k"), shorty, huge, NULL, NULL), ETCDC_ERR_TOO_LARGE);
+  etcdc_watch *w = NULL;
+  EXPECT(etcdc_watch_start(c, shorty, huge, NULL, NULL, &w), ETCDC_ERR_TOO_LARGE);
+  etcdc_txn *t = etcdc_txn_new();
+  EXPECT(etcdc_txn_compare_value(t, S("k"), ETCDC_CMP_EQUAL, shorty, huge), ETCDC_ERR_TOO_LARGE);
+  EXPECT(etcdc_txn_put(t, ETCDC_TXN_THEN, S("k"), shorty, huge, NULL), ETCDC_ERR_TOO_LARGE);
+  etcdc_get_options *go = etcdc_get_options_new();
+  EXPECT(etcdc_get_options_set_range_end(go, shorty, huge), ETCDC_ERR_TOO_LARGE);
+  etcdc_get_options_free(go);
+  /* A transaction's outcome is in its result: a NULL result_out is refused, nothing runs. */
+  OK(etcdc_txn_put(t, ETCDC_TXN_THEN, S("txn-null-result"), S("v"), NULL));
+  EXPECT(etcdc_txn_commit(c, t, NULL), ETCDC_ERR_INVALID_ARGUMENT);
+  EXPECT_MESSAGE("result_out is NULL");
+  etcdc_txn_free(t);
+  etcdc_get_result *none = NULL;
+  OK(etcdc_get(c, S("txn-null-result"), NULL, &none));
+  CHECK(etcdc_get_result_len(none) == 0);
+  etcdc_get_result_free(none);
+}
+
 static void stale_handles(etcdc_client *c) {
   etcdc_watch_callback cb;
   memset(&cb, 0, sizeof cb);
@@ -200,7 +233,7 @@ static void stale_handles(etcdc_client *c) {
   OK(etcdc_watch_start(c, S("k"), NULL, NULL, &w));
   OK(etcdc_watch_free(w));
   EXPECT(etcdc_watch_free(w), ETCDC_ERR_INVALID_ARGUMENT);
-  EXPECT_MESSAGE("not a live handle");
+  EXPECT_MESSAGE("watch is not a live handle (already freed, or not a watch handle at all)");
   etcdc_watch_response *resp = NULL;
   EXPECT(etcdc_watch_next(w, 0, &resp), ETCDC_ERR_INVALID_ARGUMENT);
   EXPECT(etcdc_watch_request_progress(w), ETCDC_ERR_INVALID_ARGUMENT);
@@ -232,6 +265,7 @@ int main(void) {
   unreachable_endpoint();
   server_limits(c);
   compacted_revision(c);
+  huge_lengths(c);
   stale_handles(c);
   OK(etcdc_client_free(c));
   return check_report("test_bad_input");

@@ -1,5 +1,7 @@
 #![allow(dead_code)]
 pub mod etcd;
+pub mod mvcc;
+pub mod node;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +18,8 @@ pub fn dl() -> Deadline {
 pub struct Target {
     pub etcd: Arc<dyn Etcd>,
     pub cluster: Option<etcd::Cluster>,
+    /// Anything else the backend needs alive (an embedded cluster, its data dirs).
+    pub keep: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 pub fn remote(endpoints: &str) -> Arc<dyn Etcd> {
@@ -38,6 +42,7 @@ pub fn remote_etcd_with(extra: &[&str]) -> Option<Target> {
     Some(Target {
         etcd: remote(&cluster.endpoints()),
         cluster: Some(cluster),
+        keep: None,
     })
 }
 
@@ -47,5 +52,6 @@ pub fn remote_etcd_cluster() -> Option<Target> {
     Some(Target {
         etcd: remote(&cluster.endpoints()),
         cluster: Some(cluster),
+        keep: None,
     })
 }

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): the embedded node's etcdc-node against real etcd, side by side in
+# one run on this machine, same flags (one member each, loopback), same client (tonic async
+# tasks: the lightest client here, so the server is what is measured). Per cell: QPS, p50 and
+# p99 latency (µs) and the server's CPU per operation (µs, from /proc utime+stime), median of
+# three rounds; then each server's RSS and data-dir size after the run.
+#   scripts/bench-node.sh              # 3 rounds of 2 s per cell
+#   BENCH_SECONDS=5 scripts/bench-node.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+cargo build --release --locked --bin etcdc-node --example tonic_baseline --example node_gets 2>/dev/null
+SECONDS_PER=${BENCH_SECONDS:-2}
+TONIC="$PWD/target/release/examples/tonic_baseline"
+NODE="$PWD/target/release/etcdc-node"
+dir=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
+trap cleanup EXIT
+. scripts/free-port.sh
+start() { # name binary -> "pid url"
+  local name=$1 bin=$2 c p
+  c=$(free_port); p=$(free_port)
+  "$bin" --name "$name" --data-dir "$dir/$name" \
+    --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
+    --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
+    --initial-cluster "$name=http://127.0.0.1:$p" >"$dir/$name.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 100); do
+    ETCDCTL_API=3 etcdctl --endpoints "http://127.0.0.1:$c" --command-timeout=1s put /warm x >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  echo "$pid http://127.0.0.1:$c"
+}
+cpu_us() { awk '{ print ($14 + $15) * 1000000 / '"$(getconf CLK_TCK)"' }' "/proc/$1/stat"; }
+
+read -r etcd_pid etcd_url < <(start etcd /usr/bin/etcd); pids+=("$etcd_pid")
+read -r node_pid node_url < <(start node "$NODE"); pids+=("$node_pid")
+rows="$dir/rows"
+for cell in "put 1" "put 16" "put 256" "range 16" "srange 16"; do
+  set -- $cell
+  for round in 0 1 2; do
+    for k in 0 1; do
+      which=$(( (k + round) % 2 ))
+      if [ "$which" = 0 ]; then name=etcd; pid=$etcd_pid; url=$etcd_url; else name=etcdc-node; pid=$node_pid; url=$node_url; fi
+      before=$(cpu_us "$pid")
+      line=$("$TONIC" tasks "$1" "$2" "$SECONDS_PER" "$url")
+      after=$(cpu_us "$pid")
+      # tonic OP CALLERS OPS QPS P50 P99 ERRORS -> server OP CALLERS QPS P50 P99 CPU/op
+      echo "$line" | awk -v s="$name" -v cpu=$(( ${after%.*} - ${before%.*} )) '{ printf "%s %s %s %s %s %s %.0f\n", s, $2, $3, $5, $6, $7, ($4 > 0 ? cpu / $4 : 0) }' >>"$rows"
+    done
+  done
+done
+echo "etcd $(/usr/bin/etcd --version | head -1 | cut -d' ' -f3) vs etcdc-node, $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), median of 3 rounds of ${SECONDS_PER} s per cell"
+echo
+echo "| cell | etcd QPS | node QPS | node/etcd | etcd p50/p99 µs | node p50/p99 µs | etcd CPU µs/op | node CPU µs/op |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+awk '
+  function median(a, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t } return a[int((n + 1) / 2)] }
+  { k = $2 " " $3; s = $1; n[s, k]++; q[s, k, n[s, k]] = $4; p5[s, k, n[s, k]] = $5; p9[s, k, n[s, k]] = $6; c[s, k, n[s, k]] = $7; if (!(k in seen)) { seen[k] = 1; order[++m] = k } }
+  END {
+    for (i = 1; i <= m; i++) {
+      k = order[i]
+      for (x = 1; x <= 2; x++) {
+        s = (x == 1 ? "etcd" : "etcdc-node"); cnt = n[s, k]
+        for (j = 1; j <= cnt; j++) { a[j] = q[s, k, j]; b[j] = p5[s, k, j]; d[j] = p9[s, k, j]; e[j] = c[s, k, j] }
+        Q[x] = median(a, cnt); P5[x] = median(b, cnt); P9[x] = median(d, cnt); C[x] = median(e, cnt)
+      }
+      printf "| %s | %d | %d | %.2f | %d / %d | %d / %d | %d | %d |\n", k, Q[1], Q[2], (Q[1] > 0 ? Q[2] / Q[1] : 0), P5[1], P9[1], P5[2], P9[2], C[1], C[2]
+    }
+  }' "$rows"
+echo
+for s in etcd node; do
+  pid=$etcd_pid; [ "$s" = node ] && pid=$node_pid
+  echo "$s: RSS $(awk '/VmRSS/ { print int($2 / 1024) }' "/proc/$pid/status") MB, data dir $(du -sm "$dir/$s" | cut -f1) MB"
+done
+echo
+# The in-process client of an embedded member: no socket, no runtime hop for local reads.
+"$PWD/target/release/examples/node_gets" "$dir/inproc" "$SECONDS_PER"

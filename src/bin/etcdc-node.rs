@@ -1,0 +1,162 @@
+//! `etcdc-node`: a member of etcdc's embedded store as a process, started as etcd is — the
+//! same flag names, the same `ETCD_*` environment variables (a flag wins over its variable),
+//! the same defaults — so scripts and systemd units written for etcd start it unchanged.
+//! SIGTERM or SIGINT stops it gracefully.
+
+use std::process::ExitCode;
+
+use etcdc::node::launch::{self, NodeOptions};
+
+const USAGE: &str = "usage: etcdc-node [--name NAME] [--data-dir DIR]
+  [--listen-client-urls URLS] [--advertise-client-urls URLS]
+  [--listen-peer-urls URLS] [--initial-advertise-peer-urls URLS]
+  [--initial-cluster NAME=URL,...] [--initial-cluster-state new|existing]
+  [--initial-cluster-token TOKEN] [--heartbeat-interval MS] [--election-timeout MS]
+  [--snapshot-count N] [--quota-backend-bytes N]
+Each flag may also come from its etcd environment variable (ETCD_NAME, ETCD_DATA_DIR, ...).";
+
+const FLAGS: &[&str] = &[
+    "name",
+    "data-dir",
+    "listen-client-urls",
+    "advertise-client-urls",
+    "listen-peer-urls",
+    "initial-advertise-peer-urls",
+    "initial-cluster",
+    "initial-cluster-state",
+    "initial-cluster-token",
+    "heartbeat-interval",
+    "election-timeout",
+    "snapshot-count",
+    "quota-backend-bytes",
+];
+
+fn parse(args: &[String]) -> Result<NodeOptions, String> {
+    let mut given: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        if arg == "--help" || arg == "-h" {
+            return Err(String::new());
+        }
+        let body = arg
+            .strip_prefix("--")
+            .or_else(|| arg.strip_prefix('-'))
+            .ok_or_else(|| format!("unexpected argument {arg:?}"))?;
+        let (flag, value) = match body.split_once('=') {
+            Some((f, v)) => (f.to_string(), v.to_string()),
+            None => {
+                i += 1;
+                let v = args
+                    .get(i)
+                    .ok_or_else(|| format!("flag --{body} needs a value"))?;
+                (body.to_string(), v.clone())
+            }
+        };
+        let known = FLAGS
+            .iter()
+            .find(|f| **f == flag)
+            .ok_or_else(|| format!("unknown flag --{flag}"))?;
+        given.insert(known, value);
+        i += 1;
+    }
+    // etcd's environment variables for the flags not given.
+    for flag in FLAGS {
+        if !given.contains_key(flag) {
+            let var = format!("ETCD_{}", flag.to_uppercase().replace('-', "_"));
+            if let Ok(v) = std::env::var(&var) {
+                given.insert(flag, v);
+            }
+        }
+    }
+    let urls = |v: &String| -> Vec<String> {
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    let number = |flag: &str, v: &String| -> Result<u64, String> {
+        v.parse()
+            .map_err(|_| format!("--{flag} must be a number, not {v:?}"))
+    };
+    let mut o = NodeOptions::default();
+    for (flag, v) in &given {
+        match *flag {
+            "name" => o.name = v.clone(),
+            "data-dir" => o.data_dir = Some(v.into()),
+            "listen-client-urls" => o.listen_client_urls = urls(v),
+            "advertise-client-urls" => o.advertise_client_urls = urls(v),
+            "listen-peer-urls" => o.listen_peer_urls = urls(v),
+            "initial-advertise-peer-urls" => o.initial_advertise_peer_urls = urls(v),
+            "initial-cluster" => o.initial_cluster = Some(v.clone()),
+            "initial-cluster-state" => o.initial_cluster_state = v.clone(),
+            "initial-cluster-token" => o.initial_cluster_token = v.clone(),
+            "heartbeat-interval" => o.heartbeat_ms = number(flag, v)?,
+            "election-timeout" => o.election_ms = number(flag, v)?,
+            "snapshot-count" => o.snapshot_count = number(flag, v)?,
+            "quota-backend-bytes" => o.quota_backend_bytes = number(flag, v)?,
+            _ => {}
+        }
+    }
+    Ok(o)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match parse(&args) {
+        Ok(o) => o,
+        Err(e) if e.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("etcdc-node: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("etcdc-node")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("etcdc-node: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let clients = opts.advertise_client_urls.join(",");
+        let node = match launch::start(opts).await {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("etcdc-node: {}", e.message);
+                return ExitCode::FAILURE;
+            }
+        };
+        eprintln!(
+            "etcdc-node: member {:x} ready, serving clients on {clients}",
+            node.id
+        );
+        let (mut term, mut int) = match (
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => (t, i),
+            _ => {
+                eprintln!("etcdc-node: cannot watch for SIGTERM/SIGINT");
+                node.stop().await;
+                return ExitCode::FAILURE;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("etcdc-node: stopping");
+        node.stop().await;
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,268 @@
+//! Starting a member the way etcd is started: etcd's option names and defaults, the
+//! initial cluster as `name=peer-url,...`, member ids derived from the peer URLs and the
+//! cluster token as etcd derives them, the peer service on the peer URL and etcd's API on
+//! the client URLs. `etcdc-node` and (next) the C ABI's `etcdc_node_*` are built on it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sha1::{Digest, Sha1};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::member::{Member, MemberConfig};
+use super::peer::{PeerNetwork, PeerService};
+use super::raft::NodeId;
+use crate::error::{Error, ErrorKind, Result};
+
+/// A member's options, in etcd's vocabulary and with etcd's defaults. No listen URLs means
+/// no server: a one-member cluster used in process only.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub name: String,
+    /// Default: `<name>.etcd`.
+    pub data_dir: Option<PathBuf>,
+    pub listen_client_urls: Vec<String>,
+    pub advertise_client_urls: Vec<String>,
+    pub listen_peer_urls: Vec<String>,
+    pub initial_advertise_peer_urls: Vec<String>,
+    /// `name=peer-url,...`; default: this member alone at its advertised peer URL.
+    pub initial_cluster: Option<String>,
+    /// `new` or `existing`.
+    pub initial_cluster_state: String,
+    pub initial_cluster_token: String,
+    pub heartbeat_ms: u64,
+    pub election_ms: u64,
+    pub snapshot_count: u64,
+    pub quota_backend_bytes: u64,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            name: "default".into(),
+            data_dir: None,
+            listen_client_urls: vec!["http://localhost:2379".into()],
+            advertise_client_urls: vec!["http://localhost:2379".into()],
+            listen_peer_urls: vec!["http://localhost:2380".into()],
+            initial_advertise_peer_urls: vec!["http://localhost:2380".into()],
+            initial_cluster: None,
+            initial_cluster_state: "new".into(),
+            initial_cluster_token: "etcd-cluster".into(),
+            heartbeat_ms: 100,
+            election_ms: 1000,
+            snapshot_count: 100_000,
+            quota_backend_bytes: 0,
+        }
+    }
+}
+
+/// etcd's member id: the first 8 bytes of SHA-1 over the sorted peer URLs and the token.
+pub fn member_id(peer_urls: &[String], token: &str) -> NodeId {
+    let mut urls = peer_urls.to_vec();
+    urls.sort();
+    let mut h = Sha1::new();
+    h.update(urls.concat().as_bytes());
+    h.update(token.as_bytes());
+    let digest = h.finalize();
+    u64::from_be_bytes(digest[..8].try_into().unwrap_or_default())
+}
+
+/// `name=url,name=url,...` → name → its peer URLs, in order of appearance.
+pub fn parse_initial_cluster(spec: &str) -> Result<BTreeMap<String, Vec<String>>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, url) = item.split_once('=').ok_or_else(|| {
+            Error::invalid(format!(
+                "malformed initial-cluster entry {item:?}: expected name=http://host:port"
+            ))
+        })?;
+        if name.is_empty() || !url.starts_with("http://") || url.len() <= "http://".len() {
+            return Err(Error::invalid(format!(
+                "malformed initial-cluster entry {item:?}: expected name=http://host:port"
+            )));
+        }
+        out.entry(name.to_string())
+            .or_default()
+            .push(url.to_string());
+    }
+    if out.is_empty() {
+        return Err(Error::invalid("initial-cluster is empty"));
+    }
+    Ok(out)
+}
+
+fn host_port(url: &str) -> Result<String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        Error::new(
+            ErrorKind::Unsupported,
+            format!("{url:?}: only http:// URLs are supported yet"),
+        )
+    })?;
+    Ok(rest.trim_end_matches('/').to_string())
+}
+
+async fn listen(url: &str) -> Result<tokio::net::TcpListener> {
+    let addr = host_port(url)?;
+    tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
+        Error::new(
+            ErrorKind::FailedPrecondition,
+            format!("cannot listen on {url}: {e}"),
+        )
+    })
+}
+
+/// A started member with its servers.
+pub struct RunningNode {
+    pub member: Arc<Member>,
+    pub id: NodeId,
+    stops: Vec<oneshot::Sender<()>>,
+    servers: Vec<JoinHandle<Result<()>>>,
+}
+
+impl RunningNode {
+    /// Stops the servers, then the member. Its data stays for a restart.
+    pub async fn stop(self) {
+        for s in self.stops {
+            let _ = s.send(());
+        }
+        for t in self.servers {
+            let _ = t.await;
+        }
+        self.member.shutdown().await;
+    }
+}
+
+/// Starts a member with `opts`: binds its URLs (failing clearly when one is taken), opens
+/// (or creates) its data dir, joins or forms the cluster, serves peers and clients.
+pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
+    if opts.initial_cluster_state != "new" && opts.initial_cluster_state != "existing" {
+        return Err(Error::invalid(format!(
+            "initial-cluster-state must be \"new\" or \"existing\", not {:?}",
+            opts.initial_cluster_state
+        )));
+    }
+    if opts.initial_cluster_state == "existing" {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "joining an existing cluster (member add) is not supported yet",
+        ));
+    }
+    let default_cluster = format!(
+        "{}={}",
+        opts.name,
+        opts.initial_advertise_peer_urls
+            .join(&format!(",{}=", opts.name))
+    );
+    let cluster =
+        parse_initial_cluster(opts.initial_cluster.as_deref().unwrap_or(&default_cluster))?;
+    let mine = cluster.get(&opts.name).ok_or_else(|| {
+        Error::invalid(format!(
+            "couldn't find local name {:?} in the initial cluster configuration",
+            opts.name
+        ))
+    })?;
+    let mut advertised = opts.initial_advertise_peer_urls.clone();
+    advertised.sort();
+    let mut listed = mine.clone();
+    listed.sort();
+    if advertised != listed {
+        return Err(Error::invalid(format!(
+            "--initial-cluster has {}={} but --initial-advertise-peer-urls has {}",
+            opts.name,
+            mine.join(","),
+            opts.initial_advertise_peer_urls.join(",")
+        )));
+    }
+    let ids: BTreeMap<NodeId, String> = cluster
+        .values()
+        .map(|urls| {
+            (
+                member_id(urls, &opts.initial_cluster_token),
+                urls[0].clone(),
+            )
+        })
+        .collect();
+    if ids.len() != cluster.len() {
+        return Err(Error::invalid(
+            "two members of initial-cluster share peer URLs",
+        ));
+    }
+    let id = member_id(mine, &opts.initial_cluster_token);
+    let dir = opts
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", opts.name)));
+
+    if opts.listen_peer_urls.is_empty() && ids.len() > 1 {
+        return Err(Error::invalid(
+            "a member of a cluster of several needs listen-peer-urls to reach the others",
+        ));
+    }
+    let mut peer_listeners = Vec::new();
+    for url in &opts.listen_peer_urls {
+        peer_listeners.push(listen(url).await?);
+    }
+    let mut client_listeners = Vec::new();
+    for url in &opts.listen_client_urls {
+        client_listeners.push(listen(url).await?);
+    }
+
+    let network = PeerNetwork::new(ids.clone());
+    let service = PeerService::default();
+    let mut stops = Vec::new();
+    let mut servers = Vec::new();
+    for l in peer_listeners {
+        let (stop, stopped) = oneshot::channel::<()>();
+        stops.push(stop);
+        servers.push(tokio::spawn(super::peer::serve(
+            service.clone(),
+            l,
+            async {
+                let _ = stopped.await;
+            },
+        )));
+    }
+    let mut config = MemberConfig::new(id, dir, ids);
+    config.heartbeat_ms = opts.heartbeat_ms;
+    config.election_ms = opts.election_ms;
+    config.snapshot_count = opts.snapshot_count;
+    let member = Arc::new(Member::start(config, network.clone(), Arc::new(network)).await?);
+    service.set_member(member.clone());
+    for l in client_listeners {
+        let (stop, stopped) = oneshot::channel::<()>();
+        stops.push(stop);
+        servers.push(tokio::spawn(super::grpc::serve(member.clone(), l, async {
+            let _ = stopped.await;
+        })));
+    }
+    Ok(RunningNode {
+        member,
+        id,
+        stops,
+        servers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_ids_and_initial_cluster_as_etcd() {
+        // etcd's id for the default single member (etcd prints 8e9e05c52164694d).
+        assert_eq!(
+            format!(
+                "{:x}",
+                member_id(&["http://localhost:2380".into()], "etcd-cluster")
+            ),
+            "8e9e05c52164694d"
+        );
+        let c = parse_initial_cluster("a=http://127.0.0.1:1,b=http://127.0.0.1:2").unwrap();
+        assert_eq!(c["b"], ["http://127.0.0.1:2"]);
+        assert!(parse_initial_cluster("a:http://x").is_err());
+        assert!(parse_initial_cluster("").is_err());
+        assert!(parse_initial_cluster("a=ftp://x").is_err());
+    }
+}

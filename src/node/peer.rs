@@ -1,0 +1,321 @@
+//! Members reaching each other over the network: the peer service (proto/etcdc/peer.proto)
+//! on each member's peer URL carries Raft's messages and client calls forwarded to the
+//! leader; `PeerNetwork` is the client side, one lazily connected HTTP/2 channel per peer.
+//! A peer that cannot be reached is `Unreachable` to Raft (it backs off), never a hang.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use super::member::{Member, Peers};
+use super::raft::{decode, encode, Command, NodeId, Outcome, TypeConfig};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pb::etcdcpeer::peer_client::PeerClient;
+use crate::pb::etcdcpeer::peer_server::{Peer, PeerServer};
+use crate::pb::etcdcpeer::Blob;
+
+/// How long a forwarded client call may take at most.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(7);
+
+/// The client side: every member's peer address, and a channel to each.
+#[derive(Clone)]
+pub struct PeerNetwork {
+    addrs: Arc<BTreeMap<NodeId, String>>,
+    channels: Arc<Mutex<HashMap<NodeId, Channel>>>,
+}
+
+enum Method {
+    Vote,
+    AppendEntries,
+    InstallSnapshot,
+    Forward,
+    ReadIndex,
+    LeaseTtl,
+}
+
+impl PeerNetwork {
+    /// `addrs`: member id → peer URL (`http://host:port`).
+    pub fn new(addrs: BTreeMap<NodeId, String>) -> Self {
+        PeerNetwork {
+            addrs: Arc::new(addrs),
+            channels: Arc::default(),
+        }
+    }
+
+    fn channel(&self, id: NodeId, addr: &str) -> std::result::Result<Channel, Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = channels.get(&id) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(addr.to_string())
+            .map_err(|e| Status::invalid_argument(format!("peer URL {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(id, channel.clone());
+        Ok(channel)
+    }
+
+    async fn call(
+        &self,
+        id: NodeId,
+        addr: &str,
+        method: Method,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> std::result::Result<Vec<u8>, Status> {
+        let mut client = PeerClient::new(self.channel(id, addr)?)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let mut req = Request::new(Blob { data: payload });
+        req.set_timeout(timeout);
+        let resp = match method {
+            Method::Vote => client.vote(req).await,
+            Method::AppendEntries => client.append_entries(req).await,
+            Method::InstallSnapshot => client.install_snapshot(req).await,
+            Method::Forward => client.forward(req).await,
+            Method::ReadIndex => client.read_index(req).await,
+            Method::LeaseTtl => client.lease_ttl(req).await,
+        }?;
+        Ok(resp.into_inner().data)
+    }
+
+    fn addr(&self, id: NodeId) -> Result<&str> {
+        self.addrs.get(&id).map(String::as_str).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("no address for member {id:x}"),
+            )
+        })
+    }
+
+    /// A client call on `leader`: its answer, or Unavailable when it cannot be reached.
+    async fn client_call<T: DeserializeOwned>(
+        &self,
+        leader: NodeId,
+        method: Method,
+        payload: Vec<u8>,
+    ) -> Result<T> {
+        let addr = self.addr(leader)?.to_string();
+        let bytes = self
+            .call(leader, &addr, method, payload, FORWARD_TIMEOUT)
+            .await
+            .map_err(|s| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!("member {leader:x} at {addr}: {}", s.message()),
+                )
+            })?;
+        decode::<std::result::Result<T, Error>>(&bytes)?
+    }
+}
+
+#[async_trait::async_trait]
+impl Peers for PeerNetwork {
+    async fn forward_write(&self, leader: NodeId, cmd: Command) -> Result<Outcome> {
+        self.client_call(leader, Method::Forward, encode(&cmd))
+            .await
+    }
+
+    async fn read_index(&self, leader: NodeId) -> Result<u64> {
+        self.client_call(leader, Method::ReadIndex, encode(&()))
+            .await
+    }
+
+    async fn lease_ttl(&self, leader: NodeId, id: i64, refresh: bool) -> Result<i64> {
+        self.client_call(leader, Method::LeaseTtl, encode(&(id, refresh)))
+            .await
+    }
+}
+
+/// One member's link to a peer, for Raft.
+pub struct PeerLink {
+    net: PeerNetwork,
+    target: NodeId,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerLink;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerLink {
+        PeerLink {
+            net: self.clone(),
+            target,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+impl PeerLink {
+    #[allow(clippy::result_large_err)] // openraft's error type, as the trait returns it
+    async fn rpc<Req, Resp, E>(
+        &self,
+        method: Method,
+        req: &Req,
+        option: &RPCOption,
+    ) -> std::result::Result<Resp, RPCError<NodeId, BasicNode, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let bytes = self
+            .net
+            .call(
+                self.target,
+                &self.addr,
+                method,
+                encode(req),
+                option.hard_ttl(),
+            )
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::Unavailable | tonic::Code::Unknown => {
+                    RPCError::Unreachable(Unreachable::new(&s))
+                }
+                _ => RPCError::Network(NetworkError::new(&s)),
+            })?;
+        let answer: std::result::Result<Resp, E> =
+            decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerLink {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> std::result::Result<
+        AppendEntriesResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId>>,
+    > {
+        self.rpc(Method::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> std::result::Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.rpc(Method::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> std::result::Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>>
+    {
+        self.rpc(Method::Vote, &rpc, &option).await
+    }
+}
+
+/// The server side: answers for the member once it has started.
+#[derive(Clone, Default)]
+pub struct PeerService {
+    member: Arc<OnceLock<Arc<Member>>>,
+}
+
+impl PeerService {
+    /// Hands the started member to the service (peers' calls before that are Unavailable).
+    pub fn set_member(&self, member: Arc<Member>) {
+        let _ = self.member.set(member);
+    }
+
+    fn member(&self) -> std::result::Result<&Arc<Member>, Status> {
+        self.member
+            .get()
+            .ok_or_else(|| Status::unavailable("the member is starting"))
+    }
+}
+
+fn blob<T: Serialize>(value: &T) -> Response<Blob> {
+    Response::new(Blob {
+        data: encode(value),
+    })
+}
+
+fn request<T: DeserializeOwned>(r: Request<Blob>) -> std::result::Result<T, Status> {
+    decode(&r.into_inner().data).map_err(|e| Status::invalid_argument(e.message))
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn vote(&self, r: Request<Blob>) -> std::result::Result<Response<Blob>, Status> {
+        let m = self.member()?;
+        let req: VoteRequest<NodeId> = request(r)?;
+        Ok(blob(&m.raft().vote(req).await))
+    }
+
+    async fn append_entries(
+        &self,
+        r: Request<Blob>,
+    ) -> std::result::Result<Response<Blob>, Status> {
+        let m = self.member()?;
+        let req: AppendEntriesRequest<TypeConfig> = request(r)?;
+        Ok(blob(&m.raft().append_entries(req).await))
+    }
+
+    async fn install_snapshot(
+        &self,
+        r: Request<Blob>,
+    ) -> std::result::Result<Response<Blob>, Status> {
+        let m = self.member()?;
+        let req: InstallSnapshotRequest<TypeConfig> = request(r)?;
+        Ok(blob(&m.raft().install_snapshot(req).await))
+    }
+
+    async fn forward(&self, r: Request<Blob>) -> std::result::Result<Response<Blob>, Status> {
+        let m = self.member()?;
+        let cmd: Command = request(r)?;
+        Ok(blob(&m.local_write(cmd).await))
+    }
+
+    async fn read_index(&self, r: Request<Blob>) -> std::result::Result<Response<Blob>, Status> {
+        let m = self.member()?;
+        let () = request(r)?;
+        Ok(blob(&m.local_read_index().await))
+    }
+
+    async fn lease_ttl(&self, r: Request<Blob>) -> std::result::Result<Response<Blob>, Status> {
+        let m = self.member()?;
+        let (id, refresh): (i64, bool) = request(r)?;
+        Ok(blob(&m.local_lease_ttl(id, refresh).await))
+    }
+}
+
+/// Serves the peer service on `listener` until `shutdown` resolves.
+pub async fn serve(
+    service: PeerService,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<()> {
+    tonic::transport::Server::builder()
+        .add_service(
+            PeerServer::new(service)
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .serve_with_incoming_shutdown(super::nodelay(listener), shutdown)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("the peer server stopped: {e}")))
+}

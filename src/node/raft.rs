@@ -1,0 +1,512 @@
+//! Consensus: openraft 0.9 over the node's own storage. The log store keeps the unpurged
+//! entries in memory and makes every append, vote and commit mark durable in the `wal`
+//! before openraft hears it is done; the state machine applies commands to `mvcc`. Snapshots
+//! are the encoded store in a checksummed file, synced before openraft may purge the log
+//! behind it. Nothing of openraft's types reaches the disk unversioned: every payload written
+//! starts with a format byte.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership, Vote,
+};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, RwLock};
+
+use super::mvcc::Mvcc;
+use super::wal::{Record, Wal};
+use super::watch::Hub;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pb::etcdserverpb::*;
+use crate::pb::mvccpb::Event;
+
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// The node's Raft types: etcd requests in, their encoded answers out.
+    pub TypeConfig:
+        D = Command,
+        R = Outcome,
+        NodeId = NodeId,
+        Node = BasicNode,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+type StorageResult<T> = std::result::Result<T, StorageError<NodeId>>;
+
+/// A write, as proposed to the cluster: etcd's request, encoded once by the proposer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Command {
+    Put(Vec<u8>),
+    DeleteRange(Vec<u8>),
+    Txn(Vec<u8>),
+    Compact(i64),
+    /// The lease's id and TTL as the leader decided them (id chosen, minimum TTL applied).
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+    },
+    LeaseRevoke(i64),
+    /// Concurrent writes packed into one entry (one append, one sync): applied in order,
+    /// each its own request, answered with the encoded list of answers.
+    Batch(Vec<Command>),
+}
+
+/// What applying a command answered: etcd's response encoded, or its error.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Outcome(pub Option<std::result::Result<Vec<u8>, Error>>);
+
+/// The on-disk format of every payload this module writes.
+const FORMAT: u8 = 1;
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![FORMAT];
+    // Serializing our own plain types into a Vec cannot fail.
+    out.extend(bincode::serialize(value).unwrap_or_default());
+    out
+}
+
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> std::result::Result<T, Error> {
+    match bytes.split_first() {
+        Some((&FORMAT, rest)) => bincode::deserialize(rest)
+            .map_err(|e| Error::new(ErrorKind::DataLoss, format!("undecodable record: {e}"))),
+        _ => Err(Error::new(
+            ErrorKind::DataLoss,
+            "a record of an unknown format version",
+        )),
+    }
+}
+
+fn io_err(e: &Error) -> StorageIOError<NodeId> {
+    StorageIOError::write_logs(e)
+}
+
+// ---- the log ----
+
+struct LogInner {
+    wal: Arc<Wal>,
+    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    vote: Option<Vote<NodeId>>,
+    committed: Option<LogId<NodeId>>,
+    purged: Option<LogId<NodeId>>,
+}
+
+/// The Raft log over the write-ahead log. Cheap to clone (one shared inner).
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Mutex<LogInner>>,
+}
+
+impl LogStore {
+    /// Opens the log in `dir`, with what the write-ahead log held.
+    pub fn open(dir: &Path) -> Result<LogStore> {
+        let (wal, recovered) = Wal::open(dir)?;
+        let mut entries = BTreeMap::new();
+        for (index, data) in recovered.entries {
+            entries.insert(index, decode::<Entry<TypeConfig>>(&data)?);
+        }
+        let purged = match recovered.purged {
+            Some((_, data)) => decode::<Option<LogId<NodeId>>>(&data)?,
+            None => None,
+        };
+        Ok(LogStore {
+            inner: Arc::new(Mutex::new(LogInner {
+                wal: Arc::new(wal),
+                entries,
+                vote: recovered
+                    .vote
+                    .map(|v| decode::<Vote<NodeId>>(&v))
+                    .transpose()?,
+                committed: match recovered.committed {
+                    Some(c) => decode::<Option<LogId<NodeId>>>(&c)?,
+                    None => None,
+                },
+                purged,
+            })),
+        })
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let inner = self.inner.lock().await;
+        Ok(inner.entries.range(range).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        let inner = self.inner.lock().await;
+        let last = inner
+            .entries
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(inner.purged);
+        Ok(LogState {
+            last_purged_log_id: inner.purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
+        let mut inner = self.inner.lock().await;
+        let wal = inner.wal.clone();
+        wal.write(vec![Record::Vote(encode(vote))])
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e))?;
+        inner.vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
+        Ok(self.inner.lock().await.vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
+        let mut inner = self.inner.lock().await;
+        // Not awaited: the mark only lets a restart re-apply sooner; the log stays the truth.
+        inner
+            .wal
+            .submit(vec![Record::Committed(encode(&committed))], |_| {});
+        inner.committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
+        Ok(self.inner.lock().await.committed)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+    {
+        let mut inner = self.inner.lock().await;
+        let mut records = Vec::new();
+        for entry in entries {
+            records.push(Record::Entry {
+                index: entry.log_id.index,
+                data: encode(&entry),
+            });
+            inner.entries.insert(entry.log_id.index, entry);
+        }
+        // Readable now; reported durable once the group commit has synced it.
+        inner.wal.submit(records, move |r| {
+            callback.log_io_completed(r.map_err(|e| std::io::Error::other(e.message)));
+        });
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        let mut inner = self.inner.lock().await;
+        let wal = inner.wal.clone();
+        wal.write(vec![Record::Truncate { from: log_id.index }])
+            .await
+            .map_err(|e| io_err(&e))?;
+        inner.entries.split_off(&log_id.index);
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        let mut inner = self.inner.lock().await;
+        let wal = inner.wal.clone();
+        wal.write(vec![Record::Purge {
+            upto: log_id.index,
+            data: encode(&Some(log_id)),
+        }])
+        .await
+        .map_err(|e| io_err(&e))?;
+        inner.entries = inner.entries.split_off(&(log_id.index + 1));
+        inner.purged = Some(log_id);
+        Ok(())
+    }
+}
+
+// ---- the state machine ----
+
+/// What the state machine holds: the store and where it stands in the log.
+pub struct Applied {
+    pub mvcc: Mvcc,
+    pub last_applied: Option<LogId<NodeId>>,
+    pub membership: StoredMembership<NodeId, BasicNode>,
+}
+
+/// A snapshot file: `FORMAT | crc32 | bincode(meta, store bytes)`.
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
+/// The state machine. Cheap to clone; readers take `state` directly (serializable reads run
+/// on the caller's thread).
+#[derive(Clone)]
+pub struct StateMachine {
+    pub state: Arc<RwLock<Applied>>,
+    /// The member's watches, told of every applied change.
+    pub hub: Arc<Hub>,
+    dir: PathBuf,
+    current: Arc<RwLock<Option<SnapshotFile>>>,
+}
+
+fn snapshot_path(dir: &Path) -> PathBuf {
+    dir.join("snapshot.snap")
+}
+
+fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> Result<()> {
+    use std::io::Write;
+    let body = encode(file);
+    let mut bytes = Vec::with_capacity(body.len() + 4);
+    bytes.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+    bytes.extend_from_slice(&body);
+    let tmp = dir.join("snapshot.tmp");
+    let io = |e: std::io::Error| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("cannot write a snapshot in {}: {e}", dir.display()),
+        )
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, snapshot_path(dir)).map_err(io)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
+}
+
+fn read_snapshot_file(dir: &Path) -> Result<Option<SnapshotFile>> {
+    let path = snapshot_path(dir);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!("cannot read {}: {e}", path.display()),
+            ))
+        }
+    };
+    let corrupt = || {
+        Error::new(
+            ErrorKind::DataLoss,
+            format!("snapshot {} is corrupt (checksum)", path.display()),
+        )
+    };
+    let (crc, body) = bytes.split_at_checked(4).ok_or_else(corrupt)?;
+    if crc32fast::hash(body).to_be_bytes() != crc {
+        return Err(corrupt());
+    }
+    decode(body).map(Some)
+}
+
+impl StateMachine {
+    /// The state machine of the node in `dir`, restored from its newest snapshot file; the
+    /// log after it is re-applied by openraft from the committed mark.
+    pub fn open(dir: &Path) -> Result<StateMachine> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("cannot create {}: {e}", dir.display()),
+            )
+        })?;
+        let (applied, current) = match read_snapshot_file(dir)? {
+            Some(f) => (
+                Applied {
+                    mvcc: Mvcc::decode(&f.data)?,
+                    last_applied: f.meta.last_log_id,
+                    membership: f.meta.last_membership.clone(),
+                },
+                Some(f),
+            ),
+            None => (
+                Applied {
+                    mvcc: Mvcc::new(),
+                    last_applied: None,
+                    membership: StoredMembership::default(),
+                },
+                None,
+            ),
+        };
+        Ok(StateMachine {
+            state: Arc::new(RwLock::new(applied)),
+            hub: Arc::default(),
+            dir: dir.to_path_buf(),
+            current: Arc::new(RwLock::new(current)),
+        })
+    }
+}
+
+impl StateMachine {
+    /// Writes `file` as the member's snapshot, synced, off the runtime's workers.
+    async fn persist(&self, file: SnapshotFile) -> StorageResult<SnapshotFile> {
+        let signature = file.meta.signature();
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &file).map(|_| file))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(signature.clone()), &e))?
+            .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e).into())
+    }
+}
+
+/// Applies one command to the store; the answer is etcd's response, encoded. The changes
+/// it made are added to `events`, for the watches.
+fn apply_command(mvcc: &mut Mvcc, cmd: Command, events: &mut Vec<Event>) -> Result<Vec<u8>> {
+    let bad = |e: prost::DecodeError| {
+        Error::new(ErrorKind::DataLoss, format!("undecodable command: {e}"))
+    };
+    let (answer, changes) = match cmd {
+        Command::Put(req) => {
+            let (r, e) = mvcc.put(PutRequest::decode(&*req).map_err(bad)?)?;
+            (r.encode_to_vec(), e)
+        }
+        Command::DeleteRange(req) => {
+            let (r, e) = mvcc.delete_range(DeleteRangeRequest::decode(&*req).map_err(bad)?)?;
+            (r.encode_to_vec(), e)
+        }
+        Command::Txn(req) => {
+            let (r, e) = mvcc.txn(TxnRequest::decode(&*req).map_err(bad)?)?;
+            (r.encode_to_vec(), e)
+        }
+        Command::Compact(rev) => (mvcc.compact(rev)?.encode_to_vec(), Vec::new()),
+        Command::LeaseGrant { id, ttl } => {
+            (mvcc.lease_grant(id, ttl, 1)?.encode_to_vec(), Vec::new())
+        }
+        Command::LeaseRevoke(id) => {
+            let (r, e) = mvcc.lease_revoke(id)?;
+            (r.encode_to_vec(), e)
+        }
+        Command::Batch(cmds) => {
+            let answers: Vec<Result<Vec<u8>>> = cmds
+                .into_iter()
+                .map(|c| apply_command(mvcc, c, events))
+                .collect();
+            (encode(&answers), Vec::new())
+        }
+    };
+    events.extend(changes);
+    Ok(answer)
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let state = self.state.read().await;
+        let meta = SnapshotMeta {
+            last_log_id: state.last_applied,
+            last_membership: state.membership.clone(),
+            snapshot_id: state.last_applied.map_or_else(
+                || "empty".to_string(),
+                |l| format!("{}-{}", l.leader_id, l.index),
+            ),
+        };
+        let data = state.mvcc.encode();
+        drop(state);
+        // On disk and synced before openraft may purge the log behind it.
+        let file = self
+            .persist(SnapshotFile {
+                meta: meta.clone(),
+                data,
+            })
+            .await?;
+        let snapshot = Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(file.data.clone())),
+        };
+        *self.current.write().await = Some(file);
+        Ok(snapshot)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
+        let state = self.state.read().await;
+        Ok((state.last_applied, state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Outcome>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+    {
+        let mut state = self.state.write().await;
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        for entry in entries {
+            state.last_applied = Some(entry.log_id);
+            out.push(match entry.payload {
+                EntryPayload::Blank => Outcome(None),
+                EntryPayload::Normal(cmd) => {
+                    Outcome(Some(apply_command(&mut state.mvcc, cmd, &mut events)))
+                }
+                EntryPayload::Membership(m) => {
+                    state.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Outcome(None)
+                }
+            });
+        }
+        // Under the write lock: watchers see batches in revision order, and a watch being
+        // created (under the read lock) sees either all of this batch or none of it.
+        self.hub.notify(&events, state.mvcc.revision());
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let data = snapshot.into_inner();
+        let mvcc = Mvcc::decode(&data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let file = self
+            .persist(SnapshotFile {
+                meta: meta.clone(),
+                data,
+            })
+            .await?;
+        let mut state = self.state.write().await;
+        *state = Applied {
+            mvcc,
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        self.hub.restored(&state.mvcc);
+        drop(state);
+        *self.current.write().await = Some(file);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        Ok(self.current.read().await.as_ref().map(|f| Snapshot {
+            meta: f.meta.clone(),
+            snapshot: Box::new(Cursor::new(f.data.clone())),
+        }))
+    }
+}

@@ -1,0 +1,542 @@
+//! The write-ahead log: the node's truth on disk for Raft entries and the vote. Records are
+//! appended to segment files (`<seq>.wal`, rolled at 64 MiB), each framed as
+//! `len: u32 | crc32: u32 | kind: u8 | fields`, and made durable by one `fdatasync` per group
+//! of batches on a thread of its own (group commit: batches that queue while a sync runs
+//! share the next one; no runtime worker ever waits on the disk). A batch's completion runs
+//! only after its sync.
+//!
+//! On open every segment is read back: a torn last record (a crash mid-write) is cut off; a
+//! corrupt record anywhere else is refused with its place, never skipped. A write that fails
+//! (disk full) is cut back off the file and reported, so nothing half-written stays and the
+//! log goes on once there is room; a failed sync poisons the log (the kernel may have dropped
+//! the pages), so the node must reopen it. The directory is locked against a second process.
+//!
+//! The log stores opaque payloads: what an entry or a vote means is the consensus layer's.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// A segment is closed and a new one started once it holds this many bytes.
+pub(crate) const SEGMENT_BYTES: u64 = 64 << 20;
+const MAGIC: &[u8; 8] = b"ETCDCWL1";
+const FRAME: usize = 8;
+
+const ENTRY: u8 = 1;
+const VOTE: u8 = 2;
+const COMMITTED: u8 = 3;
+const TRUNCATE: u8 = 4;
+const PURGE: u8 = 5;
+
+/// One thing the log remembers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// The entry at `index`; entries at `index` and after that were there before are gone.
+    Entry { index: u64, data: Vec<u8> },
+    /// The vote (the latest one counts).
+    Vote(Vec<u8>),
+    /// The last known committed log id (the latest one counts).
+    Committed(Vec<u8>),
+    /// Entries from `from` on are gone (a conflicting suffix).
+    Truncate { from: u64 },
+    /// Entries up to `upto` are gone (behind a snapshot); `data` is the purged log id.
+    Purge { upto: u64, data: Vec<u8> },
+}
+
+impl Record {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; FRAME]);
+        match self {
+            Record::Entry { index, data } => {
+                out.push(ENTRY);
+                out.extend_from_slice(&index.to_be_bytes());
+                out.extend_from_slice(data);
+            }
+            Record::Vote(data) => {
+                out.push(VOTE);
+                out.extend_from_slice(data);
+            }
+            Record::Committed(data) => {
+                out.push(COMMITTED);
+                out.extend_from_slice(data);
+            }
+            Record::Truncate { from } => {
+                out.push(TRUNCATE);
+                out.extend_from_slice(&from.to_be_bytes());
+            }
+            Record::Purge { upto, data } => {
+                out.push(PURGE);
+                out.extend_from_slice(&upto.to_be_bytes());
+                out.extend_from_slice(data);
+            }
+        }
+        let body = &out[start + FRAME..];
+        let len = (body.len() as u32).to_be_bytes();
+        let crc = crc32fast::hash(body).to_be_bytes();
+        out[start..start + 4].copy_from_slice(&len);
+        out[start + 4..start + FRAME].copy_from_slice(&crc);
+    }
+
+    fn decode(body: &[u8]) -> Option<Record> {
+        let (&kind, rest) = body.split_first()?;
+        let index = |b: &[u8]| Some(u64::from_be_bytes(b.get(..8)?.try_into().ok()?));
+        Some(match kind {
+            ENTRY => Record::Entry {
+                index: index(rest)?,
+                data: rest[8..].to_vec(),
+            },
+            VOTE => Record::Vote(rest.to_vec()),
+            COMMITTED => Record::Committed(rest.to_vec()),
+            TRUNCATE if rest.len() == 8 => Record::Truncate { from: index(rest)? },
+            PURGE => Record::Purge {
+                upto: index(rest)?,
+                data: rest[8..].to_vec(),
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// What the log held when it was opened.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// The entries, by index, contiguous.
+    pub entries: BTreeMap<u64, Vec<u8>>,
+    pub vote: Option<Vec<u8>>,
+    pub committed: Option<Vec<u8>>,
+    /// The last purge: (up to index, purged log id).
+    pub purged: Option<(u64, Vec<u8>)>,
+}
+
+impl Recovered {
+    fn apply(&mut self, r: Record) {
+        match r {
+            Record::Entry { index, data } => {
+                self.entries.split_off(&index);
+                self.entries.insert(index, data);
+            }
+            Record::Vote(v) => self.vote = Some(v),
+            Record::Committed(c) => self.committed = Some(c),
+            Record::Truncate { from } => {
+                self.entries.split_off(&from);
+            }
+            Record::Purge { upto, data } => {
+                self.entries = self.entries.split_off(&(upto + 1));
+                self.purged = Some((upto, data));
+            }
+        }
+    }
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
+    let kind = if e.raw_os_error() == Some(libc::ENOSPC) {
+        ErrorKind::NoSpace
+    } else {
+        ErrorKind::Internal
+    };
+    Error::new(kind, format!("{what} {}: {e}", path.display()))
+}
+
+fn corrupt(path: &Path, offset: u64, why: &str) -> Error {
+    Error::new(
+        ErrorKind::DataLoss,
+        format!(
+            "write-ahead log {} is corrupt at offset {offset}: {why}; refusing to start (restore the member from its peers or a snapshot)",
+            path.display()
+        ),
+    )
+}
+
+struct Segment {
+    seq: u64,
+    path: PathBuf,
+    /// The largest entry index written to it, if any.
+    max_index: Option<u64>,
+}
+
+fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:016x}.wal"))
+}
+
+/// Reads one segment into `state`; cuts a torn tail off the last segment.
+fn replay(seg: &mut Segment, last: bool, state: &mut Recovered) -> Result<()> {
+    let path = seg.path.clone();
+    let mut bytes = Vec::new();
+    File::open(&path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| io("cannot read", &path, e))?;
+    if bytes.len() < MAGIC.len() {
+        if last {
+            // Created, but its header never made it to disk: start it afresh.
+            return write_new_segment(&path).map(drop);
+        }
+        return Err(corrupt(&path, 0, "a segment without its header"));
+    }
+    if &bytes[..MAGIC.len()] != MAGIC {
+        return Err(Error::new(
+            ErrorKind::FailedPrecondition,
+            format!(
+                "{} is not an etcdc write-ahead log segment (foreign data dir?)",
+                path.display()
+            ),
+        ));
+    }
+    let mut pos = MAGIC.len();
+    while pos < bytes.len() {
+        let torn = |why: &str| -> Result<()> {
+            if !last {
+                return Err(corrupt(&path, pos as u64, why));
+            }
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| {
+                    f.set_len(pos as u64)?;
+                    f.sync_all()
+                })
+                .map_err(|e| io("cannot cut the torn tail of", &path, e))
+        };
+        if bytes.len() - pos < FRAME {
+            return torn("a record cut short in its header");
+        }
+        let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().unwrap_or_default()) as usize;
+        let crc = u32::from_be_bytes(bytes[pos + 4..pos + 8].try_into().unwrap_or_default());
+        let end = pos + FRAME + len;
+        if end > bytes.len() {
+            return torn("a record cut short");
+        }
+        let body = &bytes[pos + FRAME..end];
+        if crc32fast::hash(body) != crc {
+            if end == bytes.len() {
+                return torn("a checksum mismatch in the last record");
+            }
+            return Err(corrupt(&path, pos as u64, "checksum mismatch"));
+        }
+        let record = Record::decode(body)
+            .ok_or_else(|| corrupt(&path, pos as u64, "a record of unknown kind"))?;
+        if let Record::Entry { index, .. } = &record {
+            seg.max_index = Some(seg.max_index.map_or(*index, |m| m.max(*index)));
+        }
+        state.apply(record);
+        pos = end;
+    }
+    Ok(())
+}
+
+fn write_new_segment(path: &Path) -> Result<File> {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| io("cannot create", path, e))?;
+    f.write_all(MAGIC)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| io("cannot write", path, e))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("cannot sync", dir, e))?;
+    }
+    Ok(f)
+}
+
+type Done = Box<dyn FnOnce(Result<()>) + Send>;
+
+struct Batch {
+    records: Vec<Record>,
+    done: Done,
+}
+
+/// The writer thread's side.
+struct Writer {
+    dir: PathBuf,
+    segments: Vec<Segment>,
+    file: File,
+    size: u64,
+    /// The state a new segment starts with, so older segments can be deleted.
+    vote: Option<Vec<u8>>,
+    committed: Option<Vec<u8>>,
+    purged: Option<(u64, Vec<u8>)>,
+    syncs: Arc<AtomicU64>,
+    poisoned: Option<Error>,
+    buf: Vec<u8>,
+    /// Held while the writer runs: released only once the last write is done.
+    _lock: Flock<File>,
+}
+
+impl Writer {
+    fn active(&mut self) -> &mut Segment {
+        self.segments
+            .last_mut()
+            .expect("the log always has a segment")
+    }
+
+    /// Starts the next segment with the current vote, committed id and purge.
+    fn roll(&mut self) -> Result<()> {
+        let seq = self.active().seq + 1;
+        let path = segment_path(&self.dir, seq);
+        self.file = write_new_segment(&path)?;
+        self.size = MAGIC.len() as u64;
+        self.segments.push(Segment {
+            seq,
+            path,
+            max_index: None,
+        });
+        let mut state = Vec::new();
+        if let Some(v) = &self.vote {
+            state.push(Record::Vote(v.clone()));
+        }
+        if let Some(c) = &self.committed {
+            state.push(Record::Committed(c.clone()));
+        }
+        if let Some((upto, data)) = &self.purged {
+            state.push(Record::Purge {
+                upto: *upto,
+                data: data.clone(),
+            });
+        }
+        self.write_synced(&state)
+    }
+
+    /// Appends `records` and syncs; on a failed write cuts them back off.
+    fn write_synced(&mut self, records: &[Record]) -> Result<()> {
+        if let Some(e) = &self.poisoned {
+            return Err(e.clone());
+        }
+        self.buf.clear();
+        for r in records {
+            r.encode(&mut self.buf);
+        }
+        let start = self.size;
+        let path = self.active().path.clone();
+        if let Err(e) = self.file.write_all(&self.buf) {
+            let cut = self
+                .file
+                .set_len(start)
+                .and_then(|_| self.file.seek(SeekFrom::Start(start)).map(drop));
+            if let Err(cut) = cut {
+                self.poisoned = Some(io("cannot cut back a failed write to", &path, cut));
+            }
+            return Err(io("cannot write", &path, e));
+        }
+        if let Err(e) = self.file.sync_data() {
+            let e = io("cannot sync", &path, e);
+            self.poisoned = Some(e.clone());
+            return Err(e);
+        }
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.size += self.buf.len() as u64;
+        for r in records {
+            match r {
+                Record::Entry { index, .. } => {
+                    let seg = self.active();
+                    seg.max_index = Some(seg.max_index.map_or(*index, |m| m.max(*index)));
+                }
+                Record::Vote(v) => self.vote = Some(v.clone()),
+                Record::Committed(c) => self.committed = Some(c.clone()),
+                Record::Purge { upto, data } => self.purged = Some((*upto, data.clone())),
+                Record::Truncate { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest closed segments that hold nothing past `upto`.
+    fn delete_purged(&mut self, upto: u64) {
+        while self.segments.len() > 1 && self.segments[0].max_index.is_none_or(|m| m <= upto) {
+            let seg = self.segments.remove(0);
+            let _ = fs::remove_file(&seg.path);
+        }
+    }
+
+    fn write_batches(&mut self, batches: &[Batch]) -> Result<()> {
+        if self.size >= SEGMENT_BYTES {
+            self.roll()?;
+        }
+        let records: Vec<Record> = batches
+            .iter()
+            .flat_map(|b| b.records.iter().cloned())
+            .collect();
+        self.write_synced(&records)?;
+        if let Some(upto) = records.iter().rev().find_map(|r| match r {
+            Record::Purge { upto, .. } => Some(*upto),
+            _ => None,
+        }) {
+            self.delete_purged(upto);
+        }
+        Ok(())
+    }
+
+    fn run(mut self, jobs: mpsc::Receiver<Batch>) {
+        crate::runtime::block_sigpipe();
+        while let Ok(first) = jobs.recv() {
+            // Group commit: whatever queued while the last sync ran goes in this one.
+            let mut batches = vec![first];
+            batches.extend(jobs.try_iter());
+            let result = self.write_batches(&batches);
+            for b in batches {
+                (b.done)(result.clone());
+            }
+        }
+    }
+}
+
+/// The log. Share it with `Arc`; every method may be called from any thread. Dropping it
+/// lets queued writes finish, then releases the directory.
+pub struct Wal {
+    jobs: Option<mpsc::Sender<Batch>>,
+    writer: Option<JoinHandle<()>>,
+    syncs: Arc<AtomicU64>,
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `dir`, returning what it holds.
+    pub fn open(dir: &Path) -> Result<(Wal, Recovered)> {
+        fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io("cannot open", &lock_path, e))?;
+        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+            Error::new(
+                ErrorKind::FailedPrecondition,
+                format!(
+                    "{} is in use by another process ({e}): one node per data dir",
+                    dir.display()
+                ),
+            )
+        })?;
+        let mut seqs: Vec<u64> = fs::read_dir(dir)
+            .map_err(|e| io("cannot list", dir, e))?
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                u64::from_str_radix(name.strip_suffix(".wal")?, 16).ok()
+            })
+            .collect();
+        seqs.sort_unstable();
+        let mut segments: Vec<Segment> = seqs
+            .iter()
+            .map(|&seq| Segment {
+                seq,
+                path: segment_path(dir, seq),
+                max_index: None,
+            })
+            .collect();
+        let mut state = Recovered::default();
+        let n = segments.len();
+        for (i, seg) in segments.iter_mut().enumerate() {
+            replay(seg, i + 1 == n, &mut state)?;
+        }
+        if segments.is_empty() {
+            let path = segment_path(dir, 1);
+            write_new_segment(&path)?;
+            segments.push(Segment {
+                seq: 1,
+                path,
+                max_index: None,
+            });
+        }
+        let active = &segments[segments.len() - 1].path;
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(active)
+            .map_err(|e| io("cannot open", active, e))?;
+        let size = file
+            .seek(SeekFrom::End(0))
+            .map_err(|e| io("cannot open", active, e))?;
+        let syncs = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            dir: dir.to_path_buf(),
+            segments,
+            file,
+            size,
+            vote: state.vote.clone(),
+            committed: state.committed.clone(),
+            purged: state.purged.clone(),
+            syncs: syncs.clone(),
+            poisoned: None,
+            buf: Vec::new(),
+            _lock: lock,
+        };
+        let (jobs, rx) = mpsc::channel();
+        let writer = std::thread::Builder::new()
+            .name("etcdc-wal".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Internal,
+                    format!("cannot start the log writer: {e}"),
+                )
+            })?;
+        Ok((
+            Wal {
+                jobs: Some(jobs),
+                writer: Some(writer),
+                syncs,
+            },
+            state,
+        ))
+    }
+
+    /// Queues `records`; `done` runs on the writer thread once they are durable (or failed).
+    pub fn submit(&self, records: Vec<Record>, done: impl FnOnce(Result<()>) + Send + 'static) {
+        let batch = Batch {
+            records,
+            done: Box::new(done),
+        };
+        let refused = match &self.jobs {
+            Some(jobs) => jobs.send(batch).err().map(|mpsc::SendError(b)| b),
+            None => Some(batch),
+        };
+        if let Some(batch) = refused {
+            (batch.done)(Err(Error::new(ErrorKind::Closed, "the log is closed")));
+        }
+    }
+
+    /// `submit`, awaited.
+    pub async fn write(&self, records: Vec<Record>) -> Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(records, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.await
+            .unwrap_or_else(|_| Err(Error::new(ErrorKind::Closed, "the log is closed")))
+    }
+
+    /// `submit`, waited for on the calling thread (never a runtime worker).
+    pub fn write_blocking(&self, records: Vec<Record>) -> Result<()> {
+        let (tx, rx) = mpsc::channel();
+        self.submit(records, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv()
+            .unwrap_or_else(|_| Err(Error::new(ErrorKind::Closed, "the log is closed")))
+    }
+
+    /// How many syncs the log has made: fewer than batches when group commit works.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,100 @@
+/* Helpers shared by the C API tests: state that callbacks on etcdc's event thread update,
+ * bounded waits on it, and small readers. */
+#ifndef ETCDC_TEST_COMMON_H
+#define ETCDC_TEST_COMMON_H
+
+#include <pthread.h>
+#include <time.h>
+
+#include "check.h"
+
+/* State shared with callbacks on etcdc's event thread. */
+typedef struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int events;
+  int calls;
+  int drops;
+  int64_t last_rev;
+  int in_order;
+  etcdc_watch *self; /* freed from inside its own callback when set */
+  int lease_alive;
+  int lease_lost;
+} shared_state;
+
+static inline void state_init(shared_state *s) {
+  memset(s, 0, sizeof *s);
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_cond_init(&s->cv, NULL);
+  s->in_order = 1;
+}
+
+/* Waits until *field >= want, at most 10 s. */
+static inline int wait_for(shared_state *s, int *field, int want) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 10;
+  pthread_mutex_lock(&s->mu);
+  while (*field < want) {
+    if (pthread_cond_timedwait(&s->cv, &s->mu, &until) != 0) break;
+  }
+  int ok = *field >= want;
+  pthread_mutex_unlock(&s->mu);
+  return ok;
+}
+
+static inline void on_watch(void *user_data, const etcdc_watch_response *r) {
+  shared_state *s = (shared_state *)user_data;
+  etcdc_watch *self = NULL;
+  pthread_mutex_lock(&s->mu);
+  s->calls++;
+  if (etcdc_watch_response_kind(r) == ETCDC_WATCH_EVENTS) {
+    for (size_t i = 0; i < etcdc_watch_response_len(r); i++) {
+      const etcdc_kv *kv = etcdc_event_kv(etcdc_watch_response_event(r, i));
+      int64_t rev = etcdc_kv_mod_revision(kv);
+      if (rev <= s->last_rev) s->in_order = 0;
+      s->last_rev = rev;
+      s->events++;
+    }
+  }
+  self = s->self;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+  if (self) {
+    /* Freeing a watch from inside its own callback returns at once. */
+    etcdc_status st = etcdc_watch_free(self);
+    if (st != ETCDC_OK) fprintf(stderr, "free from callback: %s\n", etcdc_status_str(st));
+  }
+}
+
+static inline void on_drop(void *user_data) {
+  shared_state *s = (shared_state *)user_data;
+  pthread_mutex_lock(&s->mu);
+  s->drops++;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+static inline void on_lease(void *user_data, const etcdc_lease_event *e) {
+  shared_state *s = (shared_state *)user_data;
+  pthread_mutex_lock(&s->mu);
+  if (etcdc_lease_event_state(e) == ETCDC_LEASE_ALIVE) s->lease_alive++;
+  if (etcdc_lease_event_state(e) == ETCDC_LEASE_LOST) s->lease_lost++;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+static inline void sleep_ms(long ms) {
+  struct timespec ts;
+  ts.tv_sec = ms / 1000;
+  ts.tv_nsec = (ms % 1000) * 1000000L;
+  nanosleep(&ts, NULL);
+}
+
+static inline int value_is(const etcdc_kv *kv, const char *want) {
+  size_t n = 0;
+  const uint8_t *v = etcdc_kv_value(kv, &n);
+  return v && n == strlen(want) && memcmp(v, want, n) == 0;
+}
+
+#endif

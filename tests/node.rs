@@ -1,0 +1,269 @@
+//! The embedded node's members through restarts and failures: data back after a restart
+//! (from the log alone, and from a snapshot plus the log), a new leader when the leader
+//! stops with every acknowledged write kept, a restarted member catching up by snapshot
+//! after its peers purged their logs, and one process per data dir.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use etcdc::node::member::Member;
+use etcdc::pb::etcdserverpb::*;
+use etcdc::{ErrorKind, Etcd};
+use support::dl;
+use support::node::NodeCluster;
+
+fn put(key: String, value: &str) -> PutRequest {
+    PutRequest {
+        key: key.into_bytes(),
+        value: value.into(),
+        ..Default::default()
+    }
+}
+
+async fn values(e: &dyn Etcd, prefix: &str, serializable: bool) -> Vec<(String, String)> {
+    let r = e
+        .range(
+            RangeRequest {
+                key: prefix.into(),
+                range_end: etcdc::kv::prefix_end(prefix.as_bytes()),
+                serializable,
+                ..Default::default()
+            },
+            dl(),
+        )
+        .await
+        .unwrap();
+    r.kvs
+        .into_iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                String::from_utf8_lossy(&kv.value).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn expected(n: usize) -> Vec<(String, String)> {
+    let mut v: Vec<_> = (0..n)
+        .map(|i| (format!("/k/{i:04}"), format!("v{i}")))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_member_has_all_its_data_from_log_and_snapshot() {
+    let c = NodeCluster::start(1).await;
+    let m = c.member(1);
+    for i in 0..150 {
+        m.put(put(format!("/k/{i:04}"), &format!("v{i}")), dl())
+            .await
+            .unwrap();
+    }
+    let rev = m.status(None, dl()).await.unwrap().header.unwrap().revision;
+    c.stop_member(1).await;
+    drop(m);
+    let m = c.start_member(1).await;
+    c.leader_seen_by(1).await;
+    assert_eq!(values(&*m, "/k/", false).await, expected(150));
+    assert_eq!(
+        m.status(None, dl()).await.unwrap().header.unwrap().revision,
+        rev,
+        "the same revision after a restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_snapshots_and_a_purged_log_a_restart_loses_nothing() {
+    let c = NodeCluster::start_with(1, |cfg| cfg.snapshot_count = 20).await;
+    let m = c.member(1);
+    for i in 0..150 {
+        m.put(put(format!("/k/{i:04}"), &format!("v{i}")), dl())
+            .await
+            .unwrap();
+    }
+    c.stop_member(1).await;
+    drop(m);
+    assert!(
+        c.dir.path().join("m1/snap/snapshot.snap").exists(),
+        "snapshots were taken"
+    );
+    let m = c.start_member(1).await;
+    c.leader_seen_by(1).await;
+    assert_eq!(values(&*m, "/k/", false).await, expected(150));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_stops_a_new_one_is_elected_and_nothing_acknowledged_is_lost() {
+    let c = NodeCluster::start_with(3, |cfg| {
+        cfg.snapshot_count = 30;
+        cfg.catchup_entries = 5;
+    })
+    .await;
+    let old = c.leader_seen_by(1).await;
+    let survivor = (1..=3).find(|id| *id != old).unwrap();
+    let client = c.member(survivor);
+    for i in 0..50 {
+        client
+            .put(put(format!("/k/{i:04}"), &format!("v{i}")), dl())
+            .await
+            .unwrap();
+    }
+    let snapshot_before = c
+        .member(old)
+        .raft()
+        .metrics()
+        .borrow()
+        .snapshot
+        .map_or(0, |s| s.index);
+    let stopped_at = Instant::now();
+    c.stop_member(old).await;
+    // Writes go on through the survivor: a new leader within three election timeouts.
+    let mut acked = 50;
+    loop {
+        match client
+            .put(put(format!("/k/{acked:04}"), &format!("v{acked}")), dl())
+            .await
+        {
+            Ok(_) => {
+                acked += 1;
+                if acked >= 150 {
+                    break;
+                }
+            }
+            Err(e) => panic!("write after the leader stopped: {e:?}"),
+        }
+    }
+    let new = c.leader_seen_by(survivor).await;
+    assert_ne!(new, old);
+    let elapsed = stopped_at.elapsed();
+    eprintln!("100 writes through a leader change took {elapsed:?}");
+    for id in (1..=3).filter(|id| *id != old) {
+        assert_eq!(values(&*c.member(id), "/k/", false).await, expected(150));
+    }
+    // The old leader comes back behind purged logs: it catches up (by snapshot).
+    let back = c.start_member(old).await;
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        if values(&*back, "/k/", true).await == expected(150) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the restarted member never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let snapshot_after = back
+        .raft()
+        .metrics()
+        .borrow()
+        .snapshot
+        .map_or(0, |s| s.index);
+    assert!(
+        snapshot_after > snapshot_before + 30,
+        "caught up by a snapshot from the leader ({snapshot_before} -> {snapshot_after})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_member_on_the_same_data_dir_is_refused() {
+    let c = NodeCluster::start(1).await;
+    let err = Member::start(
+        c.config(1),
+        c.router.clone(),
+        std::sync::Arc::new(c.router.clone()),
+    )
+    .await
+    .err()
+    .expect("the data dir is in use");
+    assert_eq!(err.kind, ErrorKind::FailedPrecondition);
+    assert!(
+        err.message.contains("in use by another process"),
+        "{}",
+        err.message
+    );
+}
+
+async fn lease_with_key(e: &dyn Etcd, ttl: i64, key: &str) -> i64 {
+    let id = e
+        .lease_grant(LeaseGrantRequest { ttl, id: 0 }, dl())
+        .await
+        .unwrap()
+        .id;
+    e.put(
+        PutRequest {
+            lease: id,
+            ..put(key.to_string(), "v")
+        },
+        dl(),
+    )
+    .await
+    .unwrap();
+    id
+}
+
+async fn present(e: &dyn Etcd, key: &str) -> bool {
+    !values(e, key, false).await.is_empty()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_not_kept_alive_expires_and_takes_its_keys() {
+    let c = NodeCluster::start(1).await;
+    let m = c.member(1);
+    lease_with_key(&*m, 2, "/lease/dropped").await;
+    let kept = lease_with_key(&*m, 2, "/lease/kept").await;
+    let (feed, states) = etcdc::stream::channel(16);
+    let _guard = m.keep_alive(kept, feed).unwrap();
+    let granted = Instant::now();
+    let until = granted + Duration::from_secs(6);
+    while present(&*m, "/lease/dropped").await {
+        assert!(Instant::now() < until, "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = granted.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900),
+        "expired early: {took:?}"
+    );
+    assert!(present(&*m, "/lease/kept").await, "the kept lease expired");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(present(&*m, "/lease/kept").await, "the kept lease expired");
+    let first = states.next(Some(Duration::from_secs(1))).unwrap();
+    assert_eq!(first.state, etcdc::api::LeaseState::Alive);
+    let ttl = m
+        .lease_time_to_live(
+            LeaseTimeToLiveRequest {
+                id: kept,
+                keys: false,
+            },
+            dl(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        ttl.ttl >= 1 && ttl.ttl <= 2 && ttl.granted_ttl == 2,
+        "{ttl:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_change_does_not_expire_a_kept_lease() {
+    let c = NodeCluster::start(3).await;
+    let old = c.leader_seen_by(1).await;
+    let survivor = (1..=3).find(|id| *id != old).unwrap();
+    let client = c.member(survivor);
+    let id = lease_with_key(&*client, 3, "/lease/session").await;
+    let (feed, _states) = etcdc::stream::channel(16);
+    let guard = client.keep_alive(id, feed).unwrap();
+    c.stop_member(old).await;
+    // Several TTLs across the leader change: the new leader extends, the keeper goes on.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        present(&*client, "/lease/session").await,
+        "the lease was lost in the leader change"
+    );
+    assert!(!guard.is_lost());
+}

@@ -1,0 +1,255 @@
+//! The node's write-ahead log on a real file system: what is acknowledged survives a reopen
+//! and a SIGKILL; a torn tail is cut; corruption in the middle is refused; group commit
+//! shares syncs; segments roll and are deleted behind a purge; one process per directory.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use etcdc::node::wal::{Record, Recovered, Wal};
+use etcdc::ErrorKind;
+
+fn entry(index: u64, data: &str) -> Record {
+    Record::Entry {
+        index,
+        data: data.as_bytes().to_vec(),
+    }
+}
+
+fn entries(r: &Recovered) -> Vec<(u64, String)> {
+    r.entries
+        .iter()
+        .map(|(i, d)| (*i, String::from_utf8_lossy(d).into_owned()))
+        .collect()
+}
+
+fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn what_was_written_comes_back_with_truncate_and_purge_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, r) = Wal::open(dir.path()).unwrap();
+        assert_eq!(r, Recovered::default());
+        wal.write_blocking((1..=5).map(|i| entry(i, &format!("e{i}"))).collect())
+            .unwrap();
+        wal.write_blocking(vec![Record::Vote(b"term 3".to_vec())])
+            .unwrap();
+        // A conflicting suffix from 4 is replaced.
+        wal.write_blocking(vec![Record::Truncate { from: 4 }, entry(4, "x4")])
+            .unwrap();
+        wal.write_blocking(vec![
+            Record::Committed(b"c4".to_vec()),
+            Record::Purge {
+                upto: 2,
+                data: b"p2".to_vec(),
+            },
+        ])
+        .unwrap();
+    }
+    let (_wal, r) = Wal::open(dir.path()).unwrap();
+    assert_eq!(entries(&r), [(3, "e3".into()), (4, "x4".into())]);
+    assert_eq!(r.vote.as_deref(), Some(&b"term 3"[..]));
+    assert_eq!(r.committed.as_deref(), Some(&b"c4"[..]));
+    assert_eq!(r.purged, Some((2, b"p2".to_vec())));
+}
+
+#[test]
+fn a_torn_last_record_is_cut_and_the_log_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, _) = Wal::open(dir.path()).unwrap();
+        wal.write_blocking(vec![entry(1, "one"), entry(2, "two")])
+            .unwrap();
+    }
+    let seg = segments(dir.path()).pop().unwrap();
+    let whole = std::fs::metadata(&seg).unwrap().len();
+    // A third record whose write was cut short by a crash: a frame promising 100 bytes.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(&[0, 0, 0, 100, 1, 2, 3, 4, 1, 0, 0]).unwrap();
+    drop(f);
+    {
+        let (wal, r) = Wal::open(dir.path()).unwrap();
+        assert_eq!(entries(&r), [(1, "one".into()), (2, "two".into())]);
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), whole, "cut back");
+        wal.write_blocking(vec![entry(3, "three")]).unwrap();
+    }
+    // A last record whose bytes are all there but wrong (checksum): torn too.
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    let (_wal, r) = Wal::open(dir.path()).unwrap();
+    assert_eq!(r.entries.len(), 2);
+    assert!(std::fs::metadata(&seg).unwrap().len() < len);
+}
+
+#[test]
+fn corruption_in_the_middle_is_refused_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, _) = Wal::open(dir.path()).unwrap();
+        wal.write_blocking(vec![entry(1, "one"), entry(2, "two"), entry(3, "three")])
+            .unwrap();
+    }
+    let seg = segments(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    // The first record's payload starts after the 8-byte magic, the 8-byte frame, the kind
+    // and the 8-byte index.
+    bytes[8 + 8 + 1 + 8] ^= 0x20;
+    std::fs::write(&seg, &bytes).unwrap();
+    let err = Wal::open(dir.path())
+        .err()
+        .expect("a corrupt log must not open");
+    assert_eq!(err.kind, ErrorKind::DataLoss);
+    assert!(
+        err.message.contains("corrupt at offset 8"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn a_foreign_file_and_a_second_opener_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path()).unwrap();
+    let err = Wal::open(dir.path()).err().expect("one opener at a time");
+    assert_eq!(err.kind, ErrorKind::FailedPrecondition);
+    assert!(
+        err.message.contains("in use by another process"),
+        "{}",
+        err.message
+    );
+    drop(wal);
+    Wal::open(dir.path()).unwrap();
+
+    let foreign = tempfile::tempdir().unwrap();
+    std::fs::write(
+        foreign.path().join("0000000000000001.wal"),
+        b"not a log at all",
+    )
+    .unwrap();
+    let err = Wal::open(foreign.path()).err().expect("foreign data");
+    assert!(
+        err.message.contains("not an etcdc write-ahead log"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn concurrent_writers_share_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path()).unwrap();
+    let wal = Arc::new(wal);
+    let per = 100u64;
+    let threads: Vec<_> = (0..16u64)
+        .map(|t| {
+            let wal = wal.clone();
+            std::thread::spawn(move || {
+                for i in 0..per {
+                    wal.write_blocking(vec![Record::Committed(format!("{t}/{i}").into_bytes())])
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    let syncs = wal.syncs();
+    eprintln!("1600 acknowledged batches, {syncs} syncs");
+    assert!(syncs < 1600, "group commit shared no sync ({syncs})");
+}
+
+#[test]
+fn segments_roll_and_purged_ones_are_deleted_keeping_the_vote() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = "x".repeat(1 << 20);
+    {
+        let (wal, _) = Wal::open(dir.path()).unwrap();
+        wal.write_blocking(vec![Record::Vote(b"v1".to_vec())])
+            .unwrap();
+        for i in 1..=70 {
+            wal.write_blocking(vec![entry(i, &big)]).unwrap();
+        }
+        assert_eq!(segments(dir.path()).len(), 2, "rolled at 64 MiB");
+        wal.write_blocking(vec![Record::Purge {
+            upto: 68,
+            data: vec![],
+        }])
+        .unwrap();
+        assert_eq!(segments(dir.path()).len(), 1, "the purged segment is gone");
+    }
+    let (_wal, r) = Wal::open(dir.path()).unwrap();
+    assert_eq!(r.entries.keys().copied().collect::<Vec<_>>(), [69, 70]);
+    assert_eq!(
+        r.vote.as_deref(),
+        Some(&b"v1"[..]),
+        "carried into the new segment"
+    );
+}
+
+/// The child of `acknowledged_writes_survive_sigkill`: appends until killed, printing each
+/// index once the log has acknowledged it.
+#[test]
+fn crash_child() {
+    let Some(dir) = std::env::var_os("ETCDC_WAL_CHILD_DIR") else {
+        return;
+    };
+    let (wal, _) = Wal::open(std::path::Path::new(&dir)).unwrap();
+    let mut out = std::io::stdout().lock();
+    for i in 1.. {
+        wal.write_blocking(vec![entry(i, &format!("entry {i}"))])
+            .unwrap();
+        writeln!(out, "acked {i}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .env("ETCDC_WAL_CHILD_DIR", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut acked = 0u64;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("acked ") {
+            acked = n.parse().unwrap();
+            if acked >= 300 {
+                break;
+            }
+        }
+    }
+    // SIGKILL by its own pid, mid-append.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    assert!(acked >= 300, "the child stopped early at {acked}");
+    let (_wal, r) = Wal::open(dir.path()).unwrap();
+    let got: BTreeMap<u64, Vec<u8>> = r.entries;
+    for i in 1..=acked {
+        assert_eq!(
+            got.get(&i).map(|d| String::from_utf8_lossy(d).into_owned()),
+            Some(format!("entry {i}")),
+            "acknowledged entry {i} lost"
+        );
+    }
+}
