@@ -149,3 +149,151 @@ async fn etcdctl_works_against_a_member() {
         "{out}"
     );
 }
+
+/// A long-running etcdctl (watch, lock, elect): its output lines as they come; stopped by
+/// its own PID when dropped, also when the test fails.
+struct Background {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Background {
+    fn start(url: &str, args: &[&str]) -> Background {
+        let mut child = Command::new("/usr/bin/etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", url])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("etcdctl runs");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Background { child, lines }
+    }
+
+    /// The next `n` lines, waiting at most 10 s for them.
+    fn lines(&self, n: usize) -> Vec<String> {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        (0..n)
+            .map(|i| {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                self.lines
+                    .recv_timeout(left)
+                    .unwrap_or_else(|_| panic!("line {} of {n} from etcdctl within 10 s", i + 1))
+            })
+            .collect()
+    }
+
+    /// Nothing printed for `wait` (the process is blocked, as it should be).
+    fn quiet_for(&self, wait: std::time::Duration) -> bool {
+        self.lines.recv_timeout(wait).is_err()
+    }
+
+    /// SIGINT, as Ctrl-C: etcdctl's lock and elect then give up what they hold.
+    fn interrupt(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_watch_lock_and_elect_against_a_member() {
+    if !std::path::Path::new("/usr/bin/etcdctl").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "etcdctl is not installed and CI is set"
+        );
+        eprintln!("SKIP: etcdctl is not installed (set CI to make this a failure)");
+        return;
+    }
+    let (_c, url, _stop) = support::node::serve_single().await;
+    let ok = |args: &[&str]| {
+        let (ok, out) = etcdctl(&url, args, None);
+        assert!(ok, "etcdctl {args:?} failed: {out}");
+        out
+    };
+
+    // Watch: live events, then the same from history with --rev and --prev-kv.
+    ok(&["put", "/w/0", "before"]);
+    let live = Background::start(&url, &["watch", "/w/", "--prefix"]);
+    // etcdctl prints nothing when its watch is created: a put repeated until the first
+    // event shows up proves it is.
+    let first = loop {
+        ok(&["put", "/w/1", "a"]);
+        if let Ok(line) = live
+            .lines
+            .recv_timeout(std::time::Duration::from_millis(200))
+        {
+            break line;
+        }
+    };
+    assert_eq!(first, "PUT");
+    ok(&["del", "/w/1"]);
+    ok(&["put", "/w/2", "b"]);
+    let mut tail = Vec::new();
+    while !tail.ends_with(&["PUT".to_string(), "/w/2".into(), "b".into()]) {
+        tail.extend(live.lines(1));
+    }
+    assert!(tail.windows(2).any(|w| w == ["DELETE", "/w/1"]), "{tail:?}");
+    drop(live);
+    let rev = ok(&["get", "/w/0", "-w", "fields"]);
+    let mod_rev: String = rev
+        .lines()
+        .find(|l| l.contains("\"ModRevision\""))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|v| v.trim().to_string())
+        .expect("a mod revision");
+    let past = Background::start(&url, &["watch", "/w/0", "--rev", &mod_rev, "--prev-kv"]);
+    assert_eq!(past.lines(3), ["PUT", "/w/0", "before"]);
+    drop(past);
+
+    // Lock: a second holder waits until the first lets go.
+    let mut first = Background::start(&url, &["lock", "/jobs/lock"]);
+    let key = first.lines(1).remove(0);
+    assert!(key.starts_with("/jobs/lock/"), "{key}");
+    let second = Background::start(&url, &["lock", "/jobs/lock"]);
+    assert!(
+        second.quiet_for(std::time::Duration::from_millis(700)),
+        "a second etcdctl lock must wait while the first holds it"
+    );
+    first.interrupt();
+    let key2 = second.lines(1).remove(0);
+    assert!(key2.starts_with("/jobs/lock/") && key2 != key, "{key2}");
+    drop(second);
+
+    // Election: the observer sees the leader's proclamation, then the next leader.
+    let mut leader = Background::start(&url, &["elect", "/jobs/leader", "node-a"]);
+    let lines = leader.lines(2);
+    assert!(
+        lines[0].starts_with("/jobs/leader/") && lines[1] == "node-a",
+        "{lines:?}"
+    );
+    let observer = Background::start(&url, &["elect", "-l", "/jobs/leader"]);
+    assert_eq!(observer.lines(2)[1], "node-a");
+    let next = Background::start(&url, &["elect", "/jobs/leader", "node-b"]);
+    assert!(next.quiet_for(std::time::Duration::from_millis(500)));
+    leader.interrupt();
+    assert_eq!(next.lines(2)[1], "node-b");
+    assert_eq!(observer.lines(2)[1], "node-b");
+}

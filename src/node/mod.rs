@@ -6,9 +6,12 @@
 //!   commands reaches the same state. Checked against real etcd by the behaviour suite.
 //! - `wal`: the write-ahead log for Raft entries and the vote — CRC-framed records in
 //!   segment files, group commit on a thread of its own, torn tails cut, corruption refused.
-//!
-//! Next (not built yet): sled persistence under `mvcc`, openraft consensus over `wal` and
-//! `mvcc`, the watch hub and lease clocks, the gRPC server and `etcdc-node`.
+//! - `raft`: openraft's log store on `wal` and state machine on `mvcc` (snapshot files).
+//! - `watch`: each member's watches, fed by the state machine as it applies.
+//! - `member`: a running member — proposal batching, shared read-index rounds, the lease
+//!   clocks — serving `trait Etcd` in process.
+//! - `peer` and `grpc`: the members' own gRPC transport, and etcd's v3 API for clients.
+//! - `launch`: etcd's options (flags, environment, member ids) to a running node.
 
 pub mod grpc;
 pub mod launch;

@@ -1,6 +1,6 @@
 /* The embedded node through the C ABI: a one-member node from only a data dir, a client
  * bound to it using the ordinary calls, its status, a restart on the same dir with all data
- * back, a second node refused on a dir in use, and bad options. */
+ * back, a watch from history into live events, a second node refused on a dir in use, and bad options. */
 #include <unistd.h>
 
 #include "common.h"
@@ -50,9 +50,29 @@ int main(void) {
   int64_t lease = 0;
   OK(etcdc_lease_grant(c, 30, 0, 0, &lease, NULL));
   CHECK(lease > 0);
-  /* Watches are not served by the node yet: said plainly. */
+  /* A watch from the revision of the first put: history, then live events, in order. */
+  etcdc_watch_options *wo = etcdc_watch_options_new();
+  OK(etcdc_watch_options_set_prefix(wo));
+  OK(etcdc_watch_options_set_start_revision(wo, 2));
   etcdc_watch *w = NULL;
-  EXPECT(etcdc_watch_start(c, S("node/"), NULL, NULL, &w), ETCDC_ERR_UNSUPPORTED);
+  OK(etcdc_watch_start(c, S("node/k/"), wo, NULL, &w));
+  etcdc_watch_options_free(wo);
+  OK(etcdc_put(c, S("node/k/live"), S("x"), NULL, NULL));
+  int got = 0, live = 0;
+  int64_t last = 0;
+  etcdc_watch_response *r = NULL;
+  while (got < 51 && etcdc_watch_next(w, 5000, &r) == ETCDC_OK) {
+    for (size_t i = 0; i < etcdc_watch_response_len(r); i++) {
+      const etcdc_kv *kv = etcdc_event_kv(etcdc_watch_response_event(r, i));
+      CHECK(etcdc_kv_mod_revision(kv) > last);
+      last = etcdc_kv_mod_revision(kv);
+      live += value_is(kv, "x");
+      got++;
+    }
+    etcdc_watch_response_free(r);
+  }
+  CHECK(got == 51 && live == 1);
+  OK(etcdc_watch_free(w));
 
   uint64_t id = 0, leader = 0, term = 0, applied = 0;
   bool is_leader = false;
@@ -67,6 +87,8 @@ int main(void) {
   EXPECT_MESSAGE("in use");
   CHECK(second == NULL);
 
+  int64_t before = count(c);
+  CHECK(before == 51);
   OK(etcdc_client_free(c));
   OK(etcdc_node_stop(n));
   EXPECT(etcdc_node_status(n, &id, NULL, NULL, NULL, NULL), ETCDC_ERR_INVALID_ARGUMENT);
@@ -76,8 +98,8 @@ int main(void) {
   OK(etcdc_node_start(o, &n));
   OK(etcdc_node_client(n, NULL, &c));
   int64_t back = -1;
-  for (int i = 0; i < 100 && (back = count(c)) != 50; i++) sleep_ms(50);
-  CHECK(back == 50);
+  for (int i = 0; i < 100 && (back = count(c)) != before; i++) sleep_ms(50);
+  CHECK(back == before);
   OK(etcdc_client_free(c));
   OK(etcdc_node_stop(n));
   etcdc_node_options_free(o);
