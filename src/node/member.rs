@@ -195,9 +195,10 @@ impl ReadGate {
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(Error::new(ErrorKind::Closed, "the member is stopping")),
+            // The caller's deadline, as the remote client reports it.
             Err(_) => Err(Error::new(
-                ErrorKind::Unavailable,
-                "etcdserver: request timed out (no leader to confirm the read)",
+                ErrorKind::Timeout,
+                "deadline exceeded (the read was not confirmed by a leader in time)",
             )),
         }
     }
@@ -405,8 +406,8 @@ impl Member {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(Error::new(ErrorKind::Closed, "the member is stopping")),
             Err(_) => Err(Error::new(
-                ErrorKind::Unavailable,
-                "etcdserver: request timed out (no leader to commit it)",
+                ErrorKind::Timeout,
+                "deadline exceeded (the write was not committed in time)",
             )),
         }
     }
