@@ -145,6 +145,66 @@ typedef enum etcdc_lease_state {
 } etcdc_lease_state;
 
 /**
+ * A registration's state.
+ */
+typedef enum etcdc_registration_state {
+  /**
+   * Written under a live lease: first, and again after a loss (with a new lease).
+   */
+  ETCDC_REGISTERED = 0,
+  /**
+   * The keep-alive lost its member; refreshing resumes through another one.
+   */
+  ETCDC_REGISTRATION_RECONNECTING = 1,
+  /**
+   * The lease is gone (the reason says why) and the key with it; registering again
+   * follows by itself.
+   */
+  ETCDC_REGISTRATION_LOST = 2,
+  /**
+   * Registering again found another live instance under the same id; retrying until it
+   * is gone.
+   */
+  ETCDC_REGISTRATION_CONFLICT = 3,
+} etcdc_registration_state;
+
+/**
+ * How `etcdc_discovery_pick` chooses.
+ */
+typedef enum etcdc_pick_policy {
+  /**
+   * Each instance in turn.
+   */
+  ETCDC_PICK_ROUND_ROBIN = 0,
+  /**
+   * Uniformly at random.
+   */
+  ETCDC_PICK_RANDOM = 1,
+  /**
+   * The instance with the fewest uses in flight (`etcdc_discovery_begin` / `_end`);
+   * round-robin among equals.
+   */
+  ETCDC_PICK_LEAST_IN_FLIGHT = 2,
+  /**
+   * At random, in proportion to each instance's `weight` metadata.
+   */
+  ETCDC_PICK_WEIGHTED = 3,
+} etcdc_pick_policy;
+
+/**
+ * What changed in a discovery's table.
+ */
+typedef enum etcdc_discovery_change {
+  ETCDC_INSTANCE_ADDED = 0,
+  ETCDC_INSTANCE_UPDATED = 1,
+  ETCDC_INSTANCE_REMOVED = 2,
+  /**
+   * The discovery stopped (its client was freed): `etcdc_discovery_event_status` says why.
+   */
+  ETCDC_DISCOVERY_ENDED = 3,
+} etcdc_discovery_change;
+
+/**
  * What one operation of a transaction result is.
  */
 typedef enum etcdc_op_type {
@@ -207,6 +267,24 @@ typedef struct etcdc_delete_options etcdc_delete_options;
 typedef struct etcdc_delete_result etcdc_delete_result;
 
 /**
+ * A service directory followed: its table of instances. Free with `etcdc_discovery_free`.
+ */
+typedef struct etcdc_discovery etcdc_discovery;
+
+/**
+ * One change of the table. Borrowed for a callback (keep it with
+ * `etcdc_discovery_event_clone`), owned when pulled (free with
+ * `etcdc_discovery_event_free`).
+ */
+typedef struct etcdc_discovery_event etcdc_discovery_event;
+
+/**
+ * A candidacy in an election of a session (Go's `concurrency.Election`). Free with
+ * `etcdc_election_free`.
+ */
+typedef struct etcdc_election etcdc_election;
+
+/**
  * One member's status. Free with `etcdc_endpoint_status_free`.
  */
 typedef struct etcdc_endpoint_status etcdc_endpoint_status;
@@ -233,9 +311,27 @@ typedef struct etcdc_get_result etcdc_get_result;
 typedef struct etcdc_header etcdc_header;
 
 /**
+ * One registered instance. Borrowed from the event or list that holds it; owned (free with
+ * `etcdc_instance_free`) when returned by `etcdc_discovery_pick` or cloned.
+ */
+typedef struct etcdc_instance etcdc_instance;
+
+/**
+ * The instances of a table at one moment, by id. Free with `etcdc_instance_list_free`.
+ */
+typedef struct etcdc_instance_list etcdc_instance_list;
+
+/**
  * One key-value as stored, with its revisions. Borrowed from the result that holds it.
  */
 typedef struct etcdc_kv etcdc_kv;
+
+/**
+ * A leader: its key, the revision it was elected at (its key's create revision) and its
+ * value. Borrowed for an observer's callback (keep it with `etcdc_leader_clone`), owned
+ * otherwise (free with `etcdc_leader_free`).
+ */
+typedef struct etcdc_leader etcdc_leader;
 
 /**
  * One state change of a kept lease. Borrowed for a callback (keep it with
@@ -266,6 +362,12 @@ typedef struct etcdc_lease_list etcdc_lease_list;
 typedef struct etcdc_member_list etcdc_member_list;
 
 /**
+ * A distributed lock of a session (Go's `concurrency.Mutex`). Free with
+ * `etcdc_mutex_free`.
+ */
+typedef struct etcdc_mutex etcdc_mutex;
+
+/**
  * A running member. Stop and free it with `etcdc_node_stop`.
  */
 typedef struct etcdc_node etcdc_node;
@@ -277,6 +379,11 @@ typedef struct etcdc_node etcdc_node;
 typedef struct etcdc_node_options etcdc_node_options;
 
 /**
+ * An election followed (Go's `Observe`). Free with `etcdc_observer_free`.
+ */
+typedef struct etcdc_observer etcdc_observer;
+
+/**
  * Options for `etcdc_put` and for puts inside a transaction.
  */
 typedef struct etcdc_put_options etcdc_put_options;
@@ -285,6 +392,34 @@ typedef struct etcdc_put_options etcdc_put_options;
  * The result of a put. Free with `etcdc_put_result_free`.
  */
 typedef struct etcdc_put_result etcdc_put_result;
+
+/**
+ * An item of a queue: its key and value. Free with `etcdc_queue_item_free`.
+ */
+typedef struct etcdc_queue_item etcdc_queue_item;
+
+/**
+ * A service instance kept registered. Free with `etcdc_registration_free`.
+ */
+typedef struct etcdc_registration etcdc_registration;
+
+/**
+ * One state change of a registration. Borrowed for a callback (keep it with
+ * `etcdc_registration_event_clone`), owned when pulled (free with
+ * `etcdc_registration_event_free`).
+ */
+typedef struct etcdc_registration_event etcdc_registration_event;
+
+/**
+ * Options for `etcdc_register`.
+ */
+typedef struct etcdc_registration_options etcdc_registration_options;
+
+/**
+ * A lease kept alive for mutexes and elections (Go's `concurrency.Session`). Free with
+ * `etcdc_session_free`.
+ */
+typedef struct etcdc_session etcdc_session;
 
 /**
  * A transaction being built: compares, then the operations of each branch. Create with
@@ -315,6 +450,24 @@ typedef struct etcdc_watch_options etcdc_watch_options;
 typedef struct etcdc_watch_response etcdc_watch_response;
 
 /**
+ * A lease state callback, with the same rules as `etcdc_watch_callback`.
+ */
+typedef struct etcdc_lease_callback {
+  void (*call)(void *user_data, const struct etcdc_lease_event *event);
+  void (*drop)(void *user_data);
+  void *user_data;
+} etcdc_lease_callback;
+
+/**
+ * A leader callback, with the same rules as `etcdc_watch_callback`.
+ */
+typedef struct etcdc_leader_callback {
+  void (*call)(void *user_data, const struct etcdc_leader *leader);
+  void (*drop)(void *user_data);
+  void *user_data;
+} etcdc_leader_callback;
+
+/**
  * Sort by which field (`etcdc_get_options_set_sort`).
  */
 typedef uint32_t etcdc_sort_target;
@@ -325,13 +478,22 @@ typedef uint32_t etcdc_sort_target;
 typedef uint32_t etcdc_sort_order;
 
 /**
- * A lease state callback, with the same rules as `etcdc_watch_callback`.
+ * A registration state callback, with the same rules as `etcdc_watch_callback`.
  */
-typedef struct etcdc_lease_callback {
-  void (*call)(void *user_data, const struct etcdc_lease_event *event);
+typedef struct etcdc_registration_callback {
+  void (*call)(void *user_data, const struct etcdc_registration_event *event);
   void (*drop)(void *user_data);
   void *user_data;
-} etcdc_lease_callback;
+} etcdc_registration_callback;
+
+/**
+ * A discovery change callback, with the same rules as `etcdc_watch_callback`.
+ */
+typedef struct etcdc_discovery_callback {
+  void (*call)(void *user_data, const struct etcdc_discovery_event *event);
+  void (*drop)(void *user_data);
+  void *user_data;
+} etcdc_discovery_callback;
 
 /**
  * How a compare relates the key's field to the given value.
@@ -1586,6 +1748,518 @@ enum etcdc_status etcdc_node_status(const struct etcdc_node *node,
  * NULL does nothing.
  */
 enum etcdc_status etcdc_node_stop(struct etcdc_node *node);
+
+/**
+ * New registration options: TTL 10 s, metadata `null`, the client's timeout.
+ */
+struct etcdc_registration_options *etcdc_registration_options_new(void);
+
+/**
+ * The metadata: any JSON text (an object with a `weight` number is what weighted picks
+ * use); NULL for `null`. Invalid JSON is `ETCDC_ERR_INVALID_ARGUMENT`.
+ */
+enum etcdc_status etcdc_registration_options_set_metadata(struct etcdc_registration_options *opts,
+                                                          const char *json);
+
+/**
+ * The lease TTL in seconds (how soon a dead instance disappears), at least 1 and at least
+ * the cluster's minimum (`etcdc_register` refuses less rather than silently raising it).
+ */
+enum etcdc_status etcdc_registration_options_set_ttl(struct etcdc_registration_options *opts,
+                                                     int64_t ttl_seconds);
+
+/**
+ * How long `etcdc_register` may take (0: the client's default).
+ */
+enum etcdc_status etcdc_registration_options_set_timeout(struct etcdc_registration_options *opts,
+                                                         int64_t timeout_ms);
+
+/**
+ * Frees registration options. NULL does nothing.
+ */
+void etcdc_registration_options_free(struct etcdc_registration_options *opts);
+
+/**
+ * Registers instance `instance_id` of the service in `service_dir` (e.g. `/login_servers`
+ * and `0001-0001`): the key `<service_dir>/<instance_id>` holds Go `naming/endpoints`'
+ * value `{"Op":0,"Addr":"<addr>","Metadata":...}` under a lease refreshed at a third of its
+ * TTL, so Go gRPC clients resolve it with `etcd:///<service_dir>`. Returns once written.
+ *
+ * When the lease is lost (expired during a partition, revoked, cluster restored) the
+ * instance registers again by itself under a new lease, and says so: state changes go to
+ * `callback->call` on etcdc's event thread, or with a NULL `callback` queue for
+ * `etcdc_registration_next` / `_fd`. The first is `ETCDC_REGISTERED`.
+ *
+ * `ETCDC_ERR_FAILED_PRECONDITION` when another live instance holds the id (it is never
+ * overwritten); `ETCDC_ERR_INVALID_ARGUMENT` for an empty directory or address, an id that
+ * is empty or contains `/`, or a TTL under the cluster's minimum.
+ */
+enum etcdc_status etcdc_register(const struct etcdc_client *client,
+                                 const char *service_dir,
+                                 const char *instance_id,
+                                 const char *addr,
+                                 const struct etcdc_registration_options *opts,
+                                 const struct etcdc_registration_callback *callback,
+                                 struct etcdc_registration **registration_out);
+
+/**
+ * Replaces the metadata in place (same key, same lease); NULL for `null`. While the
+ * instance is registering again, `ETCDC_ERR_UNAVAILABLE` — the metadata goes with the next
+ * registration.
+ */
+enum etcdc_status etcdc_registration_set_metadata(const struct etcdc_registration *r,
+                                                  const char *json,
+                                                  int64_t timeout_ms);
+
+/**
+ * The lease the key is under now; 0 while registering again or for a bad handle.
+ */
+int64_t etcdc_registration_lease(const struct etcdc_registration *r);
+
+/**
+ * Pull form: the next state change, waiting up to `timeout_ms` (0: no wait; negative: no
+ * limit). `ETCDC_ERR_TIMEOUT` when nothing arrived. Free it with
+ * `etcdc_registration_event_free`.
+ */
+enum etcdc_status etcdc_registration_next(const struct etcdc_registration *r,
+                                          int64_t timeout_ms,
+                                          struct etcdc_registration_event **event_out);
+
+/**
+ * Pull form: a descriptor readable while a state change is waiting. Owned by the
+ * registration.
+ */
+enum etcdc_status etcdc_registration_fd(const struct etcdc_registration *r, int *fd_out);
+
+/**
+ * Unregisters (deletes the key and revokes its lease, within the client's timeout) and
+ * frees the registration, with the same callback rules as `etcdc_watch_free`. NULL does
+ * nothing. A process that dies without calling it disappears when its lease expires.
+ */
+enum etcdc_status etcdc_registration_free(struct etcdc_registration *r);
+
+/**
+ * The registration's new state.
+ */
+enum etcdc_registration_state etcdc_registration_event_state(const struct etcdc_registration_event *e);
+
+/**
+ * The lease the key is (or, for LOST, was) under.
+ */
+int64_t etcdc_registration_event_lease(const struct etcdc_registration_event *e);
+
+/**
+ * Why the state changed ("" for REGISTERED).
+ */
+const char *etcdc_registration_event_reason(const struct etcdc_registration_event *e);
+
+/**
+ * `ETCDC_OK`, or for the last event of a registration that stopped by itself (its client
+ * was freed), why.
+ */
+enum etcdc_status etcdc_registration_event_status(const struct etcdc_registration_event *e);
+
+/**
+ * A copy of an event that the caller owns; NULL for NULL.
+ */
+struct etcdc_registration_event *etcdc_registration_event_clone(const struct etcdc_registration_event *e);
+
+/**
+ * Frees a pulled or cloned event. NULL does nothing.
+ */
+void etcdc_registration_event_free(struct etcdc_registration_event *e);
+
+/**
+ * The instance id: its key under the service directory.
+ */
+const char *etcdc_instance_id(const struct etcdc_instance *i);
+
+/**
+ * Its address (`Addr` of Go's value; a value that is not that JSON is taken as the
+ * address itself, as v2-era scripts wrote it).
+ */
+const char *etcdc_instance_addr(const struct etcdc_instance *i);
+
+/**
+ * Its metadata as JSON text (`null` when it has none).
+ */
+const char *etcdc_instance_metadata(const struct etcdc_instance *i);
+
+/**
+ * Its weight for `ETCDC_PICK_WEIGHTED`: the metadata's `weight` number, else 1.
+ */
+uint32_t etcdc_instance_weight(const struct etcdc_instance *i);
+
+/**
+ * The revision of its key's last change.
+ */
+int64_t etcdc_instance_revision(const struct etcdc_instance *i);
+
+/**
+ * A copy the caller owns; NULL for NULL.
+ */
+struct etcdc_instance *etcdc_instance_clone(const struct etcdc_instance *i);
+
+/**
+ * Frees a picked or cloned instance. NULL does nothing.
+ */
+void etcdc_instance_free(struct etcdc_instance *i);
+
+/**
+ * Follows the instances registered under `service_dir`: lists them, then watches from the
+ * listed revision + 1, keeping a table that never misses or repeats a change (across
+ * reconnects; after a compaction it lists again and reports the difference). Every change
+ * — the listed instances first, as ADDED — goes to `callback->call` on etcdc's event
+ * thread, or with a NULL `callback` queues for `etcdc_discovery_next` / `_fd`. The table
+ * (`etcdc_discovery_pick`, `_snapshot`) is current whether or not changes are consumed.
+ * Returns once the table holds the listing (within the client's timeout).
+ */
+enum etcdc_status etcdc_discover(const struct etcdc_client *client,
+                                 const char *service_dir,
+                                 const struct etcdc_discovery_callback *callback,
+                                 struct etcdc_discovery **discovery_out);
+
+/**
+ * Picks an instance from the table (a copy the caller owns: `etcdc_instance_free`).
+ * `ETCDC_ERR_NOT_FOUND` when the table is empty. Takes no network round trip.
+ */
+enum etcdc_status etcdc_discovery_pick(const struct etcdc_discovery *d,
+                                       enum etcdc_pick_policy policy,
+                                       struct etcdc_instance **instance_out);
+
+/**
+ * Marks the start of a use of instance `id` (for `ETCDC_PICK_LEAST_IN_FLIGHT`).
+ * `ETCDC_ERR_NOT_FOUND` if it is not in the table.
+ */
+enum etcdc_status etcdc_discovery_begin(const struct etcdc_discovery *d, const char *id);
+
+/**
+ * Marks the end of a use begun with `etcdc_discovery_begin` (an instance removed meanwhile
+ * is fine).
+ */
+enum etcdc_status etcdc_discovery_end(const struct etcdc_discovery *d, const char *id);
+
+/**
+ * The table now.
+ */
+enum etcdc_status etcdc_discovery_snapshot(const struct etcdc_discovery *d,
+                                           struct etcdc_instance_list **list_out);
+
+/**
+ * How many instances the list holds.
+ */
+size_t etcdc_instance_list_len(const struct etcdc_instance_list *l);
+
+/**
+ * The `i`-th instance, borrowed from the list; NULL when out of range.
+ */
+const struct etcdc_instance *etcdc_instance_list_get(const struct etcdc_instance_list *l, size_t i);
+
+/**
+ * Frees a list. NULL does nothing.
+ */
+void etcdc_instance_list_free(struct etcdc_instance_list *l);
+
+/**
+ * Pull form: the next change, waiting up to `timeout_ms` (0: no wait; negative: no limit).
+ * `ETCDC_ERR_TIMEOUT` when nothing arrived. Free it with `etcdc_discovery_event_free`.
+ */
+enum etcdc_status etcdc_discovery_next(const struct etcdc_discovery *d,
+                                       int64_t timeout_ms,
+                                       struct etcdc_discovery_event **event_out);
+
+/**
+ * Pull form: a descriptor readable while a change is waiting. Owned by the discovery.
+ */
+enum etcdc_status etcdc_discovery_fd(const struct etcdc_discovery *d, int *fd_out);
+
+/**
+ * Stops following and frees the discovery, with the same callback rules as
+ * `etcdc_watch_free`. NULL does nothing.
+ */
+enum etcdc_status etcdc_discovery_free(struct etcdc_discovery *d);
+
+/**
+ * What changed.
+ */
+enum etcdc_discovery_change etcdc_discovery_event_change(const struct etcdc_discovery_event *e);
+
+/**
+ * The instance (as it is now; for REMOVED, as it was), borrowed from the event.
+ */
+const struct etcdc_instance *etcdc_discovery_event_instance(const struct etcdc_discovery_event *e);
+
+/**
+ * `ETCDC_OK`, or for `ETCDC_DISCOVERY_ENDED` why the discovery stopped.
+ */
+enum etcdc_status etcdc_discovery_event_status(const struct etcdc_discovery_event *e);
+
+/**
+ * For `ETCDC_DISCOVERY_ENDED`, the message; "" otherwise.
+ */
+const char *etcdc_discovery_event_reason(const struct etcdc_discovery_event *e);
+
+/**
+ * A copy of an event that the caller owns; NULL for NULL.
+ */
+struct etcdc_discovery_event *etcdc_discovery_event_clone(const struct etcdc_discovery_event *e);
+
+/**
+ * Frees a pulled or cloned event. NULL does nothing.
+ */
+void etcdc_discovery_event_free(struct etcdc_discovery_event *e);
+
+/**
+ * Starts a session: a new lease of `ttl_seconds` (0: Go's default, 60 s) refreshed at a
+ * third of its TTL. Its state changes (`etcdc_lease_event`, as a lease keeper's) go to
+ * `callback->call` on etcdc's event thread, or with a NULL `callback` queue for
+ * `etcdc_session_next` / `_fd`; LOST means every lock and leadership of the session is
+ * gone. A TTL under the cluster's minimum is `ETCDC_ERR_INVALID_ARGUMENT`.
+ */
+enum etcdc_status etcdc_session_start(const struct etcdc_client *client,
+                                      int64_t ttl_seconds,
+                                      const struct etcdc_lease_callback *callback,
+                                      struct etcdc_session **session_out);
+
+/**
+ * The session's lease id; 0 for a bad handle.
+ */
+int64_t etcdc_session_lease(const struct etcdc_session *s);
+
+/**
+ * Pull form: the next state change of the session's lease, waiting up to `timeout_ms` (0:
+ * no wait; negative: no limit). Free it with `etcdc_lease_event_free`.
+ */
+enum etcdc_status etcdc_session_next(const struct etcdc_session *s,
+                                     int64_t timeout_ms,
+                                     struct etcdc_lease_event **event_out);
+
+/**
+ * Pull form: a descriptor readable while a state change is waiting.
+ */
+enum etcdc_status etcdc_session_fd(const struct etcdc_session *s, int *fd_out);
+
+/**
+ * Ends the session: revokes its lease (its locks and leadership go at once) and frees it,
+ * with the same callback rules as `etcdc_watch_free`. Free its mutexes and elections first.
+ * NULL does nothing.
+ */
+enum etcdc_status etcdc_session_free(struct etcdc_session *s);
+
+/**
+ * The mutex `name` for `session`: its key is `<name>/<lease id in lowercase hex>`, as Go's
+ * and `etcdctl lock`'s. An empty name is `ETCDC_ERR_INVALID_ARGUMENT`.
+ */
+enum etcdc_status etcdc_mutex_new(const struct etcdc_session *session,
+                                  const uint8_t *name,
+                                  size_t name_len,
+                                  struct etcdc_mutex **mutex_out);
+
+/**
+ * Waits until the lock is held, up to `timeout_ms` (0: the client's timeout; negative: no
+ * limit). `ETCDC_ERR_TIMEOUT` when it was not (the place in line is given up);
+ * `ETCDC_ERR_FAILED_PRECONDITION` if the session's lease is gone.
+ */
+enum etcdc_status etcdc_mutex_lock(const struct etcdc_mutex *m, int64_t timeout_ms);
+
+/**
+ * Takes the lock if it is free, without waiting: `ETCDC_ERR_FAILED_PRECONDITION`
+ * ("mutex: Locked by another session") when it is held.
+ */
+enum etcdc_status etcdc_mutex_try_lock(const struct etcdc_mutex *m, int64_t timeout_ms);
+
+/**
+ * Releases the lock.
+ */
+enum etcdc_status etcdc_mutex_unlock(const struct etcdc_mutex *m, int64_t timeout_ms);
+
+/**
+ * The lock's key, borrowed from the mutex (length in `*len`); NULL for a bad handle.
+ */
+const uint8_t *etcdc_mutex_key(const struct etcdc_mutex *m, size_t *len);
+
+/**
+ * The lock's revision while held (its key's create revision): a fencing token — a txn
+ * comparing the key's create revision to it only succeeds while the lock is held. 0 when
+ * not held.
+ */
+int64_t etcdc_mutex_revision(const struct etcdc_mutex *m);
+
+/**
+ * Frees the mutex (a held lock is not released: unlock first, or end the session). NULL
+ * does nothing.
+ */
+enum etcdc_status etcdc_mutex_free(struct etcdc_mutex *m);
+
+/**
+ * The election `name` for `session`; candidates' keys are `<name>/<lease hex>`, as Go's and
+ * `etcdctl elect`'s. An empty name is `ETCDC_ERR_INVALID_ARGUMENT`.
+ */
+enum etcdc_status etcdc_election_new(const struct etcdc_session *session,
+                                     const uint8_t *name,
+                                     size_t name_len,
+                                     struct etcdc_election **election_out);
+
+/**
+ * Leadership taken earlier and saved (`etcdc_election_key`, `_revision`), e.g. before a
+ * restart that kept the session's lease: proclaim and resign work as for the campaign.
+ */
+enum etcdc_status etcdc_election_resume(const struct etcdc_session *session,
+                                        const uint8_t *name,
+                                        size_t name_len,
+                                        const uint8_t *key,
+                                        size_t key_len,
+                                        int64_t revision,
+                                        struct etcdc_election **election_out);
+
+/**
+ * Runs for leader with `value` and waits until elected, up to `timeout_ms` (0: the
+ * client's timeout; negative: no limit). `ETCDC_ERR_TIMEOUT` when not elected in time (the
+ * candidacy is withdrawn).
+ */
+enum etcdc_status etcdc_election_campaign(const struct etcdc_election *e,
+                                          const uint8_t *value,
+                                          size_t value_len,
+                                          int64_t timeout_ms);
+
+/**
+ * Replaces the leader's value without a new election. `ETCDC_ERR_FAILED_PRECONDITION`
+ * ("election: not leader") when this candidacy does not lead.
+ */
+enum etcdc_status etcdc_election_proclaim(const struct etcdc_election *e,
+                                          const uint8_t *value,
+                                          size_t value_len,
+                                          int64_t timeout_ms);
+
+/**
+ * Gives up leadership (or the candidacy): the next candidate is elected.
+ */
+enum etcdc_status etcdc_election_resign(const struct etcdc_election *e, int64_t timeout_ms);
+
+/**
+ * This candidacy's key while campaigning or leading, copied into a new leader record
+ * (free with `etcdc_leader_free`); `ETCDC_ERR_NOT_FOUND` when not campaigning.
+ */
+enum etcdc_status etcdc_election_key(const struct etcdc_election *e,
+                                     struct etcdc_leader **leader_out);
+
+/**
+ * Frees the election handle (leadership is not resigned: resign first, or end the
+ * session). NULL does nothing.
+ */
+enum etcdc_status etcdc_election_free(struct etcdc_election *e);
+
+/**
+ * The current leader of election `name` (a record the caller owns). `ETCDC_ERR_NOT_FOUND`
+ * ("election: no leader") when there is none.
+ */
+enum etcdc_status etcdc_election_leader(const struct etcdc_client *client,
+                                        const uint8_t *name,
+                                        size_t name_len,
+                                        int64_t timeout_ms,
+                                        struct etcdc_leader **leader_out);
+
+/**
+ * The leader's key (length in `*len`).
+ */
+const uint8_t *etcdc_leader_key(const struct etcdc_leader *l, size_t *len);
+
+/**
+ * The leader's value (length in `*len`).
+ */
+const uint8_t *etcdc_leader_value(const struct etcdc_leader *l, size_t *len);
+
+/**
+ * The revision the leader was elected at (its key's create revision).
+ */
+int64_t etcdc_leader_revision(const struct etcdc_leader *l);
+
+/**
+ * `ETCDC_OK`, or for the last record of an observer that stopped by itself, why.
+ */
+enum etcdc_status etcdc_leader_status(const struct etcdc_leader *l);
+
+/**
+ * For the last record of an observer that stopped by itself, the message; "" otherwise.
+ */
+const char *etcdc_leader_reason(const struct etcdc_leader *l);
+
+/**
+ * A copy the caller owns; NULL for NULL.
+ */
+struct etcdc_leader *etcdc_leader_clone(const struct etcdc_leader *l);
+
+/**
+ * Frees an owned leader record. NULL does nothing.
+ */
+void etcdc_leader_free(struct etcdc_leader *l);
+
+/**
+ * Follows election `name`: each new leader and each proclamation, in order, go to
+ * `callback->call` on etcdc's event thread, or with a NULL `callback` queue for
+ * `etcdc_observer_next` / `_fd`.
+ */
+enum etcdc_status etcdc_election_observe(const struct etcdc_client *client,
+                                         const uint8_t *name,
+                                         size_t name_len,
+                                         const struct etcdc_leader_callback *callback,
+                                         struct etcdc_observer **observer_out);
+
+/**
+ * Pull form: the next leader or proclamation, waiting up to `timeout_ms` (0: no wait;
+ * negative: no limit). Free it with `etcdc_leader_free`.
+ */
+enum etcdc_status etcdc_observer_next(const struct etcdc_observer *o,
+                                      int64_t timeout_ms,
+                                      struct etcdc_leader **leader_out);
+
+/**
+ * Pull form: a descriptor readable while a leader record is waiting.
+ */
+enum etcdc_status etcdc_observer_fd(const struct etcdc_observer *o, int *fd_out);
+
+/**
+ * Stops observing and frees the observer, with the same callback rules as
+ * `etcdc_watch_free`. NULL does nothing.
+ */
+enum etcdc_status etcdc_observer_free(struct etcdc_observer *o);
+
+/**
+ * Appends `value` to the queue in directory `dir` (e.g. `/jobs`). With `item_out` non-NULL,
+ * the new item (its key orders by creation) is written there.
+ */
+enum etcdc_status etcdc_queue_enqueue(const struct etcdc_client *client,
+                                      const char *dir,
+                                      const uint8_t *value,
+                                      size_t value_len,
+                                      int64_t timeout_ms,
+                                      struct etcdc_queue_item **item_out);
+
+/**
+ * Takes the oldest item of the queue in `dir`. With `wait` false, `ETCDC_ERR_NOT_FOUND` when
+ * the queue is empty; with `wait` true, waits for an item up to `timeout_ms` (0: the
+ * client's timeout; negative: no limit), then `ETCDC_ERR_TIMEOUT`.
+ */
+enum etcdc_status etcdc_queue_dequeue(const struct etcdc_client *client,
+                                      const char *dir,
+                                      bool wait,
+                                      int64_t timeout_ms,
+                                      struct etcdc_queue_item **item_out);
+
+/**
+ * The item's key (length in `*len`).
+ */
+const uint8_t *etcdc_queue_item_key(const struct etcdc_queue_item *i, size_t *len);
+
+/**
+ * The item's value (length in `*len`).
+ */
+const uint8_t *etcdc_queue_item_value(const struct etcdc_queue_item *i, size_t *len);
+
+/**
+ * Frees an item. NULL does nothing.
+ */
+void etcdc_queue_item_free(struct etcdc_queue_item *i);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -17,6 +17,9 @@ const FILE_ORDER: &[&str] = &[
     "lease.rs",
     "cluster.rs",
     "node.rs",
+    "registry.rs",
+    "election.rs",
+    "queue.rs",
 ];
 
 fn generate() -> String {

@@ -69,6 +69,15 @@ impl Client {
         };
         Ok(deadline_in(timeout))
     }
+
+    /// The deadline for a call that waits for others (a lock, a campaign, a dequeue):
+    /// as `deadline`, and a negative `timeout_ms` waits without limit.
+    pub fn wait_deadline(&self, timeout_ms: i64) -> Result<Deadline> {
+        if timeout_ms < 0 {
+            return Ok(deadline_in(Duration::from_secs(100 * 365 * 24 * 3600)));
+        }
+        self.deadline(timeout_ms)
+    }
 }
 
 fn positive_ms(ms: i64, what: &str) -> Result<Duration> {

@@ -79,4 +79,10 @@ pub(crate) fn forget_all() {
     super::watch::WATCHES.forget();
     super::lease::KEEPERS.forget();
     super::node::NODES.forget();
+    super::registry::REGISTRATIONS.forget();
+    super::registry::DISCOVERIES.forget();
+    super::election::SESSIONS.forget();
+    super::election::MUTEXES.forget();
+    super::election::ELECTIONS.forget();
+    super::election::OBSERVERS.forget();
 }

@@ -1,7 +1,8 @@
 //! The C ABI: opaque handles, status codes and callbacks over the core. No logic of its own
 //! lives here: every export checks its arguments, calls down, and converts the result.
 //! Modules are in the header's reading order: status and process, client, key-values, get /
-//! put / delete, transactions, watches, leases, cluster, the embedded node.
+//! put / delete, transactions, watches, leases, cluster, the embedded node, then the recipes:
+//! registration and discovery, sessions with mutexes and elections, queues.
 
 #![allow(non_camel_case_types)]
 // Every export checks its pointers itself (see `guard`); they stay callable from C, where
@@ -10,13 +11,16 @@
 
 pub mod client;
 pub mod cluster;
+pub mod election;
 mod guard;
 mod handle;
 pub mod kv;
 pub mod lease;
 pub mod node;
 pub mod process;
+pub mod queue;
 pub mod record;
+pub mod registry;
 pub mod status;
 mod stream;
 pub mod txn;
