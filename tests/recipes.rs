@@ -408,3 +408,299 @@ async fn remote_etcd() -> Option<support::Target> {
 recipes!(remote_etcd, super::remote_etcd());
 recipes!(node, support::node::single_target());
 recipes!(node_three, support::node::three_target());
+
+// ---- interop with the real etcdctl, both ways ----
+
+async fn counter(e: &Arc<dyn Etcd>) -> i64 {
+    String::from_utf8(value(e, b"/counter").await.unwrap())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// etcdc's mutex and `etcdctl lock` exclude each other (a shared counter incremented under
+/// the lock by both loses nothing), and etcdc's election and `etcdctl elect` see the same
+/// leader, both ways.
+async fn etcdctl_interop(e: Arc<dyn Etcd>, url: String) {
+    use support::etcdctl::{etcdctl, Background};
+    if !support::etcdctl::available() {
+        return;
+    }
+    const ROUNDS: i64 = 8;
+    e.put(
+        PutRequest {
+            key: b"/counter".to_vec(),
+            value: b"0".to_vec(),
+            ..Default::default()
+        },
+        dl(),
+    )
+    .await
+    .unwrap();
+    let script = format!(
+        "v=$(etcdctl --endpoints={url} get /counter --print-value-only) && \
+         etcdctl --endpoints={url} put /counter $((v+1)) >/dev/null"
+    );
+    let theirs = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..ROUNDS {
+                let (ok, out) = etcdctl(&url, &["lock", "/ctr", "--", "sh", "-c", &script], None);
+                assert!(ok, "etcdctl lock: {out}");
+            }
+        })
+    };
+    let (s, _u) = session(&e, 10).await;
+    let mut m = Mutex::new(e.clone(), b"/ctr", s.lease()).unwrap();
+    for _ in 0..ROUNDS {
+        m.lock(dl()).await.unwrap();
+        let v = counter(&e).await;
+        // Widen the window a lost update would need.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        e.put(
+            PutRequest {
+                key: b"/counter".to_vec(),
+                value: (v + 1).to_string().into_bytes(),
+                ..Default::default()
+            },
+            dl(),
+        )
+        .await
+        .unwrap();
+        m.unlock(dl()).await.unwrap();
+    }
+    theirs.await.unwrap();
+    assert_eq!(counter(&e).await, 2 * ROUNDS, "no increment lost");
+
+    // etcdctl holds: etcdc cannot take it; etcdc holds: etcdctl waits until it is released.
+    let mut held = Background::start(&url, &["lock", "/ctr"]);
+    assert!(held.lines(1)[0].starts_with("/ctr/"));
+    assert_eq!(
+        m.try_lock(dl()).await.unwrap_err().kind,
+        ErrorKind::FailedPrecondition
+    );
+    held.interrupt();
+    m.lock(dl()).await.unwrap();
+    let waiting = Background::start(&url, &["lock", "/ctr"]);
+    assert!(waiting.quiet_for(Duration::from_millis(500)));
+    m.unlock(dl()).await.unwrap();
+    assert!(waiting.lines(1)[0].starts_with("/ctr/"));
+    drop(waiting);
+
+    // Elections: etcdctl observes etcdc's leader; etcdc observes etcdctl's.
+    let mut el = Election::new(e.clone(), b"/el", s.lease()).unwrap();
+    el.campaign(b"etcdc-leader", dl()).await.unwrap();
+    let observer = Background::start(&url, &["elect", "-l", "/el"]);
+    assert_eq!(observer.lines(2)[1], "etcdc-leader");
+    let candidate = Background::start(&url, &["elect", "/el", "etcdctl-leader"]);
+    assert!(candidate.quiet_for(Duration::from_millis(500)));
+    let (feed, observed) = stream::channel(16);
+    let watch = election::observe(e.clone(), b"/el", feed).unwrap();
+    assert_eq!(next(&observed).await.value, b"etcdc-leader");
+    el.resign(dl()).await.unwrap();
+    assert_eq!(candidate.lines(2)[1], "etcdctl-leader");
+    assert_eq!(observer.lines(2)[1], "etcdctl-leader");
+    assert_eq!(next(&observed).await.value, b"etcdctl-leader");
+    assert_eq!(
+        election::leader(&*e, b"/el", dl()).await.unwrap().value,
+        b"etcdctl-leader"
+    );
+    watch.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_interop_on_etcd() {
+    let Some(target) = support::remote_etcd() else {
+        return;
+    };
+    let url = target.cluster.as_ref().unwrap().endpoints();
+    etcdctl_interop(target.etcd.clone(), url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_interop_on_the_node() {
+    let (_c, url, _stop) = support::node::serve_single().await;
+    etcdctl_interop(support::remote(&url), url).await;
+}
+
+/// The discovery table equals the truth after 1,000 random registrations, deletions and
+/// lease revocations, with a compaction and a member killed and restarted in between (the
+/// watch moves to another member and resumes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_table_matches_the_truth_after_random_churn() {
+    let Some(mut target) = support::remote_etcd_cluster() else {
+        return;
+    };
+    let e = target.etcd.clone();
+    let (feed, changes) = stream::channel::<Change>(64);
+    let d = Discovery::start(e.clone(), "/churn", feed, dl())
+        .await
+        .unwrap();
+    // Drain the changes as a consumer would.
+    let drained = tokio::spawn(async move {
+        let mut n = 0usize;
+        while changes.recv().await.is_some() {
+            n += 1;
+        }
+        n
+    });
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rand = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let lease = e
+        .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 }, dl())
+        .await
+        .unwrap()
+        .id;
+    let mut leased = Vec::new();
+    let mut lease_id = lease;
+    for step in 0..1000 {
+        let id = format!("/churn/i{}", rand(40));
+        match rand(10) {
+            0..=5 => {
+                let under = rand(4) == 0;
+                e.put(
+                    PutRequest {
+                        key: id.clone().into_bytes(),
+                        value: format!("{{\"Op\":0,\"Addr\":\"10.0.0.{}:1\"}}", step % 250)
+                            .into_bytes(),
+                        lease: if under { lease_id } else { 0 },
+                        ..Default::default()
+                    },
+                    dl(),
+                )
+                .await
+                .unwrap();
+                if under {
+                    leased.push(id);
+                }
+            }
+            6..=8 => {
+                e.delete_range(
+                    DeleteRangeRequest {
+                        key: id.into_bytes(),
+                        ..Default::default()
+                    },
+                    dl(),
+                )
+                .await
+                .unwrap();
+            }
+            _ => {
+                // Everything under the lease expires at once.
+                e.lease_revoke(LeaseRevokeRequest { id: lease_id }, dl())
+                    .await
+                    .unwrap();
+                leased.clear();
+                lease_id = e
+                    .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 }, dl())
+                    .await
+                    .unwrap()
+                    .id;
+            }
+        }
+        if step == 400 {
+            let rev = e
+                .range(
+                    RangeRequest {
+                        key: b"/churn/".to_vec(),
+                        ..Default::default()
+                    },
+                    dl(),
+                )
+                .await
+                .unwrap()
+                .header
+                .unwrap()
+                .revision;
+            e.compact(
+                CompactionRequest {
+                    revision: rev,
+                    physical: false,
+                },
+                dl(),
+            )
+            .await
+            .unwrap();
+        }
+        if step == 600 {
+            target.cluster.as_mut().unwrap().kill(0);
+        }
+        if step == 800 {
+            target.cluster.as_mut().unwrap().restart(0);
+        }
+    }
+    let truth = e
+        .range(
+            RangeRequest {
+                key: b"/churn/".to_vec(),
+                range_end: etcdc::kv::prefix_end(b"/churn/"),
+                ..Default::default()
+            },
+            dl(),
+        )
+        .await
+        .unwrap();
+    let want: Vec<(String, String)> = truth
+        .kvs
+        .iter()
+        .map(|kv| {
+            let id = String::from_utf8_lossy(&kv.key["/churn/".len()..]).into_owned();
+            let v: serde_json::Value = serde_json::from_slice(&kv.value).unwrap();
+            (id, v["Addr"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got: Vec<(String, String)> = d.snapshot().into_iter().map(|i| (i.id, i.addr)).collect();
+        if got == want {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "table {got:?} != truth {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(d);
+    assert!(drained.await.unwrap() > 0);
+}
+
+/// A registration rides out a member's death and restart: its keep-alive moves to another
+/// member, the key stays, and no loss is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_survives_a_member_restart() {
+    let Some(mut target) = support::remote_etcd_cluster() else {
+        return;
+    };
+    let e = target.etcd.clone();
+    let (feed, updates) = stream::channel::<RegUpdate>(16);
+    let r = Registration::start(e.clone(), spec("survivor", 2), feed, dl())
+        .await
+        .unwrap();
+    assert_eq!(next(&updates).await.state, RegState::Registered);
+    let lease = r.lease();
+    let cluster = target.cluster.as_mut().unwrap();
+    for member in 0..2 {
+        cluster.kill(member);
+        // Two TTLs with the member down, then back.
+        let quiet = tokio::time::timeout(Duration::from_secs(4), async {
+            loop {
+                let u = next(&updates).await;
+                if u.state == RegState::Lost {
+                    return u;
+                }
+            }
+        })
+        .await;
+        assert!(quiet.is_err(), "lost with member {member} down: {quiet:?}");
+        cluster.restart(member);
+    }
+    assert_eq!(r.lease(), lease, "the same lease all along");
+    assert!(value(&e, r.key()).await.is_some());
+    r.unregister(dl()).await.unwrap();
+}

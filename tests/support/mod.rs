@@ -1,5 +1,6 @@
 #![allow(dead_code)]
 pub mod etcd;
+pub mod etcdctl;
 pub mod mvcc;
 pub mod node;
 
