@@ -952,6 +952,329 @@ class Node {
   etcdc_node* n_;
 };
 
+// ---- recipes: registration and discovery, sessions, mutexes, elections, queues ----
+
+enum class RegistrationState {
+  Registered = ETCDC_REGISTERED,
+  Reconnecting = ETCDC_REGISTRATION_RECONNECTING,
+  Lost = ETCDC_REGISTRATION_LOST,
+  Conflict = ETCDC_REGISTRATION_CONFLICT,
+};
+
+/// A registration's state change (copied out of etcdc's record).
+struct RegistrationEvent {
+  RegistrationState state;
+  int64_t lease;
+  std::string reason;
+  Status status;
+  explicit RegistrationEvent(const etcdc_registration_event* e)
+      : state(static_cast<RegistrationState>(etcdc_registration_event_state(e))),
+        lease(etcdc_registration_event_lease(e)),
+        reason(etcdc_registration_event_reason(e)),
+        status(static_cast<Status>(etcdc_registration_event_status(e))) {}
+};
+
+struct RegistrationOptions {
+  std::optional<std::string> metadata;  // any JSON; a "weight" number feeds weighted picks
+  int64_t ttl_seconds = 10;
+  int64_t timeout_ms = 0;  // 0: the client's
+};
+
+/// An instance kept registered under <dir>/<id>; destroying it unregisters (delete + revoke).
+class Registration : public detail::StreamOwner<etcdc_registration, etcdc_registration_free> {
+ public:
+  using StreamOwner::StreamOwner;
+  int64_t lease() const noexcept { return etcdc_registration_lease(h_); }
+  void set_metadata(const std::optional<std::string>& json, int64_t timeout_ms = 0) {
+    detail::check(etcdc_registration_set_metadata(h_, json ? json->c_str() : nullptr, timeout_ms));
+  }
+  std::optional<RegistrationEvent> next(int64_t timeout_ms) {
+    etcdc_registration_event* e = nullptr;
+    etcdc_status s = etcdc_registration_next(h_, timeout_ms, &e);
+    if (s == ETCDC_ERR_TIMEOUT) return std::nullopt;
+    detail::check(s);
+    detail::Owned<etcdc_registration_event, etcdc_registration_event_free> own(e);
+    return RegistrationEvent(e);
+  }
+  int fd() const {
+    int fd = -1;
+    detail::check(etcdc_registration_fd(h_, &fd));
+    return fd;
+  }
+};
+
+/// One registered instance (copied out of etcdc's record).
+struct Instance {
+  std::string id;
+  std::string addr;
+  std::string metadata;  // JSON text, "null" when none
+  uint32_t weight = 1;
+  int64_t revision = 0;
+  Instance() = default;
+  explicit Instance(const etcdc_instance* i)
+      : id(etcdc_instance_id(i)),
+        addr(etcdc_instance_addr(i)),
+        metadata(etcdc_instance_metadata(i)),
+        weight(etcdc_instance_weight(i)),
+        revision(etcdc_instance_revision(i)) {}
+};
+
+enum class Change { Added = ETCDC_INSTANCE_ADDED, Updated = ETCDC_INSTANCE_UPDATED, Removed = ETCDC_INSTANCE_REMOVED, Ended = ETCDC_DISCOVERY_ENDED };
+enum class Pick { RoundRobin = ETCDC_PICK_ROUND_ROBIN, Random = ETCDC_PICK_RANDOM, LeastInFlight = ETCDC_PICK_LEAST_IN_FLIGHT, Weighted = ETCDC_PICK_WEIGHTED };
+
+struct DiscoveryEvent {
+  Change change;
+  Instance instance;
+  Status status;  // for Change::Ended, why
+  explicit DiscoveryEvent(const etcdc_discovery_event* e)
+      : change(static_cast<Change>(etcdc_discovery_event_change(e))),
+        instance(etcdc_discovery_event_instance(e)),
+        status(static_cast<Status>(etcdc_discovery_event_status(e))) {}
+};
+
+/// A service directory followed; destroying it stops following.
+class Discovery : public detail::StreamOwner<etcdc_discovery, etcdc_discovery_free> {
+ public:
+  using StreamOwner::StreamOwner;
+  /// An instance by `policy`; nullopt when none is registered.
+  std::optional<Instance> pick(Pick policy = Pick::RoundRobin) {
+    etcdc_instance* i = nullptr;
+    etcdc_status s = etcdc_discovery_pick(h_, static_cast<etcdc_pick_policy>(policy), &i);
+    if (s == ETCDC_ERR_NOT_FOUND) return std::nullopt;
+    detail::check(s);
+    detail::Owned<etcdc_instance, etcdc_instance_free> own(i);
+    return Instance(i);
+  }
+  void begin(const std::string& id) { detail::check(etcdc_discovery_begin(h_, id.c_str())); }
+  void end(const std::string& id) { detail::check(etcdc_discovery_end(h_, id.c_str())); }
+  std::vector<Instance> snapshot() const {
+    etcdc_instance_list* l = nullptr;
+    detail::check(etcdc_discovery_snapshot(h_, &l));
+    detail::Owned<etcdc_instance_list, etcdc_instance_list_free> own(l);
+    std::vector<Instance> out;
+    for (size_t i = 0; i < etcdc_instance_list_len(l); i++) out.emplace_back(etcdc_instance_list_get(l, i));
+    return out;
+  }
+  std::optional<DiscoveryEvent> next(int64_t timeout_ms) {
+    etcdc_discovery_event* e = nullptr;
+    etcdc_status s = etcdc_discovery_next(h_, timeout_ms, &e);
+    if (s == ETCDC_ERR_TIMEOUT) return std::nullopt;
+    detail::check(s);
+    detail::Owned<etcdc_discovery_event, etcdc_discovery_event_free> own(e);
+    return DiscoveryEvent(e);
+  }
+  int fd() const {
+    int fd = -1;
+    detail::check(etcdc_discovery_fd(h_, &fd));
+    return fd;
+  }
+};
+
+namespace detail {
+inline etcdc_registration_options* registration_options(const RegistrationOptions& o) {
+  etcdc_registration_options* r = not_null(etcdc_registration_options_new());
+  Owned<etcdc_registration_options, etcdc_registration_options_free> own(r);
+  check(etcdc_registration_options_set_ttl(r, o.ttl_seconds));
+  if (o.metadata) check(etcdc_registration_options_set_metadata(r, o.metadata->c_str()));
+  if (o.timeout_ms) check(etcdc_registration_options_set_timeout(r, o.timeout_ms));
+  return own.release();
+}
+}  // namespace detail
+
+/// Registers <dir>/<id> at `addr`, kept registered (again after a loss) until destroyed;
+/// state changes go to `fn` on etcdc's event thread, or, without `fn`, to Registration::next.
+inline Registration register_instance(Client& c, const std::string& dir, const std::string& id, const std::string& addr,
+                                      const RegistrationOptions& o = {},
+                                      std::function<void(const RegistrationEvent&)> fn = nullptr) {
+  detail::Owned<etcdc_registration_options, etcdc_registration_options_free> opts(detail::registration_options(o));
+  etcdc_registration* r = nullptr;
+  if (fn) {
+    using Fn = std::function<void(const etcdc_registration_event*)>;
+    auto* holder = new Fn([fn = std::move(fn)](const etcdc_registration_event* e) { fn(RegistrationEvent(e)); });
+    etcdc_registration_callback cb{&detail::Trampoline<etcdc_registration_event, Fn>::call,
+                                   &detail::Trampoline<etcdc_registration_event, Fn>::drop, holder};
+    detail::check(etcdc_register(c.handle(), dir.c_str(), id.c_str(), addr.c_str(), opts.get(), &cb, &r));
+  } else {
+    detail::check(etcdc_register(c.handle(), dir.c_str(), id.c_str(), addr.c_str(), opts.get(), nullptr, &r));
+  }
+  return Registration(r);
+}
+
+/// Follows the instances under `dir`; changes go to `fn` on etcdc's event thread, or,
+/// without `fn`, to Discovery::next (and Discovery::fd for epoll).
+inline Discovery discover(Client& c, const std::string& dir, std::function<void(const DiscoveryEvent&)> fn = nullptr) {
+  etcdc_discovery* d = nullptr;
+  if (fn) {
+    using Fn = std::function<void(const etcdc_discovery_event*)>;
+    auto* holder = new Fn([fn = std::move(fn)](const etcdc_discovery_event* e) { fn(DiscoveryEvent(e)); });
+    etcdc_discovery_callback cb{&detail::Trampoline<etcdc_discovery_event, Fn>::call,
+                                &detail::Trampoline<etcdc_discovery_event, Fn>::drop, holder};
+    detail::check(etcdc_discover(c.handle(), dir.c_str(), &cb, &d));
+  } else {
+    detail::check(etcdc_discover(c.handle(), dir.c_str(), nullptr, &d));
+  }
+  return Discovery(d);
+}
+
+/// A lease kept alive for mutexes and elections; destroying it revokes the lease.
+class Session : public detail::StreamOwner<etcdc_session, etcdc_session_free> {
+ public:
+  /// ttl_seconds 0: Go's default, 60 s. State changes are pulled with next().
+  static Session start(Client& c, int64_t ttl_seconds = 0) {
+    etcdc_session* s = nullptr;
+    detail::check(etcdc_session_start(c.handle(), ttl_seconds, nullptr, &s));
+    return Session(s);
+  }
+  int64_t lease() const noexcept { return etcdc_session_lease(h_); }
+  std::optional<OwnedLeaseEvent> next(int64_t timeout_ms) {
+    etcdc_lease_event* e = nullptr;
+    etcdc_status s = etcdc_session_next(h_, timeout_ms, &e);
+    if (s == ETCDC_ERR_TIMEOUT) return std::nullopt;
+    detail::check(s);
+    return OwnedLeaseEvent(e);
+  }
+  const etcdc_session* handle() const noexcept { return h_; }
+
+ private:
+  using StreamOwner::StreamOwner;
+};
+
+/// A lock of a session, interoperable with Go's concurrency.Mutex and `etcdctl lock`.
+class Mutex {
+ public:
+  Mutex(const Session& s, std::string_view name) {
+    detail::check(etcdc_mutex_new(s.handle(), detail::bytes(name), name.size(), &m_));
+  }
+  Mutex(Mutex&& o) noexcept : m_(std::exchange(o.m_, nullptr)) {}
+  Mutex(const Mutex&) = delete;
+  Mutex& operator=(const Mutex&) = delete;
+  Mutex& operator=(Mutex&&) = delete;
+  ~Mutex() {
+    if (m_) etcdc_mutex_free(m_);
+  }
+  /// Waits up to timeout_ms (negative: no limit); false when not taken in time.
+  bool lock(int64_t timeout_ms = -1) { return taken(etcdc_mutex_lock(m_, timeout_ms), ETCDC_ERR_TIMEOUT); }
+  /// Takes it if free; false when another session holds it.
+  bool try_lock() { return taken(etcdc_mutex_try_lock(m_, 0), ETCDC_ERR_FAILED_PRECONDITION); }
+  void unlock() { detail::check(etcdc_mutex_unlock(m_, 0)); }
+  std::string_view key() const noexcept {
+    size_t n = 0;
+    const uint8_t* k = etcdc_mutex_key(m_, &n);
+    return detail::view(k, n);
+  }
+  /// The fencing token while held.
+  int64_t revision() const noexcept { return etcdc_mutex_revision(m_); }
+
+ private:
+  static bool taken(etcdc_status s, etcdc_status no) {
+    if (s == no) return false;
+    detail::check(s);
+    return true;
+  }
+  etcdc_mutex* m_ = nullptr;
+};
+
+/// A leader as observed.
+struct LeaderInfo {
+  std::string key;
+  std::string value;
+  int64_t revision = 0;
+  explicit LeaderInfo(const etcdc_leader* l) : revision(etcdc_leader_revision(l)) {
+    size_t n = 0;
+    const uint8_t* p = etcdc_leader_key(l, &n);
+    key.assign(reinterpret_cast<const char*>(p), n);
+    p = etcdc_leader_value(l, &n);
+    value.assign(reinterpret_cast<const char*>(p), n);
+  }
+};
+
+/// A candidacy in an election of a session, interoperable with Go's concurrency.Election
+/// and `etcdctl elect`.
+class Election {
+ public:
+  Election(const Session& s, std::string_view name) {
+    detail::check(etcdc_election_new(s.handle(), detail::bytes(name), name.size(), &e_));
+  }
+  Election(Election&& o) noexcept : e_(std::exchange(o.e_, nullptr)) {}
+  Election(const Election&) = delete;
+  Election& operator=(const Election&) = delete;
+  Election& operator=(Election&&) = delete;
+  ~Election() {
+    if (e_) etcdc_election_free(e_);
+  }
+  /// Waits to be elected up to timeout_ms (negative: no limit); false when not in time.
+  bool campaign(std::string_view value, int64_t timeout_ms = -1) {
+    etcdc_status s = etcdc_election_campaign(e_, detail::bytes(value), value.size(), timeout_ms);
+    if (s == ETCDC_ERR_TIMEOUT) return false;
+    detail::check(s);
+    return true;
+  }
+  void proclaim(std::string_view value) { detail::check(etcdc_election_proclaim(e_, detail::bytes(value), value.size(), 0)); }
+  void resign() { detail::check(etcdc_election_resign(e_, 0)); }
+
+ private:
+  etcdc_election* e_ = nullptr;
+};
+
+/// The current leader of `name`, or nullopt when there is none.
+inline std::optional<LeaderInfo> leader(Client& c, std::string_view name) {
+  etcdc_leader* l = nullptr;
+  etcdc_status s = etcdc_election_leader(c.handle(), detail::bytes(name), name.size(), 0, &l);
+  if (s == ETCDC_ERR_NOT_FOUND) return std::nullopt;
+  detail::check(s);
+  detail::Owned<etcdc_leader, etcdc_leader_free> own(l);
+  return LeaderInfo(l);
+}
+
+/// Every leader and proclamation of an election, pulled; destroying it stops observing.
+class Observer : public detail::StreamOwner<etcdc_observer, etcdc_observer_free> {
+ public:
+  static Observer start(Client& c, std::string_view name) {
+    etcdc_observer* o = nullptr;
+    detail::check(etcdc_election_observe(c.handle(), detail::bytes(name), name.size(), nullptr, &o));
+    return Observer(o);
+  }
+  std::optional<LeaderInfo> next(int64_t timeout_ms) {
+    etcdc_leader* l = nullptr;
+    etcdc_status s = etcdc_observer_next(h_, timeout_ms, &l);
+    if (s == ETCDC_ERR_TIMEOUT) return std::nullopt;
+    detail::check(s);
+    detail::Owned<etcdc_leader, etcdc_leader_free> own(l);
+    return LeaderInfo(l);
+  }
+  int fd() const {
+    int fd = -1;
+    detail::check(etcdc_observer_fd(h_, &fd));
+    return fd;
+  }
+
+ private:
+  using StreamOwner::StreamOwner;
+};
+
+/// Appends to the ordered queue in `dir`; returns the new item's key.
+inline std::string enqueue(Client& c, const std::string& dir, std::string_view value) {
+  etcdc_queue_item* it = nullptr;
+  detail::check(etcdc_queue_enqueue(c.handle(), dir.c_str(), detail::bytes(value), value.size(), 0, &it));
+  detail::Owned<etcdc_queue_item, etcdc_queue_item_free> own(it);
+  size_t n = 0;
+  const uint8_t* k = etcdc_queue_item_key(it, &n);
+  return std::string(reinterpret_cast<const char*>(k), n);
+}
+
+/// Takes the oldest item's value; with `wait`, waits up to timeout_ms (negative: no limit).
+/// nullopt when the queue is empty (or stayed empty).
+inline std::optional<std::string> dequeue(Client& c, const std::string& dir, bool wait = false, int64_t timeout_ms = 0) {
+  etcdc_queue_item* it = nullptr;
+  etcdc_status s = etcdc_queue_dequeue(c.handle(), dir.c_str(), wait, timeout_ms, &it);
+  if (s == ETCDC_ERR_NOT_FOUND || s == ETCDC_ERR_TIMEOUT) return std::nullopt;
+  detail::check(s);
+  detail::Owned<etcdc_queue_item, etcdc_queue_item_free> own(it);
+  size_t n = 0;
+  const uint8_t* v = etcdc_queue_item_value(it, &n);
+  return std::string(reinterpret_cast<const char*>(v), n);
+}
+
 }  // namespace etcdc
 
 #endif  // ETCDC_HPP
