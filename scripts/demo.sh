@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Builds etcdc, installs it into build/demo/prefix, builds the C and C++ examples against the
-# installed package, and runs each against a real etcd that this script starts on loopback.
+# The main demo: builds etcdc, installs it into build/demo/prefix, builds the chat servers
+# (c-examples/login_server.c, cpp-examples/msg_server.cpp) against the installed package
+# with find_package(etcdc), and runs their scenario (scripts/demo-scenario.sh): three login
+# servers embedding a three-member cluster, two msg servers discovering them, a login server
+# and then the Raft leader SIGKILLed, and a summary table of what each step measured.
+#   scripts/demo.sh            # the embedded cluster
+#   scripts/demo.sh --remote   # the same servers against a real etcd, by config only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -12,9 +17,4 @@ for project in c-examples cpp-examples; do
   cmake -S "$project" -B "$build/$project" -DCMAKE_PREFIX_PATH="$PWD/$build/prefix" >/dev/null
   cmake --build "$build/$project" -j2 >/dev/null
 done
-for example in c-examples/kv_txn c-examples/watch c-examples/lease \
-               cpp-examples/cpp_kv_txn cpp-examples/cpp_watch cpp-examples/cpp_lease; do
-  echo "=== $example"
-  scripts/with-etcd.sh "$build/$example"
-done
-echo "=== all examples ran"
+exec scripts/demo-scenario.sh "$build/c-examples/login_server" "$build/cpp-examples/msg_server" "$@"
