@@ -704,3 +704,65 @@ async fn registration_survives_a_member_restart() {
     assert!(value(&e, r.key()).await.is_some());
     r.unregister(dl()).await.unwrap();
 }
+
+/// A discovery whose consumer stalls falls behind its watch; history is compacted meanwhile:
+/// it lists again and reports the difference, and its table ends equal to the truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_relists_after_a_compaction_it_missed() {
+    let (m, _c) = support::node::single().await;
+    let e: Arc<dyn Etcd> = m;
+    let (feed, changes) = stream::channel::<Change>(1);
+    let d = Discovery::start(e.clone(), "/stall", feed, dl())
+        .await
+        .unwrap();
+    let mut last = 0;
+    for i in 0..600 {
+        last = e
+            .put(
+                PutRequest {
+                    key: format!("/stall/i{}", i % 7).into_bytes(),
+                    value: format!("10.0.0.{}:1", i % 200).into_bytes(),
+                    ..Default::default()
+                },
+                dl(),
+            )
+            .await
+            .unwrap()
+            .header
+            .unwrap()
+            .revision;
+    }
+    e.delete_range(
+        DeleteRangeRequest {
+            key: b"/stall/i3".to_vec(),
+            ..Default::default()
+        },
+        dl(),
+    )
+    .await
+    .unwrap();
+    e.compact(
+        CompactionRequest {
+            revision: last,
+            physical: false,
+        },
+        dl(),
+    )
+    .await
+    .unwrap();
+    // The consumer wakes up: it sees a bounded number of changes, not 601.
+    let mut seen = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), changes.recv()).await {
+        seen += 1;
+    }
+    assert!(seen < 601, "{seen} changes: the backlog was not bounded");
+    let got: Vec<(String, String)> = d.snapshot().into_iter().map(|i| (i.id, i.addr)).collect();
+    let want: Vec<(String, String)> = [0, 1, 2, 4, 5, 6]
+        .iter()
+        .map(|k| {
+            let i = (0..600).rev().find(|i| i % 7 == *k).unwrap();
+            (format!("i{k}"), format!("10.0.0.{}:1", i % 200))
+        })
+        .collect();
+    assert_eq!(got, want);
+}
