@@ -85,4 +85,5 @@ pub(crate) fn forget_all() {
     super::election::MUTEXES.forget();
     super::election::ELECTIONS.forget();
     super::election::OBSERVERS.forget();
+    super::v2::V2_WATCHERS.forget();
 }

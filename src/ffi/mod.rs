@@ -2,7 +2,8 @@
 //! lives here: every export checks its arguments, calls down, and converts the result.
 //! Modules are in the header's reading order: status and process, client, key-values, get /
 //! put / delete, transactions, watches, leases, cluster, the embedded node, then the recipes:
-//! registration and discovery, sessions with mutexes and elections, queues.
+//! registration and discovery, sessions with mutexes and elections, queues; and `v2`, the
+//! cetcd-compatible layer that goes to include/etcdc_v2.h.
 
 #![allow(non_camel_case_types)]
 // Every export checks its pointers itself (see `guard`); they stay callable from C, where
@@ -24,6 +25,7 @@ pub mod registry;
 pub mod status;
 mod stream;
 pub mod txn;
+pub mod v2;
 pub mod watch;
 
 pub use status::etcdc_status;

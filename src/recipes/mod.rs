@@ -10,6 +10,7 @@ pub mod mutex;
 pub mod queue;
 pub mod registration;
 pub mod session;
+pub mod v2;
 
 use std::sync::Arc;
 

@@ -27,6 +27,17 @@ pub async fn enqueue(
     value: &[u8],
     deadline: Deadline,
 ) -> Result<Vec<u8>> {
+    enqueue_leased(etcd, dir, value, 0, deadline).await
+}
+
+/// `enqueue` with the item under `lease` (0: none), e.g. etcd v2's in-order key with a TTL.
+pub async fn enqueue_leased(
+    etcd: &dyn Etcd,
+    dir: &str,
+    value: &[u8],
+    lease: i64,
+    deadline: Deadline,
+) -> Result<Vec<u8>> {
     let dir = dir_of(dir)?;
     let tail = dir.as_bytes();
     loop {
@@ -46,7 +57,7 @@ pub async fn enqueue(
             .txn(
                 TxnRequest {
                     compare: vec![modified_at(tail, tail_rev)],
-                    success: vec![put_op(&key, value, 0), put_op(tail, &key, 0)],
+                    success: vec![put_op(&key, value, lease), put_op(tail, &key, 0)],
                     failure: vec![],
                 },
                 deadline,
