@@ -123,6 +123,12 @@ static int fail(const char *what, etcdc_status s) {
   return 1;
 }
 
+/* etcdc's own log (reconnects, resumed watches), on etcdc's event thread. */
+static void on_log(void *user_data, const etcdc_log_record *r) {
+  (void)user_data;
+  LOG("etcdc: %s", etcdc_log_record_message(r));
+}
+
 static int stop_pipe[2];
 static void on_signal(int sig) {
   (void)sig;
@@ -206,6 +212,9 @@ int main(int argc, char **argv) {
   sa.sa_handler = on_signal;
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
+
+  etcdc_log_callback log_cb = {on_log, NULL, NULL};
+  etcdc_set_log_callback(ETCDC_LOG_INFO, &log_cb);
 
   etcdc_node *node = NULL;
   etcdc_client *client = NULL;

@@ -237,8 +237,10 @@ int main(int argc, char** argv) {
             }
           } else if (got > 0 && std::strncmp(req, "stats", 5) == 0) {
             std::ostringstream s;
+            using C = etcdc::Client::Counter;
             s << "requests=" << requests << " failed=" << failed << " retried=" << retried
-              << " table=" << discovery.snapshot().size();
+              << " table=" << discovery.snapshot().size() << " reconnects=" << client.counter(C::Reconnects)
+              << " watch_resumes=" << client.counter(C::WatchResumes) << " etcd_retries=" << client.counter(C::Retries);
             for (auto& [id, count] : routed) s << " " << id << "=" << count;
             reply = s.str() + "\n";
           } else {

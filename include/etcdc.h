@@ -169,29 +169,6 @@ typedef enum etcdc_registration_state {
 } etcdc_registration_state;
 
 /**
- * How `etcdc_discovery_pick` chooses.
- */
-typedef enum etcdc_pick_policy {
-  /**
-   * Each instance in turn.
-   */
-  ETCDC_PICK_ROUND_ROBIN = 0,
-  /**
-   * Uniformly at random.
-   */
-  ETCDC_PICK_RANDOM = 1,
-  /**
-   * The instance with the fewest uses in flight (`etcdc_discovery_begin` / `_end`);
-   * round-robin among equals.
-   */
-  ETCDC_PICK_LEAST_IN_FLIGHT = 2,
-  /**
-   * At random, in proportion to each instance's `weight` metadata.
-   */
-  ETCDC_PICK_WEIGHTED = 3,
-} etcdc_pick_policy;
-
-/**
  * What changed in a discovery's table.
  */
 typedef enum etcdc_discovery_change {
@@ -357,6 +334,11 @@ typedef struct etcdc_lease_keeper etcdc_lease_keeper;
 typedef struct etcdc_lease_list etcdc_lease_list;
 
 /**
+ * One log record, borrowed for the callback's call.
+ */
+typedef struct etcdc_log_record etcdc_log_record;
+
+/**
  * The cluster's members. Free with `etcdc_member_list_free`.
  */
 typedef struct etcdc_member_list etcdc_member_list;
@@ -450,6 +432,11 @@ typedef struct etcdc_watch_options etcdc_watch_options;
 typedef struct etcdc_watch_response etcdc_watch_response;
 
 /**
+ * What a client counts (`ETCDC_COUNTER_*`).
+ */
+typedef uint32_t etcdc_counter;
+
+/**
  * A lease state callback, with the same rules as `etcdc_watch_callback`.
  */
 typedef struct etcdc_lease_callback {
@@ -478,6 +465,21 @@ typedef uint32_t etcdc_sort_target;
 typedef uint32_t etcdc_sort_order;
 
 /**
+ * How serious a log record is (`ETCDC_LOG_*`).
+ */
+typedef uint32_t etcdc_log_level;
+
+/**
+ * A log callback, with the rules of every etcdc callback: `call` runs on etcdc's event
+ * thread; `drop` runs once, after the last `call`.
+ */
+typedef struct etcdc_log_callback {
+  void (*call)(void *user_data, const struct etcdc_log_record *record);
+  void (*drop)(void *user_data);
+  void *user_data;
+} etcdc_log_callback;
+
+/**
  * A registration state callback, with the same rules as `etcdc_watch_callback`.
  */
 typedef struct etcdc_registration_callback {
@@ -494,6 +496,11 @@ typedef struct etcdc_discovery_callback {
   void (*drop)(void *user_data);
   void *user_data;
 } etcdc_discovery_callback;
+
+/**
+ * How `etcdc_discovery_pick` chooses (`ETCDC_PICK_*`).
+ */
+typedef uint32_t etcdc_pick_policy;
 
 /**
  * How a compare relates the key's field to the given value.
@@ -515,6 +522,26 @@ typedef struct etcdc_watch_callback {
   void (*drop)(void *user_data);
   void *user_data;
 } etcdc_watch_callback;
+
+/**
+ * Watch and keep-alive streams opened again after they broke.
+ */
+#define ETCDC_COUNTER_RECONNECTS 0
+
+/**
+ * Watches re-created from their next revision on a new stream.
+ */
+#define ETCDC_COUNTER_WATCH_RESUMES 1
+
+/**
+ * Keep-alive streams that broke.
+ */
+#define ETCDC_COUNTER_KEEPALIVE_FAILURES 2
+
+/**
+ * Calls sent again to another member.
+ */
+#define ETCDC_COUNTER_RETRIES 3
 
 /**
  * Sort by key, bytewise.
@@ -555,6 +582,47 @@ typedef struct etcdc_watch_callback {
  * Largest first.
  */
 #define ETCDC_SORT_DESCEND 2
+
+/**
+ * Failures etcdc could not work around.
+ */
+#define ETCDC_LOG_ERROR 1
+
+/**
+ * A member unreachable, a stream broken and moved to another member.
+ */
+#define ETCDC_LOG_WARN 2
+
+/**
+ * Watches resumed.
+ */
+#define ETCDC_LOG_INFO 3
+
+/**
+ * Each retry.
+ */
+#define ETCDC_LOG_DEBUG 4
+
+/**
+ * Each instance in turn.
+ */
+#define ETCDC_PICK_ROUND_ROBIN 0
+
+/**
+ * Uniformly at random.
+ */
+#define ETCDC_PICK_RANDOM 1
+
+/**
+ * The instance with the fewest uses in flight (`etcdc_discovery_begin` / `_end`);
+ * round-robin among equals.
+ */
+#define ETCDC_PICK_LEAST_IN_FLIGHT 2
+
+/**
+ * At random, in proportion to each instance's `weight` metadata.
+ */
+#define ETCDC_PICK_WEIGHTED 3
 
 /**
  * The key's field equals the value.
@@ -623,6 +691,25 @@ enum etcdc_status etcdc_runtime_set_threads(uint32_t threads);
 enum etcdc_status etcdc_reinit_after_fork(void);
 
 /**
+ * The record's level.
+ */
+etcdc_log_level etcdc_log_record_level(const struct etcdc_log_record *r);
+
+/**
+ * The record's text.
+ */
+const char *etcdc_log_record_message(const struct etcdc_log_record *r);
+
+/**
+ * Sends etcdc's log records at `min_level` or more serious to `callback` (NULL: none, the
+ * default — etcdc writes nothing to stderr or stdout). A callback that falls behind loses
+ * records (1,024 are queued); etcdc never waits for it. Replacing the callback drops the
+ * previous one after its last record.
+ */
+enum etcdc_status etcdc_set_log_callback(etcdc_log_level min_level,
+                                         const struct etcdc_log_callback *callback);
+
+/**
  * New client options: connect timeout 2 s, call timeout 5 s. Free with
  * `etcdc_client_options_free`.
  */
@@ -662,6 +749,12 @@ enum etcdc_status etcdc_client_connect(const char *endpoints,
  * `ETCDC_ERR_INVALID_ARGUMENT`.
  */
 enum etcdc_status etcdc_client_free(struct etcdc_client *client);
+
+/**
+ * The client's count of `which` since it was created; 0 for a bad handle or a client of
+ * the embedded node (it has no connections to lose).
+ */
+uint64_t etcdc_client_counter(const struct etcdc_client *client, etcdc_counter which);
 
 /**
  * The key's bytes (length in `*len` if `len` is not NULL). NULL for a NULL `kv`.
@@ -1924,7 +2017,7 @@ enum etcdc_status etcdc_discover(const struct etcdc_client *client,
  * `ETCDC_ERR_NOT_FOUND` when the table is empty. Takes no network round trip.
  */
 enum etcdc_status etcdc_discovery_pick(const struct etcdc_discovery *d,
-                                       enum etcdc_pick_policy policy,
+                                       etcdc_pick_policy policy,
                                        struct etcdc_instance **instance_out);
 
 /**

@@ -838,6 +838,17 @@ class Client {
     return LeaseKeeper(k);
   }
 
+  /// What the client counted since it was created (reconnects, watch resumes, ...).
+  enum class Counter {
+    Reconnects = ETCDC_COUNTER_RECONNECTS,
+    WatchResumes = ETCDC_COUNTER_WATCH_RESUMES,
+    KeepaliveFailures = ETCDC_COUNTER_KEEPALIVE_FAILURES,
+    Retries = ETCDC_COUNTER_RETRIES,
+  };
+  uint64_t counter(Counter which) const noexcept {
+    return etcdc_client_counter(c_, static_cast<etcdc_counter>(which));
+  }
+
   etcdc_client* handle() const noexcept { return c_; }
 
  private:

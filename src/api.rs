@@ -132,6 +132,12 @@ pub trait Etcd: Send + Sync + 'static {
 
     /// Keeps `id` alive at a third of its TTL, reporting every state change to `updates`.
     fn keep_alive(&self, id: i64, updates: Feed<LeaseUpdate>) -> Result<Box<dyn KeepAliveGuard>>;
+
+    /// What the backend counted: reconnects, resumed watches, keep-alive failures, retries
+    /// (all zero for a backend without connections to lose).
+    fn counters(&self) -> crate::observe::Snapshot {
+        crate::observe::Snapshot::default()
+    }
 }
 
 /// A deadline `timeout` from now.

@@ -53,6 +53,8 @@ pub mod lease;
 /// cbindgen:ignore
 pub mod node;
 /// cbindgen:ignore
+pub mod observe;
+/// cbindgen:ignore
 pub mod recipes;
 /// cbindgen:ignore
 pub mod remote;

@@ -169,3 +169,33 @@ pub extern "C" fn etcdc_client_free(client: *mut etcdc_client) -> etcdc_status {
     }
     guard(|| CLIENTS.remove(client).map(drop))
 }
+
+/// What a client counts (`ETCDC_COUNTER_*`).
+pub type etcdc_counter = u32;
+/// Watch and keep-alive streams opened again after they broke.
+pub const ETCDC_COUNTER_RECONNECTS: etcdc_counter = 0;
+/// Watches re-created from their next revision on a new stream.
+pub const ETCDC_COUNTER_WATCH_RESUMES: etcdc_counter = 1;
+/// Keep-alive streams that broke.
+pub const ETCDC_COUNTER_KEEPALIVE_FAILURES: etcdc_counter = 2;
+/// Calls sent again to another member.
+pub const ETCDC_COUNTER_RETRIES: etcdc_counter = 3;
+
+/// The client's count of `which` since it was created; 0 for a bad handle or a client of
+/// the embedded node (it has no connections to lose).
+#[no_mangle]
+pub extern "C" fn etcdc_client_counter(client: *const etcdc_client, which: etcdc_counter) -> u64 {
+    super::guard::value(0, || {
+        let Ok(c) = CLIENTS.get(client) else {
+            return 0;
+        };
+        let s = c.etcd.counters();
+        match which {
+            ETCDC_COUNTER_RECONNECTS => s.reconnects,
+            ETCDC_COUNTER_WATCH_RESUMES => s.watch_resumes,
+            ETCDC_COUNTER_KEEPALIVE_FAILURES => s.keepalive_failures,
+            ETCDC_COUNTER_RETRIES => s.retries,
+            _ => 0,
+        }
+    })
+}

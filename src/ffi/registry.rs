@@ -534,20 +534,17 @@ pub extern "C" fn etcdc_discover(
     })
 }
 
-/// How `etcdc_discovery_pick` chooses.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum etcdc_pick_policy {
-    /// Each instance in turn.
-    ETCDC_PICK_ROUND_ROBIN = 0,
-    /// Uniformly at random.
-    ETCDC_PICK_RANDOM = 1,
-    /// The instance with the fewest uses in flight (`etcdc_discovery_begin` / `_end`);
-    /// round-robin among equals.
-    ETCDC_PICK_LEAST_IN_FLIGHT = 2,
-    /// At random, in proportion to each instance's `weight` metadata.
-    ETCDC_PICK_WEIGHTED = 3,
-}
+/// How `etcdc_discovery_pick` chooses (`ETCDC_PICK_*`).
+pub type etcdc_pick_policy = u32;
+/// Each instance in turn.
+pub const ETCDC_PICK_ROUND_ROBIN: etcdc_pick_policy = 0;
+/// Uniformly at random.
+pub const ETCDC_PICK_RANDOM: etcdc_pick_policy = 1;
+/// The instance with the fewest uses in flight (`etcdc_discovery_begin` / `_end`);
+/// round-robin among equals.
+pub const ETCDC_PICK_LEAST_IN_FLIGHT: etcdc_pick_policy = 2;
+/// At random, in proportion to each instance's `weight` metadata.
+pub const ETCDC_PICK_WEIGHTED: etcdc_pick_policy = 3;
 
 /// Picks an instance from the table (a copy the caller owns: `etcdc_instance_free`).
 /// `ETCDC_ERR_NOT_FOUND` when the table is empty. Takes no network round trip.
@@ -559,11 +556,11 @@ pub extern "C" fn etcdc_discovery_pick(
 ) -> etcdc_status {
     guard(|| {
         let out = out(instance_out, "instance_out")?;
-        let policy = match policy as i32 {
-            0 => Policy::RoundRobin,
-            1 => Policy::Random,
-            2 => Policy::LeastInFlight,
-            3 => Policy::Weighted,
+        let policy = match policy {
+            ETCDC_PICK_ROUND_ROBIN => Policy::RoundRobin,
+            ETCDC_PICK_RANDOM => Policy::Random,
+            ETCDC_PICK_LEAST_IN_FLIGHT => Policy::LeastInFlight,
+            ETCDC_PICK_WEIGHTED => Policy::Weighted,
             other => return Err(Error::invalid(format!("unknown pick policy {other}"))),
         };
         let picked = DISCOVERIES

@@ -16,6 +16,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use super::{require_leader, Pool};
 use crate::api::{KeepAliveGuard, LeaseState, LeaseUpdate};
 use crate::error::{Error, ErrorKind, Result};
+use crate::observe::{self, Counters, Level};
 use crate::pb::etcdserverpb::lease_client::LeaseClient;
 use crate::pb::etcdserverpb::{LeaseKeepAliveRequest, LeaseTimeToLiveRequest};
 use crate::stream::{Feed, SendError};
@@ -402,6 +403,11 @@ async fn run(pool: Arc<Pool>, mut cmds: mpsc::UnboundedReceiver<KeepCmd>) {
         }
         state.disconnected(&reason);
         failures += 1;
+        Counters::add(&pool.counters.keepalive_failures, 1);
+        Counters::add(&pool.counters.reconnects, 1);
+        observe::log(Level::Warn, || {
+            format!("keep-alive stream broke ({reason}); moving to the next member")
+        });
         // Deadlines keep running (and the cluster is asked) while waiting to reconnect.
         let until = Instant::now() + pool.reconnect_pause(failures);
         while Instant::now() < until && !state.leases.is_empty() {

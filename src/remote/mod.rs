@@ -84,6 +84,7 @@ pub(crate) struct Pool {
     /// Never empty (`Remote::new` refuses an empty list).
     pub members: Vec<Conn>,
     next: AtomicUsize,
+    pub counters: crate::observe::Counters,
 }
 
 impl Pool {
@@ -118,6 +119,7 @@ impl Pool {
             idempotent,
             deadline,
             call,
+            Some(&self.counters),
         )
         .await
     }
@@ -129,6 +131,7 @@ impl Pool {
         idempotent: bool,
         deadline: Deadline,
         call: F,
+        counters: Option<&crate::observe::Counters>,
     ) -> Result<T>
     where
         F: Fn(Channel) -> Fut,
@@ -136,6 +139,11 @@ impl Pool {
     {
         let mut last: Option<Error> = None;
         for (attempt, member) in members.enumerate() {
+            if attempt > 0 {
+                if let Some(c) = counters {
+                    crate::observe::Counters::add(&c.retries, 1);
+                }
+            }
             if attempt > 0 && attempt % n == 0 {
                 // A full round failed: back off before the next one (25 ms steps, as Go).
                 let pause = Duration::from_millis(25 * (attempt / n).min(20) as u64);
@@ -165,6 +173,9 @@ impl Pool {
                     if !retry {
                         return Err(err);
                     }
+                    crate::observe::log(crate::observe::Level::Debug, || {
+                        format!("retrying on the next member: {}", err.message)
+                    });
                     last = Some(err);
                 }
                 Err(_) => break,
@@ -212,6 +223,7 @@ impl Remote {
         let pool = Arc::new(Pool {
             members,
             next: AtomicUsize::new(0),
+            counters: Default::default(),
         });
         Ok(Remote {
             watch: watch::Mux::start(pool.clone()),
@@ -279,6 +291,10 @@ fn kv(ch: Channel) -> KvClient<Channel> {
 
 #[async_trait::async_trait]
 impl Etcd for Remote {
+    fn counters(&self) -> crate::observe::Snapshot {
+        self.pool.counters.snapshot()
+    }
+
     async fn range(&self, req: RangeRequest, deadline: Deadline) -> Result<RangeResponse> {
         check_size(&req)?;
         self.pool
@@ -425,6 +441,7 @@ impl Etcd for Remote {
             true,
             deadline,
             |ch| async move { MaintenanceClient::new(ch).status(StatusRequest {}).await },
+            Some(&self.pool.counters),
         )
         .await
     }

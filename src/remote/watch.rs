@@ -14,6 +14,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use super::{require_leader, Pool};
 use crate::api::{event_rev, pieces, Deadline, WatchControl, WatchUpdate};
 use crate::error::{Error, ErrorKind, Result};
+use crate::observe::{self, Counters, Level};
 use crate::pb::etcdserverpb::watch_client::WatchClient;
 use crate::pb::etcdserverpb::watch_request::RequestUnion;
 use crate::pb::etcdserverpb::*;
@@ -210,8 +211,9 @@ impl MuxState {
         }
     }
 
-    /// Re-creates every watch that is not paused on a fresh stream.
-    fn resubscribe(&mut self, tx: &Sender) {
+    /// Re-creates every watch that is not paused on a fresh stream; returns how many.
+    fn resubscribe(&mut self, tx: &Sender) -> u64 {
+        let mut n = 0;
         self.pending.clear();
         self.by_server.clear();
         // In the order they were first created, so answers pair up with `pending`.
@@ -225,8 +227,10 @@ impl MuxState {
             w.fragments.clear();
             if !w.paused {
                 self.subscribe(id, Some(tx));
+                n += 1;
             }
         }
+        n
     }
 
     fn end(&mut self, id: u64, last: WatchUpdate) {
@@ -415,7 +419,14 @@ async fn run(pool: Arc<Pool>, mut cmds: mpsc::UnboundedReceiver<WatchCmd>) {
         }
         let member = members.next().expect("rotation is endless");
         let (tx, rx) = mpsc::unbounded_channel();
-        state.resubscribe(&tx);
+        let resumed = state.resubscribe(&tx);
+        if failures > 0 {
+            Counters::add(&pool.counters.reconnects, 1);
+            Counters::add(&pool.counters.watch_resumes, resumed);
+            observe::log(Level::Info, || {
+                format!("watch stream: resuming {resumed} watches on {}", member.url)
+            });
+        }
         let mut client =
             WatchClient::new(member.channel.clone()).max_decoding_message_size(usize::MAX);
         let opened = tokio::select! {
@@ -445,6 +456,12 @@ async fn run(pool: Arc<Pool>, mut cmds: mpsc::UnboundedReceiver<WatchCmd>) {
         }
         if !state.watches.is_empty() {
             failures += 1;
+            observe::log(Level::Warn, || {
+                format!(
+                    "watch stream to {} broke; moving to the next member",
+                    member.url
+                )
+            });
             if !pause(&mut state, &mut cmds, pool.reconnect_pause(failures)).await {
                 return;
             }

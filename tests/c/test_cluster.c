@@ -44,7 +44,45 @@ static void after_fork(void) {
   CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+static void on_log(void *user_data, const etcdc_log_record *r) {
+  shared_state *s = (shared_state *)user_data;
+  pthread_mutex_lock(&s->mu);
+  if (etcdc_log_record_level(r) == ETCDC_LOG_DEBUG && strstr(etcdc_log_record_message(r), "retrying")) s->events++;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+/* Logs go to the host's callback (nothing on stderr by default), counters count retries. */
+static void logs_and_counters(void) {
+  shared_state s;
+  state_init(&s);
+  etcdc_log_callback cb = {on_log, on_drop, &s};
+  OK(etcdc_set_log_callback(ETCDC_LOG_DEBUG, &cb));
+  char endpoints[512];
+  snprintf(endpoints, sizeof endpoints, "http://127.0.0.1:1,%s", endpoints_from_env());
+  etcdc_client *c = NULL;
+  OK(etcdc_client_connect(endpoints, NULL, &c));
+  for (int i = 0; i < 4; i++) {
+    etcdc_get_result *g = NULL;
+    OK(etcdc_get(c, S("any"), NULL, &g));
+    etcdc_get_result_free(g);
+  }
+  CHECK(etcdc_client_counter(c, ETCDC_COUNTER_RETRIES) >= 2);
+  CHECK(etcdc_client_counter(c, ETCDC_COUNTER_RECONNECTS) == 0);
+  CHECK(etcdc_client_counter(NULL, ETCDC_COUNTER_RETRIES) == 0);
+  CHECK(wait_for(&s, &s.events, 2));
+  OK(etcdc_set_log_callback(ETCDC_LOG_DEBUG, NULL));
+  CHECK(wait_for(&s, &s.drops, 1));
+  shared_state bad;
+  state_init(&bad);
+  etcdc_log_callback bad_cb = {on_log, on_drop, &bad};
+  EXPECT(etcdc_set_log_callback((etcdc_log_level)9, &bad_cb), ETCDC_ERR_INVALID_ARGUMENT);
+  CHECK(bad.drops == 1); /* drop runs when the registration fails */
+  OK(etcdc_client_free(c));
+}
+
 int main(void) {
+  logs_and_counters();
   etcdc_client *c = NULL;
   OK(etcdc_client_connect(endpoints_from_env(), NULL, &c));
   printf("etcdc %s\n", etcdc_version());
