@@ -234,6 +234,17 @@ typedef struct etcdc_client etcdc_client;
 typedef struct etcdc_client_options etcdc_client_options;
 
 /**
+ * A completion, owned by whoever pulled it (free with `etcdc_completion_free`), borrowed for
+ * a callback's call.
+ */
+typedef struct etcdc_completion etcdc_completion;
+
+/**
+ * A completion queue. Free with `etcdc_cq_free`.
+ */
+typedef struct etcdc_cq etcdc_cq;
+
+/**
  * Options for `etcdc_delete` and for deletes inside a transaction.
  */
 typedef struct etcdc_delete_options etcdc_delete_options;
@@ -366,6 +377,12 @@ typedef struct etcdc_node_options etcdc_node_options;
 typedef struct etcdc_observer etcdc_observer;
 
 /**
+ * An operation in flight. Optional: `_async` calls take a NULL `op_out`. Free with
+ * `etcdc_op_free` (that does not cancel it).
+ */
+typedef struct etcdc_op etcdc_op;
+
+/**
  * Options for `etcdc_put` and for puts inside a transaction.
  */
 typedef struct etcdc_put_options etcdc_put_options;
@@ -435,6 +452,15 @@ typedef struct etcdc_watch_response etcdc_watch_response;
  * What a client counts (`ETCDC_COUNTER_*`).
  */
 typedef uint32_t etcdc_counter;
+
+/**
+ * A completion callback, with the same rules as `etcdc_watch_callback`.
+ */
+typedef struct etcdc_completion_callback {
+  void (*call)(void *user_data, const struct etcdc_completion *c);
+  void (*drop)(void *user_data);
+  void *user_data;
+} etcdc_completion_callback;
 
 /**
  * A lease state callback, with the same rules as `etcdc_watch_callback`.
@@ -744,8 +770,9 @@ enum etcdc_status etcdc_client_connect(const char *endpoints,
                                        struct etcdc_client **client_out);
 
 /**
- * Frees a client. Watches and lease keepers started from it keep working until they are
- * freed themselves. NULL does nothing; a handle already freed gives
+ * Frees a client. Its asynchronous operations still in flight complete with
+ * `ETCDC_ERR_CANCELED`. Watches and lease keepers started from it keep working until they
+ * are freed themselves. NULL does nothing; a handle already freed gives
  * `ETCDC_ERR_INVALID_ARGUMENT`.
  */
 enum etcdc_status etcdc_client_free(struct etcdc_client *client);
@@ -2353,6 +2380,160 @@ const uint8_t *etcdc_queue_item_value(const struct etcdc_queue_item *i, size_t *
  * Frees an item. NULL does nothing.
  */
 void etcdc_queue_item_free(struct etcdc_queue_item *i);
+
+/**
+ * A new completion queue. With `callback` NULL, completions wait for `etcdc_cq_next` (and
+ * `etcdc_cq_fd` is readable while one waits); otherwise each goes to `callback->call` on
+ * etcdc's event thread. One queue serves any number of clients and operations; its memory
+ * is one completion per operation in flight or not yet taken.
+ */
+enum etcdc_status etcdc_cq_new(const struct etcdc_completion_callback *callback,
+                               struct etcdc_cq **cq_out);
+
+/**
+ * The next completion, waiting up to `timeout_ms` (0: no wait; negative: no limit).
+ * `ETCDC_ERR_TIMEOUT` when none arrived. Free it with `etcdc_completion_free`.
+ */
+enum etcdc_status etcdc_cq_next(const struct etcdc_cq *cq,
+                                int64_t timeout_ms,
+                                struct etcdc_completion **completion_out);
+
+/**
+ * A descriptor readable while a completion waits. Owned by the queue.
+ */
+enum etcdc_status etcdc_cq_fd(const struct etcdc_cq *cq, int *fd_out);
+
+/**
+ * Frees the queue, with the same callback rules as `etcdc_watch_free`. Operations still
+ * in flight into it run to their end; their completions are dropped. NULL does nothing.
+ */
+enum etcdc_status etcdc_cq_free(struct etcdc_cq *cq);
+
+/**
+ * `ETCDC_OK`, or why the operation failed (`ETCDC_ERR_CANCELED` after `etcdc_op_cancel` or
+ * its client's free).
+ */
+enum etcdc_status etcdc_completion_status(const struct etcdc_completion *c);
+
+/**
+ * The failure's message ("" on success): what `etcdc_last_error` gives for a blocking call.
+ */
+const char *etcdc_completion_message(const struct etcdc_completion *c);
+
+/**
+ * The tag given when the operation started.
+ */
+void *etcdc_completion_tag(const struct etcdc_completion *c);
+
+/**
+ * A put's result, borrowed from the completion; NULL for another kind or a failure.
+ */
+const struct etcdc_put_result *etcdc_completion_put_result(const struct etcdc_completion *c);
+
+/**
+ * A get's result, borrowed from the completion; NULL for another kind or a failure.
+ */
+const struct etcdc_get_result *etcdc_completion_get_result(const struct etcdc_completion *c);
+
+/**
+ * A delete's result, borrowed from the completion; NULL for another kind or a failure.
+ */
+const struct etcdc_delete_result *etcdc_completion_delete_result(const struct etcdc_completion *c);
+
+/**
+ * A transaction's result, borrowed from the completion; NULL for another kind or a failure.
+ */
+const struct etcdc_txn_result *etcdc_completion_txn_result(const struct etcdc_completion *c);
+
+/**
+ * A lease grant's lease id; 0 for another kind or a failure.
+ */
+int64_t etcdc_completion_lease_id(const struct etcdc_completion *c);
+
+/**
+ * Frees a pulled completion (and the result it holds). NULL does nothing.
+ */
+void etcdc_completion_free(struct etcdc_completion *c);
+
+/**
+ * Cancels an operation: it completes with `ETCDC_ERR_CANCELED` unless it had completed
+ * already (then nothing happens). A write may still have been applied by the cluster.
+ */
+enum etcdc_status etcdc_op_cancel(const struct etcdc_op *op);
+
+/**
+ * Frees an operation's handle (the operation goes on and completes). NULL does nothing.
+ */
+enum etcdc_status etcdc_op_free(struct etcdc_op *op);
+
+/**
+ * `etcdc_put`, asynchronously: the arguments are checked now (a bad one is this call's
+ * status, and nothing completes); the answer completes into `cq` with `tag` (its
+ * `etcdc_completion_put_result`). `op_out` may be NULL; otherwise free it with
+ * `etcdc_op_free`.
+ */
+enum etcdc_status etcdc_put_async(const struct etcdc_client *client,
+                                  const uint8_t *key,
+                                  size_t key_len,
+                                  const uint8_t *value,
+                                  size_t value_len,
+                                  const struct etcdc_put_options *opts,
+                                  const struct etcdc_cq *cq,
+                                  void *tag,
+                                  struct etcdc_op **op_out);
+
+/**
+ * `etcdc_get`, asynchronously (see `etcdc_put_async`): `etcdc_completion_get_result`.
+ */
+enum etcdc_status etcdc_get_async(const struct etcdc_client *client,
+                                  const uint8_t *key,
+                                  size_t key_len,
+                                  const struct etcdc_get_options *opts,
+                                  const struct etcdc_cq *cq,
+                                  void *tag,
+                                  struct etcdc_op **op_out);
+
+/**
+ * `etcdc_delete`, asynchronously (see `etcdc_put_async`): `etcdc_completion_delete_result`.
+ */
+enum etcdc_status etcdc_delete_async(const struct etcdc_client *client,
+                                     const uint8_t *key,
+                                     size_t key_len,
+                                     const struct etcdc_delete_options *opts,
+                                     const struct etcdc_cq *cq,
+                                     void *tag,
+                                     struct etcdc_op **op_out);
+
+/**
+ * `etcdc_txn_commit`, asynchronously (see `etcdc_put_async`): `etcdc_completion_txn_result`.
+ * The transaction is copied: it may be freed or reused at once.
+ */
+enum etcdc_status etcdc_txn_commit_async(const struct etcdc_client *client,
+                                         const struct etcdc_txn *txn,
+                                         const struct etcdc_cq *cq,
+                                         void *tag,
+                                         struct etcdc_op **op_out);
+
+/**
+ * `etcdc_lease_grant`, asynchronously (see `etcdc_put_async`): `etcdc_completion_lease_id`.
+ */
+enum etcdc_status etcdc_lease_grant_async(const struct etcdc_client *client,
+                                          int64_t ttl,
+                                          int64_t id,
+                                          int64_t timeout_ms,
+                                          const struct etcdc_cq *cq,
+                                          void *tag,
+                                          struct etcdc_op **op_out);
+
+/**
+ * `etcdc_lease_revoke`, asynchronously (see `etcdc_put_async`).
+ */
+enum etcdc_status etcdc_lease_revoke_async(const struct etcdc_client *client,
+                                           int64_t id,
+                                           int64_t timeout_ms,
+                                           const struct etcdc_cq *cq,
+                                           void *tag,
+                                           struct etcdc_op **op_out);
 
 #ifdef __cplusplus
 }  // extern "C"

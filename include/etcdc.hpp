@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -1285,6 +1286,164 @@ inline std::optional<std::string> dequeue(Client& c, const std::string& dir, boo
   const uint8_t* v = etcdc_queue_item_value(it, &n);
   return std::string(reinterpret_cast<const char*>(v), n);
 }
+
+// ---- asynchronous calls ----
+
+/// What an asynchronous call returned, copied out of its completion.
+struct Reply {
+  Status status = Status::Ok;
+  std::string message;   // why, when status is not Ok
+  Header header;         // put, get, delete, txn
+  std::vector<std::pair<std::string, std::string>> kvs;  // get: the key-values
+  int64_t deleted = 0;   // delete
+  bool succeeded = false;  // txn: which branch ran
+  int64_t lease_id = 0;  // lease grant
+  bool ok() const noexcept { return status == Status::Ok; }
+
+  explicit Reply(const etcdc_completion* c)
+      : status(static_cast<Status>(etcdc_completion_status(c))), message(etcdc_completion_message(c)) {
+    if (auto* r = etcdc_completion_put_result(c)) header = Header::of(etcdc_put_result_header(r));
+    if (auto* r = etcdc_completion_get_result(c)) {
+      header = Header::of(etcdc_get_result_header(r));
+      for (size_t i = 0; i < etcdc_get_result_len(r); i++) {
+        KeyValue kv(etcdc_get_result_kv(r, i));
+        kvs.emplace_back(std::string(kv.key()), std::string(kv.value()));
+      }
+    }
+    if (auto* r = etcdc_completion_delete_result(c)) {
+      header = Header::of(etcdc_delete_result_header(r));
+      deleted = etcdc_delete_result_deleted(r);
+    }
+    if (auto* r = etcdc_completion_txn_result(c)) {
+      header = Header::of(etcdc_txn_result_header(r));
+      succeeded = etcdc_txn_result_succeeded(r);
+    }
+    lease_id = etcdc_completion_lease_id(c);
+  }
+};
+
+/// A pulled completion: the Reply and the tag the call was started with.
+struct Completion {
+  void* tag;
+  Reply reply;
+};
+
+/// A completion queue in the pull form, for epoll loops: start calls with it, wait on fd(),
+/// take completions with next().
+class CompletionQueue : public detail::StreamOwner<etcdc_cq, etcdc_cq_free> {
+ public:
+  static CompletionQueue create() {
+    etcdc_cq* q = nullptr;
+    detail::check(etcdc_cq_new(nullptr, &q));
+    return CompletionQueue(q);
+  }
+  std::optional<Completion> next(int64_t timeout_ms) {
+    etcdc_completion* c = nullptr;
+    etcdc_status s = etcdc_cq_next(h_, timeout_ms, &c);
+    if (s == ETCDC_ERR_TIMEOUT) return std::nullopt;
+    detail::check(s);
+    detail::Owned<etcdc_completion, etcdc_completion_free> own(c);
+    return Completion{etcdc_completion_tag(c), Reply(c)};
+  }
+  int fd() const {
+    int fd = -1;
+    detail::check(etcdc_cq_fd(h_, &fd));
+    return fd;
+  }
+  const etcdc_cq* handle() const noexcept { return h_; }
+
+ private:
+  using StreamOwner::StreamOwner;
+};
+
+namespace detail {
+/// The process's queue for callback and future forms: each call's tag is its own
+/// std::function, run (then deleted) on etcdc's event thread. Never freed: calls may
+/// complete while statics are destroyed.
+inline const etcdc_cq* callback_queue() {
+  static const etcdc_cq* q = [] {
+    etcdc_completion_callback cb{[](void*, const etcdc_completion* c) noexcept {
+                                   auto* fn = static_cast<std::function<void(const Reply&)>*>(etcdc_completion_tag(c));
+                                   try {
+                                     (*fn)(Reply(c));
+                                   } catch (...) {
+                                   }
+                                   delete fn;
+                                 },
+                                 nullptr, nullptr};
+    etcdc_cq* out = nullptr;
+    check(etcdc_cq_new(&cb, &out));
+    return out;
+  }();
+  return q;
+}
+
+/// Starts a call whose completion runs `fn`; a call refused at once throws and runs nothing.
+template <typename Start>
+void start_with(std::function<void(const Reply&)> fn, Start start) {
+  auto* holder = new std::function<void(const Reply&)>(std::move(fn));
+  etcdc_status s = start(callback_queue(), holder);
+  if (s != ETCDC_OK) {
+    delete holder;
+    check(s);
+  }
+}
+
+template <typename Start>
+std::future<Reply> start_future(Start start) {
+  auto promise = std::make_shared<std::promise<Reply>>();
+  std::future<Reply> f = promise->get_future();
+  start_with([promise](const Reply& r) { promise->set_value(r); }, start);
+  return f;
+}
+}  // namespace detail
+
+/// Asynchronous calls of a client: with a CompletionQueue and a tag (pull), with a callback
+/// run on etcdc's event thread, or as a std::future. Each completes exactly once; freeing
+/// the client completes what is in flight with Status::Canceled.
+class Async {
+ public:
+  explicit Async(Client& c) noexcept : c_(c.handle()) {}
+
+  void put(std::string_view key, std::string_view value, CompletionQueue& q, void* tag) {
+    detail::check(etcdc_put_async(c_, detail::bytes(key), key.size(), detail::bytes(value), value.size(), nullptr, q.handle(), tag, nullptr));
+  }
+  void get(std::string_view key, CompletionQueue& q, void* tag, const GetOptions* o = nullptr) {
+    detail::check(etcdc_get_async(c_, detail::bytes(key), key.size(), o ? o->get() : nullptr, q.handle(), tag, nullptr));
+  }
+  void put(std::string_view key, std::string_view value, std::function<void(const Reply&)> fn) {
+    detail::start_with(std::move(fn), [&](const etcdc_cq* q, void* tag) {
+      return etcdc_put_async(c_, detail::bytes(key), key.size(), detail::bytes(value), value.size(), nullptr, q, tag, nullptr);
+    });
+  }
+  std::future<Reply> put(std::string_view key, std::string_view value) {
+    return detail::start_future([&](const etcdc_cq* q, void* tag) {
+      return etcdc_put_async(c_, detail::bytes(key), key.size(), detail::bytes(value), value.size(), nullptr, q, tag, nullptr);
+    });
+  }
+  std::future<Reply> get(std::string_view key, const GetOptions* o = nullptr) {
+    return detail::start_future([&](const etcdc_cq* q, void* tag) {
+      return etcdc_get_async(c_, detail::bytes(key), key.size(), o ? o->get() : nullptr, q, tag, nullptr);
+    });
+  }
+  std::future<Reply> del(std::string_view key, const DeleteOptions* o = nullptr) {
+    return detail::start_future([&](const etcdc_cq* q, void* tag) {
+      return etcdc_delete_async(c_, detail::bytes(key), key.size(), o ? o->get() : nullptr, q, tag, nullptr);
+    });
+  }
+  std::future<Reply> commit(const Txn& txn) {
+    return detail::start_future([&](const etcdc_cq* q, void* tag) { return etcdc_txn_commit_async(c_, txn.get(), q, tag, nullptr); });
+  }
+  std::future<Reply> lease_grant(int64_t ttl_seconds) {
+    return detail::start_future([&](const etcdc_cq* q, void* tag) { return etcdc_lease_grant_async(c_, ttl_seconds, 0, 0, q, tag, nullptr); });
+  }
+  std::future<Reply> lease_revoke(int64_t id) {
+    return detail::start_future([&](const etcdc_cq* q, void* tag) { return etcdc_lease_revoke_async(c_, id, 0, q, tag, nullptr); });
+  }
+
+ private:
+  etcdc_client* c_;
+};
 
 }  // namespace etcdc
 

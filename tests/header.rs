@@ -20,6 +20,7 @@ const FILE_ORDER: &[&str] = &[
     "registry.rs",
     "election.rs",
     "queue.rs",
+    "completion.rs",
     "v2.rs",
 ];
 

@@ -46,6 +46,8 @@ pub(crate) struct Client {
     pub etcd: Arc<dyn Etcd>,
     pub timeout: Duration,
     pub rt: Handle,
+    /// Asynchronous operations in flight, canceled when the client is freed.
+    pub inflight: Arc<super::completion::Inflight>,
 }
 
 pub(crate) static CLIENTS: Table<Client> = Table::new(1, "client");
@@ -154,20 +156,25 @@ pub extern "C" fn etcdc_client_connect(
             etcd: Arc::new(remote),
             timeout: opts.timeout,
             rt,
+            inflight: Arc::default(),
         }));
         Ok(())
     })
 }
 
-/// Frees a client. Watches and lease keepers started from it keep working until they are
-/// freed themselves. NULL does nothing; a handle already freed gives
+/// Frees a client. Its asynchronous operations still in flight complete with
+/// `ETCDC_ERR_CANCELED`. Watches and lease keepers started from it keep working until they
+/// are freed themselves. NULL does nothing; a handle already freed gives
 /// `ETCDC_ERR_INVALID_ARGUMENT`.
 #[no_mangle]
 pub extern "C" fn etcdc_client_free(client: *mut etcdc_client) -> etcdc_status {
     if client.is_null() {
         return etcdc_status::ETCDC_OK;
     }
-    guard(|| CLIENTS.remove(client).map(drop))
+    guard(|| {
+        CLIENTS.remove(client)?.inflight.cancel_all();
+        Ok(())
+    })
 }
 
 /// What a client counts (`ETCDC_COUNTER_*`).

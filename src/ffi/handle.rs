@@ -86,4 +86,6 @@ pub(crate) fn forget_all() {
     super::election::ELECTIONS.forget();
     super::election::OBSERVERS.forget();
     super::v2::V2_WATCHERS.forget();
+    super::completion::QUEUES.forget();
+    super::completion::OPS.forget();
 }

@@ -3,7 +3,8 @@
 //! Modules are in the header's reading order: status and process, client, key-values, get /
 //! put / delete, transactions, watches, leases, cluster, the embedded node, then the recipes:
 //! registration and discovery, sessions with mutexes and elections, queues; and `v2`, the
-//! cetcd-compatible layer that goes to include/etcdc_v2.h.
+//! cetcd-compatible layer that goes to include/etcdc_v2.h. `completion` holds the asynchronous
+//! forms and their completion queues.
 
 #![allow(non_camel_case_types)]
 // Every export checks its pointers itself (see `guard`); they stay callable from C, where
@@ -12,6 +13,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod completion;
 pub mod election;
 mod guard;
 mod handle;

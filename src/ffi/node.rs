@@ -267,6 +267,7 @@ pub extern "C" fn etcdc_node_client(
             etcd: n.member.clone(),
             timeout: opts.call_timeout(),
             rt: n.rt.clone(),
+            inflight: Default::default(),
         }));
         Ok(())
     })

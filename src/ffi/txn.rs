@@ -52,8 +52,8 @@ pub enum etcdc_op_type {
 /// `etcdc_txn_free`.
 #[derive(Default)]
 pub struct etcdc_txn {
-    req: TxnRequest,
-    timeout_ms: i64,
+    pub(crate) req: TxnRequest,
+    pub(crate) timeout_ms: i64,
 }
 
 impl Timed for etcdc_txn {

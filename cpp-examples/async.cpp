@@ -1,0 +1,49 @@
+// Asynchronous calls in C++: a std::future, a lambda run on etcdc's event thread, and a
+// completion queue for an epoll loop. Usage: async [endpoints]
+#include <cstdlib>
+#include <iostream>
+#include <atomic>
+#include <future>
+
+#include <etcdc.hpp>
+
+int main(int argc, char** argv) try {
+  const char* env = std::getenv("ETCDC_ENDPOINTS");
+  auto client = etcdc::Client::connect(argc > 1 ? argv[1] : env ? env : "http://127.0.0.1:2379");
+  etcdc::Async async(client);
+
+  // A future.
+  etcdc::Reply put = async.put("async/config", "v1").get();
+  std::cout << "put at revision " << put.header.revision() << "\n";
+
+  // Callbacks: 16 puts in flight, each completion on etcdc's event thread.
+  std::promise<void> all;
+  std::atomic<int> left{16};
+  for (int i = 0; i < 16; i++) {
+    async.put("async/k" + std::to_string(i), "v", [&](const etcdc::Reply& r) {
+      if (!r.ok()) std::cerr << r.message << "\n";
+      if (--left == 0) all.set_value();
+    });
+  }
+  all.get_future().wait();
+
+  // A completion queue, pulled (its fd() goes into an epoll set).
+  auto q = etcdc::CompletionQueue::create();
+  etcdc::GetOptions prefix;
+  prefix.prefix();
+  async.get("async/", q, reinterpret_cast<void*>(42), &prefix);
+  auto got = q.next(5000);
+  if (!got || got->tag != reinterpret_cast<void*>(42) || !got->reply.ok()) return 1;
+  std::cout << got->reply.kvs.size() << " keys under async/\n";
+
+  auto lease = async.lease_grant(10).get();
+  std::cout << "lease " << std::hex << lease.lease_id << std::dec << "\n";
+  async.lease_revoke(lease.lease_id).get();
+  etcdc::DeleteOptions all_of;
+  all_of.prefix();
+  auto gone = async.del("async/", &all_of).get();
+  return got->reply.kvs.size() == 17 && lease.lease_id > 0 && gone.deleted == 17 ? 0 : 1;
+} catch (const etcdc::Error& e) {
+  std::cerr << e.what() << "\n";
+  return 1;
+}

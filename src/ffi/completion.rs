@@ -1,0 +1,509 @@
+//! The asynchronous C API: a call's `_async` form starts it on etcdc's runtime and returns
+//! at once; its completion — status, message, result, the caller's tag — goes to a
+//! completion queue: pulled (`etcdc_cq_next`, an fd for epoll) or pushed to a callback on the
+//! event thread. A queue is one instance of the one stream model and serves any number of
+//! clients and calls. Every operation completes exactly once: with its answer, or
+//! `ETCDC_ERR_CANCELED` when `etcdc_op_cancel` or freeing its client came first.
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::client::{etcdc_client, Client, CLIENTS};
+use super::guard::{arg, cstring, field, free_box, guard, opts_or, out};
+use super::handle::Table;
+use super::kv::{
+    etcdc_delete_options, etcdc_delete_result, etcdc_get_options, etcdc_get_result,
+    etcdc_put_options, etcdc_put_result,
+};
+use super::status::etcdc_status;
+use super::stream::{self, CCallback, CItem, StreamHandle};
+use super::txn::{etcdc_txn, etcdc_txn_result};
+use crate::error::{Error, ErrorKind, Result};
+use crate::stream::Feed;
+
+/// What an operation returns.
+pub(crate) enum Answer {
+    Put(etcdc_put_result),
+    Get(etcdc_get_result),
+    Delete(etcdc_delete_result),
+    Txn(etcdc_txn_result),
+    /// A lease id (grant), or nothing (revoke, compact).
+    Number(i64),
+}
+
+/// One finished operation.
+pub(crate) struct Done {
+    tag: usize,
+    result: std::result::Result<Answer, Error>,
+}
+
+/// A completion, owned by whoever pulled it (free with `etcdc_completion_free`), borrowed for
+/// a callback's call.
+pub struct etcdc_completion {
+    tag: usize,
+    status: etcdc_status,
+    message: CString,
+    answer: Option<Answer>,
+}
+
+impl CItem<Done> for etcdc_completion {
+    fn from_item(d: Done) -> Self {
+        match d.result {
+            Ok(answer) => etcdc_completion {
+                tag: d.tag,
+                status: etcdc_status::ETCDC_OK,
+                message: CString::default(),
+                answer: Some(answer),
+            },
+            Err(e) => etcdc_completion {
+                tag: d.tag,
+                status: e.kind.into(),
+                message: cstring(&e.message),
+                answer: None,
+            },
+        }
+    }
+
+    fn from_failure(e: Error) -> Self {
+        etcdc_completion {
+            tag: 0,
+            status: e.kind.into(),
+            message: cstring(&e.message),
+            answer: None,
+        }
+    }
+}
+
+/// A completion callback, with the same rules as `etcdc_watch_callback`.
+#[repr(C)]
+pub struct etcdc_completion_callback {
+    pub call: Option<unsafe extern "C" fn(user_data: *mut c_void, c: *const etcdc_completion)>,
+    pub drop: Option<unsafe extern "C" fn(user_data: *mut c_void)>,
+    pub user_data: *mut c_void,
+}
+
+/// A completion queue. Free with `etcdc_cq_free`.
+pub struct etcdc_cq {
+    _opaque: [u8; 0],
+}
+
+/// The producer end every operation completing into the queue clones.
+pub(crate) struct Sink(Feed<Done>);
+
+pub(crate) static QUEUES: Table<StreamHandle<Done, Sink>> = Table::new(12, "completion queue");
+
+/// A new completion queue. With `callback` NULL, completions wait for `etcdc_cq_next` (and
+/// `etcdc_cq_fd` is readable while one waits); otherwise each goes to `callback->call` on
+/// etcdc's event thread. One queue serves any number of clients and operations; its memory
+/// is one completion per operation in flight or not yet taken.
+#[no_mangle]
+pub extern "C" fn etcdc_cq_new(
+    callback: *const etcdc_completion_callback,
+    cq_out: *mut *mut etcdc_cq,
+) -> etcdc_status {
+    let cb = arg(callback, "callback")
+        .ok()
+        .map(|cb| CCallback::new(cb.call, cb.drop, cb.user_data));
+    guard(|| {
+        let out = out(cq_out, "cq_out")?;
+        // Completions are queued past the capacity (`send_anyway`): each operation owes
+        // exactly one, so operations in flight bound the queue.
+        let (feed, stream) = stream::open::<Done, etcdc_completion>(cb, 1024)?;
+        out.write(QUEUES.insert(StreamHandle::new(stream, Sink(feed))));
+        Ok(())
+    })
+}
+
+/// The next completion, waiting up to `timeout_ms` (0: no wait; negative: no limit).
+/// `ETCDC_ERR_TIMEOUT` when none arrived. Free it with `etcdc_completion_free`.
+#[no_mangle]
+pub extern "C" fn etcdc_cq_next(
+    cq: *const etcdc_cq,
+    timeout_ms: i64,
+    completion_out: *mut *mut etcdc_completion,
+) -> etcdc_status {
+    stream::next(&QUEUES, cq, timeout_ms, completion_out)
+}
+
+/// A descriptor readable while a completion waits. Owned by the queue.
+#[no_mangle]
+pub extern "C" fn etcdc_cq_fd(cq: *const etcdc_cq, fd_out: *mut c_int) -> etcdc_status {
+    stream::fd(&QUEUES, cq, fd_out)
+}
+
+/// Frees the queue, with the same callback rules as `etcdc_watch_free`. Operations still
+/// in flight into it run to their end; their completions are dropped. NULL does nothing.
+#[no_mangle]
+pub extern "C" fn etcdc_cq_free(cq: *mut etcdc_cq) -> etcdc_status {
+    stream::free(&QUEUES, cq)
+}
+
+/// `ETCDC_OK`, or why the operation failed (`ETCDC_ERR_CANCELED` after `etcdc_op_cancel` or
+/// its client's free).
+#[no_mangle]
+pub extern "C" fn etcdc_completion_status(c: *const etcdc_completion) -> etcdc_status {
+    field(c, etcdc_status::ETCDC_ERR_INVALID_ARGUMENT, |c| c.status)
+}
+
+/// The failure's message ("" on success): what `etcdc_last_error` gives for a blocking call.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_message(c: *const etcdc_completion) -> *const c_char {
+    field(c, c"".as_ptr(), |c| c.message.as_ptr())
+}
+
+/// The tag given when the operation started.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_tag(c: *const etcdc_completion) -> *mut c_void {
+    field(c, std::ptr::null_mut(), |c| c.tag as *mut c_void)
+}
+
+/// A put's result, borrowed from the completion; NULL for another kind or a failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_put_result(
+    c: *const etcdc_completion,
+) -> *const etcdc_put_result {
+    field(c, std::ptr::null(), |c| match &c.answer {
+        Some(Answer::Put(r)) => r as *const _,
+        _ => std::ptr::null(),
+    })
+}
+
+/// A get's result, borrowed from the completion; NULL for another kind or a failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_get_result(
+    c: *const etcdc_completion,
+) -> *const etcdc_get_result {
+    field(c, std::ptr::null(), |c| match &c.answer {
+        Some(Answer::Get(r)) => r as *const _,
+        _ => std::ptr::null(),
+    })
+}
+
+/// A delete's result, borrowed from the completion; NULL for another kind or a failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_delete_result(
+    c: *const etcdc_completion,
+) -> *const etcdc_delete_result {
+    field(c, std::ptr::null(), |c| match &c.answer {
+        Some(Answer::Delete(r)) => r as *const _,
+        _ => std::ptr::null(),
+    })
+}
+
+/// A transaction's result, borrowed from the completion; NULL for another kind or a failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_txn_result(
+    c: *const etcdc_completion,
+) -> *const etcdc_txn_result {
+    field(c, std::ptr::null(), |c| match &c.answer {
+        Some(Answer::Txn(r)) => r as *const _,
+        _ => std::ptr::null(),
+    })
+}
+
+/// A lease grant's lease id; 0 for another kind or a failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_lease_id(c: *const etcdc_completion) -> i64 {
+    field(c, 0, |c| match &c.answer {
+        Some(Answer::Number(n)) => *n,
+        _ => 0,
+    })
+}
+
+/// Frees a pulled completion (and the result it holds). NULL does nothing.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_free(c: *mut etcdc_completion) {
+    free_box(c)
+}
+
+// ---- operations ----
+
+/// An operation in flight. Optional: `_async` calls take a NULL `op_out`. Free with
+/// `etcdc_op_free` (that does not cancel it).
+pub struct etcdc_op {
+    _opaque: [u8; 0],
+}
+
+/// One operation's fate: completed once, by its answer or by a cancel, whichever is first.
+pub(crate) struct OpState {
+    done: AtomicBool,
+    tag: usize,
+    sink: Feed<Done>,
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+    id: u64,
+    inflight: std::sync::Weak<Inflight>,
+}
+
+impl OpState {
+    fn complete(&self, result: std::result::Result<Answer, Error>) {
+        if self.done.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.sink.send_anyway(Done {
+            tag: self.tag,
+            result,
+        });
+        if let Some(inflight) = self.inflight.upgrade() {
+            inflight.remove(self.id);
+        }
+    }
+
+    fn cancel(&self, why: &str) {
+        self.complete(Err(Error::new(ErrorKind::Canceled, why)));
+        if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
+/// A client's operations in flight, completed with `ETCDC_ERR_CANCELED` when it is freed.
+#[derive(Default)]
+pub(crate) struct Inflight {
+    ops: Mutex<HashMap<u64, Arc<OpState>>>,
+}
+
+static NEXT_OP: AtomicU64 = AtomicU64::new(1);
+
+impl Inflight {
+    fn remove(&self, id: u64) {
+        self.ops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    /// Completes every operation in flight with `ETCDC_ERR_CANCELED`.
+    pub fn cancel_all(&self) {
+        let ops: Vec<Arc<OpState>> = self
+            .ops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, op)| op)
+            .collect();
+        for op in ops {
+            op.cancel("the client was freed with the operation in flight");
+        }
+    }
+}
+
+pub(crate) static OPS: Table<Arc<OpState>> = Table::new(13, "operation");
+
+/// Starts `call` on the client's runtime, completing into `cq` with `tag`; the operation's
+/// handle goes to `op_out` when that is not NULL. Everything about the arguments was checked
+/// before: from here on, the only outcome is the completion.
+pub(crate) fn start<F>(
+    c: &Client,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+    call: F,
+) -> Result<()>
+where
+    F: Future<Output = Result<Answer>> + Send + 'static,
+{
+    let sink = QUEUES.get(cq)?.with_source(|s| Ok(s.0.clone()))?;
+    let inflight = c.inflight.clone();
+    let op = Arc::new(OpState {
+        done: AtomicBool::new(false),
+        tag: tag as usize,
+        sink,
+        task: Mutex::new(None),
+        id: NEXT_OP.fetch_add(1, Ordering::Relaxed),
+        inflight: Arc::downgrade(&inflight),
+    });
+    inflight
+        .ops
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(op.id, op.clone());
+    let running = op.clone();
+    let task = c.rt.spawn(async move {
+        let result = call.await;
+        running.complete(result);
+    });
+    *op.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+    if !op_out.is_null() {
+        let handle: *mut etcdc_op = OPS.insert(op);
+        // SAFETY: a non-NULL out-pointer points at writable storage for one pointer.
+        unsafe { *op_out = handle };
+    }
+    Ok(())
+}
+
+/// Cancels an operation: it completes with `ETCDC_ERR_CANCELED` unless it had completed
+/// already (then nothing happens). A write may still have been applied by the cluster.
+#[no_mangle]
+pub extern "C" fn etcdc_op_cancel(op: *const etcdc_op) -> etcdc_status {
+    guard(|| {
+        OPS.get(op)?.cancel("canceled by etcdc_op_cancel");
+        Ok(())
+    })
+}
+
+/// Frees an operation's handle (the operation goes on and completes). NULL does nothing.
+#[no_mangle]
+pub extern "C" fn etcdc_op_free(op: *mut etcdc_op) -> etcdc_status {
+    if op.is_null() {
+        return etcdc_status::ETCDC_OK;
+    }
+    guard(|| OPS.remove(op).map(drop))
+}
+
+// ---- the asynchronous forms ----
+
+/// `etcdc_put`, asynchronously: the arguments are checked now (a bad one is this call's
+/// status, and nothing completes); the answer completes into `cq` with `tag` (its
+/// `etcdc_completion_put_result`). `op_out` may be NULL; otherwise free it with
+/// `etcdc_op_free`.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn etcdc_put_async(
+    client: *const etcdc_client,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    opts: *const etcdc_put_options,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    guard(|| {
+        let c = CLIENTS.get(client)?;
+        let default = etcdc_put_options::default();
+        let opts = opts_or(opts, &default);
+        let req = opts.request(key, key_len, value, value_len)?;
+        let deadline = c.deadline(opts.timeout_ms)?;
+        let etcd = c.etcd.clone();
+        start(&c, cq, tag, op_out, async move {
+            Ok(Answer::Put(etcd.put(req, deadline).await?.into()))
+        })
+    })
+}
+
+/// `etcdc_get`, asynchronously (see `etcdc_put_async`): `etcdc_completion_get_result`.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn etcdc_get_async(
+    client: *const etcdc_client,
+    key: *const u8,
+    key_len: usize,
+    opts: *const etcdc_get_options,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    guard(|| {
+        let c = CLIENTS.get(client)?;
+        let default = etcdc_get_options::default();
+        let opts = opts_or(opts, &default);
+        let req = opts.request(key, key_len)?;
+        let deadline = c.deadline(opts.timeout_ms)?;
+        let etcd = c.etcd.clone();
+        start(&c, cq, tag, op_out, async move {
+            Ok(Answer::Get(etcd.range(req, deadline).await?.into()))
+        })
+    })
+}
+
+/// `etcdc_delete`, asynchronously (see `etcdc_put_async`): `etcdc_completion_delete_result`.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn etcdc_delete_async(
+    client: *const etcdc_client,
+    key: *const u8,
+    key_len: usize,
+    opts: *const etcdc_delete_options,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    guard(|| {
+        let c = CLIENTS.get(client)?;
+        let default = etcdc_delete_options::default();
+        let opts = opts_or(opts, &default);
+        let req = opts.request(key, key_len)?;
+        let deadline = c.deadline(opts.timeout_ms)?;
+        let etcd = c.etcd.clone();
+        start(&c, cq, tag, op_out, async move {
+            Ok(Answer::Delete(
+                etcd.delete_range(req, deadline).await?.into(),
+            ))
+        })
+    })
+}
+
+/// `etcdc_txn_commit`, asynchronously (see `etcdc_put_async`): `etcdc_completion_txn_result`.
+/// The transaction is copied: it may be freed or reused at once.
+#[no_mangle]
+pub extern "C" fn etcdc_txn_commit_async(
+    client: *const etcdc_client,
+    txn: *const etcdc_txn,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    guard(|| {
+        let c = CLIENTS.get(client)?;
+        let txn = arg(txn, "txn")?;
+        let deadline = c.deadline(txn.timeout_ms)?;
+        let (etcd, req) = (c.etcd.clone(), txn.req.clone());
+        start(&c, cq, tag, op_out, async move {
+            Ok(Answer::Txn(etcd.txn(req, deadline).await?.into()))
+        })
+    })
+}
+
+/// `etcdc_lease_grant`, asynchronously (see `etcdc_put_async`): `etcdc_completion_lease_id`.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn etcdc_lease_grant_async(
+    client: *const etcdc_client,
+    ttl: i64,
+    id: i64,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    guard(|| {
+        let c = CLIENTS.get(client)?;
+        if ttl <= 0 || id < 0 {
+            return Err(Error::invalid(format!(
+                "lease TTL must be positive and id not negative, got TTL {ttl}, id {id}"
+            )));
+        }
+        let deadline = c.deadline(timeout_ms)?;
+        let etcd = c.etcd.clone();
+        start(&c, cq, tag, op_out, async move {
+            let req = crate::pb::etcdserverpb::LeaseGrantRequest { ttl, id };
+            Ok(Answer::Number(etcd.lease_grant(req, deadline).await?.id))
+        })
+    })
+}
+
+/// `etcdc_lease_revoke`, asynchronously (see `etcdc_put_async`).
+#[no_mangle]
+pub extern "C" fn etcdc_lease_revoke_async(
+    client: *const etcdc_client,
+    id: i64,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    guard(|| {
+        let c = CLIENTS.get(client)?;
+        let deadline = c.deadline(timeout_ms)?;
+        let etcd = c.etcd.clone();
+        start(&c, cq, tag, op_out, async move {
+            let req = crate::pb::etcdserverpb::LeaseRevokeRequest { id };
+            etcd.lease_revoke(req, deadline).await?;
+            Ok(Answer::Number(0))
+        })
+    })
+}

@@ -1,0 +1,247 @@
+/* The asynchronous C API: many calls in flight from one thread through one completion
+ * queue (pull form with poll on its fd, and callback form), every kind of call, cancel,
+ * client free and deadline expiry with operations in flight — each operation completes
+ * exactly once — and a long run with flat memory. On real etcd and on an in-process node. */
+#include <poll.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "common.h"
+
+/* AddressSanitizer keeps freed memory in a quarantine (256 MB by default) that would read as
+ * growth: a small one keeps the memory check about etcdc. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void) { return "quarantine_size_mb=4"; }
+
+static long rss_kb(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  long pages = 0, resident = 0;
+  if (f) {
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    fclose(f);
+  }
+  return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* Takes completions until `n` arrived (10 s at most); counts the OK ones. */
+static int drain(etcdc_cq *cq, int n, int *ok, char *seen) {
+  int got = 0;
+  int fd = -1;
+  if (etcdc_cq_fd(cq, &fd) != ETCDC_OK) return 0;
+  while (got < n) {
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, 10000) != 1) break;
+    etcdc_completion *c = NULL;
+    while (got < n && etcdc_cq_next(cq, 0, &c) == ETCDC_OK) {
+      size_t tag = (size_t)etcdc_completion_tag(c);
+      if (seen) {
+        CHECK(seen[tag] == 0); /* exactly once */
+        seen[tag] = 1;
+      }
+      if (etcdc_completion_status(c) == ETCDC_OK) (*ok)++;
+      etcdc_completion_free(c);
+      got++;
+    }
+  }
+  return got;
+}
+
+static void every_call(etcdc_client *c, etcdc_cq *cq) {
+  enum { N = 64 };
+  char seen[N] = {0};
+  for (size_t i = 0; i < N; i++) {
+    char key[32];
+    snprintf(key, sizeof key, "async/%02zu", i);
+    OK(etcdc_put_async(c, S(key), S("v"), NULL, cq, (void *)i, NULL));
+  }
+  int ok = 0;
+  CHECK(drain(cq, N, &ok, seen) == N && ok == N);
+
+  etcdc_get_options *prefix = etcdc_get_options_new();
+  OK(etcdc_get_options_set_prefix(prefix));
+  etcdc_op *op = NULL;
+  OK(etcdc_get_async(c, S("async/"), prefix, cq, (void *)7, &op));
+  etcdc_get_options_free(prefix);
+  etcdc_completion *done = NULL;
+  OK(etcdc_cq_next(cq, 10000, &done));
+  CHECK(etcdc_completion_tag(done) == (void *)7 && etcdc_completion_status(done) == ETCDC_OK);
+  CHECK(etcdc_get_result_count(etcdc_completion_get_result(done)) == N);
+  CHECK(etcdc_completion_put_result(done) == NULL);
+  etcdc_completion_free(done);
+  OK(etcdc_op_cancel(op)); /* completed already: nothing happens */
+  EXPECT(etcdc_cq_next(cq, 100, &done), ETCDC_ERR_TIMEOUT);
+  OK(etcdc_op_free(op));
+
+  etcdc_txn *t = etcdc_txn_new();
+  OK(etcdc_txn_compare_value(t, S("async/00"), ETCDC_CMP_EQUAL, S("v")));
+  OK(etcdc_txn_put(t, ETCDC_TXN_THEN, S("async/txn"), S("yes"), NULL));
+  OK(etcdc_txn_commit_async(c, t, cq, (void *)1, NULL));
+  etcdc_txn_free(t);
+  OK(etcdc_cq_next(cq, 10000, &done));
+  CHECK(etcdc_completion_status(done) == ETCDC_OK && etcdc_txn_result_succeeded(etcdc_completion_txn_result(done)));
+  etcdc_completion_free(done);
+
+  OK(etcdc_lease_grant_async(c, 30, 0, 0, cq, (void *)2, NULL));
+  OK(etcdc_cq_next(cq, 10000, &done));
+  int64_t lease = etcdc_completion_lease_id(done);
+  CHECK(lease > 0);
+  etcdc_completion_free(done);
+  OK(etcdc_lease_revoke_async(c, lease, 0, cq, (void *)3, NULL));
+  OK(etcdc_lease_revoke_async(c, lease + 1, 0, cq, (void *)4, NULL));
+  for (int i = 0; i < 2; i++) {
+    OK(etcdc_cq_next(cq, 10000, &done));
+    if (etcdc_completion_tag(done) == (void *)3) CHECK(etcdc_completion_status(done) == ETCDC_OK);
+    else CHECK(etcdc_completion_status(done) == ETCDC_ERR_NOT_FOUND && strstr(etcdc_completion_message(done), "lease not found"));
+    etcdc_completion_free(done);
+  }
+
+  etcdc_delete_options *all = etcdc_delete_options_new();
+  OK(etcdc_delete_options_set_prefix(all));
+  OK(etcdc_delete_async(c, S("async/"), all, cq, (void *)5, NULL));
+  etcdc_delete_options_free(all);
+  OK(etcdc_cq_next(cq, 10000, &done));
+  CHECK(etcdc_delete_result_deleted(etcdc_completion_delete_result(done)) == N + 1);
+  etcdc_completion_free(done);
+
+  /* Bad arguments fail the call itself; nothing completes. */
+  EXPECT(etcdc_put_async(c, NULL, 3, S("v"), NULL, cq, NULL, NULL), ETCDC_ERR_INVALID_ARGUMENT);
+  EXPECT(etcdc_put_async(c, S("k"), S("v"), NULL, NULL, NULL, NULL), ETCDC_ERR_INVALID_ARGUMENT);
+  EXPECT(etcdc_lease_grant_async(c, 0, 0, 0, cq, NULL, NULL), ETCDC_ERR_INVALID_ARGUMENT);
+  EXPECT(etcdc_cq_next(cq, 100, &done), ETCDC_ERR_TIMEOUT);
+}
+
+/* Many operations through one queue, 64 in flight: memory stays flat. */
+static void long_run(etcdc_client *c, etcdc_cq *cq, int total, int check_memory) {
+  long before = 0;
+  int inflight = 0, started = 0, finished = 0, ok = 0;
+  while (finished < total) {
+    while (inflight < 64 && started < total) {
+      char key[32];
+      snprintf(key, sizeof key, "run/%d", started % 100);
+      OK(etcdc_put_async(c, S(key), S("value"), NULL, cq, NULL, NULL));
+      started++;
+      inflight++;
+    }
+    etcdc_completion *done = NULL;
+    if (etcdc_cq_next(cq, 10000, &done) != ETCDC_OK) break;
+    ok += etcdc_completion_status(done) == ETCDC_OK;
+    etcdc_completion_free(done);
+    inflight--;
+    finished++;
+    if (finished == total / 2) before = rss_kb();
+  }
+  long after = rss_kb();
+  printf("%d operations, 64 in flight: RSS %ld kB at half, %ld kB at the end\n", total, before, after);
+  CHECK(finished == total && ok == total);
+  if (check_memory) CHECK(after - before < 8 * 1024);
+}
+
+typedef struct {
+  pthread_mutex_t mu;
+  int calls, drops;
+} pushed;
+
+static void on_completion(void *user_data, const etcdc_completion *c) {
+  pushed *p = (pushed *)user_data;
+  pthread_mutex_lock(&p->mu);
+  p->calls += etcdc_completion_status(c) == ETCDC_OK;
+  pthread_mutex_unlock(&p->mu);
+}
+
+static void on_cq_drop(void *user_data) {
+  pushed *p = (pushed *)user_data;
+  pthread_mutex_lock(&p->mu);
+  p->drops++;
+  pthread_mutex_unlock(&p->mu);
+}
+
+static void callback_queue(etcdc_client *c) {
+  pushed p;
+  memset(&p, 0, sizeof p);
+  pthread_mutex_init(&p.mu, NULL);
+  etcdc_completion_callback cb = {on_completion, on_cq_drop, &p};
+  etcdc_cq *cq = NULL;
+  OK(etcdc_cq_new(&cb, &cq));
+  for (int i = 0; i < 32; i++) OK(etcdc_put_async(c, S("pushed"), S("x"), NULL, cq, NULL, NULL));
+  for (int i = 0; i < 200; i++) {
+    pthread_mutex_lock(&p.mu);
+    int calls = p.calls;
+    pthread_mutex_unlock(&p.mu);
+    if (calls == 32) break;
+    sleep_ms(50);
+  }
+  CHECK(p.calls == 32);
+  OK(etcdc_cq_free(cq));
+  CHECK(p.drops == 1);
+}
+
+/* Against nobody: cancel, client free and deadline each complete what is in flight, once. */
+static void nobody_answers(etcdc_cq *cq) {
+  etcdc_client_options *o = etcdc_client_options_new();
+  OK(etcdc_client_options_set_timeout_ms(o, 30000));
+  etcdc_client *dead = NULL;
+  OK(etcdc_client_connect("http://127.0.0.1:1", o, &dead));
+  etcdc_client_options_free(o);
+  etcdc_op *op = NULL;
+  OK(etcdc_get_async(dead, S("k"), NULL, cq, (void *)100, &op));
+  OK(etcdc_op_cancel(op));
+  OK(etcdc_op_cancel(op));
+  etcdc_completion *done = NULL;
+  OK(etcdc_cq_next(cq, 5000, &done));
+  CHECK(etcdc_completion_tag(done) == (void *)100 && etcdc_completion_status(done) == ETCDC_ERR_CANCELED);
+  etcdc_completion_free(done);
+  OK(etcdc_op_free(op));
+  EXPECT(etcdc_op_cancel(op), ETCDC_ERR_INVALID_ARGUMENT);
+
+  char seen[10] = {0};
+  for (size_t i = 0; i < 10; i++) OK(etcdc_get_async(dead, S("k"), NULL, cq, (void *)i, NULL));
+  OK(etcdc_client_free(dead));
+  int ok = 0;
+  CHECK(drain(cq, 10, &ok, seen) == 10 && ok == 0);
+  EXPECT(etcdc_cq_next(cq, 200, &done), ETCDC_ERR_TIMEOUT); /* nothing twice */
+
+  OK(etcdc_client_connect("http://127.0.0.1:1", NULL, &dead));
+  etcdc_get_options *quick = etcdc_get_options_new();
+  OK(etcdc_get_options_set_timeout_ms(quick, 300));
+  OK(etcdc_get_async(dead, S("k"), quick, cq, NULL, NULL));
+  etcdc_get_options_free(quick);
+  OK(etcdc_cq_next(cq, 5000, &done));
+  CHECK(etcdc_completion_status(done) == ETCDC_ERR_UNAVAILABLE || etcdc_completion_status(done) == ETCDC_ERR_TIMEOUT);
+  etcdc_completion_free(done);
+  OK(etcdc_client_free(dead));
+}
+
+int main(void) {
+  etcdc_cq *cq = NULL;
+  EXPECT(etcdc_cq_new(NULL, NULL), ETCDC_ERR_INVALID_ARGUMENT);
+  OK(etcdc_cq_new(NULL, &cq));
+  etcdc_client *c = NULL;
+  OK(etcdc_client_connect(endpoints_from_env(), NULL, &c));
+  every_call(c, cq);
+  callback_queue(c);
+  long_run(c, cq, 20000, 1);
+  nobody_answers(cq);
+
+  /* One queue serves clients of both backends. */
+  char dir[] = "/tmp/etcdc-async-test-XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  etcdc_node_options *o = etcdc_node_options_new();
+  OK(etcdc_node_options_set_data_dir(o, dir));
+  OK(etcdc_node_options_set_timing_ms(o, 50, 300));
+  etcdc_node *node = NULL;
+  OK(etcdc_node_start(o, &node));
+  etcdc_client *local = NULL;
+  OK(etcdc_node_client(node, NULL, &local));
+  every_call(local, cq);
+  /* The node keeps every version until a compaction: its memory grows by design here. */
+  long_run(local, cq, 20000, 0);
+  OK(etcdc_client_free(local));
+  OK(etcdc_node_stop(node));
+  etcdc_node_options_free(o);
+  OK(etcdc_client_free(c));
+  OK(etcdc_cq_free(cq));
+  char cmd[sizeof dir + 16];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  CHECK(system(cmd) == 0);
+  return check_report("test_async");
+}
