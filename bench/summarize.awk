@@ -20,16 +20,16 @@ function cellq(key) { return (key in n) ? sprintf("%d", median("qps", key)) : "n
 function ratio(a, b) { return (b > 0) ? sprintf("%.2f", a / b) : "n/a" }
 function cell(key) { return (key in n) ? lat(key) : "n/a" }
 END {
-  print "| op | callers | etcdc QPS | tonic threads QPS | tonic tasks QPS | v2 QPS | etcdc / tonic threads | etcdc / tonic tasks | etcdc / v2 | etcdc p50 / p99 us | tonic threads p50 / p99 | tonic tasks p50 / p99 | v2 p50 / p99 | errors |"
-  print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  print "| op | callers | etcdc QPS | etcdc async QPS | tonic threads QPS | tonic tasks QPS | v2 QPS | etcdc / tonic threads | etcdc async / tonic tasks | etcdc async / v2 | etcdc p50 / p99 us | etcdc async p50 / p99 | tonic threads p50 / p99 | tonic tasks p50 / p99 | v2 p50 / p99 | errors |"
+  print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   nops = split("put range srange watch", ops, " ")
   ncs = split("1 16 256", cs, " ")
   for (o = 1; o <= nops; o++) {
     for (c = 1; c <= ncs; c++) {
       k = ops[o] " " cs[c]
-      e = "etcdc " k; th = "tonic-threads " k; t = "tonic " k; v = "v2curl " k
+      e = "etcdc " k; a = "etcdc-async " k; th = "tonic-threads " k; t = "tonic " k; v = "v2curl " k
       if (!(e in n)) continue
-      printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", ops[o], cs[c], cellq(e), cellq(th), cellq(t), cellq(v), ratio(qps(e), qps(th)), ratio(qps(e), qps(t)), ratio(qps(e), qps(v)), cell(e), cell(th), cell(t), cell(v), errors[k]
+      printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", ops[o], cs[c], cellq(e), cellq(a), cellq(th), cellq(t), cellq(v), ratio(qps(e), qps(th)), ratio(qps(a), qps(t)), ratio(qps(a), qps(v)), cell(e), cell(a), cell(th), cell(t), cell(v), errors[k]
     }
   }
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): put, range and watch through etcdc's C ABI at 1, 16 and 256
-# concurrent callers (threads), side by side in one run with a plain tonic client (no etcdc
+# concurrent callers (threads; for etcdc-async, calls in flight from one thread), side by side in one run with a plain tonic client (no etcdc
 # layer) driven the same way (threads blocking on each call) and as async tasks, and with the
 # path etcdc replaces, etcd's v2 HTTP API through libcurl, all against one local etcd started
 # with --enable-v2. Prints a markdown table: QPS, p50 and p99 latency (microseconds),
@@ -25,7 +25,7 @@ ETCD_EXTRA_FLAGS="--enable-v2=true" scripts/with-etcd.sh bash -c '
     for callers in 1 16 256; do
       # Three rounds, each in a rotated order, so that neither etcd warming up nor its
       # growing database favours one implementation.
-      impls=(etcdc tonic-threads tonic v2curl)
+      impls=(etcdc etcdc-async tonic-threads tonic v2curl)
       [ "$op" = watch ] && impls=(etcdc tonic-threads tonic)
       for round in 0 1 2; do
         for k in "${!impls[@]}"; do
