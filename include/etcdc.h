@@ -2451,6 +2451,26 @@ const struct etcdc_txn_result *etcdc_completion_txn_result(const struct etcdc_co
 int64_t etcdc_completion_lease_id(const struct etcdc_completion *c);
 
 /**
+ * A lease time-to-live's answer, borrowed; NULL for another kind or a failure.
+ */
+const struct etcdc_lease_info *etcdc_completion_lease_info(const struct etcdc_completion *c);
+
+/**
+ * A lease list, borrowed; NULL for another kind or a failure.
+ */
+const struct etcdc_lease_list *etcdc_completion_lease_list(const struct etcdc_completion *c);
+
+/**
+ * A member list, borrowed; NULL for another kind or a failure.
+ */
+const struct etcdc_member_list *etcdc_completion_member_list(const struct etcdc_completion *c);
+
+/**
+ * An endpoint status, borrowed; NULL for another kind or a failure.
+ */
+const struct etcdc_endpoint_status *etcdc_completion_endpoint_status(const struct etcdc_completion *c);
+
+/**
  * Frees a pulled completion (and the result it holds). NULL does nothing.
  */
 void etcdc_completion_free(struct etcdc_completion *c);
@@ -2534,6 +2554,58 @@ enum etcdc_status etcdc_lease_revoke_async(const struct etcdc_client *client,
                                            const struct etcdc_cq *cq,
                                            void *tag,
                                            struct etcdc_op **op_out);
+
+/**
+ * `etcdc_compact`, asynchronously (see `etcdc_put_async`).
+ */
+enum etcdc_status etcdc_compact_async(const struct etcdc_client *client,
+                                      int64_t revision,
+                                      bool physical,
+                                      int64_t timeout_ms,
+                                      const struct etcdc_cq *cq,
+                                      void *tag,
+                                      struct etcdc_op **op_out);
+
+/**
+ * `etcdc_lease_time_to_live`, asynchronously (see `etcdc_put_async`):
+ * `etcdc_completion_lease_info`.
+ */
+enum etcdc_status etcdc_lease_time_to_live_async(const struct etcdc_client *client,
+                                                 int64_t id,
+                                                 bool keys,
+                                                 int64_t timeout_ms,
+                                                 const struct etcdc_cq *cq,
+                                                 void *tag,
+                                                 struct etcdc_op **op_out);
+
+/**
+ * `etcdc_leases`, asynchronously (see `etcdc_put_async`): `etcdc_completion_lease_list`.
+ */
+enum etcdc_status etcdc_leases_async(const struct etcdc_client *client,
+                                     int64_t timeout_ms,
+                                     const struct etcdc_cq *cq,
+                                     void *tag,
+                                     struct etcdc_op **op_out);
+
+/**
+ * `etcdc_cluster_members`, asynchronously (see `etcdc_put_async`):
+ * `etcdc_completion_member_list`.
+ */
+enum etcdc_status etcdc_cluster_members_async(const struct etcdc_client *client,
+                                              int64_t timeout_ms,
+                                              const struct etcdc_cq *cq,
+                                              void *tag,
+                                              struct etcdc_op **op_out);
+
+/**
+ * `etcdc_endpoint_status_get` for any member, asynchronously (see `etcdc_put_async`):
+ * `etcdc_completion_endpoint_status`.
+ */
+enum etcdc_status etcdc_endpoint_status_async(const struct etcdc_client *client,
+                                              int64_t timeout_ms,
+                                              const struct etcdc_cq *cq,
+                                              void *tag,
+                                              struct etcdc_op **op_out);
 
 #ifdef __cplusplus
 }  // extern "C"

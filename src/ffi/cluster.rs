@@ -33,6 +33,13 @@ pub extern "C" fn etcdc_cluster_members(
         let out = out(list_out, "list_out")?;
         let deadline = c.deadline(timeout_ms)?;
         let resp = c.block(c.etcd.member_list(deadline))?;
+        out.write(Box::into_raw(Box::new(resp.into())));
+        Ok(())
+    })
+}
+
+impl From<crate::pb::etcdserverpb::MemberListResponse> for etcdc_member_list {
+    fn from(resp: crate::pb::etcdserverpb::MemberListResponse) -> Self {
         let members = resp
             .members
             .into_iter()
@@ -44,12 +51,11 @@ pub extern "C" fn etcdc_cluster_members(
                 learner: m.is_learner,
             })
             .collect();
-        out.write(Box::into_raw(Box::new(etcdc_member_list {
+        etcdc_member_list {
             header: header(resp.header),
             members,
-        })));
-        Ok(())
-    })
+        }
+    }
 }
 
 /// Frees a member list. NULL does nothing.
@@ -178,7 +184,14 @@ pub extern "C" fn etcdc_endpoint_status_get(
         };
         let deadline = c.deadline(timeout_ms)?;
         let s = c.block(c.etcd.status(endpoint, deadline))?;
-        out.write(Box::into_raw(Box::new(etcdc_endpoint_status {
+        out.write(Box::into_raw(Box::new(s.into())));
+        Ok(())
+    })
+}
+
+impl From<crate::pb::etcdserverpb::StatusResponse> for etcdc_endpoint_status {
+    fn from(s: crate::pb::etcdserverpb::StatusResponse) -> Self {
+        etcdc_endpoint_status {
             header: header(s.header),
             version: cstring(&s.version),
             db_size: s.db_size,
@@ -188,9 +201,8 @@ pub extern "C" fn etcdc_endpoint_status_get(
             raft_term: s.raft_term,
             raft_applied_index: s.raft_applied_index,
             learner: s.is_learner,
-        })));
-        Ok(())
-    })
+        }
+    }
 }
 
 /// Frees an endpoint status. NULL does nothing.

@@ -12,12 +12,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::client::{etcdc_client, Client, CLIENTS};
+use super::cluster::{etcdc_endpoint_status, etcdc_member_list};
 use super::guard::{arg, cstring, field, free_box, guard, opts_or, out};
 use super::handle::Table;
 use super::kv::{
     etcdc_delete_options, etcdc_delete_result, etcdc_get_options, etcdc_get_result,
     etcdc_put_options, etcdc_put_result,
 };
+use super::lease::{etcdc_lease_info, etcdc_lease_list};
 use super::status::etcdc_status;
 use super::stream::{self, CCallback, CItem, StreamHandle};
 use super::txn::{etcdc_txn, etcdc_txn_result};
@@ -32,6 +34,10 @@ pub(crate) enum Answer {
     Txn(etcdc_txn_result),
     /// A lease id (grant), or nothing (revoke, compact).
     Number(i64),
+    LeaseInfo(etcdc_lease_info),
+    Leases(etcdc_lease_list),
+    Members(etcdc_member_list),
+    Status(etcdc_endpoint_status),
 }
 
 /// One finished operation.
@@ -210,6 +216,50 @@ pub extern "C" fn etcdc_completion_lease_id(c: *const etcdc_completion) -> i64 {
     field(c, 0, |c| match &c.answer {
         Some(Answer::Number(n)) => *n,
         _ => 0,
+    })
+}
+
+/// A lease time-to-live's answer, borrowed; NULL for another kind or a failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_lease_info(
+    c: *const etcdc_completion,
+) -> *const etcdc_lease_info {
+    field(c, std::ptr::null(), |c| match &c.answer {
+        Some(Answer::LeaseInfo(r)) => r as *const _,
+        _ => std::ptr::null(),
+    })
+}
+
+/// A lease list, borrowed; NULL for another kind or a failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_lease_list(
+    c: *const etcdc_completion,
+) -> *const etcdc_lease_list {
+    field(c, std::ptr::null(), |c| match &c.answer {
+        Some(Answer::Leases(r)) => r as *const _,
+        _ => std::ptr::null(),
+    })
+}
+
+/// A member list, borrowed; NULL for another kind or a failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_member_list(
+    c: *const etcdc_completion,
+) -> *const etcdc_member_list {
+    field(c, std::ptr::null(), |c| match &c.answer {
+        Some(Answer::Members(r)) => r as *const _,
+        _ => std::ptr::null(),
+    })
+}
+
+/// An endpoint status, borrowed; NULL for another kind or a failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_endpoint_status(
+    c: *const etcdc_completion,
+) -> *const etcdc_endpoint_status {
+    field(c, std::ptr::null(), |c| match &c.answer {
+        Some(Answer::Status(r)) => r as *const _,
+        _ => std::ptr::null(),
     })
 }
 
@@ -504,6 +554,120 @@ pub extern "C" fn etcdc_lease_revoke_async(
             let req = crate::pb::etcdserverpb::LeaseRevokeRequest { id };
             etcd.lease_revoke(req, deadline).await?;
             Ok(Answer::Number(0))
+        })
+    })
+}
+
+/// `etcdc_compact`, asynchronously (see `etcdc_put_async`).
+#[no_mangle]
+pub extern "C" fn etcdc_compact_async(
+    client: *const etcdc_client,
+    revision: i64,
+    physical: bool,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    guard(|| {
+        let c = CLIENTS.get(client)?;
+        if revision <= 0 {
+            return Err(Error::invalid(format!(
+                "compact revision must be positive, got {revision}"
+            )));
+        }
+        let deadline = c.deadline(timeout_ms)?;
+        let etcd = c.etcd.clone();
+        start(&c, cq, tag, op_out, async move {
+            let req = crate::pb::etcdserverpb::CompactionRequest { revision, physical };
+            etcd.compact(req, deadline).await?;
+            Ok(Answer::Number(0))
+        })
+    })
+}
+
+/// `etcdc_lease_time_to_live`, asynchronously (see `etcdc_put_async`):
+/// `etcdc_completion_lease_info`.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_time_to_live_async(
+    client: *const etcdc_client,
+    id: i64,
+    keys: bool,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    guard(|| {
+        let c = CLIENTS.get(client)?;
+        let deadline = c.deadline(timeout_ms)?;
+        let etcd = c.etcd.clone();
+        start(&c, cq, tag, op_out, async move {
+            let req = crate::pb::etcdserverpb::LeaseTimeToLiveRequest { id, keys };
+            let info = super::lease::lease_info(etcd.lease_time_to_live(req, deadline).await?)?;
+            Ok(Answer::LeaseInfo(info))
+        })
+    })
+}
+
+/// `etcdc_leases`, asynchronously (see `etcdc_put_async`): `etcdc_completion_lease_list`.
+#[no_mangle]
+pub extern "C" fn etcdc_leases_async(
+    client: *const etcdc_client,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    guard(|| {
+        let c = CLIENTS.get(client)?;
+        let deadline = c.deadline(timeout_ms)?;
+        let etcd = c.etcd.clone();
+        start(&c, cq, tag, op_out, async move {
+            let resp = etcd.lease_leases(deadline).await?;
+            Ok(Answer::Leases(etcdc_lease_list {
+                ids: resp.leases.into_iter().map(|l| l.id).collect(),
+            }))
+        })
+    })
+}
+
+/// `etcdc_cluster_members`, asynchronously (see `etcdc_put_async`):
+/// `etcdc_completion_member_list`.
+#[no_mangle]
+pub extern "C" fn etcdc_cluster_members_async(
+    client: *const etcdc_client,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    guard(|| {
+        let c = CLIENTS.get(client)?;
+        let deadline = c.deadline(timeout_ms)?;
+        let etcd = c.etcd.clone();
+        start(&c, cq, tag, op_out, async move {
+            Ok(Answer::Members(etcd.member_list(deadline).await?.into()))
+        })
+    })
+}
+
+/// `etcdc_endpoint_status_get` for any member, asynchronously (see `etcdc_put_async`):
+/// `etcdc_completion_endpoint_status`.
+#[no_mangle]
+pub extern "C" fn etcdc_endpoint_status_async(
+    client: *const etcdc_client,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    guard(|| {
+        let c = CLIENTS.get(client)?;
+        let deadline = c.deadline(timeout_ms)?;
+        let etcd = c.etcd.clone();
+        start(&c, cq, tag, op_out, async move {
+            Ok(Answer::Status(etcd.status(None, deadline).await?.into()))
         })
     })
 }

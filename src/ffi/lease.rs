@@ -9,7 +9,7 @@ use super::handle::Table;
 use super::status::etcdc_status;
 use super::stream::{self, CCallback, CItem, StreamHandle};
 use crate::api::{LeaseState, LeaseUpdate};
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, Result};
 use crate::lease::LeaseKeeper;
 use crate::pb::etcdserverpb::*;
 
@@ -69,6 +69,18 @@ pub struct etcdc_lease_info {
     resp: LeaseTimeToLiveResponse,
 }
 
+/// A time-to-live answer, or etcd's "not found" for a lease that is gone (etcd answers those
+/// with a TTL of -1).
+pub(crate) fn lease_info(resp: LeaseTimeToLiveResponse) -> Result<etcdc_lease_info> {
+    if resp.ttl < 0 {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            "etcdserver: requested lease not found",
+        ));
+    }
+    Ok(etcdc_lease_info { resp })
+}
+
 /// Reads a lease's remaining TTL, granted TTL and (with `keys`) attached keys.
 /// `ETCDC_ERR_NOT_FOUND` ("etcdserver: requested lease not found") if it has expired or never
 /// existed.
@@ -88,13 +100,7 @@ pub extern "C" fn etcdc_lease_time_to_live(
             c.etcd
                 .lease_time_to_live(LeaseTimeToLiveRequest { id, keys }, deadline),
         )?;
-        if resp.ttl < 0 {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                "etcdserver: requested lease not found",
-            ));
-        }
-        out.write(Box::into_raw(Box::new(etcdc_lease_info { resp })));
+        out.write(Box::into_raw(Box::new(lease_info(resp)?)));
         Ok(())
     })
 }
@@ -140,7 +146,7 @@ pub extern "C" fn etcdc_lease_info_key(
 
 /// The ids of all leases. Free with `etcdc_lease_list_free`.
 pub struct etcdc_lease_list {
-    ids: Vec<i64>,
+    pub(crate) ids: Vec<i64>,
 }
 
 /// Lists every lease of the cluster, as one member knows them (etcd answers from the member

@@ -86,6 +86,27 @@ static void every_call(etcdc_client *c, etcdc_cq *cq) {
   int64_t lease = etcdc_completion_lease_id(done);
   CHECK(lease > 0);
   etcdc_completion_free(done);
+  OK(etcdc_lease_time_to_live_async(c, lease, true, 0, cq, (void *)8, NULL));
+  OK(etcdc_cq_next(cq, 10000, &done));
+  CHECK(etcdc_lease_info_granted_ttl(etcdc_completion_lease_info(done)) == 30);
+  etcdc_completion_free(done);
+  OK(etcdc_leases_async(c, 0, cq, (void *)9, NULL));
+  OK(etcdc_cq_next(cq, 10000, &done));
+  CHECK(etcdc_lease_list_len(etcdc_completion_lease_list(done)) >= 1);
+  etcdc_completion_free(done);
+  OK(etcdc_cluster_members_async(c, 0, cq, (void *)10, NULL));
+  OK(etcdc_cq_next(cq, 10000, &done));
+  CHECK(etcdc_member_list_len(etcdc_completion_member_list(done)) >= 1);
+  etcdc_completion_free(done);
+  OK(etcdc_endpoint_status_async(c, 0, cq, (void *)11, NULL));
+  OK(etcdc_cq_next(cq, 10000, &done));
+  CHECK(etcdc_completion_status(done) == ETCDC_OK && etcdc_completion_endpoint_status(done) != NULL);
+  int64_t rev = etcdc_header_revision(etcdc_endpoint_status_header(etcdc_completion_endpoint_status(done)));
+  etcdc_completion_free(done);
+  OK(etcdc_compact_async(c, rev, false, 0, cq, (void *)12, NULL));
+  OK(etcdc_cq_next(cq, 10000, &done));
+  CHECK(etcdc_completion_status(done) == ETCDC_OK);
+  etcdc_completion_free(done);
   OK(etcdc_lease_revoke_async(c, lease, 0, cq, (void *)3, NULL));
   OK(etcdc_lease_revoke_async(c, lease + 1, 0, cq, (void *)4, NULL));
   for (int i = 0; i < 2; i++) {
