@@ -2471,6 +2471,11 @@ const struct etcdc_member_list *etcdc_completion_member_list(const struct etcdc_
 const struct etcdc_endpoint_status *etcdc_completion_endpoint_status(const struct etcdc_completion *c);
 
 /**
+ * A queue item (enqueued or dequeued), borrowed; NULL for another kind or a failure.
+ */
+const struct etcdc_queue_item *etcdc_completion_queue_item(const struct etcdc_completion *c);
+
+/**
  * Frees a pulled completion (and the result it holds). NULL does nothing.
  */
 void etcdc_completion_free(struct etcdc_completion *c);
@@ -2606,6 +2611,32 @@ enum etcdc_status etcdc_endpoint_status_async(const struct etcdc_client *client,
                                               const struct etcdc_cq *cq,
                                               void *tag,
                                               struct etcdc_op **op_out);
+
+/**
+ * `etcdc_queue_enqueue`, asynchronously (see `etcdc_put_async`):
+ * `etcdc_completion_queue_item` is the new item.
+ */
+enum etcdc_status etcdc_queue_enqueue_async(const struct etcdc_client *client,
+                                            const char *dir,
+                                            const uint8_t *value,
+                                            size_t value_len,
+                                            int64_t timeout_ms,
+                                            const struct etcdc_cq *cq,
+                                            void *tag,
+                                            struct etcdc_op **op_out);
+
+/**
+ * `etcdc_queue_dequeue`, asynchronously (see `etcdc_put_async`): with `wait`, the
+ * completion comes when an item does (or the deadline: negative `timeout_ms` waits without
+ * limit) — a consumer in an epoll loop. `etcdc_completion_queue_item` is the item.
+ */
+enum etcdc_status etcdc_queue_dequeue_async(const struct etcdc_client *client,
+                                            const char *dir,
+                                            bool wait,
+                                            int64_t timeout_ms,
+                                            const struct etcdc_cq *cq,
+                                            void *tag,
+                                            struct etcdc_op **op_out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -38,6 +38,7 @@ pub(crate) enum Answer {
     Leases(etcdc_lease_list),
     Members(etcdc_member_list),
     Status(etcdc_endpoint_status),
+    Item(super::queue::etcdc_queue_item),
 }
 
 /// One finished operation.
@@ -259,6 +260,17 @@ pub extern "C" fn etcdc_completion_endpoint_status(
 ) -> *const etcdc_endpoint_status {
     field(c, std::ptr::null(), |c| match &c.answer {
         Some(Answer::Status(r)) => r as *const _,
+        _ => std::ptr::null(),
+    })
+}
+
+/// A queue item (enqueued or dequeued), borrowed; NULL for another kind or a failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_queue_item(
+    c: *const etcdc_completion,
+) -> *const super::queue::etcdc_queue_item {
+    field(c, std::ptr::null(), |c| match &c.answer {
+        Some(Answer::Item(r)) => r as *const _,
         _ => std::ptr::null(),
     })
 }
@@ -668,6 +680,66 @@ pub extern "C" fn etcdc_endpoint_status_async(
         let etcd = c.etcd.clone();
         start(&c, cq, tag, op_out, async move {
             Ok(Answer::Status(etcd.status(None, deadline).await?.into()))
+        })
+    })
+}
+
+/// `etcdc_queue_enqueue`, asynchronously (see `etcdc_put_async`):
+/// `etcdc_completion_queue_item` is the new item.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn etcdc_queue_enqueue_async(
+    client: *const etcdc_client,
+    dir: *const c_char,
+    value: *const u8,
+    value_len: usize,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    guard(|| {
+        let value = super::guard::bytes(value, value_len, "value")?.to_vec();
+        let dir = super::guard::c_str(dir, "dir")?.to_string();
+        let c = CLIENTS.get(client)?;
+        let deadline = c.deadline(timeout_ms)?;
+        let etcd = c.etcd.clone();
+        start(&c, cq, tag, op_out, async move {
+            let key = crate::recipes::queue::enqueue(&*etcd, &dir, &value, deadline).await?;
+            Ok(Answer::Item(super::queue::etcdc_queue_item { key, value }))
+        })
+    })
+}
+
+/// `etcdc_queue_dequeue`, asynchronously (see `etcdc_put_async`): with `wait`, the
+/// completion comes when an item does (or the deadline: negative `timeout_ms` waits without
+/// limit) — a consumer in an epoll loop. `etcdc_completion_queue_item` is the item.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn etcdc_queue_dequeue_async(
+    client: *const etcdc_client,
+    dir: *const c_char,
+    wait: bool,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    guard(|| {
+        let dir = super::guard::c_str(dir, "dir")?.to_string();
+        let c = CLIENTS.get(client)?;
+        let deadline = if wait {
+            c.wait_deadline(timeout_ms)?
+        } else {
+            c.deadline(timeout_ms)?
+        };
+        let etcd = c.etcd.clone();
+        start(&c, cq, tag, op_out, async move {
+            let kv = crate::recipes::queue::dequeue(&*etcd, &dir, wait, deadline).await?;
+            Ok(Answer::Item(super::queue::etcdc_queue_item {
+                key: kv.key,
+                value: kv.value,
+            }))
         })
     })
 }

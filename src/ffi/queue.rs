@@ -10,8 +10,8 @@ use crate::recipes::queue;
 
 /// An item of a queue: its key and value. Free with `etcdc_queue_item_free`.
 pub struct etcdc_queue_item {
-    key: Vec<u8>,
-    value: Vec<u8>,
+    pub(crate) key: Vec<u8>,
+    pub(crate) value: Vec<u8>,
 }
 
 /// Appends `value` to the queue in directory `dir` (e.g. `/jobs`). With `item_out` non-NULL,

@@ -124,6 +124,18 @@ static void every_call(etcdc_client *c, etcdc_cq *cq) {
   CHECK(etcdc_delete_result_deleted(etcdc_completion_delete_result(done)) == N + 1);
   etcdc_completion_free(done);
 
+  /* A consumer waiting in the loop: the dequeue completes when an item arrives. */
+  OK(etcdc_queue_dequeue_async(c, "/async-jobs", true, -1, cq, (void *)20, NULL));
+  EXPECT(etcdc_cq_next(cq, 200, &done), ETCDC_ERR_TIMEOUT);
+  OK(etcdc_queue_enqueue_async(c, "/async-jobs", S("job"), 0, cq, (void *)21, NULL));
+  for (int i = 0; i < 2; i++) {
+    OK(etcdc_cq_next(cq, 10000, &done));
+    size_t n = 0;
+    const uint8_t *v = etcdc_queue_item_value(etcdc_completion_queue_item(done), &n);
+    CHECK(etcdc_completion_status(done) == ETCDC_OK && v && n == 3 && memcmp(v, "job", 3) == 0);
+    etcdc_completion_free(done);
+  }
+
   /* Bad arguments fail the call itself; nothing completes. */
   EXPECT(etcdc_put_async(c, NULL, 3, S("v"), NULL, cq, NULL, NULL), ETCDC_ERR_INVALID_ARGUMENT);
   EXPECT(etcdc_put_async(c, S("k"), S("v"), NULL, NULL, NULL, NULL), ETCDC_ERR_INVALID_ARGUMENT);
