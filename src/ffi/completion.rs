@@ -167,14 +167,24 @@ pub extern "C" fn etcdc_completion_tag(c: *const etcdc_completion) -> *mut c_voi
     field(c, std::ptr::null_mut(), |c| c.tag as *mut c_void)
 }
 
+/// The result a completion holds, borrowed; NULL for another kind of result or a failure.
+fn answer<R>(c: *const etcdc_completion, pick: impl FnOnce(&Answer) -> Option<&R>) -> *const R {
+    field(c, std::ptr::null(), |c| {
+        c.answer
+            .as_ref()
+            .and_then(pick)
+            .map_or(std::ptr::null(), |r| r as *const R)
+    })
+}
+
 /// A put's result, borrowed from the completion; NULL for another kind or a failure.
 #[no_mangle]
 pub extern "C" fn etcdc_completion_put_result(
     c: *const etcdc_completion,
 ) -> *const etcdc_put_result {
-    field(c, std::ptr::null(), |c| match &c.answer {
-        Some(Answer::Put(r)) => r as *const _,
-        _ => std::ptr::null(),
+    answer(c, |a| match a {
+        Answer::Put(r) => Some(r),
+        _ => None,
     })
 }
 
@@ -183,9 +193,9 @@ pub extern "C" fn etcdc_completion_put_result(
 pub extern "C" fn etcdc_completion_get_result(
     c: *const etcdc_completion,
 ) -> *const etcdc_get_result {
-    field(c, std::ptr::null(), |c| match &c.answer {
-        Some(Answer::Get(r)) => r as *const _,
-        _ => std::ptr::null(),
+    answer(c, |a| match a {
+        Answer::Get(r) => Some(r),
+        _ => None,
     })
 }
 
@@ -194,9 +204,9 @@ pub extern "C" fn etcdc_completion_get_result(
 pub extern "C" fn etcdc_completion_delete_result(
     c: *const etcdc_completion,
 ) -> *const etcdc_delete_result {
-    field(c, std::ptr::null(), |c| match &c.answer {
-        Some(Answer::Delete(r)) => r as *const _,
-        _ => std::ptr::null(),
+    answer(c, |a| match a {
+        Answer::Delete(r) => Some(r),
+        _ => None,
     })
 }
 
@@ -205,9 +215,9 @@ pub extern "C" fn etcdc_completion_delete_result(
 pub extern "C" fn etcdc_completion_txn_result(
     c: *const etcdc_completion,
 ) -> *const etcdc_txn_result {
-    field(c, std::ptr::null(), |c| match &c.answer {
-        Some(Answer::Txn(r)) => r as *const _,
-        _ => std::ptr::null(),
+    answer(c, |a| match a {
+        Answer::Txn(r) => Some(r),
+        _ => None,
     })
 }
 
@@ -225,9 +235,9 @@ pub extern "C" fn etcdc_completion_lease_id(c: *const etcdc_completion) -> i64 {
 pub extern "C" fn etcdc_completion_lease_info(
     c: *const etcdc_completion,
 ) -> *const etcdc_lease_info {
-    field(c, std::ptr::null(), |c| match &c.answer {
-        Some(Answer::LeaseInfo(r)) => r as *const _,
-        _ => std::ptr::null(),
+    answer(c, |a| match a {
+        Answer::LeaseInfo(r) => Some(r),
+        _ => None,
     })
 }
 
@@ -236,9 +246,9 @@ pub extern "C" fn etcdc_completion_lease_info(
 pub extern "C" fn etcdc_completion_lease_list(
     c: *const etcdc_completion,
 ) -> *const etcdc_lease_list {
-    field(c, std::ptr::null(), |c| match &c.answer {
-        Some(Answer::Leases(r)) => r as *const _,
-        _ => std::ptr::null(),
+    answer(c, |a| match a {
+        Answer::Leases(r) => Some(r),
+        _ => None,
     })
 }
 
@@ -247,9 +257,9 @@ pub extern "C" fn etcdc_completion_lease_list(
 pub extern "C" fn etcdc_completion_member_list(
     c: *const etcdc_completion,
 ) -> *const etcdc_member_list {
-    field(c, std::ptr::null(), |c| match &c.answer {
-        Some(Answer::Members(r)) => r as *const _,
-        _ => std::ptr::null(),
+    answer(c, |a| match a {
+        Answer::Members(r) => Some(r),
+        _ => None,
     })
 }
 
@@ -258,9 +268,9 @@ pub extern "C" fn etcdc_completion_member_list(
 pub extern "C" fn etcdc_completion_endpoint_status(
     c: *const etcdc_completion,
 ) -> *const etcdc_endpoint_status {
-    field(c, std::ptr::null(), |c| match &c.answer {
-        Some(Answer::Status(r)) => r as *const _,
-        _ => std::ptr::null(),
+    answer(c, |a| match a {
+        Answer::Status(r) => Some(r),
+        _ => None,
     })
 }
 
@@ -269,9 +279,9 @@ pub extern "C" fn etcdc_completion_endpoint_status(
 pub extern "C" fn etcdc_completion_queue_item(
     c: *const etcdc_completion,
 ) -> *const super::queue::etcdc_queue_item {
-    field(c, std::ptr::null(), |c| match &c.answer {
-        Some(Answer::Item(r)) => r as *const _,
-        _ => std::ptr::null(),
+    answer(c, |a| match a {
+        Answer::Item(r) => Some(r),
+        _ => None,
     })
 }
 
