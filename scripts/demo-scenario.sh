@@ -77,11 +77,23 @@ ask() { # ask <port> <request>
 }
 
 # ---- the cluster and the login servers ----
+# Ports: free, and each handed out once in this run.
+taken=" "
+take_port() { # take_port <variable>
+  local p
+  while :; do
+    p=$(free_port)
+    case $taken in *" $p "*) continue ;; esac
+    taken+="$p "
+    printf -v "$1" '%s' "$p"
+    return
+  done
+}
 client_port=() peer_port=() svc_port=() msg_port=()
 for i in 0 1 2; do
-  client_port[i]=$(free_port); peer_port[i]=$(free_port); svc_port[i]=$(free_port)
+  take_port "client_port[$i]"; take_port "peer_port[$i]"; take_port "svc_port[$i]"
 done
-msg_port=("$(free_port)" "$(free_port)")
+take_port "msg_port[0]"; take_port "msg_port[1]"
 initial=""
 for i in 0 1 2; do initial+="login$((i+1))=http://127.0.0.1:${peer_port[i]},"; done
 initial=${initial%,}
@@ -90,7 +102,7 @@ if [ "$remote" = 1 ]; then
   # A port taken between free_port and etcd's bind (tests run in parallel) kills etcd: then
   # new ports.
   for _ in 1 2 3 4 5; do
-    etcd_client=$(free_port); etcd_peer=$(free_port)
+    take_port etcd_client; take_port etcd_peer
     rm -rf "$work/etcd"
     /usr/bin/etcd --name demo --data-dir "$work/etcd" \
       --listen-client-urls "http://127.0.0.1:$etcd_client" --advertise-client-urls "http://127.0.0.1:$etcd_client" \
