@@ -2,7 +2,7 @@
  * embeds one member of the etcd-compatible cluster (or connects to an etcd), registers
  * itself under <ServiceDir>/<ServiceId> with a lease of RegisterTTL, keeps the registration
  * through member failures, and answers a tiny line protocol on ClientPort:
- *   whoami  -> "<ServiceId> <HostIp>:<ClientPort>"
+ *   whoami  -> "<ServiceId> <HostIp>:<ClientPort> msg=<the msg server address it hands out>"
  *   status  -> "<ServiceId> leader=<0|1> member=<hex id> term=<n> applied=<n>" (embedded)
  * SIGTERM or SIGINT: unregisters, stops the member, exits 0. A bad config: a message and
  * exit code 2. Usage: login_server <config file> */
@@ -152,7 +152,7 @@ static int listen_on(const char *ip, long port) {
   return fd;
 }
 
-static void answer(int conn, etcdc_node *node, const char *addr) {
+static void answer(int conn, etcdc_node *node, const char *addr, const char *msg_addr) {
   struct timeval tv = {1, 0};
   setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   char req[64] = {0};
@@ -160,7 +160,7 @@ static void answer(int conn, etcdc_node *node, const char *addr) {
   if (n <= 0) return;
   char out[256];
   if (strncmp(req, "whoami", 6) == 0) {
-    snprintf(out, sizeof out, "%s %s\n", id, addr);
+    snprintf(out, sizeof out, "%s %s msg=%s\n", id, addr, msg_addr);
   } else if (strncmp(req, "status", 6) == 0) {
     uint64_t member = 0, leader = 0, term = 0, applied = 0;
     bool is_leader = false;
@@ -258,8 +258,10 @@ int main(int argc, char **argv) {
   }
 
   /* Registration: the value carries every address of this server. */
-  char addr[128], metadata[512];
+  char addr[128], metadata[512], msg_addr[300];
   snprintf(addr, sizeof addr, "%s:%ld", host, port);
+  snprintf(msg_addr, sizeof msg_addr, "%s:%s", get("MsgServerListenIP") ? get("MsgServerListenIP") : host,
+           get("MsgServerPort") ? get("MsgServerPort") : "0");
   snprintf(metadata, sizeof metadata, "{\"http\":\"%s:%s\",\"msg\":\"%s:%s\"}",
            get("HttpListenIP") ? get("HttpListenIP") : host, get("HttpPort") ? get("HttpPort") : "0",
            get("MsgServerListenIP") ? get("MsgServerListenIP") : host, get("MsgServerPort") ? get("MsgServerPort") : "0");
@@ -303,7 +305,7 @@ int main(int argc, char **argv) {
     if (fds[1].revents & POLLIN) {
       int conn = accept(lfd, NULL, NULL);
       if (conn >= 0) {
-        answer(conn, node, addr);
+        answer(conn, node, addr, msg_addr);
         close(conn);
       }
     }
