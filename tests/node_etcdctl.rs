@@ -102,6 +102,12 @@ async fn etcdctl_works_against_a_member() {
     );
     assert!(per_endpoint(&["defrag"]).contains("Finished defragmenting"));
     assert!(ok(&["endpoint", "health"]).contains("is healthy"));
+    // etcd's HTTP endpoints on the same port, as load balancers and scripts use them.
+    let (code, body) = http_get(&bare, "/health");
+    assert_eq!((code, body.as_str()), (200, r#"{"health":"true"}"#));
+    let (code, body) = http_get(&bare, "/version");
+    assert_eq!(code, 200);
+    assert!(body.contains(r#""etcdserver":"3.4.0""#), "{body}");
     assert_eq!(ok(&["alarm", "list"]), "");
     // What is not served yet says so, and does not hang.
     let (fine, out) = run(&["member", "remove", "1"]);
@@ -185,4 +191,26 @@ async fn etcdctl_watch_lock_and_elect_against_a_member() {
     leader.interrupt();
     assert_eq!(next.lines(2)[1], "node-b");
     assert_eq!(observer.lines(2)[1], "node-b");
+}
+
+/// A plain HTTP/1.1 GET: status code and body.
+fn http_get(host_port: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(host_port).expect("connect");
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).expect("an HTTP answer");
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (code, body)
 }

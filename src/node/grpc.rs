@@ -477,20 +477,65 @@ impl Watch for Api {
     }
 }
 
-/// Serves etcd's API for `member` on `listener` until `shutdown` resolves.
+/// Serves etcd's API for `member` on `listener` until `shutdown` resolves: the gRPC services
+/// and, over HTTP/1.1 as etcd does, `GET /health` and `GET /version`.
 pub async fn serve(
     member: Arc<Member>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> crate::error::Result<()> {
-    let api = Api(member);
+    let api = Api(member.clone());
+    let mut routes =
+        tonic::service::Routes::new(KvServer::new(api.clone()).max_decoding_message_size(4 << 20))
+            .add_service(LeaseServer::new(api.clone()))
+            .add_service(ClusterServer::new(api.clone()))
+            .add_service(MaintenanceServer::new(api.clone()))
+            .add_service(WatchServer::new(api));
+    let health_member = member.clone();
+    let router = std::mem::take(routes.axum_router_mut())
+        .route(
+            "/health",
+            axum::routing::get(move || health(health_member.clone())),
+        )
+        .route(
+            "/version",
+            axum::routing::get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    format!(
+                        "{{\"etcdserver\":\"{v}\",\"etcdcluster\":\"{v}\"}}",
+                        v = super::ETCD_VERSION
+                    ),
+                )
+            }),
+        );
+    *routes.axum_router_mut() = router;
     tonic::transport::Server::builder()
-        .add_service(KvServer::new(api.clone()).max_decoding_message_size(4 << 20))
-        .add_service(LeaseServer::new(api.clone()))
-        .add_service(ClusterServer::new(api.clone()))
-        .add_service(MaintenanceServer::new(api.clone()))
-        .add_service(WatchServer::new(api))
+        .accept_http1(true)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(super::nodelay(listener), shutdown)
         .await
         .map_err(|e| Error::new(ErrorKind::Internal, format!("the gRPC server stopped: {e}")))
+}
+
+/// etcd's `/health`: true when the member has a leader and a linearizable read through it
+/// succeeds within a second; 503 and false otherwise.
+async fn health(member: Arc<Member>) -> impl axum::response::IntoResponse {
+    use axum::http::StatusCode;
+    let read = member.range(
+        RangeRequest {
+            key: b"health".to_vec(),
+            ..Default::default()
+        },
+        deadline_in(Duration::from_secs(1)),
+    );
+    let (code, body) = match (member.leader(), read.await) {
+        (Some(_), Ok(_)) => (StatusCode::OK, r#"{"health":"true"}"#),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, r#"{"health":"false"}"#),
+    };
+    (
+        code,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
 }

@@ -727,7 +727,7 @@ impl Etcd for Member {
         let revision = self.sm.state.read().await.mvcc.revision();
         Ok(StatusResponse {
             header: self.header(revision),
-            version: "3.4.0".into(),
+            version: super::ETCD_VERSION.into(),
             db_size: 0,
             leader: metrics.current_leader.unwrap_or(0),
             raft_index: metrics.last_log_index.unwrap_or(0),

@@ -24,6 +24,9 @@ pub mod watch;
 
 use crate::error::{Error, ErrorKind, Result};
 
+/// The etcd version the node answers as: its API and semantics are etcd 3.4's.
+pub(crate) const ETCD_VERSION: &str = "3.4.0";
+
 /// The largest request a member accepts (etcd's `--max-request-bytes` default, 1.5 MiB).
 pub(crate) const MAX_REQUEST_BYTES: usize = 1536 * 1024;
 

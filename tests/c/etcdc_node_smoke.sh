@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The installed etcdc-node, configured as etcd's systemd unit does (ETCD_* variables only),
-# serves etcdctl on a free loopback port and stops on SIGTERM. Stopped by its own pid.
+# serves etcdctl and GET /health on a free loopback port and stops on SIGTERM. Stopped by its own pid.
 set -eu
 node="$1"
 dir=$(mktemp -d)
@@ -26,6 +26,12 @@ until ctl put /smoke ok >/dev/null 2>&1; do
   sleep 0.1
 done
 [ "$(ctl get /smoke --print-value-only)" = ok ]
+# etcd's HTTP health check on the client URL, as load balancers and unit files use it.
+exec 3<>"/dev/tcp/127.0.0.1/$cport"
+printf 'GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
+health=$(timeout 5 cat <&3)
+exec 3<&- 3>&-
+echo "$health" | grep -q '"health":"true"' || { echo "no health: $health"; exit 1; }
 kill -TERM "$pid"
 wait "$pid"
 pid=""
