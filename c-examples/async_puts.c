@@ -1,14 +1,27 @@
 /* Many puts in flight from one thread: an epoll loop keeps 64 etcdc_put_async calls going
  * and takes their completions when the queue's fd is readable — as a single-threaded
- * reactor (the chat servers) does with libcurl's multi interface. Prints the rate.
+ * reactor (the chat servers) does with libcurl's multi interface. Prints the rate, and fails
+ * if memory grew over the second half of the run.
  * Usage: async_puts [endpoints] [count] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <etcdc.h>
+
+/* Resident memory in kB. */
+static long rss_kb(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  long pages = 0, resident = 0;
+  if (f) {
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    fclose(f);
+  }
+  return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
 
 static double now(void) {
   struct timespec ts;
@@ -34,7 +47,7 @@ int main(int argc, char **argv) {
   ev.events = EPOLLIN;
   epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
 
-  long started = 0, done = 0, failed = 0, inflight = 0;
+  long started = 0, done = 0, failed = 0, inflight = 0, rss_half = 0;
   double t0 = now();
   while (done < total) {
     while (inflight < 64 && started < total) {
@@ -57,11 +70,17 @@ int main(int argc, char **argv) {
       etcdc_completion_free(comp);
       done++;
       inflight--;
+      if (done == total / 2) rss_half = rss_kb();
     }
   }
   double secs = now() - t0;
-  printf("%ld puts, 64 in flight from one thread: %.0f puts/s (%ld failed)\n", done, done / secs, failed);
+  long rss_end = rss_kb();
+  printf("%ld puts, 64 in flight from one thread: %.0f puts/s (%ld failed); RSS %ld kB at half, %ld kB at the end\n",
+         done, done / secs, failed, rss_half, rss_end);
   etcdc_cq_free(cq);
   etcdc_client_free(c);
-  return done == total && failed == 0 ? 0 : 1;
+  /* One queue, any number of operations: memory does not grow with them. */
+  int flat = rss_end - rss_half < 8 * 1024;
+  if (!flat) fprintf(stderr, "memory grew by %ld kB over the second half\n", rss_end - rss_half);
+  return done == total && failed == 0 && flat ? 0 : 1;
 }
