@@ -406,6 +406,27 @@ where
     Ok(())
 }
 
+/// Every `_async` export: `prepare` checks the arguments and builds the call on the caller's
+/// thread (its error is the export's status, and then nothing completes); the call then runs
+/// on the runtime and completes into `cq` with `tag`.
+fn launch<P, Fut>(
+    client: *const etcdc_client,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+    prepare: P,
+) -> etcdc_status
+where
+    P: FnOnce(&Client, Arc<dyn crate::api::Etcd>) -> Result<Fut>,
+    Fut: Future<Output = Result<Answer>> + Send + 'static,
+{
+    guard(|| {
+        let c = CLIENTS.get(client)?;
+        let call = prepare(&c, c.etcd.clone())?;
+        start(&c, cq, tag, op_out, call)
+    })
+}
+
 /// Cancels an operation: it completes with `ETCDC_ERR_CANCELED` unless it had completed
 /// already (then nothing happens). A write may still have been applied by the cluster.
 #[no_mangle]
@@ -444,16 +465,12 @@ pub extern "C" fn etcdc_put_async(
     tag: *mut c_void,
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
-    guard(|| {
-        let c = CLIENTS.get(client)?;
+    launch(client, cq, tag, op_out, |c, etcd| {
         let default = etcdc_put_options::default();
         let opts = opts_or(opts, &default);
         let req = opts.request(key, key_len, value, value_len)?;
         let deadline = c.deadline(opts.timeout_ms)?;
-        let etcd = c.etcd.clone();
-        start(&c, cq, tag, op_out, async move {
-            Ok(Answer::Put(etcd.put(req, deadline).await?.into()))
-        })
+        Ok(async move { Ok(Answer::Put(etcd.put(req, deadline).await?.into())) })
     })
 }
 
@@ -469,16 +486,12 @@ pub extern "C" fn etcdc_get_async(
     tag: *mut c_void,
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
-    guard(|| {
-        let c = CLIENTS.get(client)?;
+    launch(client, cq, tag, op_out, |c, etcd| {
         let default = etcdc_get_options::default();
         let opts = opts_or(opts, &default);
         let req = opts.request(key, key_len)?;
         let deadline = c.deadline(opts.timeout_ms)?;
-        let etcd = c.etcd.clone();
-        start(&c, cq, tag, op_out, async move {
-            Ok(Answer::Get(etcd.range(req, deadline).await?.into()))
-        })
+        Ok(async move { Ok(Answer::Get(etcd.range(req, deadline).await?.into())) })
     })
 }
 
@@ -494,14 +507,12 @@ pub extern "C" fn etcdc_delete_async(
     tag: *mut c_void,
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
-    guard(|| {
-        let c = CLIENTS.get(client)?;
+    launch(client, cq, tag, op_out, |c, etcd| {
         let default = etcdc_delete_options::default();
         let opts = opts_or(opts, &default);
         let req = opts.request(key, key_len)?;
         let deadline = c.deadline(opts.timeout_ms)?;
-        let etcd = c.etcd.clone();
-        start(&c, cq, tag, op_out, async move {
+        Ok(async move {
             Ok(Answer::Delete(
                 etcd.delete_range(req, deadline).await?.into(),
             ))
@@ -519,14 +530,11 @@ pub extern "C" fn etcdc_txn_commit_async(
     tag: *mut c_void,
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
-    guard(|| {
-        let c = CLIENTS.get(client)?;
+    launch(client, cq, tag, op_out, |c, etcd| {
         let txn = arg(txn, "txn")?;
         let deadline = c.deadline(txn.timeout_ms)?;
-        let (etcd, req) = (c.etcd.clone(), txn.req.clone());
-        start(&c, cq, tag, op_out, async move {
-            Ok(Answer::Txn(etcd.txn(req, deadline).await?.into()))
-        })
+        let req = txn.req.clone();
+        Ok(async move { Ok(Answer::Txn(etcd.txn(req, deadline).await?.into())) })
     })
 }
 
@@ -542,16 +550,14 @@ pub extern "C" fn etcdc_lease_grant_async(
     tag: *mut c_void,
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
-    guard(|| {
-        let c = CLIENTS.get(client)?;
+    launch(client, cq, tag, op_out, |c, etcd| {
         if ttl <= 0 || id < 0 {
             return Err(Error::invalid(format!(
                 "lease TTL must be positive and id not negative, got TTL {ttl}, id {id}"
             )));
         }
         let deadline = c.deadline(timeout_ms)?;
-        let etcd = c.etcd.clone();
-        start(&c, cq, tag, op_out, async move {
+        Ok(async move {
             let req = crate::pb::etcdserverpb::LeaseGrantRequest { ttl, id };
             Ok(Answer::Number(etcd.lease_grant(req, deadline).await?.id))
         })
@@ -568,11 +574,9 @@ pub extern "C" fn etcdc_lease_revoke_async(
     tag: *mut c_void,
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
-    guard(|| {
-        let c = CLIENTS.get(client)?;
+    launch(client, cq, tag, op_out, |c, etcd| {
         let deadline = c.deadline(timeout_ms)?;
-        let etcd = c.etcd.clone();
-        start(&c, cq, tag, op_out, async move {
+        Ok(async move {
             let req = crate::pb::etcdserverpb::LeaseRevokeRequest { id };
             etcd.lease_revoke(req, deadline).await?;
             Ok(Answer::Number(0))
@@ -591,16 +595,14 @@ pub extern "C" fn etcdc_compact_async(
     tag: *mut c_void,
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
-    guard(|| {
-        let c = CLIENTS.get(client)?;
+    launch(client, cq, tag, op_out, |c, etcd| {
         if revision <= 0 {
             return Err(Error::invalid(format!(
                 "compact revision must be positive, got {revision}"
             )));
         }
         let deadline = c.deadline(timeout_ms)?;
-        let etcd = c.etcd.clone();
-        start(&c, cq, tag, op_out, async move {
+        Ok(async move {
             let req = crate::pb::etcdserverpb::CompactionRequest { revision, physical };
             etcd.compact(req, deadline).await?;
             Ok(Answer::Number(0))
@@ -620,11 +622,9 @@ pub extern "C" fn etcdc_lease_time_to_live_async(
     tag: *mut c_void,
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
-    guard(|| {
-        let c = CLIENTS.get(client)?;
+    launch(client, cq, tag, op_out, |c, etcd| {
         let deadline = c.deadline(timeout_ms)?;
-        let etcd = c.etcd.clone();
-        start(&c, cq, tag, op_out, async move {
+        Ok(async move {
             let req = crate::pb::etcdserverpb::LeaseTimeToLiveRequest { id, keys };
             let info = super::lease::lease_info(etcd.lease_time_to_live(req, deadline).await?)?;
             Ok(Answer::LeaseInfo(info))
@@ -641,11 +641,9 @@ pub extern "C" fn etcdc_leases_async(
     tag: *mut c_void,
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
-    guard(|| {
-        let c = CLIENTS.get(client)?;
+    launch(client, cq, tag, op_out, |c, etcd| {
         let deadline = c.deadline(timeout_ms)?;
-        let etcd = c.etcd.clone();
-        start(&c, cq, tag, op_out, async move {
+        Ok(async move {
             let resp = etcd.lease_leases(deadline).await?;
             Ok(Answer::Leases(etcdc_lease_list {
                 ids: resp.leases.into_iter().map(|l| l.id).collect(),
@@ -664,13 +662,9 @@ pub extern "C" fn etcdc_cluster_members_async(
     tag: *mut c_void,
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
-    guard(|| {
-        let c = CLIENTS.get(client)?;
+    launch(client, cq, tag, op_out, |c, etcd| {
         let deadline = c.deadline(timeout_ms)?;
-        let etcd = c.etcd.clone();
-        start(&c, cq, tag, op_out, async move {
-            Ok(Answer::Members(etcd.member_list(deadline).await?.into()))
-        })
+        Ok(async move { Ok(Answer::Members(etcd.member_list(deadline).await?.into())) })
     })
 }
 
@@ -684,13 +678,9 @@ pub extern "C" fn etcdc_endpoint_status_async(
     tag: *mut c_void,
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
-    guard(|| {
-        let c = CLIENTS.get(client)?;
+    launch(client, cq, tag, op_out, |c, etcd| {
         let deadline = c.deadline(timeout_ms)?;
-        let etcd = c.etcd.clone();
-        start(&c, cq, tag, op_out, async move {
-            Ok(Answer::Status(etcd.status(None, deadline).await?.into()))
-        })
+        Ok(async move { Ok(Answer::Status(etcd.status(None, deadline).await?.into())) })
     })
 }
 
@@ -708,13 +698,11 @@ pub extern "C" fn etcdc_queue_enqueue_async(
     tag: *mut c_void,
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
-    guard(|| {
+    launch(client, cq, tag, op_out, |c, etcd| {
         let value = super::guard::bytes(value, value_len, "value")?.to_vec();
         let dir = super::guard::c_str(dir, "dir")?.to_string();
-        let c = CLIENTS.get(client)?;
         let deadline = c.deadline(timeout_ms)?;
-        let etcd = c.etcd.clone();
-        start(&c, cq, tag, op_out, async move {
+        Ok(async move {
             let key = crate::recipes::queue::enqueue(&*etcd, &dir, &value, deadline).await?;
             Ok(Answer::Item(super::queue::etcdc_queue_item { key, value }))
         })
@@ -735,16 +723,14 @@ pub extern "C" fn etcdc_queue_dequeue_async(
     tag: *mut c_void,
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
-    guard(|| {
+    launch(client, cq, tag, op_out, |c, etcd| {
         let dir = super::guard::c_str(dir, "dir")?.to_string();
-        let c = CLIENTS.get(client)?;
         let deadline = if wait {
             c.wait_deadline(timeout_ms)?
         } else {
             c.deadline(timeout_ms)?
         };
-        let etcd = c.etcd.clone();
-        start(&c, cq, tag, op_out, async move {
+        Ok(async move {
             let kv = crate::recipes::queue::dequeue(&*etcd, &dir, wait, deadline).await?;
             Ok(Answer::Item(super::queue::etcdc_queue_item {
                 key: kv.key,
