@@ -190,14 +190,6 @@ impl Drop for Registered {
 pub(crate) static REGISTRATIONS: Table<StreamHandle<RegUpdate, Registered>> =
     Table::new(5, "registration");
 
-fn callback<R>(
-    call: Option<unsafe extern "C" fn(*mut c_void, *const R)>,
-    drop: Option<unsafe extern "C" fn(*mut c_void)>,
-    user_data: *mut c_void,
-) -> CCallback<R> {
-    CCallback::new(call, drop, user_data)
-}
-
 /// Registers instance `instance_id` of the service in `service_dir` (e.g. `/login_servers`
 /// and `0001-0001`): the key `<service_dir>/<instance_id>` holds Go `naming/endpoints`'
 /// value `{"Op":0,"Addr":"<addr>","Metadata":...}` under a lease refreshed at a third of its
@@ -223,7 +215,7 @@ pub extern "C" fn etcdc_register(
 ) -> etcdc_status {
     let cb = arg(callback, "callback")
         .ok()
-        .map(|cb| self::callback(cb.call, cb.drop, cb.user_data));
+        .map(|cb| CCallback::new(cb.call, cb.drop, cb.user_data));
     guard(|| {
         let out = out(registration_out, "registration_out")?;
         let c = CLIENTS.get(client)?;
@@ -521,7 +513,7 @@ pub extern "C" fn etcdc_discover(
 ) -> etcdc_status {
     let cb = arg(callback, "callback")
         .ok()
-        .map(|cb| self::callback(cb.call, cb.drop, cb.user_data));
+        .map(|cb| CCallback::new(cb.call, cb.drop, cb.user_data));
     guard(|| {
         let out = out(discovery_out, "discovery_out")?;
         let c = CLIENTS.get(client)?;

@@ -158,17 +158,17 @@ impl Discovery {
             }
             Policy::Random => (r % n) as usize,
             Policy::LeastInFlight => {
-                // The least loaded; among equals, round-robin.
+                // The least loaded; among equals, round-robin. No allocation per pick.
                 let least = t.instances.values().map(|(_, f)| *f).min().unwrap_or(0);
-                let ties: Vec<usize> = t
-                    .instances
+                let ties = t.instances.values().filter(|(_, f)| *f == least).count() as u64;
+                t.next = t.next.wrapping_add(1);
+                let k = ((t.next - 1) % ties.max(1)) as usize;
+                t.instances
                     .values()
                     .enumerate()
                     .filter(|(_, (_, f))| *f == least)
-                    .map(|(i, _)| i)
-                    .collect();
-                t.next = t.next.wrapping_add(1);
-                ties[((t.next - 1) % ties.len() as u64) as usize]
+                    .nth(k)
+                    .map_or(0, |(i, _)| i)
             }
             Policy::Weighted => {
                 let total: u64 = t.instances.values().map(|(i, _)| i.weight as u64).sum();
