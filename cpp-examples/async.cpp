@@ -36,13 +36,27 @@ int main(int argc, char** argv) try {
   if (!got || got->tag != reinterpret_cast<void*>(42) || !got->reply.ok()) return 1;
   std::cout << got->reply.kvs.size() << " keys under async/\n";
 
+  // A watch's responses come through the same queue as the calls.
+  etcdc::Watch w = client.watch("async/watched");
+  etcdc::next_async(w, q, reinterpret_cast<void*>(7));
+  async.put("async/watched", "x").get();
+  auto seen = q.next(5000);
+  if (!seen || seen->tag != reinterpret_cast<void*>(7) || !seen->reply.watch || seen->reply.watch->size() != 1) return 1;
+  std::cout << "watched " << (*seen->reply.watch)[0].kv().key() << "\n";
+
+  // A lock taken without blocking a thread.
+  etcdc::Session session = etcdc::Session::start(client, 10);
+  etcdc::Mutex m(session, "async/lock");
+  if (!etcdc::lock_async(m).get().ok() || m.revision() == 0) return 1;
+  etcdc::unlock_async(m).get();
+
   auto lease = async.lease_grant(10).get();
   std::cout << "lease " << std::hex << lease.lease_id << std::dec << "\n";
   async.lease_revoke(lease.lease_id).get();
   etcdc::DeleteOptions all_of;
   all_of.prefix();
   auto gone = async.del("async/", &all_of).get();
-  return got->reply.kvs.size() == 17 && lease.lease_id > 0 && gone.deleted == 17 ? 0 : 1;
+  return got->reply.kvs.size() == 17 && lease.lease_id > 0 && gone.deleted == 18 ? 0 : 1;
 } catch (const etcdc::Error& e) {
   std::cerr << e.what() << "\n";
   return 1;

@@ -1923,6 +1923,32 @@ enum etcdc_status etcdc_register(const struct etcdc_client *client,
                                  struct etcdc_registration **registration_out);
 
 /**
+ * `etcdc_register`, asynchronously: completes into `cq` with `tag` once registered; take
+ * the registration from the completion with `etcdc_completion_take_registration`.
+ * Arguments are checked now (a bad one is this call's status, and nothing completes).
+ */
+enum etcdc_status etcdc_register_async(const struct etcdc_client *client,
+                                       const char *service_dir,
+                                       const char *instance_id,
+                                       const char *addr,
+                                       const struct etcdc_registration_options *opts,
+                                       const struct etcdc_registration_callback *callback,
+                                       const struct etcdc_cq *cq,
+                                       void *tag,
+                                       struct etcdc_op **op_out);
+
+/**
+ * Unregisters and frees the registration as `etcdc_registration_free` does, without
+ * waiting: the handle is gone at once (a callback's `drop` has run when this returns),
+ * and the completion comes into `cq` with `tag` once the key is deleted and its lease
+ * revoked (`ETCDC_OK`), or with why not (the key then goes when its lease expires).
+ */
+enum etcdc_status etcdc_registration_free_async(struct etcdc_registration *r,
+                                                const struct etcdc_cq *cq,
+                                                void *tag,
+                                                struct etcdc_op **op_out);
+
+/**
  * Replaces the metadata in place (same key, same lease); NULL for `null`. While the
  * instance is registering again, `ETCDC_ERR_UNAVAILABLE` — the metadata goes with the next
  * registration.
@@ -2194,6 +2220,34 @@ enum etcdc_status etcdc_mutex_try_lock(const struct etcdc_mutex *m, int64_t time
 enum etcdc_status etcdc_mutex_unlock(const struct etcdc_mutex *m, int64_t timeout_ms);
 
 /**
+ * `etcdc_mutex_lock`, asynchronously: completes into `cq` with `tag` once the lock is held
+ * (or with why not). Calls on one mutex run one at a time.
+ */
+enum etcdc_status etcdc_mutex_lock_async(const struct etcdc_mutex *m,
+                                         int64_t timeout_ms,
+                                         const struct etcdc_cq *cq,
+                                         void *tag,
+                                         struct etcdc_op **op_out);
+
+/**
+ * `etcdc_mutex_try_lock`, asynchronously (see `etcdc_mutex_lock_async`).
+ */
+enum etcdc_status etcdc_mutex_try_lock_async(const struct etcdc_mutex *m,
+                                             int64_t timeout_ms,
+                                             const struct etcdc_cq *cq,
+                                             void *tag,
+                                             struct etcdc_op **op_out);
+
+/**
+ * `etcdc_mutex_unlock`, asynchronously (see `etcdc_mutex_lock_async`).
+ */
+enum etcdc_status etcdc_mutex_unlock_async(const struct etcdc_mutex *m,
+                                           int64_t timeout_ms,
+                                           const struct etcdc_cq *cq,
+                                           void *tag,
+                                           struct etcdc_op **op_out);
+
+/**
  * The lock's key, borrowed from the mutex (length in `*len`); NULL for a bad handle.
  */
 const uint8_t *etcdc_mutex_key(const struct etcdc_mutex *m, size_t *len);
@@ -2255,6 +2309,38 @@ enum etcdc_status etcdc_election_proclaim(const struct etcdc_election *e,
  * Gives up leadership (or the candidacy): the next candidate is elected.
  */
 enum etcdc_status etcdc_election_resign(const struct etcdc_election *e, int64_t timeout_ms);
+
+/**
+ * `etcdc_election_campaign`, asynchronously: completes into `cq` with `tag` once elected
+ * (or with why not). Calls on one election run one at a time.
+ */
+enum etcdc_status etcdc_election_campaign_async(const struct etcdc_election *e,
+                                                const uint8_t *value,
+                                                size_t value_len,
+                                                int64_t timeout_ms,
+                                                const struct etcdc_cq *cq,
+                                                void *tag,
+                                                struct etcdc_op **op_out);
+
+/**
+ * `etcdc_election_proclaim`, asynchronously (see `etcdc_election_campaign_async`).
+ */
+enum etcdc_status etcdc_election_proclaim_async(const struct etcdc_election *e,
+                                                const uint8_t *value,
+                                                size_t value_len,
+                                                int64_t timeout_ms,
+                                                const struct etcdc_cq *cq,
+                                                void *tag,
+                                                struct etcdc_op **op_out);
+
+/**
+ * `etcdc_election_resign`, asynchronously (see `etcdc_election_campaign_async`).
+ */
+enum etcdc_status etcdc_election_resign_async(const struct etcdc_election *e,
+                                              int64_t timeout_ms,
+                                              const struct etcdc_cq *cq,
+                                              void *tag,
+                                              struct etcdc_op **op_out);
 
 /**
  * This candidacy's key while campaigning or leading, copied into a new leader record
@@ -2476,6 +2562,44 @@ const struct etcdc_endpoint_status *etcdc_completion_endpoint_status(const struc
 const struct etcdc_queue_item *etcdc_completion_queue_item(const struct etcdc_completion *c);
 
 /**
+ * A watch's response (`etcdc_watch_next_async`), borrowed; NULL for another kind or a
+ * failure.
+ */
+const struct etcdc_watch_response *etcdc_completion_watch_response(const struct etcdc_completion *c);
+
+/**
+ * A lease keeper's or session's event (`etcdc_lease_keeper_next_async`,
+ * `etcdc_session_next_async`), borrowed; NULL for another kind or a failure.
+ */
+const struct etcdc_lease_event *etcdc_completion_lease_event(const struct etcdc_completion *c);
+
+/**
+ * A registration's state change (`etcdc_registration_next_async`), borrowed; NULL for
+ * another kind or a failure.
+ */
+const struct etcdc_registration_event *etcdc_completion_registration_event(const struct etcdc_completion *c);
+
+/**
+ * A discovery change (`etcdc_discovery_next_async`), borrowed; NULL for another kind or a
+ * failure.
+ */
+const struct etcdc_discovery_event *etcdc_completion_discovery_event(const struct etcdc_completion *c);
+
+/**
+ * An observed leader (`etcdc_observer_next_async`), borrowed; NULL for another kind or a
+ * failure.
+ */
+const struct etcdc_leader *etcdc_completion_leader(const struct etcdc_completion *c);
+
+/**
+ * The registration `etcdc_register_async` made, handed over to the caller (free it with
+ * `etcdc_registration_free`): the first call returns it, later ones NULL, as does a
+ * completion of another kind or a failure. A completion freed without taking it frees the
+ * registration (unregistering it).
+ */
+struct etcdc_registration *etcdc_completion_take_registration(const struct etcdc_completion *c);
+
+/**
  * Frees a pulled completion (and the result it holds). NULL does nothing.
  */
 void etcdc_completion_free(struct etcdc_completion *c);
@@ -2634,6 +2758,64 @@ enum etcdc_status etcdc_queue_dequeue_async(const struct etcdc_client *client,
                                             const char *dir,
                                             bool wait,
                                             int64_t timeout_ms,
+                                            const struct etcdc_cq *cq,
+                                            void *tag,
+                                            struct etcdc_op **op_out);
+
+/**
+ * `etcdc_watch_next`, asynchronously: the watch's next response completes into `cq` with
+ * `tag` (`etcdc_completion_watch_response`); at its end, `ETCDC_ERR_CLOSED` or why it
+ * failed. Start the next one when it has completed: one queue then carries every watch,
+ * keeper and call of an epoll loop, and a watch's memory stays bounded by its queue limit
+ * (it pauses and resumes from history while nobody asks). For a watch in the pull form
+ * (started with a NULL callback); `etcdc_op_cancel` leaves the response in the watch.
+ */
+enum etcdc_status etcdc_watch_next_async(const struct etcdc_watch *watch,
+                                         const struct etcdc_cq *cq,
+                                         void *tag,
+                                         struct etcdc_op **op_out);
+
+/**
+ * `etcdc_lease_keeper_next`, asynchronously (see `etcdc_watch_next_async`):
+ * `etcdc_completion_lease_event`.
+ */
+enum etcdc_status etcdc_lease_keeper_next_async(const struct etcdc_lease_keeper *keeper,
+                                                const struct etcdc_cq *cq,
+                                                void *tag,
+                                                struct etcdc_op **op_out);
+
+/**
+ * `etcdc_session_next`, asynchronously (see `etcdc_watch_next_async`):
+ * `etcdc_completion_lease_event`.
+ */
+enum etcdc_status etcdc_session_next_async(const struct etcdc_session *session,
+                                           const struct etcdc_cq *cq,
+                                           void *tag,
+                                           struct etcdc_op **op_out);
+
+/**
+ * `etcdc_registration_next`, asynchronously (see `etcdc_watch_next_async`):
+ * `etcdc_completion_registration_event`.
+ */
+enum etcdc_status etcdc_registration_next_async(const struct etcdc_registration *r,
+                                                const struct etcdc_cq *cq,
+                                                void *tag,
+                                                struct etcdc_op **op_out);
+
+/**
+ * `etcdc_discovery_next`, asynchronously (see `etcdc_watch_next_async`):
+ * `etcdc_completion_discovery_event`.
+ */
+enum etcdc_status etcdc_discovery_next_async(const struct etcdc_discovery *d,
+                                             const struct etcdc_cq *cq,
+                                             void *tag,
+                                             struct etcdc_op **op_out);
+
+/**
+ * `etcdc_observer_next`, asynchronously (see `etcdc_watch_next_async`):
+ * `etcdc_completion_leader`.
+ */
+enum etcdc_status etcdc_observer_next_async(const struct etcdc_observer *o,
                                             const struct etcdc_cq *cq,
                                             void *tag,
                                             struct etcdc_op **op_out);

@@ -548,6 +548,7 @@ class Watch : public detail::StreamOwner<etcdc_watch, etcdc_watch_free> {
     return fd;
   }
   void request_progress() { detail::check(etcdc_watch_request_progress(h_)); }
+  const etcdc_watch* handle() const noexcept { return h_; }
 };
 
 /// A kept lease's state change: a view during the callback; owned when pulled.
@@ -1176,6 +1177,7 @@ class Mutex {
   }
   /// The fencing token while held.
   int64_t revision() const noexcept { return etcdc_mutex_revision(m_); }
+  const etcdc_mutex* handle() const noexcept { return m_; }
 
  private:
   static bool taken(etcdc_status s, etcdc_status no) {
@@ -1223,6 +1225,7 @@ class Election {
   }
   void proclaim(std::string_view value) { detail::check(etcdc_election_proclaim(e_, detail::bytes(value), value.size(), 0)); }
   void resign() { detail::check(etcdc_election_resign(e_, 0)); }
+  const etcdc_election* handle() const noexcept { return e_; }
 
  private:
   etcdc_election* e_ = nullptr;
@@ -1298,6 +1301,7 @@ struct Reply {
   int64_t deleted = 0;   // delete
   bool succeeded = false;  // txn: which branch ran
   int64_t lease_id = 0;  // lease grant
+  std::shared_ptr<OwnedWatchResponse> watch;  // a watch's next response
   bool ok() const noexcept { return status == Status::Ok; }
 
   explicit Reply(const etcdc_completion* c)
@@ -1319,6 +1323,7 @@ struct Reply {
       succeeded = etcdc_txn_result_succeeded(r);
     }
     lease_id = etcdc_completion_lease_id(c);
+    if (auto* r = etcdc_completion_watch_response(c)) watch = std::make_shared<OwnedWatchResponse>(etcdc_watch_response_clone(r));
   }
 };
 
@@ -1444,6 +1449,32 @@ class Async {
  private:
   etcdc_client* c_;
 };
+
+/// A watch's next response as a completion into `q` with `tag` (Reply::watch): one queue's fd
+/// then serves every watch and call of an epoll loop. Start the next one after it completed.
+inline void next_async(Watch& w, CompletionQueue& q, void* tag) { detail::check(etcdc_watch_next_async(w.handle(), q.handle(), tag, nullptr)); }
+
+/// Takes the lock without blocking a thread; the future's Reply is Ok once held.
+inline std::future<Reply> lock_async(Mutex& m, int64_t timeout_ms = -1) {
+  return detail::start_future([&](const etcdc_cq* q, void* tag) { return etcdc_mutex_lock_async(m.handle(), timeout_ms, q, tag, nullptr); });
+}
+inline std::future<Reply> unlock_async(Mutex& m) {
+  return detail::start_future([&](const etcdc_cq* q, void* tag) { return etcdc_mutex_unlock_async(m.handle(), 0, q, tag, nullptr); });
+}
+/// Campaigns without blocking a thread; the future's Reply is Ok once elected.
+inline std::future<Reply> campaign_async(Election& e, std::string_view value, int64_t timeout_ms = -1) {
+  return detail::start_future([&](const etcdc_cq* q, void* tag) {
+    return etcdc_election_campaign_async(e.handle(), detail::bytes(value), value.size(), timeout_ms, q, tag, nullptr);
+  });
+}
+inline std::future<Reply> proclaim_async(Election& e, std::string_view value) {
+  return detail::start_future([&](const etcdc_cq* q, void* tag) {
+    return etcdc_election_proclaim_async(e.handle(), detail::bytes(value), value.size(), 0, q, tag, nullptr);
+  });
+}
+inline std::future<Reply> resign_async(Election& e) {
+  return detail::start_future([&](const etcdc_cq* q, void* tag) { return etcdc_election_resign_async(e.handle(), 0, q, tag, nullptr); });
+}
 
 }  // namespace etcdc
 

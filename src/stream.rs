@@ -159,6 +159,7 @@ impl<T: Send + 'static> Shared<T> {
             }
         }
         self.cv.notify_all();
+        self.ready.notify_waiters();
         self.ready.notify_one();
     }
 
@@ -307,14 +308,20 @@ impl<T: Send + 'static> Stream<T> {
         }
     }
 
-    /// The next item, waiting up to `timeout` (None: no limit). At the end: `Closed` after a
-    /// clean end, or the error the stream failed with.
-    pub fn next(&self, timeout: Option<Duration>) -> Result<T> {
+    /// `InvalidArgument` for a stream that delivers to a callback: nothing to pull.
+    pub fn ensure_pull(&self) -> Result<()> {
         if lock(&self.shared.state).push {
             return Err(Error::invalid(
                 "this stream delivers to its callback; it has nothing to pull",
             ));
         }
+        Ok(())
+    }
+
+    /// The next item, waiting up to `timeout` (None: no limit). At the end: `Closed` after a
+    /// clean end, or the error the stream failed with.
+    pub fn next(&self, timeout: Option<Duration>) -> Result<T> {
+        self.ensure_pull()?;
         let until = timeout.map(|t| Instant::now() + t);
         loop {
             if let Some(item) = self.take()? {
@@ -341,6 +348,33 @@ impl<T: Send + 'static> Stream<T> {
                 }
             }
         }
+    }
+
+    /// `next` for async code, never blocking a runtime thread: the next item, or at the end
+    /// `Closed` after a clean end or the error the stream failed with. Any number of tasks
+    /// may wait; each item goes to one of them.
+    pub async fn next_async(&self) -> Result<T> {
+        self.ensure_pull()?;
+        loop {
+            let ready = self.shared.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            if let Some(item) = self.take()? {
+                return Ok(item);
+            }
+            ready.await;
+        }
+    }
+
+    /// Puts an item taken by `next_async` back at the head of the queue, for a taker that
+    /// could not hand it on (its operation was canceled meanwhile): nothing is lost.
+    pub fn put_back(&self, item: T) {
+        let mut st = lock(&self.shared.state);
+        if st.closed {
+            return;
+        }
+        st.queue.push_front(item);
+        self.shared.wake(&mut st);
     }
 
     /// The next item for async code; `None` once the stream has ended (see `error`).
@@ -416,6 +450,7 @@ impl<T: Send + 'static> Stream<T> {
                 st.queue.clear();
                 if !st.push {
                     self.shared.cv.notify_all();
+                    self.shared.ready.notify_waiters();
                     self.shared.ready.notify_one();
                 }
             }

@@ -39,6 +39,40 @@ pub(crate) enum Answer {
     Members(etcdc_member_list),
     Status(etcdc_endpoint_status),
     Item(super::queue::etcdc_queue_item),
+    Watch(super::watch::etcdc_watch_response),
+    Lease(super::lease::etcdc_lease_event),
+    Registration(super::registry::etcdc_registration_event),
+    /// A registration started by `etcdc_register_async`, until the completion hands it over.
+    Registered(Handover),
+    Discovery(super::registry::etcdc_discovery_event),
+    Leader(super::election::etcdc_leader),
+}
+
+/// A registration's handle owned by a completion until `etcdc_completion_take_registration`;
+/// one never taken is freed (unregistered) with the completion.
+pub(crate) struct Handover(Mutex<Option<usize>>);
+
+impl Handover {
+    pub fn new(handle: usize) -> Self {
+        Handover(Mutex::new(Some(handle)))
+    }
+}
+
+impl Drop for Handover {
+    fn drop(&mut self) {
+        let Some(id) = self.0.get_mut().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        let free = move || {
+            super::registry::etcdc_registration_free(id as *mut _);
+        };
+        // Unregistering blocks on the runtime: never on one of its threads.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            std::thread::spawn(free);
+        } else {
+            free();
+        }
+    }
 }
 
 /// One finished operation.
@@ -285,6 +319,85 @@ pub extern "C" fn etcdc_completion_queue_item(
     })
 }
 
+/// A watch's response (`etcdc_watch_next_async`), borrowed; NULL for another kind or a
+/// failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_watch_response(
+    c: *const etcdc_completion,
+) -> *const super::watch::etcdc_watch_response {
+    answer(c, |a| match a {
+        Answer::Watch(r) => Some(r),
+        _ => None,
+    })
+}
+
+/// A lease keeper's or session's event (`etcdc_lease_keeper_next_async`,
+/// `etcdc_session_next_async`), borrowed; NULL for another kind or a failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_lease_event(
+    c: *const etcdc_completion,
+) -> *const super::lease::etcdc_lease_event {
+    answer(c, |a| match a {
+        Answer::Lease(r) => Some(r),
+        _ => None,
+    })
+}
+
+/// A registration's state change (`etcdc_registration_next_async`), borrowed; NULL for
+/// another kind or a failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_registration_event(
+    c: *const etcdc_completion,
+) -> *const super::registry::etcdc_registration_event {
+    answer(c, |a| match a {
+        Answer::Registration(r) => Some(r),
+        _ => None,
+    })
+}
+
+/// A discovery change (`etcdc_discovery_next_async`), borrowed; NULL for another kind or a
+/// failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_discovery_event(
+    c: *const etcdc_completion,
+) -> *const super::registry::etcdc_discovery_event {
+    answer(c, |a| match a {
+        Answer::Discovery(r) => Some(r),
+        _ => None,
+    })
+}
+
+/// An observed leader (`etcdc_observer_next_async`), borrowed; NULL for another kind or a
+/// failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_leader(
+    c: *const etcdc_completion,
+) -> *const super::election::etcdc_leader {
+    answer(c, |a| match a {
+        Answer::Leader(r) => Some(r),
+        _ => None,
+    })
+}
+
+/// The registration `etcdc_register_async` made, handed over to the caller (free it with
+/// `etcdc_registration_free`): the first call returns it, later ones NULL, as does a
+/// completion of another kind or a failure. A completion freed without taking it frees the
+/// registration (unregistering it).
+#[no_mangle]
+pub extern "C" fn etcdc_completion_take_registration(
+    c: *const etcdc_completion,
+) -> *mut super::registry::etcdc_registration {
+    field(c, std::ptr::null_mut(), |c| match &c.answer {
+        Some(Answer::Registered(h)) => {
+            h.0.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .map_or(std::ptr::null_mut(), |id| id as *mut _)
+        }
+        _ => std::ptr::null_mut(),
+    })
+}
+
 /// Frees a pulled completion (and the result it holds). NULL does nothing.
 #[no_mangle]
 pub extern "C" fn etcdc_completion_free(c: *mut etcdc_completion) {
@@ -311,16 +424,23 @@ pub(crate) struct OpState {
 
 impl OpState {
     fn complete(&self, result: std::result::Result<Answer, Error>) {
+        self.complete_with(|| result);
+    }
+
+    /// Completes the operation with what `result` makes, unless it has completed already:
+    /// then `result` is not called and false comes back (the caller still owns its input).
+    fn complete_with(&self, result: impl FnOnce() -> std::result::Result<Answer, Error>) -> bool {
         if self.done.swap(true, Ordering::AcqRel) {
-            return;
+            return false;
         }
         self.sink.send_anyway(Done {
             tag: self.tag,
-            result,
+            result: result(),
         });
         if let Some(inflight) = self.inflight.upgrade() {
             inflight.remove(self.id);
         }
+        true
     }
 
     fn cancel(&self, why: &str) {
@@ -377,33 +497,108 @@ pub(crate) fn start<F>(
 where
     F: Future<Output = Result<Answer>> + Send + 'static,
 {
+    begin(
+        &c.rt,
+        Some(&c.inflight),
+        cq,
+        tag,
+        op_out,
+        |running| async move {
+            let result = call.await;
+            running.complete(result);
+        },
+    )
+}
+
+/// Where an `_async` call completes: the queue, the caller's tag and the optional handle
+/// out-pointer, as every `_async` export takes them.
+pub(crate) struct Queued {
+    pub cq: *const etcdc_cq,
+    pub tag: *mut c_void,
+    pub op_out: *mut *mut etcdc_op,
+}
+
+impl Queued {
+    /// `start` with these.
+    pub fn start<F>(self, c: &Client, call: F) -> Result<()>
+    where
+        F: Future<Output = Result<Answer>> + Send + 'static,
+    {
+        start(c, self.cq, self.tag, self.op_out, call)
+    }
+}
+
+/// Runs `task` (which completes its operation) on `rt`; with `inflight`, freeing that
+/// client cancels the operation.
+fn begin<F>(
+    rt: &tokio::runtime::Handle,
+    inflight: Option<&Arc<Inflight>>,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+    task: impl FnOnce(Arc<OpState>) -> F,
+) -> Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let sink = QUEUES.get(cq)?.with_source(|s| Ok(s.0.clone()))?;
-    let inflight = c.inflight.clone();
     let op = Arc::new(OpState {
         done: AtomicBool::new(false),
         tag: tag as usize,
         sink,
         task: Mutex::new(None),
         id: NEXT_OP.fetch_add(1, Ordering::Relaxed),
-        inflight: Arc::downgrade(&inflight),
+        inflight: inflight.map_or_else(std::sync::Weak::new, Arc::downgrade),
     });
-    inflight
-        .ops
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(op.id, op.clone());
-    let running = op.clone();
-    let task = c.rt.spawn(async move {
-        let result = call.await;
-        running.complete(result);
-    });
-    *op.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+    if let Some(inflight) = inflight {
+        inflight
+            .ops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(op.id, op.clone());
+    }
+    let running = rt.spawn(task(op.clone()));
+    *op.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(running.abort_handle());
     if !op_out.is_null() {
         let handle: *mut etcdc_op = OPS.insert(op);
         // SAFETY: a non-NULL out-pointer points at writable storage for one pointer.
         unsafe { *op_out = handle };
     }
     Ok(())
+}
+
+/// Every stream's `_next_async`: the stream's next item (or its end: `ETCDC_ERR_CLOSED`
+/// after a clean end, else why it failed) completes into `cq` with `tag`. An item is taken
+/// only by an operation that delivers it: one canceled meanwhile puts it back.
+pub(crate) fn next_async<T, S, R, H>(
+    table: &'static Table<StreamHandle<T, S>>,
+    handle: *const H,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+    answer: fn(R) -> Answer,
+) -> etcdc_status
+where
+    T: Send + 'static,
+    S: Send + Sync + 'static,
+    R: CItem<T>,
+{
+    guard(|| {
+        let h = table.get(handle)?;
+        h.stream().ensure_pull()?;
+        let rt = crate::runtime::handle()?;
+        begin(&rt, None, cq, tag, op_out, |running| async move {
+            let mut next = Some(h.stream().next_async().await);
+            let delivered = running.complete_with(|| match next.take() {
+                Some(Ok(t)) => Ok(answer(R::from_item(t))),
+                Some(Err(e)) => Err(e),
+                None => Err(Error::new(ErrorKind::Internal, "no item")),
+            });
+            if let (false, Some(Ok(t))) = (delivered, next) {
+                h.stream().put_back(t);
+            }
+        })
+    })
 }
 
 /// Every `_async` export: `prepare` checks the arguments and builds the call on the caller's
@@ -738,4 +933,124 @@ pub extern "C" fn etcdc_queue_dequeue_async(
             }))
         })
     })
+}
+
+// ---- streams into a queue ----
+
+/// `etcdc_watch_next`, asynchronously: the watch's next response completes into `cq` with
+/// `tag` (`etcdc_completion_watch_response`); at its end, `ETCDC_ERR_CLOSED` or why it
+/// failed. Start the next one when it has completed: one queue then carries every watch,
+/// keeper and call of an epoll loop, and a watch's memory stays bounded by its queue limit
+/// (it pauses and resumes from history while nobody asks). For a watch in the pull form
+/// (started with a NULL callback); `etcdc_op_cancel` leaves the response in the watch.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_next_async(
+    watch: *const super::watch::etcdc_watch,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    next_async(
+        &super::watch::WATCHES,
+        watch,
+        cq,
+        tag,
+        op_out,
+        Answer::Watch,
+    )
+}
+
+/// `etcdc_lease_keeper_next`, asynchronously (see `etcdc_watch_next_async`):
+/// `etcdc_completion_lease_event`.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_keeper_next_async(
+    keeper: *const super::lease::etcdc_lease_keeper,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    next_async(
+        &super::lease::KEEPERS,
+        keeper,
+        cq,
+        tag,
+        op_out,
+        Answer::Lease,
+    )
+}
+
+/// `etcdc_session_next`, asynchronously (see `etcdc_watch_next_async`):
+/// `etcdc_completion_lease_event`.
+#[no_mangle]
+pub extern "C" fn etcdc_session_next_async(
+    session: *const super::election::etcdc_session,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    next_async(
+        &super::election::SESSIONS,
+        session,
+        cq,
+        tag,
+        op_out,
+        Answer::Lease,
+    )
+}
+
+/// `etcdc_registration_next`, asynchronously (see `etcdc_watch_next_async`):
+/// `etcdc_completion_registration_event`.
+#[no_mangle]
+pub extern "C" fn etcdc_registration_next_async(
+    r: *const super::registry::etcdc_registration,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    next_async(
+        &super::registry::REGISTRATIONS,
+        r,
+        cq,
+        tag,
+        op_out,
+        Answer::Registration,
+    )
+}
+
+/// `etcdc_discovery_next`, asynchronously (see `etcdc_watch_next_async`):
+/// `etcdc_completion_discovery_event`.
+#[no_mangle]
+pub extern "C" fn etcdc_discovery_next_async(
+    d: *const super::registry::etcdc_discovery,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    next_async(
+        &super::registry::DISCOVERIES,
+        d,
+        cq,
+        tag,
+        op_out,
+        Answer::Discovery,
+    )
+}
+
+/// `etcdc_observer_next`, asynchronously (see `etcdc_watch_next_async`):
+/// `etcdc_completion_leader`.
+#[no_mangle]
+pub extern "C" fn etcdc_observer_next_async(
+    o: *const super::election::etcdc_observer,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    next_async(
+        &super::election::OBSERVERS,
+        o,
+        cq,
+        tag,
+        op_out,
+        Answer::Leader,
+    )
 }

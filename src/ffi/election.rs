@@ -4,9 +4,11 @@
 //! is lost with it.
 
 use std::ffi::{c_int, c_void, CString};
-use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
 
 use super::client::{etcdc_client, Client, CLIENTS};
+use super::completion::{etcdc_cq, etcdc_op, Answer, Queued};
 use super::guard::{arg, bytes, clone_box, cstring, field, free_box, guard, out, value, view};
 use super::handle::Table;
 use super::lease::{etcdc_lease_callback, etcdc_lease_event};
@@ -132,14 +134,31 @@ pub struct etcdc_mutex {
 }
 
 pub(crate) struct MutexHandle {
-    mutex: StdMutex<Mutex>,
+    // Held across the calls to etcd: an async mutex, so a waiting lock blocks no thread.
+    mutex: tokio::sync::Mutex<Mutex>,
     key: Vec<u8>,
+    /// The lock's revision after the last call (0: not held).
+    revision: AtomicI64,
     client: Arc<Client>,
 }
 
+#[derive(Clone, Copy)]
+enum MutexOp {
+    Lock,
+    TryLock,
+    Unlock,
+}
+
 impl MutexHandle {
-    fn lock(&self) -> MutexGuard<'_, Mutex> {
-        self.mutex.lock().unwrap_or_else(|p| p.into_inner())
+    async fn run(&self, op: MutexOp, deadline: crate::api::Deadline) -> Result<()> {
+        let mut m = self.mutex.lock().await;
+        let result = match op {
+            MutexOp::Lock => m.lock(deadline).await,
+            MutexOp::TryLock => m.try_lock(deadline).await,
+            MutexOp::Unlock => m.unlock(deadline).await,
+        };
+        self.revision.store(m.revision(), Ordering::Release);
+        result
     }
 }
 
@@ -161,29 +180,36 @@ pub extern "C" fn etcdc_mutex_new(
         let mutex = Mutex::new(client.etcd.clone(), name, lease)?;
         let key = mutex.key().to_vec();
         out.write(MUTEXES.insert(MutexHandle {
-            mutex: StdMutex::new(mutex),
+            mutex: tokio::sync::Mutex::new(mutex),
             key,
+            revision: AtomicI64::new(0),
             client,
         }));
         Ok(())
     })
 }
 
-fn with_mutex(
+fn mutex_call(
     m: *const etcdc_mutex,
+    op: MutexOp,
     timeout_ms: i64,
-    wait: bool,
-    f: impl AsyncFnOnce(&mut Mutex, crate::api::Deadline) -> Result<()>,
+    queue: Option<Queued>,
 ) -> etcdc_status {
     guard(|| {
         let h = MUTEXES.get(m)?;
-        let deadline = if wait {
-            h.client.wait_deadline(timeout_ms)?
-        } else {
-            h.client.deadline(timeout_ms)?
+        let deadline = match op {
+            MutexOp::Lock => h.client.wait_deadline(timeout_ms)?,
+            _ => h.client.deadline(timeout_ms)?,
         };
-        let mut mutex = h.lock();
-        h.client.block(f(&mut mutex, deadline))
+        match queue {
+            None => h.client.block(h.run(op, deadline)),
+            Some(q) => {
+                let client = h.client.clone();
+                q.start(&client, async move {
+                    h.run(op, deadline).await.map(|()| Answer::Number(0))
+                })
+            }
+        }
     })
 }
 
@@ -192,20 +218,72 @@ fn with_mutex(
 /// `ETCDC_ERR_FAILED_PRECONDITION` if the session's lease is gone.
 #[no_mangle]
 pub extern "C" fn etcdc_mutex_lock(m: *const etcdc_mutex, timeout_ms: i64) -> etcdc_status {
-    with_mutex(m, timeout_ms, true, async |m, d| m.lock(d).await)
+    mutex_call(m, MutexOp::Lock, timeout_ms, None)
 }
 
 /// Takes the lock if it is free, without waiting: `ETCDC_ERR_FAILED_PRECONDITION`
 /// ("mutex: Locked by another session") when it is held.
 #[no_mangle]
 pub extern "C" fn etcdc_mutex_try_lock(m: *const etcdc_mutex, timeout_ms: i64) -> etcdc_status {
-    with_mutex(m, timeout_ms, false, async |m, d| m.try_lock(d).await)
+    mutex_call(m, MutexOp::TryLock, timeout_ms, None)
 }
 
 /// Releases the lock.
 #[no_mangle]
 pub extern "C" fn etcdc_mutex_unlock(m: *const etcdc_mutex, timeout_ms: i64) -> etcdc_status {
-    with_mutex(m, timeout_ms, false, async |m, d| m.unlock(d).await)
+    mutex_call(m, MutexOp::Unlock, timeout_ms, None)
+}
+
+/// `etcdc_mutex_lock`, asynchronously: completes into `cq` with `tag` once the lock is held
+/// (or with why not). Calls on one mutex run one at a time.
+#[no_mangle]
+pub extern "C" fn etcdc_mutex_lock_async(
+    m: *const etcdc_mutex,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    mutex_call(
+        m,
+        MutexOp::Lock,
+        timeout_ms,
+        Some(Queued { cq, tag, op_out }),
+    )
+}
+
+/// `etcdc_mutex_try_lock`, asynchronously (see `etcdc_mutex_lock_async`).
+#[no_mangle]
+pub extern "C" fn etcdc_mutex_try_lock_async(
+    m: *const etcdc_mutex,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    mutex_call(
+        m,
+        MutexOp::TryLock,
+        timeout_ms,
+        Some(Queued { cq, tag, op_out }),
+    )
+}
+
+/// `etcdc_mutex_unlock`, asynchronously (see `etcdc_mutex_lock_async`).
+#[no_mangle]
+pub extern "C" fn etcdc_mutex_unlock_async(
+    m: *const etcdc_mutex,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    mutex_call(
+        m,
+        MutexOp::Unlock,
+        timeout_ms,
+        Some(Queued { cq, tag, op_out }),
+    )
 }
 
 /// The lock's key, borrowed from the mutex (length in `*len`); NULL for a bad handle.
@@ -223,7 +301,11 @@ pub extern "C" fn etcdc_mutex_key(m: *const etcdc_mutex, len: *mut usize) -> *co
 /// not held.
 #[no_mangle]
 pub extern "C" fn etcdc_mutex_revision(m: *const etcdc_mutex) -> i64 {
-    value(0, || MUTEXES.get(m).map_or(0, |h| h.lock().revision()))
+    value(0, || {
+        MUTEXES
+            .get(m)
+            .map_or(0, |h| h.revision.load(Ordering::Acquire))
+    })
 }
 
 /// Frees the mutex (a held lock is not released: unlock first, or end the session). NULL
@@ -245,8 +327,39 @@ pub struct etcdc_election {
 }
 
 pub(crate) struct ElectionHandle {
-    election: StdMutex<Election>,
+    // Held across the calls to etcd: an async mutex, so a campaign blocks no thread.
+    election: tokio::sync::Mutex<Election>,
+    /// The candidacy's key and revision after the last call.
+    key: StdMutex<Option<(Vec<u8>, i64)>>,
     client: Arc<Client>,
+}
+
+enum ElectionOp {
+    Campaign(Vec<u8>),
+    Proclaim(Vec<u8>),
+    Resign,
+}
+
+impl ElectionHandle {
+    fn new(election: Election, client: Arc<Client>) -> Self {
+        let key = election.key().map(|(k, r)| (k.to_vec(), r));
+        ElectionHandle {
+            election: tokio::sync::Mutex::new(election),
+            key: StdMutex::new(key),
+            client,
+        }
+    }
+
+    async fn run(&self, op: ElectionOp, deadline: crate::api::Deadline) -> Result<()> {
+        let mut e = self.election.lock().await;
+        let result = match op {
+            ElectionOp::Campaign(v) => e.campaign(&v, deadline).await,
+            ElectionOp::Proclaim(v) => e.proclaim(&v, deadline).await,
+            ElectionOp::Resign => e.resign(deadline).await,
+        };
+        *self.key.lock().unwrap_or_else(|p| p.into_inner()) = e.key().map(|(k, r)| (k.to_vec(), r));
+        result
+    }
 }
 
 pub(crate) static ELECTIONS: Table<ElectionHandle> = Table::new(9, "election");
@@ -265,10 +378,7 @@ pub extern "C" fn etcdc_election_new(
         let name = bytes(name, name_len, "name")?;
         let (client, lease) = session_of(session)?;
         let election = Election::new(client.etcd.clone(), name, lease)?;
-        out.write(ELECTIONS.insert(ElectionHandle {
-            election: StdMutex::new(election),
-            client,
-        }));
+        out.write(ELECTIONS.insert(ElectionHandle::new(election, client)));
         Ok(())
     })
 }
@@ -291,30 +401,38 @@ pub extern "C" fn etcdc_election_resume(
         let key = bytes(key, key_len, "key")?;
         let (client, lease) = session_of(session)?;
         let election = Election::resume(client.etcd.clone(), name, lease, key.to_vec(), revision)?;
-        out.write(ELECTIONS.insert(ElectionHandle {
-            election: StdMutex::new(election),
-            client,
-        }));
+        out.write(ELECTIONS.insert(ElectionHandle::new(election, client)));
         Ok(())
     })
 }
 
-fn with_election(
+fn election_call(
     e: *const etcdc_election,
+    op: Result<ElectionOp>,
     timeout_ms: i64,
-    wait: bool,
-    f: impl AsyncFnOnce(&mut Election, crate::api::Deadline) -> Result<()>,
+    queue: Option<Queued>,
 ) -> etcdc_status {
     guard(|| {
+        let op = op?;
         let h = ELECTIONS.get(e)?;
-        let deadline = if wait {
-            h.client.wait_deadline(timeout_ms)?
-        } else {
-            h.client.deadline(timeout_ms)?
+        let deadline = match op {
+            ElectionOp::Campaign(_) => h.client.wait_deadline(timeout_ms)?,
+            _ => h.client.deadline(timeout_ms)?,
         };
-        let mut election = h.election.lock().unwrap_or_else(|p| p.into_inner());
-        h.client.block(f(&mut election, deadline))
+        match queue {
+            None => h.client.block(h.run(op, deadline)),
+            Some(q) => {
+                let client = h.client.clone();
+                q.start(&client, async move {
+                    h.run(op, deadline).await.map(|()| Answer::Number(0))
+                })
+            }
+        }
     })
+}
+
+fn value_of(value: *const u8, value_len: usize) -> Result<Vec<u8>> {
+    bytes(value, value_len, "value").map(<[u8]>::to_vec)
 }
 
 /// Runs for leader with `value` and waits until elected, up to `timeout_ms` (0: the
@@ -327,10 +445,8 @@ pub extern "C" fn etcdc_election_campaign(
     value_len: usize,
     timeout_ms: i64,
 ) -> etcdc_status {
-    let v = bytes(value, value_len, "value").map(<[u8]>::to_vec);
-    with_election(e, timeout_ms, true, async move |e, d| {
-        e.campaign(&v?, d).await
-    })
+    let op = value_of(value, value_len).map(ElectionOp::Campaign);
+    election_call(e, op, timeout_ms, None)
 }
 
 /// Replaces the leader's value without a new election. `ETCDC_ERR_FAILED_PRECONDITION`
@@ -342,16 +458,60 @@ pub extern "C" fn etcdc_election_proclaim(
     value_len: usize,
     timeout_ms: i64,
 ) -> etcdc_status {
-    let v = bytes(value, value_len, "value").map(<[u8]>::to_vec);
-    with_election(e, timeout_ms, false, async move |e, d| {
-        e.proclaim(&v?, d).await
-    })
+    let op = value_of(value, value_len).map(ElectionOp::Proclaim);
+    election_call(e, op, timeout_ms, None)
 }
 
 /// Gives up leadership (or the candidacy): the next candidate is elected.
 #[no_mangle]
 pub extern "C" fn etcdc_election_resign(e: *const etcdc_election, timeout_ms: i64) -> etcdc_status {
-    with_election(e, timeout_ms, false, async |e, d| e.resign(d).await)
+    election_call(e, Ok(ElectionOp::Resign), timeout_ms, None)
+}
+
+/// `etcdc_election_campaign`, asynchronously: completes into `cq` with `tag` once elected
+/// (or with why not). Calls on one election run one at a time.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn etcdc_election_campaign_async(
+    e: *const etcdc_election,
+    value: *const u8,
+    value_len: usize,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    let op = value_of(value, value_len).map(ElectionOp::Campaign);
+    election_call(e, op, timeout_ms, Some(Queued { cq, tag, op_out }))
+}
+
+/// `etcdc_election_proclaim`, asynchronously (see `etcdc_election_campaign_async`).
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn etcdc_election_proclaim_async(
+    e: *const etcdc_election,
+    value: *const u8,
+    value_len: usize,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    let op = value_of(value, value_len).map(ElectionOp::Proclaim);
+    election_call(e, op, timeout_ms, Some(Queued { cq, tag, op_out }))
+}
+
+/// `etcdc_election_resign`, asynchronously (see `etcdc_election_campaign_async`).
+#[no_mangle]
+pub extern "C" fn etcdc_election_resign_async(
+    e: *const etcdc_election,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    let op = Ok(ElectionOp::Resign);
+    election_call(e, op, timeout_ms, Some(Queued { cq, tag, op_out }))
 }
 
 /// This candidacy's key while campaigning or leading, copied into a new leader record
@@ -364,12 +524,14 @@ pub extern "C" fn etcdc_election_key(
     guard(|| {
         let out = out(leader_out, "leader_out")?;
         let h = ELECTIONS.get(e)?;
-        let election = h.election.lock().unwrap_or_else(|p| p.into_inner());
-        let (key, rev) = election
-            .key()
+        let (key, rev) = h
+            .key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
             .ok_or_else(|| Error::new(ErrorKind::NotFound, "not campaigning"))?;
         out.write(Box::into_raw(Box::new(etcdc_leader::from_item(Leader {
-            key: key.to_vec(),
+            key,
             rev,
             value: Vec::new(),
         }))));

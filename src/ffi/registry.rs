@@ -6,6 +6,7 @@
 use std::ffi::{c_char, c_int, c_void, CString};
 
 use super::client::{etcdc_client, Client, CLIENTS};
+use super::completion::{etcdc_cq, etcdc_op, Answer, Handover, Queued};
 use super::guard::{
     arg, c_str, clone_box, cstring, field, free_box, guard, new_boxed, opts_or, out, set,
     set_timeout, value, write_result, Timed,
@@ -13,7 +14,7 @@ use super::guard::{
 use super::handle::Table;
 use super::status::etcdc_status;
 use super::stream::{self, CCallback, CItem, StreamHandle};
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::recipes::discovery::{Change, Discovery, Instance, Policy};
 use crate::recipes::registration::{RegState, RegUpdate, Registration, Spec};
 
@@ -218,25 +219,104 @@ pub extern "C" fn etcdc_register(
         .map(|cb| CCallback::new(cb.call, cb.drop, cb.user_data));
     guard(|| {
         let out = out(registration_out, "registration_out")?;
-        let c = CLIENTS.get(client)?;
-        let defaults = etcdc_registration_options::default();
-        let o = opts_or(opts, &defaults);
-        let spec = Spec {
-            dir: c_str(service_dir, "service_dir")?.to_string(),
-            id: c_str(instance_id, "instance_id")?.to_string(),
-            addr: c_str(addr, "addr")?.to_string(),
-            metadata: o.metadata.clone(),
-            ttl: o.ttl,
-        };
-        let (feed, stream) = stream::open::<RegUpdate, etcdc_registration_event>(cb, 64)?;
-        let deadline = c.deadline(o.timeout_ms)?;
-        let reg = c.block(Registration::start(c.etcd.clone(), spec, feed, deadline))?;
+        let (c, start) = registering(client, service_dir, instance_id, addr, opts, cb)?;
+        let handle = c.block(start)?;
+        out.write(handle);
+        Ok(())
+    })
+}
+
+/// Checks `etcdc_register`'s arguments and builds the registration, to run on the runtime;
+/// it gives the new handle.
+fn registering(
+    client: *const etcdc_client,
+    service_dir: *const c_char,
+    instance_id: *const c_char,
+    addr: *const c_char,
+    opts: *const etcdc_registration_options,
+    cb: Option<CCallback<etcdc_registration_event>>,
+) -> Result<(
+    std::sync::Arc<Client>,
+    impl std::future::Future<Output = Result<*mut etcdc_registration>> + Send + 'static,
+)> {
+    let c = CLIENTS.get(client)?;
+    let defaults = etcdc_registration_options::default();
+    let o = opts_or(opts, &defaults);
+    let spec = Spec {
+        dir: c_str(service_dir, "service_dir")?.to_string(),
+        id: c_str(instance_id, "instance_id")?.to_string(),
+        addr: c_str(addr, "addr")?.to_string(),
+        metadata: o.metadata.clone(),
+        ttl: o.ttl,
+    };
+    let (feed, stream) = stream::open::<RegUpdate, etcdc_registration_event>(cb, 64)?;
+    let deadline = c.deadline(o.timeout_ms)?;
+    let client = c.clone();
+    let start = async move {
+        // On failure `stream` drops here: a callback's `drop` runs.
+        let reg = Registration::start(client.etcd.clone(), spec, feed, deadline).await?;
         let source = Registered {
             reg: Some(reg),
-            client: c,
+            client,
         };
-        out.write(REGISTRATIONS.insert(StreamHandle::new(stream, source)));
-        Ok(())
+        Ok(REGISTRATIONS.insert(StreamHandle::new(stream, source)))
+    };
+    Ok((c, start))
+}
+
+/// `etcdc_register`, asynchronously: completes into `cq` with `tag` once registered; take
+/// the registration from the completion with `etcdc_completion_take_registration`.
+/// Arguments are checked now (a bad one is this call's status, and nothing completes).
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn etcdc_register_async(
+    client: *const etcdc_client,
+    service_dir: *const c_char,
+    instance_id: *const c_char,
+    addr: *const c_char,
+    opts: *const etcdc_registration_options,
+    callback: *const etcdc_registration_callback,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    let cb = arg(callback, "callback")
+        .ok()
+        .map(|cb| CCallback::new(cb.call, cb.drop, cb.user_data));
+    guard(|| {
+        let (c, start) = registering(client, service_dir, instance_id, addr, opts, cb)?;
+        let q = Queued { cq, tag, op_out };
+        q.start(&c, async move {
+            let handle = start.await?;
+            Ok(Answer::Registered(Handover::new(handle as usize)))
+        })
+    })
+}
+
+/// Unregisters and frees the registration as `etcdc_registration_free` does, without
+/// waiting: the handle is gone at once (a callback's `drop` has run when this returns),
+/// and the completion comes into `cq` with `tag` once the key is deleted and its lease
+/// revoked (`ETCDC_OK`), or with why not (the key then goes when its lease expires).
+#[no_mangle]
+pub extern "C" fn etcdc_registration_free_async(
+    r: *mut etcdc_registration,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    guard(|| {
+        let h = REGISTRATIONS.get(r)?;
+        // The queue is checked before anything is freed.
+        super::completion::QUEUES.get(cq)?;
+        let source = REGISTRATIONS.remove(r)?.close();
+        let mut source = source.ok_or_else(gone)?;
+        drop(h);
+        let reg = source.reg.take().ok_or_else(gone)?;
+        let client = source.client.clone();
+        let deadline = crate::api::deadline_in(client.timeout);
+        Queued { cq, tag, op_out }.start(&client, async move {
+            reg.unregister(deadline).await.map(|()| Answer::Number(0))
+        })
     })
 }
 

@@ -108,6 +108,10 @@ impl<T: Send + 'static, S> StreamHandle<T, S> {
         }
     }
 
+    pub fn stream(&self) -> &Stream<T> {
+        &self.stream
+    }
+
     fn source(&self) -> MutexGuard<'_, Option<S>> {
         self.source.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -118,6 +122,12 @@ impl<T: Send + 'static, S> StreamHandle<T, S> {
             Some(s) => f(s),
             None => Err(Error::new(ErrorKind::Closed, "the handle is being freed")),
         }
+    }
+
+    /// Closes the stream (as `shutdown`) and hands the source over instead of dropping it.
+    pub fn close(&self) -> Option<S> {
+        self.stream.close();
+        self.source().take()
     }
 
     /// Closes the stream — pull waiters wake with `ETCDC_ERR_CLOSED`, a running callback is

@@ -273,6 +273,8 @@ pub struct Member {
     /// etcd's minimum lease TTL: 1.5 election timeouts, in whole seconds.
     min_lease_ttl: i64,
     lease_seq: AtomicI64,
+    /// The runtime the member runs on: for tasks started from a caller's own thread.
+    rt: tokio::runtime::Handle,
 }
 
 impl Member {
@@ -352,6 +354,7 @@ impl Member {
             cluster_id,
             min_lease_ttl: ((config.election_ms * 3 / 2).div_ceil(1000)) as i64,
             lease_seq: AtomicI64::new(1),
+            rt: tokio::runtime::Handle::current(),
         })
     }
 
@@ -756,7 +759,9 @@ impl Etcd for Member {
             )));
         }
         let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let task = tokio::spawn(keep_lease(self.lessor.clone(), id, updates, lost.clone()));
+        let task = self
+            .rt
+            .spawn(keep_lease(self.lessor.clone(), id, updates, lost.clone()));
         Ok(Box::new(LeaseGuard { task, lost }))
     }
 }

@@ -143,6 +143,204 @@ static void every_call(etcdc_client *c, etcdc_cq *cq) {
   EXPECT(etcdc_cq_next(cq, 100, &done), ETCDC_ERR_TIMEOUT);
 }
 
+/* The next completion, which must carry `tag`. */
+static etcdc_completion *expect_tag(etcdc_cq *cq, size_t tag) {
+  etcdc_completion *done = NULL;
+  OK(etcdc_cq_next(cq, 10000, &done));
+  if (!done) return NULL;
+  CHECK(etcdc_completion_tag(done) == (void *)tag);
+  if (etcdc_completion_status(done) != ETCDC_OK)
+    fprintf(stderr, "  tag %zu: %s\n", tag, etcdc_completion_message(done));
+  return done;
+}
+
+/* Watches, keepers, sessions, registrations, discoveries, observers, mutexes and elections
+ * all through the one queue: each stream's next item is one asynchronous operation. */
+static void streams_and_recipes(etcdc_client *c, etcdc_cq *cq) {
+  etcdc_completion *done = NULL;
+
+  /* A watch: its responses, in order, one operation each; a canceled operation leaves its
+   * response in the watch. */
+  etcdc_watch_options *wo = etcdc_watch_options_new();
+  OK(etcdc_watch_options_set_prefix(wo));
+  etcdc_watch *w = NULL;
+  OK(etcdc_watch_start(c, S("streams/"), wo, NULL, &w));
+  etcdc_op *op = NULL;
+  OK(etcdc_watch_next_async(w, cq, (void *)30, &op));
+  OK(etcdc_op_cancel(op));
+  OK(etcdc_op_free(op));
+  done = expect_tag(cq, 30);
+  CHECK(etcdc_completion_status(done) == ETCDC_ERR_CANCELED);
+  etcdc_completion_free(done);
+  OK(etcdc_put(c, S("streams/a"), S("1"), NULL, NULL));
+  OK(etcdc_put(c, S("streams/b"), S("2"), NULL, NULL));
+  int events = 0;
+  while (events < 2) {
+    OK(etcdc_watch_next_async(w, cq, (void *)31, NULL));
+    done = expect_tag(cq, 31);
+    const etcdc_watch_response *r = etcdc_completion_watch_response(done);
+    CHECK(r != NULL && etcdc_watch_response_kind(r) == ETCDC_WATCH_EVENTS);
+    for (size_t i = 0; r && i < etcdc_watch_response_len(r); i++, events++) {
+      size_t n = 0;
+      const uint8_t *k = etcdc_kv_key(etcdc_event_kv(etcdc_watch_response_event(r, i)), &n);
+      CHECK(n == 9 && k[8] == (events == 0 ? 'a' : 'b'));
+    }
+    etcdc_completion_free(done);
+    if (!r) break;
+  }
+  /* Freeing the watch ends what waits on it. */
+  OK(etcdc_watch_next_async(w, cq, (void *)32, NULL));
+  OK(etcdc_watch_free(w));
+  done = expect_tag(cq, 32);
+  CHECK(etcdc_completion_status(done) == ETCDC_ERR_CLOSED);
+  etcdc_completion_free(done);
+  EXPECT(etcdc_watch_next_async(w, cq, (void *)33, NULL), ETCDC_ERR_INVALID_ARGUMENT);
+  etcdc_watch_options_free(wo);
+
+  /* A keeper's states. */
+  int64_t lease = 0;
+  /* A short TTL: a keeper sees a revocation at its next refresh, a third of the TTL on. */
+  OK(etcdc_lease_grant(c, 6, 0, 0, &lease, NULL));
+  etcdc_lease_keeper *k = NULL;
+  OK(etcdc_lease_keeper_start(c, NULL, &k));
+  OK(etcdc_lease_keeper_add(k, lease));
+  OK(etcdc_lease_keeper_next_async(k, cq, (void *)34, NULL));
+  done = expect_tag(cq, 34);
+  const etcdc_lease_event *le = etcdc_completion_lease_event(done);
+  CHECK(le && etcdc_lease_event_id(le) == lease && etcdc_lease_event_state(le) == ETCDC_LEASE_ALIVE);
+  etcdc_completion_free(done);
+  OK(etcdc_lease_keeper_next_async(k, cq, (void *)35, NULL));
+  OK(etcdc_lease_revoke(c, lease, 0));
+  done = expect_tag(cq, 35);
+  le = etcdc_completion_lease_event(done);
+  /* Refreshes may report ALIVE again before the loss is seen. */
+  while (le && etcdc_lease_event_state(le) == ETCDC_LEASE_ALIVE) {
+    etcdc_completion_free(done);
+    OK(etcdc_lease_keeper_next_async(k, cq, (void *)35, NULL));
+    done = expect_tag(cq, 35);
+    le = etcdc_completion_lease_event(done);
+  }
+  CHECK(le && etcdc_lease_event_state(le) == ETCDC_LEASE_LOST);
+  etcdc_completion_free(done);
+  OK(etcdc_lease_keeper_free(k));
+
+  /* Registration and discovery: register, see it, unregister, see it go. */
+  etcdc_discovery *d = NULL;
+  OK(etcdc_discover(c, "/async-svc", NULL, &d));
+  OK(etcdc_register_async(c, "/async-svc", "one", "127.0.0.1:1", NULL, NULL, cq, (void *)36, NULL));
+  done = expect_tag(cq, 36);
+  etcdc_registration *reg = etcdc_completion_take_registration(done);
+  CHECK(reg != NULL && etcdc_completion_take_registration(done) == NULL);
+  etcdc_completion_free(done);
+  OK(etcdc_registration_next_async(reg, cq, (void *)37, NULL));
+  done = expect_tag(cq, 37);
+  CHECK(etcdc_registration_event_state(etcdc_completion_registration_event(done)) == ETCDC_REGISTERED);
+  etcdc_completion_free(done);
+  OK(etcdc_discovery_next_async(d, cq, (void *)38, NULL));
+  done = expect_tag(cq, 38);
+  const etcdc_discovery_event *de = etcdc_completion_discovery_event(done);
+  CHECK(de && etcdc_discovery_event_change(de) == ETCDC_INSTANCE_ADDED);
+  CHECK(de && strcmp(etcdc_instance_id(etcdc_discovery_event_instance(de)), "one") == 0);
+  etcdc_completion_free(done);
+  /* A registration whose completion is freed untaken is unregistered with it. */
+  OK(etcdc_register_async(c, "/async-svc", "two", "127.0.0.1:2", NULL, NULL, cq, (void *)39, NULL));
+  done = expect_tag(cq, 39);
+  etcdc_completion_free(done);
+  OK(etcdc_registration_free_async(reg, cq, (void *)40, NULL));
+  done = expect_tag(cq, 40);
+  CHECK(etcdc_completion_status(done) == ETCDC_OK);
+  etcdc_completion_free(done);
+  int added = 0, removed = 0;
+  while (removed < 2) {
+    OK(etcdc_discovery_next_async(d, cq, (void *)41, NULL));
+    done = expect_tag(cq, 41);
+    de = etcdc_completion_discovery_event(done);
+    if (!de) {
+      etcdc_completion_free(done);
+      break;
+    }
+    if (etcdc_discovery_event_change(de) == ETCDC_INSTANCE_ADDED) added++;
+    if (etcdc_discovery_event_change(de) == ETCDC_INSTANCE_REMOVED) removed++;
+    etcdc_completion_free(done);
+  }
+  CHECK(added == 1 && removed == 2);
+  OK(etcdc_discovery_free(d));
+
+  /* Mutexes: the second lock completes only once the first is released. */
+  etcdc_session *s1 = NULL, *s2 = NULL;
+  OK(etcdc_session_start(c, 30, NULL, &s1));
+  OK(etcdc_session_start(c, 30, NULL, &s2));
+  etcdc_mutex *m1 = NULL, *m2 = NULL;
+  OK(etcdc_mutex_new(s1, S("/async-lock"), &m1));
+  OK(etcdc_mutex_new(s2, S("/async-lock"), &m2));
+  OK(etcdc_mutex_lock_async(m1, 0, cq, (void *)42, NULL));
+  done = expect_tag(cq, 42);
+  CHECK(etcdc_completion_status(done) == ETCDC_OK && etcdc_mutex_revision(m1) > 0);
+  etcdc_completion_free(done);
+  OK(etcdc_mutex_try_lock_async(m2, 0, cq, (void *)43, NULL));
+  done = expect_tag(cq, 43);
+  CHECK(etcdc_completion_status(done) == ETCDC_ERR_FAILED_PRECONDITION);
+  etcdc_completion_free(done);
+  OK(etcdc_mutex_lock_async(m2, -1, cq, (void *)44, NULL));
+  EXPECT(etcdc_cq_next(cq, 300, &done), ETCDC_ERR_TIMEOUT);
+  OK(etcdc_mutex_unlock_async(m1, 0, cq, (void *)45, NULL));
+  for (int i = 0; i < 2; i++) {
+    OK(etcdc_cq_next(cq, 10000, &done));
+    CHECK(etcdc_completion_status(done) == ETCDC_OK);
+    etcdc_completion_free(done);
+  }
+  CHECK(etcdc_mutex_revision(m1) == 0 && etcdc_mutex_revision(m2) > 0);
+  OK(etcdc_mutex_unlock_async(m2, 0, cq, (void *)46, NULL));
+  etcdc_completion_free(expect_tag(cq, 46));
+  OK(etcdc_mutex_free(m1));
+  OK(etcdc_mutex_free(m2));
+
+  /* Elections: an observer sees the campaign, the proclamation and the next leader. */
+  etcdc_observer *obs = NULL;
+  OK(etcdc_election_observe(c, S("/async-elect"), NULL, &obs));
+  etcdc_election *e1 = NULL, *e2 = NULL;
+  OK(etcdc_election_new(s1, S("/async-elect"), &e1));
+  OK(etcdc_election_new(s2, S("/async-elect"), &e2));
+  OK(etcdc_election_campaign_async(e1, S("first"), 0, cq, (void *)47, NULL));
+  etcdc_completion_free(expect_tag(cq, 47));
+  OK(etcdc_election_campaign_async(e2, S("second"), -1, cq, (void *)48, NULL));
+  OK(etcdc_election_proclaim_async(e1, S("first-b"), 0, cq, (void *)49, NULL));
+  done = expect_tag(cq, 49);
+  CHECK(etcdc_completion_status(done) == ETCDC_OK);
+  etcdc_completion_free(done);
+  OK(etcdc_election_resign_async(e1, 0, cq, (void *)50, NULL));
+  for (int i = 0; i < 2; i++) {
+    OK(etcdc_cq_next(cq, 10000, &done));
+    CHECK(etcdc_completion_status(done) == ETCDC_OK);
+    etcdc_completion_free(done);
+  }
+  const char *want[] = {"first", "first-b", "second"};
+  for (int i = 0; i < 3; i++) {
+    OK(etcdc_observer_next_async(obs, cq, (void *)51, NULL));
+    done = expect_tag(cq, 51);
+    const etcdc_leader *l = etcdc_completion_leader(done);
+    size_t n = 0;
+    const uint8_t *v = l ? etcdc_leader_value(l, &n) : NULL;
+    /* An observer may skip a value it was too late for, never reorder them. */
+    while (i < 2 && v && (n != strlen(want[i]) || memcmp(v, want[i], n) != 0)) i++;
+    CHECK(v && n == strlen(want[i]) && memcmp(v, want[i], n) == 0);
+    etcdc_completion_free(done);
+  }
+  OK(etcdc_election_resign_async(e2, 0, cq, (void *)52, NULL));
+  etcdc_completion_free(expect_tag(cq, 52));
+  OK(etcdc_observer_free(obs));
+  OK(etcdc_election_free(e1));
+  OK(etcdc_election_free(e2));
+  OK(etcdc_session_next_async(s1, cq, (void *)53, NULL));
+  OK(etcdc_session_free(s1));
+  done = expect_tag(cq, 53);
+  /* The session's first state, or its end. */
+  CHECK(etcdc_completion_status(done) == ETCDC_OK || etcdc_completion_status(done) == ETCDC_ERR_CLOSED);
+  etcdc_completion_free(done);
+  OK(etcdc_session_free(s2));
+  EXPECT(etcdc_cq_next(cq, 100, &done), ETCDC_ERR_TIMEOUT);
+}
+
 /* Many operations through one queue, 64 in flight: memory stays flat. */
 static void long_run(etcdc_client *c, etcdc_cq *cq, int total, int check_memory) {
   long before = 0;
@@ -251,6 +449,7 @@ int main(void) {
   etcdc_client *c = NULL;
   OK(etcdc_client_connect(endpoints_from_env(), NULL, &c));
   every_call(c, cq);
+  streams_and_recipes(c, cq);
   callback_queue(c);
   long_run(c, cq, 20000, 1);
   nobody_answers(cq);
@@ -266,6 +465,7 @@ int main(void) {
   etcdc_client *local = NULL;
   OK(etcdc_node_client(node, NULL, &local));
   every_call(local, cq);
+  streams_and_recipes(local, cq);
   /* The node keeps every version until a compaction: its memory grows by design here. */
   long_run(local, cq, 20000, 0);
   OK(etcdc_client_free(local));
