@@ -1,4 +1,5 @@
-# Turns benchmark rows ("impl op callers ops qps p50_us p99_us errors", several rounds of each)
+# Turns benchmark rows ("impl op callers ops qps p50_us p99_us errors cpu_us_per_op", several
+# rounds of each)
 # into a markdown table of medians with the ratios of etcdc to the others.
 function median(field, key,   m, i, j, t, v) {
   m = n[key]
@@ -12,16 +13,17 @@ function lat(key) { return sprintf("%d / %d", median("p50", key), median("p99", 
 {
   key = $1 " " $2 " " $3
   i = ++n[key]
-  val["qps", key, i] = $5; val["p50", key, i] = $6; val["p99", key, i] = $7
+  val["qps", key, i] = $5; val["p50", key, i] = $6; val["p99", key, i] = $7; val["cpu", key, i] = $9
   errors[$2 " " $3] += $8
 }
 function qps(key) { return (key in n) ? median("qps", key) : 0 }
 function cellq(key) { return (key in n) ? sprintf("%d", median("qps", key)) : "n/a" }
 function ratio(a, b) { return (b > 0) ? sprintf("%.2f", a / b) : "n/a" }
 function cell(key) { return (key in n) ? lat(key) : "n/a" }
+function cpu(key) { return (key in n) ? sprintf("%.0f", median("cpu", key)) : "n/a" }
 END {
-  print "| op | callers | etcdc QPS | etcdc async QPS | tonic threads QPS | tonic tasks QPS | v2 QPS | etcdc / tonic threads | etcdc async / tonic tasks | etcdc async / v2 | etcdc p50 / p99 us | etcdc async p50 / p99 | tonic threads p50 / p99 | tonic tasks p50 / p99 | v2 p50 / p99 | errors |"
-  print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  print "| op | callers | etcdc QPS | etcdc async QPS | tonic threads QPS | tonic tasks QPS | v2 QPS | etcdc / tonic threads | etcdc async / tonic tasks | etcdc async / v2 | etcdc p50 / p99 us | etcdc async p50 / p99 | tonic threads p50 / p99 | tonic tasks p50 / p99 | v2 p50 / p99 | client CPU us/op: etcdc / async / tonic threads / tonic tasks / v2 | etcdc async / tonic tasks CPU | errors |"
+  print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   nops = split("put range srange watch", ops, " ")
   ncs = split("1 16 256", cs, " ")
   for (o = 1; o <= nops; o++) {
@@ -29,7 +31,9 @@ END {
       k = ops[o] " " cs[c]
       e = "etcdc " k; a = "etcdc-async " k; th = "tonic-threads " k; t = "tonic " k; v = "v2curl " k
       if (!(e in n)) continue
-      printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", ops[o], cs[c], cellq(e), cellq(a), cellq(th), cellq(t), cellq(v), ratio(qps(e), qps(th)), ratio(qps(a), qps(t)), ratio(qps(a), qps(v)), cell(e), cell(a), cell(th), cell(t), cell(v), errors[k]
+      cpus = cpu(e) " / " cpu(a) " / " cpu(th) " / " cpu(t) " / " cpu(v)
+      cpur = ((a in n) && (t in n)) ? ratio(median("cpu", a), median("cpu", t)) : "n/a"
+      printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", ops[o], cs[c], cellq(e), cellq(a), cellq(th), cellq(t), cellq(v), ratio(qps(e), qps(th)), ratio(qps(a), qps(t)), ratio(qps(a), qps(v)), cell(e), cell(a), cell(th), cell(t), cell(v), cpus, cpur, errors[k]
     }
   }
 }

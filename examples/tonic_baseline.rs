@@ -163,8 +163,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::thread::sleep(Duration::from_secs(1));
     recording.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
+    let cpu0 = cpu_us();
     std::thread::sleep(Duration::from_secs(seconds));
     recording.store(false, Ordering::Relaxed);
+    let cpu = cpu_us() - cpu0;
     let elapsed = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let mut errors = 0;
@@ -182,11 +184,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let name = if threads { "tonic-threads" } else { "tonic" };
     println!(
-        "{name} {op} {callers} {} {:.0} {:.0} {:.0} {errors}",
+        "{name} {op} {callers} {} {:.0} {:.0} {:.0} {errors} {:.1}",
         all.len(),
         all.len() as f64 / elapsed,
         pct(0.5),
-        pct(0.99)
+        pct(0.99),
+        if all.is_empty() {
+            0.0
+        } else {
+            cpu / all.len() as f64
+        }
     );
     Ok(())
+}
+
+/// CPU time this process has used, user + system, in microseconds.
+fn cpu_us() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let u = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    us(u.ru_utime) + us(u.ru_stime)
 }

@@ -1805,8 +1805,9 @@ enum etcdc_status etcdc_node_options_set_initial_cluster(struct etcdc_node_optio
                                                          const char *cluster);
 
 /**
- * "new" (the default) or "existing" (`--initial-cluster-state`; "existing" is not supported
- * yet).
+ * "new" (the default) or "existing" (`--initial-cluster-state`): "existing" joins a running
+ * cluster after `etcdctl member add` (with the initial cluster it printed), waiting for the
+ * leader instead of forming a cluster.
  */
 enum etcdc_status etcdc_node_options_set_initial_cluster_state(struct etcdc_node_options *opts,
                                                                const char *state);
@@ -1831,6 +1832,16 @@ enum etcdc_status etcdc_node_options_set_timing_ms(struct etcdc_node_options *op
  */
 enum etcdc_status etcdc_node_options_set_snapshot_count(struct etcdc_node_options *opts,
                                                         uint64_t count);
+
+/**
+ * The space quota (`--quota-backend-bytes`; 0, the default: etcd's 2 GiB). A write that
+ * would take the store past it raises the NOSPACE alarm: from then on writes that add data
+ * fail with `ETCDC_ERR_NO_SPACE` ("etcdserver: mvcc: database space exceeded") on every
+ * member, deletes and compaction still work, until the alarm is disarmed (`etcdctl alarm
+ * disarm`).
+ */
+enum etcdc_status etcdc_node_options_set_quota_backend_bytes(struct etcdc_node_options *opts,
+                                                             uint64_t bytes);
 
 /**
  * Starts a member: opens (or creates) its data dir, joins or forms its cluster, serves its

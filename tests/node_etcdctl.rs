@@ -109,10 +109,15 @@ async fn etcdctl_works_against_a_member() {
     assert_eq!(code, 200);
     assert!(body.contains(r#""etcdserver":"3.4.0""#), "{body}");
     assert_eq!(ok(&["alarm", "list"]), "");
-    // What is not served yet says so, and does not hang.
+    // The last member cannot be removed.
     let (fine, out) = run(&["member", "remove", "1"]);
+    assert!(!fine && out.contains("not enough started members"), "{out}");
+    // What is not served yet says so, and does not hang.
+    let file = tempfile::tempdir().unwrap();
+    let target = file.path().join("snap.db");
+    let (fine, out) = run(&["snapshot", "save", target.to_str().unwrap()]);
     assert!(
-        !fine && out.contains("does not serve member remove yet"),
+        !fine && out.contains("does not serve snapshot streaming yet"),
         "{out}"
     );
 }

@@ -155,8 +155,9 @@ pub extern "C" fn etcdc_node_options_set_initial_cluster(
     })
 }
 
-/// "new" (the default) or "existing" (`--initial-cluster-state`; "existing" is not supported
-/// yet).
+/// "new" (the default) or "existing" (`--initial-cluster-state`): "existing" joins a running
+/// cluster after `etcdctl member add` (with the initial cluster it printed), waiting for the
+/// leader instead of forming a cluster.
 #[no_mangle]
 pub extern "C" fn etcdc_node_options_set_initial_cluster_state(
     opts: *mut etcdc_node_options,
@@ -218,6 +219,22 @@ pub extern "C" fn etcdc_node_options_set_snapshot_count(
             return Err(Error::invalid("snapshot count must be positive"));
         }
         o.opts.snapshot_count = count;
+        Ok(())
+    })
+}
+
+/// The space quota (`--quota-backend-bytes`; 0, the default: etcd's 2 GiB). A write that
+/// would take the store past it raises the NOSPACE alarm: from then on writes that add data
+/// fail with `ETCDC_ERR_NO_SPACE` ("etcdserver: mvcc: database space exceeded") on every
+/// member, deletes and compaction still work, until the alarm is disarmed (`etcdctl alarm
+/// disarm`).
+#[no_mangle]
+pub extern "C" fn etcdc_node_options_set_quota_backend_bytes(
+    opts: *mut etcdc_node_options,
+    bytes: u64,
+) -> etcdc_status {
+    set(opts, |o| {
+        o.opts.quota_backend_bytes = bytes;
         Ok(())
     })
 }

@@ -1,7 +1,7 @@
 //! etcd's v3 gRPC API on a member's client URL, so `etcdctl`, etcdc's remote client and any
 //! other etcd client use the node as they use etcd: a thin adapter from tonic to the member's
 //! `trait Etcd`. Errors keep etcd's texts and gRPC codes. What the node does not serve yet
-//! (member changes, snapshots, auth) answers `Unimplemented` with a clear text,
+//! (snapshot streaming, move-leader, downgrade, auth) answers `Unimplemented` with a clear text,
 //! never a hang.
 
 use std::collections::HashMap;
@@ -14,6 +14,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::member::Member;
+use super::raft::MemberChange;
 use crate::api::{deadline_in, Deadline, Etcd, WatchControl, WatchUpdate};
 use crate::error::{Error, ErrorKind};
 use crate::pb::etcdserverpb::cluster_server::{Cluster, ClusterServer};
@@ -60,6 +61,28 @@ fn unimplemented(what: &str) -> Status {
 /// The member behind every service.
 #[derive(Clone)]
 pub struct Api(pub Arc<Member>);
+
+impl Api {
+    async fn change_members(
+        &self,
+        change: MemberChange,
+    ) -> Result<Vec<crate::pb::etcdserverpb::Member>, Status> {
+        self.0
+            .change_members(change, deadline())
+            .await
+            .map_err(status)
+    }
+
+    /// A response header at this member's current revision.
+    async fn header(&self) -> Result<Option<ResponseHeader>, Status> {
+        Ok(self
+            .0
+            .status(None, deadline())
+            .await
+            .map_err(status)?
+            .header)
+    }
+}
 
 #[tonic::async_trait]
 impl Kv for Api {
@@ -182,15 +205,39 @@ impl Lease for Api {
 impl Cluster for Api {
     async fn member_add(
         &self,
-        _r: Request<MemberAddRequest>,
+        r: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(unimplemented("member add"))
+        let r = r.into_inner();
+        let change = MemberChange::Add {
+            peer_urls: r.peer_ur_ls.clone(),
+            learner: r.is_learner,
+        };
+        let members = self.change_members(change).await?;
+        let member = members
+            .iter()
+            .find(|m| m.peer_ur_ls.iter().any(|u| r.peer_ur_ls.contains(u)))
+            .cloned()
+            .map(|m| crate::pb::etcdserverpb::Member {
+                is_learner: r.is_learner,
+                ..m
+            });
+        Ok(Response::new(MemberAddResponse {
+            header: self.header().await?,
+            member,
+            members,
+        }))
     }
     async fn member_remove(
         &self,
-        _r: Request<MemberRemoveRequest>,
+        r: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(unimplemented("member remove"))
+        let members = self
+            .change_members(MemberChange::Remove(r.into_inner().id))
+            .await?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: self.header().await?,
+            members,
+        }))
     }
     async fn member_update(
         &self,
@@ -210,28 +257,26 @@ impl Cluster for Api {
     }
     async fn member_promote(
         &self,
-        _r: Request<MemberPromoteRequest>,
+        r: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(unimplemented("member promote"))
+        let members = self
+            .change_members(MemberChange::Promote(r.into_inner().id))
+            .await?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: self.header().await?,
+            members,
+        }))
     }
 }
 
 #[tonic::async_trait]
 impl Maintenance for Api {
-    /// No alarm is raised yet (the quota is not enforced yet): every alarm call answers an
-    /// empty list.
     async fn alarm(&self, r: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        let _ = r;
-        let header = self
-            .0
-            .status(None, deadline())
+        self.0
+            .alarm(r.into_inner(), deadline())
             .await
-            .map_err(status)?
-            .header;
-        Ok(Response::new(AlarmResponse {
-            header,
-            alarms: Vec::new(),
-        }))
+            .map(Response::new)
+            .map_err(status)
     }
     async fn status(&self, _r: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         self.0
@@ -245,22 +290,25 @@ impl Maintenance for Api {
         &self,
         _r: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        let header = self
-            .0
-            .status(None, deadline())
-            .await
-            .map_err(status)?
-            .header;
-        Ok(Response::new(DefragmentResponse { header }))
+        Ok(Response::new(DefragmentResponse {
+            header: self.header().await?,
+        }))
     }
+    /// etcd hashes its whole backend file here; the node's store has no file to hash, so
+    /// this is HashKV of the current revision.
     async fn hash(&self, _r: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(unimplemented("hash"))
+        let r = self.0.hash_kv(0).await.map_err(status)?;
+        Ok(Response::new(HashResponse {
+            header: r.header,
+            hash: r.hash,
+        }))
     }
-    async fn hash_kv(
-        &self,
-        _r: Request<HashKvRequest>,
-    ) -> Result<Response<HashKvResponse>, Status> {
-        Err(unimplemented("hashkv"))
+    async fn hash_kv(&self, r: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        self.0
+            .hash_kv(r.into_inner().revision)
+            .await
+            .map(Response::new)
+            .map_err(status)
     }
 
     type SnapshotStream = BoxStream<SnapshotResponse>;

@@ -143,12 +143,6 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
             opts.initial_cluster_state
         )));
     }
-    if opts.initial_cluster_state == "existing" {
-        return Err(Error::new(
-            ErrorKind::Unsupported,
-            "joining an existing cluster (member add) is not supported yet",
-        ));
-    }
     let default_cluster = format!(
         "{}={}",
         opts.name,
@@ -228,7 +222,13 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     config.heartbeat_ms = opts.heartbeat_ms;
     config.election_ms = opts.election_ms;
     config.snapshot_count = opts.snapshot_count;
-    let member = Arc::new(Member::start(config, network.clone(), Arc::new(network)).await?);
+    config.join = opts.initial_cluster_state == "existing";
+    config.token = opts.initial_cluster_token.clone();
+    if opts.quota_backend_bytes > 0 {
+        config.quota_bytes = opts.quota_backend_bytes;
+    }
+    let member = Arc::new(Member::start(config, network.clone(), Arc::new(network.clone())).await?);
+    network.set_raft(member.raft().clone());
     service.set_member(member.clone());
     for l in client_listeners {
         let (stop, stopped) = oneshot::channel::<()>();

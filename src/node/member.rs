@@ -28,7 +28,9 @@ use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
 use super::check_request_size;
-use super::raft::{Command, LogStore, NodeId, Outcome, Raft, StateMachine, TypeConfig};
+use super::raft::{
+    Command, LogStore, MemberChange, NodeId, Outcome, Raft, StateMachine, TypeConfig,
+};
 use crate::api::{Deadline, Etcd, KeepAliveGuard, LeaseUpdate, WatchControl, WatchUpdate};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pb::etcdserverpb::request_op::Request;
@@ -50,6 +52,13 @@ pub struct MemberConfig {
     /// Entries kept behind a snapshot for slow followers (etcd's
     /// `--snapshot-catchup-entries`); a member further behind gets the snapshot.
     pub catchup_entries: u64,
+    /// Joining a running cluster (`--initial-cluster-state existing`): wait to be replicated
+    /// to instead of proposing the initial membership.
+    pub join: bool,
+    /// The cluster token: members added later get their ids from it, as the first ones did.
+    pub token: String,
+    /// The space quota in bytes (etcd's `--quota-backend-bytes`).
+    pub quota_bytes: u64,
 }
 
 impl MemberConfig {
@@ -63,6 +72,9 @@ impl MemberConfig {
             election_ms: 1000,
             snapshot_count: 10_000,
             catchup_entries: 5000,
+            join: false,
+            token: "etcd-cluster".into(),
+            quota_bytes: DEFAULT_QUOTA_BYTES,
         }
     }
 }
@@ -275,6 +287,9 @@ pub struct Member {
     lease_seq: AtomicI64,
     /// The runtime the member runs on: for tasks started from a caller's own thread.
     rt: tokio::runtime::Handle,
+    peers: Arc<dyn Peers>,
+    token: String,
+    quota_bytes: u64,
 }
 
 impl Member {
@@ -303,10 +318,11 @@ impl Member {
         let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm.clone())
             .await
             .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start Raft: {e}")))?;
-        if !raft
-            .is_initialized()
-            .await
-            .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?
+        if !config.join
+            && !raft
+                .is_initialized()
+                .await
+                .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?
         {
             let members: BTreeMap<NodeId, BasicNode> = config
                 .initial
@@ -316,9 +332,11 @@ impl Member {
             // Another member may have done it first: that is the same membership.
             let _ = raft.initialize(members).await;
         }
+        // From the founding members: a member that joined later leaves itself out.
         let cluster_id = config
             .initial
             .keys()
+            .filter(|id| !config.join || **id != config.id)
             .fold(0xcbf2_9ce4_8422_2325u64, |h, id| {
                 (h ^ id).wrapping_mul(0x100_0000_01b3)
             });
@@ -355,6 +373,9 @@ impl Member {
             min_lease_ttl: ((config.election_ms * 3 / 2).div_ceil(1000)) as i64,
             lease_seq: AtomicI64::new(1),
             rt: tokio::runtime::Handle::current(),
+            peers,
+            token: config.token,
+            quota_bytes: config.quota_bytes,
         })
     }
 
@@ -415,6 +436,78 @@ impl Member {
         }
     }
 
+    /// etcd's quota check before a write that adds `cost` bytes: past the quota, the
+    /// NOSPACE alarm is raised for the whole cluster and the write refused.
+    async fn check_quota(&self, cost: u64, deadline: Deadline) -> Result<()> {
+        let size = self.sm.size.load(Ordering::Relaxed);
+        if size.saturating_add(cost) <= self.quota_bytes {
+            return Ok(());
+        }
+        let raise = Command::Alarm {
+            member: self.id,
+            alarm: super::mvcc::ALARM_NOSPACE,
+            on: true,
+        };
+        let _ = self.propose(raise, deadline).await;
+        Err(super::mvcc::no_space())
+    }
+
+    /// etcd's HashKV of this member's store at `revision` (0: now).
+    pub async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse> {
+        let state = self.sm.state.read().await;
+        let (hash, compact_revision) = state.mvcc.hash_kv(revision)?;
+        let hash_revision = if revision == 0 {
+            state.mvcc.revision()
+        } else {
+            revision
+        };
+        Ok(HashKvResponse {
+            header: self.header(state.mvcc.revision()),
+            hash,
+            compact_revision,
+            hash_revision,
+        })
+    }
+
+    /// etcd's Alarm: list, raise or disarm.
+    pub async fn alarm(&self, req: AlarmRequest, deadline: Deadline) -> Result<AlarmResponse> {
+        use alarm_request::AlarmAction;
+        let on = match AlarmAction::try_from(req.action) {
+            Ok(AlarmAction::Get) => None,
+            Ok(AlarmAction::Activate) => Some(true),
+            Ok(AlarmAction::Deactivate) => Some(false),
+            Err(_) => return Err(Error::invalid("unknown alarm action")),
+        };
+        if let Some(on) = on {
+            let change = Command::Alarm {
+                member: req.member_id,
+                alarm: req.alarm,
+                on,
+            };
+            self.propose(change, deadline).await?;
+        } else {
+            self.read_barrier(deadline).await?;
+        }
+        let state = self.sm.state.read().await;
+        let alarms = match on {
+            None => state
+                .mvcc
+                .alarms()
+                .iter()
+                .filter(|&&(_, a)| req.alarm == 0 || a == req.alarm)
+                .map(|&(member_id, alarm)| AlarmMember { member_id, alarm })
+                .collect(),
+            Some(_) => vec![AlarmMember {
+                member_id: req.member_id,
+                alarm: req.alarm,
+            }],
+        };
+        Ok(AlarmResponse {
+            header: self.header(state.mvcc.revision()),
+            alarms,
+        })
+    }
+
     /// Waits until this member has applied everything committed when the call began,
     /// as confirmed by the leader: what a linearizable read needs.
     async fn read_barrier(&self, deadline: Deadline) -> Result<()> {
@@ -441,12 +534,194 @@ impl Member {
 
     /// Proposes `cmd` on this member (for a forwarded call).
     pub async fn local_write(&self, cmd: Command) -> Result<Outcome> {
+        if let Command::Membership(change) = cmd {
+            return Ok(Outcome(Some(self.lead_change(change).await)));
+        }
         self.raft
             .client_write(cmd)
             .await
             .map(|r| r.data)
             .map_err(|e| unavailable(e.to_string()))
     }
+}
+
+impl Member {
+    /// etcd's MemberAdd / MemberRemove / MemberPromote, carried out by the leader (forwarded
+    /// there from a follower); the member list after the change.
+    pub async fn change_members(
+        &self,
+        change: MemberChange,
+        deadline: Deadline,
+    ) -> Result<Vec<crate::pb::etcdserverpb::Member>> {
+        let attempt = async {
+            loop {
+                let answer = match self.raft.current_leader().await {
+                    Some(l) if l == self.id => self.lead_change(change.clone()).await,
+                    Some(l) => match self
+                        .peers
+                        .forward_write(l, Command::Membership(change.clone()))
+                        .await
+                    {
+                        Ok(Outcome(Some(answer))) => answer,
+                        Ok(Outcome(None)) => Err(unavailable("a change without an answer")),
+                        Err(e) => Err(e),
+                    },
+                    None => Err(unavailable("no leader")),
+                };
+                match answer {
+                    Err(e) if e.kind == ErrorKind::Unavailable => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => return Err(e),
+                    Ok(bytes) => {
+                        return MemberListResponse::decode(&*bytes)
+                            .map(|r| r.members)
+                            .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()));
+                    }
+                }
+            }
+        };
+        tokio::time::timeout_at(deadline, attempt)
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Timeout,
+                    "etcdserver: request timed out (no leader took the member change)",
+                )
+            })?
+    }
+
+    /// A membership change on the leader. A member added as a voter joins as a learner
+    /// and is promoted in the background: Raft's joint consensus needs the new member's
+    /// vote for that, so a cluster of one waits until it runs — as etcd's quorum does.
+    async fn lead_change(&self, change: MemberChange) -> Result<Vec<u8>> {
+        use openraft::ChangeMembers;
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let membership = membership.membership();
+        let is_voter = |id: NodeId| membership.voter_ids().any(|v| v == id);
+        let known = |id: NodeId| membership.nodes().any(|(n, _)| *n == id);
+        let not_found = || Error::new(ErrorKind::NotFound, "etcdserver: member not found");
+        let changed = match change {
+            MemberChange::Add { peer_urls, learner } => {
+                let Some(first) = peer_urls.first() else {
+                    return Err(Error::invalid("a member needs at least one peer URL"));
+                };
+                if membership.nodes().any(|(_, n)| peer_urls.contains(&n.addr)) {
+                    return Err(Error::new(
+                        ErrorKind::FailedPrecondition,
+                        "etcdserver: Peer URLs already exists",
+                    ));
+                }
+                let id = super::launch::member_id(&peer_urls, &self.token);
+                let node = BasicNode {
+                    addr: first.clone(),
+                };
+                self.raft
+                    .add_learner(id, node, false)
+                    .await
+                    .map_err(change_error)?;
+                if !learner {
+                    let raft = self.raft.clone();
+                    tokio::spawn(async move {
+                        let _ = raft
+                            .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
+                            .await;
+                    });
+                }
+                Ok(())
+            }
+            MemberChange::Remove(id) if !known(id) => Err(not_found()),
+            MemberChange::Remove(id) if is_voter(id) && membership.voter_ids().count() == 1 => {
+                Err(Error::new(
+                    ErrorKind::FailedPrecondition,
+                    "etcdserver: re-configuration failed due to not enough started members",
+                ))
+            }
+            MemberChange::Remove(id) => {
+                let change = if is_voter(id) {
+                    ChangeMembers::RemoveVoters([id].into())
+                } else {
+                    ChangeMembers::RemoveNodes([id].into())
+                };
+                self.raft
+                    .change_membership(change, false)
+                    .await
+                    .map(drop)
+                    .map_err(change_error)
+            }
+            MemberChange::Promote(id) if !known(id) => Err(not_found()),
+            MemberChange::Promote(id) if is_voter(id) => Err(Error::new(
+                ErrorKind::FailedPrecondition,
+                "etcdserver: can only promote a learner member",
+            )),
+            MemberChange::Promote(id) => self
+                .raft
+                .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
+                .await
+                .map(drop)
+                .map_err(change_error),
+        };
+        changed?;
+        Ok(MemberListResponse {
+            header: None,
+            members: self.members(),
+        }
+        .encode_to_vec())
+    }
+
+    /// The members as Raft's latest membership has them.
+    fn members(&self) -> Vec<crate::pb::etcdserverpb::Member> {
+        let stored = self.raft.metrics().borrow().membership_config.clone();
+        members_of(stored.membership())
+    }
+}
+
+fn members_of(m: &openraft::Membership<NodeId, BasicNode>) -> Vec<crate::pb::etcdserverpb::Member> {
+    let voters: std::collections::BTreeSet<NodeId> = m.voter_ids().collect();
+    m.nodes()
+        .map(|(id, node)| crate::pb::etcdserverpb::Member {
+            id: *id,
+            name: format!("{id:x}"),
+            peer_ur_ls: vec![node.addr.clone()],
+            client_ur_ls: Vec::new(),
+            is_learner: !voters.contains(id),
+        })
+        .collect()
+}
+
+/// A refused membership change: not the leader (any more) is worth a retry.
+fn change_error(
+    e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, BasicNode>>,
+) -> Error {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => unavailable("not the leader"),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => Error::new(
+            ErrorKind::FailedPrecondition,
+            format!("etcdserver: re-configuration failed: {e}"),
+        ),
+        e => unavailable(format!("etcdserver: {e}")),
+    }
+}
+
+/// etcd's default space quota (`DefaultQuotaBytes`).
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
+/// What a lease costs against the quota (etcd's `leaseOverhead`).
+const LEASE_COST: u64 = 64;
+
+/// What a put adds to the store, as `Mvcc` counts it.
+fn put_cost(req: &PutRequest) -> u64 {
+    req.key.len() as u64 + req.value.len() as u64 + 64
+}
+
+/// What a transaction's puts add (the larger branch counts, as etcd's `costTxn`).
+fn txn_cost(ops: &[RequestOp]) -> u64 {
+    ops.iter()
+        .map(|op| match &op.request {
+            Some(Request::RequestPut(p)) => put_cost(p),
+            Some(Request::RequestTxn(t)) => txn_cost(&t.success).max(txn_cost(&t.failure)),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// How long a proposal may wait for a leader before its waiters are told so.
@@ -572,6 +847,7 @@ impl Etcd for Member {
     async fn put(&self, req: PutRequest, deadline: Deadline) -> Result<PutResponse> {
         check_request_size(&req)?;
         super::mvcc::check_put(&req)?;
+        self.check_quota(put_cost(&req), deadline).await?;
         let mut resp: PutResponse = decode(
             &self
                 .propose(Command::Put(req.encode_to_vec()), deadline)
@@ -606,6 +882,8 @@ impl Etcd for Member {
             let mut state = self.sm.state.write().await;
             state.mvcc.txn(req)?.0
         } else {
+            self.check_quota(txn_cost(&req.success) + txn_cost(&req.failure), deadline)
+                .await?;
             decode(
                 &self
                     .propose(Command::Txn(req.encode_to_vec()), deadline)
@@ -645,6 +923,7 @@ impl Etcd for Member {
             ((self.id << 40) as i64 ^ self.lease_seq.fetch_add(1, Ordering::Relaxed)) & i64::MAX
         };
         let ttl = req.ttl.max(self.min_lease_ttl);
+        self.check_quota(LEASE_COST, deadline).await?;
         let mut resp: LeaseGrantResponse = decode(
             &self
                 .propose(Command::LeaseGrant { id, ttl }, deadline)
@@ -707,18 +986,7 @@ impl Etcd for Member {
 
     async fn member_list(&self, _deadline: Deadline) -> Result<MemberListResponse> {
         let state = self.sm.state.read().await;
-        let members = state
-            .membership
-            .membership()
-            .nodes()
-            .map(|(id, node)| crate::pb::etcdserverpb::Member {
-                id: *id,
-                name: format!("{id:x}"),
-                peer_ur_ls: vec![node.addr.clone()],
-                client_ur_ls: Vec::new(),
-                is_learner: false,
-            })
-            .collect();
+        let members = members_of(state.membership.membership());
         Ok(MemberListResponse {
             header: self.header(state.mvcc.revision()),
             members,
@@ -727,18 +995,38 @@ impl Etcd for Member {
 
     async fn status(&self, _endpoint: Option<&str>, _deadline: Deadline) -> Result<StatusResponse> {
         let metrics = self.raft.metrics().borrow().clone();
-        let revision = self.sm.state.read().await.mvcc.revision();
+        let state = self.sm.state.read().await;
+        let size = state.mvcc.size() as i64;
+        // etcd's texts, which `etcdctl endpoint status` shows under ERRORS.
+        let errors = state
+            .mvcc
+            .alarms()
+            .iter()
+            .map(|&(member, alarm)| {
+                let kind = if alarm == super::mvcc::ALARM_NOSPACE {
+                    "NOSPACE"
+                } else {
+                    "CORRUPT"
+                };
+                format!("memberID:{member} alarm:{kind} ")
+            })
+            .collect();
+        let voter = metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.id);
         Ok(StatusResponse {
-            header: self.header(revision),
+            header: self.header(state.mvcc.revision()),
             version: super::ETCD_VERSION.into(),
-            db_size: 0,
+            db_size: size,
             leader: metrics.current_leader.unwrap_or(0),
             raft_index: metrics.last_log_index.unwrap_or(0),
             raft_term: metrics.current_term,
             raft_applied_index: metrics.last_applied.map_or(0, |l| l.index),
-            errors: Vec::new(),
-            db_size_in_use: 0,
-            is_learner: false,
+            errors,
+            db_size_in_use: size,
+            is_learner: !voter,
             ..Default::default()
         })
     }

@@ -42,9 +42,31 @@ struct LeaseEntry {
     keys: BTreeSet<Vec<u8>>,
 }
 
+/// What one version costs against the space quota: its key, its value and a fixed part
+/// for the bookkeeping (etcd counts its bolt file; this is the store's own measure).
+fn cost(key: &[u8], v: &Version) -> u64 {
+    const FIXED: u64 = 64;
+    key.len() as u64 + v.kv.as_ref().map_or(0, |kv| kv.value.len() as u64) + FIXED
+}
+
+/// etcd's alarms: raised by a member, held by the cluster until disarmed.
+pub const ALARM_NOSPACE: i32 = 1;
+
+/// etcd's answer to a write while the space alarm is raised.
+pub(crate) fn no_space() -> Error {
+    err(
+        ErrorKind::NoSpace,
+        "etcdserver: mvcc: database space exceeded",
+    )
+}
+
 /// The store: every key's versions since the last compaction, and the leases.
 #[derive(Clone, Debug, Default)]
 pub struct Mvcc {
+    /// The sum of `cost` over every version held: what the quota limits.
+    size: u64,
+    /// Raised alarms: (member id, alarm type).
+    alarms: BTreeSet<(u64, i32)>,
     keys: BTreeMap<Vec<u8>, Vec<Version>>,
     /// The revision of the last write (0 for an empty store).
     rev: i64,
@@ -252,7 +274,9 @@ impl Drop for Write<'_> {
             match undo {
                 Undo::Version(key) => {
                     if let Some(versions) = self.store.keys.get_mut(&key) {
-                        versions.pop();
+                        if let Some(v) = versions.pop() {
+                            self.store.size -= cost(&key, &v);
+                        }
                         if versions.is_empty() {
                             self.store.keys.remove(&key);
                         }
@@ -331,10 +355,12 @@ impl Write<'_> {
             }
         }
         self.undo.push(Undo::Version(req.key.clone()));
-        self.store.keys.entry(req.key).or_default().push(Version {
+        let version = Version {
             rev,
             kv: Some(kv.clone()),
-        });
+        };
+        self.store.size += cost(&req.key, &version);
+        self.store.keys.entry(req.key).or_default().push(version);
         self.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(kv),
@@ -358,7 +384,9 @@ impl Write<'_> {
                 self.detach(&prev.key, prev.lease);
             }
             if let Some(versions) = self.store.keys.get_mut(&prev.key) {
-                versions.push(Version { rev, kv: None });
+                let version = Version { rev, kv: None };
+                self.store.size += cost(&prev.key, &version);
+                versions.push(version);
                 self.undo.push(Undo::Version(prev.key.clone()));
             }
             self.events.push(Event {
@@ -441,6 +469,63 @@ impl Mvcc {
     }
 
     /// The revision history was compacted at (0: none).
+    /// What the store holds, as the quota counts it.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// etcd's HashKV: a checksum of every version at or below `revision` (0: the current
+    /// one) that compaction kept, in key and revision order, with the compaction revision.
+    /// Members that applied the same log agree; one that differs has diverged.
+    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64)> {
+        let rev = if revision == 0 { self.rev } else { revision };
+        if rev > self.rev {
+            return Err(future());
+        }
+        if revision != 0 && revision < self.compacted {
+            return Err(compacted());
+        }
+        let mut h = crc32fast::Hasher::new();
+        for (key, versions) in &self.keys {
+            for v in versions.iter().take_while(|v| v.rev.main <= rev) {
+                h.update(key);
+                h.update(&v.rev.main.to_be_bytes());
+                h.update(&v.rev.sub.to_be_bytes());
+                match &v.kv {
+                    Some(kv) => {
+                        h.update(&kv.create_revision.to_be_bytes());
+                        h.update(&kv.version.to_be_bytes());
+                        h.update(&kv.lease.to_be_bytes());
+                        h.update(&kv.value);
+                    }
+                    None => h.update(b"tombstone"),
+                }
+            }
+        }
+        Ok((h.finalize(), self.compacted.max(0)))
+    }
+
+    /// The raised alarms: (member id, alarm type).
+    pub fn alarms(&self) -> &BTreeSet<(u64, i32)> {
+        &self.alarms
+    }
+
+    /// Raises (`on`) or disarms an alarm. Disarming with member 0 disarms that alarm type
+    /// for every member.
+    pub fn set_alarm(&mut self, member: u64, alarm: i32, on: bool) {
+        if on {
+            self.alarms.insert((member, alarm));
+        } else {
+            self.alarms
+                .retain(|&(m, a)| !(a == alarm && (member == 0 || m == member)));
+        }
+    }
+
+    /// True while the space alarm holds: writes that add data are refused.
+    pub fn out_of_space(&self) -> bool {
+        self.alarms.iter().any(|&(_, a)| a == ALARM_NOSPACE)
+    }
+
     pub fn compact_revision(&self) -> i64 {
         self.compacted.max(0)
     }
@@ -729,16 +814,25 @@ impl Mvcc {
         if revision > self.rev {
             return Err(future());
         }
-        self.keys.retain(|_, versions| {
+        let mut freed = 0;
+        self.keys.retain(|key, versions| {
             let at = versions.partition_point(|v| v.rev.main <= revision);
             // Keep the version live at `revision` (unless it is a tombstone) and later ones.
             let keep_from = match versions[..at].last() {
                 Some(v) if v.kv.is_some() => at - 1,
                 _ => at,
             };
-            versions.drain(..keep_from);
+            freed += versions
+                .drain(..keep_from)
+                .map(|v| cost(key, &v))
+                .sum::<u64>();
+            // A key written often keeps room for all its old versions otherwise.
+            if versions.capacity() > 2 * versions.len() {
+                versions.shrink_to_fit();
+            }
             !versions.is_empty()
         });
+        self.size -= freed;
         self.compacted = revision;
         Ok(CompactionResponse {
             header: header(self.rev),
@@ -815,8 +909,9 @@ impl Mvcc {
     }
 }
 
-/// The snapshot format's version: the first byte of `Mvcc::encode`.
-const SNAPSHOT_FORMAT: u8 = 1;
+/// The snapshot format's version: the first byte of `Mvcc::encode`. Version 2 added the
+/// alarms at the end; version 1 snapshots are read as having none.
+const SNAPSHOT_FORMAT: u8 = 2;
 
 impl Mvcc {
     /// The whole store as bytes (a Raft snapshot): versioned, self-contained.
@@ -855,6 +950,11 @@ impl Mvcc {
                 }
             }
         }
+        put(&mut out, self.alarms.len() as u64);
+        for (member, alarm) in &self.alarms {
+            put(&mut out, *member);
+            put(&mut out, *alarm as u64);
+        }
         out
     }
 
@@ -862,7 +962,8 @@ impl Mvcc {
     pub fn decode(data: &[u8]) -> Result<Mvcc> {
         use prost::Message;
         let mut r = Reader { data, at: 0 };
-        if r.take(1)? != [SNAPSHOT_FORMAT] {
+        let format = r.take(1)?[0];
+        if !(1..=SNAPSHOT_FORMAT).contains(&format) {
             return Err(Error::new(
                 ErrorKind::DataLoss,
                 "the snapshot has an unknown format version",
@@ -895,9 +996,16 @@ impl Mvcc {
                     [1] => Some(KeyValue::decode(r.bytes()?).map_err(|_| Reader::bad())?),
                     _ => None,
                 };
-                versions.push(Version { rev, kv });
+                let version = Version { rev, kv };
+                m.size += cost(&key, &version);
+                versions.push(version);
             }
             m.keys.insert(key, versions);
+        }
+        if format >= 2 {
+            for _ in 0..r.num()? {
+                m.alarms.insert((r.num()?, r.num()? as i32));
+            }
         }
         Ok(m)
     }

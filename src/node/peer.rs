@@ -36,6 +36,8 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(7);
 pub struct PeerNetwork {
     addrs: Arc<BTreeMap<NodeId, String>>,
     channels: Arc<Mutex<HashMap<NodeId, Channel>>>,
+    /// The member's Raft, for the addresses of members added after the start.
+    raft: Arc<OnceLock<super::raft::Raft>>,
 }
 
 enum Method {
@@ -53,7 +55,13 @@ impl PeerNetwork {
         PeerNetwork {
             addrs: Arc::new(addrs),
             channels: Arc::default(),
+            raft: Arc::default(),
         }
+    }
+
+    /// Lets the network find members added later in the membership.
+    pub fn set_raft(&self, raft: super::raft::Raft) {
+        let _ = self.raft.set(raft);
     }
 
     fn channel(&self, id: NodeId, addr: &str) -> std::result::Result<Channel, Status> {
@@ -94,13 +102,22 @@ impl PeerNetwork {
         Ok(resp.into_inner().data)
     }
 
-    fn addr(&self, id: NodeId) -> Result<&str> {
-        self.addrs.get(&id).map(String::as_str).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Unavailable,
-                format!("no address for member {id:x}"),
-            )
-        })
+    fn addr(&self, id: NodeId) -> Result<String> {
+        if let Some(a) = self.addrs.get(&id) {
+            return Ok(a.clone());
+        }
+        self.raft
+            .get()
+            .and_then(|r| {
+                let m = r.metrics().borrow().membership_config.clone();
+                m.membership().get_node(&id).map(|n| n.addr.clone())
+            })
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!("no address for member {id:x}"),
+                )
+            })
     }
 
     /// A client call on `leader`: its answer, or Unavailable when it cannot be reached.
@@ -110,7 +127,7 @@ impl PeerNetwork {
         method: Method,
         payload: Vec<u8>,
     ) -> Result<T> {
-        let addr = self.addr(leader)?.to_string();
+        let addr = self.addr(leader)?;
         let bytes = self
             .call(leader, &addr, method, payload, FORWARD_TIMEOUT)
             .await

@@ -58,6 +58,27 @@ pub enum Command {
     /// Concurrent writes packed into one entry (one append, one sync): applied in order,
     /// each its own request, answered with the encoded list of answers.
     Batch(Vec<Command>),
+    /// Raises (`on`) or disarms an alarm (etcd's AlarmRequest); member 0 disarms that alarm
+    /// of every member.
+    Alarm {
+        member: u64,
+        alarm: i32,
+        on: bool,
+    },
+    /// A membership change a member forwards to the leader. Never in the log: the leader
+    /// carries it out through Raft's own membership change.
+    Membership(MemberChange),
+}
+
+/// A change of the cluster's members (etcd's MemberAdd / MemberRemove / MemberPromote).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum MemberChange {
+    Add {
+        peer_urls: Vec<String>,
+        learner: bool,
+    },
+    Remove(NodeId),
+    Promote(NodeId),
 }
 
 /// What applying a command answered: etcd's response encoded, or its error.
@@ -263,7 +284,11 @@ pub struct StateMachine {
     /// The member's watches, told of every applied change.
     pub hub: Arc<Hub>,
     dir: PathBuf,
-    current: Arc<RwLock<Option<SnapshotFile>>>,
+    /// The newest snapshot's metadata; its data stays in the file (read when a follower
+    /// needs it), not in memory beside the store it was made from.
+    current: Arc<RwLock<Option<SnapshotMeta<NodeId, BasicNode>>>>,
+    /// The store's size after the last apply, for the quota check without a lock.
+    pub size: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn snapshot_path(dir: &Path) -> PathBuf {
@@ -345,10 +370,11 @@ impl StateMachine {
             ),
         };
         Ok(StateMachine {
+            size: Arc::new(applied.mvcc.size().into()),
             state: Arc::new(RwLock::new(applied)),
             hub: Arc::default(),
             dir: dir.to_path_buf(),
-            current: Arc::new(RwLock::new(current)),
+            current: Arc::new(RwLock::new(current.map(|f| f.meta))),
         })
     }
 }
@@ -365,13 +391,39 @@ impl StateMachine {
     }
 }
 
+/// Whether a command adds data (a put, a transaction with a put on any path, a lease
+/// grant): what etcd refuses while the space alarm is raised.
+fn adds_data(cmd: &Command) -> bool {
+    fn ops_put(ops: &[RequestOp]) -> bool {
+        ops.iter().any(|op| match &op.request {
+            Some(request_op::Request::RequestPut(_)) => true,
+            Some(request_op::Request::RequestTxn(t)) => ops_put(&t.success) || ops_put(&t.failure),
+            _ => false,
+        })
+    }
+    match cmd {
+        Command::Put(_) | Command::LeaseGrant { .. } => true,
+        Command::Txn(req) => TxnRequest::decode(&**req)
+            .map(|t| ops_put(&t.success) || ops_put(&t.failure))
+            .unwrap_or(false),
+        _ => false,
+    }
+}
+
 /// Applies one command to the store; the answer is etcd's response, encoded. The changes
 /// it made are added to `events`, for the watches.
 fn apply_command(mvcc: &mut Mvcc, cmd: Command, events: &mut Vec<Event>) -> Result<Vec<u8>> {
     let bad = |e: prost::DecodeError| {
         Error::new(ErrorKind::DataLoss, format!("undecodable command: {e}"))
     };
+    if mvcc.out_of_space() && adds_data(&cmd) {
+        return Err(super::mvcc::no_space());
+    }
     let (answer, changes) = match cmd {
+        Command::Alarm { member, alarm, on } => {
+            mvcc.set_alarm(member, alarm, on);
+            (Vec::new(), Vec::new())
+        }
         Command::Put(req) => {
             let (r, e) = mvcc.put(PutRequest::decode(&*req).map_err(bad)?)?;
             (r.encode_to_vec(), e)
@@ -391,6 +443,12 @@ fn apply_command(mvcc: &mut Mvcc, cmd: Command, events: &mut Vec<Event>) -> Resu
         Command::LeaseRevoke(id) => {
             let (r, e) = mvcc.lease_revoke(id)?;
             (r.encode_to_vec(), e)
+        }
+        Command::Membership(_) => {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                "a membership change is not a log entry",
+            ))
         }
         Command::Batch(cmds) => {
             let answers: Vec<Result<Vec<u8>>> = cmds
@@ -417,19 +475,20 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         };
         let data = state.mvcc.encode();
         drop(state);
-        // On disk and synced before openraft may purge the log behind it.
+        // On disk and synced before openraft may purge the log behind it; the file is
+        // replaced under `current`'s write lock, so a reader of `current` finds its file.
+        let mut current = self.current.write().await;
         let file = self
             .persist(SnapshotFile {
                 meta: meta.clone(),
                 data,
             })
             .await?;
-        let snapshot = Snapshot {
+        *current = Some(file.meta);
+        Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(file.data.clone())),
-        };
-        *self.current.write().await = Some(file);
-        Ok(snapshot)
+            snapshot: Box::new(Cursor::new(file.data)),
+        })
     }
 }
 
@@ -466,6 +525,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Under the write lock: watchers see batches in revision order, and a watch being
         // created (under the read lock) sees either all of this batch or none of it.
         self.hub.notify(&events, state.mvcc.revision());
+        self.size
+            .store(state.mvcc.size(), std::sync::atomic::Ordering::Relaxed);
         Ok(out)
     }
 
@@ -485,6 +546,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let mvcc = Mvcc::decode(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let mut current = self.current.write().await;
         let file = self
             .persist(SnapshotFile {
                 meta: meta.clone(),
@@ -498,15 +560,37 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             membership: meta.last_membership.clone(),
         };
         self.hub.restored(&state.mvcc);
+        self.size
+            .store(state.mvcc.size(), std::sync::atomic::Ordering::Relaxed);
         drop(state);
-        *self.current.write().await = Some(file);
+        *current = Some(file.meta);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        Ok(self.current.read().await.as_ref().map(|f| Snapshot {
-            meta: f.meta.clone(),
-            snapshot: Box::new(Cursor::new(f.data.clone())),
-        }))
+        let current = self.current.read().await;
+        let Some(meta) = current.clone() else {
+            return Ok(None);
+        };
+        let dir = self.dir.clone();
+        let file = tokio::task::spawn_blocking(move || read_snapshot_file(&dir))
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        // The file is replaced only under `current`'s write lock.
+        match file {
+            Some(f) if f.meta == meta => Ok(Some(Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(f.data)),
+            })),
+            _ => Err(StorageIOError::read_snapshot(
+                Some(meta.signature()),
+                &Error::new(
+                    ErrorKind::DataLoss,
+                    "the snapshot file changed or went missing",
+                ),
+            )
+            .into()),
+        }
     }
 }
