@@ -47,10 +47,11 @@ pub struct MemberConfig {
     pub initial: BTreeMap<NodeId, String>,
     pub heartbeat_ms: u64,
     pub election_ms: u64,
-    /// Applied entries between snapshots (etcd's `--snapshot-count`).
+    /// Applied requests between snapshots (etcd's `--snapshot-count`).
     pub snapshot_count: u64,
-    /// Entries kept behind a snapshot for slow followers (etcd's
-    /// `--snapshot-catchup-entries`); a member further behind gets the snapshot.
+    /// Requests kept behind a snapshot for slow followers (etcd's
+    /// `--snapshot-catchup-entries`, taken as a tenth as many entries, which pack several
+    /// requests); a member further behind gets the snapshot.
     pub catchup_entries: u64,
     /// Joining a running cluster (`--initial-cluster-state existing`): wait to be replicated
     /// to instead of proposing the initial membership.
@@ -308,8 +309,11 @@ impl Member {
             heartbeat_interval: config.heartbeat_ms,
             election_timeout_min: config.election_ms,
             election_timeout_max: config.election_ms * 2,
+            // `SnapshotDue` counts requests; this counts entries (one request or a batch of
+            // them), a backstop.
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count),
-            max_in_snapshot_log_to_keep: config.catchup_entries,
+            // Entries, not requests: each may pack many.
+            max_in_snapshot_log_to_keep: config.catchup_entries.div_ceil(10),
             install_snapshot_timeout: 5000,
             ..Default::default()
         }
@@ -341,6 +345,7 @@ impl Member {
                 (h ^ id).wrapping_mul(0x100_0000_01b3)
             });
         sm.hub.set_identity(cluster_id, config.id, raft.clone());
+        tokio::spawn(sm.due.clone().run(config.snapshot_count, raft.clone()));
         let (proposals, queue) = mpsc::unbounded_channel();
         let lessor = Lessor {
             id: config.id,
@@ -387,6 +392,7 @@ impl Member {
     /// Stops the member (its data stays for a restart).
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
+        self.sm.due.close();
         self.sm.hub.close();
     }
 

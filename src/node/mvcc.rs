@@ -29,11 +29,57 @@ pub struct Revision {
     pub sub: i64,
 }
 
-/// One version of a key: its value at a revision, or the tombstone of a delete.
+/// One version of a key: its value at a revision, or the tombstone of a delete. The key is
+/// the map's; a version does not repeat it (56 bytes plus the value, against 96 plus a copy
+/// of the key for a stored `KeyValue`).
 #[derive(Clone, Debug)]
 struct Version {
     rev: Revision,
-    kv: Option<KeyValue>,
+    create_revision: i64,
+    version: i64,
+    lease: i64,
+    /// None: the tombstone of a delete.
+    value: Option<Box<[u8]>>,
+}
+
+impl Version {
+    fn tombstone(rev: Revision) -> Version {
+        Version {
+            rev,
+            create_revision: 0,
+            version: 0,
+            lease: 0,
+            value: None,
+        }
+    }
+
+    /// The key-value this version is, for an answer; None for a tombstone.
+    fn kv(&self, key: &[u8]) -> Option<KeyValue> {
+        self.kv_with(key, true)
+    }
+
+    /// `kv`, with or without the value (keys-only ranges copy none).
+    fn kv_with(&self, key: &[u8], value: bool) -> Option<KeyValue> {
+        let v = self.value.as_ref()?;
+        Some(KeyValue {
+            key: key.to_vec(),
+            create_revision: self.create_revision,
+            mod_revision: self.rev.main,
+            version: self.version,
+            value: if value { v.to_vec() } else { Vec::new() },
+            lease: self.lease,
+        })
+    }
+
+    fn from_kv(rev: Revision, kv: KeyValue) -> Version {
+        Version {
+            rev,
+            create_revision: kv.create_revision,
+            version: kv.version,
+            lease: kv.lease,
+            value: Some(kv.value.into_boxed_slice()),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -46,7 +92,7 @@ struct LeaseEntry {
 /// for the bookkeeping (etcd counts its bolt file; this is the store's own measure).
 fn cost(key: &[u8], v: &Version) -> u64 {
     const FIXED: u64 = 64;
-    key.len() as u64 + v.kv.as_ref().map_or(0, |kv| kv.value.len() as u64) + FIXED
+    key.len() as u64 + v.value.as_ref().map_or(0, |v| v.len() as u64) + FIXED
 }
 
 /// etcd's alarms: raised by a member, held by the cluster until disarmed.
@@ -317,7 +363,7 @@ impl Write<'_> {
     }
 
     fn put(&mut self, req: PutRequest) -> Result<PutResponse> {
-        let prev = self.store.latest(&req.key).cloned();
+        let prev = self.store.latest(&req.key);
         if (req.ignore_value || req.ignore_lease) && prev.is_none() {
             return Err(err(ErrorKind::NotFound, "etcdserver: key not found"));
         }
@@ -357,10 +403,17 @@ impl Write<'_> {
         self.undo.push(Undo::Version(req.key.clone()));
         let version = Version {
             rev,
-            kv: Some(kv.clone()),
+            create_revision: kv.create_revision,
+            version: kv.version,
+            lease,
+            value: Some(kv.value.as_slice().into()),
         };
         self.store.size += cost(&req.key, &version);
-        self.store.keys.entry(req.key).or_default().push(version);
+        self.store
+            .keys
+            .entry(req.key)
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(version);
         self.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(kv),
@@ -376,7 +429,7 @@ impl Write<'_> {
         let doomed: Vec<KeyValue> = self
             .store
             .visible(&req.key, &req.range_end, self.read_rev())
-            .map(|(_, kv)| kv.clone())
+            .filter_map(|(key, v)| v.kv(key))
             .collect();
         for prev in &doomed {
             let rev = self.next();
@@ -384,7 +437,7 @@ impl Write<'_> {
                 self.detach(&prev.key, prev.lease);
             }
             if let Some(versions) = self.store.keys.get_mut(&prev.key) {
-                let version = Version { rev, kv: None };
+                let version = Version::tombstone(rev);
                 self.store.size += cost(&prev.key, &version);
                 versions.push(version);
                 self.undo.push(Undo::Version(prev.key.clone()));
@@ -491,12 +544,12 @@ impl Mvcc {
                 h.update(key);
                 h.update(&v.rev.main.to_be_bytes());
                 h.update(&v.rev.sub.to_be_bytes());
-                match &v.kv {
-                    Some(kv) => {
-                        h.update(&kv.create_revision.to_be_bytes());
-                        h.update(&kv.version.to_be_bytes());
-                        h.update(&kv.lease.to_be_bytes());
-                        h.update(&kv.value);
+                match &v.value {
+                    Some(value) => {
+                        h.update(&v.create_revision.to_be_bytes());
+                        h.update(&v.version.to_be_bytes());
+                        h.update(&v.lease.to_be_bytes());
+                        h.update(value);
                     }
                     None => h.update(b"tombstone"),
                 }
@@ -546,8 +599,8 @@ impl Mvcc {
         }
     }
 
-    fn latest(&self, key: &[u8]) -> Option<&KeyValue> {
-        self.keys.get(key)?.last()?.kv.as_ref()
+    fn latest(&self, key: &[u8]) -> Option<KeyValue> {
+        self.keys.get(key)?.last()?.kv(key)
     }
 
     /// Every key of [start, end) with its versions: one key for an empty `end`, every key
@@ -571,11 +624,11 @@ impl Mvcc {
         start: &'a [u8],
         end: &'a [u8],
         rev: i64,
-    ) -> impl Iterator<Item = (&'a [u8], &'a KeyValue)> + 'a {
+    ) -> impl Iterator<Item = (&'a [u8], &'a Version)> + 'a {
         self.span(start, end).filter_map(move |(key, versions)| {
             let at = versions.partition_point(|v| v.rev.main <= rev);
-            let kv = versions[..at].last()?.kv.as_ref()?;
-            Some((key.as_slice(), kv))
+            let v = versions[..at].last().filter(|v| v.value.is_some())?;
+            Some((key.as_slice(), v))
         })
     }
 
@@ -602,11 +655,11 @@ impl Mvcc {
         found[..take]
             .iter()
             .map(|(rev, key, versions, i)| {
-                let prev_kv = i.checked_sub(1).and_then(|p| versions[p].kv.clone());
-                match &versions[*i].kv {
+                let prev_kv = i.checked_sub(1).and_then(|p| versions[p].kv(key));
+                match versions[*i].kv(key) {
                     Some(kv) => Event {
                         r#type: EventType::Put as i32,
-                        kv: Some(kv.clone()),
+                        kv: Some(kv),
                         prev_kv,
                     },
                     None => Event {
@@ -657,17 +710,19 @@ impl Mvcc {
         };
         let plain = order == SortOrder::None
             || (order == SortOrder::Ascend && req.sort_target == SortTarget::Key as i32);
-        for (_, kv) in self.visible(&req.key, &req.range_end, rev) {
+        // A keys-only answer sorted by value needs the values to sort.
+        let values = !req.keys_only || req.sort_target == SortTarget::Value as i32;
+        for (key, v) in self.visible(&req.key, &req.range_end, rev) {
             count += 1;
             if req.count_only || kvs.len() > stop_at {
                 continue;
             }
-            let keep = (max_mod == 0 || kv.mod_revision <= max_mod)
-                && (min_mod == 0 || kv.mod_revision >= min_mod)
-                && (max_create == 0 || kv.create_revision <= max_create)
-                && (min_create == 0 || kv.create_revision >= min_create);
+            let keep = (max_mod == 0 || v.rev.main <= max_mod)
+                && (min_mod == 0 || v.rev.main >= min_mod)
+                && (max_create == 0 || v.create_revision <= max_create)
+                && (min_create == 0 || v.create_revision >= min_create);
             if keep {
-                kvs.push(kv.clone());
+                kvs.extend(v.kv_with(key, values));
             }
         }
         if !plain {
@@ -711,17 +766,18 @@ impl Mvcc {
     /// etcd's `applyCompare`: every key of the compare's range must satisfy it; a missing
     /// key compares as zero values, except that a value compare on it never holds.
     fn compare(&self, c: &Compare, rev: i64) -> bool {
-        let kvs: Vec<&KeyValue> = self
-            .visible(&c.key, &c.range_end, rev)
-            .map(|(_, kv)| kv)
-            .collect();
-        if kvs.is_empty() {
+        let mut any = false;
+        let all = self.visible(&c.key, &c.range_end, rev).all(|(_, v)| {
+            any = true;
+            compare_kv(c, Some(v))
+        });
+        if !any {
             if c.target == CompareTarget::Value as i32 {
                 return false;
             }
-            return compare_kv(c, &KeyValue::default());
+            return compare_kv(c, None);
         }
-        kvs.into_iter().all(|kv| compare_kv(c, kv))
+        all
     }
 
     /// etcd's `compareToPath`: the branch every transaction takes — the outer one, then its
@@ -819,7 +875,7 @@ impl Mvcc {
             let at = versions.partition_point(|v| v.rev.main <= revision);
             // Keep the version live at `revision` (unless it is a tombstone) and later ones.
             let keep_from = match versions[..at].last() {
-                Some(v) if v.kv.is_some() => at - 1,
+                Some(v) if v.value.is_some() => at - 1,
                 _ => at,
             };
             freed += versions
@@ -917,7 +973,9 @@ impl Mvcc {
     /// The whole store as bytes (a Raft snapshot): versioned, self-contained.
     pub fn encode(&self) -> Vec<u8> {
         use prost::Message;
-        let mut out = vec![SNAPSHOT_FORMAT];
+        // About the size the quota counts (key + value + 64 per version): one allocation.
+        let mut out = Vec::with_capacity(self.size as usize + 1024);
+        out.push(SNAPSHOT_FORMAT);
         let put = |out: &mut Vec<u8>, v: u64| out.extend_from_slice(&v.to_be_bytes());
         let bytes = |out: &mut Vec<u8>, b: &[u8]| {
             out.extend_from_slice(&(b.len() as u64).to_be_bytes());
@@ -941,7 +999,7 @@ impl Mvcc {
             for v in versions {
                 put(&mut out, v.rev.main as u64);
                 put(&mut out, v.rev.sub as u64);
-                match &v.kv {
+                match v.kv(key) {
                     Some(kv) => {
                         out.push(1);
                         bytes(&mut out, &kv.encode_to_vec());
@@ -992,11 +1050,13 @@ impl Mvcc {
                     main: r.num()? as i64,
                     sub: r.num()? as i64,
                 };
-                let kv = match r.take(1)? {
-                    [1] => Some(KeyValue::decode(r.bytes()?).map_err(|_| Reader::bad())?),
-                    _ => None,
+                let version = match r.take(1)? {
+                    [1] => Version::from_kv(
+                        rev,
+                        KeyValue::decode(r.bytes()?).map_err(|_| Reader::bad())?,
+                    ),
+                    _ => Version::tombstone(rev),
                 };
-                let version = Version { rev, kv };
                 m.size += cost(&key, &version);
                 versions.push(version);
             }
@@ -1043,19 +1103,22 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
+/// A compare against one live version, or against a missing key's zero values (None).
+fn compare_kv(c: &Compare, v: Option<&Version>) -> bool {
+    let field = |f: fn(&Version) -> i64| v.map_or(0, f);
     let ord = match CompareTarget::try_from(c.target).unwrap_or(CompareTarget::Version) {
         CompareTarget::Value => {
             let want: &[u8] = match &c.target_union {
                 Some(TargetUnion::Value(v)) => v,
                 _ => &[],
             };
-            kv.value.as_slice().cmp(want)
+            let value: &[u8] = v.and_then(|v| v.value.as_deref()).unwrap_or(&[]);
+            value.cmp(want)
         }
-        CompareTarget::Create => kv.create_revision.cmp(&int_target(c)),
-        CompareTarget::Mod => kv.mod_revision.cmp(&int_target(c)),
-        CompareTarget::Version => kv.version.cmp(&int_target(c)),
-        CompareTarget::Lease => kv.lease.cmp(&int_target(c)),
+        CompareTarget::Create => field(|v| v.create_revision).cmp(&int_target(c)),
+        CompareTarget::Mod => field(|v| v.rev.main).cmp(&int_target(c)),
+        CompareTarget::Version => field(|v| v.version).cmp(&int_target(c)),
+        CompareTarget::Lease => field(|v| v.lease).cmp(&int_target(c)),
     };
     match CompareResult::try_from(c.result).unwrap_or(CompareResult::Equal) {
         CompareResult::Equal => ord == Ordering::Equal,

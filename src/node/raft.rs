@@ -289,6 +289,48 @@ pub struct StateMachine {
     current: Arc<RwLock<Option<SnapshotMeta<NodeId, BasicNode>>>>,
     /// The store's size after the last apply, for the quota check without a lock.
     pub size: Arc<std::sync::atomic::AtomicU64>,
+    /// Counts applied requests towards the next snapshot.
+    pub due: Arc<SnapshotDue>,
+}
+
+/// etcd's `--snapshot-count` counts requests; an entry here packs many (a batch), so
+/// openraft's count of entries would let the log — kept in memory until a snapshot — grow
+/// to `count` batches. This counts the requests applied and says when a snapshot is due.
+#[derive(Default)]
+pub struct SnapshotDue {
+    applied: std::sync::atomic::AtomicU64,
+    every: std::sync::atomic::AtomicU64,
+    closed: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl SnapshotDue {
+    fn applied(&self, requests: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let every = self.every.load(Relaxed);
+        if every > 0 && self.applied.fetch_add(requests, Relaxed) + requests >= every {
+            self.applied.store(0, Relaxed);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Takes a snapshot every `every` applied requests until `close`.
+    pub async fn run(self: Arc<Self>, every: u64, raft: Raft) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.every.store(every, Relaxed);
+        loop {
+            self.wake.notified().await;
+            if self.closed.load(Relaxed) || raft.trigger().snapshot().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.wake.notify_one();
+    }
 }
 
 fn snapshot_path(dir: &Path) -> PathBuf {
@@ -297,10 +339,14 @@ fn snapshot_path(dir: &Path) -> PathBuf {
 
 fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> Result<()> {
     use std::io::Write;
-    let body = encode(file);
-    let mut bytes = Vec::with_capacity(body.len() + 4);
-    bytes.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
-    bytes.extend_from_slice(&body);
+    // `crc32 | encode(file)`, written in pieces: the store's bytes are not copied again.
+    // bincode lays out `SnapshotFile` as its meta, then the data's length (u64, little
+    // endian) and bytes.
+    let mut head = encode(&file.meta);
+    head.extend_from_slice(&(file.data.len() as u64).to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head);
+    crc.update(&file.data);
     let tmp = dir.join("snapshot.tmp");
     let io = |e: std::io::Error| {
         Error::new(
@@ -309,7 +355,11 @@ fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> Result<()> {
         )
     };
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(io)?;
+    f.write_all(&crc.finalize().to_be_bytes())
+        .and_then(|_| f.write_all(&head))
+        .and_then(|_| f.write_all(&file.data))
+        .and_then(|_| f.sync_all())
+        .map_err(io)?;
     std::fs::rename(&tmp, snapshot_path(dir)).map_err(io)?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
@@ -371,6 +421,7 @@ impl StateMachine {
         };
         Ok(StateMachine {
             size: Arc::new(applied.mvcc.size().into()),
+            due: Arc::default(),
             state: Arc::new(RwLock::new(applied)),
             hub: Arc::default(),
             dir: dir.to_path_buf(),
@@ -509,11 +560,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut state = self.state.write().await;
         let mut out = Vec::new();
         let mut events = Vec::new();
+        let mut requests = 0;
         for entry in entries {
             state.last_applied = Some(entry.log_id);
             out.push(match entry.payload {
                 EntryPayload::Blank => Outcome(None),
                 EntryPayload::Normal(cmd) => {
+                    requests += match &cmd {
+                        Command::Batch(cmds) => cmds.len() as u64,
+                        _ => 1,
+                    };
                     Outcome(Some(apply_command(&mut state.mvcc, cmd, &mut events)))
                 }
                 EntryPayload::Membership(m) => {
@@ -527,6 +583,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.hub.notify(&events, state.mvcc.revision());
         self.size
             .store(state.mvcc.size(), std::sync::atomic::Ordering::Relaxed);
+        drop(state);
+        self.due.applied(requests);
         Ok(out)
     }
 
