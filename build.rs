@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libetcdc.so.{major}");
     let fds = protox::compile(PROTOS, ["proto"])?;
     tonic_prost_build::configure()
+        .codec_path("crate::codec::SmallCodec")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

@@ -41,6 +41,8 @@ pub mod pb {
 /// cbindgen:ignore
 pub mod api;
 /// cbindgen:ignore
+mod codec;
+/// cbindgen:ignore
 pub mod error;
 /// cbindgen:ignore
 mod events;
