@@ -74,6 +74,8 @@ const BY_TEXT: &[(&str, ErrorKind)] = &[
     ("key not found", ErrorKind::NotFound),
     ("etcdserver: no leader", ErrorKind::NoLeader),
     ("database space exceeded", ErrorKind::NoSpace),
+    // etcdc-node's write-ahead log waiting for disk space.
+    ("no space left", ErrorKind::NoSpace),
     ("too many requests", ErrorKind::TooManyRequests),
     ("permission denied", ErrorKind::PermissionDenied),
     ("invalid auth token", ErrorKind::Auth),

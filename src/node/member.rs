@@ -291,6 +291,8 @@ pub struct Member {
     peers: Arc<dyn Peers>,
     token: String,
     quota_bytes: u64,
+    /// The log waiting for disk space: new writes are refused at once meanwhile.
+    stall: Arc<super::wal::Stall>,
 }
 
 impl Member {
@@ -303,6 +305,7 @@ impl Member {
         peers: Arc<dyn Peers>,
     ) -> Result<Member> {
         let log = LogStore::open(&config.dir.join("wal"))?;
+        let stall = log.stall.clone();
         let sm = StateMachine::open(&config.dir.join("snap"))?;
         let raft_config = Config {
             cluster_name: "etcdc".into(),
@@ -381,6 +384,7 @@ impl Member {
             peers,
             token: config.token,
             quota_bytes: config.quota_bytes,
+            stall,
         })
     }
 
@@ -428,6 +432,9 @@ impl Member {
 
     /// Proposes `cmd` through the batcher and waits for its answer until the deadline.
     async fn propose(&self, cmd: Command, deadline: Deadline) -> Result<Vec<u8>> {
+        if let Some(e) = self.stall.error() {
+            return Err(e);
+        }
         let (tx, rx) = oneshot::channel();
         self.proposals
             .send((cmd, tx))

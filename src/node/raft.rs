@@ -124,6 +124,8 @@ struct LogInner {
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<LogInner>>,
+    /// The write-ahead log's stall state (disk full).
+    pub stall: Arc<super::wal::Stall>,
 }
 
 impl LogStore {
@@ -139,6 +141,7 @@ impl LogStore {
             None => None,
         };
         Ok(LogStore {
+            stall: wal.stall(),
             inner: Arc::new(Mutex::new(LogInner {
                 wal: Arc::new(wal),
                 entries,

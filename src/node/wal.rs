@@ -7,9 +7,11 @@
 //!
 //! On open every segment is read back: a torn last record (a crash mid-write) is cut off; a
 //! corrupt record anywhere else is refused with its place, never skipped. A write that fails
-//! (disk full) is cut back off the file and reported, so nothing half-written stays and the
-//! log goes on once there is room; a failed sync poisons the log (the kernel may have dropped
-//! the pages), so the node must reopen it. The directory is locked against a second process.
+//! for want of room (ENOSPC, EDQUOT, EFBIG) is cut back off the file and retried until there
+//! is room: the log stalls (`Wal::stall`) instead of failing the consensus layer, so nothing
+//! acknowledged is lost and the node goes on by itself once space returns. Any other failed
+//! write is reported; a failed sync poisons the log (the kernel may have dropped the pages),
+//! so the node must reopen it. The directory is locked against a second process.
 //!
 //! The log stores opaque payloads: what an entry or a vote means is the consensus layer's.
 
@@ -17,9 +19,11 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -268,6 +272,7 @@ struct Writer {
     committed: Option<Vec<u8>>,
     purged: Option<(u64, Vec<u8>)>,
     syncs: Arc<AtomicU64>,
+    stall: Arc<Stall>,
     poisoned: Option<Error>,
     buf: Vec<u8>,
     /// Held while the writer runs: released only once the last write is done.
@@ -327,6 +332,19 @@ impl Writer {
             if let Err(cut) = cut {
                 self.poisoned = Some(io("cannot cut back a failed write to", &path, cut));
             }
+            let full = matches!(
+                e.raw_os_error(),
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG)
+            );
+            if full && self.poisoned.is_none() {
+                return Err(Error::new(
+                    ErrorKind::NoSpace,
+                    format!(
+                        "etcdserver: no space left for the write-ahead log {} ({e}): writes wait until there is room",
+                        path.display()
+                    ),
+                ));
+            }
             return Err(io("cannot write", &path, e));
         }
         if let Err(e) = self.file.sync_data() {
@@ -383,7 +401,17 @@ impl Writer {
             // Group commit: whatever queued while the last sync ran goes in this one.
             let mut batches = vec![first];
             batches.extend(jobs.try_iter());
-            let result = self.write_batches(&batches);
+            let result = loop {
+                match self.write_batches(&batches) {
+                    // No room: the same batches again once there is (nothing was written).
+                    Err(e) if e.kind == ErrorKind::NoSpace && !self.stall.closing() => {
+                        self.stall.set(Some(e));
+                        std::thread::sleep(STALL_RETRY);
+                    }
+                    result => break result,
+                }
+            };
+            self.stall.set(None);
             for b in batches {
                 (b.done)(result.clone());
             }
@@ -391,16 +419,49 @@ impl Writer {
     }
 }
 
+/// How often a log without room tries its write again.
+const STALL_RETRY: Duration = Duration::from_millis(100);
+
+/// Whether the log waits for room, and why; shared with the node, which refuses new writes
+/// at once while it does.
+#[derive(Default)]
+pub struct Stall {
+    waiting: AtomicBool,
+    closing: AtomicBool,
+    why: Mutex<Option<Error>>,
+}
+
+impl Stall {
+    fn set(&self, why: Option<Error>) {
+        self.waiting.store(why.is_some(), Ordering::Release);
+        *self.why.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    fn closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Why the log cannot write now (no room), or None.
+    pub fn error(&self) -> Option<Error> {
+        if !self.waiting.load(Ordering::Acquire) {
+            return None;
+        }
+        self.why.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// The log. Share it with `Arc`; every method may be called from any thread. Dropping it
-/// lets queued writes finish, then releases the directory.
+/// lets queued writes finish (a log waiting for room gives up), then releases the directory.
 pub struct Wal {
     jobs: Option<mpsc::Sender<Batch>>,
     writer: Option<JoinHandle<()>>,
     syncs: Arc<AtomicU64>,
+    stall: Arc<Stall>,
 }
 
 impl Drop for Wal {
     fn drop(&mut self) {
+        self.stall.closing.store(true, Ordering::Release);
         drop(self.jobs.take());
         if let Some(w) = self.writer.take() {
             let _ = w.join();
@@ -467,6 +528,7 @@ impl Wal {
             .seek(SeekFrom::End(0))
             .map_err(|e| io("cannot open", active, e))?;
         let syncs = Arc::new(AtomicU64::new(0));
+        let stall = Arc::new(Stall::default());
         let writer = Writer {
             dir: dir.to_path_buf(),
             segments,
@@ -476,6 +538,7 @@ impl Wal {
             committed: state.committed.clone(),
             purged: state.purged.clone(),
             syncs: syncs.clone(),
+            stall: stall.clone(),
             poisoned: None,
             buf: Vec::new(),
             _lock: lock,
@@ -495,6 +558,7 @@ impl Wal {
                 jobs: Some(jobs),
                 writer: Some(writer),
                 syncs,
+                stall,
             },
             state,
         ))
@@ -533,6 +597,11 @@ impl Wal {
         });
         rx.recv()
             .unwrap_or_else(|_| Err(Error::new(ErrorKind::Closed, "the log is closed")))
+    }
+
+    /// The log's stall state: why it cannot write now, if it cannot.
+    pub fn stall(&self) -> Arc<Stall> {
+        self.stall.clone()
     }
 
     /// How many syncs the log has made: fewer than batches when group commit works.

@@ -9,9 +9,16 @@
 #include "common.h"
 
 /* AddressSanitizer keeps freed memory in a quarantine (256 MB by default) that would read as
- * growth: a small one keeps the memory check about etcdc. */
+ * growth: a small one keeps the memory check about etcdc (with C linkage, also when this file
+ * is built as C++). */
+#ifdef __cplusplus
+extern "C" {
+#endif
 const char *__asan_default_options(void);
 const char *__asan_default_options(void) { return "quarantine_size_mb=4"; }
+#ifdef __cplusplus
+}
+#endif
 
 static long rss_kb(void) {
   FILE *f = fopen("/proc/self/statm", "r");
