@@ -1,5 +1,6 @@
 //! The benchmark's baseline: a plain tonic client of etcd, with no etcdc layer in between.
-//! Prints one row like bench/bench.c: `IMPL OP CALLERS OPS QPS P50_US P99_US ERRORS`.
+//! Prints one row like bench/bench.c: `IMPL OP CALLERS OPS QPS P50_US P99_US ERRORS
+//! CPU_US_PER_OP`. Puts write 64-byte values (`BENCH_VALUE_BYTES` sets another size).
 //!
 //! `tonic`: every caller is a tokio task (async Rust). `tonic-threads`: every caller is an OS
 //! thread that blocks on each call, as a C program calling any blocking client library must;
@@ -26,6 +27,7 @@ struct Caller {
     id: usize,
     i: u64,
     origin: Instant,
+    value_len: usize,
 }
 
 impl Caller {
@@ -42,7 +44,7 @@ impl Caller {
         let key = format!("bench/{}/{}", self.id, self.i % 1000).into_bytes();
         self.i += 1;
         let mut value = format!("{:020}", self.origin.elapsed().as_nanos()).into_bytes();
-        value.resize(64, b'x');
+        value.resize(self.value_len.max(20), b'x');
         let req = PutRequest {
             key,
             value,
@@ -119,6 +121,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     }
 
+    let value_len = std::env::var("BENCH_VALUE_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     let measure = op != "watch";
     let mut task_handles = Vec::new();
     let mut thread_handles = Vec::new();
@@ -129,6 +135,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             id,
             i: 0,
             origin,
+            value_len,
         };
         let (stop, record) = (stop.clone(), record.clone());
         if threads {

@@ -75,14 +75,14 @@ for s in etcd node; do
   echo "$s: RSS $(awk '/VmRSS/ { print int($2 / 1024) }' "/proc/$pid/status") MB, data dir $(du -sm "$dir/$s" | cut -f1) MB"
 done
 echo
-# Memory for 100,000 keys: fresh servers, 100 writers each cycling over 1,000 keys of their
-# own (64-byte values) for 15 s (every key written, most several times), then a compaction at
+# Memory for 100,000 keys of 256 bytes: fresh servers, 100 writers each cycling over 1,000
+# keys of their own for 15 s (every key written, most several times), then a compaction at
 # the head revision (the node keeps history in memory until compacted; etcd keeps it in bbolt).
 read -r etcd2_pid etcd2_url < <(start etcd100k /usr/bin/etcd); pids+=("$etcd2_pid")
 read -r node2_pid node2_url < <(start node100k "$NODE"); pids+=("$node2_pid")
 for s in etcd node; do
   pid=$etcd2_pid; url=$etcd2_url; [ "$s" = node ] && { pid=$node2_pid; url=$node2_url; }
-  "$TONIC" tasks put 100 15 "$url" >/dev/null
+  BENCH_VALUE_BYTES=256 "$TONIC" tasks put 100 15 "$url" >/dev/null
   fields=$(ETCDCTL_API=3 etcdctl --endpoints "$url" get bench/ --prefix --keys-only --limit 1 -w fields)
   count=$(echo "$fields" | awk '/"Count"/ { print $3 }')
   rev=$(echo "$fields" | awk '/"Revision"/ { print $3 }')

@@ -267,3 +267,85 @@ async fn a_leader_change_does_not_expire_a_kept_lease() {
     );
     assert!(!guard.is_lost());
 }
+
+/// etcd's watch fragmentation: one revision whose events pass the request limit (a delete of
+/// 100 keys of 20 kB, watched with prev_kv) comes in pieces marked `fragment` but the last,
+/// when the watch asked for it, and whole otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_revision_is_fragmented_when_the_watch_asks() {
+    use etcdc::pb::etcdserverpb::watch_client::WatchClient;
+    use etcdc::pb::etcdserverpb::watch_request::RequestUnion;
+    let (_c, url, _stop) = support::node::serve_single().await;
+    let e = support::remote(&url);
+    for i in 0..100 {
+        e.put(put(format!("/big/{i:03}"), &"v".repeat(20_000)), dl())
+            .await
+            .unwrap();
+    }
+    let client = WatchClient::connect(url.clone())
+        .await
+        .unwrap()
+        .max_decoding_message_size(usize::MAX);
+    let watch = |fragment: bool| {
+        let mut client = client.clone();
+        async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            tx.send(WatchRequest {
+                request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                    key: b"/big/".to_vec(),
+                    range_end: etcdc::kv::prefix_end(b"/big/"),
+                    prev_kv: true,
+                    fragment,
+                    ..Default::default()
+                })),
+            })
+            .await
+            .unwrap();
+            let mut stream = client
+                .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .unwrap()
+                .into_inner();
+            let created = stream.message().await.unwrap().unwrap();
+            assert!(created.created);
+            (tx, stream)
+        }
+    };
+    let (_keep_whole, mut whole) = watch(false).await;
+    let (_keep_pieces, mut pieces) = watch(true).await;
+    let deleted = e
+        .delete_range(
+            DeleteRangeRequest {
+                key: b"/big/".to_vec(),
+                range_end: etcdc::kv::prefix_end(b"/big/"),
+                ..Default::default()
+            },
+            dl(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted.deleted, 100);
+    let one = whole.message().await.unwrap().unwrap();
+    assert_eq!((one.events.len(), one.fragment), (100, false));
+    let mut got = Vec::new();
+    loop {
+        let r = pieces.message().await.unwrap().unwrap();
+        let more = r.fragment;
+        assert!(
+            prost::Message::encoded_len(&r) < 1536 * 1024,
+            "a piece over the limit"
+        );
+        got.push(r);
+        if !more {
+            break;
+        }
+    }
+    assert!(got.len() >= 2, "not fragmented: {} response", got.len());
+    let events: usize = got.iter().map(|r| r.events.len()).sum();
+    assert_eq!(events, 100);
+    let revision = deleted.header.unwrap().revision;
+    assert!(got.iter().all(|r| r
+        .events
+        .iter()
+        .all(|ev| ev.kv.as_ref().unwrap().mod_revision == revision)));
+}

@@ -400,10 +400,21 @@ impl WatchStream {
             self.next_id += 1;
         }
         let out = self.out.clone();
+        let fragment = req.fragment;
         let forward = tokio::spawn(async move {
             while let Some(update) = updates.recv().await {
                 let (resp, last) = watch_response(id, update);
-                if out.send(Ok(resp)).await.is_err() || last {
+                let pieces = if fragment {
+                    fragments(resp, super::MAX_REQUEST_BYTES)
+                } else {
+                    vec![resp]
+                };
+                for piece in pieces {
+                    if out.send(Ok(piece)).await.is_err() {
+                        return;
+                    }
+                }
+                if last {
                     return;
                 }
             }
@@ -456,6 +467,40 @@ impl WatchStream {
             forward.abort();
         }
     }
+}
+
+/// etcd's `sendFragments`, for a watch created with `fragment`: a response of `limit` bytes
+/// or more with several events goes as pieces under `limit` (one event may exceed it alone),
+/// each marked `fragment` but the last; the client joins them.
+fn fragments(resp: WatchResponse, limit: usize) -> Vec<WatchResponse> {
+    use prost::Message;
+    if resp.events.len() < 2 || resp.encoded_len() < limit {
+        return vec![resp];
+    }
+    let mut rest = resp.events.into_iter().peekable();
+    let base = WatchResponse {
+        events: Vec::new(),
+        fragment: true,
+        ..resp
+    };
+    let mut out = Vec::new();
+    while rest.peek().is_some() {
+        let mut piece = base.clone();
+        let mut size = piece.encoded_len();
+        while let Some(ev) = rest.peek() {
+            // An event's share of the response: its bytes plus its field's tag and length.
+            let len = ev.encoded_len();
+            let add = len + 1 + prost::encoding::encoded_len_varint(len as u64);
+            if !piece.events.is_empty() && size + add >= limit {
+                break;
+            }
+            size += add;
+            piece.events.extend(rest.next());
+        }
+        piece.fragment = rest.peek().is_some();
+        out.push(piece);
+    }
+    out
 }
 
 /// etcd's response for one update of watch `id`; true when it is the watch's last.
