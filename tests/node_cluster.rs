@@ -349,7 +349,20 @@ async fn members_are_added_and_removed_with_etcdctl() {
     assert!(ok, "member remove: {out}");
     assert!(out.contains("removed from cluster"), "{out}");
     assert_eq!(member_list(&c.procs[0].client).len(), 1);
-    c.kill(1);
+    // As etcd's, the removed member stops by itself, with a failure status.
+    let mut removed = c.procs[1].child.take().expect("running");
+    let until = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = removed.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > until {
+            let _ = removed.kill();
+            panic!("the removed member still runs");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!status.success());
     put_until_acked(&*first, "/k/after".into()).await;
     assert_eq!(count(&*first, false).await, 52);
 

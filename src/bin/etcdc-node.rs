@@ -1,7 +1,8 @@
 //! `etcdc-node`: a member of etcdc's embedded store as a process, started as etcd is — the
 //! same flag names, the same `ETCD_*` environment variables (a flag wins over its variable),
 //! the same defaults — so scripts and systemd units written for etcd start it unchanged.
-//! SIGTERM or SIGINT stops it gracefully.
+//! SIGTERM or SIGINT stops it gracefully; removed from its cluster (`member remove`), it
+//! stops with a failure status, as etcd does.
 
 use std::process::ExitCode;
 
@@ -151,9 +152,17 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        let member = node.member.clone();
+        let removed = tokio::select! {
+            _ = term.recv() => false,
+            _ = int.recv() => false,
+            _ = member.removed() => true,
+        };
+        if removed {
+            // As etcd: a removed member stops (and must not be restarted on its data dir).
+            eprintln!("etcdc-node: the member has been permanently removed from the cluster");
+            node.stop().await;
+            return ExitCode::FAILURE;
         }
         eprintln!("etcdc-node: stopping");
         node.stop().await;

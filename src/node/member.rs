@@ -89,6 +89,8 @@ pub trait Peers: Send + Sync + 'static {
     async fn read_index(&self, leader: NodeId) -> Result<u64>;
     /// Lease `id`'s remaining TTL on `leader` (refreshed first when `refresh`); 0 if gone.
     async fn lease_ttl(&self, leader: NodeId, id: i64, refresh: bool) -> Result<i64>;
+    /// Tells member `id` (at `addr`) that it was removed from the cluster; best effort.
+    async fn tell_removed(&self, id: NodeId, addr: &str);
 }
 
 /// The lease clocks. Every member has one; only the leader's runs: it gives each lease its
@@ -293,6 +295,8 @@ pub struct Member {
     quota_bytes: u64,
     /// The log waiting for disk space: new writes are refused at once meanwhile.
     stall: Arc<super::wal::Stall>,
+    /// Set once the cluster's leader said it removed this member (`member remove`).
+    removed: tokio::sync::watch::Sender<bool>,
 }
 
 impl Member {
@@ -349,6 +353,7 @@ impl Member {
             });
         sm.hub.set_identity(cluster_id, config.id, raft.clone());
         tokio::spawn(sm.due.clone().run(config.snapshot_count, raft.clone()));
+        let (removed, _) = tokio::sync::watch::channel(false);
         let (proposals, queue) = mpsc::unbounded_channel();
         let lessor = Lessor {
             id: config.id,
@@ -385,6 +390,7 @@ impl Member {
             token: config.token,
             quota_bytes: config.quota_bytes,
             stall,
+            removed,
         })
     }
 
@@ -432,6 +438,7 @@ impl Member {
 
     /// Proposes `cmd` through the batcher and waits for its answer until the deadline.
     async fn propose(&self, cmd: Command, deadline: Deadline) -> Result<Vec<u8>> {
+        self.check_removed()?;
         if let Some(e) = self.stall.error() {
             return Err(e);
         }
@@ -521,9 +528,28 @@ impl Member {
         })
     }
 
+    /// etcd's answer once the member was removed from its cluster.
+    fn check_removed(&self) -> Result<()> {
+        if *self.removed.borrow() {
+            return Err(Error::new(
+                ErrorKind::FailedPrecondition,
+                "etcdserver: the member has been permanently removed from the cluster",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Resolves once the cluster has removed this member (etcd's removed member stops; the
+    /// `etcdc-node` launcher exits, an embedded member refuses every call).
+    pub async fn removed(&self) {
+        let mut removed = self.removed.subscribe();
+        let _ = removed.wait_for(|r| *r).await;
+    }
+
     /// Waits until this member has applied everything committed when the call began,
     /// as confirmed by the leader: what a linearizable read needs.
     async fn read_barrier(&self, deadline: Deadline) -> Result<()> {
+        self.check_removed()?;
         self.reads.barrier(deadline).await
     }
 
@@ -547,8 +573,17 @@ impl Member {
 
     /// Proposes `cmd` on this member (for a forwarded call).
     pub async fn local_write(&self, cmd: Command) -> Result<Outcome> {
-        if let Command::Membership(change) = cmd {
-            return Ok(Outcome(Some(self.lead_change(change).await)));
+        match cmd {
+            Command::Membership(MemberChange::Removed(id)) => {
+                if id == self.id {
+                    self.removed.send_replace(true);
+                }
+                return Ok(Outcome(Some(Ok(Vec::new()))));
+            }
+            Command::Membership(change) => {
+                return Ok(Outcome(Some(self.lead_change(change).await)));
+            }
+            _ => {}
         }
         self.raft
             .client_write(cmd)
@@ -651,22 +686,35 @@ impl Member {
                 ))
             }
             MemberChange::Remove(id) => {
+                let addr = membership.get_node(&id).map(|n| n.addr.clone());
                 let change = if is_voter(id) {
                     ChangeMembers::RemoveVoters([id].into())
                 } else {
                     ChangeMembers::RemoveNodes([id].into())
                 };
-                self.raft
+                let done = self
+                    .raft
                     .change_membership(change, false)
                     .await
                     .map(drop)
-                    .map_err(change_error)
+                    .map_err(change_error);
+                if done.is_ok() {
+                    // Raft stops replicating to it: tell it, so it stops as etcd's does.
+                    if id == self.id {
+                        self.removed.send_replace(true);
+                    } else if let Some(addr) = addr {
+                        let peers = self.peers.clone();
+                        tokio::spawn(async move { peers.tell_removed(id, &addr).await });
+                    }
+                }
+                done
             }
             MemberChange::Promote(id) if !known(id) => Err(not_found()),
             MemberChange::Promote(id) if is_voter(id) => Err(Error::new(
                 ErrorKind::FailedPrecondition,
                 "etcdserver: can only promote a learner member",
             )),
+            MemberChange::Removed(_) => Ok(()),
             MemberChange::Promote(id) => self
                 .raft
                 .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
@@ -1210,6 +1258,14 @@ impl Peers for Router {
 
     async fn lease_ttl(&self, leader: NodeId, id: i64, refresh: bool) -> Result<i64> {
         self.leader(leader)?.local_lease_ttl(id, refresh).await
+    }
+
+    async fn tell_removed(&self, id: NodeId, _addr: &str) {
+        if let Some(m) = self.get(id) {
+            let _ = m
+                .local_write(Command::Membership(MemberChange::Removed(id)))
+                .await;
+        }
     }
 }
 

@@ -157,6 +157,19 @@ impl Peers for PeerNetwork {
         self.client_call(leader, Method::LeaseTtl, encode(&(id, refresh)))
             .await
     }
+
+    async fn tell_removed(&self, id: NodeId, addr: &str) {
+        let cmd = Command::Membership(super::raft::MemberChange::Removed(id));
+        let _ = self
+            .call(
+                id,
+                addr,
+                Method::Forward,
+                encode(&cmd),
+                Duration::from_secs(2),
+            )
+            .await;
+    }
 }
 
 /// One member's link to a peer, for Raft.

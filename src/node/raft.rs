@@ -79,6 +79,8 @@ pub enum MemberChange {
     },
     Remove(NodeId),
     Promote(NodeId),
+    /// The leader telling a member it removed that it is out (etcd's removed member stops).
+    Removed(NodeId),
 }
 
 /// What applying a command answered: etcd's response encoded, or its error.
