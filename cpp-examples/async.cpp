@@ -50,8 +50,16 @@ int main(int argc, char** argv) try {
   if (!etcdc::lock_async(m).get().ok() || m.revision() == 0) return 1;
   etcdc::unlock_async(m).get();
 
+  // A queue in the loop: the dequeue completes when the item arrives.
+  auto job = async.dequeue("/async-jobs", true, 5000);
+  async.enqueue("/async-jobs", "job-1").get();
+  if (job.get().item_value != "job-1") return 1;
+  std::cout << async.members().get().members.size() << " member(s), leader "
+            << std::hex << async.status().get().endpoint_status->leader << std::dec << "\n";
+
   auto lease = async.lease_grant(10).get();
   std::cout << "lease " << std::hex << lease.lease_id << std::dec << "\n";
+  if (async.lease_time_to_live(lease.lease_id).get().granted_ttl != 10) return 1;
   async.lease_revoke(lease.lease_id).get();
   etcdc::DeleteOptions all_of;
   all_of.prefix();

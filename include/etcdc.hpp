@@ -632,6 +632,40 @@ struct EndpointStatus {
   bool learner = false;
 };
 
+namespace detail {
+inline std::vector<Member> members_of(const etcdc_member_list* raw) {
+  std::vector<Member> out;
+  for (size_t i = 0, n = etcdc_member_list_len(raw); i < n; ++i) {
+    Member m;
+    m.id = etcdc_member_list_id(raw, i);
+    m.name = etcdc_member_list_name(raw, i);
+    m.learner = etcdc_member_list_is_learner(raw, i);
+    for (size_t j = 0, k = etcdc_member_list_peer_urls_len(raw, i); j < k; ++j)
+      m.peer_urls.emplace_back(etcdc_member_list_peer_url(raw, i, j));
+    for (size_t j = 0, k = etcdc_member_list_client_urls_len(raw, i); j < k; ++j)
+      m.client_urls.emplace_back(etcdc_member_list_client_url(raw, i, j));
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+inline EndpointStatus status_of(const etcdc_endpoint_status* raw) {
+  EndpointStatus out;
+  out.header = Header::of(etcdc_endpoint_status_header(raw));
+  out.version = etcdc_endpoint_status_version(raw);
+  out.db_size = etcdc_endpoint_status_db_size(raw);
+  out.db_size_in_use = etcdc_endpoint_status_db_size_in_use(raw);
+  out.leader = etcdc_endpoint_status_leader(raw);
+  out.raft_index = etcdc_endpoint_status_raft_index(raw);
+  out.raft_term = etcdc_endpoint_status_raft_term(raw);
+  out.raft_applied_index = etcdc_endpoint_status_raft_applied_index(raw);
+  out.learner = etcdc_endpoint_status_is_learner(raw);
+  return out;
+}
+
+inline std::string bytes_of(const uint8_t* p, size_t n) { return p ? std::string(reinterpret_cast<const char*>(p), n) : std::string(); }
+}  // namespace detail
+
 /// Options for Client::connect.
 struct ClientOptions {
   int64_t connect_timeout_ms = 0;  // 0: etcdc's default (2 s)
@@ -775,36 +809,14 @@ class Client {
     etcdc_member_list* raw = nullptr;
     detail::check(etcdc_cluster_members(c_, timeout_ms, &raw));
     detail::Owned<etcdc_member_list, etcdc_member_list_free> list(raw);
-    std::vector<Member> out;
-    for (size_t i = 0, n = etcdc_member_list_len(raw); i < n; ++i) {
-      Member m;
-      m.id = etcdc_member_list_id(raw, i);
-      m.name = etcdc_member_list_name(raw, i);
-      m.learner = etcdc_member_list_is_learner(raw, i);
-      for (size_t j = 0, k = etcdc_member_list_peer_urls_len(raw, i); j < k; ++j)
-        m.peer_urls.emplace_back(etcdc_member_list_peer_url(raw, i, j));
-      for (size_t j = 0, k = etcdc_member_list_client_urls_len(raw, i); j < k; ++j)
-        m.client_urls.emplace_back(etcdc_member_list_client_url(raw, i, j));
-      out.push_back(std::move(m));
-    }
-    return out;
+    return detail::members_of(raw);
   }
   /// The status of the member at `endpoint` (one of the client's), or of any member ("").
   EndpointStatus status(const std::string& endpoint = "", int64_t timeout_ms = 0) {
     etcdc_endpoint_status* raw = nullptr;
     detail::check(etcdc_endpoint_status_get(c_, endpoint.empty() ? nullptr : endpoint.c_str(), timeout_ms, &raw));
     detail::Owned<etcdc_endpoint_status, etcdc_endpoint_status_free> st(raw);
-    EndpointStatus out;
-    out.header = Header::of(etcdc_endpoint_status_header(raw));
-    out.version = etcdc_endpoint_status_version(raw);
-    out.db_size = etcdc_endpoint_status_db_size(raw);
-    out.db_size_in_use = etcdc_endpoint_status_db_size_in_use(raw);
-    out.leader = etcdc_endpoint_status_leader(raw);
-    out.raft_index = etcdc_endpoint_status_raft_index(raw);
-    out.raft_term = etcdc_endpoint_status_raft_term(raw);
-    out.raft_applied_index = etcdc_endpoint_status_raft_applied_index(raw);
-    out.learner = etcdc_endpoint_status_is_learner(raw);
-    return out;
+    return detail::status_of(raw);
   }
 
   /// Watches with a callback on etcdc's event thread.
@@ -1301,6 +1313,12 @@ struct Reply {
   int64_t deleted = 0;   // delete
   bool succeeded = false;  // txn: which branch ran
   int64_t lease_id = 0;  // lease grant
+  int64_t ttl = 0, granted_ttl = 0;                  // lease time-to-live
+  std::vector<std::string> lease_keys;               // lease time-to-live with keys
+  std::vector<int64_t> lease_ids;                    // leases
+  std::vector<Member> members;                       // members
+  std::optional<EndpointStatus> endpoint_status;     // status
+  std::string item_key, item_value;                  // queue enqueue / dequeue
   std::shared_ptr<OwnedWatchResponse> watch;  // a watch's next response
   bool ok() const noexcept { return status == Status::Ok; }
 
@@ -1324,6 +1342,26 @@ struct Reply {
     }
     lease_id = etcdc_completion_lease_id(c);
     if (auto* r = etcdc_completion_watch_response(c)) watch = std::make_shared<OwnedWatchResponse>(etcdc_watch_response_clone(r));
+    if (auto* i = etcdc_completion_lease_info(c)) {
+      ttl = etcdc_lease_info_ttl(i);
+      granted_ttl = etcdc_lease_info_granted_ttl(i);
+      for (size_t k = 0, n = etcdc_lease_info_keys_len(i); k < n; ++k) {
+        size_t len = 0;
+        const uint8_t* key = etcdc_lease_info_key(i, k, &len);
+        lease_keys.push_back(detail::bytes_of(key, len));
+      }
+    }
+    if (auto* l = etcdc_completion_lease_list(c))
+      for (size_t k = 0, n = etcdc_lease_list_len(l); k < n; ++k) lease_ids.push_back(etcdc_lease_list_id(l, k));
+    if (auto* m = etcdc_completion_member_list(c)) members = detail::members_of(m);
+    if (auto* st = etcdc_completion_endpoint_status(c)) endpoint_status = detail::status_of(st);
+    if (auto* it = etcdc_completion_queue_item(c)) {
+      size_t n = 0;
+      const uint8_t* k = etcdc_queue_item_key(it, &n);
+      item_key = detail::bytes_of(k, n);
+      const uint8_t* v = etcdc_queue_item_value(it, &n);
+      item_value = detail::bytes_of(v, n);
+    }
   }
 };
 
@@ -1444,6 +1482,30 @@ class Async {
   }
   std::future<Reply> lease_revoke(int64_t id) {
     return detail::start_future([&](const etcdc_cq* q, void* tag) { return etcdc_lease_revoke_async(c_, id, 0, q, tag, nullptr); });
+  }
+  std::future<Reply> lease_time_to_live(int64_t id, bool keys = false) {
+    return detail::start_future([&](const etcdc_cq* q, void* tag) { return etcdc_lease_time_to_live_async(c_, id, keys, 0, q, tag, nullptr); });
+  }
+  std::future<Reply> leases() {
+    return detail::start_future([&](const etcdc_cq* q, void* tag) { return etcdc_leases_async(c_, 0, q, tag, nullptr); });
+  }
+  std::future<Reply> compact(int64_t revision, bool physical = false) {
+    return detail::start_future([&](const etcdc_cq* q, void* tag) { return etcdc_compact_async(c_, revision, physical, 0, q, tag, nullptr); });
+  }
+  std::future<Reply> members() {
+    return detail::start_future([&](const etcdc_cq* q, void* tag) { return etcdc_cluster_members_async(c_, 0, q, tag, nullptr); });
+  }
+  std::future<Reply> status() {
+    return detail::start_future([&](const etcdc_cq* q, void* tag) { return etcdc_endpoint_status_async(c_, 0, q, tag, nullptr); });
+  }
+  std::future<Reply> enqueue(const std::string& dir, std::string_view value) {
+    return detail::start_future([&](const etcdc_cq* q, void* tag) {
+      return etcdc_queue_enqueue_async(c_, dir.c_str(), detail::bytes(value), value.size(), 0, q, tag, nullptr);
+    });
+  }
+  /// With `wait`, completes when an item arrives (or after timeout_ms; negative: no limit).
+  std::future<Reply> dequeue(const std::string& dir, bool wait = false, int64_t timeout_ms = 0) {
+    return detail::start_future([&](const etcdc_cq* q, void* tag) { return etcdc_queue_dequeue_async(c_, dir.c_str(), wait, timeout_ms, q, tag, nullptr); });
   }
 
  private:
