@@ -66,8 +66,9 @@ impl Drop for Handover {
         let free = move || {
             super::registry::etcdc_registration_free(id as *mut _);
         };
-        // Unregistering blocks on the runtime: never on one of its threads.
-        if tokio::runtime::Handle::try_current().is_ok() {
+        // Unregistering blocks on the runtime: never on one of its threads, nor on the event
+        // thread (a callback's completion is dropped there) where it would hold up the others.
+        if tokio::runtime::Handle::try_current().is_ok() || crate::events::on_event_thread() {
             std::thread::spawn(free);
         } else {
             free();

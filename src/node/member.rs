@@ -463,6 +463,10 @@ impl Member {
         if size.saturating_add(cost) <= self.quota_bytes {
             return Ok(());
         }
+        // Raised already: refused without another proposal.
+        if self.sm.state.read().await.mvcc.out_of_space() {
+            return Err(super::mvcc::no_space());
+        }
         let raise = Command::Alarm {
             member: self.id,
             alarm: super::mvcc::ALARM_NOSPACE,
