@@ -442,3 +442,42 @@ async fn a_full_quota_raises_nospace_until_disarmed() {
     assert!(ok && out.trim().is_empty(), "{out}");
     e.put(put("/k/again".into()), dl()).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_saved_with_etcdctl_starts_a_new_cluster() {
+    if !support::etcdctl::available() {
+        return;
+    }
+    let c = Cluster::new(1);
+    let e = until_serving(&c, 0).await;
+    for i in 0..50 {
+        put_until_acked(&*e, format!("/k/{i:04}")).await;
+    }
+    let revision = e.status(None, dl()).await.unwrap().header.unwrap().revision;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup.db");
+    let file = file.to_str().unwrap();
+    let bare = c.procs[0].client.trim_start_matches("http://").to_string();
+    let (ok, out) = support::etcdctl::etcdctl(&bare, &["snapshot", "save", file], None);
+    assert!(ok && out.contains("Snapshot saved"), "{out}");
+    drop(c);
+
+    // A new member on new URLs and an empty data dir, from the file.
+    let mut restored = Cluster::with_flags(1, &["--restore-snapshot", file]);
+    let e = until_serving(&restored, 0).await;
+    assert_eq!(count(&*e, false).await, 50);
+    let members = member_list(&restored.procs[0].client);
+    assert_eq!(members.len(), 1, "{members:?}");
+    put_until_acked(&*e, "/k/after".into()).await;
+    let now = e.status(None, dl()).await.unwrap().header.unwrap().revision;
+    assert!(
+        now > revision,
+        "revisions go on from the backup's: {now} after {revision}"
+    );
+
+    // Restarted on its data dir (the flag still given): its own data, not the backup's.
+    restored.kill(0);
+    restored.start(0);
+    let e = until_serving(&restored, 0).await;
+    assert_eq!(count(&*e, false).await, 51);
+}

@@ -13,7 +13,9 @@ const USAGE: &str = "usage: etcdc-node [--name NAME] [--data-dir DIR]
   [--listen-peer-urls URLS] [--initial-advertise-peer-urls URLS]
   [--initial-cluster NAME=URL,...] [--initial-cluster-state new|existing]
   [--initial-cluster-token TOKEN] [--heartbeat-interval MS] [--election-timeout MS]
-  [--snapshot-count N] [--quota-backend-bytes N]
+  [--snapshot-count N] [--quota-backend-bytes N] [--restore-snapshot FILE]
+--restore-snapshot starts a new data dir from `etcdctl snapshot save`'s file of an etcdc-node
+(ignored when the data dir holds data already).
 Each flag may also come from its etcd environment variable (ETCD_NAME, ETCD_DATA_DIR, ...).";
 
 const FLAGS: &[&str] = &[
@@ -30,6 +32,7 @@ const FLAGS: &[&str] = &[
     "election-timeout",
     "snapshot-count",
     "quota-backend-bytes",
+    "restore-snapshot",
 ];
 
 fn parse(args: &[String]) -> Result<NodeOptions, String> {
@@ -97,6 +100,7 @@ fn parse(args: &[String]) -> Result<NodeOptions, String> {
             "election-timeout" => o.election_ms = number(flag, v)?,
             "snapshot-count" => o.snapshot_count = number(flag, v)?,
             "quota-backend-bytes" => o.quota_backend_bytes = number(flag, v)?,
+            "restore-snapshot" => o.restore_snapshot = Some(v.into()),
             _ => {}
         }
     }

@@ -36,6 +36,9 @@ pub struct NodeOptions {
     pub election_ms: u64,
     pub snapshot_count: u64,
     pub quota_backend_bytes: u64,
+    /// A backup (`etcdctl snapshot save` of a member) to start a new data dir from; ignored
+    /// when the data dir holds data already.
+    pub restore_snapshot: Option<PathBuf>,
 }
 
 impl Default for NodeOptions {
@@ -54,6 +57,7 @@ impl Default for NodeOptions {
             election_ms: 1000,
             snapshot_count: 100_000,
             quota_backend_bytes: 0,
+            restore_snapshot: None,
         }
     }
 }
@@ -189,6 +193,18 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", opts.name)));
 
+    if let Some(backup) = &opts.restore_snapshot {
+        let empty = std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none());
+        if empty {
+            let bytes = std::fs::read(backup).map_err(|e| {
+                Error::invalid(format!(
+                    "cannot read the snapshot {}: {e}",
+                    backup.display()
+                ))
+            })?;
+            super::raft::restore(&bytes, backup, &dir, ids.clone())?;
+        }
+    }
     if opts.listen_peer_urls.is_empty() && ids.len() > 1 {
         return Err(Error::invalid(
             "a member of a cluster of several needs listen-peer-urls to reach the others",

@@ -476,6 +476,11 @@ impl Member {
         Err(super::mvcc::no_space())
     }
 
+    /// The store now, as `Maintenance.Snapshot` streams it (see `raft::restore`).
+    pub async fn backup(&self) -> Vec<u8> {
+        self.sm.backup().await
+    }
+
     /// etcd's HashKV of this member's store at `revision` (0: now).
     pub async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse> {
         let state = self.sm.state.read().await;

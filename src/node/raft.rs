@@ -342,16 +342,21 @@ fn snapshot_path(dir: &Path) -> PathBuf {
     dir.join("snapshot.snap")
 }
 
-fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> Result<()> {
-    use std::io::Write;
-    // `crc32 | encode(file)`, written in pieces: the store's bytes are not copied again.
-    // bincode lays out `SnapshotFile` as its meta, then the data's length (u64, little
-    // endian) and bytes.
+/// A snapshot file is `crc32 | encode(file)`; this gives the crc and the part before the
+/// store's bytes, so the file is written (or streamed) without copying them. bincode lays
+/// out `SnapshotFile` as its meta, then the data's length (u64, little endian) and bytes.
+fn snapshot_head(file: &SnapshotFile) -> ([u8; 4], Vec<u8>) {
     let mut head = encode(&file.meta);
     head.extend_from_slice(&(file.data.len() as u64).to_le_bytes());
     let mut crc = crc32fast::Hasher::new();
     crc.update(&head);
     crc.update(&file.data);
+    (crc.finalize().to_be_bytes(), head)
+}
+
+fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> Result<()> {
+    use std::io::Write;
+    let (crc, head) = snapshot_head(file);
     let tmp = dir.join("snapshot.tmp");
     let io = |e: std::io::Error| {
         Error::new(
@@ -360,7 +365,7 @@ fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> Result<()> {
         )
     };
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(&crc.finalize().to_be_bytes())
+    f.write_all(&crc)
         .and_then(|_| f.write_all(&head))
         .and_then(|_| f.write_all(&file.data))
         .and_then(|_| f.sync_all())
@@ -383,6 +388,11 @@ fn read_snapshot_file(dir: &Path) -> Result<Option<SnapshotFile>> {
             ))
         }
     };
+    parse_snapshot(&bytes, &path).map(Some)
+}
+
+/// A snapshot file's bytes, checked.
+fn parse_snapshot(bytes: &[u8], path: &Path) -> Result<SnapshotFile> {
     let corrupt = || {
         Error::new(
             ErrorKind::DataLoss,
@@ -393,7 +403,107 @@ fn read_snapshot_file(dir: &Path) -> Result<Option<SnapshotFile>> {
     if crc32fast::hash(body).to_be_bytes() != crc {
         return Err(corrupt());
     }
-    decode(body).map(Some)
+    decode(body)
+}
+
+/// etcd's snapshot stream ends with the SHA-256 of what came before, which is a multiple of
+/// 512 bytes (bbolt pages): `etcdctl snapshot save` refuses a stream without it.
+const BACKUP_ALIGN: usize = 512;
+
+/// A backup as `Maintenance.Snapshot` streams it: the snapshot file's bytes, zeros up to a
+/// multiple of 512 bytes, and the SHA-256 of all that.
+fn backup_bytes(file: &SnapshotFile) -> Vec<u8> {
+    use sha2::Digest;
+    let (crc, head) = snapshot_head(file);
+    let len = 4 + head.len() + file.data.len();
+    let padded = len.div_ceil(BACKUP_ALIGN) * BACKUP_ALIGN;
+    let mut out = Vec::with_capacity(padded + 32);
+    out.extend_from_slice(&crc);
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&file.data);
+    out.resize(padded, 0);
+    let sum = sha2::Sha256::digest(&out);
+    out.extend_from_slice(&sum);
+    out
+}
+
+/// `backup_bytes`' input back, checked (the SHA-256 when there is one, then the crc).
+fn parse_backup(bytes: &[u8], path: &Path) -> Result<SnapshotFile> {
+    use sha2::Digest;
+    let corrupt = |why: &str| {
+        Error::new(
+            ErrorKind::DataLoss,
+            format!("snapshot {} is corrupt ({why})", path.display()),
+        )
+    };
+    let body = if bytes.len() % BACKUP_ALIGN == 32 {
+        let (body, sum) = bytes.split_at(bytes.len() - 32);
+        if sha2::Sha256::digest(body).as_slice() != sum {
+            return Err(corrupt("sha256"));
+        }
+        body
+    } else {
+        bytes
+    };
+    // The file, then the padding (bincode reads what it needs and ignores the rest).
+    let file: SnapshotFile = decode(body.get(4..).ok_or_else(|| corrupt("too short"))?)?;
+    if snapshot_head(&file).0 != body[..4] {
+        return Err(corrupt("checksum"));
+    }
+    Ok(file)
+}
+
+/// Makes `dir`, a new member's data dir, start from `backup` (what `Maintenance.Snapshot`
+/// streamed: a snapshot file's bytes): the store as the backup holds it, the cluster
+/// `members` (as etcd's `snapshot restore` takes them from `--initial-cluster`), and a log
+/// that starts after the backup's last entry with a vote at its term, so the new cluster's
+/// terms go on from there.
+pub fn restore(
+    backup: &[u8],
+    source: &Path,
+    dir: &Path,
+    members: BTreeMap<NodeId, String>,
+) -> Result<()> {
+    let file = parse_backup(backup, source)?;
+    Mvcc::decode(&file.data)?;
+    let last = file
+        .meta
+        .last_log_id
+        .ok_or_else(|| Error::invalid(format!("{} holds an empty store", source.display())))?;
+    let voters = members.keys().copied().collect();
+    let nodes: BTreeMap<NodeId, BasicNode> = members
+        .into_iter()
+        .map(|(id, addr)| (id, BasicNode { addr }))
+        .collect();
+    let membership = openraft::Membership::new(vec![voters], nodes);
+    let meta = SnapshotMeta {
+        last_log_id: Some(last),
+        last_membership: StoredMembership::new(Some(last), membership),
+        snapshot_id: format!("restored-{}", last.index),
+    };
+    let snap = dir.join("snap");
+    std::fs::create_dir_all(&snap).map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("cannot create {}: {e}", snap.display()),
+        )
+    })?;
+    write_snapshot_file(
+        &snap,
+        &SnapshotFile {
+            meta,
+            data: file.data,
+        },
+    )?;
+    let (wal, _) = Wal::open(&dir.join("wal"))?;
+    wal.write_blocking(vec![
+        Record::Purge {
+            upto: last.index,
+            data: encode(&Some(last)),
+        },
+        Record::Committed(encode(&Some(last))),
+        Record::Vote(encode(&Vote::<NodeId>::new(last.leader_id.term, 0))),
+    ])
 }
 
 impl StateMachine {
@@ -436,6 +546,22 @@ impl StateMachine {
 }
 
 impl StateMachine {
+    /// The store now, as a snapshot file's bytes: what `Maintenance.Snapshot` streams and
+    /// `restore` reads back.
+    pub async fn backup(&self) -> Vec<u8> {
+        let state = self.state.read().await;
+        let file = SnapshotFile {
+            meta: SnapshotMeta {
+                last_log_id: state.last_applied,
+                last_membership: state.membership.clone(),
+                snapshot_id: "backup".into(),
+            },
+            data: state.mvcc.encode(),
+        };
+        drop(state);
+        backup_bytes(&file)
+    }
+
     /// Writes `file` as the member's snapshot, synced, off the runtime's workers.
     async fn persist(&self, file: SnapshotFile) -> StorageResult<SnapshotFile> {
         let signature = file.meta.signature();

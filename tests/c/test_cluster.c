@@ -67,10 +67,12 @@ static void logs_and_counters(void) {
     OK(etcdc_get(c, S("any"), NULL, &g));
     etcdc_get_result_free(g);
   }
-  CHECK(etcdc_client_counter(c, ETCDC_COUNTER_RETRIES) >= 2);
+  /* At least the first call meets the dead endpoint and is retried on the live one; later
+   * calls may skip it while it backs off, so how many more retry depends on timing. */
+  CHECK(etcdc_client_counter(c, ETCDC_COUNTER_RETRIES) >= 1);
   CHECK(etcdc_client_counter(c, ETCDC_COUNTER_RECONNECTS) == 0);
   CHECK(etcdc_client_counter(NULL, ETCDC_COUNTER_RETRIES) == 0);
-  CHECK(wait_for(&s, &s.events, 2));
+  CHECK(wait_for(&s, &s.events, 1));
   OK(etcdc_set_log_callback(ETCDC_LOG_DEBUG, NULL));
   CHECK(wait_for(&s, &s.drops, 1));
   shared_state bad;
