@@ -329,7 +329,7 @@ impl Maintenance for Api {
             .enumerate()
             .map(|(i, blob)| {
                 Ok(SnapshotResponse {
-                    header: header.clone(),
+                    header,
                     remaining_bytes: (total - (i * PIECE + blob.len())) as u64,
                     blob: blob.to_vec(),
                     version: super::ETCD_VERSION.into(),
