@@ -379,14 +379,7 @@ impl<T: Send + 'static> Stream<T> {
 
     /// The next item for async code; `None` once the stream has ended (see `error`).
     pub async fn recv(&self) -> Option<T> {
-        loop {
-            let ready = self.shared.ready.notified();
-            match self.take() {
-                Ok(Some(item)) => return Some(item),
-                Ok(None) => ready.await,
-                Err(_) => return None,
-            }
-        }
+        self.next_async().await.ok()
     }
 
     /// True while a producer was refused for want of room and waits for the consumer to

@@ -305,12 +305,9 @@ pub extern "C" fn etcdc_registration_free_async(
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
     guard(|| {
-        let h = REGISTRATIONS.get(r)?;
         // The queue is checked before anything is freed.
         super::completion::QUEUES.get(cq)?;
-        let source = REGISTRATIONS.remove(r)?.close();
-        let mut source = source.ok_or_else(gone)?;
-        drop(h);
+        let mut source = REGISTRATIONS.remove(r)?.close().ok_or_else(gone)?;
         let reg = source.reg.take().ok_or_else(gone)?;
         let client = source.client.clone();
         let deadline = crate::api::deadline_in(client.timeout);

@@ -324,18 +324,16 @@ impl Maintenance for Api {
         let header = self.header().await?;
         let bytes = self.0.backup().await;
         let total = bytes.len();
-        let pieces: Vec<Result<SnapshotResponse, Status>> = bytes
-            .chunks(PIECE)
-            .enumerate()
-            .map(|(i, blob)| {
-                Ok(SnapshotResponse {
-                    header,
-                    remaining_bytes: (total - (i * PIECE + blob.len())) as u64,
-                    blob: blob.to_vec(),
-                    version: super::ETCD_VERSION.into(),
-                })
+        // Each piece is copied out as it is sent, not all of them up front.
+        let pieces = (0..total.div_ceil(PIECE)).map(move |i| {
+            let end = total.min((i + 1) * PIECE);
+            Ok(SnapshotResponse {
+                header,
+                remaining_bytes: (total - end) as u64,
+                blob: bytes[i * PIECE..end].to_vec(),
+                version: super::ETCD_VERSION.into(),
             })
-            .collect();
+        });
         Ok(Response::new(Box::pin(tokio_stream::iter(pieces))))
     }
     async fn move_leader(

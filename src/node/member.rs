@@ -680,9 +680,14 @@ impl Member {
                 if !learner {
                     let raft = self.raft.clone();
                     tokio::spawn(async move {
-                        let _ = raft
-                            .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
-                            .await;
+                        let change = ChangeMembers::AddVoterIds([id].into());
+                        if let Err(e) = raft.change_membership(change, false).await {
+                            crate::observe::log(crate::observe::Level::Warn, || {
+                                format!(
+                                    "member {id:x} stays a learner (etcdctl member promote): {e}"
+                                )
+                            });
+                        }
                     });
                 }
                 Ok(())

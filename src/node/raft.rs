@@ -391,21 +391,6 @@ fn read_snapshot_file(dir: &Path) -> Result<Option<SnapshotFile>> {
     parse_snapshot(&bytes, &path).map(Some)
 }
 
-/// A snapshot file's bytes, checked.
-fn parse_snapshot(bytes: &[u8], path: &Path) -> Result<SnapshotFile> {
-    let corrupt = || {
-        Error::new(
-            ErrorKind::DataLoss,
-            format!("snapshot {} is corrupt (checksum)", path.display()),
-        )
-    };
-    let (crc, body) = bytes.split_at_checked(4).ok_or_else(corrupt)?;
-    if crc32fast::hash(body).to_be_bytes() != crc {
-        return Err(corrupt());
-    }
-    decode(body)
-}
-
 /// etcd's snapshot stream ends with the SHA-256 of what came before, which is a multiple of
 /// 512 bytes (bbolt pages): `etcdctl snapshot save` refuses a stream without it.
 const BACKUP_ALIGN: usize = 512;
@@ -427,28 +412,32 @@ fn backup_bytes(file: &SnapshotFile) -> Vec<u8> {
     out
 }
 
-/// `backup_bytes`' input back, checked (the SHA-256 when there is one, then the crc).
-fn parse_backup(bytes: &[u8], path: &Path) -> Result<SnapshotFile> {
+/// A snapshot file's bytes — or a backup's, `backup_bytes`' framing around them — checked:
+/// the crc over the whole rest for a file; for a backup its SHA-256, then the crc over the
+/// file inside (found by decoding it, before the padding).
+fn parse_snapshot(bytes: &[u8], path: &Path) -> Result<SnapshotFile> {
     use sha2::Digest;
-    let corrupt = |why: &str| {
+    let corrupt = || {
         Error::new(
             ErrorKind::DataLoss,
-            format!("snapshot {} is corrupt ({why})", path.display()),
+            format!("snapshot {} is corrupt (checksum)", path.display()),
         )
     };
-    let body = if bytes.len() % BACKUP_ALIGN == 32 {
-        let (body, sum) = bytes.split_at(bytes.len() - 32);
-        if sha2::Sha256::digest(body).as_slice() != sum {
-            return Err(corrupt("sha256"));
-        }
-        body
-    } else {
-        bytes
+    let (crc, body) = bytes.split_at_checked(4).ok_or_else(corrupt)?;
+    if crc32fast::hash(body).to_be_bytes() == crc {
+        return decode(body);
+    }
+    let framed = bytes.len() % BACKUP_ALIGN == 32 && {
+        let (padded, sum) = bytes.split_at(bytes.len() - 32);
+        sha2::Sha256::digest(padded).as_slice() == sum
     };
+    if !framed {
+        return Err(corrupt());
+    }
     // The file, then the padding (bincode reads what it needs and ignores the rest).
-    let file: SnapshotFile = decode(body.get(4..).ok_or_else(|| corrupt("too short"))?)?;
-    if snapshot_head(&file).0 != body[..4] {
-        return Err(corrupt("checksum"));
+    let file: SnapshotFile = decode(body)?;
+    if snapshot_head(&file).0 != crc {
+        return Err(corrupt());
     }
     Ok(file)
 }
@@ -464,7 +453,7 @@ pub fn restore(
     dir: &Path,
     members: BTreeMap<NodeId, String>,
 ) -> Result<()> {
-    let file = parse_backup(backup, source)?;
+    let file = parse_snapshot(backup, source)?;
     Mvcc::decode(&file.data)?;
     let last = file
         .meta

@@ -433,6 +433,10 @@ pub struct Stall {
 
 impl Stall {
     fn set(&self, why: Option<Error>) {
+        // Called after every write: clearing a log that never stalled costs one load.
+        if why.is_none() && !self.waiting.load(Ordering::Acquire) {
+            return;
+        }
         self.waiting.store(why.is_some(), Ordering::Release);
         *self.why.lock().unwrap_or_else(|p| p.into_inner()) = why;
     }

@@ -91,6 +91,30 @@ static inline void sleep_ms(long ms) {
   nanosleep(&ts, NULL);
 }
 
+/* Runs `run(client, arg)` on a client of a one-member node embedded in this process, in a
+ * temporary data dir removed afterwards: the same calls as against etcd. */
+static inline void on_embedded_node(void (*run)(etcdc_client *, void *), void *arg) {
+  char dir[] = "/tmp/etcdc-c-test-XXXXXX";
+  if (!mkdtemp(dir)) {
+    CHECK(!"mkdtemp");
+    return;
+  }
+  etcdc_node_options *o = etcdc_node_options_new();
+  OK(etcdc_node_options_set_data_dir(o, dir));
+  OK(etcdc_node_options_set_timing_ms(o, 50, 300));
+  etcdc_node *node = NULL;
+  OK(etcdc_node_start(o, &node));
+  etcdc_client *c = NULL;
+  OK(etcdc_node_client(node, NULL, &c));
+  if (c) run(c, arg);
+  OK(etcdc_client_free(c));
+  OK(etcdc_node_stop(node));
+  etcdc_node_options_free(o);
+  char cmd[sizeof dir + 16];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  CHECK(system(cmd) == 0);
+}
+
 static inline int value_is(const etcdc_kv *kv, const char *want) {
   size_t n = 0;
   const uint8_t *v = etcdc_kv_value(kv, &n);

@@ -203,7 +203,8 @@ static void queue(etcdc_client *c) {
   EXPECT(etcdc_queue_dequeue(c, "/jobs", false, 0, &it), ETCDC_ERR_NOT_FOUND);
 }
 
-static void all(etcdc_client *c) {
+static void all(etcdc_client *c, void *unused) {
+  (void)unused;
   registration_and_discovery(c);
   mutex_and_election(c);
   queue(c);
@@ -212,24 +213,9 @@ static void all(etcdc_client *c) {
 int main(void) {
   etcdc_client *c = NULL;
   OK(etcdc_client_connect(endpoints_from_env(), NULL, &c));
-  all(c);
+  all(c, NULL);
   OK(etcdc_client_free(c));
-
   /* The same on an embedded node in this process. */
-  char dir[] = "/tmp/etcdc-recipes-test-XXXXXX";
-  CHECK(mkdtemp(dir) != NULL);
-  etcdc_node_options *o = etcdc_node_options_new();
-  OK(etcdc_node_options_set_data_dir(o, dir));
-  OK(etcdc_node_options_set_timing_ms(o, 50, 300));
-  etcdc_node *node = NULL;
-  OK(etcdc_node_start(o, &node));
-  OK(etcdc_node_client(node, NULL, &c));
-  all(c);
-  OK(etcdc_client_free(c));
-  OK(etcdc_node_stop(node));
-  etcdc_node_options_free(o);
-  char cmd[sizeof dir + 16];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  CHECK(system(cmd) == 0);
+  on_embedded_node(all, NULL);
   return check_report("test_recipes");
 }

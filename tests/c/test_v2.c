@@ -48,7 +48,8 @@ static int wait_count(watched *w, int *field, int want) {
   return ok;
 }
 
-static void run(etcdc_client *c) {
+static void run(etcdc_client *c, void *unused) {
+  (void)unused;
   etcdc_v2_response *r = NULL;
   /* cetcd's example: set, get, lsdir. */
   OK(etcdc_v2_set(c, "/radar/service", "hello", 0, &r));
@@ -161,23 +162,8 @@ static void run(etcdc_client *c) {
 int main(void) {
   etcdc_client *c = NULL;
   OK(etcdc_client_connect(endpoints_from_env(), NULL, &c));
-  run(c);
+  run(c, NULL);
   OK(etcdc_client_free(c));
-
-  char dir[] = "/tmp/etcdc-v2-test-XXXXXX";
-  CHECK(mkdtemp(dir) != NULL);
-  etcdc_node_options *o = etcdc_node_options_new();
-  OK(etcdc_node_options_set_data_dir(o, dir));
-  OK(etcdc_node_options_set_timing_ms(o, 50, 300));
-  etcdc_node *node = NULL;
-  OK(etcdc_node_start(o, &node));
-  OK(etcdc_node_client(node, NULL, &c));
-  run(c);
-  OK(etcdc_client_free(c));
-  OK(etcdc_node_stop(node));
-  etcdc_node_options_free(o);
-  char cmd[sizeof dir + 16];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  CHECK(system(cmd) == 0);
+  on_embedded_node(run, NULL);
   return check_report("test_v2");
 }
