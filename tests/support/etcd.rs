@@ -21,12 +21,35 @@ pub fn etcd_binary() -> Option<PathBuf> {
     None
 }
 
-/// A loopback port nobody listens on now.
+/// A loopback port nobody listens on now, below the kernel's ephemeral range (as
+/// `scripts/free-port.sh` picks them): a port from that range can be taken meanwhile as the
+/// source port of any outgoing connection — the many clients of tests running in parallel —
+/// and the server started on it later fails to bind. Successive calls walk the range from a
+/// per-process start, so one process never hands out a port twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .filter(|&low| low > 11_000)
+        .unwrap_or(32_768);
+    let span = low - 10_000;
+    static START: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let seed = *START.get_or_init(|| {
+        std::process::id().wrapping_mul(7919)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+    });
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (10_000 + seed.wrapping_add(n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port below {low}");
 }
 
 struct Member {
