@@ -34,6 +34,28 @@ fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     v
 }
 
+/// Where the records of a segment end: segments are preallocated, zeros follow.
+fn data_end(seg: &std::path::Path) -> usize {
+    let bytes = std::fs::read(seg).unwrap();
+    let mut pos = 8;
+    while pos + 8 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        pos += 8 + len;
+    }
+    pos
+}
+
+/// Writes `bytes` at `offset` of `path`.
+fn write_at(path: &std::path::Path, offset: usize, bytes: &[u8]) {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(offset as u64)).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
 #[test]
 fn what_was_written_comes_back_with_truncate_and_purge_applied() {
     let dir = tempfile::tempdir().unwrap();
@@ -72,26 +94,31 @@ fn a_torn_last_record_is_cut_and_the_log_goes_on() {
             .unwrap();
     }
     let seg = segments(dir.path()).pop().unwrap();
-    let whole = std::fs::metadata(&seg).unwrap().len();
+    let whole = data_end(&seg);
     // A third record whose write was cut short by a crash: a frame promising 100 bytes.
-    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
-    f.write_all(&[0, 0, 0, 100, 1, 2, 3, 4, 1, 0, 0]).unwrap();
-    drop(f);
+    write_at(&seg, whole, &[0, 0, 0, 100, 1, 2, 3, 4, 1, 0, 0]);
     {
         let (wal, r) = Wal::open(dir.path()).unwrap();
         assert_eq!(entries(&r), [(1, "one".into()), (2, "two".into())]);
-        assert_eq!(std::fs::metadata(&seg).unwrap().len(), whole, "cut back");
+        assert_eq!(data_end(&seg), whole, "cut back");
         wal.write_blocking(vec![entry(3, "three")]).unwrap();
     }
     // A last record whose bytes are all there but wrong (checksum): torn too.
-    let len = std::fs::metadata(&seg).unwrap().len();
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xff;
-    std::fs::write(&seg, &bytes).unwrap();
+    let len = data_end(&seg);
+    write_at(&seg, len - 1, b"\xff");
+    {
+        let (wal, r) = Wal::open(dir.path()).unwrap();
+        assert_eq!(r.entries.len(), 2);
+        assert!(data_end(&seg) < len);
+        wal.write_blocking(vec![entry(3, "three")]).unwrap();
+    }
+    // A crash can leave later pages of an unsynced write on disk before earlier ones: a
+    // hole of zeros with data after it is a torn tail as well.
+    let end = data_end(&seg);
+    write_at(&seg, end + 4096, b"stray page");
     let (_wal, r) = Wal::open(dir.path()).unwrap();
-    assert_eq!(r.entries.len(), 2);
-    assert!(std::fs::metadata(&seg).unwrap().len() < len);
+    assert_eq!(r.entries.len(), 3);
+    assert_eq!(data_end(&seg), end);
 }
 
 #[test]

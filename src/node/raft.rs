@@ -208,10 +208,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
         let mut inner = self.inner.lock().await;
-        // Not awaited: the mark only lets a restart re-apply sooner; the log stays the truth.
+        // Not synced: the mark only lets a restart re-apply sooner; the log stays the truth.
         inner
             .wal
-            .submit(vec![Record::Committed(encode(&committed))], |_| {});
+            .submit_unsynced(vec![Record::Committed(encode(&committed))]);
         inner.committed = committed;
         Ok(())
     }
