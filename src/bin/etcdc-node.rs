@@ -8,6 +8,12 @@ use std::process::ExitCode;
 
 use etcdc::node::launch::{self, NodeOptions};
 
+/// mimalloc rather than glibc's malloc: the node allocates on one runtime thread and frees
+/// on another all the time (requests, responses, entries), which glibc pays for in its
+/// arenas (a sixth of the server's CPU per put in a profile).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: etcdc-node [--name NAME] [--data-dir DIR]
   [--listen-client-urls URLS] [--advertise-client-urls URLS]
   [--listen-peer-urls URLS] [--initial-advertise-peer-urls URLS]
