@@ -246,15 +246,29 @@ async fn a_cluster_of_processes_survives_sigkill_of_its_leader_and_of_everyone()
     }
 }
 
-/// `etcdctl member list` against `url`: (hex id, is learner) per member.
-fn member_list(url: &str) -> Vec<(String, bool)> {
+/// A line of `etcdctl member list`.
+#[derive(Debug)]
+struct Listed {
+    name: String,
+    client_urls: String,
+    learner: bool,
+}
+
+/// `etcdctl member list` against `url`.
+fn member_list(url: &str) -> Vec<Listed> {
     let (ok, out) = support::etcdctl::etcdctl(url, &["member", "list"], None);
     assert!(ok, "member list: {out}");
     out.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
+            // id, started, name, peer URLs, client URLs, is learner
             let fields: Vec<&str> = l.split(", ").collect();
-            (fields[0].to_string(), fields.last() == Some(&"true"))
+            assert_eq!(fields.len(), 6, "{l}");
+            Listed {
+                name: fields[2].to_string(),
+                client_urls: fields[4].to_string(),
+                learner: fields[5] == "true",
+            }
         })
         .collect()
 }
@@ -334,10 +348,19 @@ async fn members_are_added_and_removed_with_etcdctl() {
     loop {
         let members = member_list(&c.procs[0].client);
         assert_eq!(members.len(), 2, "{members:?}");
-        if members.iter().all(|(_, learner)| !learner) {
+        // Each with the name and client URL it was started with, as etcd lists them.
+        let named = c.procs.iter().all(|p| {
+            members
+                .iter()
+                .any(|m| m.name == p.name && m.client_urls == p.client)
+        });
+        if named && members.iter().all(|m| !m.learner) {
             break;
         }
-        assert!(Instant::now() < until, "never promoted: {members:?}");
+        assert!(
+            Instant::now() < until,
+            "never promoted and named: {members:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 

@@ -240,6 +240,11 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     config.snapshot_count = opts.snapshot_count;
     config.join = opts.initial_cluster_state == "existing";
     config.token = opts.initial_cluster_token.clone();
+    config.name = opts.name.clone();
+    // A member without client listeners is reached in-process only: it advertises nothing.
+    if !opts.listen_client_urls.is_empty() {
+        config.client_urls = opts.advertise_client_urls.clone();
+    }
     if opts.quota_backend_bytes > 0 {
         config.quota_bytes = opts.quota_backend_bytes;
     }

@@ -60,6 +60,9 @@ pub struct MemberConfig {
     pub token: String,
     /// The space quota in bytes (etcd's `--quota-backend-bytes`).
     pub quota_bytes: u64,
+    /// The member's name and the client URLs it advertises, published to the cluster.
+    pub name: String,
+    pub client_urls: Vec<String>,
 }
 
 impl MemberConfig {
@@ -76,6 +79,8 @@ impl MemberConfig {
             join: false,
             token: "etcd-cluster".into(),
             quota_bytes: DEFAULT_QUOTA_BYTES,
+            name: format!("{id:x}"),
+            client_urls: Vec::new(),
         }
     }
 }
@@ -369,6 +374,16 @@ impl Member {
             peers: peers.clone(),
             waiting: Arc::default(),
         };
+        let attributes = super::mvcc::Attributes {
+            name: config.name,
+            client_urls: config.client_urls,
+        };
+        tokio::spawn(publish(
+            sm.clone(),
+            config.id,
+            attributes,
+            proposals.downgrade(),
+        ));
         tokio::spawn(batch_proposals(
             raft.clone(),
             peers.clone(),
@@ -739,27 +754,65 @@ impl Member {
         changed?;
         Ok(MemberListResponse {
             header: None,
-            members: self.members(),
+            members: self.members().await,
         }
         .encode_to_vec())
     }
 
     /// The members as Raft's latest membership has them.
-    fn members(&self) -> Vec<crate::pb::etcdserverpb::Member> {
+    async fn members(&self) -> Vec<crate::pb::etcdserverpb::Member> {
         let stored = self.raft.metrics().borrow().membership_config.clone();
-        members_of(stored.membership())
+        members_of(stored.membership(), &self.sm.state.read().await.mvcc)
     }
 }
 
-fn members_of(m: &openraft::Membership<NodeId, BasicNode>) -> Vec<crate::pb::etcdserverpb::Member> {
+/// Publishes member `id`'s name and client URLs through Raft until the cluster has them
+/// (etcd's `publish`); stops once they are there or the member stops.
+async fn publish(
+    sm: StateMachine,
+    id: NodeId,
+    wanted: super::mvcc::Attributes,
+    proposals: mpsc::WeakUnboundedSender<(Command, Waiter)>,
+) {
+    loop {
+        if sm.state.read().await.mvcc.attributes(id) == Some(&wanted) {
+            return;
+        }
+        let Some(proposals) = proposals.upgrade() else {
+            return;
+        };
+        let (answer, answered) = oneshot::channel();
+        let cmd = Command::Publish {
+            member: id,
+            name: wanted.name.clone(),
+            client_urls: wanted.client_urls.clone(),
+        };
+        if proposals.send((cmd, answer)).is_err() {
+            return;
+        }
+        drop(proposals);
+        let _ = tokio::time::timeout(PROPOSAL_TIMEOUT, answered).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// etcd's member list: peer URLs from Raft's membership, name and client URLs as each
+/// member published them (a member that never ran has none: etcdctl shows it "unstarted").
+fn members_of(
+    m: &openraft::Membership<NodeId, BasicNode>,
+    mvcc: &super::mvcc::Mvcc,
+) -> Vec<crate::pb::etcdserverpb::Member> {
     let voters: std::collections::BTreeSet<NodeId> = m.voter_ids().collect();
     m.nodes()
-        .map(|(id, node)| crate::pb::etcdserverpb::Member {
-            id: *id,
-            name: format!("{id:x}"),
-            peer_ur_ls: vec![node.addr.clone()],
-            client_ur_ls: Vec::new(),
-            is_learner: !voters.contains(id),
+        .map(|(id, node)| {
+            let published = mvcc.attributes(*id).cloned().unwrap_or_default();
+            crate::pb::etcdserverpb::Member {
+                id: *id,
+                name: published.name,
+                peer_ur_ls: vec![node.addr.clone()],
+                client_ur_ls: published.client_urls,
+                is_learner: !voters.contains(id),
+            }
         })
         .collect()
 }
@@ -1061,7 +1114,7 @@ impl Etcd for Member {
 
     async fn member_list(&self, _deadline: Deadline) -> Result<MemberListResponse> {
         let state = self.sm.state.read().await;
-        let members = members_of(state.membership.membership());
+        let members = members_of(state.membership.membership(), &state.mvcc);
         Ok(MemberListResponse {
             header: self.header(state.mvcc.revision()),
             members,

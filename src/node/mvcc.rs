@@ -95,6 +95,13 @@ fn cost(key: &[u8], v: &Version) -> u64 {
     key.len() as u64 + v.value.as_ref().map_or(0, |v| v.len() as u64) + FIXED
 }
 
+/// A member's name and client URLs, as it published them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attributes {
+    pub name: String,
+    pub client_urls: Vec<String>,
+}
+
 /// etcd's alarms: raised by a member, held by the cluster until disarmed.
 pub const ALARM_NOSPACE: i32 = 1;
 
@@ -113,6 +120,9 @@ pub struct Mvcc {
     size: u64,
     /// Raised alarms: (member id, alarm type).
     alarms: BTreeSet<(u64, i32)>,
+    /// What each member published about itself (etcd's member attributes): its name and
+    /// client URLs. Cluster metadata, not keys: no revision, no watch event.
+    attributes: BTreeMap<u64, Attributes>,
     keys: BTreeMap<Vec<u8>, Vec<Version>>,
     /// The revision of the last write (0 for an empty store).
     rev: i64,
@@ -574,6 +584,21 @@ impl Mvcc {
         }
     }
 
+    /// What member `id` published about itself, if it did.
+    pub fn attributes(&self, id: u64) -> Option<&Attributes> {
+        self.attributes.get(&id)
+    }
+
+    /// Records what member `id` published.
+    pub fn set_attributes(&mut self, id: u64, a: Attributes) {
+        self.attributes.insert(id, a);
+    }
+
+    /// Forgets the attributes of members no longer in the cluster.
+    pub fn retain_attributes(&mut self, members: impl Fn(u64) -> bool) {
+        self.attributes.retain(|id, _| members(*id));
+    }
+
     /// True while the space alarm holds: writes that add data are refused.
     pub fn out_of_space(&self) -> bool {
         self.alarms.iter().any(|&(_, a)| a == ALARM_NOSPACE)
@@ -966,8 +991,9 @@ impl Mvcc {
 }
 
 /// The snapshot format's version: the first byte of `Mvcc::encode`. Version 2 added the
-/// alarms at the end; version 1 snapshots are read as having none.
-const SNAPSHOT_FORMAT: u8 = 2;
+/// alarms at the end, version 3 the members' attributes after them; older snapshots are read
+/// as having none.
+const SNAPSHOT_FORMAT: u8 = 3;
 
 impl Mvcc {
     /// The whole store as bytes (a Raft snapshot): versioned, self-contained.
@@ -1012,6 +1038,15 @@ impl Mvcc {
         for (member, alarm) in &self.alarms {
             put(&mut out, *member);
             put(&mut out, *alarm as u64);
+        }
+        put(&mut out, self.attributes.len() as u64);
+        for (id, a) in &self.attributes {
+            put(&mut out, *id);
+            bytes(&mut out, a.name.as_bytes());
+            put(&mut out, a.client_urls.len() as u64);
+            for url in &a.client_urls {
+                bytes(&mut out, url.as_bytes());
+            }
         }
         out
     }
@@ -1065,6 +1100,18 @@ impl Mvcc {
         if format >= 2 {
             for _ in 0..r.num()? {
                 m.alarms.insert((r.num()?, r.num()? as i32));
+            }
+        }
+        if format >= 3 {
+            let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| Reader::bad());
+            for _ in 0..r.num()? {
+                let id = r.num()?;
+                let name = text(r.bytes()?)?;
+                let mut client_urls = Vec::new();
+                for _ in 0..r.num()? {
+                    client_urls.push(text(r.bytes()?)?);
+                }
+                m.attributes.insert(id, Attributes { name, client_urls });
             }
         }
         Ok(m)
@@ -1312,6 +1359,14 @@ mod tests {
         .unwrap();
         put(&mut m, "a", "3");
         m.compact(3).unwrap();
+        m.set_alarm(7, ALARM_NOSPACE, true);
+        m.set_attributes(
+            7,
+            Attributes {
+                name: "n7".into(),
+                client_urls: vec!["http://127.0.0.1:1".into(), "http://[::1]:2".into()],
+            },
+        );
         let back = Mvcc::decode(&m.encode()).unwrap();
         assert_eq!(format!("{back:?}"), format!("{m:?}"));
         assert_eq!(

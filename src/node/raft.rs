@@ -68,6 +68,13 @@ pub enum Command {
     /// A membership change a member forwards to the leader. Never in the log: the leader
     /// carries it out through Raft's own membership change.
     Membership(MemberChange),
+    /// A member's name and client URLs, published by the member itself once it runs (etcd's
+    /// `publish`): what `member list` shows besides the peer URLs Raft knows.
+    Publish {
+        member: u64,
+        name: String,
+        client_urls: Vec<String>,
+    },
 }
 
 /// A change of the cluster's members (etcd's MemberAdd / MemberRemove / MemberPromote).
@@ -595,6 +602,15 @@ fn apply_command(mvcc: &mut Mvcc, cmd: Command, events: &mut Vec<Event>) -> Resu
             mvcc.set_alarm(member, alarm, on);
             (Vec::new(), Vec::new())
         }
+        Command::Publish {
+            member,
+            name,
+            client_urls,
+        } => {
+            let attributes = super::mvcc::Attributes { name, client_urls };
+            mvcc.set_attributes(member, attributes);
+            (Vec::new(), Vec::new())
+        }
         Command::Put(req) => {
             let (r, e) = mvcc.put(PutRequest::decode(&*req).map_err(bad)?)?;
             (r.encode_to_vec(), e)
@@ -693,6 +709,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     Outcome(Some(apply_command(&mut state.mvcc, cmd, &mut events)))
                 }
                 EntryPayload::Membership(m) => {
+                    state.mvcc.retain_attributes(|id| m.get_node(&id).is_some());
                     state.membership = StoredMembership::new(Some(entry.log_id), m);
                     Outcome(None)
                 }
