@@ -108,6 +108,20 @@ async fn etcdctl_works_against_a_member() {
     let (code, body) = http_get(&bare, "/version");
     assert_eq!(code, 200);
     assert!(body.contains(r#""etcdserver":"3.4.0""#), "{body}");
+    // And etcd's metrics, under its names, for the dashboards and alerts written for etcd.
+    let (code, body) = http_get(&bare, "/metrics");
+    assert_eq!(code, 200);
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
+    };
+    assert_eq!(value("etcd_server_has_leader"), 1.0);
+    assert_eq!(value("etcd_server_is_leader"), 1.0);
+    assert!(value("etcd_server_proposals_applied_total") >= 10.0);
+    assert!(value("etcd_disk_wal_fsync_duration_seconds_count") >= 10.0);
+    assert!(value("etcd_mvcc_db_total_size_in_bytes") > 0.0);
+    assert!(value("process_resident_memory_bytes") > 0.0);
     assert_eq!(ok(&["alarm", "list"]), "");
     // The last member cannot be removed.
     let (fine, out) = run(&["member", "remove", "1"]);

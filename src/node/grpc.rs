@@ -588,7 +588,7 @@ impl Watch for Api {
 }
 
 /// Serves etcd's API for `member` on `listener` until `shutdown` resolves: the gRPC services
-/// and, over HTTP/1.1 as etcd does, `GET /health` and `GET /version`.
+/// and, over HTTP/1.1 as etcd does, `GET /health`, `GET /version` and `GET /metrics`.
 pub async fn serve(
     member: Arc<Member>,
     listener: tokio::net::TcpListener,
@@ -602,10 +602,26 @@ pub async fn serve(
             .add_service(MaintenanceServer::new(api.clone()))
             .add_service(WatchServer::new(api));
     let health_member = member.clone();
+    let metrics_member = member.clone();
     let router = std::mem::take(routes.axum_router_mut())
         .route(
             "/health",
             axum::routing::get(move || health(health_member.clone())),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let text = metrics_member.metrics_text();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
+            }),
         )
         .route(
             "/version",

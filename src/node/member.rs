@@ -302,6 +302,9 @@ pub struct Member {
     stall: Arc<super::wal::Stall>,
     /// Set once the cluster's leader said it removed this member (`member remove`).
     removed: tokio::sync::watch::Sender<bool>,
+    /// For `/metrics`: the log's sync latencies, and the leader changes this member saw.
+    sync_latency: Arc<super::metrics::Histogram>,
+    leader_changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Member {
@@ -315,6 +318,7 @@ impl Member {
     ) -> Result<Member> {
         let log = LogStore::open(&config.dir.join("wal"))?;
         let stall = log.stall.clone();
+        let sync_latency = log.sync_latency.clone();
         let sm = StateMachine::open(&config.dir.join("snap"))?;
         let raft_config = Config {
             cluster_name: "etcdc".into(),
@@ -359,6 +363,8 @@ impl Member {
         sm.hub.set_identity(cluster_id, config.id, raft.clone());
         tokio::spawn(sm.due.clone().run(config.snapshot_count, raft.clone()));
         let (removed, _) = tokio::sync::watch::channel(false);
+        let leader_changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        tokio::spawn(count_leader_changes(raft.metrics(), leader_changes.clone()));
         let (proposals, queue) = mpsc::unbounded_channel();
         let lessor = Lessor {
             id: config.id,
@@ -406,6 +412,25 @@ impl Member {
             quota_bytes: config.quota_bytes,
             stall,
             removed,
+            sync_latency,
+            leader_changes,
+        })
+    }
+
+    /// `/metrics`: this member's state under etcd's metric names.
+    pub fn metrics_text(&self) -> String {
+        let m = self.raft.metrics().borrow().clone();
+        let db_size = self.sm.size.load(Ordering::Relaxed);
+        super::metrics::render(&super::metrics::Snapshot {
+            id: self.id,
+            has_leader: m.current_leader.is_some(),
+            is_leader: m.current_leader == Some(self.id),
+            leader_changes: self.leader_changes.load(Ordering::Relaxed),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            db_size,
+            quota: self.quota_bytes,
+            wal_fsync: &self.sync_latency,
         })
     }
 
@@ -763,6 +788,25 @@ impl Member {
     async fn members(&self) -> Vec<crate::pb::etcdserverpb::Member> {
         let stored = self.raft.metrics().borrow().membership_config.clone();
         members_of(stored.membership(), &self.sm.state.read().await.mvcc)
+    }
+}
+
+/// Counts the times this member saw a new leader (etcd's
+/// `etcd_server_leader_changes_seen_total`); ends with Raft.
+async fn count_leader_changes(
+    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
+    changes: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut seen = None;
+    loop {
+        let leader = metrics.borrow_and_update().current_leader;
+        if leader.is_some() && leader != seen {
+            changes.fetch_add(1, Ordering::Relaxed);
+            seen = leader;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -11,11 +11,13 @@
 //! - `member`: a running member — proposal batching, shared read-index rounds, the lease
 //!   clocks — serving `trait Etcd` in process.
 //! - `peer` and `grpc`: the members' own gRPC transport, and etcd's v3 API for clients.
+//! - `metrics`: `/metrics` under etcd's names (leader, fsync latency, database size).
 //! - `launch`: etcd's options (flags, environment, member ids) to a running node.
 
 pub mod grpc;
 pub mod launch;
 pub mod member;
+pub mod metrics;
 pub mod mvcc;
 pub mod peer;
 pub mod raft;

@@ -135,6 +135,8 @@ pub struct LogStore {
     inner: Arc<Mutex<LogInner>>,
     /// The write-ahead log's stall state (disk full).
     pub stall: Arc<super::wal::Stall>,
+    /// How long the write-ahead log's syncs take.
+    pub sync_latency: Arc<super::metrics::Histogram>,
 }
 
 impl LogStore {
@@ -151,6 +153,7 @@ impl LogStore {
         };
         Ok(LogStore {
             stall: wal.stall(),
+            sync_latency: wal.sync_latency(),
             inner: Arc::new(Mutex::new(LogInner {
                 wal: Arc::new(wal),
                 entries,

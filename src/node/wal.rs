@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 
+use super::metrics::Histogram;
 use crate::error::{Error, ErrorKind, Result};
 
 /// A segment is closed and a new one started once it holds this many bytes.
@@ -297,7 +298,7 @@ struct Writer {
     vote: Option<Vec<u8>>,
     committed: Option<Vec<u8>>,
     purged: Option<(u64, Vec<u8>)>,
-    syncs: Arc<AtomicU64>,
+    syncs: Arc<Histogram>,
     stall: Arc<Stall>,
     poisoned: Option<Error>,
     buf: Vec<u8>,
@@ -377,12 +378,13 @@ impl Writer {
         }
         self.size += self.buf.len() as u64;
         if sync {
+            let started = std::time::Instant::now();
             if let Err(e) = self.file.sync_data() {
                 let e = io("cannot sync", &path, e);
                 self.poisoned = Some(e.clone());
                 return Err(e);
             }
-            self.syncs.fetch_add(1, Ordering::Relaxed);
+            self.syncs.observe(started.elapsed());
         }
         for r in records() {
             match r {
@@ -491,7 +493,7 @@ impl Stall {
 pub struct Wal {
     jobs: Option<mpsc::Sender<Batch>>,
     writer: Option<JoinHandle<()>>,
-    syncs: Arc<AtomicU64>,
+    syncs: Arc<Histogram>,
     stall: Arc<Stall>,
 }
 
@@ -564,7 +566,7 @@ impl Wal {
         preallocate(&file);
         file.seek(SeekFrom::Start(size))
             .map_err(|e| io("cannot open", active, e))?;
-        let syncs = Arc::new(AtomicU64::new(0));
+        let syncs = Arc::new(Histogram::default());
         let stall = Arc::new(Stall::default());
         let writer = Writer {
             dir: dir.to_path_buf(),
@@ -658,6 +660,11 @@ impl Wal {
 
     /// How many syncs the log has made: fewer than batches when group commit works.
     pub fn syncs(&self) -> u64 {
-        self.syncs.load(Ordering::Relaxed)
+        self.syncs.count()
+    }
+
+    /// How long its syncs took (etcd's `etcd_disk_wal_fsync_duration_seconds`).
+    pub fn sync_latency(&self) -> Arc<Histogram> {
+        self.syncs.clone()
     }
 }
