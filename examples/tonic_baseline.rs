@@ -125,6 +125,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
+    // With BENCH_PUTS_PER_CALLER, each caller stops after that many puts (a fixed workload,
+    // the same for every server; `seconds` is then an upper bound).
+    let limit = std::env::var("BENCH_PUTS_PER_CALLER")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
     let measure = op != "watch";
     let mut task_handles = Vec::new();
     let mut thread_handles = Vec::new();
@@ -142,7 +148,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let handle = rt.handle().clone();
             thread_handles.push(std::thread::spawn(move || {
                 let mut errors = 0u64;
-                while !stop.load(Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) && caller.i < limit {
                     let t0 = Instant::now();
                     if !handle.block_on(caller.call()) {
                         errors += 1;
@@ -155,7 +161,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             task_handles.push(rt.spawn(async move {
                 let mut errors = 0u64;
-                while !stop.load(Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) && caller.i < limit {
                     let t0 = Instant::now();
                     if !caller.call().await {
                         errors += 1;
@@ -171,7 +177,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     recording.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
     let cpu0 = cpu_us();
-    std::thread::sleep(Duration::from_secs(seconds));
+    let until = t0 + Duration::from_secs(seconds);
+    while Instant::now() < until
+        && !(task_handles.iter().all(|t| t.is_finished())
+            && thread_handles.iter().all(|t| t.is_finished()))
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     recording.store(false, Ordering::Relaxed);
     let cpu = cpu_us() - cpu0;
     let elapsed = t0.elapsed().as_secs_f64();
