@@ -249,6 +249,7 @@ async fn a_cluster_of_processes_survives_sigkill_of_its_leader_and_of_everyone()
 /// A line of `etcdctl member list`.
 #[derive(Debug)]
 struct Listed {
+    id: String,
     name: String,
     client_urls: String,
     learner: bool,
@@ -265,6 +266,7 @@ fn member_list(url: &str) -> Vec<Listed> {
             let fields: Vec<&str> = l.split(", ").collect();
             assert_eq!(fields.len(), 6, "{l}");
             Listed {
+                id: fields[0].to_string(),
                 name: fields[2].to_string(),
                 client_urls: fields[4].to_string(),
                 learner: fields[5] == "true",
@@ -373,19 +375,7 @@ async fn members_are_added_and_removed_with_etcdctl() {
     assert!(out.contains("removed from cluster"), "{out}");
     assert_eq!(member_list(&c.procs[0].client).len(), 1);
     // As etcd's, the removed member stops by itself, with a failure status.
-    let mut removed = c.procs[1].child.take().expect("running");
-    let until = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = removed.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > until {
-            let _ = removed.kill();
-            panic!("the removed member still runs");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(!status.success());
+    stops_with_failure(c.procs[1].child.take().expect("running")).await;
     put_until_acked(&*first, "/k/after".into()).await;
     assert_eq!(count(&*first, false).await, 52);
 
@@ -399,6 +389,51 @@ async fn members_are_added_and_removed_with_etcdctl() {
         None,
     );
     assert!(!ok && out.contains("Peer URLs already exists"), "{out}");
+}
+
+/// Waits (at most 15 s) for a removed member's process to stop by itself, with a failure
+/// status; kills it by its pid and fails if it does not.
+async fn stops_with_failure(mut child: Child) {
+    let until = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the removed member still runs");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_while_down_stops_when_it_comes_back() {
+    if !support::etcdctl::available() {
+        return;
+    }
+    let mut c = Cluster::new(3);
+    let first = until_serving(&c, 0).await;
+    let ids: Vec<(String, String)> = member_list(&c.procs[0].client)
+        .into_iter()
+        .map(|m| (m.name, m.id))
+        .collect();
+    let gone = ids
+        .iter()
+        .find(|(name, _)| name == "n2")
+        .map(|(_, id)| id.clone())
+        .unwrap_or_else(|| panic!("n2 is not listed: {ids:?}"));
+    c.kill(2);
+    let (ok, out) =
+        support::etcdctl::etcdctl(&c.procs[0].client, &["member", "remove", &gone], None);
+    assert!(ok, "member remove: {out}");
+    // Back with its old log, it asks for votes; its former peers answer that it was removed.
+    c.start(2);
+    stops_with_failure(c.procs[2].child.take().expect("running")).await;
+    put_until_acked(&*first, "/k/after".into()).await;
+    assert_eq!(member_list(&c.procs[0].client).len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

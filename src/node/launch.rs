@@ -249,7 +249,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         config.quota_bytes = opts.quota_backend_bytes;
     }
     let member = Arc::new(Member::start(config, network.clone(), Arc::new(network.clone())).await?);
-    network.set_raft(member.raft().clone());
+    network.set_member(&member);
     service.set_member(member.clone());
     for l in client_listeners {
         let (stop, stopped) = oneshot::channel::<()>();

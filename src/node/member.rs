@@ -580,12 +580,23 @@ impl Member {
     /// etcd's answer once the member was removed from its cluster.
     fn check_removed(&self) -> Result<()> {
         if *self.removed.borrow() {
-            return Err(Error::new(
-                ErrorKind::FailedPrecondition,
-                "etcdserver: the member has been permanently removed from the cluster",
-            ));
+            return Err(Error::new(ErrorKind::FailedPrecondition, REMOVED));
         }
         Ok(())
+    }
+
+    /// Refuses a peer's call from member `from` if the cluster removed it (a member removed
+    /// while it was down learns so when it asks for votes on its return).
+    pub async fn refuse_removed(&self, from: NodeId) -> Result<()> {
+        if self.sm.state.read().await.mvcc.is_removed(from) {
+            return Err(Error::new(ErrorKind::FailedPrecondition, REMOVED));
+        }
+        Ok(())
+    }
+
+    /// Takes a peer's word that the cluster removed this member.
+    pub fn mark_removed(&self) {
+        self.removed.send_replace(true);
     }
 
     /// Resolves once the cluster has removed this member (etcd's removed member stops; the
@@ -874,6 +885,9 @@ fn change_error(
         e => unavailable(format!("etcdserver: {e}")),
     }
 }
+
+/// etcd's text for a member the cluster removed.
+pub const REMOVED: &str = "etcdserver: the member has been permanently removed from the cluster";
 
 /// etcd's default space quota (`DefaultQuotaBytes`).
 pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;

@@ -123,6 +123,9 @@ pub struct Mvcc {
     /// What each member published about itself (etcd's member attributes): its name and
     /// client URLs. Cluster metadata, not keys: no revision, no watch event.
     attributes: BTreeMap<u64, Attributes>,
+    /// Members removed from the cluster (etcd's `cluster.removed`): a removed member that
+    /// comes back is told so by its former peers, and stops.
+    removed: BTreeSet<u64>,
     keys: BTreeMap<Vec<u8>, Vec<Version>>,
     /// The revision of the last write (0 for an empty store).
     rev: i64,
@@ -594,9 +597,24 @@ impl Mvcc {
         self.attributes.insert(id, a);
     }
 
-    /// Forgets the attributes of members no longer in the cluster.
-    pub fn retain_attributes(&mut self, members: impl Fn(u64) -> bool) {
-        self.attributes.retain(|id, _| members(*id));
+    /// A new membership: members that left it are removed for good (until added again),
+    /// their attributes forgotten.
+    pub fn members_changed(&mut self, before: &[u64], after: &[u64]) {
+        self.removed
+            .extend(before.iter().filter(|id| !after.contains(id)));
+        self.removed.retain(|id| !after.contains(id));
+        self.attributes.retain(|id, _| after.contains(id));
+    }
+
+    /// Whether member `id` was removed from the cluster.
+    pub fn is_removed(&self, id: u64) -> bool {
+        self.removed.contains(&id)
+    }
+
+    /// Forgets every member's attributes and removal (a store restored into a new cluster).
+    pub fn forget_members(&mut self) {
+        self.attributes.clear();
+        self.removed.clear();
     }
 
     /// True while the space alarm holds: writes that add data are refused.
@@ -991,8 +1009,8 @@ impl Mvcc {
 }
 
 /// The snapshot format's version: the first byte of `Mvcc::encode`. Version 2 added the
-/// alarms at the end, version 3 the members' attributes after them; older snapshots are read
-/// as having none.
+/// alarms at the end, version 3 the members' attributes and removed members after them;
+/// older snapshots are read as having none.
 const SNAPSHOT_FORMAT: u8 = 3;
 
 impl Mvcc {
@@ -1047,6 +1065,10 @@ impl Mvcc {
             for url in &a.client_urls {
                 bytes(&mut out, url.as_bytes());
             }
+        }
+        put(&mut out, self.removed.len() as u64);
+        for id in &self.removed {
+            put(&mut out, *id);
         }
         out
     }
@@ -1112,6 +1134,9 @@ impl Mvcc {
                     client_urls.push(text(r.bytes()?)?);
                 }
                 m.attributes.insert(id, Attributes { name, client_urls });
+            }
+            for _ in 0..r.num()? {
+                m.removed.insert(r.num()?);
             }
         }
         Ok(m)
@@ -1367,6 +1392,8 @@ mod tests {
                 client_urls: vec!["http://127.0.0.1:1".into(), "http://[::1]:2".into()],
             },
         );
+        m.members_changed(&[7, 8], &[7]);
+        assert!(m.is_removed(8) && !m.is_removed(7));
         let back = Mvcc::decode(&m.encode()).unwrap();
         assert_eq!(format!("{back:?}"), format!("{m:?}"));
         assert_eq!(

@@ -21,7 +21,7 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-use super::member::{Member, Peers};
+use super::member::{Member, Peers, REMOVED};
 use super::raft::{decode, encode, Command, NodeId, Outcome, TypeConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pb::etcdcpeer::peer_client::PeerClient;
@@ -38,6 +38,8 @@ pub struct PeerNetwork {
     channels: Arc<Mutex<HashMap<NodeId, Channel>>>,
     /// The member's Raft, for the addresses of members added after the start.
     raft: Arc<OnceLock<super::raft::Raft>>,
+    /// The member itself, told when a peer answers that the cluster removed it.
+    member: Arc<OnceLock<std::sync::Weak<Member>>>,
 }
 
 enum Method {
@@ -56,12 +58,15 @@ impl PeerNetwork {
             addrs: Arc::new(addrs),
             channels: Arc::default(),
             raft: Arc::default(),
+            member: Arc::default(),
         }
     }
 
-    /// Lets the network find members added later in the membership.
-    pub fn set_raft(&self, raft: super::raft::Raft) {
-        let _ = self.raft.set(raft);
+    /// Lets the network find members added later in the membership, and tell the member
+    /// when a peer says the cluster removed it.
+    pub fn set_member(&self, member: &Arc<Member>) {
+        let _ = self.raft.set(member.raft().clone());
+        let _ = self.member.set(Arc::downgrade(member));
     }
 
     fn channel(&self, id: NodeId, addr: &str) -> std::result::Result<Channel, Status> {
@@ -218,7 +223,14 @@ impl PeerLink {
                 tonic::Code::Unavailable | tonic::Code::Unknown => {
                     RPCError::Unreachable(Unreachable::new(&s))
                 }
-                _ => RPCError::Network(NetworkError::new(&s)),
+                code => {
+                    if code == tonic::Code::FailedPrecondition && s.message() == REMOVED {
+                        if let Some(m) = self.net.member.get().and_then(|m| m.upgrade()) {
+                            m.mark_removed();
+                        }
+                    }
+                    RPCError::Network(NetworkError::new(&s))
+                }
             })?;
         let answer: std::result::Result<Resp, E> =
             decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -293,6 +305,9 @@ impl Peer for PeerService {
     async fn vote(&self, r: Request<Blob>) -> std::result::Result<Response<Blob>, Status> {
         let m = self.member()?;
         let req: VoteRequest<NodeId> = request(r)?;
+        m.refuse_removed(req.vote.leader_id.node_id)
+            .await
+            .map_err(|e| Status::failed_precondition(e.message))?;
         Ok(blob(&m.raft().vote(req).await))
     }
 

@@ -463,8 +463,11 @@ pub fn restore(
     dir: &Path,
     members: BTreeMap<NodeId, String>,
 ) -> Result<()> {
-    let file = parse_snapshot(backup, source)?;
-    Mvcc::decode(&file.data)?;
+    let mut file = parse_snapshot(backup, source)?;
+    // A new cluster: the old one's member names and removals do not apply to it.
+    let mut mvcc = Mvcc::decode(&file.data)?;
+    mvcc.forget_members();
+    file.data = mvcc.encode();
     let last = file
         .meta
         .last_log_id
@@ -712,7 +715,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     Outcome(Some(apply_command(&mut state.mvcc, cmd, &mut events)))
                 }
                 EntryPayload::Membership(m) => {
-                    state.mvcc.retain_attributes(|id| m.get_node(&id).is_some());
+                    let before: Vec<NodeId> = state
+                        .membership
+                        .membership()
+                        .nodes()
+                        .map(|(id, _)| *id)
+                        .collect();
+                    let after: Vec<NodeId> = m.nodes().map(|(id, _)| *id).collect();
+                    state.mvcc.members_changed(&before, &after);
                     state.membership = StoredMembership::new(Some(entry.log_id), m);
                     Outcome(None)
                 }
