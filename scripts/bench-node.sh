@@ -3,7 +3,8 @@
 # one run on this machine, same flags (one member each, loopback), same client (tonic async
 # tasks: the lightest client here, so the server is what is measured). Per cell: QPS, p50 and
 # p99 latency (µs) and the server's CPU per operation (µs, from /proc utime+stime), median of
-# three rounds; then each server's RSS and data-dir size after the run.
+# three rounds; then each server's RSS and data-dir size after the run. `watch 16`: 16
+# callers put while one watch on their prefix measures put-to-event latency (QPS = events/s).
 #   scripts/bench-node.sh              # 3 rounds of 2 s per cell
 #   BENCH_SECONDS=5 scripts/bench-node.sh
 set -euo pipefail
@@ -37,7 +38,7 @@ cpu_us() { awk '{ print ($14 + $15) * 1000000 / '"$(getconf CLK_TCK)"' }' "/proc
 read -r etcd_pid etcd_url < <(start etcd /usr/bin/etcd); pids+=("$etcd_pid")
 read -r node_pid node_url < <(start node "$NODE"); pids+=("$node_pid")
 rows="$dir/rows"
-for cell in "put 1" "put 16" "put 256" "range 16" "srange 16"; do
+for cell in "put 1" "put 16" "put 256" "range 16" "srange 16" "watch 16"; do
   set -- $cell
   for round in 0 1 2; do
     for k in 0 1; do
