@@ -427,7 +427,6 @@ impl Member {
             is_leader: m.current_leader == Some(self.id),
             leader_changes: self.leader_changes.load(Ordering::Relaxed),
             applied_index: m.last_applied.map_or(0, |l| l.index),
-            last_log_index: m.last_log_index.unwrap_or(0),
             db_size,
             quota: self.quota_bytes,
             wal_fsync: &self.sync_latency,

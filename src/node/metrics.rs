@@ -60,7 +60,6 @@ pub struct Snapshot<'a> {
     pub is_leader: bool,
     pub leader_changes: u64,
     pub applied_index: u64,
-    pub last_log_index: u64,
     pub db_size: u64,
     pub quota: u64,
     pub wal_fsync: &'a Histogram,
@@ -97,13 +96,6 @@ pub fn render(s: &Snapshot) -> String {
         "counter",
         "The number of leader changes seen.",
         s.leader_changes,
-    );
-    metric(
-        &mut out,
-        "etcd_server_proposals_committed_total",
-        "gauge",
-        "The total number of consensus proposals committed.",
-        s.last_log_index.max(s.applied_index),
     );
     metric(
         &mut out,
