@@ -36,21 +36,22 @@ pub(crate) fn start() -> Result<()> {
         return Ok(());
     }
     let (jobs, rx) = mpsc::channel::<Arc<dyn Job>>();
-    std::thread::Builder::new()
-        .name("etcdc-events".into())
-        .spawn(move || {
-            crate::runtime::block_sigpipe();
-            ON_EVENT_THREAD.with(|f| f.set(true));
-            for job in rx {
-                job.run();
-            }
-        })
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Internal,
-                format!("cannot start etcdc's event thread: {e}"),
-            )
-        })?;
+    crate::runtime::with_sigpipe_blocked(|| {
+        std::thread::Builder::new()
+            .name("etcdc-events".into())
+            .spawn(move || {
+                ON_EVENT_THREAD.with(|f| f.set(true));
+                for job in rx {
+                    job.run();
+                }
+            })
+    })
+    .map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("cannot start etcdc's event thread: {e}"),
+        )
+    })?;
     // A parent's thread after fork() does not exist here: forget it, never join it.
     if let Some(old) = ev.replace(EventThread { pid, jobs }) {
         std::mem::forget(old);

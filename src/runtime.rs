@@ -48,18 +48,20 @@ pub fn handle() -> Result<Handle> {
         }
         return Ok(c.runtime.handle().clone());
     }
-    let runtime = Builder::new_multi_thread()
-        .worker_threads(THREADS.load(Ordering::Relaxed))
-        .thread_name("etcdc-runtime")
-        .on_thread_start(block_sigpipe)
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Internal,
-                format!("cannot start the runtime: {e}"),
-            )
-        })?;
+    let runtime = with_sigpipe_blocked(|| {
+        Builder::new_multi_thread()
+            .worker_threads(THREADS.load(Ordering::Relaxed))
+            .thread_name("etcdc-runtime")
+            .on_thread_start(block_sigpipe)
+            .enable_all()
+            .build()
+    })
+    .map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("cannot start the runtime: {e}"),
+        )
+    })?;
     let handle = runtime.handle().clone();
     *current = Some(Current { pid, runtime });
     STARTED_IN.store(pid, Ordering::Release);
@@ -74,6 +76,23 @@ pub(crate) fn block_sigpipe() {
     let mut set = SigSet::empty();
     set.add(Signal::SIGPIPE);
     let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+}
+
+/// Runs `start` (which starts threads) with SIGPIPE blocked on the calling thread, then
+/// restores the caller's mask: a thread inherits its creator's mask, so the threads started
+/// are born with SIGPIPE blocked — not only once their first line has run, which left a
+/// moment where a write could kill the host (and a check of /proc could see it unblocked).
+pub(crate) fn with_sigpipe_blocked<T>(start: impl FnOnce() -> T) -> T {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGPIPE);
+    let mut old = SigSet::empty();
+    let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)).is_ok();
+    let started = start();
+    if blocked {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    }
+    started
 }
 
 /// The error for a call made in a child process that inherited the parent's runtime.

@@ -430,7 +430,6 @@ impl Writer {
     }
 
     fn run(mut self, jobs: mpsc::Receiver<Batch>) {
-        crate::runtime::block_sigpipe();
         while let Ok(first) = jobs.recv() {
             // Group commit: whatever queued while the last sync ran goes in this one.
             let mut batches = vec![first];
@@ -583,15 +582,17 @@ impl Wal {
             _lock: lock,
         };
         let (jobs, rx) = mpsc::channel();
-        let writer = std::thread::Builder::new()
-            .name("etcdc-wal".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Internal,
-                    format!("cannot start the log writer: {e}"),
-                )
-            })?;
+        let writer = crate::runtime::with_sigpipe_blocked(|| {
+            std::thread::Builder::new()
+                .name("etcdc-wal".into())
+                .spawn(move || writer.run(rx))
+        })
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("cannot start the log writer: {e}"),
+            )
+        })?;
         Ok((
             Wal {
                 jobs: Some(jobs),
