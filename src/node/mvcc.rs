@@ -1016,61 +1016,73 @@ const SNAPSHOT_FORMAT: u8 = 3;
 impl Mvcc {
     /// The whole store as bytes (a Raft snapshot): versioned, self-contained.
     pub fn encode(&self) -> Vec<u8> {
-        use prost::Message;
         // About the size the quota counts (key + value + 64 per version): one allocation.
         let mut out = Vec::with_capacity(self.size as usize + 1024);
-        out.push(SNAPSHOT_FORMAT);
-        let put = |out: &mut Vec<u8>, v: u64| out.extend_from_slice(&v.to_be_bytes());
-        let bytes = |out: &mut Vec<u8>, b: &[u8]| {
-            out.extend_from_slice(&(b.len() as u64).to_be_bytes());
-            out.extend_from_slice(b);
-        };
-        put(&mut out, self.rev as u64);
-        put(&mut out, self.compacted as u64);
-        put(&mut out, self.leases.len() as u64);
+        // Writing into a Vec cannot fail.
+        let _ = self.encode_to(&mut out);
+        out
+    }
+
+    /// `encode`, written to `out` as it goes: a snapshot file is streamed, never held whole.
+    pub fn encode_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        use prost::Message;
+        fn put(out: &mut impl std::io::Write, v: u64) -> std::io::Result<()> {
+            out.write_all(&v.to_be_bytes())
+        }
+        fn bytes(out: &mut impl std::io::Write, b: &[u8]) -> std::io::Result<()> {
+            put(out, b.len() as u64)?;
+            out.write_all(b)
+        }
+        out.write_all(&[SNAPSHOT_FORMAT])?;
+        put(out, self.rev as u64)?;
+        put(out, self.compacted as u64)?;
+        put(out, self.leases.len() as u64)?;
         for (id, l) in &self.leases {
-            put(&mut out, *id as u64);
-            put(&mut out, l.ttl as u64);
-            put(&mut out, l.keys.len() as u64);
+            put(out, *id as u64)?;
+            put(out, l.ttl as u64)?;
+            put(out, l.keys.len() as u64)?;
             for k in &l.keys {
-                bytes(&mut out, k);
+                bytes(out, k)?;
             }
         }
-        put(&mut out, self.keys.len() as u64);
+        put(out, self.keys.len() as u64)?;
+        let mut kv_bytes = Vec::new();
         for (key, versions) in &self.keys {
-            bytes(&mut out, key);
-            put(&mut out, versions.len() as u64);
+            bytes(out, key)?;
+            put(out, versions.len() as u64)?;
             for v in versions {
-                put(&mut out, v.rev.main as u64);
-                put(&mut out, v.rev.sub as u64);
+                put(out, v.rev.main as u64)?;
+                put(out, v.rev.sub as u64)?;
                 match v.kv(key) {
                     Some(kv) => {
-                        out.push(1);
-                        bytes(&mut out, &kv.encode_to_vec());
+                        out.write_all(&[1])?;
+                        kv_bytes.clear();
+                        kv.encode(&mut kv_bytes).map_err(std::io::Error::other)?;
+                        bytes(out, &kv_bytes)?;
                     }
-                    None => out.push(0),
+                    None => out.write_all(&[0])?,
                 }
             }
         }
-        put(&mut out, self.alarms.len() as u64);
+        put(out, self.alarms.len() as u64)?;
         for (member, alarm) in &self.alarms {
-            put(&mut out, *member);
-            put(&mut out, *alarm as u64);
+            put(out, *member)?;
+            put(out, *alarm as u64)?;
         }
-        put(&mut out, self.attributes.len() as u64);
+        put(out, self.attributes.len() as u64)?;
         for (id, a) in &self.attributes {
-            put(&mut out, *id);
-            bytes(&mut out, a.name.as_bytes());
-            put(&mut out, a.client_urls.len() as u64);
+            put(out, *id)?;
+            bytes(out, a.name.as_bytes())?;
+            put(out, a.client_urls.len() as u64)?;
             for url in &a.client_urls {
-                bytes(&mut out, url.as_bytes());
+                bytes(out, url.as_bytes())?;
             }
         }
-        put(&mut out, self.removed.len() as u64);
+        put(out, self.removed.len() as u64)?;
         for id in &self.removed {
-            put(&mut out, *id);
+            put(out, *id)?;
         }
-        out
+        Ok(())
     }
 
     /// A store from `encode`'s bytes.

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::io::Cursor;
+use std::io::{Cursor, Seek, SeekFrom, Write};
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -365,8 +365,75 @@ fn snapshot_head(file: &SnapshotFile) -> ([u8; 4], Vec<u8>) {
 }
 
 fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> Result<()> {
-    use std::io::Write;
     let (crc, head) = snapshot_head(file);
+    write_snapshot_with(dir, |f| {
+        f.write_all(&head)?;
+        f.write_all(&file.data)?;
+        Ok(crc)
+    })
+}
+
+/// Writes the member's snapshot `meta` of `state`'s store, streamed into the file as it is
+/// encoded — the store is never copied whole into memory — and releases `state` (holding
+/// writes back meanwhile) before the sync.
+fn stream_snapshot_file(
+    dir: &Path,
+    meta: &SnapshotMeta<NodeId, BasicNode>,
+    state: tokio::sync::OwnedRwLockReadGuard<Applied>,
+) -> Result<()> {
+    let mut head = encode(meta);
+    write_snapshot_with(dir, |f| {
+        // The head ends with the store's length, known once it is written: its place is
+        // kept, and the crc of head + store combined from the two parts' crcs.
+        f.seek(SeekFrom::Current(head.len() as i64 + 8))?;
+        let (store_crc, len) = {
+            let mut out = Hashing {
+                inner: std::io::BufWriter::with_capacity(1 << 20, &mut *f),
+                crc: crc32fast::Hasher::new(),
+                len: 0,
+            };
+            state.mvcc.encode_to(&mut out)?;
+            drop(state);
+            out.inner.flush()?;
+            (out.crc.clone(), out.len)
+        };
+        head.extend_from_slice(&len.to_le_bytes());
+        f.seek(SeekFrom::Start(4))?;
+        f.write_all(&head)?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&head);
+        crc.combine(&store_crc);
+        Ok(crc.finalize().to_be_bytes())
+    })
+}
+
+/// A writer that counts and checksums what passes through it.
+struct Hashing<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the snapshot file through a temporary one: `body` writes everything after the
+/// 4-byte crc (the file positioned there) and returns the crc; then the file is synced,
+/// renamed into place and the directory synced.
+fn write_snapshot_with(
+    dir: &Path,
+    body: impl FnOnce(&mut std::fs::File) -> std::io::Result<[u8; 4]>,
+) -> Result<()> {
     let tmp = dir.join("snapshot.tmp");
     let io = |e: std::io::Error| {
         Error::new(
@@ -375,9 +442,12 @@ fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> Result<()> {
         )
     };
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(&crc)
-        .and_then(|_| f.write_all(&head))
-        .and_then(|_| f.write_all(&file.data))
+    f.seek(SeekFrom::Start(4))
+        .and_then(|_| body(&mut f))
+        .and_then(|crc| {
+            f.seek(SeekFrom::Start(0))?;
+            f.write_all(&crc)
+        })
         .and_then(|_| f.sync_all())
         .map_err(io)?;
     std::fs::rename(&tmp, snapshot_path(dir)).map_err(io)?;
@@ -657,7 +727,11 @@ fn apply_command(mvcc: &mut Mvcc, cmd: Command, events: &mut Vec<Event>) -> Resu
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let state = self.state.read().await;
+        // On disk and synced before openraft may purge the log behind it; the file is
+        // replaced under `current`'s write lock (taken before the store's, as everywhere), so
+        // a reader of `current` finds its file.
+        let mut current = self.current.write().await;
+        let state = self.state.clone().read_owned().await;
         let meta = SnapshotMeta {
             last_log_id: state.last_applied,
             last_membership: state.membership.clone(),
@@ -666,21 +740,17 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 |l| format!("{}-{}", l.leader_id, l.index),
             ),
         };
-        let data = state.mvcc.encode();
-        drop(state);
-        // On disk and synced before openraft may purge the log behind it; the file is
-        // replaced under `current`'s write lock, so a reader of `current` finds its file.
-        let mut current = self.current.write().await;
-        let file = self
-            .persist(SnapshotFile {
-                meta: meta.clone(),
-                data,
-            })
-            .await?;
-        *current = Some(file.meta);
+        let (dir, written) = (self.dir.clone(), meta.clone());
+        tokio::task::spawn_blocking(move || stream_snapshot_file(&dir, &written, state))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        *current = Some(meta.clone());
+        // openraft keeps only the meta of a snapshot it built; a follower that needs the data
+        // gets it from the file (`get_current_snapshot`).
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(file.data)),
+            snapshot: Box::new(Cursor::new(Vec::new())),
         })
     }
 }
