@@ -8,9 +8,10 @@ use std::process::ExitCode;
 
 use etcdc::node::launch::{self, NodeOptions};
 
-/// mimalloc rather than glibc's malloc: the node allocates on one runtime thread and frees
-/// on another all the time (requests, responses, entries), which glibc pays for in its
-/// arenas (a sixth of the server's CPU per put in a profile).
+/// mimalloc rather than glibc's malloc: the node allocates on one thread and frees on
+/// another all the time (requests, responses, entries), which glibc pays for in its arenas
+/// (malloc and free were 14 % of the server's samples under a put load; with mimalloc the
+/// server spent 2-11 % less CPU per put).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
