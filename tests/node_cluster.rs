@@ -283,6 +283,13 @@ async fn members_are_added_and_removed_with_etcdctl() {
     for i in 0..50 {
         put_until_acked(&*first, format!("/k/{i:04}")).await;
     }
+    // etcdctl builds the initial cluster it prints from the members' names: as with etcd, a
+    // member lists its name once it has published it.
+    let until = Instant::now() + Duration::from_secs(15);
+    while member_list(&c.procs[0].client)[0].name != "n0" {
+        assert!(Instant::now() < until, "n0 never published its name");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // etcdctl member add, then the new member started with what it printed.
     let mut p = Proc::new("n1".into());
