@@ -1014,7 +1014,9 @@ impl Mvcc {
 const SNAPSHOT_FORMAT: u8 = 3;
 
 impl Mvcc {
-    /// The whole store as bytes (a Raft snapshot): versioned, self-contained.
+    /// The whole store as bytes (a Raft snapshot): versioned, self-contained. The node
+    /// streams it (`encode_to`); the tests compare bytes.
+    #[cfg(test)]
     pub fn encode(&self) -> Vec<u8> {
         // About the size the quota counts (key + value + 64 per version): one allocation.
         let mut out = Vec::with_capacity(self.size as usize + 1024);

@@ -367,44 +367,43 @@ fn snapshot_head(file: &SnapshotFile) -> ([u8; 4], Vec<u8>) {
 fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> Result<()> {
     let (crc, head) = snapshot_head(file);
     write_snapshot_with(dir, |f| {
+        f.write_all(&crc)?;
         f.write_all(&head)?;
-        f.write_all(&file.data)?;
-        Ok(crc)
+        f.write_all(&file.data)
     })
 }
 
-/// Writes the member's snapshot `meta` of `state`'s store, streamed into the file as it is
-/// encoded — the store is never copied whole into memory — and releases `state` (holding
-/// writes back meanwhile) before the sync.
-fn stream_snapshot_file(
-    dir: &Path,
+/// Writes a snapshot file's bytes for `meta` and `mvcc` into `out` from where it stands,
+/// the store streamed as it is encoded — never copied whole into memory first. The head
+/// ends with the store's length, known once it is written: its place is kept, and the crc of
+/// head + store is combined from the two parts' crcs.
+fn write_snapshot_stream(
+    out: &mut (impl Write + Seek),
     meta: &SnapshotMeta<NodeId, BasicNode>,
-    state: tokio::sync::OwnedRwLockReadGuard<Applied>,
-) -> Result<()> {
+    mvcc: &Mvcc,
+) -> std::io::Result<()> {
+    let start = out.stream_position()?;
     let mut head = encode(meta);
-    write_snapshot_with(dir, |f| {
-        // The head ends with the store's length, known once it is written: its place is
-        // kept, and the crc of head + store combined from the two parts' crcs.
-        f.seek(SeekFrom::Current(head.len() as i64 + 8))?;
-        let (store_crc, len) = {
-            let mut out = Hashing {
-                inner: std::io::BufWriter::with_capacity(1 << 20, &mut *f),
-                crc: crc32fast::Hasher::new(),
-                len: 0,
-            };
-            state.mvcc.encode_to(&mut out)?;
-            drop(state);
-            out.inner.flush()?;
-            (out.crc.clone(), out.len)
+    out.seek(SeekFrom::Current(4 + head.len() as i64 + 8))?;
+    let (store_crc, len) = {
+        let mut store = Hashing {
+            inner: std::io::BufWriter::with_capacity(1 << 20, &mut *out),
+            crc: crc32fast::Hasher::new(),
+            len: 0,
         };
-        head.extend_from_slice(&len.to_le_bytes());
-        f.seek(SeekFrom::Start(4))?;
-        f.write_all(&head)?;
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&head);
-        crc.combine(&store_crc);
-        Ok(crc.finalize().to_be_bytes())
-    })
+        mvcc.encode_to(&mut store)?;
+        store.inner.flush()?;
+        (store.crc.clone(), store.len)
+    };
+    head.extend_from_slice(&len.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head);
+    crc.combine(&store_crc);
+    out.seek(SeekFrom::Start(start))?;
+    out.write_all(&crc.finalize().to_be_bytes())?;
+    out.write_all(&head)?;
+    out.seek(SeekFrom::Current(len as i64))?;
+    Ok(())
 }
 
 /// A writer that counts and checksums what passes through it.
@@ -427,12 +426,11 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// Writes the snapshot file through a temporary one: `body` writes everything after the
-/// 4-byte crc (the file positioned there) and returns the crc; then the file is synced,
-/// renamed into place and the directory synced.
+/// Writes the snapshot file through a temporary one — `body` writes its bytes — then
+/// syncs it, renames it into place and syncs the directory.
 fn write_snapshot_with(
     dir: &Path,
-    body: impl FnOnce(&mut std::fs::File) -> std::io::Result<[u8; 4]>,
+    body: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> Result<()> {
     let tmp = dir.join("snapshot.tmp");
     let io = |e: std::io::Error| {
@@ -442,14 +440,7 @@ fn write_snapshot_with(
         )
     };
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.seek(SeekFrom::Start(4))
-        .and_then(|_| body(&mut f))
-        .and_then(|crc| {
-            f.seek(SeekFrom::Start(0))?;
-            f.write_all(&crc)
-        })
-        .and_then(|_| f.sync_all())
-        .map_err(io)?;
+    body(&mut f).and_then(|_| f.sync_all()).map_err(io)?;
     std::fs::rename(&tmp, snapshot_path(dir)).map_err(io)?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
@@ -475,24 +466,17 @@ fn read_snapshot_file(dir: &Path) -> Result<Option<SnapshotFile>> {
 /// 512 bytes (bbolt pages): `etcdctl snapshot save` refuses a stream without it.
 const BACKUP_ALIGN: usize = 512;
 
-/// A backup as `Maintenance.Snapshot` streams it: the snapshot file's bytes, zeros up to a
+/// A backup as `Maintenance.Snapshot` streams it: a snapshot file's `bytes`, zeros up to a
 /// multiple of 512 bytes, and the SHA-256 of all that.
-fn backup_bytes(file: &SnapshotFile) -> Vec<u8> {
+fn frame_backup(mut bytes: Vec<u8>) -> Vec<u8> {
     use sha2::Digest;
-    let (crc, head) = snapshot_head(file);
-    let len = 4 + head.len() + file.data.len();
-    let padded = len.div_ceil(BACKUP_ALIGN) * BACKUP_ALIGN;
-    let mut out = Vec::with_capacity(padded + 32);
-    out.extend_from_slice(&crc);
-    out.extend_from_slice(&head);
-    out.extend_from_slice(&file.data);
-    out.resize(padded, 0);
-    let sum = sha2::Sha256::digest(&out);
-    out.extend_from_slice(&sum);
-    out
+    bytes.resize(bytes.len().div_ceil(BACKUP_ALIGN) * BACKUP_ALIGN, 0);
+    let sum = sha2::Sha256::digest(&bytes);
+    bytes.extend_from_slice(&sum);
+    bytes
 }
 
-/// A snapshot file's bytes — or a backup's, `backup_bytes`' framing around them — checked:
+/// A snapshot file's bytes — or a backup's, `frame_backup`'s framing around them — checked:
 /// the crc over the whole rest for a file; for a backup its SHA-256, then the crc over the
 /// file inside (found by decoding it, before the padding).
 fn parse_snapshot(bytes: &[u8], path: &Path) -> Result<SnapshotFile> {
@@ -533,11 +517,11 @@ pub fn restore(
     dir: &Path,
     members: BTreeMap<NodeId, String>,
 ) -> Result<()> {
-    let mut file = parse_snapshot(backup, source)?;
+    let file = parse_snapshot(backup, source)?;
     // A new cluster: the old one's member names and removals do not apply to it.
     let mut mvcc = Mvcc::decode(&file.data)?;
+    drop(file.data);
     mvcc.forget_members();
-    file.data = mvcc.encode();
     let last = file
         .meta
         .last_log_id
@@ -560,13 +544,7 @@ pub fn restore(
             format!("cannot create {}: {e}", snap.display()),
         )
     })?;
-    write_snapshot_file(
-        &snap,
-        &SnapshotFile {
-            meta,
-            data: file.data,
-        },
-    )?;
+    write_snapshot_with(&snap, |f| write_snapshot_stream(f, &meta, &mvcc))?;
     let (wal, _) = Wal::open(&dir.join("wal"))?;
     wal.write_blocking(vec![
         Record::Purge {
@@ -622,16 +600,16 @@ impl StateMachine {
     /// `restore` reads back.
     pub async fn backup(&self) -> Vec<u8> {
         let state = self.state.read().await;
-        let file = SnapshotFile {
-            meta: SnapshotMeta {
-                last_log_id: state.last_applied,
-                last_membership: state.membership.clone(),
-                snapshot_id: "backup".into(),
-            },
-            data: state.mvcc.encode(),
+        let meta = SnapshotMeta {
+            last_log_id: state.last_applied,
+            last_membership: state.membership.clone(),
+            snapshot_id: "backup".into(),
         };
+        let mut out = Cursor::new(Vec::with_capacity(state.mvcc.size() as usize + 4096));
+        // Writing into memory cannot fail.
+        let _ = write_snapshot_stream(&mut out, &meta, &state.mvcc);
         drop(state);
-        backup_bytes(&file)
+        frame_backup(out.into_inner())
     }
 
     /// Writes `file` as the member's snapshot, synced, off the runtime's workers.
@@ -741,7 +719,16 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             ),
         };
         let (dir, written) = (self.dir.clone(), meta.clone());
-        tokio::task::spawn_blocking(move || stream_snapshot_file(&dir, &written, state))
+        // The store's read lock is held while it is written (writes wait, reads go on), and
+        // released before the sync.
+        let write = move || {
+            write_snapshot_with(&dir, |f| {
+                let streamed = write_snapshot_stream(f, &written, &state.mvcc);
+                drop(state);
+                streamed
+            })
+        };
+        tokio::task::spawn_blocking(write)
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
@@ -893,7 +880,7 @@ mod tests {
             let f = file(len);
             let (crc, head) = snapshot_head(&f);
             let plain = [&crc[..], &head, &f.data].concat();
-            let backup = backup_bytes(&f);
+            let backup = frame_backup(plain.clone());
             assert_eq!(backup.len() % BACKUP_ALIGN, 32);
             for bytes in [plain, backup] {
                 assert_eq!(parse_snapshot(&bytes, path).unwrap().data, f.data);
@@ -905,5 +892,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A store streamed into a snapshot file is the same file as one written from its bytes.
+    #[test]
+    fn a_streamed_snapshot_is_the_file_written_whole() {
+        let mut mvcc = Mvcc::new();
+        for i in 0..100 {
+            mvcc.put(crate::pb::etcdserverpb::PutRequest {
+                key: format!("k{i}").into_bytes(),
+                value: vec![b'v'; i],
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        let whole = SnapshotFile {
+            meta: SnapshotMeta::default(),
+            data: mvcc.encode(),
+        };
+        let (crc, head) = snapshot_head(&whole);
+        let mut streamed = Cursor::new(b"before".to_vec());
+        streamed.set_position(6);
+        write_snapshot_stream(&mut streamed, &whole.meta, &mvcc).unwrap();
+        let streamed = streamed.into_inner();
+        assert_eq!(&streamed[6..], [&crc[..], &head, &whole.data].concat());
+        assert_eq!(&streamed[..6], b"before");
     }
 }
