@@ -280,6 +280,11 @@ async fn the_state_machine_answers_as_etcd_does() {
     };
     let etcd = target.etcd;
     let mut node = Mvcc::new();
+    // Superseded values go to the history file at once, so every past read comes back
+    // from it, as a member's do once written.
+    let history = tempfile::tempdir().expect("temp dir");
+    node.keep_history_in_pieces(history.path(), 1)
+        .expect("history file");
     for id in LEASES {
         let req = LeaseGrantRequest { ttl: 600, id: *id };
         let a = etcd.lease_grant(req, dl()).await.map(|r| (r.id, r.ttl));

@@ -4,6 +4,8 @@
 //! - `mvcc`: the state machine — etcd's revisions, key history, ranges, transactions,
 //!   compaction and lease bookkeeping, deterministic so that every member applying the same
 //!   commands reaches the same state. Checked against real etcd by the behaviour suite.
+//! - `history`: superseded values out of memory, in a file the store reads back for past
+//!   revisions (a cache: the log and the snapshots are the truth).
 //! - `wal`: the write-ahead log for Raft entries and the vote — CRC-framed records in
 //!   segment files, group commit on a thread of its own, torn tails cut, corruption refused.
 //! - `raft`: openraft's log store on `wal` and state machine on `mvcc` (snapshot files).
@@ -15,6 +17,7 @@
 //! - `launch`: etcd's options (flags, environment, member ids) to a running node.
 
 pub mod grpc;
+pub mod history;
 pub mod launch;
 pub mod member;
 pub mod metrics;

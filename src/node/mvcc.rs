@@ -6,9 +6,12 @@
 //! the same answers on every member. Error texts are etcd's own, so clients see no
 //! difference.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
 
+use super::history::{History, Spilled};
 use super::MAX_TXN_OPS;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -30,16 +33,33 @@ pub struct Revision {
 }
 
 /// One version of a key: its value at a revision, or the tombstone of a delete. The key is
-/// the map's; a version does not repeat it (56 bytes plus the value, against 96 plus a copy
+/// the map's; a version does not repeat it (64 bytes plus the value, against 96 plus a copy
 /// of the key for a stored `KeyValue`).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Version {
     rev: Revision,
     create_revision: i64,
     version: i64,
     lease: i64,
     /// None: the tombstone of a delete.
-    value: Option<Box<[u8]>>,
+    value: Option<Value>,
+}
+
+/// A version's value: in memory, or — once a later version of its key superseded it — in
+/// the store's history file (a key's newest version always stays in memory).
+#[derive(Debug)]
+enum Value {
+    Mem(Box<[u8]>),
+    Spilled(Spilled),
+}
+
+impl Value {
+    fn len(&self) -> usize {
+        match self {
+            Value::Mem(b) => b.len(),
+            Value::Spilled(s) => s.len as usize,
+        }
+    }
 }
 
 impl Version {
@@ -53,31 +73,13 @@ impl Version {
         }
     }
 
-    /// The key-value this version is, for an answer; None for a tombstone.
-    fn kv(&self, key: &[u8]) -> Option<KeyValue> {
-        self.kv_with(key, true)
-    }
-
-    /// `kv`, with or without the value (keys-only ranges copy none).
-    fn kv_with(&self, key: &[u8], value: bool) -> Option<KeyValue> {
-        let v = self.value.as_ref()?;
-        Some(KeyValue {
-            key: key.to_vec(),
-            create_revision: self.create_revision,
-            mod_revision: self.rev.main,
-            version: self.version,
-            value: if value { v.to_vec() } else { Vec::new() },
-            lease: self.lease,
-        })
-    }
-
     fn from_kv(rev: Revision, kv: KeyValue) -> Version {
         Version {
             rev,
             create_revision: kv.create_revision,
             version: kv.version,
             lease: kv.lease,
-            value: Some(kv.value.into_boxed_slice()),
+            value: Some(Value::Mem(kv.value.into_boxed_slice())),
         }
     }
 }
@@ -114,8 +116,10 @@ pub(crate) fn no_space() -> Error {
 }
 
 /// The store: every key's versions since the last compaction, and the leases.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Mvcc {
+    /// Where superseded values go (`keep_history_in`); None keeps them all in memory.
+    past: Option<History>,
     /// The sum of `cost` over every version held: what the quota limits.
     size: u64,
     /// Raised alarms: (member id, alarm type).
@@ -376,7 +380,7 @@ impl Write<'_> {
     }
 
     fn put(&mut self, req: PutRequest) -> Result<PutResponse> {
-        let prev = self.store.latest(&req.key);
+        let prev = self.store.latest(&req.key)?;
         if (req.ignore_value || req.ignore_lease) && prev.is_none() {
             return Err(err(ErrorKind::NotFound, "etcdserver: key not found"));
         }
@@ -419,14 +423,16 @@ impl Write<'_> {
             create_revision: kv.create_revision,
             version: kv.version,
             lease,
-            value: Some(kv.value.as_slice().into()),
+            value: Some(Value::Mem(kv.value.as_slice().into())),
         };
         self.store.size += cost(&req.key, &version);
-        self.store
-            .keys
-            .entry(req.key)
-            .or_insert_with(|| Vec::with_capacity(1))
-            .push(version);
+        let versions = self.store.keys.entry(req.key).or_default();
+        // Most keys keep a few versions between compactions: room for exactly those (a
+        // doubling Vec holds 4 for 2 or 3), doubling only for keys written often.
+        if versions.len() < 8 {
+            versions.reserve_exact(1);
+        }
+        versions.push(version);
         self.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(kv),
@@ -442,8 +448,8 @@ impl Write<'_> {
         let doomed: Vec<KeyValue> = self
             .store
             .visible(&req.key, &req.range_end, self.read_rev())
-            .filter_map(|(key, v)| v.kv(key))
-            .collect();
+            .filter_map(|(key, v)| self.store.kv(key, v).transpose())
+            .collect::<Result<_>>()?;
         for prev in &doomed {
             let rev = self.next();
             if prev.lease != 0 {
@@ -514,6 +520,20 @@ impl Write<'_> {
         if self.sub > 0 {
             self.store.rev = self.main;
         }
+        // The values this request superseded leave memory.
+        if let Some(past) = &mut self.store.past {
+            for undo in &self.undo {
+                let Undo::Version(key) = undo else { continue };
+                let Some(versions) = self.store.keys.get_mut(key) else {
+                    continue;
+                };
+                if let [.., old, _] = &mut versions[..] {
+                    if let Some(Value::Mem(value)) = &old.value {
+                        old.value = Some(Value::Spilled(past.push(value, self.main)));
+                    }
+                }
+            }
+        }
         self.undo.clear();
         std::mem::take(&mut self.events)
     }
@@ -562,7 +582,7 @@ impl Mvcc {
                         h.update(&v.create_revision.to_be_bytes());
                         h.update(&v.version.to_be_bytes());
                         h.update(&v.lease.to_be_bytes());
-                        h.update(value);
+                        h.update(&self.value(value)?);
                     }
                     None => h.update(b"tombstone"),
                 }
@@ -642,8 +662,73 @@ impl Mvcc {
         }
     }
 
-    fn latest(&self, key: &[u8]) -> Option<KeyValue> {
-        self.keys.get(key)?.last()?.kv(key)
+    fn latest(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        match self.keys.get(key).and_then(|v| v.last()) {
+            Some(v) => self.kv(key, v),
+            None => Ok(None),
+        }
+    }
+
+    /// A value's bytes, read back from the history file if it is there.
+    fn value<'a>(&self, value: &'a Value) -> Result<Cow<'a, [u8]>> {
+        match (value, &self.past) {
+            (Value::Mem(b), _) => Ok(Cow::Borrowed(b)),
+            (Value::Spilled(at), Some(past)) => past.read(*at).map(Cow::Owned),
+            (Value::Spilled(_), None) => Err(err(
+                ErrorKind::Internal,
+                "a value is in a history file the store no longer has",
+            )),
+        }
+    }
+
+    /// The key-value `v` of `key` is, for an answer; None for a tombstone.
+    fn kv(&self, key: &[u8], v: &Version) -> Result<Option<KeyValue>> {
+        self.kv_with(key, v, true)
+    }
+
+    /// `kv`, with or without the value (keys-only ranges copy none).
+    fn kv_with(&self, key: &[u8], v: &Version, with_value: bool) -> Result<Option<KeyValue>> {
+        let Some(value) = &v.value else {
+            return Ok(None);
+        };
+        Ok(Some(KeyValue {
+            key: key.to_vec(),
+            create_revision: v.create_revision,
+            mod_revision: v.rev.main,
+            version: v.version,
+            value: if with_value {
+                self.value(value)?.into_owned()
+            } else {
+                Vec::new()
+            },
+            lease: v.lease,
+        }))
+    }
+
+    /// Keeps the values of superseded versions in a history file in `dir` from now on,
+    /// beginning with those the store holds (in the order of the revisions that superseded
+    /// them, as a compaction frees them).
+    pub fn keep_history_in(&mut self, dir: &Path) -> Result<()> {
+        self.keep_history_in_pieces(dir, super::history::PIECE)
+    }
+
+    /// `keep_history_in`, writing the file every `piece` bytes (1: at once, so that every
+    /// read of an old value goes to the file — for tests).
+    pub fn keep_history_in_pieces(&mut self, dir: &Path, piece: usize) -> Result<()> {
+        let mut past = History::create(dir, piece)?;
+        let mut old: Vec<(i64, &mut Version)> = Vec::new();
+        for versions in self.keys.values_mut() {
+            let by: Vec<i64> = versions.iter().skip(1).map(|v| v.rev.main).collect();
+            old.extend(by.into_iter().zip(versions.iter_mut()));
+        }
+        old.sort_by_key(|(by, _)| *by);
+        for (by, v) in old {
+            if let Some(Value::Mem(value)) = &v.value {
+                v.value = Some(Value::Spilled(past.push(value, by)));
+            }
+        }
+        self.past = Some(past);
+        Ok(())
     }
 
     /// Every key of [start, end) with its versions: one key for an empty `end`, every key
@@ -680,7 +765,13 @@ impl Mvcc {
     /// least `min_events` of them if there are that many, then up to the end of that
     /// revision, so that a revision is never split. The caller has checked that `from` is
     /// not compacted away.
-    pub fn history(&self, start: &[u8], end: &[u8], from: i64, min_events: usize) -> Vec<Event> {
+    pub fn history(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        from: i64,
+        min_events: usize,
+    ) -> Result<Vec<Event>> {
         // Where each change is, by revision; only the first `min_events` (rounded up to a
         // whole revision) are copied.
         let mut found: Vec<(Revision, &[u8], &[Version], usize)> = Vec::new();
@@ -698,8 +789,11 @@ impl Mvcc {
         found[..take]
             .iter()
             .map(|(rev, key, versions, i)| {
-                let prev_kv = i.checked_sub(1).and_then(|p| versions[p].kv(key));
-                match versions[*i].kv(key) {
+                let prev_kv = match i.checked_sub(1) {
+                    Some(p) => self.kv(key, &versions[p])?,
+                    None => None,
+                };
+                Ok(match self.kv(key, &versions[*i])? {
                     Some(kv) => Event {
                         r#type: EventType::Put as i32,
                         kv: Some(kv),
@@ -714,7 +808,7 @@ impl Mvcc {
                         }),
                         prev_kv,
                     },
-                }
+                })
             })
             .collect()
     }
@@ -765,7 +859,7 @@ impl Mvcc {
                 && (max_create == 0 || v.create_revision <= max_create)
                 && (min_create == 0 || v.create_revision >= min_create);
             if keep {
-                kvs.extend(v.kv_with(key, values));
+                kvs.extend(self.kv_with(key, v, values)?);
             }
         }
         if !plain {
@@ -808,31 +902,44 @@ impl Mvcc {
 
     /// etcd's `applyCompare`: every key of the compare's range must satisfy it; a missing
     /// key compares as zero values, except that a value compare on it never holds.
-    fn compare(&self, c: &Compare, rev: i64) -> bool {
+    fn compare(&self, c: &Compare, rev: i64) -> Result<bool> {
         let mut any = false;
-        let all = self.visible(&c.key, &c.range_end, rev).all(|(_, v)| {
+        for (_, v) in self.visible(&c.key, &c.range_end, rev) {
             any = true;
-            compare_kv(c, Some(v))
-        });
+            let value = match &v.value {
+                Some(value) => self.value(value)?,
+                None => Cow::Borrowed(&[][..]),
+            };
+            if !compare_kv(c, Some((v, &value))) {
+                return Ok(false);
+            }
+        }
         if !any {
             if c.target == CompareTarget::Value as i32 {
-                return false;
+                return Ok(false);
             }
-            return compare_kv(c, None);
+            return Ok(compare_kv(c, None));
         }
-        all
+        Ok(true)
     }
 
     /// etcd's `compareToPath`: the branch every transaction takes — the outer one, then its
     /// nested ones in order — decided on the state before any of it is applied.
-    fn txn_path(&self, t: &TxnRequest, rev: i64, path: &mut Vec<bool>) {
-        let ok = t.compare.iter().all(|c| self.compare(c, rev));
+    fn txn_path(&self, t: &TxnRequest, rev: i64, path: &mut Vec<bool>) -> Result<()> {
+        let mut ok = true;
+        for c in &t.compare {
+            if !self.compare(c, rev)? {
+                ok = false;
+                break;
+            }
+        }
         path.push(ok);
         for op in if ok { &t.success } else { &t.failure } {
             if let Some(Request::RequestTxn(nested)) = &op.request {
-                self.txn_path(nested, rev, path);
+                self.txn_path(nested, rev, path)?;
             }
         }
+        Ok(())
     }
 
     /// etcd's `checkRequestPut` and `checkRequestRange` along the path: leases exist, keys
@@ -895,7 +1002,7 @@ impl Mvcc {
     pub fn txn(&mut self, req: TxnRequest) -> Result<(TxnResponse, Vec<Event>)> {
         check_txn(&req)?;
         let mut path = Vec::new();
-        self.txn_path(&req, self.rev, &mut path);
+        self.txn_path(&req, self.rev, &mut path)?;
         // Checked before anything is applied, so a refused txn changes nothing.
         self.check_puts(&req, self.rev, &mut path.iter())?;
         let mut w = self.write();
@@ -933,6 +1040,9 @@ impl Mvcc {
         });
         self.size -= freed;
         self.compacted = revision;
+        if let Some(past) = &mut self.past {
+            past.compact(revision);
+        }
         Ok(CompactionResponse {
             header: header(self.rev),
         })
@@ -1055,7 +1165,10 @@ impl Mvcc {
             for v in versions {
                 put(out, v.rev.main as u64)?;
                 put(out, v.rev.sub as u64)?;
-                match v.kv(key) {
+                match self
+                    .kv(key, v)
+                    .map_err(|e| std::io::Error::other(e.message))?
+                {
                     Some(kv) => {
                         out.write_all(&[1])?;
                         kv_bytes.clear();
@@ -1190,15 +1303,15 @@ impl<'a> Reader<'a> {
 }
 
 /// A compare against one live version, or against a missing key's zero values (None).
-fn compare_kv(c: &Compare, v: Option<&Version>) -> bool {
-    let field = |f: fn(&Version) -> i64| v.map_or(0, f);
+fn compare_kv(c: &Compare, v: Option<(&Version, &[u8])>) -> bool {
+    let field = |f: fn(&Version) -> i64| v.map_or(0, |(v, _)| f(v));
     let ord = match CompareTarget::try_from(c.target).unwrap_or(CompareTarget::Version) {
         CompareTarget::Value => {
             let want: &[u8] = match &c.target_union {
                 Some(TargetUnion::Value(v)) => v,
                 _ => &[],
             };
-            let value: &[u8] = v.and_then(|v| v.value.as_deref()).unwrap_or(&[]);
+            let value: &[u8] = v.map_or(&[], |(_, value)| value);
             value.cmp(want)
         }
         CompareTarget::Create => field(|v| v.create_revision).cmp(&int_target(c)),
@@ -1414,5 +1527,119 @@ mod tests {
             Mvcc::decode(&m.encode()[..10]).unwrap_err().kind,
             ErrorKind::DataLoss
         );
+    }
+
+    /// Every answer of `a` and `b` that reads history: ranges at each readable revision,
+    /// watch history from each, hashes, the snapshot bytes.
+    fn same_history(a: &Mvcc, b: &Mvcc) {
+        assert_eq!(a.revision(), b.revision());
+        for rev in a.oldest_readable().max(1)..=a.revision() {
+            let all = RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                revision: rev,
+                ..Default::default()
+            };
+            assert_eq!(
+                a.range(&all).unwrap(),
+                b.range(&all).unwrap(),
+                "range at {rev}"
+            );
+            let (ha, hb) = (a.history(&[0], &[0], rev, 7), b.history(&[0], &[0], rev, 7));
+            assert_eq!(ha.unwrap(), hb.unwrap(), "history from {rev}");
+            assert_eq!(
+                a.hash_kv(rev).unwrap(),
+                b.hash_kv(rev).unwrap(),
+                "hash at {rev}"
+            );
+        }
+        assert_eq!(a.encode(), b.encode());
+    }
+
+    /// A store that keeps superseded values in its history file answers as one that keeps
+    /// them in memory: writes, compares, past ranges, watch history, hashes and snapshots,
+    /// across compactions (which free the file's prefix) and after a reload.
+    #[test]
+    fn a_store_with_a_history_file_answers_as_one_without() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut mem = Mvcc::new();
+        let mut file = Mvcc::new();
+        // A piece of one byte: every superseded value is in the file at once.
+        file.keep_history_in_pieces(dir.path(), 1).unwrap();
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        for step in 0..2000 {
+            let key = format!("k{}", next() % 30).into_bytes();
+            let value = format!("{}{step}", "v".repeat(next() % 40)).into_bytes();
+            match next() % 10 {
+                0 => {
+                    let d = DeleteRangeRequest {
+                        key: key.clone(),
+                        prev_kv: true,
+                        ..Default::default()
+                    };
+                    let (a, b) = (mem.delete_range(d.clone()), file.delete_range(d));
+                    assert_eq!(a.unwrap(), b.unwrap(), "step {step}");
+                }
+                1 if step % 200 == 1 => {
+                    let at = mem.revision() - (next() % 40) as i64;
+                    if at > mem.compact_revision() {
+                        let before = file.past.as_ref().map(History::bytes);
+                        mem.compact(at).unwrap();
+                        file.compact(at).unwrap();
+                        let after = file.past.as_ref().map(History::bytes);
+                        assert!(after <= before, "a compaction frees the file's prefix");
+                    }
+                }
+                2 => {
+                    // A compare on the value the key holds (or held) now.
+                    let t = TxnRequest {
+                        compare: vec![Compare {
+                            key: key.clone(),
+                            target: CompareTarget::Value as i32,
+                            result: CompareResult::Greater as i32,
+                            target_union: Some(TargetUnion::Value(b"v".to_vec())),
+                            ..Default::default()
+                        }],
+                        success: vec![RequestOp {
+                            request: Some(Request::RequestPut(PutRequest {
+                                key: key.clone(),
+                                value: value.clone(),
+                                prev_kv: true,
+                                ..Default::default()
+                            })),
+                        }],
+                        ..Default::default()
+                    };
+                    let (a, b) = (mem.txn(t.clone()), file.txn(t));
+                    assert_eq!(a.unwrap(), b.unwrap(), "step {step}");
+                }
+                _ => {
+                    let p = PutRequest {
+                        key,
+                        value,
+                        prev_kv: true,
+                        ..Default::default()
+                    };
+                    let (a, b) = (mem.put(p.clone()), file.put(p));
+                    assert_eq!(a.unwrap(), b.unwrap(), "step {step}");
+                }
+            }
+        }
+        assert!(file.compact_revision() > 0, "the run compacted");
+        same_history(&mem, &file);
+        // Loaded from its snapshot, a store spills its old values again, in order.
+        let mut back = Mvcc::decode(&file.encode()).unwrap();
+        back.keep_history_in_pieces(dir.path(), 1).unwrap();
+        same_history(&mem, &back);
+        let at = mem.revision() - 5;
+        mem.compact(at).unwrap();
+        back.compact(at).unwrap();
+        same_history(&mem, &back);
     }
 }

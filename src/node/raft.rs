@@ -121,12 +121,55 @@ fn io_err(e: &Error) -> StorageIOError<NodeId> {
 
 // ---- the log ----
 
+/// How many bytes of committed entries the log store keeps in memory (the newest): older
+/// ones are read back from the write-ahead log when a lagging follower needs them. Entries
+/// not yet committed or not yet written always stay.
+pub const KEEP_BYTES: usize = 4 << 20;
+
+struct Kept {
+    entry: Entry<TypeConfig>,
+    /// Its encoded size.
+    bytes: usize,
+}
+
 struct LogInner {
     wal: Arc<Wal>,
-    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    /// The newest entries; every entry from the purged one up to the first kept is in the
+    /// write-ahead log only.
+    entries: BTreeMap<u64, Kept>,
+    /// What `entries` holds, in encoded bytes.
+    bytes: usize,
+    keep_bytes: usize,
     vote: Option<Vote<NodeId>>,
     committed: Option<LogId<NodeId>>,
     purged: Option<LogId<NodeId>>,
+}
+
+impl LogInner {
+    /// Lets go of the oldest entries that are committed and written while the rest
+    /// still hold `keep_bytes`; the last entry always stays (it is the log's last id).
+    fn shed(&mut self) {
+        let Some(committed) = self.committed else {
+            return;
+        };
+        let upto = self
+            .wal
+            .last_written()
+            .map_or(0, |w| w.min(committed.index));
+        while self.entries.len() > 1 {
+            let Some(first) = self.entries.first_entry() else {
+                break;
+            };
+            if *first.key() > upto || self.bytes - first.get().bytes < self.keep_bytes {
+                break;
+            }
+            self.bytes -= first.remove().bytes;
+        }
+    }
+
+    fn recount(&mut self) {
+        self.bytes = self.entries.values().map(|k| k.bytes).sum();
+    }
 }
 
 /// The Raft log over the write-ahead log. Cheap to clone (one shared inner).
@@ -142,31 +185,44 @@ pub struct LogStore {
 impl LogStore {
     /// Opens the log in `dir`, with what the write-ahead log held.
     pub fn open(dir: &Path) -> Result<LogStore> {
+        LogStore::open_keeping(dir, KEEP_BYTES)
+    }
+
+    /// `open`, keeping `keep_bytes` of committed entries in memory instead of `KEEP_BYTES`
+    /// (0: only the last one; every other read goes to the disk).
+    pub fn open_keeping(dir: &Path, keep_bytes: usize) -> Result<LogStore> {
         let (wal, recovered) = Wal::open(dir)?;
         let mut entries = BTreeMap::new();
         for (index, data) in recovered.entries {
-            entries.insert(index, decode::<Entry<TypeConfig>>(&data)?);
+            let entry = decode::<Entry<TypeConfig>>(&data)?;
+            let bytes = data.len();
+            entries.insert(index, Kept { entry, bytes });
         }
         let purged = match recovered.purged {
             Some((_, data)) => decode::<Option<LogId<NodeId>>>(&data)?,
             None => None,
         };
+        let mut inner = LogInner {
+            wal: Arc::new(wal),
+            entries,
+            bytes: 0,
+            keep_bytes,
+            vote: recovered
+                .vote
+                .map(|v| decode::<Vote<NodeId>>(&v))
+                .transpose()?,
+            committed: match recovered.committed {
+                Some(c) => decode::<Option<LogId<NodeId>>>(&c)?,
+                None => None,
+            },
+            purged,
+        };
+        inner.recount();
+        inner.shed();
         Ok(LogStore {
-            stall: wal.stall(),
-            sync_latency: wal.sync_latency(),
-            inner: Arc::new(Mutex::new(LogInner {
-                wal: Arc::new(wal),
-                entries,
-                vote: recovered
-                    .vote
-                    .map(|v| decode::<Vote<NodeId>>(&v))
-                    .transpose()?,
-                committed: match recovered.committed {
-                    Some(c) => decode::<Option<LogId<NodeId>>>(&c)?,
-                    None => None,
-                },
-                purged,
-            })),
+            stall: inner.wal.stall(),
+            sync_latency: inner.wal.sync_latency(),
+            inner: Arc::new(Mutex::new(inner)),
         })
     }
 }
@@ -176,8 +232,41 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        use std::ops::Bound;
         let inner = self.inner.lock().await;
-        Ok(inner.entries.range(range).map(|(_, e)| e.clone()).collect())
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&i) => i.saturating_add(1),
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => u64::MAX,
+        };
+        let mut out = Vec::new();
+        // Entries let go of are read back (a follower catching up; rare, page-cached).
+        let first_kept = inner.entries.keys().next().copied().unwrap_or(end);
+        let from_disk = start.max(inner.purged.map_or(0, |p| p.index + 1));
+        if from_disk < first_kept.min(end) {
+            let read = inner
+                .wal
+                .read_entries(from_disk, first_kept.min(end))
+                .map_err(|e| StorageIOError::read_logs(&e))?;
+            for (_, data) in read {
+                out.push(
+                    decode::<Entry<TypeConfig>>(&data)
+                        .map_err(|e| StorageIOError::read_logs(&e))?,
+                );
+            }
+        }
+        out.extend(
+            inner
+                .entries
+                .range(start..end)
+                .map(|(_, k)| k.entry.clone()),
+        );
+        Ok(out)
     }
 }
 
@@ -190,7 +279,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .entries
             .values()
             .next_back()
-            .map(|e| e.log_id)
+            .map(|k| k.entry.log_id)
             .or(inner.purged);
         Ok(LogState {
             last_purged_log_id: inner.purged,
@@ -223,6 +312,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .wal
             .submit_unsynced(vec![Record::Committed(encode(&committed))]);
         inner.committed = committed;
+        inner.shed();
         Ok(())
     }
 
@@ -237,11 +327,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut inner = self.inner.lock().await;
         let mut records = Vec::new();
         for entry in entries {
-            records.push(Record::Entry {
-                index: entry.log_id.index,
-                data: encode(&entry),
-            });
-            inner.entries.insert(entry.log_id.index, entry);
+            let index = entry.log_id.index;
+            let data = encode(&entry);
+            let bytes = data.len();
+            records.push(Record::Entry { index, data });
+            // An entry replacing a conflicting suffix drops it, as the log does.
+            let dropped: usize = inner
+                .entries
+                .split_off(&index)
+                .values()
+                .map(|k| k.bytes)
+                .sum();
+            inner.bytes = inner.bytes - dropped + bytes;
+            inner.entries.insert(index, Kept { entry, bytes });
         }
         // Readable now; reported durable once the group commit has synced it.
         inner.wal.submit(records, move |r| {
@@ -257,6 +355,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await
             .map_err(|e| io_err(&e))?;
         inner.entries.split_off(&log_id.index);
+        inner.recount();
         Ok(())
     }
 
@@ -271,6 +370,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .map_err(|e| io_err(&e))?;
         inner.entries = inner.entries.split_off(&(log_id.index + 1));
         inner.purged = Some(log_id);
+        inner.recount();
         Ok(())
     }
 }
@@ -566,7 +666,7 @@ impl StateMachine {
                 format!("cannot create {}: {e}", dir.display()),
             )
         })?;
-        let (applied, current) = match read_snapshot_file(dir)? {
+        let (mut applied, current) = match read_snapshot_file(dir)? {
             Some(f) => (
                 Applied {
                     mvcc: Mvcc::decode(&f.data)?,
@@ -584,6 +684,7 @@ impl StateMachine {
                 None,
             ),
         };
+        applied.mvcc.keep_history_in(dir)?;
         Ok(StateMachine {
             size: Arc::new(applied.mvcc.size().into()),
             due: Arc::default(),
@@ -810,6 +911,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> StorageResult<()> {
         let data = snapshot.into_inner();
         let mvcc = Mvcc::decode(&data)
+            .and_then(|mut m| m.keep_history_in(&self.dir).map(|_| m))
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let mut current = self.current.write().await;
         let file = self

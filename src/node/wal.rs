@@ -170,13 +170,44 @@ struct Segment {
     max_index: Option<u64>,
 }
 
+/// Where an entry's record lies: read back when the log store no longer keeps the entry in
+/// memory.
+#[derive(Clone, Copy, Debug)]
+struct Place {
+    seq: u64,
+    offset: u64,
+    len: u32,
+}
+
+/// Every entry's place, by index: follows the records as `Recovered` does.
+type Places = BTreeMap<u64, Place>;
+
+fn track(places: &mut Places, record: &Record, at: Place) {
+    match record {
+        Record::Entry { index, .. } => {
+            places.split_off(index);
+            places.insert(*index, at);
+        }
+        Record::Truncate { from } => {
+            places.split_off(from);
+        }
+        Record::Purge { upto, .. } => *places = places.split_off(&(upto + 1)),
+        Record::Vote(_) | Record::Committed(_) => {}
+    }
+}
+
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:016x}.wal"))
 }
 
 /// Reads one segment into `state`; cuts a torn tail off the last segment. Returns where its
 /// records end: segments are preallocated, so zeros may follow.
-fn replay(seg: &mut Segment, last: bool, state: &mut Recovered) -> Result<u64> {
+fn replay(
+    seg: &mut Segment,
+    last: bool,
+    state: &mut Recovered,
+    places: &mut Places,
+) -> Result<u64> {
     let path = seg.path.clone();
     let mut bytes = Vec::new();
     File::open(&path)
@@ -246,6 +277,12 @@ fn replay(seg: &mut Segment, last: bool, state: &mut Recovered) -> Result<u64> {
         if let Record::Entry { index, .. } = &record {
             seg.max_index = Some(seg.max_index.map_or(*index, |m| m.max(*index)));
         }
+        let at = Place {
+            seq: seg.seq,
+            offset: pos as u64,
+            len: (end - pos) as u32,
+        };
+        track(places, &record, at);
         state.apply(record);
         pos = end;
     }
@@ -302,6 +339,9 @@ struct Writer {
     stall: Arc<Stall>,
     poisoned: Option<Error>,
     buf: Vec<u8>,
+    /// Each record's (offset, length) in `buf`.
+    spans: Vec<(u64, u32)>,
+    places: Arc<Mutex<Places>>,
     /// Held while the writer runs: released only once the last write is done.
     _lock: Flock<File>,
 }
@@ -347,9 +387,12 @@ impl Writer {
             return Err(e.clone());
         }
         self.buf.clear();
+        self.spans.clear();
         let records = || groups.iter().flat_map(|g| g.iter());
         for r in records() {
+            let at = self.buf.len();
             r.encode(&mut self.buf);
+            self.spans.push((at as u64, (self.buf.len() - at) as u32));
         }
         let start = self.size;
         let path = self.active().path.clone();
@@ -386,6 +429,17 @@ impl Writer {
             }
             self.syncs.observe(started.elapsed());
         }
+        let seq = self.active().seq;
+        let mut places = self.places.lock().unwrap_or_else(|p| p.into_inner());
+        for (r, &(offset, len)) in records().zip(&self.spans) {
+            let at = Place {
+                seq,
+                offset: start + offset,
+                len,
+            };
+            track(&mut places, r, at);
+        }
+        drop(places);
         for r in records() {
             match r {
                 Record::Entry { index, .. } => {
@@ -490,6 +544,8 @@ impl Stall {
 /// The log. Share it with `Arc`; every method may be called from any thread. Dropping it
 /// lets queued writes finish (a log waiting for room gives up), then releases the directory.
 pub struct Wal {
+    dir: PathBuf,
+    places: Arc<Mutex<Places>>,
     jobs: Option<mpsc::Sender<Batch>>,
     writer: Option<JoinHandle<()>>,
     syncs: Arc<Histogram>,
@@ -543,11 +599,13 @@ impl Wal {
             })
             .collect();
         let mut state = Recovered::default();
+        let mut places = Places::new();
         let n = segments.len();
         let mut size = MAGIC.len() as u64;
         for (i, seg) in segments.iter_mut().enumerate() {
-            size = replay(seg, i + 1 == n, &mut state)?;
+            size = replay(seg, i + 1 == n, &mut state, &mut places)?;
         }
+        let places = Arc::new(Mutex::new(places));
         if segments.is_empty() {
             let path = segment_path(dir, 1);
             write_new_segment(&path)?;
@@ -579,6 +637,8 @@ impl Wal {
             stall: stall.clone(),
             poisoned: None,
             buf: Vec::new(),
+            spans: Vec::new(),
+            places: places.clone(),
             _lock: lock,
         };
         let (jobs, rx) = mpsc::channel();
@@ -595,6 +655,8 @@ impl Wal {
         })?;
         Ok((
             Wal {
+                dir: dir.to_path_buf(),
+                places,
                 jobs: Some(jobs),
                 writer: Some(writer),
                 syncs,
@@ -652,6 +714,52 @@ impl Wal {
         });
         rx.recv()
             .unwrap_or_else(|_| Err(Error::new(ErrorKind::Closed, "the log is closed")))
+    }
+
+    /// The highest index whose entry has been written (not necessarily synced yet): from
+    /// then on `read_entries` can read it back.
+    pub fn last_written(&self) -> Option<u64> {
+        let places = self.places.lock().unwrap_or_else(|p| p.into_inner());
+        places.keys().next_back().copied()
+    }
+
+    /// Reads back the entries in `from..to` that the log holds, in order: what a log store
+    /// that no longer keeps them in memory serves a lagging follower from. Each record's
+    /// checksum is verified again.
+    pub fn read_entries(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>> {
+        let wanted: Vec<(u64, Place)> = {
+            let places = self.places.lock().unwrap_or_else(|p| p.into_inner());
+            places.range(from..to).map(|(&i, &p)| (i, p)).collect()
+        };
+        let mut out = Vec::with_capacity(wanted.len());
+        let mut open: Option<(u64, File)> = None;
+        for (index, place) in wanted {
+            let path = segment_path(&self.dir, place.seq);
+            let f = match open {
+                Some((seq, ref f)) if seq == place.seq => f,
+                _ => {
+                    let f = File::open(&path).map_err(|e| io("cannot read", &path, e))?;
+                    &open.insert((place.seq, f)).1
+                }
+            };
+            let mut frame = vec![0; (place.len as usize).max(FRAME)];
+            std::os::unix::fs::FileExt::read_exact_at(f, &mut frame, place.offset)
+                .map_err(|e| io("cannot read", &path, e))?;
+            let (head, body) = frame.split_at(FRAME);
+            let crc = u32::from_be_bytes(head[4..].try_into().unwrap_or_default());
+            if crc32fast::hash(body) != crc {
+                return Err(corrupt(
+                    &path,
+                    place.offset,
+                    "checksum mismatch on reading back",
+                ));
+            }
+            match Record::decode(body) {
+                Some(Record::Entry { index: i, data }) if i == index => out.push((index, data)),
+                _ => return Err(corrupt(&path, place.offset, "not the entry expected there")),
+            }
+        }
+        Ok(out)
     }
 
     /// The log's stall state: why it cannot write now, if it cannot.

@@ -220,7 +220,14 @@ impl Hub {
                     compact_revision: mvcc.compact_revision(),
                 });
             }
-            let batch = mvcc.history(&w.key, &w.end, w.next_rev, PIECE_EVENTS);
+            let batch = match mvcc.history(&w.key, &w.end, w.next_rev, PIECE_EVENTS) {
+                Ok(batch) => batch,
+                Err(e) => {
+                    break Some(WatchUpdate::Canceled {
+                        reason: e.message.to_string(),
+                    })
+                }
+            };
             let Some(last) = batch.last().map(event_rev) else {
                 w.next_rev = current + 1;
                 continue;

@@ -1,0 +1,179 @@
+//! The values of superseded versions, out of memory: a member keeps only each key's newest
+//! value in memory and appends the value a write supersedes to a file beside its snapshots,
+//! where reads at past revisions, watches catching up, hashes and snapshots find it again.
+//!
+//! The file is a cache, never the truth: the write-ahead log and the snapshots are. It is
+//! started afresh whenever the store is loaded, nothing in it is synced, and a member that
+//! crashes loses nothing by losing it.
+//!
+//! Values are appended in the order of the revisions that superseded them, and a compaction
+//! at revision R forgets exactly the versions superseded at R or before — so what a
+//! compaction frees is always a prefix of the file, handed back to the file system by
+//! punching a hole (the offsets of what stays do not move).
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Values are gathered in memory and written in pieces of this size.
+pub const PIECE: usize = 1 << 20;
+
+/// Where a superseded value lies in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spilled {
+    pub offset: u64,
+    pub len: u32,
+}
+
+#[derive(Debug)]
+pub struct History {
+    file: File,
+    path: PathBuf,
+    /// Everything before this offset is in the file.
+    written: u64,
+    /// Appended values not written yet; they start at `written`.
+    pending: Vec<u8>,
+    piece: usize,
+    /// Below this offset the file is a hole.
+    punched: u64,
+    /// (r, offset): every value before `offset` was superseded at revision `r` or before.
+    marks: VecDeque<(i64, u64)>,
+    /// The newest revision that superseded a value.
+    newest: i64,
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::new(
+        ErrorKind::Internal,
+        format!("{what} the store's history file {}: {e}", path.display()),
+    )
+}
+
+impl History {
+    /// A new, empty history file in `dir`. Older ones there are removed: they belong to a
+    /// store that is being replaced (it keeps its open file until it goes) or to a process
+    /// that ended.
+    /// Values are written once `piece` bytes of them are pending (`PIECE` for a member; a
+    /// test sets 1 to send every read to the file).
+    pub fn create(dir: &Path, piece: usize) -> Result<History> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let list =
+            std::fs::read_dir(dir).map_err(|e| io("cannot list the directory of", dir, e))?;
+        for entry in list.flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".history") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let name = format!(
+            "{}-{}.history",
+            std::process::id(),
+            NEXT.fetch_add(1, Relaxed)
+        );
+        let path = dir.join(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| io("cannot create", &path, e))?;
+        Ok(History {
+            file,
+            path,
+            written: 0,
+            pending: Vec::with_capacity(piece),
+            piece,
+            punched: 0,
+            marks: VecDeque::new(),
+            newest: 0,
+        })
+    }
+
+    /// Appends `value`, superseded at revision `by` (never below an earlier call's).
+    pub fn push(&mut self, value: &[u8], by: i64) -> Spilled {
+        let at = Spilled {
+            offset: self.written + self.pending.len() as u64,
+            len: value.len() as u32,
+        };
+        self.pending.extend_from_slice(value);
+        self.newest = self.newest.max(by);
+        if self.pending.len() >= self.piece {
+            self.write();
+        }
+        at
+    }
+
+    /// Writes what is pending. A write that fails (a full disk) leaves it pending, to be
+    /// tried with the next piece: the values stay readable in memory meanwhile.
+    fn write(&mut self) {
+        if self.file.write_all_at(&self.pending, self.written).is_ok() {
+            self.written += self.pending.len() as u64;
+            self.pending.clear();
+            self.marks.push_back((self.newest, self.written));
+        }
+    }
+
+    /// The value at `at`.
+    pub fn read(&self, at: Spilled) -> Result<Vec<u8>> {
+        let len = at.len as usize;
+        if at.offset >= self.written {
+            let start = (at.offset - self.written) as usize;
+            return self
+                .pending
+                .get(start..start + len)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| {
+                    io(
+                        "a value beyond the end of",
+                        &self.path,
+                        std::io::ErrorKind::UnexpectedEof.into(),
+                    )
+                });
+        }
+        let mut out = vec![0; len];
+        self.file
+            .read_exact_at(&mut out, at.offset)
+            .map_err(|e| io("cannot read", &self.path, e))?;
+        Ok(out)
+    }
+
+    /// Forgets the values superseded at `revision` or before: the file's prefix that holds
+    /// only those becomes a hole. (On a file system without holes the space stays taken
+    /// until the store is next loaded; nothing else changes.)
+    pub fn compact(&mut self, revision: i64) {
+        let mut cut = self.punched;
+        while let Some(&(r, offset)) = self.marks.front() {
+            if r > revision {
+                break;
+            }
+            cut = offset;
+            self.marks.pop_front();
+        }
+        if cut > self.punched {
+            let mode = nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
+                | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE;
+            let _ = nix::fcntl::fallocate(
+                &self.file,
+                mode,
+                self.punched as libc::off_t,
+                (cut - self.punched) as libc::off_t,
+            );
+            self.punched = cut;
+        }
+    }
+
+    /// Bytes of values held (written and pending, holes excluded).
+    pub fn bytes(&self) -> u64 {
+        self.written - self.punched + self.pending.len() as u64
+    }
+}
+
+impl Drop for History {
+    fn drop(&mut self) {
+        // A cache: nobody reads it once its store is gone.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
