@@ -205,19 +205,19 @@ fn segments_roll_and_purged_ones_are_deleted_keeping_the_vote() {
         let (wal, _) = Wal::open(dir.path()).unwrap();
         wal.write_blocking(vec![Record::Vote(b"v1".to_vec())])
             .unwrap();
-        for i in 1..=70 {
+        for i in 1..=20 {
             wal.write_blocking(vec![entry(i, &big)]).unwrap();
         }
-        assert_eq!(segments(dir.path()).len(), 2, "rolled at 64 MiB");
+        assert_eq!(segments(dir.path()).len(), 2, "rolled at 16 MiB");
         wal.write_blocking(vec![Record::Purge {
-            upto: 68,
+            upto: 18,
             data: vec![],
         }])
         .unwrap();
         assert_eq!(segments(dir.path()).len(), 1, "the purged segment is gone");
     }
     let (_wal, r) = Wal::open(dir.path()).unwrap();
-    assert_eq!(r.entries.keys().copied().collect::<Vec<_>>(), [69, 70]);
+    assert_eq!(r.entries.keys().copied().collect::<Vec<_>>(), [19, 20]);
     assert_eq!(
         r.vote.as_deref(),
         Some(&b"v1"[..]),

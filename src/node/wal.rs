@@ -1,5 +1,5 @@
 //! The write-ahead log: the node's truth on disk for Raft entries and the vote. Records are
-//! appended to segment files (`<seq>.wal`, rolled at 64 MiB), each framed as
+//! appended to segment files (`<seq>.wal`, rolled at 16 MiB), each framed as
 //! `len: u32 | crc32: u32 | kind: u8 | fields`, and made durable by one `fdatasync` per group
 //! of batches on a thread of its own (group commit: batches that queue while a sync runs
 //! share the next one; no runtime worker ever waits on the disk). A batch's completion runs
@@ -33,7 +33,7 @@ use super::metrics::Histogram;
 use crate::error::{Error, ErrorKind, Result};
 
 /// A segment is closed and a new one started once it holds this many bytes.
-pub(crate) const SEGMENT_BYTES: u64 = 64 << 20;
+pub(crate) const SEGMENT_BYTES: u64 = 16 << 20;
 const MAGIC: &[u8; 8] = b"ETCDCWL1";
 const FRAME: usize = 8;
 
