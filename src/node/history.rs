@@ -6,10 +6,13 @@
 //! started afresh whenever the store is loaded, nothing in it is synced, and a member that
 //! crashes loses nothing by losing it.
 //!
-//! Values are appended in the order of the revisions that superseded them, and a compaction
-//! at revision R forgets exactly the versions superseded at R or before — so what a
-//! compaction frees is always a prefix of the file, handed back to the file system by
-//! punching a hole (the offsets of what stays do not move).
+//! A compaction at revision R forgets exactly the versions superseded at R or before. Each
+//! piece written records the newest superseding revision of everything before its end, so
+//! a compaction at R frees the file's prefix up to the last piece at or below R, handed back
+//! to the file system by punching a hole (the offsets of what stays do not move). Values
+//! come in the order of the revisions that superseded them as the store applies writes, so
+//! the prefix follows compactions closely; a store loaded from a snapshot spills its old
+//! values key by key, and that part is freed once a compaction passes the snapshot.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -92,7 +95,7 @@ impl History {
         })
     }
 
-    /// Appends `value`, superseded at revision `by` (never below an earlier call's).
+    /// Appends `value`, superseded at revision `by`.
     pub fn push(&mut self, value: &[u8], by: i64) -> Spilled {
         let at = Spilled {
             offset: self.written + self.pending.len() as u64,

@@ -706,8 +706,7 @@ impl Mvcc {
     }
 
     /// Keeps the values of superseded versions in a history file in `dir` from now on,
-    /// beginning with those the store holds (in the order of the revisions that superseded
-    /// them, as a compaction frees them).
+    /// beginning with those the store holds.
     pub fn keep_history_in(&mut self, dir: &Path) -> Result<()> {
         self.keep_history_in_pieces(dir, super::history::PIECE)
     }
@@ -716,16 +715,8 @@ impl Mvcc {
     /// read of an old value goes to the file — for tests).
     pub fn keep_history_in_pieces(&mut self, dir: &Path, piece: usize) -> Result<()> {
         let mut past = History::create(dir, piece)?;
-        let mut old: Vec<(i64, &mut Version)> = Vec::new();
         for versions in self.keys.values_mut() {
-            let by: Vec<i64> = versions.iter().skip(1).map(|v| v.rev.main).collect();
-            old.extend(by.into_iter().zip(versions.iter_mut()));
-        }
-        old.sort_by_key(|(by, _)| *by);
-        for (by, v) in old {
-            if let Some(Value::Mem(value)) = &v.value {
-                v.value = Some(Value::Spilled(past.push(value, by)));
-            }
+            spill_superseded(&mut past, versions);
         }
         self.past = Some(past);
         Ok(())
@@ -1202,9 +1193,16 @@ impl Mvcc {
 
     /// A store from `encode`'s bytes.
     pub fn decode(data: &[u8]) -> Result<Mvcc> {
+        Mvcc::decode_from(data, None)
+    }
+
+    /// A store from `encode`'s bytes, read as they come, its superseded values going to a
+    /// new history file in `history.0` (written every `history.1` bytes) key by key as they
+    /// are read: neither the snapshot nor the store's whole history is ever in memory.
+    pub fn decode_from(data: impl std::io::Read, history: Option<(&Path, usize)>) -> Result<Mvcc> {
         use prost::Message;
-        let mut r = Reader { data, at: 0 };
-        let format = r.take(1)?[0];
+        let mut r = Reader { data };
+        let format = r.byte()?;
         if !(1..=SNAPSHOT_FORMAT).contains(&format) {
             return Err(Error::new(
                 ErrorKind::DataLoss,
@@ -1214,6 +1212,10 @@ impl Mvcc {
         let mut m = Mvcc {
             rev: r.num()? as i64,
             compacted: r.num()? as i64,
+            past: match history {
+                Some((dir, piece)) => Some(History::create(dir, piece)?),
+                None => None,
+            },
             ..Default::default()
         };
         for _ in 0..r.num()? {
@@ -1221,12 +1223,12 @@ impl Mvcc {
             let ttl = r.num()? as i64;
             let mut keys = BTreeSet::new();
             for _ in 0..r.num()? {
-                keys.insert(r.bytes()?.to_vec());
+                keys.insert(r.bytes()?);
             }
             m.leases.insert(id, LeaseEntry { ttl, keys });
         }
         for _ in 0..r.num()? {
-            let key = r.bytes()?.to_vec();
+            let key = r.bytes()?;
             let count = r.num()? as usize;
             let mut versions = Vec::with_capacity(count.min(1 << 16));
             for _ in 0..count {
@@ -1234,15 +1236,18 @@ impl Mvcc {
                     main: r.num()? as i64,
                     sub: r.num()? as i64,
                 };
-                let version = match r.take(1)? {
-                    [1] => Version::from_kv(
+                let version = match r.byte()? {
+                    1 => Version::from_kv(
                         rev,
-                        KeyValue::decode(r.bytes()?).map_err(|_| Reader::bad())?,
+                        KeyValue::decode(&r.bytes()?[..]).map_err(|_| bad_snapshot())?,
                     ),
                     _ => Version::tombstone(rev),
                 };
                 m.size += cost(&key, &version);
                 versions.push(version);
+            }
+            if let Some(past) = &mut m.past {
+                spill_superseded(past, &mut versions);
             }
             m.keys.insert(key, versions);
         }
@@ -1252,7 +1257,7 @@ impl Mvcc {
             }
         }
         if format >= 3 {
-            let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| Reader::bad());
+            let text = |b: Vec<u8>| String::from_utf8(b).map_err(|_| bad_snapshot());
             for _ in 0..r.num()? {
                 let id = r.num()?;
                 let name = text(r.bytes()?)?;
@@ -1270,35 +1275,56 @@ impl Mvcc {
     }
 }
 
-/// Reads `Mvcc::encode`'s format.
-struct Reader<'a> {
-    data: &'a [u8],
-    at: usize,
+/// Moves the values of a key's superseded versions (all but its newest) to `past`.
+fn spill_superseded(past: &mut History, versions: &mut [Version]) {
+    for i in 1..versions.len() {
+        let by = versions[i].rev.main;
+        let v = &mut versions[i - 1];
+        if let Some(Value::Mem(value)) = &v.value {
+            v.value = Some(Value::Spilled(past.push(value, by)));
+        }
+    }
 }
 
-impl<'a> Reader<'a> {
-    fn bad() -> Error {
-        Error::new(ErrorKind::DataLoss, "the snapshot is malformed")
+fn bad_snapshot() -> Error {
+    Error::new(ErrorKind::DataLoss, "the snapshot is malformed")
+}
+
+/// Reads `Mvcc::encode`'s format from a stream.
+struct Reader<R> {
+    data: R,
+}
+
+impl<R: std::io::Read> Reader<R> {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<()> {
+        self.data.read_exact(buf).map_err(|_| bad_snapshot())
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let s = self
-            .data
-            .get(self.at..self.at.saturating_add(n))
-            .ok_or_else(Self::bad)?;
-        self.at += n;
-        Ok(s)
+    fn byte(&mut self) -> Result<u8> {
+        let mut b = [0; 1];
+        self.fill(&mut b)?;
+        Ok(b[0])
     }
 
     fn num(&mut self) -> Result<u64> {
-        Ok(u64::from_be_bytes(
-            self.take(8)?.try_into().map_err(|_| Self::bad())?,
-        ))
+        let mut b = [0; 8];
+        self.fill(&mut b)?;
+        Ok(u64::from_be_bytes(b))
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8]> {
-        let n = self.num()? as usize;
-        self.take(n)
+    /// A length-prefixed byte string; a length past the end fails without allocating it.
+    fn bytes(&mut self) -> Result<Vec<u8>> {
+        use std::io::Read;
+        let n = self.num()?;
+        let mut out = Vec::new();
+        (&mut self.data)
+            .take(n)
+            .read_to_end(&mut out)
+            .map_err(|_| bad_snapshot())?;
+        if out.len() as u64 != n {
+            return Err(bad_snapshot());
+        }
+        Ok(out)
     }
 }
 
@@ -1634,8 +1660,8 @@ mod tests {
         assert!(file.compact_revision() > 0, "the run compacted");
         same_history(&mem, &file);
         // Loaded from its snapshot, a store spills its old values again, in order.
-        let mut back = Mvcc::decode(&file.encode()).unwrap();
-        back.keep_history_in_pieces(dir.path(), 1).unwrap();
+        let encoded = file.encode();
+        let mut back = Mvcc::decode_from(&encoded[..], Some((dir.path(), 1))).unwrap();
         same_history(&mem, &back);
         let at = mem.revision() - 5;
         mem.compact(at).unwrap();

@@ -37,6 +37,7 @@ openraft::declare_raft_types!(
         R = Outcome,
         NodeId = NodeId,
         Node = BasicNode,
+        SnapshotData = tokio::fs::File,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;
@@ -464,15 +465,6 @@ fn snapshot_head(file: &SnapshotFile) -> ([u8; 4], Vec<u8>) {
     (crc.finalize().to_be_bytes(), head)
 }
 
-fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> Result<()> {
-    let (crc, head) = snapshot_head(file);
-    write_snapshot_with(dir, |f| {
-        f.write_all(&crc)?;
-        f.write_all(&head)?;
-        f.write_all(&file.data)
-    })
-}
-
 /// Writes a snapshot file's bytes for `meta` and `mvcc` into `out` from where it stands,
 /// the store streamed as it is encoded — never copied whole into memory first. The head
 /// ends with the store's length, known once it is written: its place is kept, and the crc of
@@ -547,19 +539,86 @@ fn write_snapshot_with(
         .map_err(io)
 }
 
-fn read_snapshot_file(dir: &Path) -> Result<Option<SnapshotFile>> {
-    let path = snapshot_path(dir);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(Error::new(
-                ErrorKind::Internal,
-                format!("cannot read {}: {e}", path.display()),
-            ))
-        }
+/// Reads a snapshot file's head as a stream: its meta and the length of the store after it.
+fn read_head(r: &mut impl std::io::Read) -> Result<(SnapshotMeta<NodeId, BasicNode>, u64)> {
+    let bad = || Error::new(ErrorKind::DataLoss, "the snapshot is malformed");
+    let mut format = [0; 1];
+    r.read_exact(&mut format).map_err(|_| bad())?;
+    if format[0] != FORMAT {
+        return Err(Error::new(
+            ErrorKind::DataLoss,
+            "a snapshot of an unknown format version",
+        ));
+    }
+    let meta = bincode::deserialize_from(&mut *r).map_err(|_| bad())?;
+    let mut len = [0; 8];
+    r.read_exact(&mut len).map_err(|_| bad())?;
+    Ok((meta, u64::from_le_bytes(len)))
+}
+
+/// Loads the snapshot file at `path` (None if there is none) as a stream, never holding
+/// its bytes whole: a first pass checks the crc over everything after it, a second decodes
+/// the meta and the store, whose superseded values go to a history file in `history`.
+fn load_snapshot(
+    path: &Path,
+    history: &Path,
+) -> Result<Option<(SnapshotMeta<NodeId, BasicNode>, Mvcc)>> {
+    match std::fs::File::open(path) {
+        Ok(mut f) => read_snapshot(&mut f, path, history).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::new(
+            ErrorKind::Internal,
+            format!("cannot read {}: {e}", path.display()),
+        )),
+    }
+}
+
+/// `load_snapshot` of an open file (from its start; `path` names it in errors).
+fn read_snapshot(
+    f: &mut std::fs::File,
+    path: &Path,
+    history: &Path,
+) -> Result<(SnapshotMeta<NodeId, BasicNode>, Mvcc)> {
+    use std::io::{BufRead, BufReader, Read};
+    let io = |e: std::io::Error| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("cannot read {}: {e}", path.display()),
+        )
     };
-    parse_snapshot(&bytes, &path).map(Some)
+    let corrupt = || {
+        Error::new(
+            ErrorKind::DataLoss,
+            format!("snapshot {} is corrupt (checksum)", path.display()),
+        )
+    };
+    f.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut r = BufReader::with_capacity(1 << 20, &mut *f);
+    let mut crc = [0; 4];
+    r.read_exact(&mut crc).map_err(|_| corrupt())?;
+    let mut hasher = crc32fast::Hasher::new();
+    loop {
+        let buf = r.fill_buf().map_err(io)?;
+        if buf.is_empty() {
+            break;
+        }
+        hasher.update(buf);
+        let n = buf.len();
+        r.consume(n);
+    }
+    if hasher.finalize().to_be_bytes() != crc {
+        return Err(corrupt());
+    }
+    f.seek(SeekFrom::Start(4)).map_err(io)?;
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    let (meta, len) = read_head(&mut r)?;
+    let mvcc = Mvcc::decode_from(r.take(len), Some((history, super::history::PIECE)))?;
+    Ok((meta, mvcc))
+}
+
+/// Where a snapshot sent by the leader is gathered before it replaces the member's own.
+fn receiving_path(dir: &Path) -> PathBuf {
+    dir.join("snapshot.receiving")
 }
 
 /// etcd's snapshot stream ends with the SHA-256 of what came before, which is a multiple of
@@ -666,32 +725,35 @@ impl StateMachine {
                 format!("cannot create {}: {e}", dir.display()),
             )
         })?;
-        let (mut applied, current) = match read_snapshot_file(dir)? {
-            Some(f) => (
+        let (applied, current) = match load_snapshot(&snapshot_path(dir), dir)? {
+            Some((meta, mvcc)) => (
                 Applied {
-                    mvcc: Mvcc::decode(&f.data)?,
-                    last_applied: f.meta.last_log_id,
-                    membership: f.meta.last_membership.clone(),
+                    mvcc,
+                    last_applied: meta.last_log_id,
+                    membership: meta.last_membership.clone(),
                 },
-                Some(f),
+                Some(meta),
             ),
             None => (
                 Applied {
-                    mvcc: Mvcc::new(),
+                    mvcc: {
+                        let mut empty = Mvcc::new();
+                        empty.keep_history_in(dir)?;
+                        empty
+                    },
                     last_applied: None,
                     membership: StoredMembership::default(),
                 },
                 None,
             ),
         };
-        applied.mvcc.keep_history_in(dir)?;
         Ok(StateMachine {
             size: Arc::new(applied.mvcc.size().into()),
             due: Arc::default(),
             state: Arc::new(RwLock::new(applied)),
             hub: Arc::default(),
             dir: dir.to_path_buf(),
-            current: Arc::new(RwLock::new(current.map(|f| f.meta))),
+            current: Arc::new(RwLock::new(current)),
         })
     }
 }
@@ -711,16 +773,6 @@ impl StateMachine {
         let _ = write_snapshot_stream(&mut out, &meta, &state.mvcc);
         drop(state);
         frame_backup(out.into_inner())
-    }
-
-    /// Writes `file` as the member's snapshot, synced, off the runtime's workers.
-    async fn persist(&self, file: SnapshotFile) -> StorageResult<SnapshotFile> {
-        let signature = file.meta.signature();
-        let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &file).map(|_| file))
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(signature.clone()), &e))?
-            .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e).into())
     }
 }
 
@@ -834,11 +886,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         *current = Some(meta.clone());
-        // openraft keeps only the meta of a snapshot it built; a follower that needs the data
-        // gets it from the file (`get_current_snapshot`).
+        let file = tokio::fs::File::open(snapshot_path(&self.dir))
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(Vec::new())),
+            snapshot: Box::new(file),
         })
     }
 }
@@ -900,26 +953,81 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    /// The leader's snapshot file arrives in chunks into a file of its own, never whole in
+    /// memory. (A receive openraft gave up on is replaced: its file is unlinked, and whatever
+    /// still writes to it writes to nothing anyone reads.)
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<tokio::fs::File>> {
+        let path = receiving_path(&self.dir);
+        let create = move || {
+            let _ = std::fs::remove_file(&path);
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+        };
+        let file = tokio::task::spawn_blocking(create)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
+    /// The received file is the leader's snapshot file, byte for byte: synced, checked
+    /// (crc, and that it is the snapshot announced), loaded as a stream, and renamed to be
+    /// the member's own snapshot.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> StorageResult<()> {
-        let data = snapshot.into_inner();
-        let mvcc = Mvcc::decode(&data)
-            .and_then(|mut m| m.keep_history_in(&self.dir).map(|_| m))
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let signature = Some(meta.signature());
         let mut current = self.current.write().await;
-        let file = self
-            .persist(SnapshotFile {
-                meta: meta.clone(),
-                data,
-            })
-            .await?;
+        // Waits for the writes still in flight, then syncs.
+        snapshot
+            .sync_all()
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(signature.clone(), &e))?;
+        let mut received = snapshot.into_std().await;
+        let (dir, announced) = (self.dir.clone(), meta.clone());
+        let load = move || -> Result<Mvcc> {
+            use std::os::unix::fs::MetadataExt;
+            let path = receiving_path(&dir);
+            let io = |e: std::io::Error| {
+                Error::new(
+                    ErrorKind::Internal,
+                    format!("cannot install the snapshot in {}: {e}", dir.display()),
+                )
+            };
+            let (got, mvcc) = read_snapshot(&mut received, &path, &dir)?;
+            if got != announced {
+                return Err(Error::new(
+                    ErrorKind::DataLoss,
+                    format!(
+                        "the received snapshot is {}, not the {} announced",
+                        got.snapshot_id, announced.snapshot_id
+                    ),
+                ));
+            }
+            // The file received into becomes the member's snapshot; a snapshot handed over
+            // as some other file is copied.
+            let gathered = std::fs::metadata(&path)
+                .is_ok_and(|m| received.metadata().is_ok_and(|r| r.ino() == m.ino()));
+            if gathered {
+                std::fs::rename(&path, snapshot_path(&dir)).map_err(io)?;
+                std::fs::File::open(&dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io)?;
+            } else {
+                received.seek(SeekFrom::Start(0)).map_err(io)?;
+                write_snapshot_with(&dir, |f| std::io::copy(&mut received, f).map(drop))?;
+            }
+            Ok(mvcc)
+        };
+        let mvcc = tokio::task::spawn_blocking(load)
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(signature.clone(), &e))?
+            .map_err(|e| StorageIOError::read_snapshot(signature, &e))?;
         let mut state = self.state.write().await;
         *state = Applied {
             mvcc,
@@ -930,35 +1038,48 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.size
             .store(state.mvcc.size(), std::sync::atomic::Ordering::Relaxed);
         drop(state);
-        *current = Some(file.meta);
+        *current = Some(meta.clone());
         Ok(())
     }
 
+    /// The member's snapshot file, opened, for a follower: openraft sends it in chunks. The
+    /// file is replaced only under `current`'s write lock, and a replaced file stays
+    /// readable through this handle.
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
         let current = self.current.read().await;
         let Some(meta) = current.clone() else {
             return Ok(None);
         };
-        let dir = self.dir.clone();
-        let file = tokio::task::spawn_blocking(move || read_snapshot_file(&dir))
+        let (path, want) = (snapshot_path(&self.dir), meta.clone());
+        let open = move || -> Result<std::fs::File> {
+            let io = |e: std::io::Error| {
+                Error::new(
+                    ErrorKind::Internal,
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            };
+            let mut f = std::fs::File::open(&path).map_err(io)?;
+            let mut r = std::io::BufReader::new(&mut f);
+            r.seek_relative(4).map_err(io)?;
+            let (got, _) = read_head(&mut r)?;
+            drop(r);
+            if got != want {
+                return Err(Error::new(
+                    ErrorKind::DataLoss,
+                    "the snapshot file changed or went missing",
+                ));
+            }
+            f.seek(SeekFrom::Start(0)).map_err(io)?;
+            Ok(f)
+        };
+        let file = tokio::task::spawn_blocking(open)
             .await
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        // The file is replaced only under `current`'s write lock.
-        match file {
-            Some(f) if f.meta == meta => Ok(Some(Snapshot {
-                meta,
-                snapshot: Box::new(Cursor::new(f.data)),
-            })),
-            _ => Err(StorageIOError::read_snapshot(
-                Some(meta.signature()),
-                &Error::new(
-                    ErrorKind::DataLoss,
-                    "the snapshot file changed or went missing",
-                ),
-            )
-            .into()),
-        }
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        }))
     }
 }
 
