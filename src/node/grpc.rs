@@ -322,19 +322,26 @@ impl Maintenance for Api {
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         const PIECE: usize = 32 * 1024;
         let header = self.header().await?;
-        let bytes = self.0.backup().await;
-        let total = bytes.len();
-        // Each piece is copied out as it is sent, not all of them up front.
-        let pieces = (0..total.div_ceil(PIECE)).map(move |i| {
-            let end = total.min((i + 1) * PIECE);
-            Ok(SnapshotResponse {
-                header,
-                remaining_bytes: (total - end) as u64,
-                blob: bytes[i * PIECE..end].to_vec(),
-                version: super::ETCD_VERSION.into(),
-            })
+        let backup = self.0.backup().await.map_err(status)?;
+        // Read from its file as the client takes it: a few pieces ahead, never all of it.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let sent = backup.send(PIECE, |blob, remaining_bytes| {
+                let piece = SnapshotResponse {
+                    header,
+                    remaining_bytes,
+                    blob,
+                    version: super::ETCD_VERSION.into(),
+                };
+                tx.blocking_send(Ok(piece)).is_ok()
+            });
+            if let Err(e) = sent {
+                let _ = tx.blocking_send(Err(status(e)));
+            }
         });
-        Ok(Response::new(Box::pin(tokio_stream::iter(pieces))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
     async fn move_leader(
         &self,

@@ -516,7 +516,7 @@ impl Member {
     }
 
     /// The store now, as `Maintenance.Snapshot` streams it (see `raft::restore`).
-    pub async fn backup(&self) -> Vec<u8> {
+    pub async fn backup(&self) -> Result<super::raft::Backup> {
         self.sm.backup().await
     }
 

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::io::{Cursor, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -625,14 +625,55 @@ fn receiving_path(dir: &Path) -> PathBuf {
 /// 512 bytes (bbolt pages): `etcdctl snapshot save` refuses a stream without it.
 const BACKUP_ALIGN: usize = 512;
 
-/// A backup as `Maintenance.Snapshot` streams it: a snapshot file's `bytes`, zeros up to a
-/// multiple of 512 bytes, and the SHA-256 of all that.
-fn frame_backup(mut bytes: Vec<u8>) -> Vec<u8> {
-    use sha2::Digest;
-    bytes.resize(bytes.len().div_ceil(BACKUP_ALIGN) * BACKUP_ALIGN, 0);
-    let sum = sha2::Sha256::digest(&bytes);
-    bytes.extend_from_slice(&sum);
-    bytes
+/// A backup, ready to stream as `Maintenance.Snapshot` sends it: a snapshot file written
+/// aside (its name unlinked at once, so nothing is left behind), sent with etcd's framing —
+/// zeros up to a multiple of 512 bytes, then the SHA-256 of all that.
+pub struct Backup {
+    file: std::fs::File,
+    len: u64,
+}
+
+impl Backup {
+    /// The bytes the stream sends in all.
+    pub fn total(&self) -> u64 {
+        self.len.div_ceil(BACKUP_ALIGN as u64) * BACKUP_ALIGN as u64 + 32
+    }
+
+    /// Reads the backup in pieces of `piece` bytes and hands each to `out` with the number
+    /// of bytes still to come after it, until `out` says stop. Blocking: run it off the
+    /// runtime's workers.
+    pub fn send(mut self, piece: usize, mut out: impl FnMut(Vec<u8>, u64) -> bool) -> Result<()> {
+        use sha2::Digest;
+        use std::io::Read;
+        let mut sum = sha2::Sha256::new();
+        let total = self.total();
+        let mut sent = 0u64;
+        loop {
+            let mut blob = Vec::with_capacity(piece);
+            (&mut self.file)
+                .take(piece as u64)
+                .read_to_end(&mut blob)
+                .map_err(|e| {
+                    Error::new(ErrorKind::Internal, format!("cannot read the backup: {e}"))
+                })?;
+            if blob.is_empty() {
+                break;
+            }
+            sum.update(&blob);
+            sent += blob.len() as u64;
+            if !out(blob, total - sent) {
+                return Ok(());
+            }
+        }
+        if sent != self.len {
+            return Err(Error::new(ErrorKind::Internal, "the backup was cut short"));
+        }
+        let mut tail = vec![0; (total - 32 - sent) as usize];
+        sum.update(&tail);
+        tail.extend_from_slice(&sum.finalize());
+        out(tail, 0);
+        Ok(())
+    }
 }
 
 /// A snapshot file's bytes — or a backup's, `frame_backup`'s framing around them — checked:
@@ -759,20 +800,44 @@ impl StateMachine {
 }
 
 impl StateMachine {
-    /// The store now, as a snapshot file's bytes: what `Maintenance.Snapshot` streams and
-    /// `restore` reads back.
-    pub async fn backup(&self) -> Vec<u8> {
-        let state = self.state.read().await;
+    /// The store now, as a snapshot file written aside: what `Maintenance.Snapshot` streams
+    /// and `restore` reads back. Written off the runtime's workers under the store's read
+    /// lock (writes wait, reads go on), never held whole in memory.
+    pub async fn backup(&self) -> Result<Backup> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let state = self.state.clone().read_owned().await;
         let meta = SnapshotMeta {
             last_log_id: state.last_applied,
             last_membership: state.membership.clone(),
             snapshot_id: "backup".into(),
         };
-        let mut out = Cursor::new(Vec::with_capacity(state.mvcc.size() as usize + 4096));
-        // Writing into memory cannot fail.
-        let _ = write_snapshot_stream(&mut out, &meta, &state.mvcc);
-        drop(state);
-        frame_backup(out.into_inner())
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self
+            .dir
+            .join(format!("backup-{}-{n}.tmp", std::process::id()));
+        let write = move || -> Result<Backup> {
+            let io = |e: std::io::Error| {
+                Error::new(
+                    ErrorKind::Internal,
+                    format!("cannot write a backup at {}: {e}", path.display()),
+                )
+            };
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(io)?;
+            let _ = std::fs::remove_file(&path);
+            write_snapshot_stream(&mut file, &meta, &state.mvcc).map_err(io)?;
+            drop(state);
+            let len = file.stream_position().map_err(io)?;
+            file.seek(SeekFrom::Start(0)).map_err(io)?;
+            Ok(Backup { file, len })
+        };
+        tokio::task::spawn_blocking(write)
+            .await
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("backup: {e}")))?
     }
 }
 
@@ -1086,6 +1151,29 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Cursor;
+
+    /// `bytes` sent as a backup in pieces of `piece` bytes; the remaining counts must add up.
+    fn framed(bytes: &[u8], piece: usize) -> Vec<u8> {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(bytes).unwrap();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        let backup = Backup {
+            file,
+            len: bytes.len() as u64,
+        };
+        let total = backup.total();
+        let mut out = Vec::new();
+        backup
+            .send(piece, |blob, remaining| {
+                out.extend_from_slice(&blob);
+                assert_eq!(out.len() as u64 + remaining, total);
+                true
+            })
+            .unwrap();
+        assert_eq!(out.len() as u64, total);
+        out
+    }
 
     fn file(data_len: usize) -> SnapshotFile {
         SnapshotFile {
@@ -1103,7 +1191,7 @@ mod tests {
             let f = file(len);
             let (crc, head) = snapshot_head(&f);
             let plain = [&crc[..], &head, &f.data].concat();
-            let backup = frame_backup(plain.clone());
+            let backup = framed(&plain, 100);
             assert_eq!(backup.len() % BACKUP_ALIGN, 32);
             for bytes in [plain, backup] {
                 assert_eq!(parse_snapshot(&bytes, path).unwrap().data, f.data);
