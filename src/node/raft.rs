@@ -1,8 +1,8 @@
 //! Consensus: openraft 0.9 over the node's own storage. The log store keeps its newest
 //! entries in memory (older ones are read back from the `wal`) and makes every append, vote
-//! and commit mark durable in the `wal` before openraft hears it is done; the state machine applies commands to `mvcc`. Snapshots
-//! are the encoded store in a checksummed file, synced before openraft may purge the log
-//! behind it. Nothing of openraft's types reaches the disk unversioned: every payload written
+//! and commit mark durable in the `wal` before openraft hears it is done; the state machine
+//! applies commands to `mvcc`. Snapshots are the encoded store in a checksummed file, synced
+//! before openraft may purge the log behind it, and never held whole in memory. Nothing of openraft's types reaches the disk unversioned: every payload written
 //! starts with a format byte.
 
 use std::collections::BTreeMap;
