@@ -766,6 +766,8 @@ impl StateMachine {
                 format!("cannot create {}: {e}", dir.display()),
             )
         })?;
+        // A snapshot being received when the member stopped is of no use any more.
+        let _ = std::fs::remove_file(receiving_path(dir));
         let (applied, current) = match load_snapshot(&snapshot_path(dir), dir)? {
             Some((meta, mvcc)) => (
                 Applied {
