@@ -396,8 +396,8 @@ async fn members_are_added_and_removed_with_etcdctl() {
     assert!(!ok && out.contains("Peer URLs already exists"), "{out}");
 }
 
-/// Waits (at most 15 s) for a removed member's process to stop by itself, with a failure
-/// status; kills it by its pid and fails if it does not.
+/// Waits (at most 15 s) for a member's process to stop by itself, with a failure status;
+/// kills it by its pid and fails if it does not.
 async fn stops_with_failure(mut child: Child) {
     let until = Instant::now() + Duration::from_secs(15);
     let status = loop {
@@ -407,7 +407,7 @@ async fn stops_with_failure(mut child: Child) {
         if Instant::now() > until {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the removed member still runs");
+            panic!("the member still runs");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
@@ -517,6 +517,17 @@ async fn a_backup_saved_with_etcdctl_starts_a_new_cluster() {
     let (ok, out) = support::etcdctl::etcdctl(&bare, &["snapshot", "save", file], None);
     assert!(ok && out.contains("Snapshot saved"), "{out}");
     drop(c);
+
+    // A damaged copy is refused (checksum), and leaves the data dir empty for a retry.
+    let damaged = dir.path().join("damaged.db");
+    let mut bytes = std::fs::read(file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&damaged, bytes).unwrap();
+    let mut refused = Cluster::with_flags(1, &["--restore-snapshot", damaged.to_str().unwrap()]);
+    stops_with_failure(refused.procs[0].child.take().unwrap()).await;
+    let left = std::fs::read_dir(refused.dir.path().join("n0")).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "a failed restore left files in the data dir");
 
     // A new member on new URLs and an empty data dir, from the file.
     let mut restored = Cluster::with_flags(1, &["--restore-snapshot", file]);

@@ -196,13 +196,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     if let Some(backup) = &opts.restore_snapshot {
         let empty = std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none());
         if empty {
-            let bytes = std::fs::read(backup).map_err(|e| {
-                Error::invalid(format!(
-                    "cannot read the snapshot {}: {e}",
-                    backup.display()
-                ))
-            })?;
-            super::raft::restore(&bytes, backup, &dir, ids.clone())?;
+            super::raft::restore(backup, &dir, ids.clone())?;
         }
     }
     if opts.listen_peer_urls.is_empty() && ids.len() > 1 {

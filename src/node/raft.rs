@@ -385,13 +385,6 @@ pub struct Applied {
     pub membership: StoredMembership<NodeId, BasicNode>,
 }
 
-/// A snapshot file: `FORMAT | crc32 | bincode(meta, store bytes)`.
-#[derive(Serialize, Deserialize)]
-struct SnapshotFile {
-    meta: SnapshotMeta<NodeId, BasicNode>,
-    data: Vec<u8>,
-}
-
 /// The state machine. Cheap to clone; readers take `state` directly (serializable reads run
 /// on the caller's thread).
 #[derive(Clone)]
@@ -449,20 +442,11 @@ impl SnapshotDue {
     }
 }
 
+/// The member's snapshot file: `crc32 (big endian) | FORMAT | bincode(meta) | the store's
+/// length (u64, little endian) | the store (`Mvcc::encode_to`)`, the crc over everything
+/// after it — what bincode writes for `(meta, store bytes)` behind the format byte.
 fn snapshot_path(dir: &Path) -> PathBuf {
     dir.join("snapshot.snap")
-}
-
-/// A snapshot file is `crc32 | encode(file)`; this gives the crc and the part before the
-/// store's bytes, so the file is written (or streamed) without copying them. bincode lays
-/// out `SnapshotFile` as its meta, then the data's length (u64, little endian) and bytes.
-fn snapshot_head(file: &SnapshotFile) -> ([u8; 4], Vec<u8>) {
-    let mut head = encode(&file.meta);
-    head.extend_from_slice(&(file.data.len() as u64).to_le_bytes());
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&head);
-    crc.update(&file.data);
-    (crc.finalize().to_be_bytes(), head)
 }
 
 /// Writes a snapshot file's bytes for `meta` and `mvcc` into `out` from where it stands,
@@ -557,8 +541,7 @@ fn read_head(r: &mut impl std::io::Read) -> Result<(SnapshotMeta<NodeId, BasicNo
 }
 
 /// Loads the snapshot file at `path` (None if there is none) as a stream, never holding
-/// its bytes whole: a first pass checks the crc over everything after it, a second decodes
-/// the meta and the store, whose superseded values go to a history file in `history`.
+/// its bytes whole, its superseded values going to a history file in `history`.
 fn load_snapshot(
     path: &Path,
     history: &Path,
@@ -573,47 +556,104 @@ fn load_snapshot(
     }
 }
 
-/// `load_snapshot` of an open file (from its start; `path` names it in errors).
+/// A snapshot file — or a backup, `Backup::send`'s framing around one — read as a stream:
+/// checked first (`check_snapshot`), then its meta and store decoded, the store's
+/// superseded values going to a history file in `history`. `path` names it in errors.
 fn read_snapshot(
     f: &mut std::fs::File,
     path: &Path,
     history: &Path,
 ) -> Result<(SnapshotMeta<NodeId, BasicNode>, Mvcc)> {
+    use std::io::{BufReader, Read};
+    let end = check_snapshot(f, path)?;
+    f.seek(SeekFrom::Start(4))
+        .map_err(|e| read_error(path, e))?;
+    let mut r = BufReader::with_capacity(1 << 20, f).take(end - 4);
+    let (meta, len) = read_head(&mut r)?;
+    let mvcc = Mvcc::decode_from(r.take(len), Some((history, super::history::PIECE)))?;
+    Ok((meta, mvcc))
+}
+
+fn read_error(path: &Path, e: std::io::Error) -> Error {
+    Error::new(
+        ErrorKind::Internal,
+        format!("cannot read {}: {e}", path.display()),
+    )
+}
+
+/// The crc32 of `f`'s bytes in `from..to`, read as a stream.
+fn crc_of(f: &mut std::fs::File, from: u64, to: u64) -> std::io::Result<u32> {
     use std::io::{BufRead, BufReader, Read};
-    let io = |e: std::io::Error| {
-        Error::new(
-            ErrorKind::Internal,
-            format!("cannot read {}: {e}", path.display()),
-        )
-    };
+    f.seek(SeekFrom::Start(from))?;
+    let mut r = BufReader::with_capacity(1 << 20, Read::take(&mut *f, to - from));
+    let mut crc = crc32fast::Hasher::new();
+    loop {
+        let n = {
+            let buf = r.fill_buf()?;
+            crc.update(buf);
+            buf.len()
+        };
+        if n == 0 {
+            return Ok(crc.finalize());
+        }
+        r.consume(n);
+    }
+}
+
+/// Checks a snapshot file — or a backup, `Backup::send`'s framing around one — and says
+/// where the snapshot's bytes end: the crc over everything after it for a file; for a
+/// backup its SHA-256, then the crc over the snapshot inside. Read as a stream.
+fn check_snapshot(f: &mut std::fs::File, path: &Path) -> Result<u64> {
+    use sha2::Digest;
+    use std::io::{BufRead, BufReader, Read};
+    let io = |e| read_error(path, e);
     let corrupt = || {
         Error::new(
             ErrorKind::DataLoss,
             format!("snapshot {} is corrupt (checksum)", path.display()),
         )
     };
-    f.seek(SeekFrom::Start(0)).map_err(io)?;
-    let mut r = BufReader::with_capacity(1 << 20, &mut *f);
-    let mut crc = [0; 4];
-    r.read_exact(&mut crc).map_err(|_| corrupt())?;
-    let mut hasher = crc32fast::Hasher::new();
-    loop {
-        let buf = r.fill_buf().map_err(io)?;
-        if buf.is_empty() {
-            break;
-        }
-        hasher.update(buf);
-        let n = buf.len();
-        r.consume(n);
-    }
-    if hasher.finalize().to_be_bytes() != crc {
+    let len = f.metadata().map_err(io)?.len();
+    if len < 4 {
         return Err(corrupt());
     }
+    let mut crc = [0; 4];
+    f.seek(SeekFrom::Start(0)).map_err(io)?;
+    f.read_exact(&mut crc).map_err(io)?;
+    let crc = u32::from_be_bytes(crc);
+    if crc_of(f, 4, len).map_err(io)? == crc {
+        return Ok(len);
+    }
+    if len % BACKUP_ALIGN as u64 != 32 {
+        return Err(corrupt());
+    }
+    f.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut r = BufReader::with_capacity(1 << 20, Read::take(&mut *f, len - 32));
+    let mut sum = sha2::Sha256::new();
+    loop {
+        let n = {
+            let buf = r.fill_buf().map_err(io)?;
+            sum.update(buf);
+            buf.len()
+        };
+        if n == 0 {
+            break;
+        }
+        r.consume(n);
+    }
+    let mut want = [0; 32];
+    f.read_exact(&mut want).map_err(io)?;
+    if sum.finalize().as_slice() != want {
+        return Err(corrupt());
+    }
+    // The snapshot inside ends after its head and store; the padding follows.
     f.seek(SeekFrom::Start(4)).map_err(io)?;
-    let mut r = BufReader::with_capacity(1 << 20, f);
-    let (meta, len) = read_head(&mut r)?;
-    let mvcc = Mvcc::decode_from(r.take(len), Some((history, super::history::PIECE)))?;
-    Ok((meta, mvcc))
+    let (meta, data) = read_head(&mut BufReader::new(&mut *f)).map_err(|_| corrupt())?;
+    let head = 1 + bincode::serialized_size(&meta).map_err(|_| corrupt())? + 8;
+    match (4 + head).checked_add(data) {
+        Some(end) if end <= len - 32 && crc_of(f, 4, end).map_err(io)? == crc => Ok(end),
+        _ => Err(corrupt()),
+    }
 }
 
 /// Where a snapshot sent by the leader is gathered before it replaces the member's own.
@@ -676,56 +716,42 @@ impl Backup {
     }
 }
 
-/// A snapshot file's bytes — or a backup's, `frame_backup`'s framing around them — checked:
-/// the crc over the whole rest for a file; for a backup its SHA-256, then the crc over the
-/// file inside (found by decoding it, before the padding).
-fn parse_snapshot(bytes: &[u8], path: &Path) -> Result<SnapshotFile> {
-    use sha2::Digest;
-    let corrupt = || {
-        Error::new(
-            ErrorKind::DataLoss,
-            format!("snapshot {} is corrupt (checksum)", path.display()),
-        )
-    };
-    let (crc, body) = bytes.split_at_checked(4).ok_or_else(corrupt)?;
-    if crc32fast::hash(body).to_be_bytes() == crc {
-        return decode(body);
-    }
-    let framed = bytes.len() % BACKUP_ALIGN == 32 && {
-        let (padded, sum) = bytes.split_at(bytes.len() - 32);
-        sha2::Sha256::digest(padded).as_slice() == sum
-    };
-    if !framed {
-        return Err(corrupt());
-    }
-    // The file, then the padding (bincode reads what it needs and ignores the rest).
-    let file: SnapshotFile = decode(body)?;
-    if snapshot_head(&file).0 != crc {
-        return Err(corrupt());
-    }
-    Ok(file)
-}
-
 /// Makes `dir`, a new member's data dir, start from `backup` (what `Maintenance.Snapshot`
 /// streamed: a snapshot file's bytes): the store as the backup holds it, the cluster
 /// `members` (as etcd's `snapshot restore` takes them from `--initial-cluster`), and a log
 /// that starts after the backup's last entry with a vote at its term, so the new cluster's
 /// terms go on from there.
-pub fn restore(
-    backup: &[u8],
-    source: &Path,
-    dir: &Path,
-    members: BTreeMap<NodeId, String>,
-) -> Result<()> {
-    let file = parse_snapshot(backup, source)?;
+pub fn restore(backup: &Path, dir: &Path, members: BTreeMap<NodeId, String>) -> Result<()> {
+    let restored = restore_into(backup, dir, members);
+    if restored.is_err() {
+        // Called on an empty data dir: what a failed restore wrote goes, so that the next
+        // start tries again instead of finding a half-made member.
+        let _ = std::fs::remove_dir_all(dir.join("snap"));
+        let _ = std::fs::remove_dir_all(dir.join("wal"));
+    }
+    restored
+}
+
+fn restore_into(backup: &Path, dir: &Path, members: BTreeMap<NodeId, String>) -> Result<()> {
+    let snap = dir.join("snap");
+    std::fs::create_dir_all(&snap).map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("cannot create {}: {e}", snap.display()),
+        )
+    })?;
+    let mut f = std::fs::File::open(backup).map_err(|e| {
+        Error::invalid(format!(
+            "cannot read the snapshot {}: {e}",
+            backup.display()
+        ))
+    })?;
+    let (meta, mut mvcc) = read_snapshot(&mut f, backup, &snap)?;
     // A new cluster: the old one's member names and removals do not apply to it.
-    let mut mvcc = Mvcc::decode(&file.data)?;
-    drop(file.data);
     mvcc.forget_members();
-    let last = file
-        .meta
+    let last = meta
         .last_log_id
-        .ok_or_else(|| Error::invalid(format!("{} holds an empty store", source.display())))?;
+        .ok_or_else(|| Error::invalid(format!("{} holds an empty store", backup.display())))?;
     let voters = members.keys().copied().collect();
     let nodes: BTreeMap<NodeId, BasicNode> = members
         .into_iter()
@@ -737,13 +763,6 @@ pub fn restore(
         last_membership: StoredMembership::new(Some(last), membership),
         snapshot_id: format!("restored-{}", last.index),
     };
-    let snap = dir.join("snap");
-    std::fs::create_dir_all(&snap).map_err(|e| {
-        Error::new(
-            ErrorKind::Internal,
-            format!("cannot create {}: {e}", snap.display()),
-        )
-    })?;
     write_snapshot_with(&snap, |f| write_snapshot_stream(f, &meta, &mvcc))?;
     let (wal, _) = Wal::open(&dir.join("wal"))?;
     wal.write_blocking(vec![
@@ -1177,6 +1196,31 @@ mod tests {
         out
     }
 
+    /// A snapshot file as one value: `snapshot_path`'s format written whole, to check the
+    /// streamed writer and the checks against.
+    #[derive(Serialize, Deserialize)]
+    struct SnapshotFile {
+        meta: SnapshotMeta<NodeId, BasicNode>,
+        data: Vec<u8>,
+    }
+
+    /// The crc of a snapshot file and the part before the store's bytes.
+    fn snapshot_head(file: &SnapshotFile) -> ([u8; 4], Vec<u8>) {
+        let mut head = encode(&file.meta);
+        head.extend_from_slice(&(file.data.len() as u64).to_le_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&head);
+        crc.update(&file.data);
+        (crc.finalize().to_be_bytes(), head)
+    }
+
+    /// `check_snapshot` of a file holding `bytes`.
+    fn check(bytes: &[u8], path: &Path) -> Result<u64> {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        check_snapshot(&mut f, path)
+    }
+
     fn file(data_len: usize) -> SnapshotFile {
         SnapshotFile {
             meta: SnapshotMeta::default(),
@@ -1195,12 +1239,12 @@ mod tests {
             let plain = [&crc[..], &head, &f.data].concat();
             let backup = framed(&plain, 100);
             assert_eq!(backup.len() % BACKUP_ALIGN, 32);
-            for bytes in [plain, backup] {
-                assert_eq!(parse_snapshot(&bytes, path).unwrap().data, f.data);
+            for bytes in [plain.clone(), backup] {
+                assert_eq!(check(&bytes, path).unwrap(), plain.len() as u64);
                 for at in [0, 5, bytes.len() - 1] {
                     let mut bad = bytes.clone();
                     bad[at] ^= 0x40;
-                    let e = parse_snapshot(&bad, path).err();
+                    let e = check(&bad, path).err();
                     assert_eq!(e.map(|e| e.kind), Some(ErrorKind::DataLoss), "{len} {at}");
                 }
             }
