@@ -581,23 +581,34 @@ fn read_error(path: &Path, e: std::io::Error) -> Error {
     )
 }
 
-/// The crc32 of `f`'s bytes in `from..to`, read as a stream.
-fn crc_of(f: &mut std::fs::File, from: u64, to: u64) -> std::io::Result<u32> {
+/// Hands `f`'s bytes in `from..to` to `take`, a piece at a time.
+fn each_piece(
+    f: &mut std::fs::File,
+    from: u64,
+    to: u64,
+    mut take: impl FnMut(&[u8]),
+) -> std::io::Result<()> {
     use std::io::{BufRead, BufReader, Read};
     f.seek(SeekFrom::Start(from))?;
     let mut r = BufReader::with_capacity(1 << 20, Read::take(&mut *f, to - from));
-    let mut crc = crc32fast::Hasher::new();
     loop {
         let n = {
             let buf = r.fill_buf()?;
-            crc.update(buf);
+            take(buf);
             buf.len()
         };
         if n == 0 {
-            return Ok(crc.finalize());
+            return Ok(());
         }
         r.consume(n);
     }
+}
+
+/// The crc32 of `f`'s bytes in `from..to`, read as a stream.
+fn crc_of(f: &mut std::fs::File, from: u64, to: u64) -> std::io::Result<u32> {
+    let mut crc = crc32fast::Hasher::new();
+    each_piece(f, from, to, |b| crc.update(b))?;
+    Ok(crc.finalize())
 }
 
 /// Checks a snapshot file — or a backup, `Backup::send`'s framing around one — and says
@@ -605,7 +616,7 @@ fn crc_of(f: &mut std::fs::File, from: u64, to: u64) -> std::io::Result<u32> {
 /// backup its SHA-256, then the crc over the snapshot inside. Read as a stream.
 fn check_snapshot(f: &mut std::fs::File, path: &Path) -> Result<u64> {
     use sha2::Digest;
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::{BufReader, Read};
     let io = |e| read_error(path, e);
     let corrupt = || {
         Error::new(
@@ -627,20 +638,8 @@ fn check_snapshot(f: &mut std::fs::File, path: &Path) -> Result<u64> {
     if len % BACKUP_ALIGN as u64 != 32 {
         return Err(corrupt());
     }
-    f.seek(SeekFrom::Start(0)).map_err(io)?;
-    let mut r = BufReader::with_capacity(1 << 20, Read::take(&mut *f, len - 32));
     let mut sum = sha2::Sha256::new();
-    loop {
-        let n = {
-            let buf = r.fill_buf().map_err(io)?;
-            sum.update(buf);
-            buf.len()
-        };
-        if n == 0 {
-            break;
-        }
-        r.consume(n);
-    }
+    each_piece(f, 0, len - 32, |b| sum.update(b)).map_err(io)?;
     let mut want = [0; 32];
     f.read_exact(&mut want).map_err(io)?;
     if sum.finalize().as_slice() != want {
