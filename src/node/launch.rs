@@ -62,6 +62,9 @@ impl Default for NodeOptions {
     }
 }
 
+/// How `parse_initial_cluster` keys a member listed without a name.
+const UNNAMED: char = '\0';
+
 /// etcd's member id: the first 8 bytes of SHA-1 over the sorted peer URLs and the token.
 pub fn member_id(peer_urls: &[String], token: &str) -> NodeId {
     let mut urls = peer_urls.to_vec();
@@ -73,7 +76,9 @@ pub fn member_id(peer_urls: &[String], token: &str) -> NodeId {
     u64::from_be_bytes(digest[..8].try_into().unwrap_or_default())
 }
 
-/// `name=url,name=url,...` → name → its peer URLs, in order of appearance.
+/// `name=url,name=url,...` → name → its peer URLs, in order of appearance. A member without
+/// a name (`=url`: what `etcdctl member add` prints for a member added but not started yet)
+/// is one member per URL, keyed by a name no flag can give (`UNNAMED` and the URL).
 pub fn parse_initial_cluster(spec: &str) -> Result<BTreeMap<String, Vec<String>>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -82,14 +87,17 @@ pub fn parse_initial_cluster(spec: &str) -> Result<BTreeMap<String, Vec<String>>
                 "malformed initial-cluster entry {item:?}: expected name=http://host:port"
             ))
         })?;
-        if name.is_empty() || !url.starts_with("http://") || url.len() <= "http://".len() {
+        if name.starts_with(UNNAMED) || !url.starts_with("http://") || url.len() <= "http://".len()
+        {
             return Err(Error::invalid(format!(
                 "malformed initial-cluster entry {item:?}: expected name=http://host:port"
             )));
         }
-        out.entry(name.to_string())
-            .or_default()
-            .push(url.to_string());
+        let name = match name {
+            "" => format!("{UNNAMED}{url}"),
+            name => name.to_string(),
+        };
+        out.entry(name).or_default().push(url.to_string());
     }
     if out.is_empty() {
         return Err(Error::invalid("initial-cluster is empty"));
@@ -279,5 +287,11 @@ mod tests {
         assert!(parse_initial_cluster("a:http://x").is_err());
         assert!(parse_initial_cluster("").is_err());
         assert!(parse_initial_cluster("a=ftp://x").is_err());
+        // Members added but not started yet have no name: each is its own member.
+        let c =
+            parse_initial_cluster("a=http://127.0.0.1:1,=http://127.0.0.1:2,=http://127.0.0.1:3")
+                .unwrap();
+        assert_eq!(c.len(), 3);
+        assert_eq!(c["\0http://127.0.0.1:3"], ["http://127.0.0.1:3"]);
     }
 }
