@@ -32,6 +32,7 @@ pub struct Spilled {
     pub len: u32,
 }
 
+/// One store's history file, and the values waiting to be written to it.
 #[derive(Debug)]
 pub struct History {
     file: File,
@@ -60,12 +61,17 @@ impl History {
     /// A new, empty history file in `dir`. Older ones there are removed: they belong to a
     /// store that is being replaced (it keeps its open file until it goes) or to a process
     /// that ended.
+    ///
     /// Values are written once `piece` bytes of them are pending (`PIECE` for a member; a
     /// test sets 1 to send every read to the file).
     pub fn create(dir: &Path, piece: usize) -> Result<History> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let list =
-            std::fs::read_dir(dir).map_err(|e| io("cannot list the directory of", dir, e))?;
+        let list = std::fs::read_dir(dir).map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("cannot list {} for its history file: {e}", dir.display()),
+            )
+        })?;
         for entry in list.flatten() {
             if entry.file_name().to_string_lossy().ends_with(".history") {
                 let _ = std::fs::remove_file(entry.path());
