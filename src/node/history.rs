@@ -172,6 +172,13 @@ impl History {
             );
             self.punched = cut;
         }
+        // Nothing left in it: the file starts over, so its size does not grow for ever.
+        if self.punched == self.written && self.pending.is_empty() && self.written > 0 {
+            if self.file.set_len(0).is_ok() {
+                self.written = 0;
+                self.punched = 0;
+            }
+        }
     }
 
     /// Bytes of values held (written and pending, holes excluded).
@@ -184,5 +191,34 @@ impl Drop for History {
     fn drop(&mut self) {
         // A cache: nobody reads it once its store is gone.
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values read back from the file and from the pending piece; a compaction frees the
+    /// prefix whose values were all superseded by then, and a file left empty starts over.
+    #[test]
+    fn values_come_back_and_compaction_frees_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = History::create(dir.path(), 8).unwrap();
+        let a = h.push(b"aaaaaaaa", 10); // written: a full piece
+        let b = h.push(b"bb", 20); // pending
+        assert_eq!(h.read(a).unwrap(), b"aaaaaaaa");
+        assert_eq!(h.read(b).unwrap(), b"bb");
+        h.compact(9);
+        assert_eq!(h.bytes(), 10, "nothing superseded at 9 or before");
+        h.compact(10);
+        assert_eq!(h.bytes(), 2, "the first piece is a hole");
+        assert_eq!(h.read(b).unwrap(), b"bb");
+        h.push(b"cccccc", 30); // writes "bbcccccc"
+        h.compact(30);
+        assert_eq!((h.bytes(), h.written), (0, 0), "an empty file starts over");
+        assert_eq!(h.file.metadata().unwrap().len(), 0);
+        let d = h.push(b"dddddddd", 40);
+        assert_eq!(d.offset, 0);
+        assert_eq!(h.read(d).unwrap(), b"dddddddd");
     }
 }
