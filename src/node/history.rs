@@ -173,11 +173,10 @@ impl History {
             self.punched = cut;
         }
         // Nothing left in it: the file starts over, so its size does not grow for ever.
-        if self.punched == self.written && self.pending.is_empty() && self.written > 0 {
-            if self.file.set_len(0).is_ok() {
-                self.written = 0;
-                self.punched = 0;
-            }
+        let empty = self.punched == self.written && self.pending.is_empty();
+        if empty && self.written > 0 && self.file.set_len(0).is_ok() {
+            self.written = 0;
+            self.punched = 0;
         }
     }
 
