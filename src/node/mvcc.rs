@@ -1191,7 +1191,8 @@ impl Mvcc {
         Ok(())
     }
 
-    /// A store from `encode`'s bytes.
+    /// A store from `encode`'s bytes, all in memory (the node decodes with `decode_from`).
+    #[cfg(test)]
     pub fn decode(data: &[u8]) -> Result<Mvcc> {
         Mvcc::decode_from(data, None)
     }

@@ -674,7 +674,7 @@ pub struct Backup {
 
 impl Backup {
     /// The bytes the stream sends in all.
-    pub fn total(&self) -> u64 {
+    fn total(&self) -> u64 {
         self.len.div_ceil(BACKUP_ALIGN as u64) * BACKUP_ALIGN as u64 + 32
     }
 
