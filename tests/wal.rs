@@ -198,6 +198,28 @@ fn concurrent_writers_share_syncs() {
 }
 
 #[test]
+fn a_hint_rides_the_next_sync_and_is_written_at_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path()).unwrap();
+    let seg = segments(dir.path()).remove(0);
+    let on_disk = |marker: &[u8]| {
+        let bytes = std::fs::read(&seg).unwrap();
+        bytes.windows(marker.len()).any(|w| w == marker)
+    };
+    let syncs = wal.syncs();
+    wal.submit_unsynced(vec![Record::Committed(b"hint-one".to_vec())]);
+    assert!(!on_disk(b"hint-one"), "a hint woke the writer");
+    wal.write_blocking(vec![entry(1, "a")]).unwrap();
+    assert!(on_disk(b"hint-one"), "the hint missed the next sync");
+    assert_eq!(wal.syncs(), syncs + 1, "the hint cost a sync of its own");
+    wal.submit_unsynced(vec![Record::Committed(b"hint-two".to_vec())]);
+    drop(wal);
+    let (_, r) = Wal::open(dir.path()).unwrap();
+    assert_eq!(r.committed.as_deref(), Some(&b"hint-two"[..]));
+    assert_eq!(entries(&r), vec![(1, "a".to_string())]);
+}
+
+#[test]
 fn segments_roll_and_purged_ones_are_deleted_keeping_the_vote() {
     let dir = tempfile::tempdir().unwrap();
     let big = "x".repeat(1 << 20);

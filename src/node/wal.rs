@@ -3,7 +3,7 @@
 //! `len: u32 | crc32: u32 | kind: u8 | fields`, and made durable by one `fdatasync` per group
 //! of batches on a thread of its own (group commit: batches that queue while a sync runs
 //! share the next one; no runtime worker ever waits on the disk). A batch's completion runs
-//! only after its sync; a hint (the committed mark) is written without a sync of its own.
+//! only after its sync; a hint (the committed mark) rides the next sync, or the close.
 //! Segments are preallocated, so an append changes no file size and a sync writes no inode.
 //!
 //! On open every segment is read back up to the zeros of its preallocated rest: a torn last
@@ -320,8 +320,6 @@ type Done = Box<dyn FnOnce(Result<()>) + Send>;
 
 struct Batch {
     records: Vec<Record>,
-    /// Whether `done` waits for a sync; a batch that does not rides the next one.
-    sync: bool,
     done: Done,
 }
 
@@ -342,6 +340,8 @@ struct Writer {
     /// Each record's (offset, length) in `buf`.
     spans: Vec<(u64, u32)>,
     places: Arc<Mutex<Places>>,
+    /// Records that ride the next sync (`Wal::submit_unsynced`).
+    hints: Arc<Mutex<Vec<Record>>>,
     /// Held while the writer runs: released only once the last write is done.
     _lock: Flock<File>,
 }
@@ -377,12 +377,11 @@ impl Writer {
                 data: data.clone(),
             });
         }
-        self.write(&[&state], true)
+        self.write(&[&state])
     }
 
-    /// Appends the records of `groups` and syncs if asked; on a failed write cuts them
-    /// back off.
-    fn write(&mut self, groups: &[&[Record]], sync: bool) -> Result<()> {
+    /// Appends the records of `groups` and syncs; on a failed write cuts them back off.
+    fn write(&mut self, groups: &[&[Record]]) -> Result<()> {
         if let Some(e) = &self.poisoned {
             return Err(e.clone());
         }
@@ -420,15 +419,13 @@ impl Writer {
             return Err(io("cannot write", &path, e));
         }
         self.size += self.buf.len() as u64;
-        if sync {
-            let started = std::time::Instant::now();
-            if let Err(e) = self.file.sync_data() {
-                let e = io("cannot sync", &path, e);
-                self.poisoned = Some(e.clone());
-                return Err(e);
-            }
-            self.syncs.observe(started.elapsed());
+        let started = std::time::Instant::now();
+        if let Err(e) = self.file.sync_data() {
+            let e = io("cannot sync", &path, e);
+            self.poisoned = Some(e.clone());
+            return Err(e);
         }
+        self.syncs.observe(started.elapsed());
         let seq = self.active().seq;
         let mut places = self.places.lock().unwrap_or_else(|p| p.into_inner());
         for (r, &(offset, len)) in records().zip(&self.spans) {
@@ -463,12 +460,14 @@ impl Writer {
         }
     }
 
-    fn write_batches(&mut self, batches: &[Batch]) -> Result<()> {
+    fn write_batches(&mut self, hints: &[Record], batches: &[Batch]) -> Result<()> {
         if self.size >= SEGMENT_BYTES {
             self.roll()?;
         }
-        let groups: Vec<&[Record]> = batches.iter().map(|b| &b.records[..]).collect();
-        self.write(&groups, batches.iter().any(|b| b.sync))?;
+        let groups: Vec<&[Record]> = std::iter::once(hints)
+            .chain(batches.iter().map(|b| &b.records[..]))
+            .collect();
+        self.write(&groups)?;
         if let Some(upto) = groups
             .iter()
             .flat_map(|g| g.iter())
@@ -484,12 +483,16 @@ impl Writer {
     }
 
     fn run(mut self, jobs: mpsc::Receiver<Batch>) {
+        let take_hints = |hints: &Mutex<Vec<Record>>| {
+            std::mem::take(&mut *hints.lock().unwrap_or_else(|p| p.into_inner()))
+        };
         while let Ok(first) = jobs.recv() {
             // Group commit: whatever queued while the last sync ran goes in this one.
             let mut batches = vec![first];
             batches.extend(jobs.try_iter());
+            let hints = take_hints(&self.hints);
             let result = loop {
-                match self.write_batches(&batches) {
+                match self.write_batches(&hints, &batches) {
                     // No room: the same batches again once there is (nothing was written).
                     Err(e) if e.kind == ErrorKind::NoSpace && !self.stall.closing() => {
                         self.stall.set(Some(e));
@@ -502,6 +505,11 @@ impl Writer {
             for b in batches {
                 (b.done)(result.clone());
             }
+        }
+        // Closing: the hints that no sync took are written with one of their own.
+        let hints = take_hints(&self.hints);
+        if !hints.is_empty() {
+            let _ = self.write_batches(&hints, &[]);
         }
     }
 }
@@ -547,6 +555,7 @@ pub struct Wal {
     dir: PathBuf,
     places: Arc<Mutex<Places>>,
     jobs: Option<mpsc::Sender<Batch>>,
+    hints: Arc<Mutex<Vec<Record>>>,
     writer: Option<JoinHandle<()>>,
     syncs: Arc<Histogram>,
     stall: Arc<Stall>,
@@ -625,6 +634,7 @@ impl Wal {
             .map_err(|e| io("cannot open", active, e))?;
         let syncs = Arc::new(Histogram::default());
         let stall = Arc::new(Stall::default());
+        let hints = Arc::new(Mutex::new(Vec::new()));
         let writer = Writer {
             dir: dir.to_path_buf(),
             segments,
@@ -639,6 +649,7 @@ impl Wal {
             buf: Vec::new(),
             spans: Vec::new(),
             places: places.clone(),
+            hints: hints.clone(),
             _lock: lock,
         };
         let (jobs, rx) = mpsc::channel();
@@ -658,6 +669,7 @@ impl Wal {
                 dir: dir.to_path_buf(),
                 places,
                 jobs: Some(jobs),
+                hints,
                 writer: Some(writer),
                 syncs,
                 stall,
@@ -670,20 +682,20 @@ impl Wal {
     pub fn submit(&self, records: Vec<Record>, done: impl FnOnce(Result<()>) + Send + 'static) {
         self.queue(Batch {
             records,
-            sync: true,
             done: Box::new(done),
         });
     }
 
-    /// Queues `records` to be written with no sync of their own: they are durable once a
-    /// later synced batch is (a hint such as the committed mark, whose loss costs nothing
-    /// but a longer replay).
+    /// Keeps `records` to be written with the next batch's sync, or when the log closes:
+    /// hints such as the committed mark, whose loss costs nothing but a longer replay. The
+    /// writer is not woken for them: openraft saves the mark after every commit, and a
+    /// wake-up plus a write of its own per commit cost the writer thread a context switch
+    /// and a syscall per batch.
     pub fn submit_unsynced(&self, records: Vec<Record>) {
-        self.queue(Batch {
-            records,
-            sync: false,
-            done: Box::new(|_| {}),
-        });
+        self.hints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(records);
     }
 
     fn queue(&self, batch: Batch) {
