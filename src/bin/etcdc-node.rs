@@ -50,8 +50,8 @@ const FLAGS: &[&str] = &[
 /// threads mostly woke each other. One thread is tokio's current-thread scheduler on the
 /// main thread: it runs woken tasks in the order they were woken (the multi-thread one runs
 /// the last woken first), so the answers of a batch are all encoded before the connection
-/// task writes them, in one `writev` instead of one each: 17-21 % less CPU per put at 16
-/// callers, 8 % at 256 (paired A/B runs).
+/// task writes them, in one `writev` instead of one each (a large batch's answers go in
+/// chunks: `ANSWER_CHUNK` in member.rs, which has the figures).
 fn worker_threads() -> usize {
     std::env::var("ETCDC_NODE_THREADS")
         .ok()

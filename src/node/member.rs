@@ -918,6 +918,15 @@ const MAX_BATCH: usize = 512;
 /// 12.4k, 4 gave 8.8k — more batches in flight split the same writes over more syncs.
 const BATCHES_IN_FLIGHT: usize = 1;
 
+/// A batch's answers go out this many at a time, the runtime let run between chunks. On
+/// `etcdc-node`'s current-thread runtime every woken answer runs before the connection task
+/// writes them, so a chunk leaves in one `writev`; chunks let the first callers of a large
+/// batch have their answers (and send their next request) while the rest are encoded.
+/// Measured (paired A/B, 2 cores): all of a batch at once had 17 % fewer puts/s at 256
+/// callers than the multi-thread runtime's one write per answer; chunks of 16 matched it
+/// with 15-25 % less CPU per put, and at 16 callers gave 17 % more puts/s, 22 % less CPU.
+const ANSWER_CHUNK: usize = 16;
+
 type Waiter = oneshot::Sender<Result<Vec<u8>>>;
 
 /// Proposes `cmd` here, or on the leader, until it is applied or the proposal times out.
@@ -995,8 +1004,11 @@ async fn batch_proposals(
                     Err(e) => vec![Err(e); n],
                 }
             };
-            for (w, a) in waiters.into_iter().zip(answers) {
+            for (i, (w, a)) in waiters.into_iter().zip(answers).enumerate() {
                 let _ = w.send(a);
+                if (i + 1) % ANSWER_CHUNK == 0 {
+                    tokio::task::yield_now().await;
+                }
             }
         });
     }
