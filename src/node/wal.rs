@@ -3,7 +3,8 @@
 //! `len: u32 | crc32: u32 | kind: u8 | fields`, and made durable by one `fdatasync` per group
 //! of batches on a thread of its own (group commit: batches that queue while a sync runs
 //! share the next one; no runtime worker ever waits on the disk). A batch's completion runs
-//! only after its sync; a hint (the committed mark) rides the next sync, or the close.
+//! only after its sync; a hint (the committed mark) rides the next sync, or is written
+//! unsynced when no batch follows within 10 ms.
 //! Segments are preallocated, so an append changes no file size and a sync writes no inode.
 //!
 //! On open every segment is read back up to the zeros of its preallocated rest: a torn last
@@ -377,11 +378,12 @@ impl Writer {
                 data: data.clone(),
             });
         }
-        self.write(&[&state])
+        self.write(&[&state], true)
     }
 
-    /// Appends the records of `groups` and syncs; on a failed write cuts them back off.
-    fn write(&mut self, groups: &[&[Record]]) -> Result<()> {
+    /// Appends the records of `groups` and syncs if asked; on a failed write cuts them
+    /// back off.
+    fn write(&mut self, groups: &[&[Record]], sync: bool) -> Result<()> {
         if let Some(e) = &self.poisoned {
             return Err(e.clone());
         }
@@ -419,13 +421,15 @@ impl Writer {
             return Err(io("cannot write", &path, e));
         }
         self.size += self.buf.len() as u64;
-        let started = std::time::Instant::now();
-        if let Err(e) = self.file.sync_data() {
-            let e = io("cannot sync", &path, e);
-            self.poisoned = Some(e.clone());
-            return Err(e);
+        if sync {
+            let started = std::time::Instant::now();
+            if let Err(e) = self.file.sync_data() {
+                let e = io("cannot sync", &path, e);
+                self.poisoned = Some(e.clone());
+                return Err(e);
+            }
+            self.syncs.observe(started.elapsed());
         }
-        self.syncs.observe(started.elapsed());
         let seq = self.active().seq;
         let mut places = self.places.lock().unwrap_or_else(|p| p.into_inner());
         for (r, &(offset, len)) in records().zip(&self.spans) {
@@ -460,14 +464,14 @@ impl Writer {
         }
     }
 
-    fn write_batches(&mut self, hints: &[Record], batches: &[Batch]) -> Result<()> {
+    fn write_batches(&mut self, hints: &[Record], batches: &[Batch], sync: bool) -> Result<()> {
         if self.size >= SEGMENT_BYTES {
             self.roll()?;
         }
         let groups: Vec<&[Record]> = std::iter::once(hints)
             .chain(batches.iter().map(|b| &b.records[..]))
             .collect();
-        self.write(&groups)?;
+        self.write(&groups, sync)?;
         if let Some(upto) = groups
             .iter()
             .flat_map(|g| g.iter())
@@ -482,17 +486,35 @@ impl Writer {
         Ok(())
     }
 
+    fn take_hints(&self) -> Vec<Record> {
+        std::mem::take(&mut *self.hints.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     fn run(mut self, jobs: mpsc::Receiver<Batch>) {
-        let take_hints = |hints: &Mutex<Vec<Record>>| {
-            std::mem::take(&mut *hints.lock().unwrap_or_else(|p| p.into_inner()))
-        };
-        while let Ok(first) = jobs.recv() {
+        loop {
+            let first = match jobs.recv_timeout(HINT_WAIT) {
+                Ok(b) => b,
+                // No batch to take the hints handed over since the last sync (the committed
+                // mark of a batch just answered): written without a sync, they survive the
+                // process being killed, as etcd's commit index does.
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let hints = self.take_hints();
+                    if !hints.is_empty() {
+                        let _ = self.write_batches(&hints, &[], false);
+                    }
+                    match jobs.recv() {
+                        Ok(b) => b,
+                        Err(_) => break,
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             // Group commit: whatever queued while the last sync ran goes in this one.
             let mut batches = vec![first];
             batches.extend(jobs.try_iter());
-            let hints = take_hints(&self.hints);
+            let hints = self.take_hints();
             let result = loop {
-                match self.write_batches(&hints, &batches) {
+                match self.write_batches(&hints, &batches, true) {
                     // No room: the same batches again once there is (nothing was written).
                     Err(e) if e.kind == ErrorKind::NoSpace && !self.stall.closing() => {
                         self.stall.set(Some(e));
@@ -507,12 +529,16 @@ impl Writer {
             }
         }
         // Closing: the hints that no sync took are written with one of their own.
-        let hints = take_hints(&self.hints);
+        let hints = self.take_hints();
         if !hints.is_empty() {
-            let _ = self.write_batches(&hints, &[]);
+            let _ = self.write_batches(&hints, &[], true);
         }
     }
 }
+
+/// How long the writer waits for a batch to take the hints handed over after a sync before
+/// it writes them on their own (under load the next batch comes sooner).
+const HINT_WAIT: Duration = Duration::from_millis(10);
 
 /// How often a log without room tries its write again.
 const STALL_RETRY: Duration = Duration::from_millis(100);
@@ -686,11 +712,12 @@ impl Wal {
         });
     }
 
-    /// Keeps `records` to be written with the next batch's sync, or when the log closes:
-    /// hints such as the committed mark, whose loss costs nothing but a longer replay. The
-    /// writer is not woken for them: openraft saves the mark after every commit, and a
-    /// wake-up plus a write of its own per commit cost the writer thread a context switch
-    /// and a syscall per batch.
+    /// Hands `records` over to be written with the next batch's sync — or, if none comes
+    /// within `HINT_WAIT` of the last sync, on their own without a sync, or when the log
+    /// closes: hints such as the committed mark, whose loss costs nothing but a longer
+    /// replay. The writer is not woken for them: openraft saves the mark after every
+    /// commit, and a wake-up plus a write of its own per commit cost the writer thread a
+    /// context switch and a syscall per batch.
     pub fn submit_unsynced(&self, records: Vec<Record>) {
         self.hints
             .lock()
