@@ -219,6 +219,8 @@ fn a_hint_rides_the_next_sync_and_is_written_at_close() {
     wal.submit(vec![entry(2, "b")], move |r| {
         r.unwrap();
         w.submit_unsynced(vec![Record::Committed(b"hint-two".to_vec())]);
+        // Before the signal: the test takes the last handle back afterwards.
+        drop(w);
         tx.send(()).unwrap();
     });
     rx.recv().unwrap();
