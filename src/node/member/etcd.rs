@@ -1,0 +1,261 @@
+//! `trait Etcd` on a member: etcd's requests checked, proposed or read, answered.
+
+use super::*;
+
+/// etcd's default space quota (`DefaultQuotaBytes`).
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
+/// What a lease costs against the quota (etcd's `leaseOverhead`).
+const LEASE_COST: u64 = 64;
+
+/// What a put adds to the store, as `Mvcc` counts it.
+fn put_cost(req: &PutRequest) -> u64 {
+    req.key.len() as u64 + req.value.len() as u64 + 64
+}
+
+/// What a transaction's puts add (the larger branch counts, as etcd's `costTxn`).
+fn txn_cost(ops: &[RequestOp]) -> u64 {
+    ops.iter()
+        .map(|op| match &op.request {
+            Some(Request::RequestPut(p)) => put_cost(p),
+            Some(Request::RequestTxn(t)) => txn_cost(&t.success).max(txn_cost(&t.failure)),
+            _ => 0,
+        })
+        .sum()
+}
+
+fn decode<T: Message + Default>(bytes: &[u8]) -> Result<T> {
+    T::decode(bytes)
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("undecodable answer: {e}")))
+}
+
+fn is_read_only(ops: &[RequestOp]) -> bool {
+    ops.iter().all(|op| match &op.request {
+        Some(Request::RequestRange(_)) | None => true,
+        Some(Request::RequestTxn(t)) => is_read_only(&t.success) && is_read_only(&t.failure),
+        _ => false,
+    })
+}
+
+#[async_trait::async_trait]
+impl Etcd for Member {
+    async fn range(&self, req: RangeRequest, deadline: Deadline) -> Result<RangeResponse> {
+        check_request_size(&req)?;
+        crate::node::mvcc::check_range(&req)?;
+        if !req.serializable {
+            self.read_barrier(deadline).await?;
+        }
+        let state = self.sm.state.read().await;
+        let mut resp = state.mvcc.range(&req)?;
+        resp.header = self.header(state.mvcc.revision());
+        Ok(resp)
+    }
+
+    async fn put(&self, req: PutRequest, deadline: Deadline) -> Result<PutResponse> {
+        check_request_size(&req)?;
+        crate::node::mvcc::check_put(&req)?;
+        self.check_quota(put_cost(&req), deadline).await?;
+        let mut resp: PutResponse = decode(
+            &self
+                .propose(Command::Put(req.encode_to_vec()), deadline)
+                .await?,
+        )?;
+        resp.header = self.header(resp.header.map_or(0, |h| h.revision));
+        Ok(resp)
+    }
+
+    async fn delete_range(
+        &self,
+        req: DeleteRangeRequest,
+        deadline: Deadline,
+    ) -> Result<DeleteRangeResponse> {
+        check_request_size(&req)?;
+        crate::node::mvcc::check_delete(&req)?;
+        let mut resp: DeleteRangeResponse = decode(
+            &self
+                .propose(Command::DeleteRange(req.encode_to_vec()), deadline)
+                .await?,
+        )?;
+        resp.header = self.header(resp.header.map_or(0, |h| h.revision));
+        Ok(resp)
+    }
+
+    async fn txn(&self, req: TxnRequest, deadline: Deadline) -> Result<TxnResponse> {
+        check_request_size(&req)?;
+        crate::node::mvcc::check_txn(&req)?;
+        let mut resp: TxnResponse = if is_read_only(&req.success) && is_read_only(&req.failure) {
+            // As etcd: a read-only transaction is a read, not a proposal.
+            self.read_barrier(deadline).await?;
+            let mut state = self.sm.state.write().await;
+            state.mvcc.txn(req)?.0
+        } else {
+            self.check_quota(txn_cost(&req.success) + txn_cost(&req.failure), deadline)
+                .await?;
+            decode(
+                &self
+                    .propose(Command::Txn(req.encode_to_vec()), deadline)
+                    .await?,
+            )?
+        };
+        resp.header = self.header(resp.header.map_or(0, |h| h.revision));
+        Ok(resp)
+    }
+
+    async fn compact(
+        &self,
+        req: CompactionRequest,
+        deadline: Deadline,
+    ) -> Result<CompactionResponse> {
+        let mut resp: CompactionResponse = decode(
+            &self
+                .propose(Command::Compact(req.revision), deadline)
+                .await?,
+        )?;
+        resp.header = self.header(resp.header.map_or(0, |h| h.revision));
+        Ok(resp)
+    }
+
+    async fn lease_grant(
+        &self,
+        req: LeaseGrantRequest,
+        deadline: Deadline,
+    ) -> Result<LeaseGrantResponse> {
+        if req.id < 0 {
+            return Err(Error::invalid("lease id must not be negative"));
+        }
+        let id = if req.id != 0 {
+            req.id
+        } else {
+            // Unique per member: the member id in the high bits, a counter below.
+            ((self.id << 40) as i64 ^ self.lease_seq.fetch_add(1, Ordering::Relaxed)) & i64::MAX
+        };
+        let ttl = req.ttl.max(self.min_lease_ttl);
+        self.check_quota(LEASE_COST, deadline).await?;
+        let mut resp: LeaseGrantResponse = decode(
+            &self
+                .propose(Command::LeaseGrant { id, ttl }, deadline)
+                .await?,
+        )?;
+        resp.header = self.header(resp.header.map_or(0, |h| h.revision));
+        Ok(resp)
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: LeaseRevokeRequest,
+        deadline: Deadline,
+    ) -> Result<LeaseRevokeResponse> {
+        let mut resp: LeaseRevokeResponse =
+            decode(&self.propose(Command::LeaseRevoke(req.id), deadline).await?)?;
+        resp.header = self.header(resp.header.map_or(0, |h| h.revision));
+        Ok(resp)
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: LeaseTimeToLiveRequest,
+        deadline: Deadline,
+    ) -> Result<LeaseTimeToLiveResponse> {
+        self.read_barrier(deadline).await?;
+        let remaining = self.lessor.ttl(req.id, false).await?;
+        let state = self.sm.state.read().await;
+        let Some((granted, keys)) = state.mvcc.lease(req.id) else {
+            return Ok(LeaseTimeToLiveResponse {
+                header: self.header(state.mvcc.revision()),
+                id: req.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            });
+        };
+        Ok(LeaseTimeToLiveResponse {
+            header: self.header(state.mvcc.revision()),
+            id: req.id,
+            ttl: remaining,
+            granted_ttl: granted,
+            keys: if req.keys { keys } else { Vec::new() },
+        })
+    }
+
+    async fn lease_leases(&self, deadline: Deadline) -> Result<LeaseLeasesResponse> {
+        self.read_barrier(deadline).await?;
+        let state = self.sm.state.read().await;
+        Ok(LeaseLeasesResponse {
+            header: self.header(state.mvcc.revision()),
+            leases: state
+                .mvcc
+                .lease_ids()
+                .into_iter()
+                .map(|id| LeaseStatus { id })
+                .collect(),
+        })
+    }
+
+    async fn member_list(&self, _deadline: Deadline) -> Result<MemberListResponse> {
+        let state = self.sm.state.read().await;
+        let members = members_of(state.membership.membership(), &state.mvcc);
+        Ok(MemberListResponse {
+            header: self.header(state.mvcc.revision()),
+            members,
+        })
+    }
+
+    async fn status(&self, _endpoint: Option<&str>, _deadline: Deadline) -> Result<StatusResponse> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let state = self.sm.state.read().await;
+        let size = state.mvcc.size() as i64;
+        // etcd's texts, which `etcdctl endpoint status` shows under ERRORS.
+        let errors = state
+            .mvcc
+            .alarms()
+            .iter()
+            .map(|&(member, alarm)| {
+                let kind = if alarm == crate::node::mvcc::ALARM_NOSPACE {
+                    "NOSPACE"
+                } else {
+                    "CORRUPT"
+                };
+                format!("memberID:{member} alarm:{kind} ")
+            })
+            .collect();
+        let voter = metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.id);
+        Ok(StatusResponse {
+            header: self.header(state.mvcc.revision()),
+            version: crate::node::ETCD_VERSION.into(),
+            db_size: size,
+            leader: metrics.current_leader.unwrap_or(0),
+            raft_index: metrics.last_log_index.unwrap_or(0),
+            raft_term: metrics.current_term,
+            raft_applied_index: metrics.last_applied.map_or(0, |l| l.index),
+            errors,
+            db_size_in_use: size,
+            is_learner: !voter,
+            ..Default::default()
+        })
+    }
+
+    async fn watch(
+        &self,
+        req: WatchCreateRequest,
+        updates: Feed<WatchUpdate>,
+        _deadline: Deadline,
+    ) -> Result<Box<dyn WatchControl>> {
+        Ok(self.watch_at(&req, updates).await?.0)
+    }
+
+    fn keep_alive(&self, id: i64, updates: Feed<LeaseUpdate>) -> Result<Box<dyn KeepAliveGuard>> {
+        if id <= 0 {
+            return Err(Error::invalid(format!(
+                "lease id {id} is not a valid lease"
+            )));
+        }
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = self
+            .rt
+            .spawn(keep_lease(self.lessor.clone(), id, updates, lost.clone()));
+        Ok(Box::new(LeaseGuard { task, lost }))
+    }
+}

@@ -1,0 +1,109 @@
+//! Writes on their way into the log: batched into one entry, proposed here or forwarded
+//! to the leader.
+
+use super::*;
+
+/// How long a proposal may wait for a leader before its waiters are told so.
+pub(super) const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(7);
+/// Commands packed into one entry at most.
+const MAX_BATCH: usize = 512;
+/// One batch in flight: the next one gathers everything that queued meanwhile. Measured
+/// (scripts/bench-node.sh, 2 cores): 1 in flight gave 16.6k puts/s at 16 callers, 2 gave
+/// 12.4k, 4 gave 8.8k — more batches in flight split the same writes over more syncs.
+const BATCHES_IN_FLIGHT: usize = 1;
+
+/// A batch's answers go out this many at a time, the runtime let run between chunks. On
+/// `etcdc-node`'s current-thread runtime every woken answer runs before the connection task
+/// writes them, so a chunk leaves in one `writev`; chunks let the first callers of a large
+/// batch have their answers (and send their next request) while the rest are encoded.
+/// Measured (paired A/B, 2 cores): all of a batch at once had 17 % fewer puts/s at 256
+/// callers than the multi-thread runtime's one write per answer; chunks of 16 matched it
+/// with 15-25 % less CPU per put, and at 16 callers gave 17 % more puts/s, 22 % less CPU.
+const ANSWER_CHUNK: usize = 16;
+
+pub(super) type Waiter = oneshot::Sender<Result<Vec<u8>>>;
+
+/// Proposes `cmd` here, or on the leader, until it is applied or the proposal times out.
+async fn submit(raft: &Raft, peers: &dyn Peers, me: NodeId, cmd: Command) -> Result<Vec<u8>> {
+    let attempt = async {
+        loop {
+            let outcome = match raft.client_write(cmd.clone()).await {
+                Ok(resp) => resp.data,
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    match f.leader_id.filter(|l| *l != me) {
+                        Some(leader) => match peers.forward_write(leader, cmd.clone()).await {
+                            Ok(o) => o,
+                            Err(e) if e.kind == ErrorKind::Unavailable => {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        },
+                        None => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    }
+                }
+                Err(e) => return Err(unavailable(format!("etcdserver: {e}"))),
+            };
+            return match outcome.0 {
+                Some(r) => r,
+                None => Err(Error::new(ErrorKind::Internal, "a write without an answer")),
+            };
+        }
+    };
+    tokio::time::timeout(PROPOSAL_TIMEOUT, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Unavailable,
+                "etcdserver: request timed out (no leader to commit it)",
+            ))
+        })
+}
+
+/// Packs the writes that queue up while earlier ones are in flight into one entry, so
+/// concurrent writers share an append and a sync instead of paying one each.
+pub(super) async fn batch_proposals(
+    raft: Raft,
+    peers: Arc<dyn Peers>,
+    me: NodeId,
+    mut queue: mpsc::UnboundedReceiver<(Command, Waiter)>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let (raft, peers) = (raft.clone(), peers.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let (cmds, waiters): (Vec<Command>, Vec<Waiter>) = batch.into_iter().unzip();
+            let n = cmds.len();
+            let answers: Vec<Result<Vec<u8>>> = if n == 1 {
+                let cmd = cmds.into_iter().next().expect("one command");
+                vec![submit(&raft, &*peers, me, cmd).await]
+            } else {
+                match submit(&raft, &*peers, me, Command::Batch(cmds)).await {
+                    Ok(bytes) => crate::node::raft::decode::<Vec<Result<Vec<u8>>>>(&bytes)
+                        .unwrap_or_else(|e| vec![Err(e); n]),
+                    Err(e) => vec![Err(e); n],
+                }
+            };
+            for (i, (w, a)) in waiters.into_iter().zip(answers).enumerate() {
+                let _ = w.send(a);
+                if (i + 1) % ANSWER_CHUNK == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+    }
+}
