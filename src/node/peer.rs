@@ -28,6 +28,9 @@ use crate::pb::etcdcpeer::peer_client::PeerClient;
 use crate::pb::etcdcpeer::peer_server::{Peer, PeerServer};
 use crate::pb::etcdcpeer::Blob;
 
+/// A peer's answer before its member runs: nothing it was sent reached Raft.
+const STARTING: &str = "the member is starting";
+
 /// How long a forwarded client call may take at most.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(7);
 
@@ -125,7 +128,9 @@ impl PeerNetwork {
             })
     }
 
-    /// A client call on `leader`: its answer, or Unavailable when it cannot be reached.
+    /// A client call on `leader`: its answer, or Unavailable when it cannot be reached —
+    /// NoLeader when the call provably never reached its member (the connection failed, or
+    /// the member had not started yet).
     async fn client_call<T: DeserializeOwned>(
         &self,
         leader: NodeId,
@@ -137,10 +142,12 @@ impl PeerNetwork {
             .call(leader, &addr, method, payload, FORWARD_TIMEOUT)
             .await
             .map_err(|s| {
-                Error::new(
-                    ErrorKind::Unavailable,
-                    format!("member {leader:x} at {addr}: {}", s.message()),
-                )
+                let why = format!("member {leader:x} at {addr}: {}", s.message());
+                if crate::remote::never_sent(&s) || s.message() == STARTING {
+                    super::member::not_proposed(why)
+                } else {
+                    Error::new(ErrorKind::Unavailable, why)
+                }
             })?;
         decode::<std::result::Result<T, Error>>(&bytes)?
     }
@@ -286,7 +293,7 @@ impl PeerService {
     fn member(&self) -> std::result::Result<&Arc<Member>, Status> {
         self.member
             .get()
-            .ok_or_else(|| Status::unavailable("the member is starting"))
+            .ok_or_else(|| Status::unavailable(STARTING))
     }
 }
 

@@ -302,8 +302,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
+    /// Read once, at start. A member never starts as the leader: openraft 0.9 would resume
+    /// the leadership of a committed vote of its own, with only the committed mark it saved
+    /// (which may lag what it had acknowledged) and a "first entry of its term" written
+    /// before the restart — so it would serve linearizable reads before it had re-applied
+    /// what it acknowledged (found by the fault checker: stale reads after kill-all), and
+    /// could append at indexes its followers hold other entries of the same term for. Handed
+    /// over as not committed, the vote still promises what it promised (no other vote in its
+    /// term), and the member campaigns in a new term like any other: as etcd's raft does, a
+    /// new leader serves reads only once an entry of its own term is committed.
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
-        Ok(self.inner.lock().await.vote)
+        Ok(self.inner.lock().await.vote.map(|mut v| {
+            v.committed = false;
+            v
+        }))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {

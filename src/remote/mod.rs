@@ -234,7 +234,7 @@ impl Remote {
 }
 
 /// True when a failed call provably never reached a server: the connection itself failed.
-fn never_sent(status: &tonic::Status) -> bool {
+pub(crate) fn never_sent(status: &tonic::Status) -> bool {
     if status.code() != tonic::Code::Unavailable {
         return false;
     }

@@ -27,7 +27,7 @@ impl Member {
                     None => Err(unavailable("no leader")),
                 };
                 match answer {
-                    Err(e) if e.kind == ErrorKind::Unavailable => {
+                    Err(e) if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::NoLeader) => {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                     Err(e) => return Err(e),

@@ -49,6 +49,7 @@ use lessor::Lessor;
 use lessor::{keep_lease, LeaseGuard};
 pub use membership::REMOVED;
 use membership::{count_leader_changes, members_of, publish};
+pub(crate) use proposal::not_proposed;
 use proposal::{batch_proposals, Waiter, PROPOSAL_TIMEOUT};
 use read::ReadGate;
 pub use router::{Router, RouterLink};
@@ -482,10 +483,13 @@ impl Member {
             }
             _ => {}
         }
-        self.raft
-            .client_write(cmd)
-            .await
-            .map(|r| r.data)
-            .map_err(|e| unavailable(e.to_string()))
+        match self.raft.client_write(cmd).await {
+            Ok(r) => Ok(r.data),
+            // Refused before it was appended, or cut from the log uncommitted.
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(proposal::not_proposed("the member is not the leader"))
+            }
+            Err(e) => Err(unavailable(e.to_string())),
+        }
     }
 }

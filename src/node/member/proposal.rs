@@ -24,6 +24,13 @@ const ANSWER_CHUNK: usize = 16;
 pub(super) type Waiter = oneshot::Sender<Result<Vec<u8>>>;
 
 /// Proposes `cmd` here, or on the leader, until it is applied or the proposal times out.
+///
+/// A write is proposed again only when it provably never reached a leader's log: this
+/// member or the one it forwarded to was not the leader (openraft answers so before it
+/// appends, or after it cut the entry from its log, which a committed entry never is), or
+/// the forward never connected. Any other failure of a forward leaves its fate unknown —
+/// the leader may have appended it and died, and the next leader commit it — so the caller
+/// gets etcd's error for that instead of a second application (etcd never re-proposes).
 async fn submit(raft: &Raft, peers: &dyn Peers, me: NodeId, cmd: Command) -> Result<Vec<u8>> {
     let attempt = async {
         loop {
@@ -33,9 +40,12 @@ async fn submit(raft: &Raft, peers: &dyn Peers, me: NodeId, cmd: Command) -> Res
                     match f.leader_id.filter(|l| *l != me) {
                         Some(leader) => match peers.forward_write(leader, cmd.clone()).await {
                             Ok(o) => o,
-                            Err(e) if e.kind == ErrorKind::Unavailable => {
+                            Err(e) if e.kind == ErrorKind::NoLeader => {
                                 tokio::time::sleep(Duration::from_millis(20)).await;
                                 continue;
+                            }
+                            Err(e) if e.kind == ErrorKind::Unavailable => {
+                                return Err(unknown_outcome(&e));
                             }
                             Err(e) => return Err(e),
                         },
@@ -58,9 +68,30 @@ async fn submit(raft: &Raft, peers: &dyn Peers, me: NodeId, cmd: Command) -> Res
         .unwrap_or_else(|_| {
             Err(Error::new(
                 ErrorKind::Unavailable,
-                "etcdserver: request timed out (no leader to commit it)",
+                "etcdserver: request timed out",
             ))
         })
+}
+
+/// What a member answers for a write it was forwarded but did not put in its log (it is
+/// not the leader): the forwarding member may propose it again.
+pub(crate) fn not_proposed(why: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::NoLeader,
+        format!("etcdserver: not proposed: {why}"),
+    )
+}
+
+/// A forwarded write whose leader went away before it answered: it may or may not be
+/// applied, and is not proposed again.
+fn unknown_outcome(cause: &Error) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        format!(
+            "etcdserver: request timed out, possibly due to previous leader failure ({})",
+            cause.message
+        ),
+    )
 }
 
 /// Packs the writes that queue up while earlier ones are in flight into one entry, so

@@ -49,7 +49,12 @@ impl Router {
 #[async_trait::async_trait]
 impl Peers for Router {
     async fn forward_write(&self, leader: NodeId, cmd: Command) -> Result<Outcome> {
-        self.leader(leader)?.local_write(cmd).await
+        match self.get(leader) {
+            Some(m) => m.local_write(cmd).await,
+            None => Err(super::proposal::not_proposed(format!(
+                "leader {leader:x} is down"
+            ))),
+        }
     }
 
     async fn read_index(&self, leader: NodeId) -> Result<u64> {
