@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 pub mod etcd;
 pub mod etcdctl;
+pub mod history;
 pub mod mvcc;
 pub mod node;
 
