@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what etcdc's build, tests and demo need beyond a Rust toolchain, from the OS
 # package manager: cmake, a real etcd and etcdctl, a C/C++ compiler, libcurl (for the
-# benchmark's v2 baseline) and pkg-config. Does nothing when all are present.
+# benchmark's v2 baseline), pkg-config and iproute2 (network namespaces for the fault
+# tests' partitions). Does nothing when all are present.
 set -euo pipefail
 need=()
 command -v cmake >/dev/null || need+=(cmake)
@@ -10,6 +11,7 @@ command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v cc >/dev/null || need+=(gcc)
 command -v c++ >/dev/null || need+=(g++)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v ip >/dev/null || need+=(iproute2)
 [ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -f /usr/include/curl/curl.h ] || need+=(libcurl4-openssl-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]}"

@@ -54,7 +54,8 @@ pub struct Op {
 }
 
 impl Op {
-    fn writes(&self) -> bool {
+    /// Whether it changed the store (as far as its answer tells).
+    pub fn writes(&self) -> bool {
         match (self.call, self.answer) {
             (Call::Put(_), _) => true,
             (Call::Delete, Answer::Deleted(d)) => d,

@@ -3,6 +3,7 @@ pub mod etcd;
 pub mod etcdctl;
 pub mod history;
 pub mod mvcc;
+pub mod nemesis;
 pub mod node;
 
 use std::sync::Arc;

@@ -1,0 +1,131 @@
+//! The fault soak (not a test): runs the fault harness of `tests/support/nemesis.rs` against
+//! 3-member clusters of `etcdc-node` and of real etcd, taking turns — one run of each fault
+//! on each server per round — until the time is up, then prints a table. Started by
+//! `scripts/soak-node.sh MINUTES`.
+//!
+//!   soak MINUTES NODE_BIN [ETCD_BIN] [RUN_SECONDS]
+#![allow(dead_code)]
+
+#[path = "../tests/support/etcd.rs"]
+mod etcd;
+#[path = "../tests/support/history.rs"]
+mod history;
+#[path = "../tests/support/nemesis.rs"]
+mod nemesis;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nemesis::{Fault, Plan, Server};
+
+#[derive(Default)]
+struct Row {
+    runs: usize,
+    faults: usize,
+    leader_changes: usize,
+    ops: usize,
+    acked: usize,
+    unknown: usize,
+    lost: usize,
+    duplicated: usize,
+    stale: usize,
+    watch: usize,
+    inconclusive: usize,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        eprintln!("usage: soak MINUTES NODE_BIN [ETCD_BIN] [RUN_SECONDS]");
+        std::process::exit(2);
+    }
+    let minutes: f64 = args[1].parse().expect("MINUTES");
+    let node = PathBuf::from(&args[2]);
+    let etcd = args.get(3).filter(|s| !s.is_empty()).map(PathBuf::from);
+    let seconds: u64 = args.get(4).map_or(20, |s| s.parse().expect("RUN_SECONDS"));
+    let end = Instant::now() + Duration::from_secs_f64(minutes * 60.0);
+    let faults = [
+        Fault::LeaderKill,
+        Fault::KillAll,
+        Fault::Pause,
+        Fault::Partition,
+    ];
+    let mut servers = vec![(Server::Node, node)];
+    if let Some(e) = etcd {
+        servers.push((Server::Etcd, e));
+    }
+    let mut rows: BTreeMap<(&'static str, Fault), Row> = BTreeMap::new();
+    let mut seed = 1u64;
+    let mut failed = false;
+    'rounds: while Instant::now() < end {
+        for fault in faults {
+            for (server, bin) in &servers {
+                if Instant::now() >= end {
+                    break 'rounds;
+                }
+                seed += 1;
+                let plan = Plan {
+                    duration: Duration::from_secs(seconds),
+                    faults: vec![fault],
+                    interval: Duration::from_millis(2500),
+                    hot_clients: 6,
+                    unique_writers: 2,
+                    watchers: 2,
+                    seed,
+                };
+                let Some(r) = nemesis::run(*server, bin.clone(), 3, plan).await else {
+                    eprintln!("partitions need network namespaces (root, iproute2): skipped");
+                    continue;
+                };
+                let name = match server {
+                    Server::Node => "etcdc-node",
+                    Server::Etcd => "etcd 3.4",
+                };
+                eprintln!(
+                    "{name:<10} {:<11} seed {seed}: {} acked, {} unknown, {} anomalies",
+                    fault.name(),
+                    r.acked_writes,
+                    r.unknown,
+                    r.anomalies()
+                );
+                for d in &r.details {
+                    eprintln!("    {d}");
+                }
+                failed |= r.anomalies() > 0;
+                let row = rows.entry((name, fault)).or_default();
+                row.runs += 1;
+                row.faults += r.faults.values().sum::<usize>();
+                row.leader_changes += r.leader_changes;
+                row.ops += r.ops;
+                row.acked += r.acked_writes;
+                row.unknown += r.unknown;
+                row.lost += r.lost;
+                row.duplicated += r.duplicated;
+                row.stale += r.stale;
+                row.watch += r.watch;
+                row.inconclusive += r.inconclusive;
+            }
+        }
+    }
+    println!(
+        "\n{:<10} | {:<11} | {:>4} | {:>6} | {:>7} | {:>8} | {:>8} | {:>7} | {:>4} | {:>10} | {:>5} | {:>5} | {:>12}",
+        "server", "fault", "runs", "faults", "leaders", "ops", "acked", "unknown", "lost", "duplicated", "stale", "watch", "inconclusive"
+    );
+    println!("{}", "-".repeat(128));
+    for ((name, fault), r) in &rows {
+        println!(
+            "{:<10} | {:<11} | {:>4} | {:>6} | {:>7} | {:>8} | {:>8} | {:>7} | {:>4} | {:>10} | {:>5} | {:>5} | {:>12}",
+            name, fault.name(), r.runs, r.faults, r.leader_changes, r.ops, r.acked, r.unknown, r.lost, r.duplicated,
+            r.stale, r.watch, r.inconclusive
+        );
+    }
+    println!(
+        "\n3 members each, loopback, {seconds} s per run, one fault every 2.5 s; {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    if failed {
+        std::process::exit(1);
+    }
+}

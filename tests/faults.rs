@@ -1,0 +1,127 @@
+//! The node under faults, checked by a recorded history: a short run of each fault against a
+//! 3-member `etcdc-node` cluster, and the same harness on real etcd, which must pass it too.
+//! `scripts/soak-node.sh MINUTES` runs the long version and prints a table.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use support::nemesis::{run, Fault, Plan, Report, Server};
+
+fn plan(faults: Vec<Fault>, seconds: u64, seed: u64) -> Plan {
+    Plan {
+        duration: Duration::from_secs(seconds),
+        faults,
+        interval: Duration::from_millis(2500),
+        hot_clients: 6,
+        unique_writers: 2,
+        watchers: 2,
+        seed,
+    }
+}
+
+fn check(what: &str, r: &Report) {
+    eprintln!(
+        "{what}: faults {:?}, {} leader changes, {} ops, {} acknowledged writes, {} unknown; \
+         lost {}, duplicated {}, stale {}, watch {}, inconclusive {}",
+        r.faults,
+        r.leader_changes,
+        r.ops,
+        r.acked_writes,
+        r.unknown,
+        r.lost,
+        r.duplicated,
+        r.stale,
+        r.watch,
+        r.inconclusive
+    );
+    assert!(
+        r.acked_writes > 100,
+        "{what}: too few writes to judge: {r:?}"
+    );
+    assert!(!r.faults.is_empty(), "{what}: no fault was injected");
+    assert_eq!(r.anomalies(), 0, "{what}: {:#?}", r.details);
+}
+
+/// One cluster at a time: four at once on two cores would turn the faults into overload.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A run of `faults` for `seconds` on a 3-member cluster of `server`, one run at a time.
+fn run_alone(
+    server: Server,
+    bin: PathBuf,
+    faults: Vec<Fault>,
+    seconds: u64,
+    seed: u64,
+) -> Option<Report> {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(run(server, bin, 3, plan(faults, seconds, seed)))
+}
+
+/// A run with partitions is `None` where network namespaces cannot be made: skipped, or a
+/// failure when `CI` is set.
+fn with_namespaces(r: Option<Report>) -> Option<Report> {
+    if r.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set and network namespaces cannot be made (root and iproute2 are needed)"
+        );
+        eprintln!("SKIP: network namespaces cannot be made here (root and iproute2 are needed)");
+    }
+    r
+}
+
+fn node() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_etcdc-node"))
+}
+
+#[test]
+fn node_leader_kills_and_pauses() {
+    let r = run_alone(
+        Server::Node,
+        node(),
+        vec![Fault::LeaderKill, Fault::Pause],
+        20,
+        1,
+    )
+    .expect("no partitions: no namespaces needed");
+    check("etcdc-node, leader kills and pauses", &r);
+}
+
+#[test]
+fn node_kill_all() {
+    let r = run_alone(Server::Node, node(), vec![Fault::KillAll], 15, 2)
+        .expect("no partitions: no namespaces needed");
+    check("etcdc-node, kill all", &r);
+}
+
+/// Partitions need network namespaces, so root (see `with_namespaces`).
+#[test]
+fn node_partitions() {
+    let r = run_alone(Server::Node, node(), vec![Fault::Partition], 20, 4);
+    if let Some(r) = with_namespaces(r) {
+        check("etcdc-node, partitions", &r);
+    }
+}
+
+#[test]
+fn etcd_passes_the_same_harness() {
+    let Some(bin) = support::etcd::etcd_binary() else {
+        return;
+    };
+    let faults = vec![
+        Fault::LeaderKill,
+        Fault::KillAll,
+        Fault::Pause,
+        Fault::Partition,
+    ];
+    if let Some(r) = with_namespaces(run_alone(Server::Etcd, bin, faults, 20, 3)) {
+        check("etcd 3.4, every fault", &r);
+    }
+}

@@ -1,0 +1,1031 @@
+//! The fault harness: a cluster of server processes (`etcdc-node` or real etcd, started
+//! with the same etcd flags on free loopback ports), a workload that records a history, a
+//! nemesis that injects faults meanwhile, and the checks of `history` on the result.
+//!
+//! The workload: hot-key clients (puts of unique values, compare-and-swap transactions,
+//! deletes and linearizable gets on three keys), writers of keys each written by exactly
+//! one put, and watchers of the whole key space from revision 1 with `prev_kv`, resuming
+//! on another member from their next revision when a stream fails. Clients speak etcd's
+//! gRPC API directly (no retries of their own): a write whose answer did not come is of
+//! unknown outcome, one that provably never left (connection refused) did not happen.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcdc::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use etcdc::pb::etcdserverpb::kv_client::KvClient;
+use etcdc::pb::etcdserverpb::maintenance_client::MaintenanceClient;
+use etcdc::pb::etcdserverpb::request_op::Request as OpRequest;
+use etcdc::pb::etcdserverpb::response_op::Response as OpResponse;
+use etcdc::pb::etcdserverpb::watch_client::WatchClient;
+use etcdc::pb::etcdserverpb::watch_request::RequestUnion;
+use etcdc::pb::etcdserverpb::*;
+use tonic::transport::{Channel, Endpoint};
+
+use super::etcd::free_port;
+use super::history::{self, Acked, Answer, Call, Op, Stored, Verdict, WatchEvent};
+
+/// Which server the cluster runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    Node,
+    Etcd,
+}
+
+/// The faults the nemesis knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    /// SIGKILL the leader, restart it a moment later.
+    LeaderKill,
+    /// SIGKILL every member at once, restart them all.
+    KillAll,
+    /// SIGSTOP the leader for longer than an election, then SIGCONT.
+    Pause,
+    /// Members cut from each other (not from clients) for longer than an election: the
+    /// leader isolated, a follower isolated, or the leader cut from one follower only.
+    /// Needs network namespaces (root).
+    Partition,
+}
+
+impl Fault {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::LeaderKill => "leader kill",
+            Fault::KillAll => "kill all",
+            Fault::Pause => "pause",
+            Fault::Partition => "partition",
+        }
+    }
+}
+
+struct Proc {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    child: Option<Child>,
+}
+
+/// Server processes, each stopped by its own PID when the cluster is dropped.
+pub struct Cluster {
+    server: Server,
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    members: Vec<Proc>,
+    /// Each member in a network namespace of its own, when the run partitions.
+    net: Option<Netns>,
+}
+
+/// Network namespaces this harness makes, one per member, joined by a bridge in the
+/// caller's namespace (where the clients are): member `i` is 10.213.TAG.(i+1), the bridge
+/// .254. A partition is a blackhole route in a member's namespace to another member's
+/// address, so only members are cut from each other, never from their clients. Removed
+/// when dropped.
+pub struct Netns {
+    tag: u32,
+    n: usize,
+    cuts: Vec<(usize, usize)>,
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+impl Netns {
+    /// Namespaces for `n` members, or `None` where they cannot be made (not root, no `ip`).
+    pub fn new(n: usize) -> Option<Netns> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        for _ in 0..200 {
+            let tag = (std::process::id() * 31 + NEXT.fetch_add(1, Ordering::Relaxed)) % 200 + 20;
+            let bridge = format!("ecb{tag}");
+            if !ip(&["link", "add", &bridge, "type", "bridge"]) {
+                if Command::new("ip").arg("-V").output().is_err() {
+                    return None;
+                }
+                continue;
+            }
+            let net = Netns {
+                tag,
+                n,
+                cuts: Vec::new(),
+            };
+            let ok = ip(&[
+                "addr",
+                "add",
+                &format!("10.213.{tag}.254/24"),
+                "dev",
+                &bridge,
+            ]) && ip(&["link", "set", &bridge, "up"])
+                && (0..n).all(|i| {
+                    let (ns, veth) = (net.ns(i), format!("ec{tag}v{i}"));
+                    ip(&["netns", "add", &ns])
+                        && ip(&[
+                            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns",
+                            &ns,
+                        ])
+                        && ip(&["link", "set", &veth, "master", &bridge])
+                        && ip(&["link", "set", &veth, "up"])
+                        && ip(&[
+                            "-n",
+                            &ns,
+                            "addr",
+                            "add",
+                            &format!("{}/24", net.addr(i)),
+                            "dev",
+                            "eth0",
+                        ])
+                        && ip(&["-n", &ns, "link", "set", "eth0", "up"])
+                        && ip(&["-n", &ns, "link", "set", "lo", "up"])
+                });
+            return ok.then_some(net);
+        }
+        None
+    }
+
+    fn ns(&self, i: usize) -> String {
+        format!("ec{}m{i}", self.tag)
+    }
+
+    fn addr(&self, i: usize) -> String {
+        format!("10.213.{}.{}", self.tag, i + 1)
+    }
+
+    /// Members `a` and `b` stop reaching each other.
+    pub fn cut(&mut self, a: usize, b: usize) {
+        for (x, y) in [(a, b), (b, a)] {
+            let target = format!("{}/32", self.addr(y));
+            ip(&["-n", &self.ns(x), "route", "add", "blackhole", &target]);
+            self.cuts.push((x, y));
+        }
+    }
+
+    pub fn heal(&mut self) {
+        for (x, y) in std::mem::take(&mut self.cuts) {
+            let target = format!("{}/32", self.addr(y));
+            ip(&["-n", &self.ns(x), "route", "del", "blackhole", &target]);
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for i in 0..self.n {
+            ip(&["netns", "del", &self.ns(i)]);
+        }
+        ip(&["link", "del", &format!("ecb{}", self.tag)]);
+    }
+}
+
+impl Cluster {
+    /// `net`: namespaces to run the members in (ports 2379 and 2380 in each), or loopback.
+    pub fn start(server: Server, bin: PathBuf, n: usize, net: Option<Netns>) -> Cluster {
+        let members = (0..n)
+            .map(|i| Proc {
+                name: format!("m{i}"),
+                client_port: if net.is_some() { 2379 } else { free_port() },
+                peer_port: if net.is_some() { 2380 } else { free_port() },
+                child: None,
+            })
+            .collect();
+        let mut c = Cluster {
+            server,
+            bin,
+            dir: tempfile::tempdir().expect("temp dir"),
+            members,
+            net,
+        };
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c
+    }
+
+    fn host(&self, i: usize) -> String {
+        self.net
+            .as_ref()
+            .map_or_else(|| "127.0.0.1".to_string(), |n| n.addr(i))
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let initial: Vec<String> = self
+            .members
+            .iter()
+            .enumerate()
+            .map(|(j, m)| format!("{}=http://{}:{}", m.name, self.host(j), m.peer_port))
+            .collect();
+        let m = &self.members[i];
+        let client = format!("http://{}:{}", self.host(i), m.client_port);
+        let peer = format!("http://{}:{}", self.host(i), m.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{}.log", m.name)))
+            .expect("log file");
+        // `ip netns exec` execs the server: the child's PID is the server's.
+        let mut cmd = match &self.net {
+            Some(net) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &net.ns(i)]).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        cmd.args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(self.dir.path().join(&m.name))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &initial.join(",")])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "etcdc-faults"])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .stdout(Stdio::null())
+            .stderr(log);
+        if self.server == Server::Etcd {
+            cmd.args(["--log-level", "warn", "--logger", "zap"]);
+        }
+        self.members[i].child = Some(cmd.spawn().expect("start the server"));
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn url(&self, i: usize) -> String {
+        format!("http://{}:{}", self.host(i), self.members[i].client_port)
+    }
+
+    /// Where the members' logs are, for a failure's message.
+    pub fn logs(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    fn pid(&self, i: usize) -> Option<nix::unistd::Pid> {
+        let child = self.members[i].child.as_ref()?;
+        Some(nix::unistd::Pid::from_raw(child.id() as i32))
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self, i: usize) {
+        if self.members[i].child.is_none() {
+            self.spawn(i);
+        }
+    }
+
+    /// Keeps the members' data dirs and logs after the cluster is gone (a failed run's).
+    pub fn keep_dir(&mut self) -> PathBuf {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        dir.keep()
+    }
+
+    pub fn signal(&self, i: usize, sig: nix::sys::signal::Signal) {
+        if let Some(pid) = self.pid(i) {
+            let _ = nix::sys::signal::kill(pid, sig);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            // A stopped process dies of SIGKILL as well.
+            self.kill(i);
+        }
+        // Then the namespaces go (`net` drops after this).
+    }
+}
+
+fn channel(url: &str) -> Channel {
+    Endpoint::from_shared(url.to_string())
+        .expect("a URL")
+        .connect_timeout(Duration::from_millis(300))
+        .tcp_nodelay(true)
+        .connect_lazy()
+}
+
+/// The member each live member names as its leader, if one does (by index).
+async fn leader(urls: &[String]) -> Option<usize> {
+    for url in urls {
+        let mut m = MaintenanceClient::new(channel(url));
+        let mut req = tonic::Request::new(StatusRequest {});
+        req.set_timeout(Duration::from_millis(300));
+        if let Ok(s) = m.status(req).await {
+            let s = s.into_inner();
+            if s.leader != 0 {
+                for (j, u) in urls.iter().enumerate() {
+                    let mut m = MaintenanceClient::new(channel(u));
+                    let mut req = tonic::Request::new(StatusRequest {});
+                    req.set_timeout(Duration::from_millis(300));
+                    if let Ok(r) = m.status(req).await {
+                        if r.into_inner().header.map(|h| h.member_id) == Some(s.leader) {
+                            return Some(j);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Waits (at most `within`) until a linearizable read succeeds on every member.
+pub async fn wait_ready(urls: &[String], within: Duration) -> bool {
+    let end = Instant::now() + within;
+    'members: for url in urls {
+        while Instant::now() < end {
+            let mut kv = KvClient::new(channel(url));
+            let mut req = tonic::Request::new(RangeRequest {
+                key: b"/ready".to_vec(),
+                ..Default::default()
+            });
+            req.set_timeout(Duration::from_millis(500));
+            if kv.range(req).await.is_ok() {
+                continue 'members;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        return false;
+    }
+    true
+}
+
+/// A small deterministic generator (xorshift), so a run's choices follow its seed.
+#[derive(Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// What one run does.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub duration: Duration,
+    /// The faults to take turns with, one every `interval`.
+    pub faults: Vec<Fault>,
+    pub interval: Duration,
+    pub hot_clients: usize,
+    pub unique_writers: usize,
+    pub watchers: usize,
+    pub seed: u64,
+}
+
+/// What one run found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub faults: BTreeMap<Fault, usize>,
+    /// How often the leader the nemesis found before a fault was not the one before the
+    /// last: evidence that the faults bite.
+    pub leader_changes: usize,
+    pub ops: usize,
+    pub acked_writes: usize,
+    pub unknown: usize,
+    pub lost: usize,
+    pub duplicated: usize,
+    /// Linearizability or revision-order violations (stale reads among them).
+    pub stale: usize,
+    pub watch: usize,
+    pub inconclusive: usize,
+    pub details: Vec<String>,
+}
+
+impl Report {
+    pub fn anomalies(&self) -> usize {
+        self.lost + self.duplicated + self.stale + self.watch + self.inconclusive
+    }
+}
+
+/// A clock shared by every client: nanoseconds since the run began.
+#[derive(Clone, Copy)]
+struct Clock(Instant);
+
+impl Clock {
+    fn now(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
+    }
+}
+
+/// True when a call provably never reached a server (its connection was refused).
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if text.contains("tcp connect error") || text.contains("Connection refused") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
+const HOT_KEYS: u64 = 3;
+
+fn request<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(CALL_TIMEOUT);
+    r
+}
+
+fn parse(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// One hot-key client: random operations until `end`, moving to the next member after an
+/// error.
+async fn hot_client(
+    id: usize,
+    urls: Arc<Vec<String>>,
+    clock: Clock,
+    end: Instant,
+    seed: u64,
+) -> Vec<Op> {
+    let mut rng = Rng::new(seed ^ ((id as u64 + 1) * 7919));
+    let mut member = id % urls.len();
+    let mut kv = KvClient::new(channel(&urls[member]));
+    let mut ops = Vec::new();
+    let mut seq = 0u64;
+    let mut last_seen: BTreeMap<u64, u64> = BTreeMap::new();
+    while Instant::now() < end {
+        let k = rng.below(HOT_KEYS);
+        let key = format!("/hot/{k}");
+        seq += 1;
+        let fresh = ((id as u64 + 1) << 32) | seq;
+        let pick = rng.below(100);
+        let call = match pick {
+            0..=34 => Call::Get,
+            35..=64 => Call::Put(fresh),
+            65..=89 => Call::Cas {
+                from: last_seen.get(&k).copied().unwrap_or(0),
+                to: fresh,
+            },
+            _ => Call::Delete,
+        };
+        let invoked = clock.now();
+        let result: Result<(Answer, i64), tonic::Status> = match call {
+            Call::Get => kv
+                .range(request(RangeRequest {
+                    key: key.clone().into_bytes(),
+                    ..Default::default()
+                }))
+                .await
+                .map(|r| {
+                    let r = r.into_inner();
+                    let v = r.kvs.first().and_then(|kv| parse(&kv.value));
+                    (Answer::Value(v), r.header.map_or(0, |h| h.revision))
+                }),
+            Call::Put(v) => kv
+                .put(request(PutRequest {
+                    key: key.clone().into_bytes(),
+                    value: v.to_string().into_bytes(),
+                    ..Default::default()
+                }))
+                .await
+                .map(|r| {
+                    (
+                        Answer::Done,
+                        r.into_inner().header.map_or(0, |h| h.revision),
+                    )
+                }),
+            Call::Delete => kv
+                .delete_range(request(DeleteRangeRequest {
+                    key: key.clone().into_bytes(),
+                    ..Default::default()
+                }))
+                .await
+                .map(|r| {
+                    let r = r.into_inner();
+                    (
+                        Answer::Deleted(r.deleted > 0),
+                        r.header.map_or(0, |h| h.revision),
+                    )
+                }),
+            Call::Cas { from, to } => kv
+                .txn(request(TxnRequest {
+                    compare: vec![Compare {
+                        result: CompareResult::Equal as i32,
+                        target: CompareTarget::Value as i32,
+                        key: key.clone().into_bytes(),
+                        target_union: Some(TargetUnion::Value(from.to_string().into_bytes())),
+                        range_end: Vec::new(),
+                    }],
+                    success: vec![RequestOp {
+                        request: Some(OpRequest::RequestPut(PutRequest {
+                            key: key.clone().into_bytes(),
+                            value: to.to_string().into_bytes(),
+                            ..Default::default()
+                        })),
+                    }],
+                    failure: vec![RequestOp {
+                        request: Some(OpRequest::RequestRange(RangeRequest {
+                            key: key.clone().into_bytes(),
+                            ..Default::default()
+                        })),
+                    }],
+                }))
+                .await
+                .map(|r| {
+                    let r = r.into_inner();
+                    let seen = r.responses.first().and_then(|op| match &op.response {
+                        Some(OpResponse::ResponseRange(rr)) => {
+                            rr.kvs.first().and_then(|kv| parse(&kv.value))
+                        }
+                        _ => None,
+                    });
+                    (
+                        Answer::Swapped(r.succeeded, seen),
+                        r.header.map_or(0, |h| h.revision),
+                    )
+                }),
+        };
+        let completed = clock.now();
+        match result {
+            Ok((answer, revision)) => {
+                match answer {
+                    Answer::Value(Some(v)) | Answer::Swapped(false, Some(v)) => {
+                        last_seen.insert(k, v);
+                    }
+                    _ => {}
+                }
+                ops.push(Op {
+                    client: id,
+                    key,
+                    call,
+                    answer,
+                    invoked,
+                    completed: Some(completed),
+                    revision: Some(revision),
+                });
+            }
+            Err(status) => {
+                if !never_sent(&status) && call != Call::Get {
+                    ops.push(Op {
+                        client: id,
+                        key,
+                        call,
+                        answer: Answer::Unknown,
+                        invoked,
+                        completed: None,
+                        revision: None,
+                    });
+                }
+                member = (member + 1) % urls.len();
+                kv = KvClient::new(channel(&urls[member]));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    ops
+}
+
+/// One writer of keys that are each written by exactly one put: key → acknowledged
+/// revision (`None`: unknown outcome).
+async fn unique_writer(
+    id: usize,
+    urls: Arc<Vec<String>>,
+    end: Instant,
+) -> BTreeMap<String, Option<i64>> {
+    let mut member = id % urls.len();
+    let mut kv = KvClient::new(channel(&urls[member]));
+    let mut keys = BTreeMap::new();
+    let mut n = 0u64;
+    while Instant::now() < end {
+        n += 1;
+        let key = format!("/unique/{id}/{n:08}");
+        let put = kv
+            .put(request(PutRequest {
+                key: key.clone().into_bytes(),
+                value: n.to_string().into_bytes(),
+                ..Default::default()
+            }))
+            .await;
+        match put {
+            Ok(r) => {
+                keys.insert(key, Some(r.into_inner().header.map_or(0, |h| h.revision)));
+            }
+            Err(status) => {
+                if !never_sent(&status) {
+                    keys.insert(key, None);
+                }
+                member = (member + 1) % urls.len();
+                kv = KvClient::new(channel(&urls[member]));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    keys
+}
+
+/// A watcher of everything from revision 1 with `prev_kv`: its log, until it has seen
+/// revision `until` (set when the run's final revision is known) or `give_up`.
+async fn watcher(
+    id: usize,
+    urls: Arc<Vec<String>>,
+    until: Arc<Mutex<Option<(i64, Instant)>>>,
+) -> (Vec<WatchEvent>, Vec<String>) {
+    let mut log: Vec<WatchEvent> = Vec::new();
+    let mut problems = Vec::new();
+    let mut next_rev = 1i64;
+    let mut member = id % urls.len();
+    let mut responses = 0u64;
+    loop {
+        let done = |next_rev: i64| match *until.lock().unwrap() {
+            Some((r, give_up)) => next_rev > r || Instant::now() > give_up,
+            None => false,
+        };
+        if done(next_rev) {
+            return (log, problems);
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<WatchRequest>(1);
+        let _ = tx
+            .send(WatchRequest {
+                request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                    key: vec![0],
+                    range_end: vec![0],
+                    start_revision: next_rev,
+                    prev_kv: true,
+                    ..Default::default()
+                })),
+            })
+            .await;
+        let mut client = WatchClient::new(channel(&urls[member]));
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let opened = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.watch(tonic::Request::new(stream)),
+        )
+        .await;
+        let mut answers = match opened {
+            Ok(Ok(s)) => s.into_inner(),
+            _ => {
+                member = (member + 1) % urls.len();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        loop {
+            if done(next_rev) {
+                return (log, problems);
+            }
+            let msg =
+                match tokio::time::timeout(Duration::from_millis(500), answers.message()).await {
+                    Err(_) => continue,
+                    Ok(Ok(Some(m))) => m,
+                    Ok(_) => break,
+                };
+            if msg.compact_revision != 0 {
+                problems.push(format!(
+                    "watcher {id}: compacted at {} resuming from {next_rev}",
+                    msg.compact_revision
+                ));
+                return (log, problems);
+            }
+            if msg.canceled {
+                break;
+            }
+            responses += 1;
+            for e in msg.events {
+                let Some(kv) = e.kv else { continue };
+                let delete = e.r#type == 1;
+                next_rev = next_rev.max(kv.mod_revision + 1);
+                log.push(WatchEvent {
+                    key: String::from_utf8_lossy(&kv.key).into_owned(),
+                    value: (!delete).then(|| kv.value.clone()),
+                    mod_revision: kv.mod_revision,
+                    create_revision: if delete { 0 } else { kv.create_revision },
+                    version: if delete { 0 } else { kv.version },
+                    prev: e.prev_kv.map(|p| p.value),
+                    response: responses,
+                });
+            }
+        }
+        drop(tx);
+        member = (member + 1) % urls.len();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Injects `plan.faults` in turn, one every `plan.interval`, until `end`; returns the count
+/// of each. Every fault is healed before the next (and before the run's end).
+async fn nemesis(
+    cluster: Arc<Mutex<Cluster>>,
+    urls: Arc<Vec<String>>,
+    plan: Plan,
+    end: Instant,
+) -> (BTreeMap<Fault, usize>, usize) {
+    use nix::sys::signal::Signal;
+    let mut counts = BTreeMap::new();
+    let (mut last_leader, mut changes) = (None, 0);
+    let mut rng = Rng::new(plan.seed);
+    let mut turn = 0usize;
+    let n = urls.len();
+    while !plan.faults.is_empty() {
+        tokio::time::sleep(plan.interval).await;
+        if Instant::now() + Duration::from_secs(3) > end {
+            break;
+        }
+        let fault = plan.faults[turn % plan.faults.len()];
+        turn += 1;
+        let found = leader(&urls).await;
+        if found.is_some() && last_leader.is_some() && found != last_leader {
+            changes += 1;
+        }
+        last_leader = found.or(last_leader);
+        let target = found.unwrap_or_else(|| rng.below(n as u64) as usize);
+        match fault {
+            Fault::LeaderKill => {
+                cluster.lock().unwrap().kill(target);
+                tokio::time::sleep(Duration::from_millis(500 + rng.below(1000))).await;
+                cluster.lock().unwrap().restart(target);
+            }
+            Fault::KillAll => {
+                {
+                    let mut c = cluster.lock().unwrap();
+                    for i in 0..n {
+                        c.kill(i);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200 + rng.below(500))).await;
+                let mut c = cluster.lock().unwrap();
+                for i in 0..n {
+                    c.restart(i);
+                }
+            }
+            Fault::Pause => {
+                cluster.lock().unwrap().signal(target, Signal::SIGSTOP);
+                tokio::time::sleep(Duration::from_millis(1500 + rng.below(1000))).await;
+                cluster.lock().unwrap().signal(target, Signal::SIGCONT);
+            }
+            Fault::Partition => {
+                let other = (target + 1 + rng.below(n as u64 - 1) as usize) % n;
+                {
+                    let mut c = cluster.lock().unwrap();
+                    let net = c
+                        .net
+                        .as_mut()
+                        .expect("a partition needs network namespaces");
+                    match (turn - 1) % 3 {
+                        // The leader alone (it keeps its clients).
+                        0 => (0..n)
+                            .filter(|&j| j != target)
+                            .for_each(|j| net.cut(target, j)),
+                        // A follower alone.
+                        1 => (0..n)
+                            .filter(|&j| j != other)
+                            .for_each(|j| net.cut(other, j)),
+                        // The leader cut from one follower; the third reaches both.
+                        _ => net.cut(target, other),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(1500 + rng.below(1500))).await;
+                if let Some(net) = cluster.lock().unwrap().net.as_mut() {
+                    net.heal();
+                }
+            }
+        }
+        *counts.entry(fault).or_insert(0) += 1;
+    }
+    (counts, changes)
+}
+
+/// The store at the end, read linearizably from any member: every key and the revision.
+async fn final_state(urls: &[String]) -> Option<(BTreeMap<String, Stored>, i64)> {
+    for _ in 0..100 {
+        for url in urls {
+            let mut kv = KvClient::new(channel(url));
+            let mut req = tonic::Request::new(RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                ..Default::default()
+            });
+            req.set_timeout(Duration::from_secs(3));
+            if let Ok(r) = kv.range(req).await {
+                let r = r.into_inner();
+                let store = r
+                    .kvs
+                    .into_iter()
+                    .map(|kv| {
+                        (
+                            String::from_utf8_lossy(&kv.key).into_owned(),
+                            Stored {
+                                value: kv.value,
+                                mod_revision: kv.mod_revision,
+                                create_revision: kv.create_revision,
+                                version: kv.version,
+                            },
+                        )
+                    })
+                    .collect();
+                return Some((store, r.header.map_or(0, |h| h.revision)));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Search steps allowed per key before a history counts as inconclusive.
+const SEARCH_BUDGET: usize = 20_000_000;
+
+/// Runs `plan` against a fresh cluster of `members` and checks what it recorded. A plan
+/// with partitions runs the members in network namespaces; `None` if they cannot be made.
+pub async fn run(server: Server, bin: PathBuf, members: usize, plan: Plan) -> Option<Report> {
+    let net = if plan.faults.contains(&Fault::Partition) {
+        Some(Netns::new(members)?)
+    } else {
+        None
+    };
+    let cluster = Cluster::start(server, bin, members, net);
+    let urls: Arc<Vec<String>> = Arc::new((0..members).map(|i| cluster.url(i)).collect());
+    let logs = cluster.logs();
+    let cluster = Arc::new(Mutex::new(cluster));
+    assert!(
+        wait_ready(&urls, Duration::from_secs(30)).await,
+        "the cluster did not start (logs in {logs:?})"
+    );
+    let clock = Clock(Instant::now());
+    let end = Instant::now() + plan.duration;
+    let until: Arc<Mutex<Option<(i64, Instant)>>> = Arc::default();
+    let hot: Vec<_> = (0..plan.hot_clients)
+        .map(|i| tokio::spawn(hot_client(i, urls.clone(), clock, end, plan.seed)))
+        .collect();
+    let unique: Vec<_> = (0..plan.unique_writers)
+        .map(|i| tokio::spawn(unique_writer(i, urls.clone(), end)))
+        .collect();
+    let watchers: Vec<_> = (0..plan.watchers)
+        .map(|i| tokio::spawn(watcher(i, urls.clone(), until.clone())))
+        .collect();
+    let faults = tokio::spawn(nemesis(cluster.clone(), urls.clone(), plan.clone(), end));
+
+    let (faults, leader_changes) = faults.await.expect("nemesis");
+    let mut report = Report {
+        faults,
+        leader_changes,
+        ..Default::default()
+    };
+    let mut ops: Vec<Op> = Vec::new();
+    for h in hot {
+        ops.extend(h.await.expect("client"));
+    }
+    let mut written: BTreeMap<String, Option<i64>> = BTreeMap::new();
+    for u in unique {
+        written.extend(u.await.expect("writer"));
+    }
+    // Every member back before the end is read.
+    {
+        let mut c = cluster.lock().unwrap();
+        if let Some(net) = c.net.as_mut() {
+            net.heal();
+        }
+        for i in 0..members {
+            c.signal(i, nix::sys::signal::Signal::SIGCONT);
+            c.restart(i);
+        }
+    }
+    assert!(
+        wait_ready(&urls, Duration::from_secs(30)).await,
+        "the cluster did not recover after the faults (logs in {logs:?})"
+    );
+    let (store, revision) = final_state(&urls)
+        .await
+        .unwrap_or_else(|| panic!("no member answered the final read (logs in {logs:?})"));
+    // The final values of the hot keys, read after everything else completed.
+    let t = clock.now();
+    for k in 0..HOT_KEYS {
+        let key = format!("/hot/{k}");
+        let value = store.get(&key).and_then(|s| parse(&s.value));
+        ops.push(Op {
+            client: usize::MAX,
+            key,
+            call: Call::Get,
+            answer: Answer::Value(value),
+            invoked: t,
+            completed: Some(t + 1),
+            revision: Some(revision),
+        });
+    }
+    *until.lock().unwrap() = Some((revision, Instant::now() + Duration::from_secs(20)));
+    let mut watch_logs = Vec::new();
+    for w in watchers {
+        let (log, problems) = w.await.expect("watcher");
+        report.watch += problems.len();
+        report.details.extend(problems);
+        watch_logs.push(log);
+    }
+
+    report.ops = ops.len() + written.len();
+    report.unknown = ops.iter().filter(|o| o.completed.is_none()).count()
+        + written.values().filter(|r| r.is_none()).count();
+    let mut acked: Vec<Acked> = ops
+        .iter()
+        .filter(|o| o.client != usize::MAX && o.writes() && o.completed.is_some())
+        .map(|o| Acked {
+            key: o.key.clone(),
+            value: match o.call {
+                Call::Put(v) | Call::Cas { to: v, .. } => Some(v.to_string().into_bytes()),
+                _ => None,
+            },
+            revision: o.revision.unwrap_or(0),
+        })
+        .collect();
+    acked.extend(written.iter().filter_map(|(k, r)| {
+        Some(Acked {
+            key: k.clone(),
+            value: Some(
+                k.rsplit('/')
+                    .next()?
+                    .trim_start_matches('0')
+                    .as_bytes()
+                    .to_vec(),
+            ),
+            revision: (*r)?,
+        })
+    }));
+    report.acked_writes = acked.len();
+
+    let (lost, twice, problems) = history::applied_once(&written, &store, 20);
+    report.lost += lost;
+    report.duplicated += twice;
+    report.details.extend(problems);
+    match linearizable_pruned(&ops) {
+        Verdict::Linearizable => {}
+        Verdict::NotLinearizable(why) => {
+            report.stale += 1;
+            report.details.push(format!("not linearizable: {why}"));
+        }
+        Verdict::Inconclusive(why) => {
+            report.inconclusive += 1;
+            report.details.push(format!("inconclusive: {why}"));
+        }
+    }
+    let order = history::revisions_in_real_time(&ops, 20);
+    report.stale += order.len();
+    report.details.extend(order);
+    let watch = history::watch_log(&watch_logs, &store, revision, &acked, 20);
+    report.watch += watch.len();
+    report.details.extend(watch);
+    if report.anomalies() > 0 {
+        let kept = cluster.lock().unwrap().keep_dir();
+        report
+            .details
+            .push(format!("member data and logs kept in {kept:?}"));
+    }
+    Some(report)
+}
+
+/// The search, first without the writes of unknown outcome whose value nobody saw (such a
+/// write may not have happened, and leaving it out keeps the search small); only if that
+/// fails, on the whole history, so that leaving them out never makes a verdict.
+fn linearizable_pruned(ops: &[Op]) -> Verdict {
+    let observed: std::collections::HashSet<u64> = ops
+        .iter()
+        .flat_map(|o| {
+            let seen = match o.answer {
+                Answer::Value(v) | Answer::Swapped(_, v) => v,
+                _ => None,
+            };
+            let from = match o.call {
+                Call::Cas { from, .. } => Some(from),
+                _ => None,
+            };
+            seen.into_iter().chain(from)
+        })
+        .collect();
+    let pruned: Vec<Op> = ops
+        .iter()
+        .filter(|o| match (o.call, o.answer) {
+            (Call::Put(v) | Call::Cas { to: v, .. }, Answer::Unknown) => observed.contains(&v),
+            _ => true,
+        })
+        .cloned()
+        .collect();
+    match history::linearizable(&pruned, SEARCH_BUDGET) {
+        Verdict::Linearizable => Verdict::Linearizable,
+        _ => history::linearizable(ops, SEARCH_BUDGET),
+    }
+}
