@@ -349,3 +349,42 @@ async fn a_large_revision_is_fragmented_when_the_watch_asks() {
         .iter()
         .all(|ev| ev.kv.as_ref().unwrap().mod_revision == revision)));
 }
+
+/// What etcdctl's transcript diff found: a put with ignore_value on a missing key is
+/// InvalidArgument, and member list's header has no revision — on real etcd and on a member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_codes_and_cluster_headers_match_etcd() {
+    use etcdc::pb::etcdserverpb::cluster_client::ClusterClient;
+    use etcdc::pb::etcdserverpb::kv_client::KvClient;
+    use etcdc::pb::etcdserverpb::MemberListRequest;
+    async fn check(url: String, who: &str) {
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .expect("url")
+            .connect_lazy();
+        let mut kv = KvClient::new(channel.clone());
+        kv.put(put("/present".into(), "v")).await.expect("put");
+        let e = kv
+            .put(PutRequest {
+                key: b"/missing".to_vec(),
+                ignore_value: true,
+                ..Default::default()
+            })
+            .await
+            .expect_err("ignore_value on a missing key");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{who}: {e:?}");
+        assert_eq!(e.message(), "etcdserver: key not found", "{who}");
+        let list = ClusterClient::new(channel)
+            .member_list(MemberListRequest::default())
+            .await
+            .expect("member list")
+            .into_inner();
+        let header = list.header.expect("a header");
+        assert_eq!(header.revision, 0, "{who}: {header:?}");
+        assert_ne!(header.member_id, 0, "{who}");
+    }
+    let (_c, url, _stop) = support::node::serve_single().await;
+    check(url, "etcdc-node").await;
+    if let Some(etcd) = support::etcd::Cluster::start(1) {
+        check(etcd.client_url(0), "etcd").await;
+    }
+}

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use super::client::{etcdc_client, Client, CLIENTS};
 use super::cluster::{etcdc_endpoint_status, etcdc_member_list};
-use super::guard::{arg, cstring, field, free_box, guard, opts_or, out};
+use super::guard::{arg, cstring, field, free_box, guard, opts_or, out, status_field};
 use super::handle::Table;
 use super::kv::{
     etcdc_delete_options, etcdc_delete_result, etcdc_get_options, etcdc_get_result,
@@ -187,7 +187,7 @@ pub extern "C" fn etcdc_cq_free(cq: *mut etcdc_cq) -> etcdc_status {
 /// its client's free).
 #[no_mangle]
 pub extern "C" fn etcdc_completion_status(c: *const etcdc_completion) -> etcdc_status {
-    field(c, etcdc_status::ETCDC_ERR_INVALID_ARGUMENT, |c| c.status)
+    status_field(c, "completion", |c| c.status)
 }
 
 /// The failure's message ("" on success): what `etcdc_last_error` gives for a blocking call.

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex as StdMutex};
 
 use super::client::{etcdc_client, Client, CLIENTS};
 use super::completion::{etcdc_cq, etcdc_op, Answer, Queued};
-use super::guard::{arg, bytes, clone_box, cstring, field, free_box, guard, out, value, view};
+use super::guard::{
+    arg, bytes, clone_box, cstring, field, free_box, guard, out, status_field, value, view,
+};
 use super::handle::Table;
 use super::lease::{etcdc_lease_callback, etcdc_lease_event};
 use super::status::etcdc_status;
@@ -625,7 +627,7 @@ pub extern "C" fn etcdc_leader_revision(l: *const etcdc_leader) -> i64 {
 /// `ETCDC_OK`, or for the last record of an observer that stopped by itself, why.
 #[no_mangle]
 pub extern "C" fn etcdc_leader_status(l: *const etcdc_leader) -> etcdc_status {
-    field(l, etcdc_status::ETCDC_ERR_INVALID_ARGUMENT, |l| l.status)
+    status_field(l, "leader", |l| l.status)
 }
 
 /// For the last record of an observer that stopped by itself, the message; "" otherwise.

@@ -56,6 +56,21 @@ pub(crate) fn field<T, R>(p: *const T, default: R, read: impl FnOnce(&T) -> R) -
     }
 }
 
+/// A status accessor (`etcdc_watch_response_status`, ...): the status `read` gives, or for
+/// NULL `ETCDC_ERR_INVALID_ARGUMENT` with its reason as the thread's last error, as every
+/// call that returns a failure status sets it.
+pub(crate) fn status_field<T>(
+    p: *const T,
+    name: &str,
+    read: impl FnOnce(&T) -> etcdc_status,
+) -> etcdc_status {
+    if p.is_null() {
+        set_last_error(&format!("{name} is NULL"));
+        return etcdc_status::ETCDC_ERR_INVALID_ARGUMENT;
+    }
+    field(p, etcdc_status::ETCDC_ERR_PANIC, read)
+}
+
 /// `_new` of an options or builder object: a boxed default, NULL for a panic.
 pub(crate) fn new_boxed<T: Default>() -> *mut T {
     value(std::ptr::null_mut(), || Box::into_raw(Box::default()))

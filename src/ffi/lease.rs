@@ -4,7 +4,7 @@
 use std::ffi::{c_char, c_int, c_void, CString};
 
 use super::client::{etcdc_client, CLIENTS};
-use super::guard::{arg, clone_box, cstring, field, free_box, guard, out, view};
+use super::guard::{arg, clone_box, cstring, field, free_box, guard, out, status_field, view};
 use super::handle::Table;
 use super::status::etcdc_status;
 use super::stream::{self, CCallback, CItem, StreamHandle};
@@ -362,7 +362,7 @@ pub extern "C" fn etcdc_lease_event_clone(e: *const etcdc_lease_event) -> *mut e
 /// itself (id 0), why it stopped (`etcdc_lease_event_reason` has the message).
 #[no_mangle]
 pub extern "C" fn etcdc_lease_event_status(e: *const etcdc_lease_event) -> etcdc_status {
-    field(e, etcdc_status::ETCDC_ERR_INVALID_ARGUMENT, |e| e.status)
+    status_field(e, "event", |e| e.status)
 }
 
 /// Frees a pulled or cloned event. NULL does nothing.

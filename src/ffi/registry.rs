@@ -9,7 +9,7 @@ use super::client::{etcdc_client, Client, CLIENTS};
 use super::completion::{etcdc_cq, etcdc_op, Answer, Handover, Queued};
 use super::guard::{
     arg, c_str, clone_box, cstring, field, free_box, guard, new_boxed, opts_or, out, set,
-    set_timeout, value, write_result, Timed,
+    set_timeout, status_field, value, write_result, Timed,
 };
 use super::handle::Table;
 use super::status::etcdc_status;
@@ -419,7 +419,7 @@ pub extern "C" fn etcdc_registration_event_reason(
 pub extern "C" fn etcdc_registration_event_status(
     e: *const etcdc_registration_event,
 ) -> etcdc_status {
-    field(e, etcdc_status::ETCDC_ERR_INVALID_ARGUMENT, |e| e.status)
+    status_field(e, "event", |e| e.status)
 }
 
 /// A copy of an event that the caller owns; NULL for NULL.
@@ -767,7 +767,7 @@ pub extern "C" fn etcdc_discovery_event_instance(
 /// `ETCDC_OK`, or for `ETCDC_DISCOVERY_ENDED` why the discovery stopped.
 #[no_mangle]
 pub extern "C" fn etcdc_discovery_event_status(e: *const etcdc_discovery_event) -> etcdc_status {
-    field(e, etcdc_status::ETCDC_ERR_INVALID_ARGUMENT, |e| e.status)
+    status_field(e, "event", |e| e.status)
 }
 
 /// For `ETCDC_DISCOVERY_ENDED`, the message; "" otherwise.

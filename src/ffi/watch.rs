@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_int, c_void, CString};
 use super::client::{etcdc_client, CLIENTS};
 use super::guard::{
     arg, bytes, clone_box, cstring, field, free_box, guard, new_boxed, non_negative, opts_or, out,
-    set, set_span, set_timeout, Spanned, Timed,
+    set, set_span, set_timeout, status_field, Spanned, Timed,
 };
 use super::handle::Table;
 use super::record::{etcdc_header, etcdc_kv, header};
@@ -436,7 +436,7 @@ pub extern "C" fn etcdc_watch_response_reason(r: *const etcdc_watch_response) ->
 /// (kind `ETCDC_WATCH_CANCELED`): then why, with the message in `etcdc_watch_response_reason`.
 #[no_mangle]
 pub extern "C" fn etcdc_watch_response_status(r: *const etcdc_watch_response) -> etcdc_status {
-    field(r, etcdc_status::ETCDC_ERR_INVALID_ARGUMENT, |r| r.status)
+    status_field(r, "response", |r| r.status)
 }
 
 /// How many events the response holds.

@@ -39,6 +39,9 @@ fn status(e: Error) -> Status {
         ErrorKind::InvalidArgument | ErrorKind::TooLarge | ErrorKind::TooManyOps => {
             Code::InvalidArgument
         }
+        // etcd's ErrGRPCKeyNotFound (a put with ignore_value or ignore_lease on a missing
+        // key) is InvalidArgument; its other "not found" errors are NotFound.
+        ErrorKind::NotFound if e.message == "etcdserver: key not found" => Code::InvalidArgument,
         ErrorKind::NotFound => Code::NotFound,
         ErrorKind::Compacted | ErrorKind::FutureRevision => Code::OutOfRange,
         ErrorKind::FailedPrecondition | ErrorKind::CompareFailed => Code::FailedPrecondition,
@@ -71,6 +74,14 @@ impl Api {
             .change_members(change, deadline())
             .await
             .map_err(status)
+    }
+
+    /// The header of a cluster call (member add, remove, promote): etcd's has no revision.
+    async fn cluster_header(&self) -> Result<Option<ResponseHeader>, Status> {
+        Ok(self
+            .header()
+            .await?
+            .map(|h| ResponseHeader { revision: 0, ..h }))
     }
 
     /// A response header at this member's current revision.
@@ -222,7 +233,7 @@ impl Cluster for Api {
                 ..m
             });
         Ok(Response::new(MemberAddResponse {
-            header: self.header().await?,
+            header: self.cluster_header().await?,
             member,
             members,
         }))
@@ -235,7 +246,7 @@ impl Cluster for Api {
             .change_members(MemberChange::Remove(r.into_inner().id))
             .await?;
         Ok(Response::new(MemberRemoveResponse {
-            header: self.header().await?,
+            header: self.cluster_header().await?,
             members,
         }))
     }
@@ -263,7 +274,7 @@ impl Cluster for Api {
             .change_members(MemberChange::Promote(r.into_inner().id))
             .await?;
         Ok(Response::new(MemberPromoteResponse {
-            header: self.header().await?,
+            header: self.cluster_header().await?,
             members,
         }))
     }

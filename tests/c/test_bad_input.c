@@ -56,6 +56,20 @@ static void null_arguments(etcdc_client *c) {
   CHECK(etcdc_get_result_kv(NULL, 0) == NULL);
   CHECK(etcdc_kv_key(NULL, NULL) == NULL);
   CHECK(etcdc_header_revision(NULL) == 0);
+
+  /* Status accessors on NULL fail as every status-returning call does: with a message. */
+  EXPECT(etcdc_watch_response_status(NULL), ETCDC_ERR_INVALID_ARGUMENT);
+  EXPECT_MESSAGE("response is NULL");
+  EXPECT(etcdc_lease_event_status(NULL), ETCDC_ERR_INVALID_ARGUMENT);
+  EXPECT_MESSAGE("event is NULL");
+  EXPECT(etcdc_completion_status(NULL), ETCDC_ERR_INVALID_ARGUMENT);
+  EXPECT_MESSAGE("completion is NULL");
+  EXPECT(etcdc_leader_status(NULL), ETCDC_ERR_INVALID_ARGUMENT);
+  EXPECT_MESSAGE("leader is NULL");
+  EXPECT(etcdc_registration_event_status(NULL), ETCDC_ERR_INVALID_ARGUMENT);
+  EXPECT_MESSAGE("event is NULL");
+  EXPECT(etcdc_discovery_event_status(NULL), ETCDC_ERR_INVALID_ARGUMENT);
+  EXPECT_MESSAGE("event is NULL");
 }
 
 static void invalid_options(etcdc_client *c) {
