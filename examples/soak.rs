@@ -4,6 +4,8 @@
 //! `scripts/soak-node.sh MINUTES`.
 //!
 //!   soak MINUTES NODE_BIN [ETCD_BIN] [RUN_SECONDS]
+//!
+//! `SOAK_FAULTS` (e.g. `"power loss,power all"`) runs only the faults it names.
 #![allow(dead_code)]
 
 #[path = "../tests/support/etcd.rs"]
@@ -32,6 +34,7 @@ struct Row {
     stale: usize,
     watch: usize,
     inconclusive: usize,
+    unrecoverable: usize,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -46,12 +49,22 @@ async fn main() {
     let etcd = args.get(3).filter(|s| !s.is_empty()).map(PathBuf::from);
     let seconds: u64 = args.get(4).map_or(20, |s| s.parse().expect("RUN_SECONDS"));
     let end = Instant::now() + Duration::from_secs_f64(minutes * 60.0);
-    let faults = [
+    let only = std::env::var("SOAK_FAULTS").ok();
+    let faults: Vec<Fault> = [
         Fault::LeaderKill,
         Fault::KillAll,
         Fault::Pause,
         Fault::Partition,
-    ];
+        Fault::PowerLoss,
+        Fault::PowerLossAll,
+    ]
+    .into_iter()
+    .filter(|f| {
+        only.as_ref()
+            .is_none_or(|o| o.split(',').any(|n| n.trim() == f.name()))
+    })
+    .collect();
+    assert!(!faults.is_empty(), "SOAK_FAULTS names no fault");
     let mut servers = vec![(Server::Node, node)];
     if let Some(e) = etcd {
         servers.push((Server::Etcd, e));
@@ -60,7 +73,7 @@ async fn main() {
     let mut seed = 1u64;
     let mut failed = false;
     'rounds: while Instant::now() < end {
-        for fault in faults {
+        for &fault in &faults {
             for (server, bin) in &servers {
                 if Instant::now() >= end {
                     break 'rounds;
@@ -76,7 +89,10 @@ async fn main() {
                     seed,
                 };
                 let Some(r) = nemesis::run(*server, bin.clone(), 3, plan).await else {
-                    eprintln!("partitions need network namespaces (root, iproute2): skipped");
+                    eprintln!(
+                        "{}: needs root (network namespaces, loop mounts): skipped",
+                        fault.name()
+                    );
                     continue;
                 };
                 let name = match server {
@@ -106,23 +122,25 @@ async fn main() {
                 row.stale += r.stale;
                 row.watch += r.watch;
                 row.inconclusive += r.inconclusive;
+                row.unrecoverable += r.unrecoverable;
             }
         }
     }
     println!(
-        "\n{:<10} | {:<11} | {:>4} | {:>6} | {:>7} | {:>8} | {:>8} | {:>7} | {:>4} | {:>10} | {:>5} | {:>5} | {:>12}",
-        "server", "fault", "runs", "faults", "leaders", "ops", "acked", "unknown", "lost", "duplicated", "stale", "watch", "inconclusive"
+        "\n{:<10} | {:<11} | {:>4} | {:>6} | {:>7} | {:>8} | {:>8} | {:>7} | {:>4} | {:>10} | {:>5} | {:>5} | {:>12} | {:>4}",
+        "server", "fault", "runs", "faults", "leaders", "ops", "acked", "unknown", "lost", "duplicated", "stale", "watch", "inconclusive", "down"
     );
-    println!("{}", "-".repeat(128));
+    println!("{}", "-".repeat(135));
     for ((name, fault), r) in &rows {
         println!(
-            "{:<10} | {:<11} | {:>4} | {:>6} | {:>7} | {:>8} | {:>8} | {:>7} | {:>4} | {:>10} | {:>5} | {:>5} | {:>12}",
+            "{:<10} | {:<11} | {:>4} | {:>6} | {:>7} | {:>8} | {:>8} | {:>7} | {:>4} | {:>10} | {:>5} | {:>5} | {:>12} | {:>4}",
             name, fault.name(), r.runs, r.faults, r.leader_changes, r.ops, r.acked, r.unknown, r.lost, r.duplicated,
-            r.stale, r.watch, r.inconclusive
+            r.stale, r.watch, r.inconclusive, r.unrecoverable
         );
     }
     println!(
-        "\n3 members each, loopback, {seconds} s per run, one fault every 2.5 s; {} cores",
+        "\n3 members each, loopback, {seconds} s per run, one fault every 2.5 s; \
+         down: members that did not come back; {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     if failed {

@@ -24,7 +24,7 @@ fn plan(faults: Vec<Fault>, seconds: u64, seed: u64) -> Plan {
 fn check(what: &str, r: &Report) {
     eprintln!(
         "{what}: faults {:?}, {} leader changes, {} ops, {} acknowledged writes, {} unknown; \
-         lost {}, duplicated {}, stale {}, watch {}, inconclusive {}",
+         lost {}, duplicated {}, stale {}, watch {}, inconclusive {}, unrecoverable {}",
         r.faults,
         r.leader_changes,
         r.ops,
@@ -34,7 +34,8 @@ fn check(what: &str, r: &Report) {
         r.duplicated,
         r.stale,
         r.watch,
-        r.inconclusive
+        r.inconclusive,
+        r.unrecoverable
     );
     assert!(
         r.acked_writes > 100,
@@ -64,15 +65,14 @@ fn run_alone(
         .block_on(run(server, bin, 3, plan(faults, seconds, seed)))
 }
 
-/// A run with partitions is `None` where network namespaces cannot be made: skipped, or a
-/// failure when `CI` is set.
-fn with_namespaces(r: Option<Report>) -> Option<Report> {
+/// A run with partitions or power losses is `None` where network namespaces or loop-mounted
+/// file systems cannot be made: skipped, or a failure when `CI` is set.
+fn as_root(r: Option<Report>) -> Option<Report> {
     if r.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set and network namespaces cannot be made (root and iproute2 are needed)"
-        );
-        eprintln!("SKIP: network namespaces cannot be made here (root and iproute2 are needed)");
+        let why = "network namespaces or loop mounts cannot be made here \
+                   (root, iproute2 and e2fsprogs are needed)";
+        assert!(std::env::var_os("CI").is_none(), "CI is set and {why}");
+        eprintln!("SKIP: {why}");
     }
     r
 }
@@ -101,12 +101,21 @@ fn node_kill_all() {
     check("etcdc-node, kill all", &r);
 }
 
-/// Partitions need network namespaces, so root (see `with_namespaces`).
+/// Partitions need network namespaces, so root (see `as_root`).
 #[test]
 fn node_partitions() {
     let r = run_alone(Server::Node, node(), vec![Fault::Partition], 20, 4);
-    if let Some(r) = with_namespaces(r) {
+    if let Some(r) = as_root(r) {
         check("etcdc-node, partitions", &r);
+    }
+}
+
+/// The leader, or every member at once, loses what was not synced; loop mounts need root.
+#[test]
+fn node_power_losses() {
+    let faults = vec![Fault::PowerLoss, Fault::PowerLossAll];
+    if let Some(r) = as_root(run_alone(Server::Node, node(), faults, 20, 5)) {
+        check("etcdc-node, power losses", &r);
     }
 }
 
@@ -120,8 +129,10 @@ fn etcd_passes_the_same_harness() {
         Fault::KillAll,
         Fault::Pause,
         Fault::Partition,
+        Fault::PowerLoss,
+        Fault::PowerLossAll,
     ];
-    if let Some(r) = with_namespaces(run_alone(Server::Etcd, bin, faults, 20, 3)) {
+    if let Some(r) = as_root(run_alone(Server::Etcd, bin, faults, 20, 3)) {
         check("etcd 3.4, every fault", &r);
     }
 }

@@ -48,6 +48,12 @@ pub enum Fault {
     /// leader isolated, a follower isolated, or the leader cut from one follower only.
     /// Needs network namespaces (root).
     Partition,
+    /// The leader loses power: killed, and restarted on what its disk held — its data
+    /// dir's file system as the device had it, without what was only in the page cache.
+    /// Needs loop-mounted file systems (root).
+    PowerLoss,
+    /// Every member loses power at once.
+    PowerLossAll,
 }
 
 impl Fault {
@@ -57,6 +63,8 @@ impl Fault {
             Fault::KillAll => "kill all",
             Fault::Pause => "pause",
             Fault::Partition => "partition",
+            Fault::PowerLoss => "power loss",
+            Fault::PowerLossAll => "power all",
         }
     }
 }
@@ -76,6 +84,104 @@ pub struct Cluster {
     members: Vec<Proc>,
     /// Each member in a network namespace of its own, when the run partitions.
     net: Option<Netns>,
+    /// Each member's data dir on a file system of its own, when the run cuts power.
+    disks: Option<Disks>,
+}
+
+/// Each member's data dir on an ext4 file system of its own, in an image file mounted
+/// through a loop device, so that a power loss can be played: the member is killed and its
+/// image copied at once. The copy holds what had reached the device — everything synced,
+/// and whatever writeback happened to flush — but nothing that was only in the page cache
+/// (a SIGKILL alone keeps that). The original is unmounted, the copy takes its place, and
+/// mounting it replays the file system's journal, as a reboot would; then the member
+/// restarts on it. Unmounted when dropped.
+pub struct Disks {
+    dir: PathBuf,
+    mounted: Vec<bool>,
+}
+
+fn run_ok(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Disks {
+    /// `n` file systems under `dir`, or `None` where they cannot be made (not root).
+    pub fn new(dir: &std::path::Path, n: usize) -> Option<Disks> {
+        let mut disks = Disks {
+            dir: dir.to_path_buf(),
+            mounted: vec![false; n],
+        };
+        for i in 0..n {
+            let img = disks.image(i);
+            std::fs::File::create(&img)
+                .and_then(|f| f.set_len(512 << 20))
+                .ok()?;
+            std::fs::create_dir_all(disks.mount_point(i)).ok()?;
+            run_ok("mkfs.ext4", &["-q", "-F", &img]).ok()?;
+            disks.mount(i).ok()?;
+        }
+        Some(disks)
+    }
+
+    fn image(&self, i: usize) -> String {
+        self.dir.join(format!("disk{i}.img")).display().to_string()
+    }
+
+    fn mount_point(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("disk{i}"))
+    }
+
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.mount_point(i).join("data")
+    }
+
+    fn mount(&mut self, i: usize) -> Result<(), String> {
+        let at = self.mount_point(i).display().to_string();
+        run_ok("mount", &["-o", "loop", &self.image(i), &at])?;
+        self.mounted[i] = true;
+        Ok(())
+    }
+
+    fn unmount(&mut self, i: usize) {
+        if std::mem::take(&mut self.mounted[i]) {
+            let _ = run_ok("umount", &[&self.mount_point(i).display().to_string()]);
+        }
+    }
+
+    /// The device as it is now: call right after the member was killed.
+    fn copy(&self, i: usize) -> Result<(), String> {
+        let img = self.image(i);
+        run_ok("cp", &["--sparse=always", &img, &format!("{img}.lost")])
+    }
+
+    /// The copy replaces the disk, mounted (journal replayed) where the old one was.
+    fn swap_in_copy(&mut self, i: usize) -> Result<(), String> {
+        self.unmount(i);
+        let img = self.image(i);
+        std::fs::rename(format!("{img}.lost"), &img).map_err(|e| e.to_string())?;
+        self.mount(i)
+            .map_err(|e| format!("member {i}'s disk does not mount after a power loss: {e}"))
+    }
+}
+
+impl Drop for Disks {
+    fn drop(&mut self) {
+        for i in 0..self.mounted.len() {
+            self.unmount(i);
+        }
+    }
 }
 
 /// Network namespaces this harness makes, one per member, joined by a bridge in the
@@ -186,8 +292,21 @@ impl Drop for Netns {
 }
 
 impl Cluster {
-    /// `net`: namespaces to run the members in (ports 2379 and 2380 in each), or loopback.
-    pub fn start(server: Server, bin: PathBuf, n: usize, net: Option<Netns>) -> Cluster {
+    /// `net`: namespaces to run the members in (ports 2379 and 2380 in each), or loopback;
+    /// `disks`: whether each data dir gets a file system of its own (for power losses).
+    /// `None` when disks are asked for and cannot be made.
+    pub fn start(
+        server: Server,
+        bin: PathBuf,
+        n: usize,
+        net: Option<Netns>,
+        disks: bool,
+    ) -> Option<Cluster> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let disks = match disks {
+            true => Some(Disks::new(dir.path(), n)?),
+            false => None,
+        };
         let members = (0..n)
             .map(|i| Proc {
                 name: format!("m{i}"),
@@ -199,14 +318,43 @@ impl Cluster {
         let mut c = Cluster {
             server,
             bin,
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir,
             members,
             net,
+            disks,
         };
         for i in 0..n {
             c.spawn(i);
         }
-        c
+        Some(c)
+    }
+
+    fn data_dir(&self, i: usize) -> PathBuf {
+        match &self.disks {
+            Some(d) => d.data_dir(i),
+            None => self.dir.path().join(&self.members[i].name),
+        }
+    }
+
+    /// Members `ids` lose power together: killed, and their disks copied as the devices
+    /// hold them now. An error names a member whose disk could not be copied.
+    pub fn cut_power(&mut self, ids: &[usize]) -> Result<(), String> {
+        for &i in ids {
+            self.kill(i);
+        }
+        let disks = self.disks.as_ref().expect("a power loss needs disks");
+        ids.iter().try_for_each(|&i| disks.copy(i))
+    }
+
+    /// Members `ids` come back after `cut_power`, each on what its disk held. An error
+    /// names a member whose disk did not mount (it stays down).
+    pub fn restore_power(&mut self, ids: &[usize]) -> Result<(), String> {
+        let disks = self.disks.as_mut().expect("a power loss needs disks");
+        let mounted = ids.iter().try_for_each(|&i| disks.swap_in_copy(i));
+        for &i in ids {
+            self.restart(i);
+        }
+        mounted
     }
 
     fn host(&self, i: usize) -> String {
@@ -241,7 +389,7 @@ impl Cluster {
         };
         cmd.args(["--name", &m.name])
             .arg("--data-dir")
-            .arg(self.dir.path().join(&m.name))
+            .arg(self.data_dir(i))
             .args(["--listen-client-urls", &client])
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer])
@@ -283,8 +431,10 @@ impl Cluster {
         }
     }
 
+    /// Starts member `i` again, unless it runs, or its disk did not survive a power loss.
     pub fn restart(&mut self, i: usize) {
-        if self.members[i].child.is_none() {
+        let disk_lost = self.disks.as_ref().is_some_and(|d| !d.mounted[i]);
+        if self.members[i].child.is_none() && !disk_lost {
             self.spawn(i);
         }
     }
@@ -308,7 +458,9 @@ impl Drop for Cluster {
             // A stopped process dies of SIGKILL as well.
             self.kill(i);
         }
-        // Then the namespaces go (`net` drops after this).
+        // Then the disks are unmounted, before the temp dir under them is removed, and
+        // the namespaces go (`net` drops after this).
+        drop(self.disks.take());
     }
 }
 
@@ -411,12 +563,20 @@ pub struct Report {
     pub stale: usize,
     pub watch: usize,
     pub inconclusive: usize,
+    /// Members that did not come back after the faults (a disk that did not mount after
+    /// a power loss, a member that refused to start or never answered again).
+    pub unrecoverable: usize,
     pub details: Vec<String>,
 }
 
 impl Report {
     pub fn anomalies(&self) -> usize {
-        self.lost + self.duplicated + self.stale + self.watch + self.inconclusive
+        self.lost
+            + self.duplicated
+            + self.stale
+            + self.watch
+            + self.inconclusive
+            + self.unrecoverable
     }
 }
 
@@ -737,10 +897,11 @@ async fn nemesis(
     urls: Arc<Vec<String>>,
     plan: Plan,
     end: Instant,
-) -> (BTreeMap<Fault, usize>, usize) {
+) -> (BTreeMap<Fault, usize>, usize, Vec<String>) {
     use nix::sys::signal::Signal;
     let mut counts = BTreeMap::new();
     let (mut last_leader, mut changes) = (None, 0);
+    let mut problems = Vec::new();
     let mut rng = Rng::new(plan.seed);
     let mut turn = 0usize;
     let n = urls.len();
@@ -781,6 +942,18 @@ async fn nemesis(
                 tokio::time::sleep(Duration::from_millis(1500 + rng.below(1000))).await;
                 cluster.lock().unwrap().signal(target, Signal::SIGCONT);
             }
+            Fault::PowerLoss | Fault::PowerLossAll => {
+                let ids: Vec<usize> = match fault {
+                    Fault::PowerLoss => vec![target],
+                    _ => (0..n).collect(),
+                };
+                // Down for as long as a leader kill keeps it down, so that the others
+                // may elect a new leader meanwhile.
+                let cut = cluster.lock().unwrap().cut_power(&ids);
+                tokio::time::sleep(Duration::from_millis(500 + rng.below(1000))).await;
+                let back = cluster.lock().unwrap().restore_power(&ids);
+                problems.extend(cut.and(back).err());
+            }
             Fault::Partition => {
                 let other = (target + 1 + rng.below(n as u64 - 1) as usize) % n;
                 {
@@ -810,7 +983,7 @@ async fn nemesis(
         }
         *counts.entry(fault).or_insert(0) += 1;
     }
-    (counts, changes)
+    (counts, changes, problems)
 }
 
 /// The store at the end, read linearizably from any member: every key and the revision.
@@ -860,7 +1033,9 @@ pub async fn run(server: Server, bin: PathBuf, members: usize, plan: Plan) -> Op
     } else {
         None
     };
-    let cluster = Cluster::start(server, bin, members, net);
+    let power =
+        plan.faults.contains(&Fault::PowerLoss) || plan.faults.contains(&Fault::PowerLossAll);
+    let cluster = Cluster::start(server, bin, members, net, power)?;
     let urls: Arc<Vec<String>> = Arc::new((0..members).map(|i| cluster.url(i)).collect());
     let logs = cluster.logs();
     let cluster = Arc::new(Mutex::new(cluster));
@@ -882,10 +1057,12 @@ pub async fn run(server: Server, bin: PathBuf, members: usize, plan: Plan) -> Op
         .collect();
     let faults = tokio::spawn(nemesis(cluster.clone(), urls.clone(), plan.clone(), end));
 
-    let (faults, leader_changes) = faults.await.expect("nemesis");
+    let (faults, leader_changes, problems) = faults.await.expect("nemesis");
     let mut report = Report {
         faults,
         leader_changes,
+        unrecoverable: problems.len(),
+        details: problems,
         ..Default::default()
     };
     let mut ops: Vec<Op> = Vec::new();
@@ -907,13 +1084,22 @@ pub async fn run(server: Server, bin: PathBuf, members: usize, plan: Plan) -> Op
             c.restart(i);
         }
     }
-    assert!(
-        wait_ready(&urls, Duration::from_secs(30)).await,
-        "the cluster did not recover after the faults (logs in {logs:?})"
-    );
-    let (store, revision) = final_state(&urls)
-        .await
-        .unwrap_or_else(|| panic!("no member answered the final read (logs in {logs:?})"));
+    let final_read = match wait_ready(&urls, Duration::from_secs(30)).await {
+        true => final_state(&urls).await,
+        false => None,
+    };
+    let Some((store, revision)) = final_read else {
+        report.unrecoverable += 1;
+        report
+            .details
+            .push("the cluster did not recover after the faults".into());
+        let kept = cluster.lock().unwrap().keep_dir();
+        report
+            .details
+            .push(format!("member data and logs kept in {kept:?}"));
+        *until.lock().unwrap() = Some((0, Instant::now()));
+        return Some(report);
+    };
     // The final values of the hot keys, read after everything else completed.
     let t = clock.now();
     for k in 0..HOT_KEYS {
