@@ -5,7 +5,8 @@
 //!
 //!   soak MINUTES NODE_BIN [ETCD_BIN] [RUN_SECONDS]
 //!
-//! `SOAK_FAULTS` (e.g. `"power loss,power all"`) runs only the faults it names.
+//! `SOAK_FAULTS` (e.g. `"power loss,power all"`) runs only the faults it names; an empty
+//! NODE_BIN runs etcd alone.
 #![allow(dead_code)]
 
 #[path = "../tests/support/etcd.rs"]
@@ -45,7 +46,7 @@ async fn main() {
         std::process::exit(2);
     }
     let minutes: f64 = args[1].parse().expect("MINUTES");
-    let node = PathBuf::from(&args[2]);
+    let node = Some(&args[2]).filter(|s| !s.is_empty()).map(PathBuf::from);
     let etcd = args.get(3).filter(|s| !s.is_empty()).map(PathBuf::from);
     let seconds: u64 = args.get(4).map_or(20, |s| s.parse().expect("RUN_SECONDS"));
     let end = Instant::now() + Duration::from_secs_f64(minutes * 60.0);
@@ -65,10 +66,11 @@ async fn main() {
     })
     .collect();
     assert!(!faults.is_empty(), "SOAK_FAULTS names no fault");
-    let mut servers = vec![(Server::Node, node)];
-    if let Some(e) = etcd {
-        servers.push((Server::Etcd, e));
-    }
+    let servers: Vec<(Server, PathBuf)> = [(Server::Node, node), (Server::Etcd, etcd)]
+        .into_iter()
+        .filter_map(|(s, bin)| Some((s, bin?)))
+        .collect();
+    assert!(!servers.is_empty(), "neither NODE_BIN nor ETCD_BIN");
     let mut rows: BTreeMap<(&'static str, Fault), Row> = BTreeMap::new();
     let mut seed = 1u64;
     let mut failed = false;

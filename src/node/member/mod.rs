@@ -2,10 +2,13 @@
 //! Writes are proposed through Raft (on a follower, forwarded to the leader); linearizable
 //! reads wait for a read index confirmed by the leader, serializable reads are local.
 //!
-//! Members reach each other through `Peers` — Raft's messages and forwarded client calls.
-//! `Router` is the in-process implementation (several members in one process, as the tests
-//! run them); the peer transport over the network is the next step.
+//! Members reach each other through `Peers` — Raft's messages and forwarded client calls:
+//! `Router` (router.rs) between members in one process, as the tests run them, and
+//! `peer.rs` over gRPC between processes.
 //!
+//! Here: the member's configuration, start and stop. Beside it: `proposal` (batching,
+//! forwarding, a write applied at most once), `read` (the read gate), `lessor` (lease
+//! clocks on the leader), `membership` (add / remove / promote), `etcd` (`trait Etcd`).
 //! Watches are served by the member's own hub (`watch.rs`), from its applied state.
 
 use std::collections::{BTreeMap, HashMap};
@@ -483,13 +486,11 @@ impl Member {
             }
             _ => {}
         }
-        match self.raft.client_write(cmd).await {
-            Ok(r) => Ok(r.data),
-            // Refused before it was appended, or cut from the log uncommitted.
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+        match proposal::propose_here(&self.raft, self.id, cmd).await {
+            proposal::Proposed::Done(outcome) => outcome,
+            proposal::Proposed::NotLeader(_) => {
                 Err(proposal::not_proposed("the member is not the leader"))
             }
-            Err(e) => Err(unavailable(e.to_string())),
         }
     }
 }

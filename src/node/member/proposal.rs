@@ -25,37 +25,34 @@ pub(super) type Waiter = oneshot::Sender<Result<Vec<u8>>>;
 
 /// Proposes `cmd` here, or on the leader, until it is applied or the proposal times out.
 ///
-/// A write is proposed again only when it provably never reached a leader's log: this
-/// member or the one it forwarded to was not the leader (openraft answers so before it
-/// appends, or after it cut the entry from its log, which a committed entry never is), or
-/// the forward never connected. Any other failure of a forward leaves its fate unknown —
-/// the leader may have appended it and died, and the next leader commit it — so the caller
-/// gets etcd's error for that instead of a second application (etcd never re-proposes).
+/// A write is proposed again only when it provably never reached a leader's log: no member
+/// called Raft with it (each proposes only while it sees itself as the leader, see
+/// `propose_here`), or the forward never connected. Any other failure leaves its fate
+/// unknown — the leader may have appended it and died, and the next leader commit it — so
+/// the caller gets etcd's error for that instead of a second application (etcd never
+/// re-proposes).
 async fn submit(raft: &Raft, peers: &dyn Peers, me: NodeId, cmd: Command) -> Result<Vec<u8>> {
     let attempt = async {
         loop {
-            let outcome = match raft.client_write(cmd.clone()).await {
-                Ok(resp) => resp.data,
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    match f.leader_id.filter(|l| *l != me) {
-                        Some(leader) => match peers.forward_write(leader, cmd.clone()).await {
-                            Ok(o) => o,
-                            Err(e) if e.kind == ErrorKind::NoLeader => {
-                                tokio::time::sleep(Duration::from_millis(20)).await;
-                                continue;
-                            }
-                            Err(e) if e.kind == ErrorKind::Unavailable => {
-                                return Err(unknown_outcome(&e));
-                            }
-                            Err(e) => return Err(e),
-                        },
-                        None => {
+            let outcome = match propose_here(raft, me, cmd.clone()).await {
+                Proposed::Done(o) => o?,
+                Proposed::NotLeader(Some(leader)) if leader != me => {
+                    match peers.forward_write(leader, cmd.clone()).await {
+                        Ok(o) => o,
+                        Err(e) if e.kind == ErrorKind::NoLeader => {
                             tokio::time::sleep(Duration::from_millis(20)).await;
                             continue;
                         }
+                        Err(e) if e.kind == ErrorKind::Unavailable => {
+                            return Err(unknown_outcome(&e.message));
+                        }
+                        Err(e) => return Err(e),
                     }
                 }
-                Err(e) => return Err(unavailable(format!("etcdserver: {e}"))),
+                Proposed::NotLeader(_) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
             };
             return match outcome.0 {
                 Some(r) => r,
@@ -73,6 +70,34 @@ async fn submit(raft: &Raft, peers: &dyn Peers, me: NodeId, cmd: Command) -> Res
         })
 }
 
+/// What `propose_here` did with a write.
+pub(super) enum Proposed {
+    /// Raft was given the write: its outcome, or an error when that is unknown.
+    Done(Result<Outcome>),
+    /// Not proposed: this member does not see itself as the leader; the leader it knows of.
+    NotLeader(Option<NodeId>),
+}
+
+/// Gives `cmd` to this member's Raft if the member sees itself as the leader, and to no one
+/// otherwise. openraft's "forward to the leader" does not tell a write it refused before
+/// appending from one it appended and then cut from the log when a newer leader's entries
+/// replaced it — and such an entry may still be committed by a later leader that holds it
+/// (in clusters of five or more). So once Raft was given the write, every refusal is an
+/// unknown outcome, and only a write that Raft was never given may go elsewhere.
+pub(super) async fn propose_here(raft: &Raft, me: NodeId, cmd: Command) -> Proposed {
+    let leader = raft.metrics().borrow().current_leader;
+    if leader != Some(me) {
+        return Proposed::NotLeader(leader);
+    }
+    Proposed::Done(match raft.client_write(cmd).await {
+        Ok(r) => Ok(r.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(unknown_outcome(
+            "this member stopped being the leader before the write was committed",
+        )),
+        Err(e) => Err(unknown_outcome(&e.to_string())),
+    })
+}
+
 /// What a member answers for a write it was forwarded but did not put in its log (it is
 /// not the leader): the forwarding member may propose it again.
 pub(crate) fn not_proposed(why: impl std::fmt::Display) -> Error {
@@ -82,15 +107,12 @@ pub(crate) fn not_proposed(why: impl std::fmt::Display) -> Error {
     )
 }
 
-/// A forwarded write whose leader went away before it answered: it may or may not be
-/// applied, and is not proposed again.
-fn unknown_outcome(cause: &Error) -> Error {
+/// A write whose leader went away before it answered: it may or may not be applied, and is
+/// not proposed again.
+fn unknown_outcome(cause: &str) -> Error {
     Error::new(
         ErrorKind::Unavailable,
-        format!(
-            "etcdserver: request timed out, possibly due to previous leader failure ({})",
-            cause.message
-        ),
+        format!("etcdserver: request timed out, possibly due to previous leader failure ({cause})"),
     )
 }
 
