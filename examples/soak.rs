@@ -89,6 +89,7 @@ async fn main() {
                     unique_writers: 2,
                     watchers: 2,
                     seed,
+                    flags: Vec::new(),
                 };
                 let Some(r) = nemesis::run(*server, bin.clone(), 3, plan).await else {
                     eprintln!(

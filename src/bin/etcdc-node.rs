@@ -21,8 +21,11 @@ const USAGE: &str = "usage: etcdc-node [--name NAME] [--data-dir DIR]
   [--initial-cluster NAME=URL,...] [--initial-cluster-state new|existing]
   [--initial-cluster-token TOKEN] [--heartbeat-interval MS] [--election-timeout MS]
   [--snapshot-count N] [--quota-backend-bytes N] [--restore-snapshot FILE]
+  [--unsafe-no-fsync]
 --restore-snapshot starts a new data dir from `etcdctl snapshot save`'s file of an etcdc-node
 (ignored when the data dir holds data already).
+--unsafe-no-fsync (etcd's, for tests): the write-ahead log is never synced, so a power loss
+loses acknowledged writes.
 Each flag may also come from its etcd environment variable (ETCD_NAME, ETCD_DATA_DIR, ...).
 ETCDC_NODE_THREADS sets the number of runtime threads (default: half the cores, at least one).";
 
@@ -41,7 +44,11 @@ const FLAGS: &[&str] = &[
     "snapshot-count",
     "quota-backend-bytes",
     "restore-snapshot",
+    "unsafe-no-fsync",
 ];
+
+/// Flags that take no value: `--flag` is `--flag=true`, as in etcd's flag parser.
+const BOOL_FLAGS: &[&str] = &["unsafe-no-fsync"];
 
 /// The runtime's threads (the write-ahead log has one more of its own): half the cores, one
 /// on two, unless `ETCDC_NODE_THREADS` says. Measured on 2 cores shared with the clients
@@ -77,6 +84,7 @@ fn parse(args: &[String]) -> Result<NodeOptions, String> {
             .ok_or_else(|| format!("unexpected argument {arg:?}"))?;
         let (flag, value) = match body.split_once('=') {
             Some((f, v)) => (f.to_string(), v.to_string()),
+            None if BOOL_FLAGS.contains(&body) => (body.to_string(), "true".to_string()),
             None => {
                 i += 1;
                 let v = args
@@ -129,6 +137,11 @@ fn parse(args: &[String]) -> Result<NodeOptions, String> {
             "snapshot-count" => o.snapshot_count = number(flag, v)?,
             "quota-backend-bytes" => o.quota_backend_bytes = number(flag, v)?,
             "restore-snapshot" => o.restore_snapshot = Some(v.into()),
+            "unsafe-no-fsync" => {
+                o.unsafe_no_fsync = v
+                    .parse()
+                    .map_err(|_| format!("--{flag} is true or false, not {v:?}"))?
+            }
             _ => {}
         }
     }

@@ -39,6 +39,9 @@ pub struct NodeOptions {
     /// A backup (`etcdctl snapshot save` of a member) to start a new data dir from; ignored
     /// when the data dir holds data already.
     pub restore_snapshot: Option<PathBuf>,
+    /// etcd's `--unsafe-no-fsync`: the write-ahead log is never synced, so a power loss
+    /// loses acknowledged writes. For tests only.
+    pub unsafe_no_fsync: bool,
 }
 
 impl Default for NodeOptions {
@@ -58,6 +61,7 @@ impl Default for NodeOptions {
             snapshot_count: 100_000,
             quota_backend_bytes: 0,
             restore_snapshot: None,
+            unsafe_no_fsync: false,
         }
     }
 }
@@ -250,6 +254,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     if opts.quota_backend_bytes > 0 {
         config.quota_bytes = opts.quota_backend_bytes;
     }
+    config.unsafe_no_fsync = opts.unsafe_no_fsync;
     let member = Arc::new(Member::start(config, network.clone(), Arc::new(network.clone())).await?);
     network.set_member(&member);
     service.set_member(member.clone());

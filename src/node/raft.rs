@@ -189,6 +189,12 @@ impl LogStore {
         LogStore::open_keeping(dir, KEEP_BYTES)
     }
 
+    /// Writes without syncing from now on (etcd's `--unsafe-no-fsync`; see
+    /// `Wal::unsafe_no_fsync`).
+    pub async fn unsafe_no_fsync(&self) {
+        self.inner.lock().await.wal.unsafe_no_fsync();
+    }
+
     /// `open`, keeping `keep_bytes` of committed entries in memory instead of `KEEP_BYTES`
     /// (0: only the last one; every other read goes to the disk).
     pub fn open_keeping(dir: &Path, keep_bytes: usize) -> Result<LogStore> {

@@ -336,6 +336,8 @@ struct Writer {
     purged: Option<(u64, Vec<u8>)>,
     syncs: Arc<Histogram>,
     stall: Arc<Stall>,
+    /// Cleared by `Wal::unsafe_no_fsync`.
+    fsync: Arc<AtomicBool>,
     poisoned: Option<Error>,
     buf: Vec<u8>,
     /// Each record's (offset, length) in `buf`.
@@ -421,7 +423,7 @@ impl Writer {
             return Err(io("cannot write", &path, e));
         }
         self.size += self.buf.len() as u64;
-        if sync {
+        if sync && self.fsync.load(Ordering::Relaxed) {
             let started = std::time::Instant::now();
             if let Err(e) = self.file.sync_data() {
                 let e = io("cannot sync", &path, e);
@@ -585,6 +587,7 @@ pub struct Wal {
     writer: Option<JoinHandle<()>>,
     syncs: Arc<Histogram>,
     stall: Arc<Stall>,
+    fsync: Arc<AtomicBool>,
 }
 
 impl Drop for Wal {
@@ -598,6 +601,13 @@ impl Drop for Wal {
 }
 
 impl Wal {
+    /// From now on a group is written but not synced (etcd's `--unsafe-no-fsync`): what
+    /// is acknowledged survives the process being killed, not the machine losing power.
+    /// For tests, such as the negative control of the power-loss harness.
+    pub fn unsafe_no_fsync(&self) {
+        self.fsync.store(false, Ordering::Relaxed);
+    }
+
     /// Opens (or creates) the log in `dir`, returning what it holds.
     pub fn open(dir: &Path) -> Result<(Wal, Recovered)> {
         fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
@@ -661,6 +671,7 @@ impl Wal {
         let syncs = Arc::new(Histogram::default());
         let stall = Arc::new(Stall::default());
         let hints = Arc::new(Mutex::new(Vec::new()));
+        let fsync = Arc::new(AtomicBool::new(true));
         let writer = Writer {
             dir: dir.to_path_buf(),
             segments,
@@ -671,6 +682,7 @@ impl Wal {
             purged: state.purged.clone(),
             syncs: syncs.clone(),
             stall: stall.clone(),
+            fsync: fsync.clone(),
             poisoned: None,
             buf: Vec::new(),
             spans: Vec::new(),
@@ -698,6 +710,7 @@ impl Wal {
                 hints,
                 writer: Some(writer),
                 syncs,
+                fsync,
                 stall,
             },
             state,

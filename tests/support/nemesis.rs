@@ -86,6 +86,8 @@ pub struct Cluster {
     net: Option<Netns>,
     /// Each member's data dir on a file system of its own, when the run cuts power.
     disks: Option<Disks>,
+    /// More flags for every member.
+    flags: Vec<String>,
 }
 
 /// Each member's data dir on an ext4 file system of its own, in an image file mounted
@@ -293,14 +295,16 @@ impl Drop for Netns {
 
 impl Cluster {
     /// `net`: namespaces to run the members in (ports 2379 and 2380 in each), or loopback;
-    /// `disks`: whether each data dir gets a file system of its own (for power losses).
-    /// `None` when disks are asked for and cannot be made.
+    /// `disks`: whether each data dir gets a file system of its own (for power losses);
+    /// `flags`: more flags for every member. `None` when disks are asked for and cannot be
+    /// made.
     pub fn start(
         server: Server,
         bin: PathBuf,
         n: usize,
         net: Option<Netns>,
         disks: bool,
+        flags: Vec<String>,
     ) -> Option<Cluster> {
         let dir = tempfile::tempdir().expect("temp dir");
         let disks = match disks {
@@ -322,6 +326,7 @@ impl Cluster {
             members,
             net,
             disks,
+            flags,
         };
         for i in 0..n {
             c.spawn(i);
@@ -403,6 +408,7 @@ impl Cluster {
         if self.server == Server::Etcd {
             cmd.args(["--log-level", "warn", "--logger", "zap"]);
         }
+        cmd.args(&self.flags);
         self.members[i].child = Some(cmd.spawn().expect("start the server"));
     }
 
@@ -545,6 +551,8 @@ pub struct Plan {
     pub unique_writers: usize,
     pub watchers: usize,
     pub seed: u64,
+    /// More flags for every member (e.g. `--unsafe-no-fsync` for a negative control).
+    pub flags: Vec<String>,
 }
 
 /// What one run found.
@@ -1035,7 +1043,7 @@ pub async fn run(server: Server, bin: PathBuf, members: usize, plan: Plan) -> Op
     };
     let power =
         plan.faults.contains(&Fault::PowerLoss) || plan.faults.contains(&Fault::PowerLossAll);
-    let cluster = Cluster::start(server, bin, members, net, power)?;
+    let cluster = Cluster::start(server, bin, members, net, power, plan.flags.clone())?;
     let urls: Arc<Vec<String>> = Arc::new((0..members).map(|i| cluster.url(i)).collect());
     let logs = cluster.logs();
     let cluster = Arc::new(Mutex::new(cluster));

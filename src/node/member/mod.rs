@@ -80,6 +80,9 @@ pub struct MemberConfig {
     pub token: String,
     /// The space quota in bytes (etcd's `--quota-backend-bytes`).
     pub quota_bytes: u64,
+    /// The write-ahead log is not synced (etcd's `--unsafe-no-fsync`): acknowledged writes
+    /// are lost if the machine loses power. For tests.
+    pub unsafe_no_fsync: bool,
     /// The member's name and the client URLs it advertises, published to the cluster.
     pub name: String,
     pub client_urls: Vec<String>,
@@ -99,6 +102,7 @@ impl MemberConfig {
             join: false,
             token: "etcd-cluster".into(),
             quota_bytes: DEFAULT_QUOTA_BYTES,
+            unsafe_no_fsync: false,
             name: format!("{id:x}"),
             client_urls: Vec::new(),
         }
@@ -159,6 +163,9 @@ impl Member {
         peers: Arc<dyn Peers>,
     ) -> Result<Member> {
         let log = LogStore::open(&config.dir.join("wal"))?;
+        if config.unsafe_no_fsync {
+            log.unsafe_no_fsync().await;
+        }
         let stall = log.stall.clone();
         let sync_latency = log.sync_latency.clone();
         let sm = StateMachine::open(&config.dir.join("snap"))?;
