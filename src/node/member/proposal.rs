@@ -44,7 +44,7 @@ async fn submit(raft: &Raft, peers: &dyn Peers, me: NodeId, cmd: Command) -> Res
                             continue;
                         }
                         Err(e) if e.kind == ErrorKind::Unavailable => {
-                            return Err(unknown_outcome(&e.message));
+                            return Err(unknown_outcome());
                         }
                         Err(e) => return Err(e),
                     }
@@ -91,10 +91,8 @@ pub(super) async fn propose_here(raft: &Raft, me: NodeId, cmd: Command) -> Propo
     }
     Proposed::Done(match raft.client_write(cmd).await {
         Ok(r) => Ok(r.data),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(unknown_outcome(
-            "this member stopped being the leader before the write was committed",
-        )),
-        Err(e) => Err(unknown_outcome(&e.to_string())),
+        // Stopped being the leader before the write was committed, or Raft stopped.
+        Err(_) => Err(unknown_outcome()),
     })
 }
 
@@ -108,11 +106,12 @@ pub(crate) fn not_proposed(why: impl std::fmt::Display) -> Error {
 }
 
 /// A write whose leader went away before it answered: it may or may not be applied, and is
-/// not proposed again.
-fn unknown_outcome(cause: &str) -> Error {
+/// not proposed again. etcd's text exactly (`ErrTimeoutDueToLeaderFail`): Go's client turns
+/// the text into its typed error, and does not retry it.
+fn unknown_outcome() -> Error {
     Error::new(
         ErrorKind::Unavailable,
-        format!("etcdserver: request timed out, possibly due to previous leader failure ({cause})"),
+        "etcdserver: request timed out, possibly due to previous leader failure",
     )
 }
 
