@@ -58,7 +58,7 @@ const BOOL_FLAGS: &[&str] = &["unsafe-no-fsync"];
 /// main thread: it runs woken tasks in the order they were woken (the multi-thread one runs
 /// the last woken first), so the answers of a batch are all encoded before the connection
 /// task writes them, in one `writev` instead of one each (a large batch's answers go in
-/// chunks: `ANSWER_CHUNK` in member.rs, which has the figures).
+/// chunks: `ANSWER_CHUNK` in node/member/proposal.rs, which has the figures).
 fn worker_threads() -> usize {
     std::env::var("ETCDC_NODE_THREADS")
         .ok()

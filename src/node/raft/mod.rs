@@ -1,0 +1,130 @@
+//! Consensus: openraft 0.9 over the node's own storage. The log store keeps its newest
+//! entries in memory (older ones are read back from the `wal`) and makes every append, vote
+//! and commit mark durable in the `wal` before openraft hears it is done; the state machine
+//! applies commands to `mvcc`. Snapshots are the encoded store in a checksummed file, synced
+//! before openraft may purge the log behind it, and never held whole in memory. Nothing of openraft's types reaches the disk unversioned: every payload written
+//! starts with a format byte.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io::{Seek, SeekFrom, Write};
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership, Vote,
+};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, RwLock};
+
+use super::mvcc::Mvcc;
+use super::wal::{Record, Wal};
+use super::watch::Hub;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pb::etcdserverpb::*;
+use crate::pb::mvccpb::Event;
+
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// The node's Raft types: etcd requests in, their encoded answers out.
+    pub TypeConfig:
+        D = Command,
+        R = Outcome,
+        NodeId = NodeId,
+        Node = BasicNode,
+        SnapshotData = tokio::fs::File,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+type StorageResult<T> = std::result::Result<T, StorageError<NodeId>>;
+
+/// A write, as proposed to the cluster: etcd's request, encoded once by the proposer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Command {
+    Put(Vec<u8>),
+    DeleteRange(Vec<u8>),
+    Txn(Vec<u8>),
+    Compact(i64),
+    /// The lease's id and TTL as the leader decided them (id chosen, minimum TTL applied).
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+    },
+    LeaseRevoke(i64),
+    /// Concurrent writes packed into one entry (one append, one sync): applied in order,
+    /// each its own request, answered with the encoded list of answers.
+    Batch(Vec<Command>),
+    /// Raises (`on`) or disarms an alarm (etcd's AlarmRequest); member 0 disarms that alarm
+    /// of every member.
+    Alarm {
+        member: u64,
+        alarm: i32,
+        on: bool,
+    },
+    /// A membership change a member forwards to the leader. Never in the log: the leader
+    /// carries it out through Raft's own membership change.
+    Membership(MemberChange),
+    /// A member's name and client URLs, published by the member itself once it runs (etcd's
+    /// `publish`): what `member list` shows besides the peer URLs Raft knows.
+    Publish {
+        member: u64,
+        name: String,
+        client_urls: Vec<String>,
+    },
+}
+
+/// A change of the cluster's members (etcd's MemberAdd / MemberRemove / MemberPromote).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum MemberChange {
+    Add {
+        peer_urls: Vec<String>,
+        learner: bool,
+    },
+    Remove(NodeId),
+    Promote(NodeId),
+    /// The leader telling a member it removed that it is out (etcd's removed member stops).
+    Removed(NodeId),
+}
+
+/// What applying a command answered: etcd's response encoded, or its error.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Outcome(pub Option<std::result::Result<Vec<u8>, Error>>);
+
+/// The on-disk format of every payload this module writes.
+const FORMAT: u8 = 1;
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![FORMAT];
+    // Serializing our own plain types into a Vec cannot fail.
+    out.extend(bincode::serialize(value).unwrap_or_default());
+    out
+}
+
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> std::result::Result<T, Error> {
+    match bytes.split_first() {
+        Some((&FORMAT, rest)) => bincode::deserialize(rest)
+            .map_err(|e| Error::new(ErrorKind::DataLoss, format!("undecodable record: {e}"))),
+        _ => Err(Error::new(
+            ErrorKind::DataLoss,
+            "a record of an unknown format version",
+        )),
+    }
+}
+
+fn io_err(e: &Error) -> StorageIOError<NodeId> {
+    StorageIOError::write_logs(e)
+}
+
+mod log_store;
+mod snapshot;
+mod state_machine;
+
+pub use log_store::{LogStore, KEEP_BYTES};
+use snapshot::*;
+pub use snapshot::{restore, Backup};
+pub use state_machine::{Applied, SnapshotDue, StateMachine};

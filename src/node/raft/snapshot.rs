@@ -1,0 +1,449 @@
+//! The member's snapshot file, backups (`Maintenance.Snapshot`) and restore.
+
+use super::*;
+
+/// The member's snapshot file: `crc32 (big endian) | FORMAT | bincode(meta) | the store's
+/// length (u64, little endian) | the store (`Mvcc::encode_to`)`, the crc over everything
+/// after it — what bincode writes for `(meta, store bytes)` behind the format byte.
+pub(super) fn snapshot_path(dir: &Path) -> PathBuf {
+    dir.join("snapshot.snap")
+}
+
+/// Writes a snapshot file's bytes for `meta` and `mvcc` into `out` from where it stands,
+/// the store streamed as it is encoded — never copied whole into memory first. The head
+/// ends with the store's length, known once it is written: its place is kept, and the crc of
+/// head + store is combined from the two parts' crcs.
+pub(super) fn write_snapshot_stream(
+    out: &mut (impl Write + Seek),
+    meta: &SnapshotMeta<NodeId, BasicNode>,
+    mvcc: &Mvcc,
+) -> std::io::Result<()> {
+    let start = out.stream_position()?;
+    let mut head = encode(meta);
+    out.seek(SeekFrom::Current(4 + head.len() as i64 + 8))?;
+    let (store_crc, len) = {
+        let mut store = Hashing {
+            inner: std::io::BufWriter::with_capacity(1 << 20, &mut *out),
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+        };
+        mvcc.encode_to(&mut store)?;
+        store.inner.flush()?;
+        (store.crc.clone(), store.len)
+    };
+    head.extend_from_slice(&len.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head);
+    crc.combine(&store_crc);
+    out.seek(SeekFrom::Start(start))?;
+    out.write_all(&crc.finalize().to_be_bytes())?;
+    out.write_all(&head)?;
+    out.seek(SeekFrom::Current(len as i64))?;
+    Ok(())
+}
+
+/// A writer that counts and checksums what passes through it.
+pub(super) struct Hashing<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the snapshot file through a temporary one — `body` writes its bytes — then
+/// syncs it, renames it into place and syncs the directory.
+pub(super) fn write_snapshot_with(
+    dir: &Path,
+    body: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
+    let tmp = dir.join("snapshot.tmp");
+    let io = |e: std::io::Error| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("cannot write a snapshot in {}: {e}", dir.display()),
+        )
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    body(&mut f).and_then(|_| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, snapshot_path(dir)).map_err(io)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
+}
+
+/// Reads a snapshot file's head as a stream: its meta and the length of the store after it.
+pub(super) fn read_head(
+    r: &mut impl std::io::Read,
+) -> Result<(SnapshotMeta<NodeId, BasicNode>, u64)> {
+    let bad = || Error::new(ErrorKind::DataLoss, "the snapshot is malformed");
+    let mut format = [0; 1];
+    r.read_exact(&mut format).map_err(|_| bad())?;
+    if format[0] != FORMAT {
+        return Err(Error::new(
+            ErrorKind::DataLoss,
+            "a snapshot of an unknown format version",
+        ));
+    }
+    let meta = bincode::deserialize_from(&mut *r).map_err(|_| bad())?;
+    let mut len = [0; 8];
+    r.read_exact(&mut len).map_err(|_| bad())?;
+    Ok((meta, u64::from_le_bytes(len)))
+}
+
+/// Loads the snapshot file at `path` (None if there is none) as a stream, never holding
+/// its bytes whole, its superseded values going to a history file in `history`.
+pub(super) fn load_snapshot(
+    path: &Path,
+    history: &Path,
+) -> Result<Option<(SnapshotMeta<NodeId, BasicNode>, Mvcc)>> {
+    match std::fs::File::open(path) {
+        Ok(mut f) => read_snapshot(&mut f, path, history).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::new(
+            ErrorKind::Internal,
+            format!("cannot read {}: {e}", path.display()),
+        )),
+    }
+}
+
+/// A snapshot file — or a backup, `Backup::send`'s framing around one — read as a stream:
+/// checked first (`check_snapshot`), then its meta and store decoded, the store's
+/// superseded values going to a history file in `history`. `path` names it in errors.
+pub(super) fn read_snapshot(
+    f: &mut std::fs::File,
+    path: &Path,
+    history: &Path,
+) -> Result<(SnapshotMeta<NodeId, BasicNode>, Mvcc)> {
+    use std::io::{BufReader, Read};
+    let end = check_snapshot(f, path)?;
+    f.seek(SeekFrom::Start(4))
+        .map_err(|e| read_error(path, e))?;
+    let mut r = BufReader::with_capacity(1 << 20, f).take(end - 4);
+    let (meta, len) = read_head(&mut r)?;
+    let mvcc = Mvcc::decode_from(r.take(len), Some((history, crate::node::history::PIECE)))?;
+    Ok((meta, mvcc))
+}
+
+pub(super) fn read_error(path: &Path, e: std::io::Error) -> Error {
+    Error::new(
+        ErrorKind::Internal,
+        format!("cannot read {}: {e}", path.display()),
+    )
+}
+
+/// Hands `f`'s bytes in `from..to` to `take`, a piece at a time.
+pub(super) fn each_piece(
+    f: &mut std::fs::File,
+    from: u64,
+    to: u64,
+    mut take: impl FnMut(&[u8]),
+) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Read};
+    f.seek(SeekFrom::Start(from))?;
+    let mut r = BufReader::with_capacity(1 << 20, Read::take(&mut *f, to - from));
+    loop {
+        let n = {
+            let buf = r.fill_buf()?;
+            take(buf);
+            buf.len()
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        r.consume(n);
+    }
+}
+
+/// The crc32 of `f`'s bytes in `from..to`, read as a stream.
+pub(super) fn crc_of(f: &mut std::fs::File, from: u64, to: u64) -> std::io::Result<u32> {
+    let mut crc = crc32fast::Hasher::new();
+    each_piece(f, from, to, |b| crc.update(b))?;
+    Ok(crc.finalize())
+}
+
+/// Checks a snapshot file — or a backup, `Backup::send`'s framing around one — and says
+/// where the snapshot's bytes end: the crc over everything after it for a file; for a
+/// backup its SHA-256, then the crc over the snapshot inside. Read as a stream.
+pub(super) fn check_snapshot(f: &mut std::fs::File, path: &Path) -> Result<u64> {
+    use sha2::Digest;
+    use std::io::{BufReader, Read};
+    let io = |e| read_error(path, e);
+    let corrupt = || {
+        Error::new(
+            ErrorKind::DataLoss,
+            format!("snapshot {} is corrupt (checksum)", path.display()),
+        )
+    };
+    let len = f.metadata().map_err(io)?.len();
+    if len < 4 {
+        return Err(corrupt());
+    }
+    let mut crc = [0; 4];
+    f.seek(SeekFrom::Start(0)).map_err(io)?;
+    f.read_exact(&mut crc).map_err(io)?;
+    let crc = u32::from_be_bytes(crc);
+    if crc_of(f, 4, len).map_err(io)? == crc {
+        return Ok(len);
+    }
+    if len % BACKUP_ALIGN as u64 != 32 {
+        return Err(corrupt());
+    }
+    let mut sum = sha2::Sha256::new();
+    each_piece(f, 0, len - 32, |b| sum.update(b)).map_err(io)?;
+    let mut want = [0; 32];
+    f.read_exact(&mut want).map_err(io)?;
+    if sum.finalize().as_slice() != want {
+        return Err(corrupt());
+    }
+    // The snapshot inside ends after its head and store; the padding follows.
+    f.seek(SeekFrom::Start(4)).map_err(io)?;
+    let (meta, data) = read_head(&mut BufReader::new(&mut *f)).map_err(|_| corrupt())?;
+    let head = 1 + bincode::serialized_size(&meta).map_err(|_| corrupt())? + 8;
+    match (4 + head).checked_add(data) {
+        Some(end) if end <= len - 32 && crc_of(f, 4, end).map_err(io)? == crc => Ok(end),
+        _ => Err(corrupt()),
+    }
+}
+
+/// Where a snapshot sent by the leader is gathered before it replaces the member's own.
+pub(super) fn receiving_path(dir: &Path) -> PathBuf {
+    dir.join("snapshot.receiving")
+}
+
+/// etcd's snapshot stream ends with the SHA-256 of what came before, which is a multiple of
+/// 512 bytes (bbolt pages): `etcdctl snapshot save` refuses a stream without it.
+pub(super) const BACKUP_ALIGN: usize = 512;
+
+/// A backup, ready to stream as `Maintenance.Snapshot` sends it: a snapshot file written
+/// aside (its name unlinked at once, so nothing is left behind), sent with etcd's framing —
+/// zeros up to a multiple of 512 bytes, then the SHA-256 of all that.
+pub struct Backup {
+    pub(super) file: std::fs::File,
+    pub(super) len: u64,
+}
+
+impl Backup {
+    /// The bytes the stream sends in all.
+    fn total(&self) -> u64 {
+        self.len.div_ceil(BACKUP_ALIGN as u64) * BACKUP_ALIGN as u64 + 32
+    }
+
+    /// Reads the backup in pieces of `piece` bytes and hands each to `out` with the number
+    /// of bytes still to come after it, until `out` says stop. Blocking: run it off the
+    /// runtime's workers.
+    pub fn send(mut self, piece: usize, mut out: impl FnMut(Vec<u8>, u64) -> bool) -> Result<()> {
+        use sha2::Digest;
+        use std::io::Read;
+        let mut sum = sha2::Sha256::new();
+        let total = self.total();
+        let mut sent = 0u64;
+        loop {
+            let mut blob = Vec::with_capacity(piece);
+            (&mut self.file)
+                .take(piece as u64)
+                .read_to_end(&mut blob)
+                .map_err(|e| {
+                    Error::new(ErrorKind::Internal, format!("cannot read the backup: {e}"))
+                })?;
+            if blob.is_empty() {
+                break;
+            }
+            sum.update(&blob);
+            sent += blob.len() as u64;
+            if !out(blob, total - sent) {
+                return Ok(());
+            }
+        }
+        if sent != self.len {
+            return Err(Error::new(ErrorKind::Internal, "the backup was cut short"));
+        }
+        let mut tail = vec![0; (total - 32 - sent) as usize];
+        sum.update(&tail);
+        tail.extend_from_slice(&sum.finalize());
+        out(tail, 0);
+        Ok(())
+    }
+}
+
+/// Makes `dir`, a new member's data dir, start from `backup` (what `Maintenance.Snapshot`
+/// streamed: a snapshot file's bytes): the store as the backup holds it, the cluster
+/// `members` (as etcd's `snapshot restore` takes them from `--initial-cluster`), and a log
+/// that starts after the backup's last entry with a vote at its term, so the new cluster's
+/// terms go on from there.
+pub fn restore(backup: &Path, dir: &Path, members: BTreeMap<NodeId, String>) -> Result<()> {
+    let restored = restore_into(backup, dir, members);
+    if restored.is_err() {
+        // Called on an empty data dir: what a failed restore wrote goes, so that the next
+        // start tries again instead of finding a half-made member.
+        let _ = std::fs::remove_dir_all(dir.join("snap"));
+        let _ = std::fs::remove_dir_all(dir.join("wal"));
+    }
+    restored
+}
+
+pub(super) fn restore_into(
+    backup: &Path,
+    dir: &Path,
+    members: BTreeMap<NodeId, String>,
+) -> Result<()> {
+    let snap = dir.join("snap");
+    std::fs::create_dir_all(&snap).map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("cannot create {}: {e}", snap.display()),
+        )
+    })?;
+    let mut f = std::fs::File::open(backup).map_err(|e| {
+        Error::invalid(format!(
+            "cannot read the snapshot {}: {e}",
+            backup.display()
+        ))
+    })?;
+    let (meta, mut mvcc) = read_snapshot(&mut f, backup, &snap)?;
+    // A new cluster: the old one's member names and removals do not apply to it.
+    mvcc.forget_members();
+    let last = meta
+        .last_log_id
+        .ok_or_else(|| Error::invalid(format!("{} holds an empty store", backup.display())))?;
+    let voters = members.keys().copied().collect();
+    let nodes: BTreeMap<NodeId, BasicNode> = members
+        .into_iter()
+        .map(|(id, addr)| (id, BasicNode { addr }))
+        .collect();
+    let membership = openraft::Membership::new(vec![voters], nodes);
+    let meta = SnapshotMeta {
+        last_log_id: Some(last),
+        last_membership: StoredMembership::new(Some(last), membership),
+        snapshot_id: format!("restored-{}", last.index),
+    };
+    write_snapshot_with(&snap, |f| write_snapshot_stream(f, &meta, &mvcc))?;
+    let (wal, _) = Wal::open(&dir.join("wal"))?;
+    wal.write_blocking(vec![
+        Record::Purge {
+            upto: last.index,
+            data: encode(&Some(last)),
+        },
+        Record::Committed(encode(&Some(last))),
+        Record::Vote(encode(&Vote::<NodeId>::new(last.leader_id.term, 0))),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    /// `bytes` sent as a backup in pieces of `piece` bytes; the remaining counts must add up.
+    fn framed(bytes: &[u8], piece: usize) -> Vec<u8> {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(bytes).unwrap();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        let backup = Backup {
+            file,
+            len: bytes.len() as u64,
+        };
+        let total = backup.total();
+        let mut out = Vec::new();
+        backup
+            .send(piece, |blob, remaining| {
+                out.extend_from_slice(&blob);
+                assert_eq!(out.len() as u64 + remaining, total);
+                true
+            })
+            .unwrap();
+        assert_eq!(out.len() as u64, total);
+        out
+    }
+
+    /// A snapshot file as one value: `snapshot_path`'s format written whole, to check the
+    /// streamed writer and the checks against.
+    #[derive(Serialize, Deserialize)]
+    struct SnapshotFile {
+        meta: SnapshotMeta<NodeId, BasicNode>,
+        data: Vec<u8>,
+    }
+
+    /// The crc of a snapshot file and the part before the store's bytes.
+    fn snapshot_head(file: &SnapshotFile) -> ([u8; 4], Vec<u8>) {
+        let mut head = encode(&file.meta);
+        head.extend_from_slice(&(file.data.len() as u64).to_le_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&head);
+        crc.update(&file.data);
+        (crc.finalize().to_be_bytes(), head)
+    }
+
+    /// `check_snapshot` of a file holding `bytes`.
+    fn check(bytes: &[u8], path: &Path) -> Result<u64> {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        check_snapshot(&mut f, path)
+    }
+
+    fn file(data_len: usize) -> SnapshotFile {
+        SnapshotFile {
+            meta: SnapshotMeta::default(),
+            data: vec![7; data_len],
+        }
+    }
+
+    /// The member's own file and a backup stream parse alike; a changed byte in either is
+    /// refused as corrupt — whatever the length (a file whose length looks framed included).
+    #[test]
+    fn snapshot_files_and_backups_are_checked() {
+        let path = Path::new("test.snap");
+        for len in [0, 1, 400, 512, 5000] {
+            let f = file(len);
+            let (crc, head) = snapshot_head(&f);
+            let plain = [&crc[..], &head, &f.data].concat();
+            let backup = framed(&plain, 100);
+            assert_eq!(backup.len() % BACKUP_ALIGN, 32);
+            for bytes in [plain.clone(), backup] {
+                assert_eq!(check(&bytes, path).unwrap(), plain.len() as u64);
+                for at in [0, 5, bytes.len() - 1] {
+                    let mut bad = bytes.clone();
+                    bad[at] ^= 0x40;
+                    let e = check(&bad, path).err();
+                    assert_eq!(e.map(|e| e.kind), Some(ErrorKind::DataLoss), "{len} {at}");
+                }
+            }
+        }
+    }
+
+    /// A store streamed into a snapshot file is the same file as one written from its bytes.
+    #[test]
+    fn a_streamed_snapshot_is_the_file_written_whole() {
+        let mut mvcc = Mvcc::new();
+        for i in 0..100 {
+            mvcc.put(crate::pb::etcdserverpb::PutRequest {
+                key: format!("k{i}").into_bytes(),
+                value: vec![b'v'; i],
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        let whole = SnapshotFile {
+            meta: SnapshotMeta::default(),
+            data: mvcc.encode(),
+        };
+        let (crc, head) = snapshot_head(&whole);
+        let mut streamed = Cursor::new(b"before".to_vec());
+        streamed.set_position(6);
+        write_snapshot_stream(&mut streamed, &whole.meta, &mvcc).unwrap();
+        let streamed = streamed.into_inner();
+        assert_eq!(&streamed[6..], [&crc[..], &head, &whole.data].concat());
+        assert_eq!(&streamed[..6], b"before");
+    }
+}

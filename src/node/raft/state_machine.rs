@@ -1,0 +1,465 @@
+//! The state machine: commands applied to `mvcc`, snapshots built and installed.
+
+use super::*;
+
+/// What the state machine holds: the store and where it stands in the log.
+pub struct Applied {
+    pub mvcc: Mvcc,
+    pub last_applied: Option<LogId<NodeId>>,
+    pub membership: StoredMembership<NodeId, BasicNode>,
+}
+
+/// The state machine. Cheap to clone; readers take `state` directly (serializable reads run
+/// on the caller's thread).
+#[derive(Clone)]
+pub struct StateMachine {
+    pub state: Arc<RwLock<Applied>>,
+    /// The member's watches, told of every applied change.
+    pub hub: Arc<Hub>,
+    dir: PathBuf,
+    /// The newest snapshot's metadata; its data stays in the file (read when a follower
+    /// needs it), not in memory beside the store it was made from.
+    current: Arc<RwLock<Option<SnapshotMeta<NodeId, BasicNode>>>>,
+    /// The store's size after the last apply, for the quota check without a lock.
+    pub size: Arc<std::sync::atomic::AtomicU64>,
+    /// Counts applied requests towards the next snapshot.
+    pub due: Arc<SnapshotDue>,
+}
+
+/// etcd's `--snapshot-count` counts requests; an entry here packs many (a batch), so
+/// openraft's count of entries would let the log — kept in memory until a snapshot — grow
+/// to `count` batches. This counts the requests applied and says when a snapshot is due.
+#[derive(Default)]
+pub struct SnapshotDue {
+    applied: std::sync::atomic::AtomicU64,
+    every: std::sync::atomic::AtomicU64,
+    closed: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl SnapshotDue {
+    fn applied(&self, requests: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let every = self.every.load(Relaxed);
+        if every > 0 && self.applied.fetch_add(requests, Relaxed) + requests >= every {
+            self.applied.store(0, Relaxed);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Takes a snapshot every `every` applied requests until `close`.
+    pub async fn run(self: Arc<Self>, every: u64, raft: Raft) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.every.store(every, Relaxed);
+        loop {
+            self.wake.notified().await;
+            if self.closed.load(Relaxed) || raft.trigger().snapshot().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+}
+
+impl StateMachine {
+    /// The state machine of the node in `dir`, restored from its newest snapshot file; the
+    /// log after it is re-applied by openraft from the committed mark.
+    pub fn open(dir: &Path) -> Result<StateMachine> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("cannot create {}: {e}", dir.display()),
+            )
+        })?;
+        // A snapshot being received when the member stopped is of no use any more.
+        let _ = std::fs::remove_file(receiving_path(dir));
+        let (applied, current) = match load_snapshot(&snapshot_path(dir), dir)? {
+            Some((meta, mvcc)) => (
+                Applied {
+                    mvcc,
+                    last_applied: meta.last_log_id,
+                    membership: meta.last_membership.clone(),
+                },
+                Some(meta),
+            ),
+            None => (
+                Applied {
+                    mvcc: {
+                        let mut empty = Mvcc::new();
+                        empty.keep_history_in(dir)?;
+                        empty
+                    },
+                    last_applied: None,
+                    membership: StoredMembership::default(),
+                },
+                None,
+            ),
+        };
+        Ok(StateMachine {
+            size: Arc::new(applied.mvcc.size().into()),
+            due: Arc::default(),
+            state: Arc::new(RwLock::new(applied)),
+            hub: Arc::default(),
+            dir: dir.to_path_buf(),
+            current: Arc::new(RwLock::new(current)),
+        })
+    }
+}
+
+impl StateMachine {
+    /// The store now, as a snapshot file written aside: what `Maintenance.Snapshot` streams
+    /// and `restore` reads back. Written off the runtime's workers under the store's read
+    /// lock (writes wait, reads go on), never held whole in memory.
+    pub async fn backup(&self) -> Result<Backup> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let state = self.state.clone().read_owned().await;
+        let meta = SnapshotMeta {
+            last_log_id: state.last_applied,
+            last_membership: state.membership.clone(),
+            snapshot_id: "backup".into(),
+        };
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self
+            .dir
+            .join(format!("backup-{}-{n}.tmp", std::process::id()));
+        let write = move || -> Result<Backup> {
+            let io = |e: std::io::Error| {
+                Error::new(
+                    ErrorKind::Internal,
+                    format!("cannot write a backup at {}: {e}", path.display()),
+                )
+            };
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(io)?;
+            let _ = std::fs::remove_file(&path);
+            write_snapshot_stream(&mut file, &meta, &state.mvcc).map_err(io)?;
+            drop(state);
+            let len = file.stream_position().map_err(io)?;
+            file.seek(SeekFrom::Start(0)).map_err(io)?;
+            Ok(Backup { file, len })
+        };
+        tokio::task::spawn_blocking(write)
+            .await
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("backup: {e}")))?
+    }
+}
+
+/// Whether a command adds data (a put, a transaction with a put on any path, a lease
+/// grant): what etcd refuses while the space alarm is raised.
+pub(super) fn adds_data(cmd: &Command) -> bool {
+    fn ops_put(ops: &[RequestOp]) -> bool {
+        ops.iter().any(|op| match &op.request {
+            Some(request_op::Request::RequestPut(_)) => true,
+            Some(request_op::Request::RequestTxn(t)) => ops_put(&t.success) || ops_put(&t.failure),
+            _ => false,
+        })
+    }
+    match cmd {
+        Command::Put(_) | Command::LeaseGrant { .. } => true,
+        Command::Txn(req) => TxnRequest::decode(&**req)
+            .map(|t| ops_put(&t.success) || ops_put(&t.failure))
+            .unwrap_or(false),
+        _ => false,
+    }
+}
+
+/// Applies one command to the store; the answer is etcd's response, encoded. The changes
+/// it made are added to `events`, for the watches.
+pub(super) fn apply_command(
+    mvcc: &mut Mvcc,
+    cmd: Command,
+    events: &mut Vec<Event>,
+) -> Result<Vec<u8>> {
+    let bad = |e: prost::DecodeError| {
+        Error::new(ErrorKind::DataLoss, format!("undecodable command: {e}"))
+    };
+    if mvcc.out_of_space() && adds_data(&cmd) {
+        return Err(crate::node::mvcc::no_space());
+    }
+    let (answer, changes) = match cmd {
+        Command::Alarm { member, alarm, on } => {
+            mvcc.set_alarm(member, alarm, on);
+            (Vec::new(), Vec::new())
+        }
+        Command::Publish {
+            member,
+            name,
+            client_urls,
+        } => {
+            let attributes = crate::node::mvcc::Attributes { name, client_urls };
+            mvcc.set_attributes(member, attributes);
+            (Vec::new(), Vec::new())
+        }
+        Command::Put(req) => {
+            let (r, e) = mvcc.put(PutRequest::decode(&*req).map_err(bad)?)?;
+            (r.encode_to_vec(), e)
+        }
+        Command::DeleteRange(req) => {
+            let (r, e) = mvcc.delete_range(DeleteRangeRequest::decode(&*req).map_err(bad)?)?;
+            (r.encode_to_vec(), e)
+        }
+        Command::Txn(req) => {
+            let (r, e) = mvcc.txn(TxnRequest::decode(&*req).map_err(bad)?)?;
+            (r.encode_to_vec(), e)
+        }
+        Command::Compact(rev) => (mvcc.compact(rev)?.encode_to_vec(), Vec::new()),
+        Command::LeaseGrant { id, ttl } => {
+            (mvcc.lease_grant(id, ttl, 1)?.encode_to_vec(), Vec::new())
+        }
+        Command::LeaseRevoke(id) => {
+            let (r, e) = mvcc.lease_revoke(id)?;
+            (r.encode_to_vec(), e)
+        }
+        Command::Membership(_) => {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                "a membership change is not a log entry",
+            ))
+        }
+        Command::Batch(cmds) => {
+            let answers: Vec<Result<Vec<u8>>> = cmds
+                .into_iter()
+                .map(|c| apply_command(mvcc, c, events))
+                .collect();
+            (encode(&answers), Vec::new())
+        }
+    };
+    events.extend(changes);
+    Ok(answer)
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        // On disk and synced before openraft may purge the log behind it; the file is
+        // replaced under `current`'s write lock (taken before the store's, as everywhere), so
+        // a reader of `current` finds its file.
+        let mut current = self.current.write().await;
+        let state = self.state.clone().read_owned().await;
+        let meta = SnapshotMeta {
+            last_log_id: state.last_applied,
+            last_membership: state.membership.clone(),
+            snapshot_id: state.last_applied.map_or_else(
+                || "empty".to_string(),
+                |l| format!("{}-{}", l.leader_id, l.index),
+            ),
+        };
+        let (dir, written) = (self.dir.clone(), meta.clone());
+        // The store's read lock is held while it is written (writes wait, reads go on), and
+        // released before the sync.
+        let write = move || {
+            write_snapshot_with(&dir, |f| {
+                let streamed = write_snapshot_stream(f, &written, &state.mvcc);
+                drop(state);
+                streamed
+            })
+        };
+        tokio::task::spawn_blocking(write)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        *current = Some(meta.clone());
+        let file = tokio::fs::File::open(snapshot_path(&self.dir))
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
+        let state = self.state.read().await;
+        Ok((state.last_applied, state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Outcome>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+    {
+        let mut state = self.state.write().await;
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        let mut requests = 0;
+        for entry in entries {
+            state.last_applied = Some(entry.log_id);
+            out.push(match entry.payload {
+                EntryPayload::Blank => Outcome(None),
+                EntryPayload::Normal(cmd) => {
+                    requests += match &cmd {
+                        Command::Batch(cmds) => cmds.len() as u64,
+                        _ => 1,
+                    };
+                    Outcome(Some(apply_command(&mut state.mvcc, cmd, &mut events)))
+                }
+                EntryPayload::Membership(m) => {
+                    let before: Vec<NodeId> = state
+                        .membership
+                        .membership()
+                        .nodes()
+                        .map(|(id, _)| *id)
+                        .collect();
+                    let after: Vec<NodeId> = m.nodes().map(|(id, _)| *id).collect();
+                    state.mvcc.members_changed(&before, &after);
+                    state.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Outcome(None)
+                }
+            });
+        }
+        // Under the write lock: watchers see batches in revision order, and a watch being
+        // created (under the read lock) sees either all of this batch or none of it.
+        self.hub.notify(&events, state.mvcc.revision());
+        self.size
+            .store(state.mvcc.size(), std::sync::atomic::Ordering::Relaxed);
+        drop(state);
+        self.due.applied(requests);
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    /// The leader's snapshot file arrives in chunks into a file of its own, never whole in
+    /// memory. (A receive openraft gave up on is replaced: its file is unlinked, and whatever
+    /// still writes to it writes to nothing anyone reads.)
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<tokio::fs::File>> {
+        let path = receiving_path(&self.dir);
+        let create = move || {
+            let _ = std::fs::remove_file(&path);
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+        };
+        let file = tokio::task::spawn_blocking(create)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
+    }
+
+    /// The received file is the leader's snapshot file, byte for byte: synced, checked
+    /// (crc, and that it is the snapshot announced), loaded as a stream, and renamed to be
+    /// the member's own snapshot.
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<tokio::fs::File>,
+    ) -> StorageResult<()> {
+        let signature = Some(meta.signature());
+        let mut current = self.current.write().await;
+        // Waits for the writes still in flight, then syncs.
+        snapshot
+            .sync_all()
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(signature.clone(), &e))?;
+        let mut received = snapshot.into_std().await;
+        let (dir, announced) = (self.dir.clone(), meta.clone());
+        let load = move || -> Result<Mvcc> {
+            use std::os::unix::fs::MetadataExt;
+            let path = receiving_path(&dir);
+            let io = |e: std::io::Error| {
+                Error::new(
+                    ErrorKind::Internal,
+                    format!("cannot install the snapshot in {}: {e}", dir.display()),
+                )
+            };
+            let (got, mvcc) = read_snapshot(&mut received, &path, &dir)?;
+            if got != announced {
+                return Err(Error::new(
+                    ErrorKind::DataLoss,
+                    format!(
+                        "the received snapshot is {}, not the {} announced",
+                        got.snapshot_id, announced.snapshot_id
+                    ),
+                ));
+            }
+            // The file received into becomes the member's snapshot; a snapshot handed over
+            // as some other file is copied.
+            let gathered = std::fs::metadata(&path)
+                .is_ok_and(|m| received.metadata().is_ok_and(|r| r.ino() == m.ino()));
+            if gathered {
+                std::fs::rename(&path, snapshot_path(&dir)).map_err(io)?;
+                std::fs::File::open(&dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io)?;
+            } else {
+                received.seek(SeekFrom::Start(0)).map_err(io)?;
+                write_snapshot_with(&dir, |f| std::io::copy(&mut received, f).map(drop))?;
+            }
+            Ok(mvcc)
+        };
+        let mvcc = tokio::task::spawn_blocking(load)
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(signature.clone(), &e))?
+            .map_err(|e| StorageIOError::read_snapshot(signature, &e))?;
+        let mut state = self.state.write().await;
+        *state = Applied {
+            mvcc,
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        self.hub.restored(&state.mvcc);
+        self.size
+            .store(state.mvcc.size(), std::sync::atomic::Ordering::Relaxed);
+        drop(state);
+        *current = Some(meta.clone());
+        Ok(())
+    }
+
+    /// The member's snapshot file, opened, for a follower: openraft sends it in chunks. The
+    /// file is replaced only under `current`'s write lock, and a replaced file stays
+    /// readable through this handle.
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let current = self.current.read().await;
+        let Some(meta) = current.clone() else {
+            return Ok(None);
+        };
+        let (path, want) = (snapshot_path(&self.dir), meta.clone());
+        let open = move || -> Result<std::fs::File> {
+            let io = |e: std::io::Error| {
+                Error::new(
+                    ErrorKind::Internal,
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            };
+            let mut f = std::fs::File::open(&path).map_err(io)?;
+            let mut r = std::io::BufReader::new(&mut f);
+            r.seek_relative(4).map_err(io)?;
+            let (got, _) = read_head(&mut r)?;
+            drop(r);
+            if got != want {
+                return Err(Error::new(
+                    ErrorKind::DataLoss,
+                    "the snapshot file changed or went missing",
+                ));
+            }
+            f.seek(SeekFrom::Start(0)).map_err(io)?;
+            Ok(f)
+        };
+        let file = tokio::task::spawn_blocking(open)
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        }))
+    }
+}
