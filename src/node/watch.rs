@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use tokio::sync::RwLock;
 
 use super::mvcc::Mvcc;
-use super::raft::{Applied, Raft};
 use crate::api::{event_rev, pieces, WatchControl, WatchUpdate, PIECE_EVENTS};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pb::etcdserverpb::watch_create_request::FilterType;
@@ -73,7 +72,8 @@ impl Watcher {
 struct Identity {
     cluster_id: u64,
     member_id: u64,
-    raft: Raft,
+    /// The member's current Raft term.
+    term: Box<dyn Fn() -> u64 + Send + Sync>,
 }
 
 /// A member's watchers.
@@ -88,11 +88,16 @@ pub struct Hub {
 
 impl Hub {
     /// Names the member in the headers of what its watches deliver.
-    pub(crate) fn set_identity(&self, cluster_id: u64, member_id: u64, raft: Raft) {
+    pub(crate) fn set_identity(
+        &self,
+        cluster_id: u64,
+        member_id: u64,
+        term: impl Fn() -> u64 + Send + Sync + 'static,
+    ) {
         let _ = self.identity.set(Identity {
             cluster_id,
             member_id,
-            raft,
+            term: Box::new(term),
         });
     }
 
@@ -102,7 +107,7 @@ impl Hub {
                 cluster_id: i.cluster_id,
                 member_id: i.member_id,
                 revision,
-                raft_term: i.raft.metrics().borrow().current_term,
+                raft_term: (i.term)(),
             },
             None => ResponseHeader {
                 revision,
@@ -291,11 +296,12 @@ impl Hub {
     }
 }
 
-/// Starts a watch on a member's store. Returns its control and the store's revision when
-/// it was registered (etcd's `created` header: a watch from 0 starts right after it).
-pub(crate) async fn start(
+/// Starts a watch on a member's store (`state`, the state machine's, holds it). Returns its
+/// control and the store's revision when it was registered (etcd's `created` header: a
+/// watch from 0 starts right after it).
+pub(crate) async fn start<S: AsRef<Mvcc> + Send + Sync + 'static>(
     hub: &Arc<Hub>,
-    state: &Arc<RwLock<Applied>>,
+    state: &Arc<RwLock<S>>,
     req: &WatchCreateRequest,
     feed: Feed<WatchUpdate>,
 ) -> Result<(Box<dyn WatchControl>, i64)> {
@@ -307,11 +313,11 @@ pub(crate) async fn start(
         let (hub, state) = (weak_hub.clone(), weak_state.clone());
         runtime.spawn(async move {
             if let (Some(hub), Some(state)) = (hub.upgrade(), state.upgrade()) {
-                hub.resume(&state.read().await.mvcc, id);
+                hub.resume(state.read().await.as_ref(), id);
             }
         });
     });
-    let revision = hub.create(&state.read().await.mvcc, id, req, feed)?;
+    let revision = hub.create(state.read().await.as_ref(), id, req, feed)?;
     Ok((
         Box::new(Control {
             hub: Arc::downgrade(hub),

@@ -209,7 +209,9 @@ impl Member {
             .fold(0xcbf2_9ce4_8422_2325u64, |h, id| {
                 (h ^ id).wrapping_mul(0x100_0000_01b3)
             });
-        sm.hub.set_identity(cluster_id, config.id, raft.clone());
+        let metrics = raft.metrics();
+        sm.hub
+            .set_identity(cluster_id, config.id, move || metrics.borrow().current_term);
         tokio::spawn(sm.due.clone().run(config.snapshot_count, raft.clone()));
         let (removed, _) = tokio::sync::watch::channel(false);
         let leader_changes = Arc::new(std::sync::atomic::AtomicU64::new(0));

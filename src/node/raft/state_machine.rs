@@ -9,6 +9,12 @@ pub struct Applied {
     pub membership: StoredMembership<NodeId, BasicNode>,
 }
 
+impl AsRef<Mvcc> for Applied {
+    fn as_ref(&self) -> &Mvcc {
+        &self.mvcc
+    }
+}
+
 /// The state machine. Cheap to clone; readers take `state` directly (serializable reads run
 /// on the caller's thread).
 #[derive(Clone)]
