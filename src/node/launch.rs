@@ -7,11 +7,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use sha1::{Digest, Sha1};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::member::{Member, MemberConfig};
+use super::member::{member_id, Member, MemberConfig};
 use super::peer::{PeerNetwork, PeerService};
 use super::raft::NodeId;
 use crate::error::{Error, ErrorKind, Result};
@@ -68,17 +67,6 @@ impl Default for NodeOptions {
 
 /// How `parse_initial_cluster` keys a member listed without a name.
 const UNNAMED: char = '\0';
-
-/// etcd's member id: the first 8 bytes of SHA-1 over the sorted peer URLs and the token.
-pub fn member_id(peer_urls: &[String], token: &str) -> NodeId {
-    let mut urls = peer_urls.to_vec();
-    urls.sort();
-    let mut h = Sha1::new();
-    h.update(urls.concat().as_bytes());
-    h.update(token.as_bytes());
-    let digest = h.finalize();
-    u64::from_be_bytes(digest[..8].try_into().unwrap_or_default())
-}
 
 /// `name=url,name=url,...` → name → its peer URLs, in order of appearance. A member without
 /// a name (`=url`: what `etcdctl member add` prints for a member added but not started yet)

@@ -2,6 +2,18 @@
 //! member's published name.
 
 use super::*;
+use sha1::{Digest, Sha1};
+
+/// etcd's member id: the first 8 bytes of SHA-1 over the sorted peer URLs and the token.
+pub fn member_id(peer_urls: &[String], token: &str) -> NodeId {
+    let mut urls = peer_urls.to_vec();
+    urls.sort();
+    let mut h = Sha1::new();
+    h.update(urls.concat().as_bytes());
+    h.update(token.as_bytes());
+    let digest = h.finalize();
+    u64::from_be_bytes(digest[..8].try_into().unwrap_or_default())
+}
 
 impl Member {
     /// etcd's MemberAdd / MemberRemove / MemberPromote, carried out by the leader (forwarded
@@ -70,7 +82,7 @@ impl Member {
                         "etcdserver: Peer URLs already exists",
                     ));
                 }
-                let id = crate::node::launch::member_id(&peer_urls, &self.token);
+                let id = member_id(&peer_urls, &self.token);
                 let node = BasicNode {
                     addr: first.clone(),
                 };
