@@ -51,20 +51,13 @@ async fn main() {
     let seconds: u64 = args.get(4).map_or(20, |s| s.parse().expect("RUN_SECONDS"));
     let end = Instant::now() + Duration::from_secs_f64(minutes * 60.0);
     let only = std::env::var("SOAK_FAULTS").ok();
-    let faults: Vec<Fault> = [
-        Fault::LeaderKill,
-        Fault::KillAll,
-        Fault::Pause,
-        Fault::Partition,
-        Fault::PowerLoss,
-        Fault::PowerLossAll,
-    ]
-    .into_iter()
-    .filter(|f| {
-        only.as_ref()
-            .is_none_or(|o| o.split(',').any(|n| n.trim() == f.name()))
-    })
-    .collect();
+    let faults: Vec<Fault> = Fault::ALL
+        .into_iter()
+        .filter(|f| {
+            only.as_ref()
+                .is_none_or(|o| o.split(',').any(|n| n.trim() == f.name()))
+        })
+        .collect();
     assert!(!faults.is_empty(), "SOAK_FAULTS names no fault");
     let servers: Vec<(Server, PathBuf)> = [(Server::Node, node), (Server::Etcd, etcd)]
         .into_iter()

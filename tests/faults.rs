@@ -135,15 +135,11 @@ fn etcd_passes_the_same_harness() {
     let Some(bin) = support::etcd::etcd_binary() else {
         return;
     };
-    let faults = vec![
-        Fault::LeaderKill,
-        Fault::KillAll,
-        Fault::Pause,
-        Fault::Partition,
-        Fault::PowerLoss,
-        Fault::PowerLossAll,
-    ];
-    if let Some(r) = as_root(run_alone(Server::Etcd, bin, plan(faults, 20, 3))) {
+    if let Some(r) = as_root(run_alone(
+        Server::Etcd,
+        bin,
+        plan(Fault::ALL.to_vec(), 20, 3),
+    )) {
         check("etcd 3.4, every fault", &r);
     }
 }

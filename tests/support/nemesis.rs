@@ -57,6 +57,15 @@ pub enum Fault {
 }
 
 impl Fault {
+    pub const ALL: [Fault; 6] = [
+        Fault::LeaderKill,
+        Fault::KillAll,
+        Fault::Pause,
+        Fault::Partition,
+        Fault::PowerLoss,
+        Fault::PowerLossAll,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Fault::LeaderKill => "leader kill",
