@@ -421,10 +421,6 @@ impl Cluster {
         self.members[i].child = Some(cmd.spawn().expect("start the server"));
     }
 
-    pub fn len(&self) -> usize {
-        self.members.len()
-    }
-
     pub fn url(&self, i: usize) -> String {
         format!("http://{}:{}", self.host(i), self.members[i].client_port)
     }
