@@ -207,13 +207,7 @@ pub struct Netns {
 }
 
 fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+    run_ok("ip", args).is_ok()
 }
 
 impl Netns {

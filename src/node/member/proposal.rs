@@ -36,7 +36,7 @@ async fn submit(raft: &Raft, peers: &dyn Peers, me: NodeId, cmd: Command) -> Res
         loop {
             let outcome = match propose_here(raft, me, cmd.clone()).await {
                 Proposed::Done(o) => o?,
-                Proposed::NotLeader(Some(leader)) if leader != me => {
+                Proposed::NotLeader(Some(leader)) => {
                     match peers.forward_write(leader, cmd.clone()).await {
                         Ok(o) => o,
                         Err(e) if e.kind == ErrorKind::NoLeader => {
@@ -74,7 +74,8 @@ async fn submit(raft: &Raft, peers: &dyn Peers, me: NodeId, cmd: Command) -> Res
 pub(super) enum Proposed {
     /// Raft was given the write: its outcome, or an error when that is unknown.
     Done(Result<Outcome>),
-    /// Not proposed: this member does not see itself as the leader; the leader it knows of.
+    /// Not proposed: this member does not see itself as the leader; the leader it knows of
+    /// (never itself).
     NotLeader(Option<NodeId>),
 }
 
