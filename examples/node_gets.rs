@@ -6,8 +6,9 @@
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
-use etcdc::ffi::kv::*;
+use etcdc::ffi::get::*;
 use etcdc::ffi::node::*;
+use etcdc::ffi::put::*;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -124,6 +124,19 @@ typedef enum etcdc_status {
 } etcdc_status;
 
 /**
+ * What changed in a discovery's table.
+ */
+typedef enum etcdc_discovery_change {
+  ETCDC_INSTANCE_ADDED = 0,
+  ETCDC_INSTANCE_UPDATED = 1,
+  ETCDC_INSTANCE_REMOVED = 2,
+  /**
+   * The discovery stopped (its client was freed): `etcdc_discovery_event_status` says why.
+   */
+  ETCDC_DISCOVERY_ENDED = 3,
+} etcdc_discovery_change;
+
+/**
  * A kept lease's state.
  */
 typedef enum etcdc_lease_state {
@@ -167,19 +180,6 @@ typedef enum etcdc_registration_state {
    */
   ETCDC_REGISTRATION_CONFLICT = 3,
 } etcdc_registration_state;
-
-/**
- * What changed in a discovery's table.
- */
-typedef enum etcdc_discovery_change {
-  ETCDC_INSTANCE_ADDED = 0,
-  ETCDC_INSTANCE_UPDATED = 1,
-  ETCDC_INSTANCE_REMOVED = 2,
-  /**
-   * The discovery stopped (its client was freed): `etcdc_discovery_event_status` says why.
-   */
-  ETCDC_DISCOVERY_ENDED = 3,
-} etcdc_discovery_change;
 
 /**
  * What one operation of a transaction result is.
@@ -463,13 +463,18 @@ typedef struct etcdc_completion_callback {
 } etcdc_completion_callback;
 
 /**
- * A lease state callback, with the same rules as `etcdc_watch_callback`.
+ * A discovery change callback, with the same rules as `etcdc_watch_callback`.
  */
-typedef struct etcdc_lease_callback {
-  void (*call)(void *user_data, const struct etcdc_lease_event *event);
+typedef struct etcdc_discovery_callback {
+  void (*call)(void *user_data, const struct etcdc_discovery_event *event);
   void (*drop)(void *user_data);
   void *user_data;
-} etcdc_lease_callback;
+} etcdc_discovery_callback;
+
+/**
+ * How `etcdc_discovery_pick` chooses (`ETCDC_PICK_*`).
+ */
+typedef uint32_t etcdc_pick_policy;
 
 /**
  * A leader callback, with the same rules as `etcdc_watch_callback`.
@@ -489,6 +494,15 @@ typedef uint32_t etcdc_sort_target;
  * Sort order (`etcdc_get_options_set_sort`).
  */
 typedef uint32_t etcdc_sort_order;
+
+/**
+ * A lease state callback, with the same rules as `etcdc_watch_callback`.
+ */
+typedef struct etcdc_lease_callback {
+  void (*call)(void *user_data, const struct etcdc_lease_event *event);
+  void (*drop)(void *user_data);
+  void *user_data;
+} etcdc_lease_callback;
 
 /**
  * How serious a log record is (`ETCDC_LOG_*`).
@@ -513,20 +527,6 @@ typedef struct etcdc_registration_callback {
   void (*drop)(void *user_data);
   void *user_data;
 } etcdc_registration_callback;
-
-/**
- * A discovery change callback, with the same rules as `etcdc_watch_callback`.
- */
-typedef struct etcdc_discovery_callback {
-  void (*call)(void *user_data, const struct etcdc_discovery_event *event);
-  void (*drop)(void *user_data);
-  void *user_data;
-} etcdc_discovery_callback;
-
-/**
- * How `etcdc_discovery_pick` chooses (`ETCDC_PICK_*`).
- */
-typedef uint32_t etcdc_pick_policy;
 
 /**
  * How a compare relates the key's field to the given value.
@@ -568,6 +568,27 @@ typedef struct etcdc_watch_callback {
  * Calls sent again to another member.
  */
 #define ETCDC_COUNTER_RETRIES 3
+
+/**
+ * Each instance in turn.
+ */
+#define ETCDC_PICK_ROUND_ROBIN 0
+
+/**
+ * Uniformly at random.
+ */
+#define ETCDC_PICK_RANDOM 1
+
+/**
+ * The instance with the fewest uses in flight (`etcdc_discovery_begin` / `_end`);
+ * round-robin among equals.
+ */
+#define ETCDC_PICK_LEAST_IN_FLIGHT 2
+
+/**
+ * At random, in proportion to each instance's `weight` metadata.
+ */
+#define ETCDC_PICK_WEIGHTED 3
 
 /**
  * Sort by key, bytewise.
@@ -628,27 +649,6 @@ typedef struct etcdc_watch_callback {
  * Each retry.
  */
 #define ETCDC_LOG_DEBUG 4
-
-/**
- * Each instance in turn.
- */
-#define ETCDC_PICK_ROUND_ROBIN 0
-
-/**
- * Uniformly at random.
- */
-#define ETCDC_PICK_RANDOM 1
-
-/**
- * The instance with the fewest uses in flight (`etcdc_discovery_begin` / `_end`);
- * round-robin among equals.
- */
-#define ETCDC_PICK_LEAST_IN_FLIGHT 2
-
-/**
- * At random, in proportion to each instance's `weight` metadata.
- */
-#define ETCDC_PICK_WEIGHTED 3
 
 /**
  * The key's field equals the value.
@@ -784,6 +784,66 @@ enum etcdc_status etcdc_client_free(struct etcdc_client *client);
 uint64_t etcdc_client_counter(const struct etcdc_client *client, etcdc_counter which);
 
 /**
+ * A new completion queue. With `callback` NULL, completions wait for `etcdc_cq_next` (and
+ * `etcdc_cq_fd` is readable while one waits); otherwise each goes to `callback->call` on
+ * etcdc's event thread. One queue serves any number of clients and operations; its memory
+ * is one completion per operation in flight or not yet taken.
+ */
+enum etcdc_status etcdc_cq_new(const struct etcdc_completion_callback *callback,
+                               struct etcdc_cq **cq_out);
+
+/**
+ * The next completion, waiting up to `timeout_ms` (0: no wait; negative: no limit).
+ * `ETCDC_ERR_TIMEOUT` when none arrived. Free it with `etcdc_completion_free`.
+ */
+enum etcdc_status etcdc_cq_next(const struct etcdc_cq *cq,
+                                int64_t timeout_ms,
+                                struct etcdc_completion **completion_out);
+
+/**
+ * A descriptor readable while a completion waits. Owned by the queue.
+ */
+enum etcdc_status etcdc_cq_fd(const struct etcdc_cq *cq, int *fd_out);
+
+/**
+ * Frees the queue, with the same callback rules as `etcdc_watch_free`. Operations still
+ * in flight into it run to their end; their completions are dropped. NULL does nothing.
+ */
+enum etcdc_status etcdc_cq_free(struct etcdc_cq *cq);
+
+/**
+ * `ETCDC_OK`, or why the operation failed (`ETCDC_ERR_CANCELED` after `etcdc_op_cancel` or
+ * its client's free).
+ */
+enum etcdc_status etcdc_completion_status(const struct etcdc_completion *c);
+
+/**
+ * The failure's message ("" on success): what `etcdc_last_error` gives for a blocking call.
+ */
+const char *etcdc_completion_message(const struct etcdc_completion *c);
+
+/**
+ * The tag given when the operation started.
+ */
+void *etcdc_completion_tag(const struct etcdc_completion *c);
+
+/**
+ * Frees a pulled completion (and the result it holds). NULL does nothing.
+ */
+void etcdc_completion_free(struct etcdc_completion *c);
+
+/**
+ * Cancels an operation: it completes with `ETCDC_ERR_CANCELED` unless it had completed
+ * already (then nothing happens). A write may still have been applied by the cluster.
+ */
+enum etcdc_status etcdc_op_cancel(const struct etcdc_op *op);
+
+/**
+ * Frees an operation's handle (the operation goes on and completes). NULL does nothing.
+ */
+enum etcdc_status etcdc_op_free(struct etcdc_op *op);
+
+/**
  * The key's bytes (length in `*len` if `len` is not NULL). NULL for a NULL `kv`.
  */
 const uint8_t *etcdc_kv_key(const struct etcdc_kv *kv, size_t *len);
@@ -833,6 +893,91 @@ uint64_t etcdc_header_member_id(const struct etcdc_header *h);
  * The Raft term when the call was served.
  */
 uint64_t etcdc_header_raft_term(const struct etcdc_header *h);
+
+/**
+ * New put options: no lease, no previous value returned. Free with `etcdc_put_options_free`.
+ */
+struct etcdc_put_options *etcdc_put_options_new(void);
+
+/**
+ * Frees put options. NULL does nothing.
+ */
+void etcdc_put_options_free(struct etcdc_put_options *opts);
+
+/**
+ * Attach the key to lease `lease` (0: no lease). The key is deleted when the lease ends.
+ */
+enum etcdc_status etcdc_put_options_set_lease(struct etcdc_put_options *opts, int64_t lease);
+
+/**
+ * Return the key-value as it was before the put (`etcdc_put_result_prev_kv`).
+ */
+enum etcdc_status etcdc_put_options_set_prev_kv(struct etcdc_put_options *opts, bool on);
+
+/**
+ * Keep the current value (pass an empty value); the key must exist.
+ */
+enum etcdc_status etcdc_put_options_set_ignore_value(struct etcdc_put_options *opts, bool on);
+
+/**
+ * Keep the current lease; the key must exist.
+ */
+enum etcdc_status etcdc_put_options_set_ignore_lease(struct etcdc_put_options *opts, bool on);
+
+/**
+ * This call's deadline in ms (0: the client's default).
+ */
+enum etcdc_status etcdc_put_options_set_timeout_ms(struct etcdc_put_options *opts,
+                                                   int64_t timeout_ms);
+
+/**
+ * Writes `value` at `key`. `opts` and `result_out` may be NULL. A put is sent at most once:
+ * when the connection fails after sending, the call reports `ETCDC_ERR_UNAVAILABLE` and the
+ * write may or may not have been applied (read it back, or use a transaction).
+ */
+enum etcdc_status etcdc_put(const struct etcdc_client *client,
+                            const uint8_t *key,
+                            size_t key_len,
+                            const uint8_t *value,
+                            size_t value_len,
+                            const struct etcdc_put_options *opts,
+                            struct etcdc_put_result **result_out);
+
+/**
+ * `etcdc_put`, asynchronously: the arguments are checked now (a bad one is this call's
+ * status, and nothing completes); the answer completes into `cq` with `tag` (its
+ * `etcdc_completion_put_result`). `op_out` may be NULL; otherwise free it with
+ * `etcdc_op_free`.
+ */
+enum etcdc_status etcdc_put_async(const struct etcdc_client *client,
+                                  const uint8_t *key,
+                                  size_t key_len,
+                                  const uint8_t *value,
+                                  size_t value_len,
+                                  const struct etcdc_put_options *opts,
+                                  const struct etcdc_cq *cq,
+                                  void *tag,
+                                  struct etcdc_op **op_out);
+
+/**
+ * Frees a put result. NULL does nothing.
+ */
+void etcdc_put_result_free(struct etcdc_put_result *result);
+
+/**
+ * The response header, borrowed from the result.
+ */
+const struct etcdc_header *etcdc_put_result_header(const struct etcdc_put_result *r);
+
+/**
+ * The key-value before the put, when asked for and the key existed; else NULL.
+ */
+const struct etcdc_kv *etcdc_put_result_prev_kv(const struct etcdc_put_result *r);
+
+/**
+ * A put's result, borrowed from the completion; NULL for another kind or a failure.
+ */
+const struct etcdc_put_result *etcdc_completion_put_result(const struct etcdc_completion *c);
 
 /**
  * New get options: one key, linearizable, latest revision, no limit. Free with
@@ -925,6 +1070,17 @@ enum etcdc_status etcdc_get(const struct etcdc_client *client,
                             struct etcdc_get_result **result_out);
 
 /**
+ * `etcdc_get`, asynchronously (see `etcdc_put_async`): `etcdc_completion_get_result`.
+ */
+enum etcdc_status etcdc_get_async(const struct etcdc_client *client,
+                                  const uint8_t *key,
+                                  size_t key_len,
+                                  const struct etcdc_get_options *opts,
+                                  const struct etcdc_cq *cq,
+                                  void *tag,
+                                  struct etcdc_op **op_out);
+
+/**
  * Frees a get result and every key-value borrowed from it. NULL does nothing.
  */
 void etcdc_get_result_free(struct etcdc_get_result *result);
@@ -955,68 +1111,9 @@ int64_t etcdc_get_result_count(const struct etcdc_get_result *r);
 bool etcdc_get_result_more(const struct etcdc_get_result *r);
 
 /**
- * New put options: no lease, no previous value returned. Free with `etcdc_put_options_free`.
+ * A get's result, borrowed from the completion; NULL for another kind or a failure.
  */
-struct etcdc_put_options *etcdc_put_options_new(void);
-
-/**
- * Frees put options. NULL does nothing.
- */
-void etcdc_put_options_free(struct etcdc_put_options *opts);
-
-/**
- * Attach the key to lease `lease` (0: no lease). The key is deleted when the lease ends.
- */
-enum etcdc_status etcdc_put_options_set_lease(struct etcdc_put_options *opts, int64_t lease);
-
-/**
- * Return the key-value as it was before the put (`etcdc_put_result_prev_kv`).
- */
-enum etcdc_status etcdc_put_options_set_prev_kv(struct etcdc_put_options *opts, bool on);
-
-/**
- * Keep the current value (pass an empty value); the key must exist.
- */
-enum etcdc_status etcdc_put_options_set_ignore_value(struct etcdc_put_options *opts, bool on);
-
-/**
- * Keep the current lease; the key must exist.
- */
-enum etcdc_status etcdc_put_options_set_ignore_lease(struct etcdc_put_options *opts, bool on);
-
-/**
- * This call's deadline in ms (0: the client's default).
- */
-enum etcdc_status etcdc_put_options_set_timeout_ms(struct etcdc_put_options *opts,
-                                                   int64_t timeout_ms);
-
-/**
- * Writes `value` at `key`. `opts` and `result_out` may be NULL. A put is sent at most once:
- * when the connection fails after sending, the call reports `ETCDC_ERR_UNAVAILABLE` and the
- * write may or may not have been applied (read it back, or use a transaction).
- */
-enum etcdc_status etcdc_put(const struct etcdc_client *client,
-                            const uint8_t *key,
-                            size_t key_len,
-                            const uint8_t *value,
-                            size_t value_len,
-                            const struct etcdc_put_options *opts,
-                            struct etcdc_put_result **result_out);
-
-/**
- * Frees a put result. NULL does nothing.
- */
-void etcdc_put_result_free(struct etcdc_put_result *result);
-
-/**
- * The response header, borrowed from the result.
- */
-const struct etcdc_header *etcdc_put_result_header(const struct etcdc_put_result *r);
-
-/**
- * The key-value before the put, when asked for and the key existed; else NULL.
- */
-const struct etcdc_kv *etcdc_put_result_prev_kv(const struct etcdc_put_result *r);
+const struct etcdc_get_result *etcdc_completion_get_result(const struct etcdc_completion *c);
 
 /**
  * New delete options: one key. Free with `etcdc_delete_options_free`.
@@ -1067,6 +1164,17 @@ enum etcdc_status etcdc_delete(const struct etcdc_client *client,
                                struct etcdc_delete_result **result_out);
 
 /**
+ * `etcdc_delete`, asynchronously (see `etcdc_put_async`): `etcdc_completion_delete_result`.
+ */
+enum etcdc_status etcdc_delete_async(const struct etcdc_client *client,
+                                     const uint8_t *key,
+                                     size_t key_len,
+                                     const struct etcdc_delete_options *opts,
+                                     const struct etcdc_cq *cq,
+                                     void *tag,
+                                     struct etcdc_op **op_out);
+
+/**
  * Frees a delete result. NULL does nothing.
  */
 void etcdc_delete_result_free(struct etcdc_delete_result *result);
@@ -1092,6 +1200,11 @@ size_t etcdc_delete_result_prev_len(const struct etcdc_delete_result *r);
 const struct etcdc_kv *etcdc_delete_result_prev_kv(const struct etcdc_delete_result *r, size_t i);
 
 /**
+ * A delete's result, borrowed from the completion; NULL for another kind or a failure.
+ */
+const struct etcdc_delete_result *etcdc_completion_delete_result(const struct etcdc_completion *c);
+
+/**
  * Discards history before `revision`; reads and watches of older revisions then fail with
  * `ETCDC_ERR_COMPACTED`. `physical`: return only once the space is reclaimed.
  */
@@ -1099,6 +1212,17 @@ enum etcdc_status etcdc_compact(const struct etcdc_client *client,
                                 int64_t revision,
                                 bool physical,
                                 int64_t timeout_ms);
+
+/**
+ * `etcdc_compact`, asynchronously (see `etcdc_put_async`).
+ */
+enum etcdc_status etcdc_compact_async(const struct etcdc_client *client,
+                                      int64_t revision,
+                                      bool physical,
+                                      int64_t timeout_ms,
+                                      const struct etcdc_cq *cq,
+                                      void *tag,
+                                      struct etcdc_op **op_out);
 
 /**
  * A new, empty transaction. Free with `etcdc_txn_free`.
@@ -1210,6 +1334,16 @@ enum etcdc_status etcdc_txn_commit(const struct etcdc_client *client,
                                    struct etcdc_txn_result **result_out);
 
 /**
+ * `etcdc_txn_commit`, asynchronously (see `etcdc_put_async`): `etcdc_completion_txn_result`.
+ * The transaction is copied: it may be freed or reused at once.
+ */
+enum etcdc_status etcdc_txn_commit_async(const struct etcdc_client *client,
+                                         const struct etcdc_txn *txn,
+                                         const struct etcdc_cq *cq,
+                                         void *tag,
+                                         struct etcdc_op **op_out);
+
+/**
  * Compare-and-swap: writes `value` at `key` only if the key's current value is exactly
  * `expected` (`expected_len` bytes; NULL with length 0 is the empty value). Otherwise
  * nothing is written and the call returns `ETCDC_ERR_COMPARE_FAILED`. To write only if the
@@ -1286,6 +1420,11 @@ const struct etcdc_delete_result *etcdc_txn_result_delete(const struct etcdc_txn
  * The `i`-th operation's nested transaction result, borrowed; NULL if it is not a txn.
  */
 const struct etcdc_txn_result *etcdc_txn_result_txn(const struct etcdc_txn_result *r, size_t i);
+
+/**
+ * A transaction's result, borrowed from the completion; NULL for another kind or a failure.
+ */
+const struct etcdc_txn_result *etcdc_completion_txn_result(const struct etcdc_completion *c);
 
 /**
  * New watch options: one key, from now on, all event types. Free with
@@ -1392,6 +1531,19 @@ enum etcdc_status etcdc_watch_next(const struct etcdc_watch *watch,
                                    struct etcdc_watch_response **response_out);
 
 /**
+ * `etcdc_watch_next`, asynchronously: the watch's next response completes into `cq` with
+ * `tag` (`etcdc_completion_watch_response`); at its end, `ETCDC_ERR_CLOSED` or why it
+ * failed. Start the next one when it has completed: one queue then carries every watch,
+ * keeper and call of an epoll loop, and a watch's memory stays bounded by its queue limit
+ * (it pauses and resumes from history while nobody asks). For a watch in the pull form
+ * (started with a NULL callback); `etcdc_op_cancel` leaves the response in the watch.
+ */
+enum etcdc_status etcdc_watch_next_async(const struct etcdc_watch *watch,
+                                         const struct etcdc_cq *cq,
+                                         void *tag,
+                                         struct etcdc_op **op_out);
+
+/**
  * Pull form: a descriptor that is readable while a response (or the end) is waiting, for
  * poll/epoll. Owned by the watch: do not read or close it.
  */
@@ -1473,6 +1625,12 @@ const struct etcdc_kv *etcdc_event_kv(const struct etcdc_event *e);
 const struct etcdc_kv *etcdc_event_prev_kv(const struct etcdc_event *e);
 
 /**
+ * A watch's response (`etcdc_watch_next_async`), borrowed; NULL for another kind or a
+ * failure.
+ */
+const struct etcdc_watch_response *etcdc_completion_watch_response(const struct etcdc_completion *c);
+
+/**
  * Grants a lease of `ttl` seconds. `id` 0 lets the server choose the id. The granted id and
  * TTL (the server may raise a small TTL to its minimum) are written to `id_out` and
  * `ttl_out`; `ttl_out` may be NULL.
@@ -1485,12 +1643,38 @@ enum etcdc_status etcdc_lease_grant(const struct etcdc_client *client,
                                     int64_t *ttl_out);
 
 /**
+ * `etcdc_lease_grant`, asynchronously (see `etcdc_put_async`): `etcdc_completion_lease_id`.
+ */
+enum etcdc_status etcdc_lease_grant_async(const struct etcdc_client *client,
+                                          int64_t ttl,
+                                          int64_t id,
+                                          int64_t timeout_ms,
+                                          const struct etcdc_cq *cq,
+                                          void *tag,
+                                          struct etcdc_op **op_out);
+
+/**
+ * A lease grant's lease id; 0 for another kind or a failure.
+ */
+int64_t etcdc_completion_lease_id(const struct etcdc_completion *c);
+
+/**
  * Revokes a lease: every key attached to it is deleted. `ETCDC_ERR_NOT_FOUND` if there is
  * no such lease.
  */
 enum etcdc_status etcdc_lease_revoke(const struct etcdc_client *client,
                                      int64_t id,
                                      int64_t timeout_ms);
+
+/**
+ * `etcdc_lease_revoke`, asynchronously (see `etcdc_put_async`).
+ */
+enum etcdc_status etcdc_lease_revoke_async(const struct etcdc_client *client,
+                                           int64_t id,
+                                           int64_t timeout_ms,
+                                           const struct etcdc_cq *cq,
+                                           void *tag,
+                                           struct etcdc_op **op_out);
 
 /**
  * Reads a lease's remaining TTL, granted TTL and (with `keys`) attached keys.
@@ -1502,6 +1686,18 @@ enum etcdc_status etcdc_lease_time_to_live(const struct etcdc_client *client,
                                            bool keys,
                                            int64_t timeout_ms,
                                            struct etcdc_lease_info **info_out);
+
+/**
+ * `etcdc_lease_time_to_live`, asynchronously (see `etcdc_put_async`):
+ * `etcdc_completion_lease_info`.
+ */
+enum etcdc_status etcdc_lease_time_to_live_async(const struct etcdc_client *client,
+                                                 int64_t id,
+                                                 bool keys,
+                                                 int64_t timeout_ms,
+                                                 const struct etcdc_cq *cq,
+                                                 void *tag,
+                                                 struct etcdc_op **op_out);
 
 /**
  * Frees lease info. NULL does nothing.
@@ -1529,12 +1725,26 @@ size_t etcdc_lease_info_keys_len(const struct etcdc_lease_info *info);
 const uint8_t *etcdc_lease_info_key(const struct etcdc_lease_info *info, size_t i, size_t *len);
 
 /**
+ * A lease time-to-live's answer, borrowed; NULL for another kind or a failure.
+ */
+const struct etcdc_lease_info *etcdc_completion_lease_info(const struct etcdc_completion *c);
+
+/**
  * Lists every lease of the cluster, as one member knows them (etcd answers from the member
  * asked): a lease granted a moment ago through another member may not be listed yet.
  */
 enum etcdc_status etcdc_leases(const struct etcdc_client *client,
                                int64_t timeout_ms,
                                struct etcdc_lease_list **list_out);
+
+/**
+ * `etcdc_leases`, asynchronously (see `etcdc_put_async`): `etcdc_completion_lease_list`.
+ */
+enum etcdc_status etcdc_leases_async(const struct etcdc_client *client,
+                                     int64_t timeout_ms,
+                                     const struct etcdc_cq *cq,
+                                     void *tag,
+                                     struct etcdc_op **op_out);
 
 /**
  * Frees a lease list. NULL does nothing.
@@ -1550,6 +1760,11 @@ size_t etcdc_lease_list_len(const struct etcdc_lease_list *list);
  * The `i`-th lease id; 0 when out of range.
  */
 int64_t etcdc_lease_list_id(const struct etcdc_lease_list *list, size_t i);
+
+/**
+ * A lease list, borrowed; NULL for another kind or a failure.
+ */
+const struct etcdc_lease_list *etcdc_completion_lease_list(const struct etcdc_completion *c);
 
 /**
  * Starts a keeper on `client` with no leases yet. With `callback` non-NULL, state changes go
@@ -1585,6 +1800,15 @@ enum etcdc_status etcdc_lease_keeper_remove(const struct etcdc_lease_keeper *k, 
 enum etcdc_status etcdc_lease_keeper_next(const struct etcdc_lease_keeper *k,
                                           int64_t timeout_ms,
                                           struct etcdc_lease_event **event_out);
+
+/**
+ * `etcdc_lease_keeper_next`, asynchronously (see `etcdc_watch_next_async`):
+ * `etcdc_completion_lease_event`.
+ */
+enum etcdc_status etcdc_lease_keeper_next_async(const struct etcdc_lease_keeper *keeper,
+                                                const struct etcdc_cq *cq,
+                                                void *tag,
+                                                struct etcdc_op **op_out);
 
 /**
  * Pull form: a descriptor readable while a state change is waiting. Owned by the keeper.
@@ -1634,11 +1858,27 @@ enum etcdc_status etcdc_lease_event_status(const struct etcdc_lease_event *e);
 void etcdc_lease_event_free(struct etcdc_lease_event *e);
 
 /**
+ * A lease keeper's or session's event (`etcdc_lease_keeper_next_async`,
+ * `etcdc_session_next_async`), borrowed; NULL for another kind or a failure.
+ */
+const struct etcdc_lease_event *etcdc_completion_lease_event(const struct etcdc_completion *c);
+
+/**
  * Lists the cluster's members.
  */
 enum etcdc_status etcdc_cluster_members(const struct etcdc_client *client,
                                         int64_t timeout_ms,
                                         struct etcdc_member_list **list_out);
+
+/**
+ * `etcdc_cluster_members`, asynchronously (see `etcdc_put_async`):
+ * `etcdc_completion_member_list`.
+ */
+enum etcdc_status etcdc_cluster_members_async(const struct etcdc_client *client,
+                                              int64_t timeout_ms,
+                                              const struct etcdc_cq *cq,
+                                              void *tag,
+                                              struct etcdc_op **op_out);
 
 /**
  * Frees a member list. NULL does nothing.
@@ -1701,6 +1941,16 @@ enum etcdc_status etcdc_endpoint_status_get(const struct etcdc_client *client,
                                             struct etcdc_endpoint_status **status_out);
 
 /**
+ * `etcdc_endpoint_status_get` for any member, asynchronously (see `etcdc_put_async`):
+ * `etcdc_completion_endpoint_status`.
+ */
+enum etcdc_status etcdc_endpoint_status_async(const struct etcdc_client *client,
+                                              int64_t timeout_ms,
+                                              const struct etcdc_cq *cq,
+                                              void *tag,
+                                              struct etcdc_op **op_out);
+
+/**
  * Frees an endpoint status. NULL does nothing.
  */
 void etcdc_endpoint_status_free(struct etcdc_endpoint_status *s);
@@ -1749,6 +1999,16 @@ uint64_t etcdc_endpoint_status_raft_applied_index(const struct etcdc_endpoint_st
  * True if the member is a learner.
  */
 bool etcdc_endpoint_status_is_learner(const struct etcdc_endpoint_status *s);
+
+/**
+ * A member list, borrowed; NULL for another kind or a failure.
+ */
+const struct etcdc_member_list *etcdc_completion_member_list(const struct etcdc_completion *c);
+
+/**
+ * An endpoint status, borrowed; NULL for another kind or a failure.
+ */
+const struct etcdc_endpoint_status *etcdc_completion_endpoint_status(const struct etcdc_completion *c);
 
 /**
  * New node options with the in-process defaults. Free with `etcdc_node_options_free`.
@@ -1949,6 +2209,14 @@ enum etcdc_status etcdc_register_async(const struct etcdc_client *client,
                                        struct etcdc_op **op_out);
 
 /**
+ * The registration `etcdc_register_async` made, handed over to the caller (free it with
+ * `etcdc_registration_free`): the first call returns it, later ones NULL, as does a
+ * completion of another kind or a failure. A completion freed without taking it frees the
+ * registration (unregistering it).
+ */
+struct etcdc_registration *etcdc_completion_take_registration(const struct etcdc_completion *c);
+
+/**
  * Unregisters and frees the registration as `etcdc_registration_free` does, without
  * waiting: the handle is gone at once (a callback's `drop` has run when this returns),
  * and the completion comes into `cq` with `tag` once the key is deleted and its lease
@@ -1981,6 +2249,15 @@ int64_t etcdc_registration_lease(const struct etcdc_registration *r);
 enum etcdc_status etcdc_registration_next(const struct etcdc_registration *r,
                                           int64_t timeout_ms,
                                           struct etcdc_registration_event **event_out);
+
+/**
+ * `etcdc_registration_next`, asynchronously (see `etcdc_watch_next_async`):
+ * `etcdc_completion_registration_event`.
+ */
+enum etcdc_status etcdc_registration_next_async(const struct etcdc_registration *r,
+                                                const struct etcdc_cq *cq,
+                                                void *tag,
+                                                struct etcdc_op **op_out);
 
 /**
  * Pull form: a descriptor readable while a state change is waiting. Owned by the
@@ -2025,6 +2302,12 @@ struct etcdc_registration_event *etcdc_registration_event_clone(const struct etc
  * Frees a pulled or cloned event. NULL does nothing.
  */
 void etcdc_registration_event_free(struct etcdc_registration_event *e);
+
+/**
+ * A registration's state change (`etcdc_registration_next_async`), borrowed; NULL for
+ * another kind or a failure.
+ */
+const struct etcdc_registration_event *etcdc_completion_registration_event(const struct etcdc_completion *c);
 
 /**
  * The instance id: its key under the service directory.
@@ -2126,6 +2409,15 @@ enum etcdc_status etcdc_discovery_next(const struct etcdc_discovery *d,
                                        struct etcdc_discovery_event **event_out);
 
 /**
+ * `etcdc_discovery_next`, asynchronously (see `etcdc_watch_next_async`):
+ * `etcdc_completion_discovery_event`.
+ */
+enum etcdc_status etcdc_discovery_next_async(const struct etcdc_discovery *d,
+                                             const struct etcdc_cq *cq,
+                                             void *tag,
+                                             struct etcdc_op **op_out);
+
+/**
  * Pull form: a descriptor readable while a change is waiting. Owned by the discovery.
  */
 enum etcdc_status etcdc_discovery_fd(const struct etcdc_discovery *d, int *fd_out);
@@ -2167,6 +2459,12 @@ struct etcdc_discovery_event *etcdc_discovery_event_clone(const struct etcdc_dis
 void etcdc_discovery_event_free(struct etcdc_discovery_event *e);
 
 /**
+ * A discovery change (`etcdc_discovery_next_async`), borrowed; NULL for another kind or a
+ * failure.
+ */
+const struct etcdc_discovery_event *etcdc_completion_discovery_event(const struct etcdc_completion *c);
+
+/**
  * Starts a session: a new lease of `ttl_seconds` (0: Go's default, 60 s) refreshed at a
  * third of its TTL. Its state changes (`etcdc_lease_event`, as a lease keeper's) go to
  * `callback->call` on etcdc's event thread, or with a NULL `callback` queue for
@@ -2190,6 +2488,15 @@ int64_t etcdc_session_lease(const struct etcdc_session *s);
 enum etcdc_status etcdc_session_next(const struct etcdc_session *s,
                                      int64_t timeout_ms,
                                      struct etcdc_lease_event **event_out);
+
+/**
+ * `etcdc_session_next`, asynchronously (see `etcdc_watch_next_async`):
+ * `etcdc_completion_lease_event`.
+ */
+enum etcdc_status etcdc_session_next_async(const struct etcdc_session *session,
+                                           const struct etcdc_cq *cq,
+                                           void *tag,
+                                           struct etcdc_op **op_out);
 
 /**
  * Pull form: a descriptor readable while a state change is waiting.
@@ -2412,6 +2719,12 @@ struct etcdc_leader *etcdc_leader_clone(const struct etcdc_leader *l);
 void etcdc_leader_free(struct etcdc_leader *l);
 
 /**
+ * An observed leader (`etcdc_observer_next_async`), borrowed; NULL for another kind or a
+ * failure.
+ */
+const struct etcdc_leader *etcdc_completion_leader(const struct etcdc_completion *c);
+
+/**
  * Follows election `name`: each new leader and each proclamation, in order, go to
  * `callback->call` on etcdc's event thread, or with a NULL `callback` queue for
  * `etcdc_observer_next` / `_fd`.
@@ -2429,6 +2742,15 @@ enum etcdc_status etcdc_election_observe(const struct etcdc_client *client,
 enum etcdc_status etcdc_observer_next(const struct etcdc_observer *o,
                                       int64_t timeout_ms,
                                       struct etcdc_leader **leader_out);
+
+/**
+ * `etcdc_observer_next`, asynchronously (see `etcdc_watch_next_async`):
+ * `etcdc_completion_leader`.
+ */
+enum etcdc_status etcdc_observer_next_async(const struct etcdc_observer *o,
+                                            const struct etcdc_cq *cq,
+                                            void *tag,
+                                            struct etcdc_op **op_out);
 
 /**
  * Pull form: a descriptor readable while a leader record is waiting.
@@ -2453,6 +2775,19 @@ enum etcdc_status etcdc_queue_enqueue(const struct etcdc_client *client,
                                       struct etcdc_queue_item **item_out);
 
 /**
+ * `etcdc_queue_enqueue`, asynchronously (see `etcdc_put_async`):
+ * `etcdc_completion_queue_item` is the new item.
+ */
+enum etcdc_status etcdc_queue_enqueue_async(const struct etcdc_client *client,
+                                            const char *dir,
+                                            const uint8_t *value,
+                                            size_t value_len,
+                                            int64_t timeout_ms,
+                                            const struct etcdc_cq *cq,
+                                            void *tag,
+                                            struct etcdc_op **op_out);
+
+/**
  * Takes the oldest item of the queue in `dir`. With `wait` false, `ETCDC_ERR_NOT_FOUND` when
  * the queue is empty; with `wait` true, waits for an item up to `timeout_ms` (0: the
  * client's timeout; negative: no limit), then `ETCDC_ERR_TIMEOUT`.
@@ -2462,6 +2797,19 @@ enum etcdc_status etcdc_queue_dequeue(const struct etcdc_client *client,
                                       bool wait,
                                       int64_t timeout_ms,
                                       struct etcdc_queue_item **item_out);
+
+/**
+ * `etcdc_queue_dequeue`, asynchronously (see `etcdc_put_async`): with `wait`, the
+ * completion comes when an item does (or the deadline: negative `timeout_ms` waits without
+ * limit) — a consumer in an epoll loop. `etcdc_completion_queue_item` is the item.
+ */
+enum etcdc_status etcdc_queue_dequeue_async(const struct etcdc_client *client,
+                                            const char *dir,
+                                            bool wait,
+                                            int64_t timeout_ms,
+                                            const struct etcdc_cq *cq,
+                                            void *tag,
+                                            struct etcdc_op **op_out);
 
 /**
  * The item's key (length in `*len`).
@@ -2479,357 +2827,9 @@ const uint8_t *etcdc_queue_item_value(const struct etcdc_queue_item *i, size_t *
 void etcdc_queue_item_free(struct etcdc_queue_item *i);
 
 /**
- * A new completion queue. With `callback` NULL, completions wait for `etcdc_cq_next` (and
- * `etcdc_cq_fd` is readable while one waits); otherwise each goes to `callback->call` on
- * etcdc's event thread. One queue serves any number of clients and operations; its memory
- * is one completion per operation in flight or not yet taken.
- */
-enum etcdc_status etcdc_cq_new(const struct etcdc_completion_callback *callback,
-                               struct etcdc_cq **cq_out);
-
-/**
- * The next completion, waiting up to `timeout_ms` (0: no wait; negative: no limit).
- * `ETCDC_ERR_TIMEOUT` when none arrived. Free it with `etcdc_completion_free`.
- */
-enum etcdc_status etcdc_cq_next(const struct etcdc_cq *cq,
-                                int64_t timeout_ms,
-                                struct etcdc_completion **completion_out);
-
-/**
- * A descriptor readable while a completion waits. Owned by the queue.
- */
-enum etcdc_status etcdc_cq_fd(const struct etcdc_cq *cq, int *fd_out);
-
-/**
- * Frees the queue, with the same callback rules as `etcdc_watch_free`. Operations still
- * in flight into it run to their end; their completions are dropped. NULL does nothing.
- */
-enum etcdc_status etcdc_cq_free(struct etcdc_cq *cq);
-
-/**
- * `ETCDC_OK`, or why the operation failed (`ETCDC_ERR_CANCELED` after `etcdc_op_cancel` or
- * its client's free).
- */
-enum etcdc_status etcdc_completion_status(const struct etcdc_completion *c);
-
-/**
- * The failure's message ("" on success): what `etcdc_last_error` gives for a blocking call.
- */
-const char *etcdc_completion_message(const struct etcdc_completion *c);
-
-/**
- * The tag given when the operation started.
- */
-void *etcdc_completion_tag(const struct etcdc_completion *c);
-
-/**
- * A put's result, borrowed from the completion; NULL for another kind or a failure.
- */
-const struct etcdc_put_result *etcdc_completion_put_result(const struct etcdc_completion *c);
-
-/**
- * A get's result, borrowed from the completion; NULL for another kind or a failure.
- */
-const struct etcdc_get_result *etcdc_completion_get_result(const struct etcdc_completion *c);
-
-/**
- * A delete's result, borrowed from the completion; NULL for another kind or a failure.
- */
-const struct etcdc_delete_result *etcdc_completion_delete_result(const struct etcdc_completion *c);
-
-/**
- * A transaction's result, borrowed from the completion; NULL for another kind or a failure.
- */
-const struct etcdc_txn_result *etcdc_completion_txn_result(const struct etcdc_completion *c);
-
-/**
- * A lease grant's lease id; 0 for another kind or a failure.
- */
-int64_t etcdc_completion_lease_id(const struct etcdc_completion *c);
-
-/**
- * A lease time-to-live's answer, borrowed; NULL for another kind or a failure.
- */
-const struct etcdc_lease_info *etcdc_completion_lease_info(const struct etcdc_completion *c);
-
-/**
- * A lease list, borrowed; NULL for another kind or a failure.
- */
-const struct etcdc_lease_list *etcdc_completion_lease_list(const struct etcdc_completion *c);
-
-/**
- * A member list, borrowed; NULL for another kind or a failure.
- */
-const struct etcdc_member_list *etcdc_completion_member_list(const struct etcdc_completion *c);
-
-/**
- * An endpoint status, borrowed; NULL for another kind or a failure.
- */
-const struct etcdc_endpoint_status *etcdc_completion_endpoint_status(const struct etcdc_completion *c);
-
-/**
  * A queue item (enqueued or dequeued), borrowed; NULL for another kind or a failure.
  */
 const struct etcdc_queue_item *etcdc_completion_queue_item(const struct etcdc_completion *c);
-
-/**
- * A watch's response (`etcdc_watch_next_async`), borrowed; NULL for another kind or a
- * failure.
- */
-const struct etcdc_watch_response *etcdc_completion_watch_response(const struct etcdc_completion *c);
-
-/**
- * A lease keeper's or session's event (`etcdc_lease_keeper_next_async`,
- * `etcdc_session_next_async`), borrowed; NULL for another kind or a failure.
- */
-const struct etcdc_lease_event *etcdc_completion_lease_event(const struct etcdc_completion *c);
-
-/**
- * A registration's state change (`etcdc_registration_next_async`), borrowed; NULL for
- * another kind or a failure.
- */
-const struct etcdc_registration_event *etcdc_completion_registration_event(const struct etcdc_completion *c);
-
-/**
- * A discovery change (`etcdc_discovery_next_async`), borrowed; NULL for another kind or a
- * failure.
- */
-const struct etcdc_discovery_event *etcdc_completion_discovery_event(const struct etcdc_completion *c);
-
-/**
- * An observed leader (`etcdc_observer_next_async`), borrowed; NULL for another kind or a
- * failure.
- */
-const struct etcdc_leader *etcdc_completion_leader(const struct etcdc_completion *c);
-
-/**
- * The registration `etcdc_register_async` made, handed over to the caller (free it with
- * `etcdc_registration_free`): the first call returns it, later ones NULL, as does a
- * completion of another kind or a failure. A completion freed without taking it frees the
- * registration (unregistering it).
- */
-struct etcdc_registration *etcdc_completion_take_registration(const struct etcdc_completion *c);
-
-/**
- * Frees a pulled completion (and the result it holds). NULL does nothing.
- */
-void etcdc_completion_free(struct etcdc_completion *c);
-
-/**
- * Cancels an operation: it completes with `ETCDC_ERR_CANCELED` unless it had completed
- * already (then nothing happens). A write may still have been applied by the cluster.
- */
-enum etcdc_status etcdc_op_cancel(const struct etcdc_op *op);
-
-/**
- * Frees an operation's handle (the operation goes on and completes). NULL does nothing.
- */
-enum etcdc_status etcdc_op_free(struct etcdc_op *op);
-
-/**
- * `etcdc_put`, asynchronously: the arguments are checked now (a bad one is this call's
- * status, and nothing completes); the answer completes into `cq` with `tag` (its
- * `etcdc_completion_put_result`). `op_out` may be NULL; otherwise free it with
- * `etcdc_op_free`.
- */
-enum etcdc_status etcdc_put_async(const struct etcdc_client *client,
-                                  const uint8_t *key,
-                                  size_t key_len,
-                                  const uint8_t *value,
-                                  size_t value_len,
-                                  const struct etcdc_put_options *opts,
-                                  const struct etcdc_cq *cq,
-                                  void *tag,
-                                  struct etcdc_op **op_out);
-
-/**
- * `etcdc_get`, asynchronously (see `etcdc_put_async`): `etcdc_completion_get_result`.
- */
-enum etcdc_status etcdc_get_async(const struct etcdc_client *client,
-                                  const uint8_t *key,
-                                  size_t key_len,
-                                  const struct etcdc_get_options *opts,
-                                  const struct etcdc_cq *cq,
-                                  void *tag,
-                                  struct etcdc_op **op_out);
-
-/**
- * `etcdc_delete`, asynchronously (see `etcdc_put_async`): `etcdc_completion_delete_result`.
- */
-enum etcdc_status etcdc_delete_async(const struct etcdc_client *client,
-                                     const uint8_t *key,
-                                     size_t key_len,
-                                     const struct etcdc_delete_options *opts,
-                                     const struct etcdc_cq *cq,
-                                     void *tag,
-                                     struct etcdc_op **op_out);
-
-/**
- * `etcdc_txn_commit`, asynchronously (see `etcdc_put_async`): `etcdc_completion_txn_result`.
- * The transaction is copied: it may be freed or reused at once.
- */
-enum etcdc_status etcdc_txn_commit_async(const struct etcdc_client *client,
-                                         const struct etcdc_txn *txn,
-                                         const struct etcdc_cq *cq,
-                                         void *tag,
-                                         struct etcdc_op **op_out);
-
-/**
- * `etcdc_lease_grant`, asynchronously (see `etcdc_put_async`): `etcdc_completion_lease_id`.
- */
-enum etcdc_status etcdc_lease_grant_async(const struct etcdc_client *client,
-                                          int64_t ttl,
-                                          int64_t id,
-                                          int64_t timeout_ms,
-                                          const struct etcdc_cq *cq,
-                                          void *tag,
-                                          struct etcdc_op **op_out);
-
-/**
- * `etcdc_lease_revoke`, asynchronously (see `etcdc_put_async`).
- */
-enum etcdc_status etcdc_lease_revoke_async(const struct etcdc_client *client,
-                                           int64_t id,
-                                           int64_t timeout_ms,
-                                           const struct etcdc_cq *cq,
-                                           void *tag,
-                                           struct etcdc_op **op_out);
-
-/**
- * `etcdc_compact`, asynchronously (see `etcdc_put_async`).
- */
-enum etcdc_status etcdc_compact_async(const struct etcdc_client *client,
-                                      int64_t revision,
-                                      bool physical,
-                                      int64_t timeout_ms,
-                                      const struct etcdc_cq *cq,
-                                      void *tag,
-                                      struct etcdc_op **op_out);
-
-/**
- * `etcdc_lease_time_to_live`, asynchronously (see `etcdc_put_async`):
- * `etcdc_completion_lease_info`.
- */
-enum etcdc_status etcdc_lease_time_to_live_async(const struct etcdc_client *client,
-                                                 int64_t id,
-                                                 bool keys,
-                                                 int64_t timeout_ms,
-                                                 const struct etcdc_cq *cq,
-                                                 void *tag,
-                                                 struct etcdc_op **op_out);
-
-/**
- * `etcdc_leases`, asynchronously (see `etcdc_put_async`): `etcdc_completion_lease_list`.
- */
-enum etcdc_status etcdc_leases_async(const struct etcdc_client *client,
-                                     int64_t timeout_ms,
-                                     const struct etcdc_cq *cq,
-                                     void *tag,
-                                     struct etcdc_op **op_out);
-
-/**
- * `etcdc_cluster_members`, asynchronously (see `etcdc_put_async`):
- * `etcdc_completion_member_list`.
- */
-enum etcdc_status etcdc_cluster_members_async(const struct etcdc_client *client,
-                                              int64_t timeout_ms,
-                                              const struct etcdc_cq *cq,
-                                              void *tag,
-                                              struct etcdc_op **op_out);
-
-/**
- * `etcdc_endpoint_status_get` for any member, asynchronously (see `etcdc_put_async`):
- * `etcdc_completion_endpoint_status`.
- */
-enum etcdc_status etcdc_endpoint_status_async(const struct etcdc_client *client,
-                                              int64_t timeout_ms,
-                                              const struct etcdc_cq *cq,
-                                              void *tag,
-                                              struct etcdc_op **op_out);
-
-/**
- * `etcdc_queue_enqueue`, asynchronously (see `etcdc_put_async`):
- * `etcdc_completion_queue_item` is the new item.
- */
-enum etcdc_status etcdc_queue_enqueue_async(const struct etcdc_client *client,
-                                            const char *dir,
-                                            const uint8_t *value,
-                                            size_t value_len,
-                                            int64_t timeout_ms,
-                                            const struct etcdc_cq *cq,
-                                            void *tag,
-                                            struct etcdc_op **op_out);
-
-/**
- * `etcdc_queue_dequeue`, asynchronously (see `etcdc_put_async`): with `wait`, the
- * completion comes when an item does (or the deadline: negative `timeout_ms` waits without
- * limit) — a consumer in an epoll loop. `etcdc_completion_queue_item` is the item.
- */
-enum etcdc_status etcdc_queue_dequeue_async(const struct etcdc_client *client,
-                                            const char *dir,
-                                            bool wait,
-                                            int64_t timeout_ms,
-                                            const struct etcdc_cq *cq,
-                                            void *tag,
-                                            struct etcdc_op **op_out);
-
-/**
- * `etcdc_watch_next`, asynchronously: the watch's next response completes into `cq` with
- * `tag` (`etcdc_completion_watch_response`); at its end, `ETCDC_ERR_CLOSED` or why it
- * failed. Start the next one when it has completed: one queue then carries every watch,
- * keeper and call of an epoll loop, and a watch's memory stays bounded by its queue limit
- * (it pauses and resumes from history while nobody asks). For a watch in the pull form
- * (started with a NULL callback); `etcdc_op_cancel` leaves the response in the watch.
- */
-enum etcdc_status etcdc_watch_next_async(const struct etcdc_watch *watch,
-                                         const struct etcdc_cq *cq,
-                                         void *tag,
-                                         struct etcdc_op **op_out);
-
-/**
- * `etcdc_lease_keeper_next`, asynchronously (see `etcdc_watch_next_async`):
- * `etcdc_completion_lease_event`.
- */
-enum etcdc_status etcdc_lease_keeper_next_async(const struct etcdc_lease_keeper *keeper,
-                                                const struct etcdc_cq *cq,
-                                                void *tag,
-                                                struct etcdc_op **op_out);
-
-/**
- * `etcdc_session_next`, asynchronously (see `etcdc_watch_next_async`):
- * `etcdc_completion_lease_event`.
- */
-enum etcdc_status etcdc_session_next_async(const struct etcdc_session *session,
-                                           const struct etcdc_cq *cq,
-                                           void *tag,
-                                           struct etcdc_op **op_out);
-
-/**
- * `etcdc_registration_next`, asynchronously (see `etcdc_watch_next_async`):
- * `etcdc_completion_registration_event`.
- */
-enum etcdc_status etcdc_registration_next_async(const struct etcdc_registration *r,
-                                                const struct etcdc_cq *cq,
-                                                void *tag,
-                                                struct etcdc_op **op_out);
-
-/**
- * `etcdc_discovery_next`, asynchronously (see `etcdc_watch_next_async`):
- * `etcdc_completion_discovery_event`.
- */
-enum etcdc_status etcdc_discovery_next_async(const struct etcdc_discovery *d,
-                                             const struct etcdc_cq *cq,
-                                             void *tag,
-                                             struct etcdc_op **op_out);
-
-/**
- * `etcdc_observer_next`, asynchronously (see `etcdc_watch_next_async`):
- * `etcdc_completion_leader`.
- */
-enum etcdc_status etcdc_observer_next_async(const struct etcdc_observer *o,
-                                            const struct etcdc_cq *cq,
-                                            void *tag,
-                                            struct etcdc_op **op_out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,6 +1,7 @@
 //! The committed C header must be exactly what cbindgen generates from the sources, with its
-//! functions put in reading order (status and process, client, records, kv, txn, watch,
-//! lease, cluster: the order of `FILE_ORDER`) — cbindgen itself orders them by file name.
+//! functions put in reading order (status and process, client, the completion queue, records,
+//! put, get, delete, txn, watch, lease, ...: the order of `FILE_ORDER`) — cbindgen itself
+//! orders them by file name.
 //! Regenerate it with `ETCDC_BLESS=1 cargo test --test header`.
 
 use std::path::Path;
@@ -10,17 +11,22 @@ const FILE_ORDER: &[&str] = &[
     "status.rs",
     "process.rs",
     "client.rs",
+    "completion.rs",
     "record.rs",
-    "kv.rs",
+    "put.rs",
+    "get.rs",
+    "delete.rs",
     "txn.rs",
     "watch.rs",
     "lease.rs",
     "cluster.rs",
     "node.rs",
-    "registry.rs",
+    "registration.rs",
+    "discovery.rs",
+    "session.rs",
+    "mutex.rs",
     "election.rs",
     "queue.rs",
-    "completion.rs",
     "v2.rs",
 ];
 

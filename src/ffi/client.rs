@@ -1,6 +1,8 @@
 //! `etcdc_client`: a connection to an etcd cluster, and its options.
 
+use super::completion::{begin, etcdc_cq, etcdc_op, Answer};
 use std::ffi::c_char;
+use std::ffi::c_void;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -204,5 +206,70 @@ pub extern "C" fn etcdc_client_counter(client: *const etcdc_client, which: etcdc
             ETCDC_COUNTER_RETRIES => s.retries,
             _ => 0,
         }
+    })
+}
+
+/// Where an `_async` call completes: the queue, the caller's tag and the optional handle
+/// out-pointer, as every `_async` export takes them.
+pub(crate) struct Queued {
+    pub cq: *const etcdc_cq,
+    pub tag: *mut c_void,
+    pub op_out: *mut *mut etcdc_op,
+}
+
+impl Queued {
+    /// `start` with these.
+    pub fn start<F>(self, c: &Client, call: F) -> Result<()>
+    where
+        F: Future<Output = Result<Answer>> + Send + 'static,
+    {
+        start(c, self.cq, self.tag, self.op_out, call)
+    }
+}
+
+/// Starts `call` on the client's runtime, completing into `cq` with `tag`; the operation's
+/// handle goes to `op_out` when that is not NULL. Everything about the arguments was checked
+/// before: from here on, the only outcome is the completion.
+pub(crate) fn start<F>(
+    c: &Client,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+    call: F,
+) -> Result<()>
+where
+    F: Future<Output = Result<Answer>> + Send + 'static,
+{
+    begin(
+        &c.rt,
+        Some(&c.inflight),
+        cq,
+        tag,
+        op_out,
+        |running| async move {
+            let result = call.await;
+            running.complete(result);
+        },
+    )
+}
+
+/// Every `_async` export: `prepare` checks the arguments and builds the call on the caller's
+/// thread (its error is the export's status, and then nothing completes); the call then runs
+/// on the runtime and completes into `cq` with `tag`.
+pub(crate) fn launch<P, Fut>(
+    client: *const etcdc_client,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+    prepare: P,
+) -> etcdc_status
+where
+    P: FnOnce(&Client, Arc<dyn crate::api::Etcd>) -> Result<Fut>,
+    Fut: Future<Output = Result<Answer>> + Send + 'static,
+{
+    guard(|| {
+        let c = CLIENTS.get(client)?;
+        let call = prepare(&c, c.etcd.clone())?;
+        start(&c, cq, tag, op_out, call)
     })
 }

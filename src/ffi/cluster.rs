@@ -1,5 +1,8 @@
 //! Cluster: members and endpoint status.
 
+use super::client::launch;
+use super::completion::{answer, etcdc_completion, etcdc_cq, etcdc_op, Answer};
+use std::ffi::c_void;
 use std::ffi::{c_char, CString};
 
 use super::client::{etcdc_client, CLIENTS};
@@ -35,6 +38,22 @@ pub extern "C" fn etcdc_cluster_members(
         let resp = c.block(c.etcd.member_list(deadline))?;
         out.write(Box::into_raw(Box::new(resp.into())));
         Ok(())
+    })
+}
+
+/// `etcdc_cluster_members`, asynchronously (see `etcdc_put_async`):
+/// `etcdc_completion_member_list`.
+#[no_mangle]
+pub extern "C" fn etcdc_cluster_members_async(
+    client: *const etcdc_client,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    launch(client, cq, tag, op_out, |c, etcd| {
+        let deadline = c.deadline(timeout_ms)?;
+        Ok(async move { Ok(Answer::Members(etcd.member_list(deadline).await?.into())) })
     })
 }
 
@@ -189,6 +208,22 @@ pub extern "C" fn etcdc_endpoint_status_get(
     })
 }
 
+/// `etcdc_endpoint_status_get` for any member, asynchronously (see `etcdc_put_async`):
+/// `etcdc_completion_endpoint_status`.
+#[no_mangle]
+pub extern "C" fn etcdc_endpoint_status_async(
+    client: *const etcdc_client,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    launch(client, cq, tag, op_out, |c, etcd| {
+        let deadline = c.deadline(timeout_ms)?;
+        Ok(async move { Ok(Answer::Status(etcd.status(None, deadline).await?.into())) })
+    })
+}
+
 impl From<crate::pb::etcdserverpb::StatusResponse> for etcdc_endpoint_status {
     fn from(s: crate::pb::etcdserverpb::StatusResponse) -> Self {
         etcdc_endpoint_status {
@@ -265,4 +300,26 @@ pub extern "C" fn etcdc_endpoint_status_raft_applied_index(s: *const etcdc_endpo
 #[no_mangle]
 pub extern "C" fn etcdc_endpoint_status_is_learner(s: *const etcdc_endpoint_status) -> bool {
     field(s, false, |s| s.learner)
+}
+
+/// A member list, borrowed; NULL for another kind or a failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_member_list(
+    c: *const etcdc_completion,
+) -> *const etcdc_member_list {
+    answer(c, |a| match a {
+        Answer::Members(r) => Some(r),
+        _ => None,
+    })
+}
+
+/// An endpoint status, borrowed; NULL for another kind or a failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_endpoint_status(
+    c: *const etcdc_completion,
+) -> *const etcdc_endpoint_status {
+    answer(c, |a| match a {
+        Answer::Status(r) => Some(r),
+        _ => None,
+    })
 }

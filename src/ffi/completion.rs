@@ -11,18 +11,16 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::client::{etcdc_client, Client, CLIENTS};
 use super::cluster::{etcdc_endpoint_status, etcdc_member_list};
-use super::guard::{arg, cstring, field, free_box, guard, opts_or, out, status_field};
+use super::delete::etcdc_delete_result;
+use super::get::etcdc_get_result;
+use super::guard::{arg, cstring, field, free_box, guard, out, status_field};
 use super::handle::Table;
-use super::kv::{
-    etcdc_delete_options, etcdc_delete_result, etcdc_get_options, etcdc_get_result,
-    etcdc_put_options, etcdc_put_result,
-};
 use super::lease::{etcdc_lease_info, etcdc_lease_list};
+use super::put::etcdc_put_result;
 use super::status::etcdc_status;
 use super::stream::{self, CCallback, CItem, StreamHandle};
-use super::txn::{etcdc_txn, etcdc_txn_result};
+use super::txn::etcdc_txn_result;
 use crate::error::{Error, ErrorKind, Result};
 use crate::stream::Feed;
 
@@ -41,39 +39,11 @@ pub(crate) enum Answer {
     Item(super::queue::etcdc_queue_item),
     Watch(super::watch::etcdc_watch_response),
     Lease(super::lease::etcdc_lease_event),
-    Registration(super::registry::etcdc_registration_event),
+    Registration(super::registration::etcdc_registration_event),
     /// A registration started by `etcdc_register_async`, until the completion hands it over.
-    Registered(Handover),
-    Discovery(super::registry::etcdc_discovery_event),
+    Registered(super::registration::Handover),
+    Discovery(super::discovery::etcdc_discovery_event),
     Leader(super::election::etcdc_leader),
-}
-
-/// A registration's handle owned by a completion until `etcdc_completion_take_registration`;
-/// one never taken is freed (unregistered) with the completion.
-pub(crate) struct Handover(Mutex<Option<usize>>);
-
-impl Handover {
-    pub fn new(handle: usize) -> Self {
-        Handover(Mutex::new(Some(handle)))
-    }
-}
-
-impl Drop for Handover {
-    fn drop(&mut self) {
-        let Some(id) = self.0.get_mut().unwrap_or_else(|p| p.into_inner()).take() else {
-            return;
-        };
-        let free = move || {
-            super::registry::etcdc_registration_free(id as *mut _);
-        };
-        // Unregistering blocks on the runtime: never on one of its threads, nor on the event
-        // thread (a callback's completion is dropped there) where it would hold up the others.
-        if tokio::runtime::Handle::try_current().is_ok() || crate::events::on_event_thread() {
-            std::thread::spawn(free);
-        } else {
-            free();
-        }
-    }
 }
 
 /// One finished operation.
@@ -88,7 +58,7 @@ pub struct etcdc_completion {
     tag: usize,
     status: etcdc_status,
     message: CString,
-    answer: Option<Answer>,
+    pub(crate) answer: Option<Answer>,
 }
 
 impl CItem<Done> for etcdc_completion {
@@ -203,199 +173,15 @@ pub extern "C" fn etcdc_completion_tag(c: *const etcdc_completion) -> *mut c_voi
 }
 
 /// The result a completion holds, borrowed; NULL for another kind of result or a failure.
-fn answer<R>(c: *const etcdc_completion, pick: impl FnOnce(&Answer) -> Option<&R>) -> *const R {
+pub(crate) fn answer<R>(
+    c: *const etcdc_completion,
+    pick: impl FnOnce(&Answer) -> Option<&R>,
+) -> *const R {
     field(c, std::ptr::null(), |c| {
         c.answer
             .as_ref()
             .and_then(pick)
             .map_or(std::ptr::null(), |r| r as *const R)
-    })
-}
-
-/// A put's result, borrowed from the completion; NULL for another kind or a failure.
-#[no_mangle]
-pub extern "C" fn etcdc_completion_put_result(
-    c: *const etcdc_completion,
-) -> *const etcdc_put_result {
-    answer(c, |a| match a {
-        Answer::Put(r) => Some(r),
-        _ => None,
-    })
-}
-
-/// A get's result, borrowed from the completion; NULL for another kind or a failure.
-#[no_mangle]
-pub extern "C" fn etcdc_completion_get_result(
-    c: *const etcdc_completion,
-) -> *const etcdc_get_result {
-    answer(c, |a| match a {
-        Answer::Get(r) => Some(r),
-        _ => None,
-    })
-}
-
-/// A delete's result, borrowed from the completion; NULL for another kind or a failure.
-#[no_mangle]
-pub extern "C" fn etcdc_completion_delete_result(
-    c: *const etcdc_completion,
-) -> *const etcdc_delete_result {
-    answer(c, |a| match a {
-        Answer::Delete(r) => Some(r),
-        _ => None,
-    })
-}
-
-/// A transaction's result, borrowed from the completion; NULL for another kind or a failure.
-#[no_mangle]
-pub extern "C" fn etcdc_completion_txn_result(
-    c: *const etcdc_completion,
-) -> *const etcdc_txn_result {
-    answer(c, |a| match a {
-        Answer::Txn(r) => Some(r),
-        _ => None,
-    })
-}
-
-/// A lease grant's lease id; 0 for another kind or a failure.
-#[no_mangle]
-pub extern "C" fn etcdc_completion_lease_id(c: *const etcdc_completion) -> i64 {
-    field(c, 0, |c| match &c.answer {
-        Some(Answer::Number(n)) => *n,
-        _ => 0,
-    })
-}
-
-/// A lease time-to-live's answer, borrowed; NULL for another kind or a failure.
-#[no_mangle]
-pub extern "C" fn etcdc_completion_lease_info(
-    c: *const etcdc_completion,
-) -> *const etcdc_lease_info {
-    answer(c, |a| match a {
-        Answer::LeaseInfo(r) => Some(r),
-        _ => None,
-    })
-}
-
-/// A lease list, borrowed; NULL for another kind or a failure.
-#[no_mangle]
-pub extern "C" fn etcdc_completion_lease_list(
-    c: *const etcdc_completion,
-) -> *const etcdc_lease_list {
-    answer(c, |a| match a {
-        Answer::Leases(r) => Some(r),
-        _ => None,
-    })
-}
-
-/// A member list, borrowed; NULL for another kind or a failure.
-#[no_mangle]
-pub extern "C" fn etcdc_completion_member_list(
-    c: *const etcdc_completion,
-) -> *const etcdc_member_list {
-    answer(c, |a| match a {
-        Answer::Members(r) => Some(r),
-        _ => None,
-    })
-}
-
-/// An endpoint status, borrowed; NULL for another kind or a failure.
-#[no_mangle]
-pub extern "C" fn etcdc_completion_endpoint_status(
-    c: *const etcdc_completion,
-) -> *const etcdc_endpoint_status {
-    answer(c, |a| match a {
-        Answer::Status(r) => Some(r),
-        _ => None,
-    })
-}
-
-/// A queue item (enqueued or dequeued), borrowed; NULL for another kind or a failure.
-#[no_mangle]
-pub extern "C" fn etcdc_completion_queue_item(
-    c: *const etcdc_completion,
-) -> *const super::queue::etcdc_queue_item {
-    answer(c, |a| match a {
-        Answer::Item(r) => Some(r),
-        _ => None,
-    })
-}
-
-/// A watch's response (`etcdc_watch_next_async`), borrowed; NULL for another kind or a
-/// failure.
-#[no_mangle]
-pub extern "C" fn etcdc_completion_watch_response(
-    c: *const etcdc_completion,
-) -> *const super::watch::etcdc_watch_response {
-    answer(c, |a| match a {
-        Answer::Watch(r) => Some(r),
-        _ => None,
-    })
-}
-
-/// A lease keeper's or session's event (`etcdc_lease_keeper_next_async`,
-/// `etcdc_session_next_async`), borrowed; NULL for another kind or a failure.
-#[no_mangle]
-pub extern "C" fn etcdc_completion_lease_event(
-    c: *const etcdc_completion,
-) -> *const super::lease::etcdc_lease_event {
-    answer(c, |a| match a {
-        Answer::Lease(r) => Some(r),
-        _ => None,
-    })
-}
-
-/// A registration's state change (`etcdc_registration_next_async`), borrowed; NULL for
-/// another kind or a failure.
-#[no_mangle]
-pub extern "C" fn etcdc_completion_registration_event(
-    c: *const etcdc_completion,
-) -> *const super::registry::etcdc_registration_event {
-    answer(c, |a| match a {
-        Answer::Registration(r) => Some(r),
-        _ => None,
-    })
-}
-
-/// A discovery change (`etcdc_discovery_next_async`), borrowed; NULL for another kind or a
-/// failure.
-#[no_mangle]
-pub extern "C" fn etcdc_completion_discovery_event(
-    c: *const etcdc_completion,
-) -> *const super::registry::etcdc_discovery_event {
-    answer(c, |a| match a {
-        Answer::Discovery(r) => Some(r),
-        _ => None,
-    })
-}
-
-/// An observed leader (`etcdc_observer_next_async`), borrowed; NULL for another kind or a
-/// failure.
-#[no_mangle]
-pub extern "C" fn etcdc_completion_leader(
-    c: *const etcdc_completion,
-) -> *const super::election::etcdc_leader {
-    answer(c, |a| match a {
-        Answer::Leader(r) => Some(r),
-        _ => None,
-    })
-}
-
-/// The registration `etcdc_register_async` made, handed over to the caller (free it with
-/// `etcdc_registration_free`): the first call returns it, later ones NULL, as does a
-/// completion of another kind or a failure. A completion freed without taking it frees the
-/// registration (unregistering it).
-#[no_mangle]
-pub extern "C" fn etcdc_completion_take_registration(
-    c: *const etcdc_completion,
-) -> *mut super::registry::etcdc_registration {
-    field(c, std::ptr::null_mut(), |c| match &c.answer {
-        Some(Answer::Registered(h)) => {
-            h.0.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
-                .map_or(std::ptr::null_mut(), |id| id as *mut _)
-        }
-        _ => std::ptr::null_mut(),
     })
 }
 
@@ -424,7 +210,7 @@ pub(crate) struct OpState {
 }
 
 impl OpState {
-    fn complete(&self, result: std::result::Result<Answer, Error>) {
+    pub(crate) fn complete(&self, result: std::result::Result<Answer, Error>) {
         self.complete_with(|| result);
     }
 
@@ -485,53 +271,9 @@ impl Inflight {
 
 pub(crate) static OPS: Table<Arc<OpState>> = Table::new(13, "operation");
 
-/// Starts `call` on the client's runtime, completing into `cq` with `tag`; the operation's
-/// handle goes to `op_out` when that is not NULL. Everything about the arguments was checked
-/// before: from here on, the only outcome is the completion.
-pub(crate) fn start<F>(
-    c: &Client,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-    call: F,
-) -> Result<()>
-where
-    F: Future<Output = Result<Answer>> + Send + 'static,
-{
-    begin(
-        &c.rt,
-        Some(&c.inflight),
-        cq,
-        tag,
-        op_out,
-        |running| async move {
-            let result = call.await;
-            running.complete(result);
-        },
-    )
-}
-
-/// Where an `_async` call completes: the queue, the caller's tag and the optional handle
-/// out-pointer, as every `_async` export takes them.
-pub(crate) struct Queued {
-    pub cq: *const etcdc_cq,
-    pub tag: *mut c_void,
-    pub op_out: *mut *mut etcdc_op,
-}
-
-impl Queued {
-    /// `start` with these.
-    pub fn start<F>(self, c: &Client, call: F) -> Result<()>
-    where
-        F: Future<Output = Result<Answer>> + Send + 'static,
-    {
-        start(c, self.cq, self.tag, self.op_out, call)
-    }
-}
-
 /// Runs `task` (which completes its operation) on `rt`; with `inflight`, freeing that
 /// client cancels the operation.
-fn begin<F>(
+pub(crate) fn begin<F>(
     rt: &tokio::runtime::Handle,
     inflight: Option<&Arc<Inflight>>,
     cq: *const etcdc_cq,
@@ -602,27 +344,6 @@ where
     })
 }
 
-/// Every `_async` export: `prepare` checks the arguments and builds the call on the caller's
-/// thread (its error is the export's status, and then nothing completes); the call then runs
-/// on the runtime and completes into `cq` with `tag`.
-fn launch<P, Fut>(
-    client: *const etcdc_client,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-    prepare: P,
-) -> etcdc_status
-where
-    P: FnOnce(&Client, Arc<dyn crate::api::Etcd>) -> Result<Fut>,
-    Fut: Future<Output = Result<Answer>> + Send + 'static,
-{
-    guard(|| {
-        let c = CLIENTS.get(client)?;
-        let call = prepare(&c, c.etcd.clone())?;
-        start(&c, cq, tag, op_out, call)
-    })
-}
-
 /// Cancels an operation: it completes with `ETCDC_ERR_CANCELED` unless it had completed
 /// already (then nothing happens). A write may still have been applied by the cluster.
 #[no_mangle]
@@ -644,414 +365,4 @@ pub extern "C" fn etcdc_op_free(op: *mut etcdc_op) -> etcdc_status {
 
 // ---- the asynchronous forms ----
 
-/// `etcdc_put`, asynchronously: the arguments are checked now (a bad one is this call's
-/// status, and nothing completes); the answer completes into `cq` with `tag` (its
-/// `etcdc_completion_put_result`). `op_out` may be NULL; otherwise free it with
-/// `etcdc_op_free`.
-#[no_mangle]
-#[allow(clippy::too_many_arguments)]
-pub extern "C" fn etcdc_put_async(
-    client: *const etcdc_client,
-    key: *const u8,
-    key_len: usize,
-    value: *const u8,
-    value_len: usize,
-    opts: *const etcdc_put_options,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    launch(client, cq, tag, op_out, |c, etcd| {
-        let default = etcdc_put_options::default();
-        let opts = opts_or(opts, &default);
-        let req = opts.request(key, key_len, value, value_len)?;
-        let deadline = c.deadline(opts.timeout_ms)?;
-        Ok(async move { Ok(Answer::Put(etcd.put(req, deadline).await?.into())) })
-    })
-}
-
-/// `etcdc_get`, asynchronously (see `etcdc_put_async`): `etcdc_completion_get_result`.
-#[no_mangle]
-#[allow(clippy::too_many_arguments)]
-pub extern "C" fn etcdc_get_async(
-    client: *const etcdc_client,
-    key: *const u8,
-    key_len: usize,
-    opts: *const etcdc_get_options,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    launch(client, cq, tag, op_out, |c, etcd| {
-        let default = etcdc_get_options::default();
-        let opts = opts_or(opts, &default);
-        let req = opts.request(key, key_len)?;
-        let deadline = c.deadline(opts.timeout_ms)?;
-        Ok(async move { Ok(Answer::Get(etcd.range(req, deadline).await?.into())) })
-    })
-}
-
-/// `etcdc_delete`, asynchronously (see `etcdc_put_async`): `etcdc_completion_delete_result`.
-#[no_mangle]
-#[allow(clippy::too_many_arguments)]
-pub extern "C" fn etcdc_delete_async(
-    client: *const etcdc_client,
-    key: *const u8,
-    key_len: usize,
-    opts: *const etcdc_delete_options,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    launch(client, cq, tag, op_out, |c, etcd| {
-        let default = etcdc_delete_options::default();
-        let opts = opts_or(opts, &default);
-        let req = opts.request(key, key_len)?;
-        let deadline = c.deadline(opts.timeout_ms)?;
-        Ok(async move {
-            Ok(Answer::Delete(
-                etcd.delete_range(req, deadline).await?.into(),
-            ))
-        })
-    })
-}
-
-/// `etcdc_txn_commit`, asynchronously (see `etcdc_put_async`): `etcdc_completion_txn_result`.
-/// The transaction is copied: it may be freed or reused at once.
-#[no_mangle]
-pub extern "C" fn etcdc_txn_commit_async(
-    client: *const etcdc_client,
-    txn: *const etcdc_txn,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    launch(client, cq, tag, op_out, |c, etcd| {
-        let txn = arg(txn, "txn")?;
-        let deadline = c.deadline(txn.timeout_ms)?;
-        let req = txn.req.clone();
-        Ok(async move { Ok(Answer::Txn(etcd.txn(req, deadline).await?.into())) })
-    })
-}
-
-/// `etcdc_lease_grant`, asynchronously (see `etcdc_put_async`): `etcdc_completion_lease_id`.
-#[no_mangle]
-#[allow(clippy::too_many_arguments)]
-pub extern "C" fn etcdc_lease_grant_async(
-    client: *const etcdc_client,
-    ttl: i64,
-    id: i64,
-    timeout_ms: i64,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    launch(client, cq, tag, op_out, |c, etcd| {
-        if ttl <= 0 || id < 0 {
-            return Err(Error::invalid(format!(
-                "lease TTL must be positive and id not negative, got TTL {ttl}, id {id}"
-            )));
-        }
-        let deadline = c.deadline(timeout_ms)?;
-        Ok(async move {
-            let req = crate::pb::etcdserverpb::LeaseGrantRequest { ttl, id };
-            Ok(Answer::Number(etcd.lease_grant(req, deadline).await?.id))
-        })
-    })
-}
-
-/// `etcdc_lease_revoke`, asynchronously (see `etcdc_put_async`).
-#[no_mangle]
-pub extern "C" fn etcdc_lease_revoke_async(
-    client: *const etcdc_client,
-    id: i64,
-    timeout_ms: i64,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    launch(client, cq, tag, op_out, |c, etcd| {
-        let deadline = c.deadline(timeout_ms)?;
-        Ok(async move {
-            let req = crate::pb::etcdserverpb::LeaseRevokeRequest { id };
-            etcd.lease_revoke(req, deadline).await?;
-            Ok(Answer::Number(0))
-        })
-    })
-}
-
-/// `etcdc_compact`, asynchronously (see `etcdc_put_async`).
-#[no_mangle]
-pub extern "C" fn etcdc_compact_async(
-    client: *const etcdc_client,
-    revision: i64,
-    physical: bool,
-    timeout_ms: i64,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    launch(client, cq, tag, op_out, |c, etcd| {
-        if revision <= 0 {
-            return Err(Error::invalid(format!(
-                "compact revision must be positive, got {revision}"
-            )));
-        }
-        let deadline = c.deadline(timeout_ms)?;
-        Ok(async move {
-            let req = crate::pb::etcdserverpb::CompactionRequest { revision, physical };
-            etcd.compact(req, deadline).await?;
-            Ok(Answer::Number(0))
-        })
-    })
-}
-
-/// `etcdc_lease_time_to_live`, asynchronously (see `etcdc_put_async`):
-/// `etcdc_completion_lease_info`.
-#[no_mangle]
-pub extern "C" fn etcdc_lease_time_to_live_async(
-    client: *const etcdc_client,
-    id: i64,
-    keys: bool,
-    timeout_ms: i64,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    launch(client, cq, tag, op_out, |c, etcd| {
-        let deadline = c.deadline(timeout_ms)?;
-        Ok(async move {
-            let req = crate::pb::etcdserverpb::LeaseTimeToLiveRequest { id, keys };
-            let info = super::lease::lease_info(etcd.lease_time_to_live(req, deadline).await?)?;
-            Ok(Answer::LeaseInfo(info))
-        })
-    })
-}
-
-/// `etcdc_leases`, asynchronously (see `etcdc_put_async`): `etcdc_completion_lease_list`.
-#[no_mangle]
-pub extern "C" fn etcdc_leases_async(
-    client: *const etcdc_client,
-    timeout_ms: i64,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    launch(client, cq, tag, op_out, |c, etcd| {
-        let deadline = c.deadline(timeout_ms)?;
-        Ok(async move {
-            let resp = etcd.lease_leases(deadline).await?;
-            Ok(Answer::Leases(etcdc_lease_list {
-                ids: resp.leases.into_iter().map(|l| l.id).collect(),
-            }))
-        })
-    })
-}
-
-/// `etcdc_cluster_members`, asynchronously (see `etcdc_put_async`):
-/// `etcdc_completion_member_list`.
-#[no_mangle]
-pub extern "C" fn etcdc_cluster_members_async(
-    client: *const etcdc_client,
-    timeout_ms: i64,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    launch(client, cq, tag, op_out, |c, etcd| {
-        let deadline = c.deadline(timeout_ms)?;
-        Ok(async move { Ok(Answer::Members(etcd.member_list(deadline).await?.into())) })
-    })
-}
-
-/// `etcdc_endpoint_status_get` for any member, asynchronously (see `etcdc_put_async`):
-/// `etcdc_completion_endpoint_status`.
-#[no_mangle]
-pub extern "C" fn etcdc_endpoint_status_async(
-    client: *const etcdc_client,
-    timeout_ms: i64,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    launch(client, cq, tag, op_out, |c, etcd| {
-        let deadline = c.deadline(timeout_ms)?;
-        Ok(async move { Ok(Answer::Status(etcd.status(None, deadline).await?.into())) })
-    })
-}
-
-/// `etcdc_queue_enqueue`, asynchronously (see `etcdc_put_async`):
-/// `etcdc_completion_queue_item` is the new item.
-#[no_mangle]
-#[allow(clippy::too_many_arguments)]
-pub extern "C" fn etcdc_queue_enqueue_async(
-    client: *const etcdc_client,
-    dir: *const c_char,
-    value: *const u8,
-    value_len: usize,
-    timeout_ms: i64,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    launch(client, cq, tag, op_out, |c, etcd| {
-        let value = super::guard::bytes(value, value_len, "value")?.to_vec();
-        let dir = super::guard::c_str(dir, "dir")?.to_string();
-        let deadline = c.deadline(timeout_ms)?;
-        Ok(async move {
-            let key = crate::recipes::queue::enqueue(&*etcd, &dir, &value, deadline).await?;
-            Ok(Answer::Item(super::queue::etcdc_queue_item { key, value }))
-        })
-    })
-}
-
-/// `etcdc_queue_dequeue`, asynchronously (see `etcdc_put_async`): with `wait`, the
-/// completion comes when an item does (or the deadline: negative `timeout_ms` waits without
-/// limit) — a consumer in an epoll loop. `etcdc_completion_queue_item` is the item.
-#[no_mangle]
-#[allow(clippy::too_many_arguments)]
-pub extern "C" fn etcdc_queue_dequeue_async(
-    client: *const etcdc_client,
-    dir: *const c_char,
-    wait: bool,
-    timeout_ms: i64,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    launch(client, cq, tag, op_out, |c, etcd| {
-        let dir = super::guard::c_str(dir, "dir")?.to_string();
-        let deadline = if wait {
-            c.wait_deadline(timeout_ms)?
-        } else {
-            c.deadline(timeout_ms)?
-        };
-        Ok(async move {
-            let kv = crate::recipes::queue::dequeue(&*etcd, &dir, wait, deadline).await?;
-            Ok(Answer::Item(super::queue::etcdc_queue_item {
-                key: kv.key,
-                value: kv.value,
-            }))
-        })
-    })
-}
-
 // ---- streams into a queue ----
-
-/// `etcdc_watch_next`, asynchronously: the watch's next response completes into `cq` with
-/// `tag` (`etcdc_completion_watch_response`); at its end, `ETCDC_ERR_CLOSED` or why it
-/// failed. Start the next one when it has completed: one queue then carries every watch,
-/// keeper and call of an epoll loop, and a watch's memory stays bounded by its queue limit
-/// (it pauses and resumes from history while nobody asks). For a watch in the pull form
-/// (started with a NULL callback); `etcdc_op_cancel` leaves the response in the watch.
-#[no_mangle]
-pub extern "C" fn etcdc_watch_next_async(
-    watch: *const super::watch::etcdc_watch,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    next_async(
-        &super::watch::WATCHES,
-        watch,
-        cq,
-        tag,
-        op_out,
-        Answer::Watch,
-    )
-}
-
-/// `etcdc_lease_keeper_next`, asynchronously (see `etcdc_watch_next_async`):
-/// `etcdc_completion_lease_event`.
-#[no_mangle]
-pub extern "C" fn etcdc_lease_keeper_next_async(
-    keeper: *const super::lease::etcdc_lease_keeper,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    next_async(
-        &super::lease::KEEPERS,
-        keeper,
-        cq,
-        tag,
-        op_out,
-        Answer::Lease,
-    )
-}
-
-/// `etcdc_session_next`, asynchronously (see `etcdc_watch_next_async`):
-/// `etcdc_completion_lease_event`.
-#[no_mangle]
-pub extern "C" fn etcdc_session_next_async(
-    session: *const super::election::etcdc_session,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    next_async(
-        &super::election::SESSIONS,
-        session,
-        cq,
-        tag,
-        op_out,
-        Answer::Lease,
-    )
-}
-
-/// `etcdc_registration_next`, asynchronously (see `etcdc_watch_next_async`):
-/// `etcdc_completion_registration_event`.
-#[no_mangle]
-pub extern "C" fn etcdc_registration_next_async(
-    r: *const super::registry::etcdc_registration,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    next_async(
-        &super::registry::REGISTRATIONS,
-        r,
-        cq,
-        tag,
-        op_out,
-        Answer::Registration,
-    )
-}
-
-/// `etcdc_discovery_next`, asynchronously (see `etcdc_watch_next_async`):
-/// `etcdc_completion_discovery_event`.
-#[no_mangle]
-pub extern "C" fn etcdc_discovery_next_async(
-    d: *const super::registry::etcdc_discovery,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    next_async(
-        &super::registry::DISCOVERIES,
-        d,
-        cq,
-        tag,
-        op_out,
-        Answer::Discovery,
-    )
-}
-
-/// `etcdc_observer_next`, asynchronously (see `etcdc_watch_next_async`):
-/// `etcdc_completion_leader`.
-#[no_mangle]
-pub extern "C" fn etcdc_observer_next_async(
-    o: *const super::election::etcdc_observer,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    next_async(
-        &super::election::OBSERVERS,
-        o,
-        cq,
-        tag,
-        op_out,
-        Answer::Leader,
-    )
-}

@@ -1,326 +1,22 @@
-//! Sessions, mutexes and elections — Go's `concurrency` package on the wire, so etcdc,
-//! `etcdctl lock` / `etcdctl elect` and Go services exclude each other and see the same
-//! leader. A session is a lease kept alive; a mutex or an election belongs to a session and
-//! is lost with it.
+//! Elections — Go's `concurrency.Election` on the wire, so etcdc, `etcdctl elect` and Go
+//! services see the same leader: campaign, proclaim, resign, the leader, and observers.
 
+use super::completion::{answer, etcdc_completion, next_async};
+use super::session::{etcdc_session, session_of};
 use std::ffi::{c_int, c_void, CString};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
+use super::client::Queued;
 use super::client::{etcdc_client, Client, CLIENTS};
-use super::completion::{etcdc_cq, etcdc_op, Answer, Queued};
+use super::completion::{etcdc_cq, etcdc_op, Answer};
 use super::guard::{
-    arg, bytes, clone_box, cstring, field, free_box, guard, out, status_field, value, view,
+    arg, bytes, clone_box, cstring, field, free_box, guard, out, status_field, view,
 };
 use super::handle::Table;
-use super::lease::{etcdc_lease_callback, etcdc_lease_event};
 use super::status::etcdc_status;
 use super::stream::{self, CCallback, CItem, StreamHandle};
-use crate::api::LeaseUpdate;
 use crate::error::{Error, ErrorKind, Result};
 use crate::recipes::election::{self, Election, Leader};
-use crate::recipes::mutex::Mutex;
-use crate::recipes::session::Session;
-
-// ---- session ----
-
-/// A lease kept alive for mutexes and elections (Go's `concurrency.Session`). Free with
-/// `etcdc_session_free`.
-pub struct etcdc_session {
-    _opaque: [u8; 0],
-}
-
-/// The session behind a handle: revoked when dropped (Go's `Close`).
-pub(crate) struct Held {
-    session: Option<Session>,
-    client: Arc<Client>,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if let Some(s) = self.session.take() {
-            let deadline = crate::api::deadline_in(self.client.timeout);
-            let _ = self.client.block(s.close(deadline));
-        }
-    }
-}
-
-pub(crate) static SESSIONS: Table<StreamHandle<LeaseUpdate, Held>> = Table::new(7, "session");
-
-/// Starts a session: a new lease of `ttl_seconds` (0: Go's default, 60 s) refreshed at a
-/// third of its TTL. Its state changes (`etcdc_lease_event`, as a lease keeper's) go to
-/// `callback->call` on etcdc's event thread, or with a NULL `callback` queue for
-/// `etcdc_session_next` / `_fd`; LOST means every lock and leadership of the session is
-/// gone. A TTL under the cluster's minimum is `ETCDC_ERR_INVALID_ARGUMENT`.
-#[no_mangle]
-pub extern "C" fn etcdc_session_start(
-    client: *const etcdc_client,
-    ttl_seconds: i64,
-    callback: *const etcdc_lease_callback,
-    session_out: *mut *mut etcdc_session,
-) -> etcdc_status {
-    let cb = arg(callback, "callback")
-        .ok()
-        .map(|cb| CCallback::new(cb.call, cb.drop, cb.user_data));
-    guard(|| {
-        let out = out(session_out, "session_out")?;
-        let c = CLIENTS.get(client)?;
-        let (feed, stream) = stream::open::<LeaseUpdate, etcdc_lease_event>(cb, 64)?;
-        let deadline = c.deadline(0)?;
-        let session = c.block(Session::new(c.etcd.clone(), ttl_seconds, feed, deadline))?;
-        out.write(SESSIONS.insert(StreamHandle::new(
-            stream,
-            Held {
-                session: Some(session),
-                client: c,
-            },
-        )));
-        Ok(())
-    })
-}
-
-/// The session's lease id; 0 for a bad handle.
-#[no_mangle]
-pub extern "C" fn etcdc_session_lease(s: *const etcdc_session) -> i64 {
-    value(0, || {
-        SESSIONS
-            .get(s)
-            .and_then(|h| h.with_source(|h| Ok(h.session.as_ref().map_or(0, |s| s.lease()))))
-            .unwrap_or(0)
-    })
-}
-
-/// Pull form: the next state change of the session's lease, waiting up to `timeout_ms` (0:
-/// no wait; negative: no limit). Free it with `etcdc_lease_event_free`.
-#[no_mangle]
-pub extern "C" fn etcdc_session_next(
-    s: *const etcdc_session,
-    timeout_ms: i64,
-    event_out: *mut *mut etcdc_lease_event,
-) -> etcdc_status {
-    stream::next(&SESSIONS, s, timeout_ms, event_out)
-}
-
-/// Pull form: a descriptor readable while a state change is waiting.
-#[no_mangle]
-pub extern "C" fn etcdc_session_fd(s: *const etcdc_session, fd_out: *mut c_int) -> etcdc_status {
-    stream::fd(&SESSIONS, s, fd_out)
-}
-
-/// Ends the session: revokes its lease (its locks and leadership go at once) and frees it,
-/// with the same callback rules as `etcdc_watch_free`. Free its mutexes and elections first.
-/// NULL does nothing.
-#[no_mangle]
-pub extern "C" fn etcdc_session_free(s: *mut etcdc_session) -> etcdc_status {
-    stream::free(&SESSIONS, s)
-}
-
-/// The client and lease of a live session.
-fn session_of(s: *const etcdc_session) -> Result<(Arc<Client>, i64)> {
-    SESSIONS.get(s)?.with_source(|h| {
-        let lease = h
-            .session
-            .as_ref()
-            .map(|s| s.lease())
-            .ok_or_else(|| Error::new(ErrorKind::Closed, "the session is being freed"))?;
-        Ok((h.client.clone(), lease))
-    })
-}
-
-// ---- mutex ----
-
-/// A distributed lock of a session (Go's `concurrency.Mutex`). Free with
-/// `etcdc_mutex_free`.
-pub struct etcdc_mutex {
-    _opaque: [u8; 0],
-}
-
-pub(crate) struct MutexHandle {
-    // Held across the calls to etcd: an async mutex, so a waiting lock blocks no thread.
-    mutex: tokio::sync::Mutex<Mutex>,
-    key: Vec<u8>,
-    /// The lock's revision after the last call (0: not held).
-    revision: AtomicI64,
-    client: Arc<Client>,
-}
-
-#[derive(Clone, Copy)]
-enum MutexOp {
-    Lock,
-    TryLock,
-    Unlock,
-}
-
-impl MutexHandle {
-    async fn run(&self, op: MutexOp, deadline: crate::api::Deadline) -> Result<()> {
-        let mut m = self.mutex.lock().await;
-        let result = match op {
-            MutexOp::Lock => m.lock(deadline).await,
-            MutexOp::TryLock => m.try_lock(deadline).await,
-            MutexOp::Unlock => m.unlock(deadline).await,
-        };
-        self.revision.store(m.revision(), Ordering::Release);
-        result
-    }
-}
-
-pub(crate) static MUTEXES: Table<MutexHandle> = Table::new(8, "mutex");
-
-/// The mutex `name` for `session`: its key is `<name>/<lease id in lowercase hex>`, as Go's
-/// and `etcdctl lock`'s. An empty name is `ETCDC_ERR_INVALID_ARGUMENT`.
-#[no_mangle]
-pub extern "C" fn etcdc_mutex_new(
-    session: *const etcdc_session,
-    name: *const u8,
-    name_len: usize,
-    mutex_out: *mut *mut etcdc_mutex,
-) -> etcdc_status {
-    guard(|| {
-        let out = out(mutex_out, "mutex_out")?;
-        let name = bytes(name, name_len, "name")?;
-        let (client, lease) = session_of(session)?;
-        let mutex = Mutex::new(client.etcd.clone(), name, lease)?;
-        let key = mutex.key().to_vec();
-        out.write(MUTEXES.insert(MutexHandle {
-            mutex: tokio::sync::Mutex::new(mutex),
-            key,
-            revision: AtomicI64::new(0),
-            client,
-        }));
-        Ok(())
-    })
-}
-
-fn mutex_call(
-    m: *const etcdc_mutex,
-    op: MutexOp,
-    timeout_ms: i64,
-    queue: Option<Queued>,
-) -> etcdc_status {
-    guard(|| {
-        let h = MUTEXES.get(m)?;
-        let deadline = match op {
-            MutexOp::Lock => h.client.wait_deadline(timeout_ms)?,
-            _ => h.client.deadline(timeout_ms)?,
-        };
-        match queue {
-            None => h.client.block(h.run(op, deadline)),
-            Some(q) => {
-                let client = h.client.clone();
-                q.start(&client, async move {
-                    h.run(op, deadline).await.map(|()| Answer::Number(0))
-                })
-            }
-        }
-    })
-}
-
-/// Waits until the lock is held, up to `timeout_ms` (0: the client's timeout; negative: no
-/// limit). `ETCDC_ERR_TIMEOUT` when it was not (the place in line is given up);
-/// `ETCDC_ERR_FAILED_PRECONDITION` if the session's lease is gone.
-#[no_mangle]
-pub extern "C" fn etcdc_mutex_lock(m: *const etcdc_mutex, timeout_ms: i64) -> etcdc_status {
-    mutex_call(m, MutexOp::Lock, timeout_ms, None)
-}
-
-/// Takes the lock if it is free, without waiting: `ETCDC_ERR_FAILED_PRECONDITION`
-/// ("mutex: Locked by another session") when it is held.
-#[no_mangle]
-pub extern "C" fn etcdc_mutex_try_lock(m: *const etcdc_mutex, timeout_ms: i64) -> etcdc_status {
-    mutex_call(m, MutexOp::TryLock, timeout_ms, None)
-}
-
-/// Releases the lock.
-#[no_mangle]
-pub extern "C" fn etcdc_mutex_unlock(m: *const etcdc_mutex, timeout_ms: i64) -> etcdc_status {
-    mutex_call(m, MutexOp::Unlock, timeout_ms, None)
-}
-
-/// `etcdc_mutex_lock`, asynchronously: completes into `cq` with `tag` once the lock is held
-/// (or with why not). Calls on one mutex run one at a time.
-#[no_mangle]
-pub extern "C" fn etcdc_mutex_lock_async(
-    m: *const etcdc_mutex,
-    timeout_ms: i64,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    mutex_call(
-        m,
-        MutexOp::Lock,
-        timeout_ms,
-        Some(Queued { cq, tag, op_out }),
-    )
-}
-
-/// `etcdc_mutex_try_lock`, asynchronously (see `etcdc_mutex_lock_async`).
-#[no_mangle]
-pub extern "C" fn etcdc_mutex_try_lock_async(
-    m: *const etcdc_mutex,
-    timeout_ms: i64,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    mutex_call(
-        m,
-        MutexOp::TryLock,
-        timeout_ms,
-        Some(Queued { cq, tag, op_out }),
-    )
-}
-
-/// `etcdc_mutex_unlock`, asynchronously (see `etcdc_mutex_lock_async`).
-#[no_mangle]
-pub extern "C" fn etcdc_mutex_unlock_async(
-    m: *const etcdc_mutex,
-    timeout_ms: i64,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-) -> etcdc_status {
-    mutex_call(
-        m,
-        MutexOp::Unlock,
-        timeout_ms,
-        Some(Queued { cq, tag, op_out }),
-    )
-}
-
-/// The lock's key, borrowed from the mutex (length in `*len`); NULL for a bad handle.
-#[no_mangle]
-pub extern "C" fn etcdc_mutex_key(m: *const etcdc_mutex, len: *mut usize) -> *const u8 {
-    value(std::ptr::null(), || match MUTEXES.get(m) {
-        // The key never changes and lives as long as the handle.
-        Ok(h) => view(&h.key, len).cast::<u8>(),
-        Err(_) => std::ptr::null(),
-    })
-}
-
-/// The lock's revision while held (its key's create revision): a fencing token — a txn
-/// comparing the key's create revision to it only succeeds while the lock is held. 0 when
-/// not held.
-#[no_mangle]
-pub extern "C" fn etcdc_mutex_revision(m: *const etcdc_mutex) -> i64 {
-    value(0, || {
-        MUTEXES
-            .get(m)
-            .map_or(0, |h| h.revision.load(Ordering::Acquire))
-    })
-}
-
-/// Frees the mutex (a held lock is not released: unlock first, or end the session). NULL
-/// does nothing.
-#[no_mangle]
-pub extern "C" fn etcdc_mutex_free(m: *mut etcdc_mutex) -> etcdc_status {
-    if m.is_null() {
-        return etcdc_status::ETCDC_OK;
-    }
-    guard(|| MUTEXES.remove(m).map(drop))
-}
-
-// ---- election ----
 
 /// A candidacy in an election of a session (Go's `concurrency.Election`). Free with
 /// `etcdc_election_free`.
@@ -648,6 +344,16 @@ pub extern "C" fn etcdc_leader_free(l: *mut etcdc_leader) {
     free_box(l)
 }
 
+/// An observed leader (`etcdc_observer_next_async`), borrowed; NULL for another kind or a
+/// failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_leader(c: *const etcdc_completion) -> *const etcdc_leader {
+    answer(c, |a| match a {
+        Answer::Leader(r) => Some(r),
+        _ => None,
+    })
+}
+
 /// A leader callback, with the same rules as `etcdc_watch_callback`.
 #[repr(C)]
 pub struct etcdc_leader_callback {
@@ -707,6 +413,18 @@ pub extern "C" fn etcdc_observer_next(
     leader_out: *mut *mut etcdc_leader,
 ) -> etcdc_status {
     stream::next(&OBSERVERS, o, timeout_ms, leader_out)
+}
+
+/// `etcdc_observer_next`, asynchronously (see `etcdc_watch_next_async`):
+/// `etcdc_completion_leader`.
+#[no_mangle]
+pub extern "C" fn etcdc_observer_next_async(
+    o: *const etcdc_observer,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    next_async(&OBSERVERS, o, cq, tag, op_out, Answer::Leader)
 }
 
 /// Pull form: a descriptor readable while a leader record is waiting.

@@ -73,19 +73,3 @@ impl<T> Table<T> {
         }
     }
 }
-
-pub(crate) fn forget_all() {
-    super::client::CLIENTS.forget();
-    super::watch::WATCHES.forget();
-    super::lease::KEEPERS.forget();
-    super::node::NODES.forget();
-    super::registry::REGISTRATIONS.forget();
-    super::registry::DISCOVERIES.forget();
-    super::election::SESSIONS.forget();
-    super::election::MUTEXES.forget();
-    super::election::ELECTIONS.forget();
-    super::election::OBSERVERS.forget();
-    super::v2::V2_WATCHERS.forget();
-    super::completion::QUEUES.forget();
-    super::completion::OPS.forget();
-}

@@ -1,6 +1,8 @@
 //! Leases: grant, revoke, time-to-live, list, and a keeper that keeps leases alive and reports
 //! their state.
 
+use super::client::launch;
+use super::completion::{answer, etcdc_completion, etcdc_cq, etcdc_op, next_async, Answer};
 use std::ffi::{c_char, c_int, c_void, CString};
 
 use super::client::{etcdc_client, CLIENTS};
@@ -48,6 +50,41 @@ pub extern "C" fn etcdc_lease_grant(
     })
 }
 
+/// `etcdc_lease_grant`, asynchronously (see `etcdc_put_async`): `etcdc_completion_lease_id`.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn etcdc_lease_grant_async(
+    client: *const etcdc_client,
+    ttl: i64,
+    id: i64,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    launch(client, cq, tag, op_out, |c, etcd| {
+        if ttl <= 0 || id < 0 {
+            return Err(Error::invalid(format!(
+                "lease TTL must be positive and id not negative, got TTL {ttl}, id {id}"
+            )));
+        }
+        let deadline = c.deadline(timeout_ms)?;
+        Ok(async move {
+            let req = crate::pb::etcdserverpb::LeaseGrantRequest { ttl, id };
+            Ok(Answer::Number(etcd.lease_grant(req, deadline).await?.id))
+        })
+    })
+}
+
+/// A lease grant's lease id; 0 for another kind or a failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_lease_id(c: *const etcdc_completion) -> i64 {
+    field(c, 0, |c| match &c.answer {
+        Some(Answer::Number(n)) => *n,
+        _ => 0,
+    })
+}
+
 /// Revokes a lease: every key attached to it is deleted. `ETCDC_ERR_NOT_FOUND` if there is
 /// no such lease.
 #[no_mangle]
@@ -61,6 +98,26 @@ pub extern "C" fn etcdc_lease_revoke(
         let deadline = c.deadline(timeout_ms)?;
         c.block(c.etcd.lease_revoke(LeaseRevokeRequest { id }, deadline))?;
         Ok(())
+    })
+}
+
+/// `etcdc_lease_revoke`, asynchronously (see `etcdc_put_async`).
+#[no_mangle]
+pub extern "C" fn etcdc_lease_revoke_async(
+    client: *const etcdc_client,
+    id: i64,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    launch(client, cq, tag, op_out, |c, etcd| {
+        let deadline = c.deadline(timeout_ms)?;
+        Ok(async move {
+            let req = crate::pb::etcdserverpb::LeaseRevokeRequest { id };
+            etcd.lease_revoke(req, deadline).await?;
+            Ok(Answer::Number(0))
+        })
     })
 }
 
@@ -105,6 +162,28 @@ pub extern "C" fn etcdc_lease_time_to_live(
     })
 }
 
+/// `etcdc_lease_time_to_live`, asynchronously (see `etcdc_put_async`):
+/// `etcdc_completion_lease_info`.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_time_to_live_async(
+    client: *const etcdc_client,
+    id: i64,
+    keys: bool,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    launch(client, cq, tag, op_out, |c, etcd| {
+        let deadline = c.deadline(timeout_ms)?;
+        Ok(async move {
+            let req = crate::pb::etcdserverpb::LeaseTimeToLiveRequest { id, keys };
+            let info = super::lease::lease_info(etcd.lease_time_to_live(req, deadline).await?)?;
+            Ok(Answer::LeaseInfo(info))
+        })
+    })
+}
+
 /// Frees lease info. NULL does nothing.
 #[no_mangle]
 pub extern "C" fn etcdc_lease_info_free(info: *mut etcdc_lease_info) {
@@ -144,6 +223,17 @@ pub extern "C" fn etcdc_lease_info_key(
     })
 }
 
+/// A lease time-to-live's answer, borrowed; NULL for another kind or a failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_lease_info(
+    c: *const etcdc_completion,
+) -> *const etcdc_lease_info {
+    answer(c, |a| match a {
+        Answer::LeaseInfo(r) => Some(r),
+        _ => None,
+    })
+}
+
 /// The ids of all leases. Free with `etcdc_lease_list_free`.
 pub struct etcdc_lease_list {
     pub(crate) ids: Vec<i64>,
@@ -168,6 +258,26 @@ pub extern "C" fn etcdc_leases(
     })
 }
 
+/// `etcdc_leases`, asynchronously (see `etcdc_put_async`): `etcdc_completion_lease_list`.
+#[no_mangle]
+pub extern "C" fn etcdc_leases_async(
+    client: *const etcdc_client,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    launch(client, cq, tag, op_out, |c, etcd| {
+        let deadline = c.deadline(timeout_ms)?;
+        Ok(async move {
+            let resp = etcd.lease_leases(deadline).await?;
+            Ok(Answer::Leases(etcdc_lease_list {
+                ids: resp.leases.into_iter().map(|l| l.id).collect(),
+            }))
+        })
+    })
+}
+
 /// Frees a lease list. NULL does nothing.
 #[no_mangle]
 pub extern "C" fn etcdc_lease_list_free(list: *mut etcdc_lease_list) {
@@ -184,6 +294,17 @@ pub extern "C" fn etcdc_lease_list_len(list: *const etcdc_lease_list) -> usize {
 #[no_mangle]
 pub extern "C" fn etcdc_lease_list_id(list: *const etcdc_lease_list, i: usize) -> i64 {
     field(list, 0, |l| l.ids.get(i).copied().unwrap_or(0))
+}
+
+/// A lease list, borrowed; NULL for another kind or a failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_lease_list(
+    c: *const etcdc_completion,
+) -> *const etcdc_lease_list {
+    answer(c, |a| match a {
+        Answer::Leases(r) => Some(r),
+        _ => None,
+    })
 }
 
 // ---- keeper ----
@@ -312,6 +433,25 @@ pub extern "C" fn etcdc_lease_keeper_next(
     stream::next(&KEEPERS, k, timeout_ms, event_out)
 }
 
+/// `etcdc_lease_keeper_next`, asynchronously (see `etcdc_watch_next_async`):
+/// `etcdc_completion_lease_event`.
+#[no_mangle]
+pub extern "C" fn etcdc_lease_keeper_next_async(
+    keeper: *const super::lease::etcdc_lease_keeper,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    next_async(
+        &super::lease::KEEPERS,
+        keeper,
+        cq,
+        tag,
+        op_out,
+        Answer::Lease,
+    )
+}
+
 /// Pull form: a descriptor readable while a state change is waiting. Owned by the keeper.
 #[no_mangle]
 pub extern "C" fn etcdc_lease_keeper_fd(
@@ -369,4 +509,16 @@ pub extern "C" fn etcdc_lease_event_status(e: *const etcdc_lease_event) -> etcdc
 #[no_mangle]
 pub extern "C" fn etcdc_lease_event_free(e: *mut etcdc_lease_event) {
     free_box(e)
+}
+
+/// A lease keeper's or session's event (`etcdc_lease_keeper_next_async`,
+/// `etcdc_session_next_async`), borrowed; NULL for another kind or a failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_lease_event(
+    c: *const etcdc_completion,
+) -> *const super::lease::etcdc_lease_event {
+    answer(c, |a| match a {
+        Answer::Lease(r) => Some(r),
+        _ => None,
+    })
 }

@@ -31,12 +31,28 @@ pub extern "C" fn etcdc_reinit_after_fork() -> etcdc_status {
     // Not `guard`: that refuses every call in a forked child, and this is the one that must run.
     catch(|| {
         if crate::runtime::is_forked() {
-            super::handle::forget_all();
+            forget_all();
             crate::events::forget();
         }
         crate::runtime::reinit_after_fork();
         Ok(())
     })
+}
+
+pub(crate) fn forget_all() {
+    super::client::CLIENTS.forget();
+    super::watch::WATCHES.forget();
+    super::lease::KEEPERS.forget();
+    super::node::NODES.forget();
+    super::registration::REGISTRATIONS.forget();
+    super::discovery::DISCOVERIES.forget();
+    super::session::SESSIONS.forget();
+    super::mutex::MUTEXES.forget();
+    super::election::ELECTIONS.forget();
+    super::election::OBSERVERS.forget();
+    super::v2::V2_WATCHERS.forget();
+    super::completion::QUEUES.forget();
+    super::completion::OPS.forget();
 }
 
 /// How serious a log record is (`ETCDC_LOG_*`).

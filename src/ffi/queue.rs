@@ -1,7 +1,9 @@
 //! Ordered queues, as etcd v2's in-order keys: enqueue appends `<dir>/<20-digit revision>`,
 //! dequeue takes the oldest item atomically — two consumers never get the same one.
 
-use std::ffi::c_char;
+use super::client::launch;
+use super::completion::{answer, etcdc_completion, etcdc_cq, etcdc_op, Answer};
+use std::ffi::{c_char, c_void};
 
 use super::client::{etcdc_client, CLIENTS};
 use super::guard::{bytes, c_str, field, free_box, guard, out, view};
@@ -42,6 +44,31 @@ pub extern "C" fn etcdc_queue_enqueue(
     })
 }
 
+/// `etcdc_queue_enqueue`, asynchronously (see `etcdc_put_async`):
+/// `etcdc_completion_queue_item` is the new item.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn etcdc_queue_enqueue_async(
+    client: *const etcdc_client,
+    dir: *const c_char,
+    value: *const u8,
+    value_len: usize,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    launch(client, cq, tag, op_out, |c, etcd| {
+        let value = super::guard::bytes(value, value_len, "value")?.to_vec();
+        let dir = super::guard::c_str(dir, "dir")?.to_string();
+        let deadline = c.deadline(timeout_ms)?;
+        Ok(async move {
+            let key = crate::recipes::queue::enqueue(&*etcd, &dir, &value, deadline).await?;
+            Ok(Answer::Item(super::queue::etcdc_queue_item { key, value }))
+        })
+    })
+}
+
 /// Takes the oldest item of the queue in `dir`. With `wait` false, `ETCDC_ERR_NOT_FOUND` when
 /// the queue is empty; with `wait` true, waits for an item up to `timeout_ms` (0: the
 /// client's timeout; negative: no limit), then `ETCDC_ERR_TIMEOUT`.
@@ -71,6 +98,37 @@ pub extern "C" fn etcdc_queue_dequeue(
     })
 }
 
+/// `etcdc_queue_dequeue`, asynchronously (see `etcdc_put_async`): with `wait`, the
+/// completion comes when an item does (or the deadline: negative `timeout_ms` waits without
+/// limit) — a consumer in an epoll loop. `etcdc_completion_queue_item` is the item.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn etcdc_queue_dequeue_async(
+    client: *const etcdc_client,
+    dir: *const c_char,
+    wait: bool,
+    timeout_ms: i64,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    launch(client, cq, tag, op_out, |c, etcd| {
+        let dir = super::guard::c_str(dir, "dir")?.to_string();
+        let deadline = if wait {
+            c.wait_deadline(timeout_ms)?
+        } else {
+            c.deadline(timeout_ms)?
+        };
+        Ok(async move {
+            let kv = crate::recipes::queue::dequeue(&*etcd, &dir, wait, deadline).await?;
+            Ok(Answer::Item(super::queue::etcdc_queue_item {
+                key: kv.key,
+                value: kv.value,
+            }))
+        })
+    })
+}
+
 /// The item's key (length in `*len`).
 #[no_mangle]
 pub extern "C" fn etcdc_queue_item_key(i: *const etcdc_queue_item, len: *mut usize) -> *const u8 {
@@ -87,4 +145,15 @@ pub extern "C" fn etcdc_queue_item_value(i: *const etcdc_queue_item, len: *mut u
 #[no_mangle]
 pub extern "C" fn etcdc_queue_item_free(i: *mut etcdc_queue_item) {
     free_box(i)
+}
+
+/// A queue item (enqueued or dequeued), borrowed; NULL for another kind or a failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_queue_item(
+    c: *const etcdc_completion,
+) -> *const super::queue::etcdc_queue_item {
+    answer(c, |a| match a {
+        Answer::Item(r) => Some(r),
+        _ => None,
+    })
 }

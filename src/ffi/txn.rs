@@ -1,15 +1,16 @@
 //! Transactions: compares, then/else branches of put, get, delete and nested transactions,
 //! and compare-and-swap on top of them.
 
+use super::client::launch;
 use super::client::{etcdc_client, CLIENTS};
+use super::completion::{answer, etcdc_completion, etcdc_cq, etcdc_op, Answer};
+use super::delete::{etcdc_delete_options, etcdc_delete_result};
+use super::get::{etcdc_get_options, etcdc_get_result};
 use super::guard::{
     arg, arg_mut, bytes, field, free_box, guard, new_boxed, opts_or, out, set_timeout,
     write_result, Timed,
 };
-use super::kv::{
-    etcdc_delete_options, etcdc_delete_result, etcdc_get_options, etcdc_get_result,
-    etcdc_put_options, etcdc_put_result,
-};
+use super::put::{etcdc_put_options, etcdc_put_result};
 use super::record::{etcdc_header, header};
 use super::status::etcdc_status;
 use crate::error::{Error, Result};
@@ -18,6 +19,7 @@ use crate::pb::etcdserverpb::compare::{CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request;
 use crate::pb::etcdserverpb::response_op::Response;
 use crate::pb::etcdserverpb::*;
+use std::ffi::c_void;
 
 /// How a compare relates the key's field to the given value.
 pub type etcdc_compare_op = u32;
@@ -331,6 +333,24 @@ pub extern "C" fn etcdc_txn_commit(
     })
 }
 
+/// `etcdc_txn_commit`, asynchronously (see `etcdc_put_async`): `etcdc_completion_txn_result`.
+/// The transaction is copied: it may be freed or reused at once.
+#[no_mangle]
+pub extern "C" fn etcdc_txn_commit_async(
+    client: *const etcdc_client,
+    txn: *const etcdc_txn,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    launch(client, cq, tag, op_out, |c, etcd| {
+        let txn = arg(txn, "txn")?;
+        let deadline = c.deadline(txn.timeout_ms)?;
+        let req = txn.req.clone();
+        Ok(async move { Ok(Answer::Txn(etcd.txn(req, deadline).await?.into())) })
+    })
+}
+
 /// Compare-and-swap: writes `value` at `key` only if the key's current value is exactly
 /// `expected` (`expected_len` bytes; NULL with length 0 is the empty value). Otherwise
 /// nothing is written and the call returns `ETCDC_ERR_COMPARE_FAILED`. To write only if the
@@ -515,6 +535,17 @@ pub extern "C" fn etcdc_txn_result_txn(
 ) -> *const etcdc_txn_result {
     op(r, i, |o| match o {
         TxnOp::Txn(t) => Some(t),
+        _ => None,
+    })
+}
+
+/// A transaction's result, borrowed from the completion; NULL for another kind or a failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_txn_result(
+    c: *const etcdc_completion,
+) -> *const etcdc_txn_result {
+    answer(c, |a| match a {
+        Answer::Txn(r) => Some(r),
         _ => None,
     })
 }

@@ -1,5 +1,6 @@
 //! Watches: a callback on etcdc's event thread, or a pull form for epoll loops.
 
+use super::completion::{answer, etcdc_completion, etcdc_cq, etcdc_op, next_async, Answer};
 use std::ffi::{c_char, c_int, c_void, CString};
 
 use super::client::{etcdc_client, CLIENTS};
@@ -365,6 +366,29 @@ pub extern "C" fn etcdc_watch_next(
     stream::next(&WATCHES, watch, timeout_ms, response_out)
 }
 
+/// `etcdc_watch_next`, asynchronously: the watch's next response completes into `cq` with
+/// `tag` (`etcdc_completion_watch_response`); at its end, `ETCDC_ERR_CLOSED` or why it
+/// failed. Start the next one when it has completed: one queue then carries every watch,
+/// keeper and call of an epoll loop, and a watch's memory stays bounded by its queue limit
+/// (it pauses and resumes from history while nobody asks). For a watch in the pull form
+/// (started with a NULL callback); `etcdc_op_cancel` leaves the response in the watch.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_next_async(
+    watch: *const super::watch::etcdc_watch,
+    cq: *const etcdc_cq,
+    tag: *mut c_void,
+    op_out: *mut *mut etcdc_op,
+) -> etcdc_status {
+    next_async(
+        &super::watch::WATCHES,
+        watch,
+        cq,
+        tag,
+        op_out,
+        Answer::Watch,
+    )
+}
+
 /// Pull form: a descriptor that is readable while a response (or the end) is waiting, for
 /// poll/epoll. Owned by the watch: do not read or close it.
 #[no_mangle]
@@ -473,5 +497,17 @@ pub extern "C" fn etcdc_event_kv(e: *const etcdc_event) -> *const etcdc_kv {
 pub extern "C" fn etcdc_event_prev_kv(e: *const etcdc_event) -> *const etcdc_kv {
     field(e, std::ptr::null(), |e| {
         e.prev_kv.as_ref().map_or(std::ptr::null(), |kv| kv)
+    })
+}
+
+/// A watch's response (`etcdc_watch_next_async`), borrowed; NULL for another kind or a
+/// failure.
+#[no_mangle]
+pub extern "C" fn etcdc_completion_watch_response(
+    c: *const etcdc_completion,
+) -> *const super::watch::etcdc_watch_response {
+    answer(c, |a| match a {
+        Answer::Watch(r) => Some(r),
+        _ => None,
     })
 }
