@@ -1,7 +1,7 @@
 //! Cluster: members and endpoint status.
 
 use super::client::launch;
-use super::completion::{answer, etcdc_completion, etcdc_cq, etcdc_op, Answer};
+use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, result, Answer};
 use std::ffi::c_void;
 use std::ffi::{c_char, CString};
 
@@ -53,7 +53,11 @@ pub extern "C" fn etcdc_cluster_members_async(
 ) -> etcdc_status {
     launch(client, cq, tag, op_out, |c, etcd| {
         let deadline = c.deadline(timeout_ms)?;
-        Ok(async move { Ok(Answer::Members(etcd.member_list(deadline).await?.into())) })
+        Ok(async move {
+            Ok(Answer::new(etcdc_member_list::from(
+                etcd.member_list(deadline).await?,
+            )))
+        })
     })
 }
 
@@ -220,7 +224,11 @@ pub extern "C" fn etcdc_endpoint_status_async(
 ) -> etcdc_status {
     launch(client, cq, tag, op_out, |c, etcd| {
         let deadline = c.deadline(timeout_ms)?;
-        Ok(async move { Ok(Answer::Status(etcd.status(None, deadline).await?.into())) })
+        Ok(async move {
+            Ok(Answer::new(etcdc_endpoint_status::from(
+                etcd.status(None, deadline).await?,
+            )))
+        })
     })
 }
 
@@ -307,10 +315,7 @@ pub extern "C" fn etcdc_endpoint_status_is_learner(s: *const etcdc_endpoint_stat
 pub extern "C" fn etcdc_completion_member_list(
     c: *const etcdc_completion,
 ) -> *const etcdc_member_list {
-    answer(c, |a| match a {
-        Answer::Members(r) => Some(r),
-        _ => None,
-    })
+    result::<etcdc_member_list>(c)
 }
 
 /// An endpoint status, borrowed; NULL for another kind or a failure.
@@ -318,8 +323,5 @@ pub extern "C" fn etcdc_completion_member_list(
 pub extern "C" fn etcdc_completion_endpoint_status(
     c: *const etcdc_completion,
 ) -> *const etcdc_endpoint_status {
-    answer(c, |a| match a {
-        Answer::Status(r) => Some(r),
-        _ => None,
-    })
+    result::<etcdc_endpoint_status>(c)
 }

@@ -5,45 +5,29 @@
 //! clients and calls. Every operation completes exactly once: with its answer, or
 //! `ETCDC_ERR_CANCELED` when `etcdc_op_cancel` or freeing its client came first.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::cluster::{etcdc_endpoint_status, etcdc_member_list};
-use super::delete::etcdc_delete_result;
-use super::get::etcdc_get_result;
 use super::guard::{arg, cstring, field, free_box, guard, out, status_field};
 use super::handle::Table;
-use super::lease::{etcdc_lease_info, etcdc_lease_list};
-use super::put::etcdc_put_result;
 use super::status::etcdc_status;
 use super::stream::{self, CCallback, CItem, StreamHandle};
-use super::txn::etcdc_txn_result;
 use crate::error::{Error, ErrorKind, Result};
 use crate::stream::Feed;
 
-/// What an operation returns.
-pub(crate) enum Answer {
-    Put(etcdc_put_result),
-    Get(etcdc_get_result),
-    Delete(etcdc_delete_result),
-    Txn(etcdc_txn_result),
-    /// A lease id (grant), or nothing (revoke, compact).
-    Number(i64),
-    LeaseInfo(etcdc_lease_info),
-    Leases(etcdc_lease_list),
-    Members(etcdc_member_list),
-    Status(etcdc_endpoint_status),
-    Item(super::queue::etcdc_queue_item),
-    Watch(super::watch::etcdc_watch_response),
-    Lease(super::lease::etcdc_lease_event),
-    Registration(super::registration::etcdc_registration_event),
-    /// A registration started by `etcdc_register_async`, until the completion hands it over.
-    Registered(super::registration::Handover),
-    Discovery(super::discovery::etcdc_discovery_event),
-    Leader(super::election::etcdc_leader),
+/// What an operation returns: the result object its concept's `etcdc_completion_*`
+/// accessor hands out (`etcdc_put_result`, a lease id, ...), or `()` for nothing. The queue
+/// does not know the concepts: each accessor asks for its own type.
+pub(crate) struct Answer(Box<dyn Any + Send>);
+
+impl Answer {
+    pub fn new<R: Any + Send>(result: R) -> Self {
+        Answer(Box::new(result))
+    }
 }
 
 /// One finished operation.
@@ -58,7 +42,7 @@ pub struct etcdc_completion {
     tag: usize,
     status: etcdc_status,
     message: CString,
-    pub(crate) answer: Option<Answer>,
+    answer: Option<Answer>,
 }
 
 impl CItem<Done> for etcdc_completion {
@@ -172,17 +156,26 @@ pub extern "C" fn etcdc_completion_tag(c: *const etcdc_completion) -> *mut c_voi
     field(c, std::ptr::null_mut(), |c| c.tag as *mut c_void)
 }
 
-/// The result a completion holds, borrowed; NULL for another kind of result or a failure.
-pub(crate) fn answer<R>(
+/// `read` of the result a completion holds if that is an `R`, else `default` (also for a
+/// NULL completion or a failure).
+pub(crate) fn with_result<R: 'static, T>(
     c: *const etcdc_completion,
-    pick: impl FnOnce(&Answer) -> Option<&R>,
-) -> *const R {
-    field(c, std::ptr::null(), |c| {
+    default: T,
+    read: impl FnOnce(&R) -> T,
+) -> T {
+    field(c, None, |c| {
         c.answer
             .as_ref()
-            .and_then(pick)
-            .map_or(std::ptr::null(), |r| r as *const R)
+            .and_then(|a| a.0.downcast_ref::<R>())
+            .map(read)
     })
+    .unwrap_or(default)
+}
+
+/// The result a completion holds, borrowed, if it is an `R`; NULL for another kind of result
+/// or a failure.
+pub(crate) fn result<R: 'static>(c: *const etcdc_completion) -> *const R {
+    with_result(c, std::ptr::null(), |r: &R| r as *const R)
 }
 
 /// Frees a pulled completion (and the result it holds). NULL does nothing.
@@ -313,18 +306,17 @@ where
 /// Every stream's `_next_async`: the stream's next item (or its end: `ETCDC_ERR_CLOSED`
 /// after a clean end, else why it failed) completes into `cq` with `tag`. An item is taken
 /// only by an operation that delivers it: one canceled meanwhile puts it back.
-pub(crate) fn next_async<T, S, R, H>(
+pub(crate) fn next_async<R, T, S, H>(
     table: &'static Table<StreamHandle<T, S>>,
     handle: *const H,
     cq: *const etcdc_cq,
     tag: *mut c_void,
     op_out: *mut *mut etcdc_op,
-    answer: fn(R) -> Answer,
 ) -> etcdc_status
 where
     T: Send + 'static,
     S: Send + Sync + 'static,
-    R: CItem<T>,
+    R: CItem<T> + Send + 'static,
 {
     guard(|| {
         let h = table.get(handle)?;
@@ -333,7 +325,7 @@ where
         begin(&rt, None, cq, tag, op_out, |running| async move {
             let mut next = Some(h.stream().next_async().await);
             let delivered = running.complete_with(|| match next.take() {
-                Some(Ok(t)) => Ok(answer(R::from_item(t))),
+                Some(Ok(t)) => Ok(Answer::new(R::from_item(t))),
                 Some(Err(e)) => Err(e),
                 None => Err(Error::new(ErrorKind::Internal, "no item")),
             });

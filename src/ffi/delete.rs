@@ -3,7 +3,7 @@
 
 use super::client::launch;
 use super::client::{etcdc_client, CLIENTS};
-use super::completion::{answer, etcdc_completion, etcdc_cq, etcdc_op, Answer};
+use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, result, Answer};
 use super::guard::{
     bytes, field, free_box, guard, new_boxed, opts_or, set, set_span, set_timeout, write_result,
     Spanned, Timed,
@@ -160,9 +160,9 @@ pub extern "C" fn etcdc_delete_async(
         let req = opts.request(key, key_len)?;
         let deadline = c.deadline(opts.timeout_ms)?;
         Ok(async move {
-            Ok(Answer::Delete(
-                etcd.delete_range(req, deadline).await?.into(),
-            ))
+            Ok(Answer::new(etcdc_delete_result::from(
+                etcd.delete_range(req, deadline).await?,
+            )))
         })
     })
 }
@@ -207,10 +207,7 @@ pub extern "C" fn etcdc_delete_result_prev_kv(
 pub extern "C" fn etcdc_completion_delete_result(
     c: *const etcdc_completion,
 ) -> *const etcdc_delete_result {
-    answer(c, |a| match a {
-        Answer::Delete(r) => Some(r),
-        _ => None,
-    })
+    result::<etcdc_delete_result>(c)
 }
 
 /// Discards history before `revision`; reads and watches of older revisions then fail with
@@ -259,7 +256,7 @@ pub extern "C" fn etcdc_compact_async(
         Ok(async move {
             let req = crate::pb::etcdserverpb::CompactionRequest { revision, physical };
             etcd.compact(req, deadline).await?;
-            Ok(Answer::Number(0))
+            Ok(Answer::new(()))
         })
     })
 }

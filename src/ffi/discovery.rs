@@ -2,7 +2,7 @@
 //! (a list, then a watch) and picks one per request. It reports changes through the one
 //! stream handle (callback, or pull with an fd for epoll loops).
 
-use super::completion::{answer, etcdc_completion, etcdc_cq, etcdc_op, next_async, Answer};
+use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, next_async, result};
 use std::ffi::{c_char, c_int, c_void, CString};
 
 use super::client::{etcdc_client, CLIENTS};
@@ -317,7 +317,7 @@ pub extern "C" fn etcdc_discovery_next_async(
     tag: *mut c_void,
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
-    next_async(&DISCOVERIES, d, cq, tag, op_out, Answer::Discovery)
+    next_async::<etcdc_discovery_event, _, _, _>(&DISCOVERIES, d, cq, tag, op_out)
 }
 
 /// Pull form: a descriptor readable while a change is waiting. Owned by the discovery.
@@ -386,8 +386,5 @@ pub extern "C" fn etcdc_discovery_event_free(e: *mut etcdc_discovery_event) {
 pub extern "C" fn etcdc_completion_discovery_event(
     c: *const etcdc_completion,
 ) -> *const etcdc_discovery_event {
-    answer(c, |a| match a {
-        Answer::Discovery(r) => Some(r),
-        _ => None,
-    })
+    result::<etcdc_discovery_event>(c)
 }

@@ -1,7 +1,7 @@
 //! Elections — Go's `concurrency.Election` on the wire, so etcdc, `etcdctl elect` and Go
 //! services see the same leader: campaign, proclaim, resign, the leader, and observers.
 
-use super::completion::{answer, etcdc_completion, next_async};
+use super::completion::{etcdc_completion, next_async, result};
 use super::session::{etcdc_session, session_of};
 use std::ffi::{c_int, c_void, CString};
 use std::sync::{Arc, Mutex as StdMutex};
@@ -122,7 +122,7 @@ fn election_call(
             Some(q) => {
                 let client = h.client.clone();
                 q.start(&client, async move {
-                    h.run(op, deadline).await.map(|()| Answer::Number(0))
+                    h.run(op, deadline).await.map(|()| Answer::new(()))
                 })
             }
         }
@@ -348,10 +348,7 @@ pub extern "C" fn etcdc_leader_free(l: *mut etcdc_leader) {
 /// failure.
 #[no_mangle]
 pub extern "C" fn etcdc_completion_leader(c: *const etcdc_completion) -> *const etcdc_leader {
-    answer(c, |a| match a {
-        Answer::Leader(r) => Some(r),
-        _ => None,
-    })
+    result::<etcdc_leader>(c)
 }
 
 /// A leader callback, with the same rules as `etcdc_watch_callback`.
@@ -424,7 +421,7 @@ pub extern "C" fn etcdc_observer_next_async(
     tag: *mut c_void,
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
-    next_async(&OBSERVERS, o, cq, tag, op_out, Answer::Leader)
+    next_async::<etcdc_leader, _, _, _>(&OBSERVERS, o, cq, tag, op_out)
 }
 
 /// Pull form: a descriptor readable while a leader record is waiting.

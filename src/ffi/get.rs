@@ -2,7 +2,7 @@
 
 use super::client::launch;
 use super::client::{etcdc_client, CLIENTS};
-use super::completion::{answer, etcdc_completion, etcdc_cq, etcdc_op, Answer};
+use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, result, Answer};
 use super::guard::{
     bytes, field, free_box, guard, new_boxed, non_negative, opts_or, out, set, set_span,
     set_timeout, Spanned, Timed,
@@ -278,7 +278,11 @@ pub extern "C" fn etcdc_get_async(
         let opts = opts_or(opts, &default);
         let req = opts.request(key, key_len)?;
         let deadline = c.deadline(opts.timeout_ms)?;
-        Ok(async move { Ok(Answer::Get(etcd.range(req, deadline).await?.into())) })
+        Ok(async move {
+            Ok(Answer::new(etcdc_get_result::from(
+                etcd.range(req, deadline).await?,
+            )))
+        })
     })
 }
 
@@ -325,8 +329,5 @@ pub extern "C" fn etcdc_get_result_more(r: *const etcdc_get_result) -> bool {
 pub extern "C" fn etcdc_completion_get_result(
     c: *const etcdc_completion,
 ) -> *const etcdc_get_result {
-    answer(c, |a| match a {
-        Answer::Get(r) => Some(r),
-        _ => None,
-    })
+    result::<etcdc_get_result>(c)
 }

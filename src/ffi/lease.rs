@@ -2,7 +2,9 @@
 //! their state.
 
 use super::client::launch;
-use super::completion::{answer, etcdc_completion, etcdc_cq, etcdc_op, next_async, Answer};
+use super::completion::{
+    etcdc_completion, etcdc_cq, etcdc_op, next_async, result, with_result, Answer,
+};
 use std::ffi::{c_char, c_int, c_void, CString};
 
 use super::client::{etcdc_client, CLIENTS};
@@ -71,18 +73,20 @@ pub extern "C" fn etcdc_lease_grant_async(
         let deadline = c.deadline(timeout_ms)?;
         Ok(async move {
             let req = crate::pb::etcdserverpb::LeaseGrantRequest { ttl, id };
-            Ok(Answer::Number(etcd.lease_grant(req, deadline).await?.id))
+            Ok(Answer::new(Granted(
+                etcd.lease_grant(req, deadline).await?.id,
+            )))
         })
     })
 }
 
+/// What `etcdc_lease_grant_async` completes with.
+struct Granted(i64);
+
 /// A lease grant's lease id; 0 for another kind or a failure.
 #[no_mangle]
 pub extern "C" fn etcdc_completion_lease_id(c: *const etcdc_completion) -> i64 {
-    field(c, 0, |c| match &c.answer {
-        Some(Answer::Number(n)) => *n,
-        _ => 0,
-    })
+    with_result(c, 0, |g: &Granted| g.0)
 }
 
 /// Revokes a lease: every key attached to it is deleted. `ETCDC_ERR_NOT_FOUND` if there is
@@ -116,7 +120,7 @@ pub extern "C" fn etcdc_lease_revoke_async(
         Ok(async move {
             let req = crate::pb::etcdserverpb::LeaseRevokeRequest { id };
             etcd.lease_revoke(req, deadline).await?;
-            Ok(Answer::Number(0))
+            Ok(Answer::new(()))
         })
     })
 }
@@ -178,8 +182,8 @@ pub extern "C" fn etcdc_lease_time_to_live_async(
         let deadline = c.deadline(timeout_ms)?;
         Ok(async move {
             let req = crate::pb::etcdserverpb::LeaseTimeToLiveRequest { id, keys };
-            let info = super::lease::lease_info(etcd.lease_time_to_live(req, deadline).await?)?;
-            Ok(Answer::LeaseInfo(info))
+            let info = lease_info(etcd.lease_time_to_live(req, deadline).await?)?;
+            Ok(Answer::new(info))
         })
     })
 }
@@ -228,10 +232,7 @@ pub extern "C" fn etcdc_lease_info_key(
 pub extern "C" fn etcdc_completion_lease_info(
     c: *const etcdc_completion,
 ) -> *const etcdc_lease_info {
-    answer(c, |a| match a {
-        Answer::LeaseInfo(r) => Some(r),
-        _ => None,
-    })
+    result::<etcdc_lease_info>(c)
 }
 
 /// The ids of all leases. Free with `etcdc_lease_list_free`.
@@ -271,7 +272,7 @@ pub extern "C" fn etcdc_leases_async(
         let deadline = c.deadline(timeout_ms)?;
         Ok(async move {
             let resp = etcd.lease_leases(deadline).await?;
-            Ok(Answer::Leases(etcdc_lease_list {
+            Ok(Answer::new(etcdc_lease_list {
                 ids: resp.leases.into_iter().map(|l| l.id).collect(),
             }))
         })
@@ -301,10 +302,7 @@ pub extern "C" fn etcdc_lease_list_id(list: *const etcdc_lease_list, i: usize) -
 pub extern "C" fn etcdc_completion_lease_list(
     c: *const etcdc_completion,
 ) -> *const etcdc_lease_list {
-    answer(c, |a| match a {
-        Answer::Leases(r) => Some(r),
-        _ => None,
-    })
+    result::<etcdc_lease_list>(c)
 }
 
 // ---- keeper ----
@@ -437,19 +435,12 @@ pub extern "C" fn etcdc_lease_keeper_next(
 /// `etcdc_completion_lease_event`.
 #[no_mangle]
 pub extern "C" fn etcdc_lease_keeper_next_async(
-    keeper: *const super::lease::etcdc_lease_keeper,
+    keeper: *const etcdc_lease_keeper,
     cq: *const etcdc_cq,
     tag: *mut c_void,
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
-    next_async(
-        &super::lease::KEEPERS,
-        keeper,
-        cq,
-        tag,
-        op_out,
-        Answer::Lease,
-    )
+    next_async::<etcdc_lease_event, _, _, _>(&KEEPERS, keeper, cq, tag, op_out)
 }
 
 /// Pull form: a descriptor readable while a state change is waiting. Owned by the keeper.
@@ -516,9 +507,6 @@ pub extern "C" fn etcdc_lease_event_free(e: *mut etcdc_lease_event) {
 #[no_mangle]
 pub extern "C" fn etcdc_completion_lease_event(
     c: *const etcdc_completion,
-) -> *const super::lease::etcdc_lease_event {
-    answer(c, |a| match a {
-        Answer::Lease(r) => Some(r),
-        _ => None,
-    })
+) -> *const etcdc_lease_event {
+    result::<etcdc_lease_event>(c)
 }

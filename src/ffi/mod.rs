@@ -1,10 +1,18 @@
 //! The C ABI: opaque handles, status codes and callbacks over the core. No logic of its own
 //! lives here: every export checks its arguments, calls down, and converts the result.
-//! Modules are in the header's reading order: status and process, client, key-values, get /
-//! put / delete, transactions, watches, leases, cluster, the embedded node, then the recipes:
-//! registration and discovery, sessions with mutexes and elections, queues; and `v2`, the
-//! cetcd-compatible layer that goes to include/etcdc_v2.h. `completion` holds the asynchronous
-//! forms and their completion queues.
+//!
+//! One file per concept, in the header's reading order: status and process, client, the
+//! completion queue, records, put / get / delete, transactions, watches, leases, cluster, the
+//! embedded node, then the recipes: registration, discovery, sessions, mutexes, elections,
+//! queues; and `v2`, the cetcd-compatible layer that goes to include/etcdc_v2.h. A concept's
+//! file holds all of it: its types, its handle table, its blocking and `_async` exports and its
+//! `etcdc_completion_*` accessors.
+//!
+//! The files form a star, not a circle: the concepts use the leaves — `guard` (argument
+//! checks, panics caught), `handle` (handle tables), `stream` (the one stream model), `record`
+//! (kvs and headers), `completion` (queues and operations; it knows no concept: a result is
+//! an `Answer` each accessor downcasts to its own type) — and `client`; only `process` (which
+//! forgets every table after fork) reaches into all of them.
 
 #![allow(non_camel_case_types)]
 // Every export checks its pointers itself (see `guard`); they stay callable from C, where

@@ -94,7 +94,7 @@ fn mutex_call(
             Some(q) => {
                 let client = h.client.clone();
                 q.start(&client, async move {
-                    h.run(op, deadline).await.map(|()| Answer::Number(0))
+                    h.run(op, deadline).await.map(|()| Answer::new(()))
                 })
             }
         }

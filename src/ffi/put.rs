@@ -2,7 +2,7 @@
 
 use super::client::launch;
 use super::client::{etcdc_client, CLIENTS};
-use super::completion::{answer, etcdc_completion, etcdc_cq, etcdc_op, Answer};
+use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, result, Answer};
 use super::guard::{
     bytes, field, free_box, guard, new_boxed, non_negative, opts_or, set, set_timeout,
     write_result, Timed,
@@ -179,7 +179,11 @@ pub extern "C" fn etcdc_put_async(
         let opts = opts_or(opts, &default);
         let req = opts.request(key, key_len, value, value_len)?;
         let deadline = c.deadline(opts.timeout_ms)?;
-        Ok(async move { Ok(Answer::Put(etcd.put(req, deadline).await?.into())) })
+        Ok(async move {
+            Ok(Answer::new(etcdc_put_result::from(
+                etcd.put(req, deadline).await?,
+            )))
+        })
     })
 }
 
@@ -208,8 +212,5 @@ pub extern "C" fn etcdc_put_result_prev_kv(r: *const etcdc_put_result) -> *const
 pub extern "C" fn etcdc_completion_put_result(
     c: *const etcdc_completion,
 ) -> *const etcdc_put_result {
-    answer(c, |a| match a {
-        Answer::Put(r) => Some(r),
-        _ => None,
-    })
+    result::<etcdc_put_result>(c)
 }

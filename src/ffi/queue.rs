@@ -2,7 +2,7 @@
 //! dequeue takes the oldest item atomically — two consumers never get the same one.
 
 use super::client::launch;
-use super::completion::{answer, etcdc_completion, etcdc_cq, etcdc_op, Answer};
+use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, result, Answer};
 use std::ffi::{c_char, c_void};
 
 use super::client::{etcdc_client, CLIENTS};
@@ -64,7 +64,7 @@ pub extern "C" fn etcdc_queue_enqueue_async(
         let deadline = c.deadline(timeout_ms)?;
         Ok(async move {
             let key = crate::recipes::queue::enqueue(&*etcd, &dir, &value, deadline).await?;
-            Ok(Answer::Item(super::queue::etcdc_queue_item { key, value }))
+            Ok(Answer::new(etcdc_queue_item { key, value }))
         })
     })
 }
@@ -121,7 +121,7 @@ pub extern "C" fn etcdc_queue_dequeue_async(
         };
         Ok(async move {
             let kv = crate::recipes::queue::dequeue(&*etcd, &dir, wait, deadline).await?;
-            Ok(Answer::Item(super::queue::etcdc_queue_item {
+            Ok(Answer::new(etcdc_queue_item {
                 key: kv.key,
                 value: kv.value,
             }))
@@ -151,9 +151,6 @@ pub extern "C" fn etcdc_queue_item_free(i: *mut etcdc_queue_item) {
 #[no_mangle]
 pub extern "C" fn etcdc_completion_queue_item(
     c: *const etcdc_completion,
-) -> *const super::queue::etcdc_queue_item {
-    answer(c, |a| match a {
-        Answer::Item(r) => Some(r),
-        _ => None,
-    })
+) -> *const etcdc_queue_item {
+    result::<etcdc_queue_item>(c)
 }

@@ -3,7 +3,9 @@
 //! stream handle (callback, or pull with an fd for epoll loops).
 
 use super::client::Queued;
-use super::completion::{answer, etcdc_completion, etcdc_cq, etcdc_op, next_async, Answer};
+use super::completion::{
+    etcdc_completion, etcdc_cq, etcdc_op, next_async, result, with_result, Answer,
+};
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::sync::Mutex;
 
@@ -315,7 +317,7 @@ pub extern "C" fn etcdc_register_async(
         let q = Queued { cq, tag, op_out };
         q.start(&c, async move {
             let handle = start.await?;
-            Ok(Answer::Registered(Handover::new(handle as usize)))
+            Ok(Answer::new(Handover::new(handle as usize)))
         })
     })
 }
@@ -328,14 +330,11 @@ pub extern "C" fn etcdc_register_async(
 pub extern "C" fn etcdc_completion_take_registration(
     c: *const etcdc_completion,
 ) -> *mut etcdc_registration {
-    field(c, std::ptr::null_mut(), |c| match &c.answer {
-        Some(Answer::Registered(h)) => {
-            h.0.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
-                .map_or(std::ptr::null_mut(), |id| id as *mut _)
-        }
-        _ => std::ptr::null_mut(),
+    with_result(c, std::ptr::null_mut(), |h: &Handover| {
+        h.0.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .map_or(std::ptr::null_mut(), |id| id as *mut _)
     })
 }
 
@@ -358,7 +357,7 @@ pub extern "C" fn etcdc_registration_free_async(
         let client = source.client.clone();
         let deadline = crate::api::deadline_in(client.timeout);
         Queued { cq, tag, op_out }.start(&client, async move {
-            reg.unregister(deadline).await.map(|()| Answer::Number(0))
+            reg.unregister(deadline).await.map(|()| Answer::new(()))
         })
     })
 }
@@ -426,7 +425,7 @@ pub extern "C" fn etcdc_registration_next_async(
     tag: *mut c_void,
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
-    next_async(&REGISTRATIONS, r, cq, tag, op_out, Answer::Registration)
+    next_async::<etcdc_registration_event, _, _, _>(&REGISTRATIONS, r, cq, tag, op_out)
 }
 
 /// Pull form: a descriptor readable while a state change is waiting. Owned by the
@@ -500,8 +499,5 @@ pub extern "C" fn etcdc_registration_event_free(e: *mut etcdc_registration_event
 pub extern "C" fn etcdc_completion_registration_event(
     c: *const etcdc_completion,
 ) -> *const etcdc_registration_event {
-    answer(c, |a| match a {
-        Answer::Registration(r) => Some(r),
-        _ => None,
-    })
+    result::<etcdc_registration_event>(c)
 }

@@ -1,7 +1,7 @@
 //! Sessions — Go's `concurrency.Session`: a lease kept alive that mutexes and elections
 //! belong to and are lost with.
 
-use super::completion::{etcdc_cq, etcdc_op, next_async, Answer};
+use super::completion::{etcdc_cq, etcdc_op, next_async};
 use std::ffi::{c_int, c_void};
 use std::sync::Arc;
 
@@ -101,7 +101,7 @@ pub extern "C" fn etcdc_session_next_async(
     tag: *mut c_void,
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
-    next_async(&SESSIONS, session, cq, tag, op_out, Answer::Lease)
+    next_async::<etcdc_lease_event, _, _, _>(&SESSIONS, session, cq, tag, op_out)
 }
 
 /// Pull form: a descriptor readable while a state change is waiting.

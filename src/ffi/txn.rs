@@ -3,7 +3,7 @@
 
 use super::client::launch;
 use super::client::{etcdc_client, CLIENTS};
-use super::completion::{answer, etcdc_completion, etcdc_cq, etcdc_op, Answer};
+use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, result, Answer};
 use super::delete::{etcdc_delete_options, etcdc_delete_result};
 use super::get::{etcdc_get_options, etcdc_get_result};
 use super::guard::{
@@ -347,7 +347,11 @@ pub extern "C" fn etcdc_txn_commit_async(
         let txn = arg(txn, "txn")?;
         let deadline = c.deadline(txn.timeout_ms)?;
         let req = txn.req.clone();
-        Ok(async move { Ok(Answer::Txn(etcd.txn(req, deadline).await?.into())) })
+        Ok(async move {
+            Ok(Answer::new(etcdc_txn_result::from(
+                etcd.txn(req, deadline).await?,
+            )))
+        })
     })
 }
 
@@ -544,8 +548,5 @@ pub extern "C" fn etcdc_txn_result_txn(
 pub extern "C" fn etcdc_completion_txn_result(
     c: *const etcdc_completion,
 ) -> *const etcdc_txn_result {
-    answer(c, |a| match a {
-        Answer::Txn(r) => Some(r),
-        _ => None,
-    })
+    result::<etcdc_txn_result>(c)
 }

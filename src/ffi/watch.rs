@@ -1,6 +1,6 @@
 //! Watches: a callback on etcdc's event thread, or a pull form for epoll loops.
 
-use super::completion::{answer, etcdc_completion, etcdc_cq, etcdc_op, next_async, Answer};
+use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, next_async, result};
 use std::ffi::{c_char, c_int, c_void, CString};
 
 use super::client::{etcdc_client, CLIENTS};
@@ -374,19 +374,12 @@ pub extern "C" fn etcdc_watch_next(
 /// (started with a NULL callback); `etcdc_op_cancel` leaves the response in the watch.
 #[no_mangle]
 pub extern "C" fn etcdc_watch_next_async(
-    watch: *const super::watch::etcdc_watch,
+    watch: *const etcdc_watch,
     cq: *const etcdc_cq,
     tag: *mut c_void,
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
-    next_async(
-        &super::watch::WATCHES,
-        watch,
-        cq,
-        tag,
-        op_out,
-        Answer::Watch,
-    )
+    next_async::<etcdc_watch_response, _, _, _>(&WATCHES, watch, cq, tag, op_out)
 }
 
 /// Pull form: a descriptor that is readable while a response (or the end) is waiting, for
@@ -505,9 +498,6 @@ pub extern "C" fn etcdc_event_prev_kv(e: *const etcdc_event) -> *const etcdc_kv 
 #[no_mangle]
 pub extern "C" fn etcdc_completion_watch_response(
     c: *const etcdc_completion,
-) -> *const super::watch::etcdc_watch_response {
-    answer(c, |a| match a {
-        Answer::Watch(r) => Some(r),
-        _ => None,
-    })
+) -> *const etcdc_watch_response {
+    result::<etcdc_watch_response>(c)
 }
