@@ -40,7 +40,7 @@ fn is_read_only(ops: &[RequestOp]) -> bool {
 impl Etcd for Member {
     async fn range(&self, req: RangeRequest, deadline: Deadline) -> Result<RangeResponse> {
         check_request_size(&req)?;
-        crate::node::mvcc::check_range(&req)?;
+        crate::node::mvcc::request::check_range(&req)?;
         if !req.serializable {
             self.read_barrier(deadline).await?;
         }
@@ -52,7 +52,7 @@ impl Etcd for Member {
 
     async fn put(&self, req: PutRequest, deadline: Deadline) -> Result<PutResponse> {
         check_request_size(&req)?;
-        crate::node::mvcc::check_put(&req)?;
+        crate::node::mvcc::request::check_put(&req)?;
         self.check_quota(put_cost(&req), deadline).await?;
         let mut resp: PutResponse = decode(
             &self
@@ -69,7 +69,7 @@ impl Etcd for Member {
         deadline: Deadline,
     ) -> Result<DeleteRangeResponse> {
         check_request_size(&req)?;
-        crate::node::mvcc::check_delete(&req)?;
+        crate::node::mvcc::request::check_delete(&req)?;
         let mut resp: DeleteRangeResponse = decode(
             &self
                 .propose(Command::DeleteRange(req.encode_to_vec()), deadline)
@@ -81,7 +81,7 @@ impl Etcd for Member {
 
     async fn txn(&self, req: TxnRequest, deadline: Deadline) -> Result<TxnResponse> {
         check_request_size(&req)?;
-        crate::node::mvcc::check_txn(&req)?;
+        crate::node::mvcc::request::check_txn(&req)?;
         let mut resp: TxnResponse = if is_read_only(&req.success) && is_read_only(&req.failure) {
             // As etcd: a read-only transaction is a read, not a proposal.
             self.read_barrier(deadline).await?;
