@@ -1,0 +1,79 @@
+//! etcd's `Lease` service: grant, revoke, keep-alive streams, time-to-live, leases.
+
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{deadline, status, Api, BoxStream};
+use crate::api::Etcd;
+use crate::pb::etcdserverpb::lease_server::Lease;
+use crate::pb::etcdserverpb::*;
+use tokio_stream::StreamExt;
+
+#[tonic::async_trait]
+impl Lease for Api {
+    async fn lease_grant(
+        &self,
+        r: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        self.0
+            .lease_grant(r.into_inner(), deadline())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+    async fn lease_revoke(
+        &self,
+        r: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        self.0
+            .lease_revoke(r.into_inner(), deadline())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    type LeaseKeepAliveStream = BoxStream<LeaseKeepAliveResponse>;
+
+    /// Each refresh moves the lease's deadline on the leader and is answered with its TTL,
+    /// or TTL 0 once it is gone (etcd's answer).
+    async fn lease_keep_alive(
+        &self,
+        r: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let member = self.0.clone();
+        let answers = r.into_inner().then(move |req| {
+            let member = member.clone();
+            async move {
+                let id = req?.id;
+                let ttl = member.lease_keep_alive_once(id).await.map_err(status)?;
+                let header = member
+                    .status(None, deadline())
+                    .await
+                    .map_err(status)?
+                    .header;
+                Ok(LeaseKeepAliveResponse { header, id, ttl })
+            }
+        });
+        Ok(Response::new(Box::pin(answers)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        r: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.0
+            .lease_time_to_live(r.into_inner(), deadline())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+    async fn lease_leases(
+        &self,
+        _r: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.0
+            .lease_leases(deadline())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+}

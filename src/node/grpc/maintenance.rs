@@ -1,0 +1,97 @@
+//! etcd's `Maintenance` service: status, alarms, defragment, hash, snapshot, and the calls
+//! the node refuses with a clear text (move-leader, downgrade).
+
+use tonic::{Request, Response, Status};
+
+use super::{deadline, status, unimplemented, Api, BoxStream};
+use crate::api::Etcd;
+use crate::pb::etcdserverpb::maintenance_server::Maintenance;
+use crate::pb::etcdserverpb::*;
+
+#[tonic::async_trait]
+impl Maintenance for Api {
+    async fn alarm(&self, r: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        self.0
+            .alarm(r.into_inner(), deadline())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+    async fn status(&self, _r: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        self.0
+            .status(None, deadline())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+    /// The store lives in memory with snapshot files: there is nothing to defragment.
+    async fn defragment(
+        &self,
+        _r: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        Ok(Response::new(DefragmentResponse {
+            header: self.header().await?,
+        }))
+    }
+    /// etcd hashes its whole backend file here; the node's store has no file to hash, so
+    /// this is HashKV of the current revision.
+    async fn hash(&self, _r: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        let r = self.0.hash_kv(0).await.map_err(status)?;
+        Ok(Response::new(HashResponse {
+            header: r.header,
+            hash: r.hash,
+        }))
+    }
+    async fn hash_kv(&self, r: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        self.0
+            .hash_kv(r.into_inner().revision)
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    type SnapshotStream = BoxStream<SnapshotResponse>;
+
+    /// The store as a snapshot file of the node's own format (not etcd's bbolt file):
+    /// `etcdctl snapshot save` stores it; `etcdc-node --restore-snapshot` starts a new member
+    /// (or cluster) from it. Sent in 32 KiB pieces, as etcd does.
+    async fn snapshot(
+        &self,
+        _r: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        const PIECE: usize = 32 * 1024;
+        let header = self.header().await?;
+        let backup = self.0.backup().await.map_err(status)?;
+        // Read from its file as the client takes it: a few pieces ahead, never all of it.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let sent = backup.send(PIECE, |blob, remaining_bytes| {
+                let piece = SnapshotResponse {
+                    header,
+                    remaining_bytes,
+                    blob,
+                    version: crate::node::ETCD_VERSION.into(),
+                };
+                tx.blocking_send(Ok(piece)).is_ok()
+            });
+            if let Err(e) = sent {
+                let _ = tx.blocking_send(Err(status(e)));
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+    async fn move_leader(
+        &self,
+        _r: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        Err(unimplemented("move-leader"))
+    }
+    async fn downgrade(
+        &self,
+        _r: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
+        Err(unimplemented("downgrade"))
+    }
+}
