@@ -1,5 +1,5 @@
 //! Key-value logic that the C ABI, the recipes and the node share: which keys a request
-//! covers (`Span`) and compare-and-swap.
+//! covers (`Span` on the way in, `KeyRange` on the way through) and compare-and-swap.
 
 use crate::api::{Deadline, Etcd};
 use crate::error::{Error, ErrorKind, Result};
@@ -47,6 +47,33 @@ impl Span {
             Span::RangeEnd(end) => end.clone(),
         };
         Ok((key.to_vec(), end))
+    }
+}
+
+/// The keys a request's `key` and `range_end` select, by etcd's rule: the key alone for an
+/// empty end, every key from `key` on for "\0", else [key, end) — nothing when end <= key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyRange<'a> {
+    Key(&'a [u8]),
+    From(&'a [u8]),
+    Between(&'a [u8], &'a [u8]),
+}
+
+impl<'a> KeyRange<'a> {
+    pub fn new(key: &'a [u8], range_end: &'a [u8]) -> Self {
+        match range_end {
+            [] => KeyRange::Key(key),
+            [0] => KeyRange::From(key),
+            end => KeyRange::Between(key, end),
+        }
+    }
+
+    pub fn contains(&self, k: &[u8]) -> bool {
+        match *self {
+            KeyRange::Key(key) => k == key,
+            KeyRange::From(start) => k >= start,
+            KeyRange::Between(start, end) => k >= start && k < end,
+        }
     }
 }
 

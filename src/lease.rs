@@ -4,10 +4,18 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::api::{Etcd, KeepAliveGuard, LeaseUpdate};
 use crate::error::{Error, ErrorKind, Result};
 use crate::stream::Feed;
+
+/// A lease TTL (seconds) as a span of time for timers: a negative one as zero, and at most a
+/// year — a server may grant any TTL (etcd's go up to 9e9 s), which `Instant` arithmetic
+/// would not survive.
+pub(crate) fn ttl_duration(secs: i64) -> Duration {
+    Duration::from_secs(secs.clamp(0, 365 * 24 * 3600) as u64)
+}
 
 pub struct LeaseKeeper {
     etcd: Arc<dyn Etcd>,

@@ -1,14 +1,19 @@
 //! etcdc: etcd v3 for C and C++ services.
 //!
-//! One API (`trait Etcd`, in etcd's own request and response messages) over backends: the
-//! remote gRPC client (`remote`) today, the embedded replicated node next. Above the trait
-//! sit the pieces both backends share — key spans and compare-and-swap (`kv`), the lease
-//! keeper (`lease`), the one bounded stream model (`stream`, with the `events` thread for
-//! push delivery) — and the C ABI (`ffi`), which converts and guards but decides nothing.
+//! One API (`trait Etcd`, in etcd's own request and response messages) over two backends:
+//! the remote gRPC client of any etcd v3 cluster (`remote`) and the embedded replicated node
+//! (`node`: members that run inside the service's processes, form a Raft group, keep their
+//! data on disk and serve etcd's gRPC API themselves). Above the trait sit what both
+//! backends share — key spans, key ranges and compare-and-swap (`kv`), the lease keeper
+//! (`lease`), the recipes (`recipes`: registration, discovery, sessions, mutexes,
+//! elections, queues, etcd v2's key space), the one bounded stream model (`stream`, with
+//! the `events` thread for push delivery) — and the C ABI (`ffi`), which converts and
+//! guards but decides nothing.
 //!
 //! ```text
-//! C caller ─ ffi ─┬─ kv, lease, stream ─┐
-//!                 └──────── trait Etcd (api) ─ remote
+//! C caller ─ ffi ─┬─ recipes, kv, lease, stream ─┐
+//!                 └──────────── trait Etcd (api) ─┬─ remote ─ etcd cluster
+//!                                                 └─ node::member ─ raft ─ mvcc, wal
 //! ```
 //!
 //! `unsafe` is confined to `ffi`, where raw pointers cross the boundary.

@@ -38,6 +38,14 @@ pub fn set_threads(n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Runs `f` on this thread inside the runtime `rt`: what creates tasks or connections there
+/// (a client's channels, an observer's task) needs the runtime's context. The one way a C
+/// caller's thread enters the runtime; calls that wait run on it with `Handle::block_on`.
+pub(crate) fn within<T>(rt: &Handle, f: impl FnOnce() -> T) -> T {
+    let _entered = rt.enter();
+    f()
+}
+
 /// The runtime's handle, starting it if needed.
 pub fn handle() -> Result<Handle> {
     let mut current = CURRENT.lock().unwrap_or_else(|p| p.into_inner());

@@ -14,15 +14,7 @@ use etcdc::pb::etcdserverpb::watch_create_request::FilterType;
 use etcdc::pb::etcdserverpb::*;
 use etcdc::pb::mvccpb::event::EventType;
 use etcdc::{ErrorKind, Etcd};
-use support::dl;
-
-fn put(key: &str, value: &str) -> PutRequest {
-    PutRequest {
-        key: key.into(),
-        value: value.into(),
-        ..Default::default()
-    }
-}
+use support::{dl, put, put_rev};
 
 fn get(key: &str) -> RangeRequest {
     RangeRequest {
@@ -62,10 +54,8 @@ async fn next_events(w: &mut etcdc::api::Watcher) -> Vec<etcdc::pb::mvccpb::Even
 }
 
 pub async fn put_then_get_returns_value_and_revisions(e: &dyn Etcd) {
-    let p1 = e.put(put("/a", "1"), dl()).await.unwrap();
-    let r1 = p1.header.unwrap().revision;
-    let p2 = e.put(put("/a", "2"), dl()).await.unwrap();
-    let r2 = p2.header.unwrap().revision;
+    let r1 = put_rev(e, "/a", "1").await;
+    let r2 = put_rev(e, "/a", "2").await;
     assert_eq!(r2, r1 + 1);
     let g = e.range(get("/a"), dl()).await.unwrap();
     assert_eq!(g.count, 1);
@@ -624,11 +614,7 @@ pub async fn watch_delivers_every_event_in_order(e: &dyn Etcd) {
         .unwrap();
     let mut revs = Vec::new();
     for i in 0..20 {
-        let r = e
-            .put(put(&format!("/w/{}", i % 3), &i.to_string()), dl())
-            .await
-            .unwrap();
-        revs.push(r.header.unwrap().revision);
+        revs.push(put_rev(e, format!("/w/{}", i % 3), i.to_string()).await);
     }
     e.put(put("/other", "x"), dl()).await.unwrap();
     let d = e
@@ -962,8 +948,7 @@ pub async fn slow_consumer_resumes_from_history_or_sees_compaction(e: &dyn Etcd)
     let _w = e.watch(watch_req.clone(), feed, dl()).await.unwrap();
     let mut revs = Vec::new();
     for i in 0..20 {
-        let r = e.put(put(&format!("/sc/{i}"), "v"), dl()).await.unwrap();
-        revs.push(r.header.unwrap().revision);
+        revs.push(put_rev(e, format!("/sc/{i}"), "v").await);
     }
     until_behind(&updates).await;
     let mut seen = Vec::new();
@@ -984,7 +969,7 @@ pub async fn slow_consumer_resumes_from_history_or_sees_compaction(e: &dyn Etcd)
     let mut last = 0;
     for i in 0..20 {
         last = e
-            .put(put(&format!("/sc/{i}"), "w"), dl())
+            .put(put(format!("/sc/{i}"), "w"), dl())
             .await
             .unwrap()
             .header

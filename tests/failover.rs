@@ -11,15 +11,7 @@ use etcdc::api::{deadline_in, LeaseState, WatchUpdate, Watcher};
 use etcdc::kv::prefix_end;
 use etcdc::pb::etcdserverpb::*;
 use etcdc::{ErrorKind, Etcd};
-use support::{dl, etcd::Cluster, remote};
-
-fn put(key: String) -> PutRequest {
-    PutRequest {
-        key: key.into_bytes(),
-        value: b"v".to_vec(),
-        ..Default::default()
-    }
-}
+use support::{dl, etcd::Cluster, put, remote};
 
 async fn watch_prefix(e: &dyn Etcd, prefix: &str) -> Watcher {
     e.watcher(
@@ -68,7 +60,7 @@ async fn watch_resumes_exactly_once_after_etcd_is_killed_and_restarted() {
     let mut want = BTreeSet::new();
     for i in 0..10 {
         want.insert(
-            e.put(put(format!("/r/{i}")), dl())
+            e.put(put(format!("/r/{i}"), "v"), dl())
                 .await
                 .unwrap()
                 .header
@@ -83,7 +75,7 @@ async fn watch_resumes_exactly_once_after_etcd_is_killed_and_restarted() {
     cluster.restart(0);
     for i in 10..20 {
         let rev = e
-            .put(put(format!("/r/{i}")), dl())
+            .put(put(format!("/r/{i}"), "v"), dl())
             .await
             .unwrap()
             .header
@@ -112,7 +104,7 @@ async fn watch_moves_to_another_member_when_its_member_dies() {
         for i in 0..10 {
             let key = format!("/m/{victim}/{i}");
             match writer
-                .put(put(key), deadline_in(Duration::from_secs(5)))
+                .put(put(key, "v"), deadline_in(Duration::from_secs(5)))
                 .await
             {
                 Ok(r) => {
@@ -182,13 +174,13 @@ async fn all_members_down_fails_within_the_deadline_then_recovers() {
         return;
     };
     let e: Arc<dyn Etcd> = remote(&cluster.endpoints());
-    e.put(put("/up".into()), dl()).await.unwrap();
+    e.put(put("/up", "v"), dl()).await.unwrap();
     cluster.kill(0);
     for write in [true, false] {
         let start = Instant::now();
         let deadline = deadline_in(Duration::from_secs(2));
         let err = if write {
-            e.put(put("/down".into()), deadline).await.unwrap_err()
+            e.put(put("/down", "v"), deadline).await.unwrap_err()
         } else {
             e.range(
                 RangeRequest {
@@ -246,7 +238,7 @@ async fn all_members_down_fails_within_the_deadline_then_recovers() {
         .await
         .unwrap();
     assert_eq!(got.kvs.len(), 1);
-    e.put(put("/again".into()), dl()).await.unwrap();
+    e.put(put("/again", "v"), dl()).await.unwrap();
 }
 
 /// A "server" that takes each connection, reads what the client sends, then hangs up: every
@@ -271,7 +263,7 @@ async fn a_server_that_dies_mid_call_gives_unavailable_not_a_hang() {
     let e = remote(&hang_up_server());
     let start = Instant::now();
     let err = e
-        .put(put("/k".into()), deadline_in(Duration::from_secs(2)))
+        .put(put("/k", "v"), deadline_in(Duration::from_secs(2)))
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Unavailable, "{err:?}");

@@ -10,16 +10,8 @@ use std::time::{Duration, Instant};
 use etcdc::node::member::Member;
 use etcdc::pb::etcdserverpb::*;
 use etcdc::{ErrorKind, Etcd};
-use support::dl;
 use support::node::NodeCluster;
-
-fn put(key: String, value: &str) -> PutRequest {
-    PutRequest {
-        key: key.into_bytes(),
-        value: value.into(),
-        ..Default::default()
-    }
-}
+use support::{dl, put};
 
 async fn values(e: &dyn Etcd, prefix: &str, serializable: bool) -> Vec<(String, String)> {
     let r = e
@@ -58,7 +50,7 @@ async fn a_restarted_member_has_all_its_data_from_log_and_snapshot() {
     let c = NodeCluster::start(1).await;
     let m = c.member(1);
     for i in 0..150 {
-        m.put(put(format!("/k/{i:04}"), &format!("v{i}")), dl())
+        m.put(put(format!("/k/{i:04}"), format!("v{i}")), dl())
             .await
             .unwrap();
     }
@@ -80,7 +72,7 @@ async fn with_snapshots_and_a_purged_log_a_restart_loses_nothing() {
     let c = NodeCluster::start_with(1, |cfg| cfg.snapshot_count = 20).await;
     let m = c.member(1);
     for i in 0..150 {
-        m.put(put(format!("/k/{i:04}"), &format!("v{i}")), dl())
+        m.put(put(format!("/k/{i:04}"), format!("v{i}")), dl())
             .await
             .unwrap();
     }
@@ -107,7 +99,7 @@ async fn the_leader_stops_a_new_one_is_elected_and_nothing_acknowledged_is_lost(
     let client = c.member(survivor);
     for i in 0..50 {
         client
-            .put(put(format!("/k/{i:04}"), &format!("v{i}")), dl())
+            .put(put(format!("/k/{i:04}"), format!("v{i}")), dl())
             .await
             .unwrap();
     }
@@ -124,7 +116,7 @@ async fn the_leader_stops_a_new_one_is_elected_and_nothing_acknowledged_is_lost(
     let mut acked = 50;
     loop {
         match client
-            .put(put(format!("/k/{acked:04}"), &format!("v{acked}")), dl())
+            .put(put(format!("/k/{acked:04}"), format!("v{acked}")), dl())
             .await
         {
             Ok(_) => {
@@ -196,7 +188,7 @@ async fn lease_with_key(e: &dyn Etcd, ttl: i64, key: &str) -> i64 {
     e.put(
         PutRequest {
             lease: id,
-            ..put(key.to_string(), "v")
+            ..put(key, "v")
         },
         dl(),
     )
@@ -278,7 +270,7 @@ async fn a_large_revision_is_fragmented_when_the_watch_asks() {
     let (_c, url, _stop) = support::node::serve_single().await;
     let e = support::remote(&url);
     for i in 0..100 {
-        e.put(put(format!("/big/{i:03}"), &"v".repeat(20_000)), dl())
+        e.put(put(format!("/big/{i:03}"), "v".repeat(20_000)), dl())
             .await
             .unwrap();
     }
@@ -362,7 +354,7 @@ async fn error_codes_and_cluster_headers_match_etcd() {
             .expect("url")
             .connect_lazy();
         let mut kv = KvClient::new(channel.clone());
-        kv.put(put("/present".into(), "v")).await.expect("put");
+        kv.put(put("/present", "v")).await.expect("put");
         let e = kv
             .put(PutRequest {
                 key: b"/missing".to_vec(),

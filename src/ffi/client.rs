@@ -147,13 +147,12 @@ pub extern "C" fn etcdc_client_connect(
         let defaults = etcdc_client_options::default();
         let opts = opts_or(opts, &defaults);
         let rt = crate::runtime::handle()?;
-        let remote = {
-            let _entered = rt.enter();
+        let remote = crate::runtime::within(&rt, || {
             Remote::new(RemoteConfig {
                 endpoints,
                 connect_timeout: opts.connect_timeout,
-            })?
-        };
+            })
+        })?;
         out.write(CLIENTS.insert(Client {
             etcd: Arc::new(remote),
             timeout: opts.timeout,

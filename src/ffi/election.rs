@@ -394,8 +394,7 @@ pub extern "C" fn etcdc_election_observe(
         let name = bytes(name, name_len, "name")?;
         let c = CLIENTS.get(client)?;
         let (feed, stream) = stream::open::<Leader, etcdc_leader>(cb, 64)?;
-        let _in_runtime = c.rt.enter();
-        let task = election::observe(c.etcd.clone(), name, feed)?;
+        let task = crate::runtime::within(&c.rt, || election::observe(c.etcd.clone(), name, feed))?;
         out.write(OBSERVERS.insert(StreamHandle::new(stream, Observing(task))));
         Ok(())
     })

@@ -1,7 +1,7 @@
 //! Starting a member the way etcd is started: etcd's option names and defaults, the
 //! initial cluster as `name=peer-url,...`, member ids derived from the peer URLs and the
 //! cluster token as etcd derives them, the peer service on the peer URL and etcd's API on
-//! the client URLs. `etcdc-node` and (next) the C ABI's `etcdc_node_*` are built on it.
+//! the client URLs. `etcdc-node` and the C ABI's `etcdc_node_*` are built on it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

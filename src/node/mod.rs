@@ -1,18 +1,24 @@
 //! The embedded node: a replicated, durable, etcd-compatible store inside the service
 //! process. Built in layers, each tested on its own before the next sits on it:
 //!
-//! - `mvcc`: the state machine — etcd's revisions, key history, ranges, transactions,
+//! - `mvcc/`: the state machine — etcd's revisions, key history, ranges, transactions,
 //!   compaction and lease bookkeeping, deterministic so that every member applying the same
-//!   commands reaches the same state. Checked against real etcd by the behaviour suite.
+//!   commands reaches the same state. Storage in `mod.rs`; `write` (one request's changes,
+//!   undone whole on failure), `request` (etcd's apply layer: validation, compares, the kv
+//!   entry points), `encoding` (the store as a snapshot's payload). Checked against real
+//!   etcd by the behaviour suite.
 //! - `history`: superseded values out of memory, in a file the store reads back for past
 //!   revisions (a cache: the log and the snapshots are the truth).
 //! - `wal`: the write-ahead log for Raft entries and the vote — CRC-framed records in
 //!   segment files, group commit on a thread of its own, torn tails cut, corruption refused.
-//! - `raft`: openraft's log store on `wal` and state machine on `mvcc` (snapshot files).
+//! - `raft/`: openraft's `log_store` on `wal`, the `state_machine` on `mvcc` (applying
+//!   commands), the member's `snapshot` file, backups and restore.
 //! - `watch`: each member's watches, fed by the state machine as it applies.
-//! - `member`: a running member — proposal batching, shared read-index rounds, the lease
-//!   clocks — serving `trait Etcd` in process.
-//! - `peer` and `grpc`: the members' own gRPC transport, and etcd's v3 API for clients.
+//! - `member/`: a running member serving `trait Etcd` in process — `proposal` (batching,
+//!   forwarding to the leader, exactly-once), `read` (shared read-index rounds), `lessor`
+//!   (the lease clocks), `membership`, `router` (the in-process network), `etcd` (the trait).
+//! - `peer` and `grpc/`: the members' own gRPC transport, and etcd's v3 API for clients (one
+//!   file per service).
 //! - `metrics`: `/metrics` under etcd's names (leader, fsync latency, database size).
 //! - `launch`: etcd's options (flags, environment, member ids) to a running node.
 

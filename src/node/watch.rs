@@ -16,6 +16,7 @@ use tokio::sync::RwLock;
 use super::mvcc::Mvcc;
 use crate::api::{event_rev, pieces, WatchControl, WatchUpdate, PIECE_EVENTS};
 use crate::error::{Error, ErrorKind, Result};
+use crate::kv::KeyRange;
 use crate::pb::etcdserverpb::watch_create_request::FilterType;
 use crate::pb::etcdserverpb::{ResponseHeader, WatchCreateRequest};
 use crate::pb::mvccpb::event::EventType;
@@ -42,11 +43,7 @@ impl Watcher {
             return false;
         };
         let key = kv.key.as_slice();
-        let in_range = match self.end.as_slice() {
-            [] => key == self.key.as_slice(),
-            [0] => key >= self.key.as_slice(),
-            end => key >= self.key.as_slice() && key < end,
-        };
+        let in_range = KeyRange::new(&self.key, &self.end).contains(key);
         let filtered = if e.r#type == EventType::Delete as i32 {
             self.no_delete
         } else {

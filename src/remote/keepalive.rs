@@ -16,6 +16,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use super::{require_leader, Pool};
 use crate::api::{KeepAliveGuard, LeaseState, LeaseUpdate};
 use crate::error::{Error, ErrorKind, Result};
+use crate::lease::ttl_duration;
 use crate::observe::{self, Counters, Level};
 use crate::pb::etcdserverpb::lease_client::LeaseClient;
 use crate::pb::etcdserverpb::{LeaseKeepAliveRequest, LeaseTimeToLiveRequest};
@@ -131,8 +132,7 @@ struct KeptLease {
 
 /// `now + secs`, saturating at a year: a server may grant any TTL.
 fn after(now: Instant, secs: i64) -> Instant {
-    let secs = secs.clamp(0, 365 * 24 * 3600) as u64;
-    now + Duration::from_secs(secs)
+    now + ttl_duration(secs)
 }
 
 impl KeptLease {
@@ -175,8 +175,7 @@ impl KeptLease {
         self.ttl = ttl;
         self.deadline = after(now, ttl);
         self.next_send = if refresh {
-            now + (Duration::from_secs(ttl.clamp(0, 365 * 24 * 3600) as u64) / 3)
-                .max(Duration::from_millis(500))
+            now + (ttl_duration(ttl) / 3).max(Duration::from_millis(500))
         } else {
             now
         };
@@ -300,8 +299,7 @@ impl KeeperState {
             ),
             Err(e) => {
                 let silent = Instant::now().saturating_duration_since(kept.deadline);
-                let grace = Duration::from_secs(kept.ttl.clamp(0, 365 * 24 * 3600) as u64)
-                    .max(FIRST_ANSWER);
+                let grace = ttl_duration(kept.ttl).max(FIRST_ANSWER);
                 if silent >= grace {
                     let reason = format!(
                         "assumed lost: no member could confirm the lease for {} s after its TTL ran out; its keys are deleted or will be ({})",

@@ -10,11 +10,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcdc::api::{deadline_in, Deadline};
+use etcdc::pb::etcdserverpb::PutRequest;
 use etcdc::remote::{parse_endpoints, Remote, RemoteConfig};
 use etcdc::Etcd;
 
 pub fn dl() -> Deadline {
     deadline_in(Duration::from_secs(10))
+}
+
+/// A plain put of `value` at `key`.
+pub fn put(key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> PutRequest {
+    PutRequest {
+        key: key.as_ref().to_vec(),
+        value: value.as_ref().to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Puts `value` at `key` and returns the revision it was written at.
+pub async fn put_rev(e: &dyn Etcd, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> i64 {
+    e.put(put(key, value), dl())
+        .await
+        .expect("put")
+        .header
+        .expect("header")
+        .revision
 }
 
 /// A backend under test and whatever keeps it running.

@@ -23,9 +23,45 @@ fn txn_cost(ops: &[RequestOp]) -> u64 {
         .sum()
 }
 
-fn decode<T: Message + Default>(bytes: &[u8]) -> Result<T> {
-    T::decode(bytes)
-        .map_err(|e| Error::new(ErrorKind::Internal, format!("undecodable answer: {e}")))
+/// An answer of the state machine, whose header the member that answers fills in.
+trait Answer: Message + Default {
+    fn header_mut(&mut self) -> &mut Option<ResponseHeader>;
+}
+
+macro_rules! answers {
+    ($($t:ty),*) => {$(
+        impl Answer for $t {
+            fn header_mut(&mut self) -> &mut Option<ResponseHeader> {
+                &mut self.header
+            }
+        }
+    )*};
+}
+answers!(
+    PutResponse,
+    DeleteRangeResponse,
+    TxnResponse,
+    CompactionResponse,
+    LeaseGrantResponse,
+    LeaseRevokeResponse
+);
+
+impl Member {
+    /// Every write: `cmd` through Raft, its answer (encoded once by the state machine) decoded,
+    /// with this member's header at the revision it was applied at.
+    async fn write<T: Answer>(&self, cmd: Command, deadline: Deadline) -> Result<T> {
+        let bytes = self.propose(cmd, deadline).await?;
+        let resp = T::decode(&bytes[..])
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("undecodable answer: {e}")))?;
+        Ok(self.answer(resp))
+    }
+
+    /// `resp` with this member's header at the revision it carries.
+    fn answer<T: Answer>(&self, mut resp: T) -> T {
+        let header = resp.header_mut();
+        *header = self.header(header.as_ref().map_or(0, |h| h.revision));
+        resp
+    }
 }
 
 fn is_read_only(ops: &[RequestOp]) -> bool {
@@ -54,13 +90,8 @@ impl Etcd for Member {
         check_request_size(&req)?;
         crate::node::mvcc::request::check_put(&req)?;
         self.check_quota(put_cost(&req), deadline).await?;
-        let mut resp: PutResponse = decode(
-            &self
-                .propose(Command::Put(req.encode_to_vec()), deadline)
-                .await?,
-        )?;
-        resp.header = self.header(resp.header.map_or(0, |h| h.revision));
-        Ok(resp)
+        self.write(Command::Put(req.encode_to_vec()), deadline)
+            .await
     }
 
     async fn delete_range(
@@ -70,34 +101,23 @@ impl Etcd for Member {
     ) -> Result<DeleteRangeResponse> {
         check_request_size(&req)?;
         crate::node::mvcc::request::check_delete(&req)?;
-        let mut resp: DeleteRangeResponse = decode(
-            &self
-                .propose(Command::DeleteRange(req.encode_to_vec()), deadline)
-                .await?,
-        )?;
-        resp.header = self.header(resp.header.map_or(0, |h| h.revision));
-        Ok(resp)
+        self.write(Command::DeleteRange(req.encode_to_vec()), deadline)
+            .await
     }
 
     async fn txn(&self, req: TxnRequest, deadline: Deadline) -> Result<TxnResponse> {
         check_request_size(&req)?;
         crate::node::mvcc::request::check_txn(&req)?;
-        let mut resp: TxnResponse = if is_read_only(&req.success) && is_read_only(&req.failure) {
+        if is_read_only(&req.success) && is_read_only(&req.failure) {
             // As etcd: a read-only transaction is a read, not a proposal.
             self.read_barrier(deadline).await?;
             let mut state = self.sm.state.write().await;
-            state.mvcc.txn(req)?.0
-        } else {
-            self.check_quota(txn_cost(&req.success) + txn_cost(&req.failure), deadline)
-                .await?;
-            decode(
-                &self
-                    .propose(Command::Txn(req.encode_to_vec()), deadline)
-                    .await?,
-            )?
-        };
-        resp.header = self.header(resp.header.map_or(0, |h| h.revision));
-        Ok(resp)
+            return Ok(self.answer(state.mvcc.txn(req)?.0));
+        }
+        self.check_quota(txn_cost(&req.success) + txn_cost(&req.failure), deadline)
+            .await?;
+        self.write(Command::Txn(req.encode_to_vec()), deadline)
+            .await
     }
 
     async fn compact(
@@ -105,13 +125,7 @@ impl Etcd for Member {
         req: CompactionRequest,
         deadline: Deadline,
     ) -> Result<CompactionResponse> {
-        let mut resp: CompactionResponse = decode(
-            &self
-                .propose(Command::Compact(req.revision), deadline)
-                .await?,
-        )?;
-        resp.header = self.header(resp.header.map_or(0, |h| h.revision));
-        Ok(resp)
+        self.write(Command::Compact(req.revision), deadline).await
     }
 
     async fn lease_grant(
@@ -130,13 +144,7 @@ impl Etcd for Member {
         };
         let ttl = req.ttl.max(self.min_lease_ttl);
         self.check_quota(LEASE_COST, deadline).await?;
-        let mut resp: LeaseGrantResponse = decode(
-            &self
-                .propose(Command::LeaseGrant { id, ttl }, deadline)
-                .await?,
-        )?;
-        resp.header = self.header(resp.header.map_or(0, |h| h.revision));
-        Ok(resp)
+        self.write(Command::LeaseGrant { id, ttl }, deadline).await
     }
 
     async fn lease_revoke(
@@ -144,10 +152,7 @@ impl Etcd for Member {
         req: LeaseRevokeRequest,
         deadline: Deadline,
     ) -> Result<LeaseRevokeResponse> {
-        let mut resp: LeaseRevokeResponse =
-            decode(&self.propose(Command::LeaseRevoke(req.id), deadline).await?)?;
-        resp.header = self.header(resp.header.map_or(0, |h| h.revision));
-        Ok(resp)
+        self.write(Command::LeaseRevoke(req.id), deadline).await
     }
 
     async fn lease_time_to_live(

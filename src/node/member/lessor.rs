@@ -1,6 +1,7 @@
 //! The lease clocks, and the keeper of an in-process client's lease.
 
 use super::*;
+use crate::lease::ttl_duration;
 
 /// The lease clocks. Every member has one; only the leader's runs: it gives each lease its
 /// TTL when it first sees it (so a new leader extends every live lease by its TTL, as etcd's
@@ -34,7 +35,7 @@ impl Lessor {
             return Ok(0);
         };
         let now = Instant::now();
-        let full = now + Duration::from_secs(granted.clamp(0, 365 * 24 * 3600) as u64);
+        let full = now + ttl_duration(granted);
         let mut deadlines = self.deadlines();
         let deadline = deadlines.entry(id).or_insert(full);
         if refresh {
@@ -72,9 +73,7 @@ impl Lessor {
                 let mut deadlines = self.deadlines();
                 deadlines.retain(|id, _| leases.iter().any(|(l, _)| l == id));
                 for (id, ttl) in leases {
-                    let d = deadlines
-                        .entry(id)
-                        .or_insert(now + Duration::from_secs(ttl.clamp(0, 365 * 24 * 3600) as u64));
+                    let d = deadlines.entry(id).or_insert(now + ttl_duration(ttl));
                     if now >= *d {
                         expired.push(id);
                         // Not again before the revocation has had time to apply.

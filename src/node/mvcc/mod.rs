@@ -19,6 +19,7 @@ use std::path::Path;
 
 use super::history::{History, Spilled};
 use crate::error::{Error, ErrorKind, Result};
+use crate::kv::KeyRange;
 use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::pb::etcdserverpb::*;
 use crate::pb::mvccpb::event::EventType;
@@ -362,18 +363,19 @@ impl Mvcc {
         Ok(())
     }
 
-    /// Every key of [start, end) with its versions: one key for an empty `end`, every key
-    /// from `start` on for "\0".
+    /// Every key of `KeyRange::new(start, end)` with its versions.
     fn span<'a>(
         &'a self,
         start: &[u8],
         end: &[u8],
     ) -> Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Vec<Version>)> + 'a> {
-        match end {
-            [] => Box::new(self.keys.get_key_value(start).into_iter()),
-            [0] => Box::new(self.keys.range(start.to_vec()..)),
-            end if end <= start => Box::new(std::iter::empty()),
-            end => Box::new(self.keys.range(start.to_vec()..end.to_vec())),
+        match KeyRange::new(start, end) {
+            KeyRange::Key(key) => Box::new(self.keys.get_key_value(key).into_iter()),
+            KeyRange::From(start) => Box::new(self.keys.range(start.to_vec()..)),
+            KeyRange::Between(start, end) if end <= start => Box::new(std::iter::empty()),
+            KeyRange::Between(start, end) => {
+                Box::new(self.keys.range(start.to_vec()..end.to_vec()))
+            }
         }
     }
 

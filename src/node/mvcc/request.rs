@@ -10,6 +10,7 @@ use super::{
     compacted, duplicate_key, empty_key, err, future, header, lease_not_found, Mvcc, Version,
 };
 use crate::error::{ErrorKind, Result};
+use crate::kv::KeyRange;
 use crate::node::MAX_TXN_OPS;
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
@@ -26,11 +27,9 @@ struct Intervals(Vec<(Vec<u8>, Vec<u8>)>);
 
 impl Intervals {
     fn hits(&self, key: &[u8]) -> bool {
-        self.0.iter().any(|(start, end)| match end.as_slice() {
-            [] => key == start.as_slice(),
-            [0] => key >= start.as_slice(),
-            end => key >= start.as_slice() && key < end,
-        })
+        self.0
+            .iter()
+            .any(|(start, end)| KeyRange::new(start, end).contains(key))
     }
 }
 
