@@ -135,8 +135,8 @@ pub trait Etcd: Send + Sync + 'static {
 
     /// What the backend counted: reconnects, resumed watches, keep-alive failures, retries
     /// (all zero for a backend without connections to lose).
-    fn counters(&self) -> crate::observe::Snapshot {
-        crate::observe::Snapshot::default()
+    fn counters(&self) -> crate::observe::Totals {
+        crate::observe::Totals::default()
     }
 }
 

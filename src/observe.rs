@@ -55,7 +55,7 @@ pub struct Counters {
 
 /// The counters at one moment.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
-pub struct Snapshot {
+pub struct Totals {
     /// Watch and keep-alive streams opened again after they broke.
     pub reconnects: u64,
     /// Watches re-created from their next revision on a new stream after a reconnect.
@@ -71,8 +71,8 @@ impl Counters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
+    pub fn totals(&self) -> Totals {
+        Totals {
             reconnects: self.reconnects.load(Ordering::Relaxed),
             watch_resumes: self.watch_resumes.load(Ordering::Relaxed),
             keepalive_failures: self.keepalive_failures.load(Ordering::Relaxed),

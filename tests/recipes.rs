@@ -263,7 +263,7 @@ pub async fn discovery_follows_the_directory(e: Arc<dyn Etcd>) {
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(d.snapshot().len(), 4);
+    assert_eq!(d.instances().len(), 4);
     // Round-robin visits every instance once per round.
     let mut seen: HashMap<String, usize> = HashMap::new();
     for _ in 0..8 {
@@ -302,7 +302,7 @@ pub async fn discovery_follows_the_directory(e: Arc<dyn Etcd>) {
         Change::Removed(i) => assert_eq!(i.id, "ccc"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(d.snapshot().len(), 3);
+    assert_eq!(d.instances().len(), 3);
     assert!(Discovery::start(e.clone(), "/", stream::channel(4).0, dl())
         .await
         .is_err());
@@ -676,7 +676,8 @@ async fn discovery_table_matches_the_truth_after_random_churn() {
         .collect();
     let until = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let got: Vec<(String, String)> = d.snapshot().into_iter().map(|i| (i.id, i.addr)).collect();
+        let got: Vec<(String, String)> =
+            d.instances().into_iter().map(|i| (i.id, i.addr)).collect();
         if got == want {
             break;
         }
@@ -776,7 +777,7 @@ async fn discovery_relists_after_a_compaction_it_missed() {
         seen += 1;
     }
     assert!(seen < 601, "{seen} changes: the backlog was not bounded");
-    let got: Vec<(String, String)> = d.snapshot().into_iter().map(|i| (i.id, i.addr)).collect();
+    let got: Vec<(String, String)> = d.instances().into_iter().map(|i| (i.id, i.addr)).collect();
     let want: Vec<(String, String)> = [0, 1, 2, 4, 5, 6]
         .iter()
         .map(|k| {

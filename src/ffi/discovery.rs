@@ -263,7 +263,7 @@ pub extern "C" fn etcdc_discovery_snapshot(
 ) -> etcdc_status {
     guard(|| {
         out(list_out, "list_out")?;
-        let items = DISCOVERIES.get(d)?.with_source(|d| Ok(d.snapshot()))?;
+        let items = DISCOVERIES.get(d)?.with_source(|d| Ok(d.instances()))?;
         write_result(
             list_out,
             etcdc_instance_list {

@@ -35,14 +35,14 @@ impl Default for etcdc_node_options {
     }
 }
 
-pub(crate) struct Node {
+pub(crate) struct EmbeddedNode {
     running: std::sync::Mutex<Option<RunningNode>>,
     member: Arc<crate::node::member::Member>,
     id: u64,
     rt: tokio::runtime::Handle,
 }
 
-pub(crate) static NODES: Table<Node> = Table::new(4, "node");
+pub(crate) static NODES: Table<EmbeddedNode> = Table::new(4, "node");
 
 fn urls(p: *const c_char, name: &str) -> Result<Vec<String>> {
     Ok(c_str(p, name)?
@@ -255,7 +255,7 @@ pub extern "C" fn etcdc_node_start(
         let running = rt.block_on(launch::start(opts))?;
         let member = running.member.clone();
         let id = running.id;
-        out.write(NODES.insert(Node {
+        out.write(NODES.insert(EmbeddedNode {
             running: std::sync::Mutex::new(Some(running)),
             member,
             id,

@@ -54,7 +54,7 @@ impl Histogram {
 }
 
 /// A member's state at the moment `/metrics` is asked.
-pub struct Snapshot<'a> {
+pub struct Reading<'a> {
     pub id: u64,
     pub has_leader: bool,
     pub is_leader: bool,
@@ -73,7 +73,7 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
 }
 
 /// The Prometheus text for `s`, with the process' own CPU and memory.
-pub fn render(s: &Snapshot) -> String {
+pub fn render(s: &Reading) -> String {
     let mut out = String::with_capacity(4096);
     let b = |v: bool| u8::from(v);
     metric(

@@ -5,7 +5,7 @@
 //!   compaction and lease bookkeeping, deterministic so that every member applying the same
 //!   commands reaches the same state. Storage in `mod.rs`; `write` (one request's changes,
 //!   undone whole on failure), `request` (etcd's apply layer: validation, compares, the kv
-//!   entry points), `encoding` (the store as a snapshot's payload). Checked against real
+//!   entry points), `image` (the store as bytes: a snapshot's payload). Checked against real
 //!   etcd by the behaviour suite.
 //! - `history`: superseded values out of memory, in a file the store reads back for past
 //!   revisions (a cache: the log and the snapshots are the truth).

@@ -22,7 +22,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 use super::member::{Member, Peers, REMOVED};
-use super::raft::{decode, encode, Command, NodeId, Outcome, TypeConfig};
+use super::raft::{pack, unpack, Command, NodeId, Outcome, TypeConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pb::etcdcpeer::peer_client::PeerClient;
 use crate::pb::etcdcpeer::peer_server::{Peer, PeerServer};
@@ -149,24 +149,22 @@ impl PeerNetwork {
                     Error::new(ErrorKind::Unavailable, why)
                 }
             })?;
-        decode::<std::result::Result<T, Error>>(&bytes)?
+        unpack::<std::result::Result<T, Error>>(&bytes)?
     }
 }
 
 #[async_trait::async_trait]
 impl Peers for PeerNetwork {
     async fn forward_write(&self, leader: NodeId, cmd: Command) -> Result<Outcome> {
-        self.client_call(leader, Method::Forward, encode(&cmd))
-            .await
+        self.client_call(leader, Method::Forward, pack(&cmd)).await
     }
 
     async fn read_index(&self, leader: NodeId) -> Result<u64> {
-        self.client_call(leader, Method::ReadIndex, encode(&()))
-            .await
+        self.client_call(leader, Method::ReadIndex, pack(&())).await
     }
 
     async fn lease_ttl(&self, leader: NodeId, id: i64, refresh: bool) -> Result<i64> {
-        self.client_call(leader, Method::LeaseTtl, encode(&(id, refresh)))
+        self.client_call(leader, Method::LeaseTtl, pack(&(id, refresh)))
             .await
     }
 
@@ -177,7 +175,7 @@ impl Peers for PeerNetwork {
                 id,
                 addr,
                 Method::Forward,
-                encode(&cmd),
+                pack(&cmd),
                 Duration::from_secs(2),
             )
             .await;
@@ -222,7 +220,7 @@ impl PeerLink {
                 self.target,
                 &self.addr,
                 method,
-                encode(req),
+                pack(req),
                 option.hard_ttl(),
             )
             .await
@@ -240,7 +238,7 @@ impl PeerLink {
                 }
             })?;
         let answer: std::result::Result<Resp, E> =
-            decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            unpack(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -298,13 +296,11 @@ impl PeerService {
 }
 
 fn blob<T: Serialize>(value: &T) -> Response<Blob> {
-    Response::new(Blob {
-        data: encode(value),
-    })
+    Response::new(Blob { data: pack(value) })
 }
 
 fn request<T: DeserializeOwned>(r: Request<Blob>) -> std::result::Result<T, Status> {
-    decode(&r.into_inner().data).map_err(|e| Status::invalid_argument(e.message))
+    unpack(&r.into_inner().data).map_err(|e| Status::invalid_argument(e.message))
 }
 
 #[tonic::async_trait]

@@ -23,7 +23,7 @@ use crate::pb::mvccpb::event::EventType;
 use crate::pb::mvccpb::Event;
 use crate::stream::{Feed, SendError};
 
-struct Watcher {
+struct HubWatch {
     key: Vec<u8>,
     /// etcd's range end: empty for one key, "\0" for every key from `key` on.
     end: Vec<u8>,
@@ -37,7 +37,7 @@ struct Watcher {
     feed: Feed<WatchUpdate>,
 }
 
-impl Watcher {
+impl HubWatch {
     fn wants(&self, e: &Event) -> bool {
         let Some(kv) = &e.kv else {
             return false;
@@ -76,7 +76,7 @@ struct Identity {
 /// A member's watchers.
 #[derive(Default)]
 pub struct Hub {
-    watchers: Mutex<HashMap<u64, Watcher>>,
+    watchers: Mutex<HashMap<u64, HubWatch>>,
     next_id: AtomicU64,
     /// The store's revision as of the last apply, for progress answers.
     revision: AtomicI64,
@@ -113,7 +113,7 @@ impl Hub {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Watcher>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, HubWatch>> {
         self.watchers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -182,7 +182,7 @@ impl Hub {
         } else {
             req.key.clone()
         };
-        let w = Watcher {
+        let w = HubWatch {
             key,
             end: req.range_end.clone(),
             no_put: req.filters.contains(&(FilterType::Noput as i32)),
@@ -204,7 +204,7 @@ impl Hub {
 
     /// Delivers watcher `id`'s events from history until it is current (then it is synced)
     /// or its consumer is full (then it waits for room).
-    fn catch_up(&self, watchers: &mut HashMap<u64, Watcher>, mvcc: &Mvcc, id: u64) {
+    fn catch_up(&self, watchers: &mut HashMap<u64, HubWatch>, mvcc: &Mvcc, id: u64) {
         let Some(w) = watchers.get_mut(&id) else {
             return;
         };

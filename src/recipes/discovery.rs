@@ -50,7 +50,7 @@ pub enum Policy {
     Weighted,
 }
 
-fn decode(prefix: &[u8], kv: &KeyValue) -> Instance {
+fn instance_of(prefix: &[u8], kv: &KeyValue) -> Instance {
     let id = String::from_utf8_lossy(&kv.key[prefix.len().min(kv.key.len())..]).into_owned();
     let text = String::from_utf8_lossy(&kv.value);
     let json: Option<serde_json::Value> = serde_json::from_str(&text).ok();
@@ -125,7 +125,7 @@ impl Discovery {
     }
 
     /// The instances now, by id.
-    pub fn snapshot(&self) -> Vec<Instance> {
+    pub fn instances(&self) -> Vec<Instance> {
         self.lock()
             .instances
             .values()
@@ -240,7 +240,7 @@ async fn list(
         .kvs
         .iter()
         .map(|kv| {
-            let i = decode(prefix, kv);
+            let i = instance_of(prefix, kv);
             (i.id.clone(), i)
         })
         .collect();
@@ -325,7 +325,7 @@ async fn follow(
                             if e.r#type == EventType::Delete as i32 {
                                 t.instances.remove(&id).map(|(i, _)| Change::Removed(i))
                             } else {
-                                let i = decode(&prefix, &kv);
+                                let i = instance_of(&prefix, &kv);
                                 match t.instances.get_mut(&id) {
                                     Some((old, _)) => {
                                         *old = i.clone();

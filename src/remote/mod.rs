@@ -291,8 +291,8 @@ fn kv(ch: Channel) -> KvClient<Channel> {
 
 #[async_trait::async_trait]
 impl Etcd for Remote {
-    fn counters(&self) -> crate::observe::Snapshot {
-        self.pool.counters.snapshot()
+    fn counters(&self) -> crate::observe::Totals {
+        self.pool.counters.totals()
     }
 
     async fn range(&self, req: RangeRequest, deadline: Deadline) -> Result<RangeResponse> {

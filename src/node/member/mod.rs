@@ -272,7 +272,7 @@ impl Member {
     pub fn metrics_text(&self) -> String {
         let m = self.raft.metrics().borrow().clone();
         let db_size = self.sm.size.load(Ordering::Relaxed);
-        super::metrics::render(&super::metrics::Snapshot {
+        super::metrics::render(&super::metrics::Reading {
             id: self.id,
             has_leader: m.current_leader.is_some(),
             is_leader: m.current_leader == Some(self.id),

@@ -146,7 +146,7 @@ pub(super) async fn batch_proposals(
                 vec![submit(&raft, &*peers, me, cmd).await]
             } else {
                 match submit(&raft, &*peers, me, Command::Batch(cmds)).await {
-                    Ok(bytes) => crate::node::raft::decode::<Vec<Result<Vec<u8>>>>(&bytes)
+                    Ok(bytes) => crate::node::raft::unpack::<Vec<Result<Vec<u8>>>>(&bytes)
                         .unwrap_or_else(|e| vec![Err(e); n]),
                     Err(e) => vec![Err(e); n],
                 }

@@ -177,10 +177,10 @@ fn a_snapshot_restores_the_same_store() {
     );
     m.members_changed(&[7, 8], &[7]);
     assert!(m.is_removed(8) && !m.is_removed(7));
-    let back = Mvcc::decode(&m.encode()).unwrap();
+    let back = Mvcc::from_image(&m.image()).unwrap();
     assert_eq!(format!("{back:?}"), format!("{m:?}"));
     assert_eq!(
-        Mvcc::decode(&m.encode()[..10]).unwrap_err().kind,
+        Mvcc::from_image(&m.image()[..10]).unwrap_err().kind,
         ErrorKind::DataLoss
     );
 }
@@ -209,7 +209,7 @@ fn same_history(a: &Mvcc, b: &Mvcc) {
             "hash at {rev}"
         );
     }
-    assert_eq!(a.encode(), b.encode());
+    assert_eq!(a.image(), b.image());
 }
 
 /// A store that keeps superseded values in its history file answers as one that keeps
@@ -290,8 +290,8 @@ fn a_store_with_a_history_file_answers_as_one_without() {
     assert!(file.compact_revision() > 0, "the run compacted");
     same_history(&mem, &file);
     // Loaded from its snapshot, a store spills its old values again, in order.
-    let encoded = file.encode();
-    let mut back = Mvcc::decode_from(&encoded[..], Some((dir.path(), 1))).unwrap();
+    let encoded = file.image();
+    let mut back = Mvcc::read_image(&encoded[..], Some((dir.path(), 1))).unwrap();
     same_history(&mem, &back);
     let at = mem.revision() - 5;
     mem.compact(at).unwrap();

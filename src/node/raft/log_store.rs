@@ -81,12 +81,12 @@ impl LogStore {
         let (wal, recovered) = Wal::open(dir)?;
         let mut entries = BTreeMap::new();
         for (index, data) in recovered.entries {
-            let entry = decode::<Entry<TypeConfig>>(&data)?;
+            let entry = unpack::<Entry<TypeConfig>>(&data)?;
             let bytes = data.len();
             entries.insert(index, Kept { entry, bytes });
         }
         let purged = match recovered.purged {
-            Some((_, data)) => decode::<Option<LogId<NodeId>>>(&data)?,
+            Some((_, data)) => unpack::<Option<LogId<NodeId>>>(&data)?,
             None => None,
         };
         let mut inner = LogInner {
@@ -96,10 +96,10 @@ impl LogStore {
             keep_bytes,
             vote: recovered
                 .vote
-                .map(|v| decode::<Vote<NodeId>>(&v))
+                .map(|v| unpack::<Vote<NodeId>>(&v))
                 .transpose()?,
             committed: match recovered.committed {
-                Some(c) => decode::<Option<LogId<NodeId>>>(&c)?,
+                Some(c) => unpack::<Option<LogId<NodeId>>>(&c)?,
                 None => None,
             },
             purged,
@@ -142,7 +142,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 .map_err(|e| StorageIOError::read_logs(&e))?;
             for (_, data) in read {
                 out.push(
-                    decode::<Entry<TypeConfig>>(&data)
+                    unpack::<Entry<TypeConfig>>(&data)
                         .map_err(|e| StorageIOError::read_logs(&e))?,
                 );
             }
@@ -181,7 +181,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
         let mut inner = self.inner.lock().await;
         let wal = inner.wal.clone();
-        wal.write(vec![Record::Vote(encode(vote))])
+        wal.write(vec![Record::Vote(pack(vote))])
             .await
             .map_err(|e| StorageIOError::write_vote(&e))?;
         inner.vote = Some(*vote);
@@ -209,7 +209,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Not synced: the mark only lets a restart re-apply sooner; the log stays the truth.
         inner
             .wal
-            .submit_unsynced(vec![Record::Committed(encode(&committed))]);
+            .submit_unsynced(vec![Record::Committed(pack(&committed))]);
         inner.committed = committed;
         inner.shed();
         Ok(())
@@ -227,7 +227,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut records = Vec::new();
         for entry in entries {
             let index = entry.log_id.index;
-            let data = encode(&entry);
+            let data = pack(&entry);
             let bytes = data.len();
             records.push(Record::Entry { index, data });
             // An entry replacing a conflicting suffix drops it, as the log does.
@@ -263,7 +263,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let wal = inner.wal.clone();
         wal.write(vec![Record::Purge {
             upto: log_id.index,
-            data: encode(&Some(log_id)),
+            data: pack(&Some(log_id)),
         }])
         .await
         .map_err(|e| io_err(&e))?;

@@ -98,14 +98,16 @@ pub struct Outcome(pub Option<std::result::Result<Vec<u8>, Error>>);
 /// The on-disk format of every payload this module writes.
 const FORMAT: u8 = 1;
 
-pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+/// One of our own values as bytes, for the disk or a peer: the format byte, then bincode.
+pub(crate) fn pack<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![FORMAT];
     // Serializing our own plain types into a Vec cannot fail.
     out.extend(bincode::serialize(value).unwrap_or_default());
     out
 }
 
-pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> std::result::Result<T, Error> {
+/// What `pack` made, back; a damaged or unknown payload is `DataLoss`.
+pub(crate) fn unpack<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> std::result::Result<T, Error> {
     match bytes.split_first() {
         Some((&FORMAT, rest)) => bincode::deserialize(rest)
             .map_err(|e| Error::new(ErrorKind::DataLoss, format!("undecodable record: {e}"))),

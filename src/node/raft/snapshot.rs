@@ -19,7 +19,7 @@ pub(super) fn write_snapshot_stream(
     mvcc: &Mvcc,
 ) -> std::io::Result<()> {
     let start = out.stream_position()?;
-    let mut head = encode(meta);
+    let mut head = pack(meta);
     out.seek(SeekFrom::Current(4 + head.len() as i64 + 8))?;
     let (store_crc, len) = {
         let mut store = Hashing {
@@ -27,7 +27,7 @@ pub(super) fn write_snapshot_stream(
             crc: crc32fast::Hasher::new(),
             len: 0,
         };
-        mvcc.encode_to(&mut store)?;
+        mvcc.write_image(&mut store)?;
         store.inner.flush()?;
         (store.crc.clone(), store.len)
     };
@@ -132,7 +132,7 @@ pub(super) fn read_snapshot(
         .map_err(|e| read_error(path, e))?;
     let mut r = BufReader::with_capacity(1 << 20, f).take(end - 4);
     let (meta, len) = read_head(&mut r)?;
-    let mvcc = Mvcc::decode_from(r.take(len), Some((history, crate::node::history::PIECE)))?;
+    let mvcc = Mvcc::read_image(r.take(len), Some((history, crate::node::history::PIECE)))?;
     Ok((meta, mvcc))
 }
 
@@ -333,10 +333,10 @@ pub(super) fn restore_into(
     wal.write_blocking(vec![
         Record::Purge {
             upto: last.index,
-            data: encode(&Some(last)),
+            data: pack(&Some(last)),
         },
-        Record::Committed(encode(&Some(last))),
-        Record::Vote(encode(&Vote::<NodeId>::new(last.leader_id.term, 0))),
+        Record::Committed(pack(&Some(last))),
+        Record::Vote(pack(&Vote::<NodeId>::new(last.leader_id.term, 0))),
     ])
 }
 
@@ -377,7 +377,7 @@ mod tests {
 
     /// The crc of a snapshot file and the part before the store's bytes.
     fn snapshot_head(file: &SnapshotFile) -> ([u8; 4], Vec<u8>) {
-        let mut head = encode(&file.meta);
+        let mut head = pack(&file.meta);
         head.extend_from_slice(&(file.data.len() as u64).to_le_bytes());
         let mut crc = crc32fast::Hasher::new();
         crc.update(&head);
@@ -436,7 +436,7 @@ mod tests {
         }
         let whole = SnapshotFile {
             meta: SnapshotMeta::default(),
-            data: mvcc.encode(),
+            data: mvcc.image(),
         };
         let (crc, head) = snapshot_head(&whole);
         let mut streamed = Cursor::new(b"before".to_vec());

@@ -236,7 +236,7 @@ pub(super) fn apply_command(
                 .into_iter()
                 .map(|c| apply_command(mvcc, c, events))
                 .collect();
-            (encode(&answers), Vec::new())
+            (pack(&answers), Vec::new())
         }
     };
     events.extend(changes);

@@ -1,5 +1,5 @@
-//! The store's own encoding (a Raft snapshot's payload): versioned, self-contained, streamed
-//! both ways so that a large store is never held twice in memory.
+//! The store's image: the whole store as bytes (a Raft snapshot's payload), versioned and
+//! self-contained, streamed both ways so that a large store is never held twice in memory.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -9,25 +9,25 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::node::history::History;
 use crate::pb::mvccpb::KeyValue;
 
-/// The snapshot format's version: the first byte of `Mvcc::encode`. Version 2 added the
+/// The image format's version: the first byte of `Mvcc::write_image`. Version 2 added the
 /// alarms at the end, version 3 the members' attributes and removed members after them;
 /// older snapshots are read as having none.
-const SNAPSHOT_FORMAT: u8 = 3;
+const IMAGE_FORMAT: u8 = 3;
 
 impl Mvcc {
     /// The whole store as bytes (a Raft snapshot): versioned, self-contained. The node
-    /// streams it (`encode_to`); the tests compare bytes.
+    /// streams it (`write_image`); the tests compare bytes.
     #[cfg(test)]
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn image(&self) -> Vec<u8> {
         // About the size the quota counts (key + value + 64 per version): one allocation.
         let mut out = Vec::with_capacity(self.size as usize + 1024);
         // Writing into a Vec cannot fail.
-        let _ = self.encode_to(&mut out);
+        let _ = self.write_image(&mut out);
         out
     }
 
-    /// `encode`, written to `out` as it goes: a snapshot file is streamed, never held whole.
-    pub fn encode_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    /// `image`, written to `out` as it goes: a snapshot file is streamed, never held whole.
+    pub fn write_image(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         use prost::Message;
         fn put(out: &mut impl std::io::Write, v: u64) -> std::io::Result<()> {
             out.write_all(&v.to_be_bytes())
@@ -36,7 +36,7 @@ impl Mvcc {
             put(out, b.len() as u64)?;
             out.write_all(b)
         }
-        out.write_all(&[SNAPSHOT_FORMAT])?;
+        out.write_all(&[IMAGE_FORMAT])?;
         put(out, self.rev as u64)?;
         put(out, self.compacted as u64)?;
         put(out, self.leases.len() as u64)?;
@@ -91,20 +91,20 @@ impl Mvcc {
         Ok(())
     }
 
-    /// A store from `encode`'s bytes, all in memory (the node decodes with `decode_from`).
+    /// A store from `image`'s bytes, all in memory (the node reads with `read_image`).
     #[cfg(test)]
-    pub fn decode(data: &[u8]) -> Result<Mvcc> {
-        Mvcc::decode_from(data, None)
+    pub fn from_image(data: &[u8]) -> Result<Mvcc> {
+        Mvcc::read_image(data, None)
     }
 
-    /// A store from `encode`'s bytes, read as they come, its superseded values going to a
+    /// A store from `image`'s bytes, read as they come, its superseded values going to a
     /// new history file in `history.0` (written every `history.1` bytes) key by key as they
     /// are read: neither the snapshot nor the store's whole history is ever in memory.
-    pub fn decode_from(data: impl std::io::Read, history: Option<(&Path, usize)>) -> Result<Mvcc> {
+    pub fn read_image(data: impl std::io::Read, history: Option<(&Path, usize)>) -> Result<Mvcc> {
         use prost::Message;
         let mut r = Reader { data };
         let format = r.byte()?;
-        if !(1..=SNAPSHOT_FORMAT).contains(&format) {
+        if !(1..=IMAGE_FORMAT).contains(&format) {
             return Err(Error::new(
                 ErrorKind::DataLoss,
                 "the snapshot has an unknown format version",
@@ -140,7 +140,7 @@ impl Mvcc {
                 let version = match r.byte()? {
                     1 => Version::from_kv(
                         rev,
-                        KeyValue::decode(&r.bytes()?[..]).map_err(|_| bad_snapshot())?,
+                        KeyValue::decode(&r.bytes()?[..]).map_err(|_| bad_image())?,
                     ),
                     _ => Version::tombstone(rev),
                 };
@@ -158,7 +158,7 @@ impl Mvcc {
             }
         }
         if format >= 3 {
-            let text = |b: Vec<u8>| String::from_utf8(b).map_err(|_| bad_snapshot());
+            let text = |b: Vec<u8>| String::from_utf8(b).map_err(|_| bad_image());
             for _ in 0..r.num()? {
                 let id = r.num()?;
                 let name = text(r.bytes()?)?;
@@ -176,18 +176,18 @@ impl Mvcc {
     }
 }
 
-fn bad_snapshot() -> Error {
+fn bad_image() -> Error {
     Error::new(ErrorKind::DataLoss, "the snapshot is malformed")
 }
 
-/// Reads `Mvcc::encode`'s format from a stream.
+/// Reads `Mvcc::write_image`'s format from a stream.
 struct Reader<R> {
     data: R,
 }
 
 impl<R: std::io::Read> Reader<R> {
     fn fill(&mut self, buf: &mut [u8]) -> Result<()> {
-        self.data.read_exact(buf).map_err(|_| bad_snapshot())
+        self.data.read_exact(buf).map_err(|_| bad_image())
     }
 
     fn byte(&mut self) -> Result<u8> {
@@ -210,9 +210,9 @@ impl<R: std::io::Read> Reader<R> {
         (&mut self.data)
             .take(n)
             .read_to_end(&mut out)
-            .map_err(|_| bad_snapshot())?;
+            .map_err(|_| bad_image())?;
         if out.len() as u64 != n {
-            return Err(bad_snapshot());
+            return Err(bad_image());
         }
         Ok(out)
     }
