@@ -198,7 +198,7 @@ int main(int argc, char** argv) {
           while (auto e = discovery.next(0)) {
             const char* sign = e->change == etcdc::Change::Added ? "+" : e->change == etcdc::Change::Removed ? "-" : "~";
             if (e->change == etcdc::Change::Ended) {
-              log("discovery ended: " + std::string(etcdc_status_str(static_cast<etcdc_status>(e->status))));
+              log("discovery ended: " + std::string(etcdc::to_string(e->status)));
               running = false;
               break;
             }

@@ -77,6 +77,9 @@ enum class WatchKind {
 enum class EventType { Put = ETCDC_EVENT_PUT, Delete = ETCDC_EVENT_DELETE };
 enum class LeaseState { Alive = ETCDC_LEASE_ALIVE, Reconnecting = ETCDC_LEASE_RECONNECTING, Lost = ETCDC_LEASE_LOST };
 
+/// A status's name ("ETCDC_ERR_TIMEOUT"); static.
+inline const char* to_string(Status s) noexcept { return etcdc_status_str(static_cast<int32_t>(s)); }
+
 /// A failed call: the status and the message etcdc_last_error() gave for it.
 class Error : public std::runtime_error {
  public:
@@ -204,6 +207,13 @@ class PutResult {
   explicit PutResult(etcdc_put_result* r) noexcept : r_(r), view_(r) {}
   /// A view of a put result inside a transaction result.
   static PutResult view(const etcdc_put_result* r) noexcept { return PutResult(r, nullptr); }
+  /// A moved-from result is empty (header 0, no prev_kv), never a view of the moved one.
+  PutResult(PutResult&& o) noexcept : r_(std::move(o.r_)), view_(std::exchange(o.view_, nullptr)) {}
+  PutResult& operator=(PutResult&& o) noexcept {
+    r_ = std::move(o.r_);
+    view_ = std::exchange(o.view_, nullptr);
+    return *this;
+  }
   Header header() const noexcept { return Header::of(etcdc_put_result_header(view_)); }
   std::optional<KeyValue> prev_kv() const& noexcept {
     const etcdc_kv* kv = etcdc_put_result_prev_kv(view_);
@@ -223,6 +233,13 @@ class DeleteResult {
   explicit DeleteResult(etcdc_delete_result* r) noexcept : r_(r), view_(r) {}
   /// A view of a delete result inside a transaction result.
   static DeleteResult view(const etcdc_delete_result* r) noexcept { return DeleteResult(r, nullptr); }
+  /// A moved-from result is empty (header 0, nothing deleted), never a view of the moved one.
+  DeleteResult(DeleteResult&& o) noexcept : r_(std::move(o.r_)), view_(std::exchange(o.view_, nullptr)) {}
+  DeleteResult& operator=(DeleteResult&& o) noexcept {
+    r_ = std::move(o.r_);
+    view_ = std::exchange(o.view_, nullptr);
+    return *this;
+  }
   Header header() const noexcept { return Header::of(etcdc_delete_result_header(view_)); }
   int64_t deleted() const noexcept { return etcdc_delete_result_deleted(view_); }
   size_t prev_size() const noexcept { return etcdc_delete_result_prev_len(view_); }

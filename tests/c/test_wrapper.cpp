@@ -67,6 +67,24 @@ int main() try {
   CHECK(del && del->deleted() == 1 && del->prev(0).value() == "2");
   CHECK(!r.put(1) && !r.del(0));
 
+  // A moved-from result is empty, not a view of the result it was moved into (which may be
+  // gone by then).
+  {
+    auto owner = c.put("w/moved", "1");
+    etcdc::PutResult moved_from = c.put("w/moved", "2", &prev);
+    auto keep = std::move(moved_from);
+    owner = std::move(keep);
+    CHECK(owner.prev_kv() && owner.prev_kv()->value() == "1");
+    CHECK(moved_from.header().revision() == 0 && !moved_from.prev_kv());
+    CHECK(keep.header().revision() == 0 && !keep.prev_kv());
+    etcdc::DeleteOptions moved_prev;
+    moved_prev.prev_kv();
+    auto d = c.del("w/moved", &moved_prev);
+    auto d2 = std::move(d);
+    CHECK(d2.deleted() == 1 && d.deleted() == 0 && d.prev_size() == 0);
+  }
+  CHECK(std::string(etcdc::to_string(etcdc::Status::Timeout)) == "ETCDC_ERR_TIMEOUT");
+
   // A watch callback that keeps responses past the call with clone(), and range-for.
   std::mutex mu;
   std::condition_variable cv;
