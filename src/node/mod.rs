@@ -9,8 +9,9 @@
 //!   etcd by the behaviour suite.
 //! - `history`: superseded values out of memory, in a file the store reads back for past
 //!   revisions (a cache: the log and the snapshots are the truth).
-//! - `wal`: the write-ahead log for Raft entries and the vote — CRC-framed records in
-//!   segment files, group commit on a thread of its own, torn tails cut, corruption refused.
+//! - `wal/`: the write-ahead log for Raft entries and the vote — CRC-framed `record`s in
+//!   `segment` files (torn tails cut, corruption refused), group commit on the `writer`
+//!   thread of its own.
 //! - `raft/`: openraft's `log_store` on `wal`, the `state_machine` on `mvcc` (applying
 //!   commands), the member's `snapshot` file, backups and restore.
 //! - `watch`: each member's watches, fed by the state machine as it applies.

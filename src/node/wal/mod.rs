@@ -1,0 +1,296 @@
+//! The write-ahead log: the node's truth on disk for Raft entries and the vote. Records are
+//! appended to segment files (`<seq>.wal`, rolled at 16 MiB), each framed as
+//! `len: u32 | crc32: u32 | kind: u8 | fields`, and made durable by one `fdatasync` per group
+//! of batches on a thread of its own (group commit: batches that queue while a sync runs
+//! share the next one; no runtime worker ever waits on the disk). A batch's completion runs
+//! only after its sync; a hint (the committed mark) rides the next sync, or is written
+//! unsynced when no batch follows within 10 ms.
+//! Segments are preallocated, so an append changes no file size and a sync writes no inode.
+//!
+//! On open every segment is read back up to the zeros of its preallocated rest: a torn last
+//! record (a crash mid-write; a hole of zeros with unsynced data after it) is cut off; a
+//! corrupt record anywhere else is refused with its place, never skipped. A write that fails
+//! for want of room (ENOSPC, EDQUOT, EFBIG) is cut back off the file and retried until there
+//! is room: the log stalls (`Wal::stall`) instead of failing the consensus layer, so nothing
+//! acknowledged is lost and the node goes on by itself once space returns. Any other failed
+//! write is reported; a failed sync poisons the log (the kernel may have dropped the pages),
+//! so the node must reopen it. The directory is locked against a second process.
+//!
+//! The log stores opaque payloads: what an entry or a vote means is the consensus layer's.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::node::metrics::Histogram;
+
+mod record;
+mod segment;
+mod writer;
+
+pub use record::Record;
+use record::{FRAME, MAGIC};
+pub use segment::Recovered;
+use segment::*;
+pub use writer::Stall;
+use writer::*;
+
+/// The log. Share it with `Arc`; every method may be called from any thread. Dropping it
+/// lets queued writes finish (a log waiting for room gives up), then releases the directory.
+pub struct Wal {
+    dir: PathBuf,
+    places: Arc<Mutex<Places>>,
+    jobs: Option<mpsc::Sender<Batch>>,
+    hints: Arc<Mutex<Vec<Record>>>,
+    writer: Option<JoinHandle<()>>,
+    syncs: Arc<Histogram>,
+    stall: Arc<Stall>,
+    fsync: Arc<AtomicBool>,
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.stall.closing.store(true, Ordering::Release);
+        drop(self.jobs.take());
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Wal {
+    /// From now on a group is written but not synced (etcd's `--unsafe-no-fsync`): what
+    /// is acknowledged survives the process being killed, not the machine losing power.
+    /// For tests, such as the negative control of the power-loss harness.
+    pub fn unsafe_no_fsync(&self) {
+        self.fsync.store(false, Ordering::Relaxed);
+    }
+
+    /// Opens (or creates) the log in `dir`, returning what it holds.
+    pub fn open(dir: &Path) -> Result<(Wal, Recovered)> {
+        fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io("cannot open", &lock_path, e))?;
+        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+            Error::new(
+                ErrorKind::FailedPrecondition,
+                format!(
+                    "{} is in use by another process ({e}): one node per data dir",
+                    dir.display()
+                ),
+            )
+        })?;
+        let mut seqs: Vec<u64> = fs::read_dir(dir)
+            .map_err(|e| io("cannot list", dir, e))?
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                u64::from_str_radix(name.strip_suffix(".wal")?, 16).ok()
+            })
+            .collect();
+        seqs.sort_unstable();
+        let mut segments: Vec<Segment> = seqs
+            .iter()
+            .map(|&seq| Segment {
+                seq,
+                path: segment_path(dir, seq),
+                max_index: None,
+            })
+            .collect();
+        let mut state = Recovered::default();
+        let mut places = Places::new();
+        let n = segments.len();
+        let mut size = MAGIC.len() as u64;
+        for (i, seg) in segments.iter_mut().enumerate() {
+            size = replay(seg, i + 1 == n, &mut state, &mut places)?;
+        }
+        let places = Arc::new(Mutex::new(places));
+        if segments.is_empty() {
+            let path = segment_path(dir, 1);
+            write_new_segment(&path)?;
+            segments.push(Segment {
+                seq: 1,
+                path,
+                max_index: None,
+            });
+        }
+        let active = &segments[segments.len() - 1].path;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(active)
+            .map_err(|e| io("cannot open", active, e))?;
+        preallocate(&file);
+        file.seek(SeekFrom::Start(size))
+            .map_err(|e| io("cannot open", active, e))?;
+        let syncs = Arc::new(Histogram::default());
+        let stall = Arc::new(Stall::default());
+        let hints = Arc::new(Mutex::new(Vec::new()));
+        let fsync = Arc::new(AtomicBool::new(true));
+        let writer = Writer {
+            dir: dir.to_path_buf(),
+            segments,
+            file,
+            size,
+            vote: state.vote.clone(),
+            committed: state.committed.clone(),
+            purged: state.purged.clone(),
+            syncs: syncs.clone(),
+            stall: stall.clone(),
+            fsync: fsync.clone(),
+            poisoned: None,
+            buf: Vec::new(),
+            spans: Vec::new(),
+            places: places.clone(),
+            hints: hints.clone(),
+            _lock: lock,
+        };
+        let (jobs, rx) = mpsc::channel();
+        let writer = crate::runtime::with_sigpipe_blocked(|| {
+            std::thread::Builder::new()
+                .name("etcdc-wal".into())
+                .spawn(move || writer.run(rx))
+        })
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("cannot start the log writer: {e}"),
+            )
+        })?;
+        Ok((
+            Wal {
+                dir: dir.to_path_buf(),
+                places,
+                jobs: Some(jobs),
+                hints,
+                writer: Some(writer),
+                syncs,
+                fsync,
+                stall,
+            },
+            state,
+        ))
+    }
+
+    /// Queues `records`; `done` runs on the writer thread once they are durable (or failed).
+    pub fn submit(&self, records: Vec<Record>, done: impl FnOnce(Result<()>) + Send + 'static) {
+        self.queue(Batch {
+            records,
+            done: Box::new(done),
+        });
+    }
+
+    /// Hands `records` over to be written with the next batch's sync — or, if none comes
+    /// within `HINT_WAIT` of the last sync, on their own without a sync, or when the log
+    /// closes: hints such as the committed mark, whose loss costs nothing but a longer
+    /// replay. The writer is not woken for them: openraft saves the mark after every
+    /// commit, and a wake-up plus a write of its own per commit cost the writer thread a
+    /// context switch and a syscall per batch.
+    pub fn submit_unsynced(&self, records: Vec<Record>) {
+        self.hints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(records);
+    }
+
+    fn queue(&self, batch: Batch) {
+        let refused = match &self.jobs {
+            Some(jobs) => jobs.send(batch).err().map(|mpsc::SendError(b)| b),
+            None => Some(batch),
+        };
+        if let Some(batch) = refused {
+            (batch.done)(Err(Error::new(ErrorKind::Closed, "the log is closed")));
+        }
+    }
+
+    /// `submit`, awaited.
+    pub async fn write(&self, records: Vec<Record>) -> Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(records, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.await
+            .unwrap_or_else(|_| Err(Error::new(ErrorKind::Closed, "the log is closed")))
+    }
+
+    /// `submit`, waited for on the calling thread (never a runtime worker).
+    pub fn write_blocking(&self, records: Vec<Record>) -> Result<()> {
+        let (tx, rx) = mpsc::channel();
+        self.submit(records, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv()
+            .unwrap_or_else(|_| Err(Error::new(ErrorKind::Closed, "the log is closed")))
+    }
+
+    /// The highest index whose entry has been written (not necessarily synced yet): from
+    /// then on `read_entries` can read it back.
+    pub fn last_written(&self) -> Option<u64> {
+        let places = self.places.lock().unwrap_or_else(|p| p.into_inner());
+        places.keys().next_back().copied()
+    }
+
+    /// Reads back the entries in `from..to` that the log holds, in order: what a log store
+    /// that no longer keeps them in memory serves a lagging follower from. Each record's
+    /// checksum is verified again.
+    pub fn read_entries(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>> {
+        let wanted: Vec<(u64, Place)> = {
+            let places = self.places.lock().unwrap_or_else(|p| p.into_inner());
+            places.range(from..to).map(|(&i, &p)| (i, p)).collect()
+        };
+        let mut out = Vec::with_capacity(wanted.len());
+        let mut open: Option<(u64, File)> = None;
+        for (index, place) in wanted {
+            let path = segment_path(&self.dir, place.seq);
+            let f = match open {
+                Some((seq, ref f)) if seq == place.seq => f,
+                _ => {
+                    let f = File::open(&path).map_err(|e| io("cannot read", &path, e))?;
+                    &open.insert((place.seq, f)).1
+                }
+            };
+            let mut frame = vec![0; (place.len as usize).max(FRAME)];
+            std::os::unix::fs::FileExt::read_exact_at(f, &mut frame, place.offset)
+                .map_err(|e| io("cannot read", &path, e))?;
+            let (head, body) = frame.split_at(FRAME);
+            let crc = u32::from_be_bytes(head[4..].try_into().unwrap_or_default());
+            if crc32fast::hash(body) != crc {
+                return Err(corrupt(
+                    &path,
+                    place.offset,
+                    "checksum mismatch on reading back",
+                ));
+            }
+            match Record::decode(body) {
+                Some(Record::Entry { index: i, data }) if i == index => out.push((index, data)),
+                _ => return Err(corrupt(&path, place.offset, "not the entry expected there")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The log's stall state: why it cannot write now, if it cannot.
+    pub fn stall(&self) -> Arc<Stall> {
+        self.stall.clone()
+    }
+
+    /// How many syncs the log has made: fewer than batches when group commit works.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.count()
+    }
+
+    /// How long its syncs took (etcd's `etcd_disk_wal_fsync_duration_seconds`).
+    pub fn sync_latency(&self) -> Arc<Histogram> {
+        self.syncs.clone()
+    }
+}
