@@ -1,14 +1,13 @@
 //! `etcdc_client`: a connection to an etcd cluster, and its options.
 
-use super::completion::{begin, etcdc_cq, etcdc_op, Answer};
-use std::ffi::c_char;
-use std::ffi::c_void;
+use std::ffi::{c_char, c_void};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
 
+use super::completion::{begin, etcdc_cq, etcdc_op, Answer};
 use super::guard::{c_str, free_box, guard, new_boxed, opts_or, out, set};
 use super::handle::Table;
 use super::status::etcdc_status;
@@ -217,45 +216,32 @@ pub(crate) struct Queued {
 }
 
 impl Queued {
-    /// `start` with these.
+    /// Starts `call` on the client's runtime, completing into `cq` with `tag`; the
+    /// operation's handle goes to `op_out` when that is not NULL. Everything about the
+    /// arguments was checked before: from here on, the only outcome is the completion.
     pub fn start<F>(self, c: &Client, call: F) -> Result<()>
     where
         F: Future<Output = Result<Answer>> + Send + 'static,
     {
-        start(c, self.cq, self.tag, self.op_out, call)
+        begin(
+            &c.rt,
+            Some(&c.inflight),
+            self.cq,
+            self.tag,
+            self.op_out,
+            |running| async move {
+                let result = call.await;
+                running.complete(result);
+            },
+        )
     }
-}
-
-/// Starts `call` on the client's runtime, completing into `cq` with `tag`; the operation's
-/// handle goes to `op_out` when that is not NULL. Everything about the arguments was checked
-/// before: from here on, the only outcome is the completion.
-pub(crate) fn start<F>(
-    c: &Client,
-    cq: *const etcdc_cq,
-    tag: *mut c_void,
-    op_out: *mut *mut etcdc_op,
-    call: F,
-) -> Result<()>
-where
-    F: Future<Output = Result<Answer>> + Send + 'static,
-{
-    begin(
-        &c.rt,
-        Some(&c.inflight),
-        cq,
-        tag,
-        op_out,
-        |running| async move {
-            let result = call.await;
-            running.complete(result);
-        },
-    )
 }
 
 /// Every `_async` export: `prepare` checks the arguments and builds the call on the caller's
 /// thread (its error is the export's status, and then nothing completes); the call then runs
-/// on the runtime and completes into `cq` with `tag`.
-pub(crate) fn launch<P, Fut>(
+/// on the runtime and completes into `cq` with `tag`, its result the completion's answer.
+/// The blocking twin runs the same `prepare` through `wait`.
+pub(crate) fn launch<P, Fut, R>(
     client: *const etcdc_client,
     cq: *const etcdc_cq,
     tag: *mut c_void,
@@ -264,11 +250,23 @@ pub(crate) fn launch<P, Fut>(
 ) -> etcdc_status
 where
     P: FnOnce(&Client, Arc<dyn crate::api::Etcd>) -> Result<Fut>,
-    Fut: Future<Output = Result<Answer>> + Send + 'static,
+    Fut: Future<Output = Result<R>> + Send + 'static,
+    R: std::any::Any + Send,
 {
     guard(|| {
         let c = CLIENTS.get(client)?;
         let call = prepare(&c, c.etcd.clone())?;
-        start(&c, cq, tag, op_out, call)
+        Queued { cq, tag, op_out }.start(&c, async move { call.await.map(Answer::new) })
     })
+}
+
+/// Every blocking export with an `_async` twin: the same `prepare`, waited for on this thread.
+pub(crate) fn wait<P, Fut, R>(client: *const etcdc_client, prepare: P) -> Result<R>
+where
+    P: FnOnce(&Client, Arc<dyn crate::api::Etcd>) -> Result<Fut>,
+    Fut: Future<Output = Result<R>>,
+{
+    let c = CLIENTS.get(client)?;
+    let call = prepare(&c, c.etcd.clone())?;
+    c.block(call)
 }

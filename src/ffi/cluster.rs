@@ -1,14 +1,16 @@
 //! Cluster: members and endpoint status.
 
-use super::client::launch;
-use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, result, Answer};
-use std::ffi::c_void;
-use std::ffi::{c_char, CString};
+use std::ffi::{c_char, c_void, CString};
+use std::future::Future;
+use std::sync::Arc;
 
-use super::client::{etcdc_client, CLIENTS};
+use super::client::{etcdc_client, launch, wait, Client, CLIENTS};
+use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, result};
 use super::guard::{c_str, cstring, field, free_box, guard, out};
 use super::record::{etcdc_header, header};
 use super::status::etcdc_status;
+use crate::api::Etcd;
+use crate::error::Result;
 
 struct MemberInfo {
     id: u64,
@@ -32,13 +34,21 @@ pub extern "C" fn etcdc_cluster_members(
     list_out: *mut *mut etcdc_member_list,
 ) -> etcdc_status {
     guard(|| {
-        let c = CLIENTS.get(client)?;
         let out = out(list_out, "list_out")?;
-        let deadline = c.deadline(timeout_ms)?;
-        let resp = c.block(c.etcd.member_list(deadline))?;
-        out.write(Box::into_raw(Box::new(resp.into())));
+        let list = wait(client, |c, etcd| members_call(c, etcd, timeout_ms))?;
+        out.write(Box::into_raw(Box::new(list)));
         Ok(())
     })
+}
+
+/// A member list: the deadline now, the call when awaited.
+fn members_call(
+    c: &Client,
+    etcd: Arc<dyn Etcd>,
+    timeout_ms: i64,
+) -> Result<impl Future<Output = Result<etcdc_member_list>>> {
+    let deadline = c.deadline(timeout_ms)?;
+    Ok(async move { Ok(etcd.member_list(deadline).await?.into()) })
 }
 
 /// `etcdc_cluster_members`, asynchronously (see `etcdc_put_async`):
@@ -52,12 +62,7 @@ pub extern "C" fn etcdc_cluster_members_async(
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
     launch(client, cq, tag, op_out, |c, etcd| {
-        let deadline = c.deadline(timeout_ms)?;
-        Ok(async move {
-            Ok(Answer::new(etcdc_member_list::from(
-                etcd.member_list(deadline).await?,
-            )))
-        })
+        members_call(c, etcd, timeout_ms)
     })
 }
 
@@ -225,9 +230,9 @@ pub extern "C" fn etcdc_endpoint_status_async(
     launch(client, cq, tag, op_out, |c, etcd| {
         let deadline = c.deadline(timeout_ms)?;
         Ok(async move {
-            Ok(Answer::new(etcdc_endpoint_status::from(
+            Ok(etcdc_endpoint_status::from(
                 etcd.status(None, deadline).await?,
-            )))
+            ))
         })
     })
 }

@@ -26,6 +26,8 @@ pub(crate) struct Answer(Box<dyn Any + Send>);
 
 impl Answer {
     pub fn new<R: Any + Send>(result: R) -> Self {
+        // An Answer inside an Answer would downcast to nothing: a result type is never one.
+        debug_assert!(std::any::TypeId::of::<R>() != std::any::TypeId::of::<Answer>());
         Answer(Box::new(result))
     }
 }

@@ -1,19 +1,22 @@
 //! Removals: delete (a key, prefix, range or from a key), its options and result object;
 //! and compaction, which removes history.
 
-use super::client::launch;
-use super::client::{etcdc_client, CLIENTS};
-use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, result, Answer};
+use std::ffi::c_void;
+use std::future::Future;
+use std::sync::Arc;
+
+use super::client::{etcdc_client, launch, wait, Client};
+use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, result};
 use super::guard::{
     bytes, field, free_box, guard, new_boxed, opts_or, set, set_span, set_timeout, write_result,
     Spanned, Timed,
 };
 use super::record::{etcdc_header, etcdc_kv, header, kvs};
 use super::status::etcdc_status;
+use crate::api::Etcd;
 use crate::error::{Error, Result};
 use crate::kv::Span;
 use crate::pb::etcdserverpb::*;
-use std::ffi::c_void;
 
 /// Options for `etcdc_delete` and for deletes inside a transaction.
 #[derive(Clone, Default)]
@@ -120,6 +123,21 @@ pub extern "C" fn etcdc_delete_options_set_timeout_ms(
     set_timeout(opts, timeout_ms)
 }
 
+/// A delete: the arguments checked and copied now, the call when awaited.
+fn delete_call(
+    c: &Client,
+    etcd: Arc<dyn Etcd>,
+    key: *const u8,
+    key_len: usize,
+    opts: *const etcdc_delete_options,
+) -> Result<impl Future<Output = Result<etcdc_delete_result>>> {
+    let default = etcdc_delete_options::default();
+    let opts = opts_or(opts, &default);
+    let req = opts.request(key, key_len)?;
+    let deadline = c.deadline(opts.timeout_ms)?;
+    Ok(async move { Ok(etcd.delete_range(req, deadline).await?.into()) })
+}
+
 /// Deletes `key` (or the span the options select). `opts` and `result_out` may be NULL.
 /// Deleting nothing is success with `etcdc_delete_result_deleted` = 0.
 #[no_mangle]
@@ -131,13 +149,8 @@ pub extern "C" fn etcdc_delete(
     result_out: *mut *mut etcdc_delete_result,
 ) -> etcdc_status {
     guard(|| {
-        let c = CLIENTS.get(client)?;
-        let default = etcdc_delete_options::default();
-        let opts = opts_or(opts, &default);
-        let req = opts.request(key, key_len)?;
-        let deadline = c.deadline(opts.timeout_ms)?;
-        let resp = c.block(c.etcd.delete_range(req, deadline))?;
-        write_result(result_out, resp.into());
+        let r = wait(client, |c, etcd| delete_call(c, etcd, key, key_len, opts))?;
+        write_result(result_out, r);
         Ok(())
     })
 }
@@ -155,15 +168,7 @@ pub extern "C" fn etcdc_delete_async(
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
     launch(client, cq, tag, op_out, |c, etcd| {
-        let default = etcdc_delete_options::default();
-        let opts = opts_or(opts, &default);
-        let req = opts.request(key, key_len)?;
-        let deadline = c.deadline(opts.timeout_ms)?;
-        Ok(async move {
-            Ok(Answer::new(etcdc_delete_result::from(
-                etcd.delete_range(req, deadline).await?,
-            )))
-        })
+        delete_call(c, etcd, key, key_len, opts)
     })
 }
 
@@ -220,18 +225,9 @@ pub extern "C" fn etcdc_compact(
     timeout_ms: i64,
 ) -> etcdc_status {
     guard(|| {
-        let c = CLIENTS.get(client)?;
-        if revision <= 0 {
-            return Err(Error::invalid(format!(
-                "compact revision must be positive, got {revision}"
-            )));
-        }
-        let deadline = c.deadline(timeout_ms)?;
-        c.block(
-            c.etcd
-                .compact(CompactionRequest { revision, physical }, deadline),
-        )?;
-        Ok(())
+        wait(client, |c, etcd| {
+            compact_call(c, etcd, revision, physical, timeout_ms)
+        })
     })
 }
 
@@ -247,16 +243,27 @@ pub extern "C" fn etcdc_compact_async(
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
     launch(client, cq, tag, op_out, |c, etcd| {
-        if revision <= 0 {
-            return Err(Error::invalid(format!(
-                "compact revision must be positive, got {revision}"
-            )));
-        }
-        let deadline = c.deadline(timeout_ms)?;
-        Ok(async move {
-            let req = crate::pb::etcdserverpb::CompactionRequest { revision, physical };
-            etcd.compact(req, deadline).await?;
-            Ok(Answer::new(()))
-        })
+        compact_call(c, etcd, revision, physical, timeout_ms)
+    })
+}
+
+/// A compaction: the arguments checked now, the call when awaited.
+fn compact_call(
+    c: &Client,
+    etcd: Arc<dyn Etcd>,
+    revision: i64,
+    physical: bool,
+    timeout_ms: i64,
+) -> Result<impl Future<Output = Result<()>>> {
+    if revision <= 0 {
+        return Err(Error::invalid(format!(
+            "compact revision must be positive, got {revision}"
+        )));
+    }
+    let deadline = c.deadline(timeout_ms)?;
+    Ok(async move {
+        etcd.compact(CompactionRequest { revision, physical }, deadline)
+            .await
+            .map(drop)
     })
 }

@@ -2,11 +2,10 @@
 //! (a list, then a watch) and picks one per request. It reports changes through the one
 //! stream handle (callback, or pull with an fd for epoll loops).
 
-use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, next_async, result};
 use std::ffi::{c_char, c_int, c_void, CString};
 
 use super::client::{etcdc_client, CLIENTS};
-
+use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, next_async, result};
 use super::guard::{
     arg, c_str, clone_box, cstring, field, free_box, guard, out, status_field, write_result,
 };

@@ -1,18 +1,16 @@
 //! Elections — Go's `concurrency.Election` on the wire, so etcdc, `etcdctl elect` and Go
 //! services see the same leader: campaign, proclaim, resign, the leader, and observers.
 
-use super::completion::{etcdc_completion, next_async, result};
-use super::session::{etcdc_session, session_of};
 use std::ffi::{c_int, c_void, CString};
 use std::sync::{Arc, Mutex as StdMutex};
 
-use super::client::Queued;
-use super::client::{etcdc_client, Client, CLIENTS};
-use super::completion::{etcdc_cq, etcdc_op, Answer};
+use super::client::{etcdc_client, Client, Queued, CLIENTS};
+use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, next_async, result, Answer};
 use super::guard::{
     arg, bytes, clone_box, cstring, field, free_box, guard, out, status_field, view,
 };
 use super::handle::Table;
+use super::session::{etcdc_session, session_of};
 use super::status::etcdc_status;
 use super::stream::{self, CCallback, CItem, StreamHandle};
 use crate::error::{Error, ErrorKind, Result};

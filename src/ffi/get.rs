@@ -1,18 +1,21 @@
 //! Reads: get by key, prefix, range or from a key, its options and its result object.
 
-use super::client::launch;
-use super::client::{etcdc_client, CLIENTS};
-use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, result, Answer};
+use std::ffi::c_void;
+use std::future::Future;
+use std::sync::Arc;
+
+use super::client::{etcdc_client, launch, wait, Client};
+use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, result};
 use super::guard::{
     bytes, field, free_box, guard, new_boxed, non_negative, opts_or, out, set, set_span,
     set_timeout, Spanned, Timed,
 };
 use super::record::{etcdc_header, etcdc_kv, header, kvs};
 use super::status::etcdc_status;
+use crate::api::Etcd;
 use crate::error::{Error, Result};
 use crate::kv::Span;
 use crate::pb::etcdserverpb::*;
-use std::ffi::c_void;
 
 /// Sort by which field (`etcdc_get_options_set_sort`).
 pub type etcdc_sort_target = u32;
@@ -238,6 +241,21 @@ pub extern "C" fn etcdc_get_options_set_timeout_ms(
     set_timeout(opts, timeout_ms)
 }
 
+/// A get: the arguments checked and copied now, the call when awaited.
+fn get_call(
+    c: &Client,
+    etcd: Arc<dyn Etcd>,
+    key: *const u8,
+    key_len: usize,
+    opts: *const etcdc_get_options,
+) -> Result<impl Future<Output = Result<etcdc_get_result>>> {
+    let default = etcdc_get_options::default();
+    let opts = opts_or(opts, &default);
+    let req = opts.request(key, key_len)?;
+    let deadline = c.deadline(opts.timeout_ms)?;
+    Ok(async move { Ok(etcd.range(req, deadline).await?.into()) })
+}
+
 /// Reads `key` (or the span the options select). `opts` may be NULL. On success `*result_out`
 /// owns a result to free with `etcdc_get_result_free`; a missing key is success with 0 kvs.
 #[no_mangle]
@@ -249,14 +267,9 @@ pub extern "C" fn etcdc_get(
     result_out: *mut *mut etcdc_get_result,
 ) -> etcdc_status {
     guard(|| {
-        let c = CLIENTS.get(client)?;
         let out = out(result_out, "result_out")?;
-        let default = etcdc_get_options::default();
-        let opts = opts_or(opts, &default);
-        let req = opts.request(key, key_len)?;
-        let deadline = c.deadline(opts.timeout_ms)?;
-        let resp = c.block(c.etcd.range(req, deadline))?;
-        out.write(Box::into_raw(Box::new(resp.into())));
+        let r = wait(client, |c, etcd| get_call(c, etcd, key, key_len, opts))?;
+        out.write(Box::into_raw(Box::new(r)));
         Ok(())
     })
 }
@@ -274,15 +287,7 @@ pub extern "C" fn etcdc_get_async(
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
     launch(client, cq, tag, op_out, |c, etcd| {
-        let default = etcdc_get_options::default();
-        let opts = opts_or(opts, &default);
-        let req = opts.request(key, key_len)?;
-        let deadline = c.deadline(opts.timeout_ms)?;
-        Ok(async move {
-            Ok(Answer::new(etcdc_get_result::from(
-                etcd.range(req, deadline).await?,
-            )))
-        })
+        get_call(c, etcd, key, key_len, opts)
     })
 }
 

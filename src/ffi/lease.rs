@@ -1,21 +1,45 @@
 //! Leases: grant, revoke, time-to-live, list, and a keeper that keeps leases alive and reports
 //! their state.
 
-use super::client::launch;
-use super::completion::{
-    etcdc_completion, etcdc_cq, etcdc_op, next_async, result, with_result, Answer,
-};
 use std::ffi::{c_char, c_int, c_void, CString};
+use std::future::Future;
+use std::sync::Arc;
 
-use super::client::{etcdc_client, CLIENTS};
+use super::client::{etcdc_client, launch, wait, Client, CLIENTS};
+use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, next_async, result, with_result};
 use super::guard::{arg, clone_box, cstring, field, free_box, guard, out, status_field, view};
 use super::handle::Table;
 use super::status::etcdc_status;
 use super::stream::{self, CCallback, CItem, StreamHandle};
-use crate::api::{LeaseState, LeaseUpdate};
+use crate::api::{Etcd, LeaseState, LeaseUpdate};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lease::LeaseKeeper;
 use crate::pb::etcdserverpb::*;
+
+/// A grant: the arguments checked now, the call when awaited.
+fn grant_call(
+    c: &Client,
+    etcd: Arc<dyn Etcd>,
+    ttl: i64,
+    id: i64,
+    timeout_ms: i64,
+) -> Result<impl Future<Output = Result<LeaseGrantResponse>>> {
+    if ttl <= 0 {
+        return Err(Error::invalid(format!(
+            "lease TTL must be positive, got {ttl}"
+        )));
+    }
+    if id < 0 {
+        return Err(Error::invalid(format!(
+            "lease id must not be negative, got {id}"
+        )));
+    }
+    let deadline = c.deadline(timeout_ms)?;
+    Ok(async move {
+        etcd.lease_grant(LeaseGrantRequest { ttl, id }, deadline)
+            .await
+    })
+}
 
 /// Grants a lease of `ttl` seconds. `id` 0 lets the server choose the id. The granted id and
 /// TTL (the server may raise a small TTL to its minimum) are written to `id_out` and
@@ -30,20 +54,8 @@ pub extern "C" fn etcdc_lease_grant(
     ttl_out: *mut i64,
 ) -> etcdc_status {
     guard(|| {
-        let c = CLIENTS.get(client)?;
         let id_out = out(id_out, "id_out")?;
-        if ttl <= 0 {
-            return Err(Error::invalid(format!(
-                "lease TTL must be positive, got {ttl}"
-            )));
-        }
-        if id < 0 {
-            return Err(Error::invalid(format!(
-                "lease id must not be negative, got {id}"
-            )));
-        }
-        let deadline = c.deadline(timeout_ms)?;
-        let resp = c.block(c.etcd.lease_grant(LeaseGrantRequest { ttl, id }, deadline))?;
+        let resp = wait(client, |c, etcd| grant_call(c, etcd, ttl, id, timeout_ms))?;
         id_out.write(resp.id);
         if !ttl_out.is_null() {
             out(ttl_out, "ttl_out")?.write(resp.ttl);
@@ -65,18 +77,8 @@ pub extern "C" fn etcdc_lease_grant_async(
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
     launch(client, cq, tag, op_out, |c, etcd| {
-        if ttl <= 0 || id < 0 {
-            return Err(Error::invalid(format!(
-                "lease TTL must be positive and id not negative, got TTL {ttl}, id {id}"
-            )));
-        }
-        let deadline = c.deadline(timeout_ms)?;
-        Ok(async move {
-            let req = crate::pb::etcdserverpb::LeaseGrantRequest { ttl, id };
-            Ok(Answer::new(Granted(
-                etcd.lease_grant(req, deadline).await?.id,
-            )))
-        })
+        let call = grant_call(c, etcd, ttl, id, timeout_ms)?;
+        Ok(async move { Ok(Granted(call.await?.id)) })
     })
 }
 
@@ -97,11 +99,21 @@ pub extern "C" fn etcdc_lease_revoke(
     id: i64,
     timeout_ms: i64,
 ) -> etcdc_status {
-    guard(|| {
-        let c = CLIENTS.get(client)?;
-        let deadline = c.deadline(timeout_ms)?;
-        c.block(c.etcd.lease_revoke(LeaseRevokeRequest { id }, deadline))?;
-        Ok(())
+    guard(|| wait(client, |c, etcd| revoke_call(c, etcd, id, timeout_ms)))
+}
+
+/// A revoke: the deadline now, the call when awaited.
+fn revoke_call(
+    c: &Client,
+    etcd: Arc<dyn Etcd>,
+    id: i64,
+    timeout_ms: i64,
+) -> Result<impl Future<Output = Result<()>>> {
+    let deadline = c.deadline(timeout_ms)?;
+    Ok(async move {
+        etcd.lease_revoke(LeaseRevokeRequest { id }, deadline)
+            .await
+            .map(drop)
     })
 }
 
@@ -116,12 +128,7 @@ pub extern "C" fn etcdc_lease_revoke_async(
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
     launch(client, cq, tag, op_out, |c, etcd| {
-        let deadline = c.deadline(timeout_ms)?;
-        Ok(async move {
-            let req = crate::pb::etcdserverpb::LeaseRevokeRequest { id };
-            etcd.lease_revoke(req, deadline).await?;
-            Ok(Answer::new(()))
-        })
+        revoke_call(c, etcd, id, timeout_ms)
     })
 }
 
@@ -154,15 +161,27 @@ pub extern "C" fn etcdc_lease_time_to_live(
     info_out: *mut *mut etcdc_lease_info,
 ) -> etcdc_status {
     guard(|| {
-        let c = CLIENTS.get(client)?;
         let out = out(info_out, "info_out")?;
-        let deadline = c.deadline(timeout_ms)?;
-        let resp = c.block(
-            c.etcd
-                .lease_time_to_live(LeaseTimeToLiveRequest { id, keys }, deadline),
-        )?;
-        out.write(Box::into_raw(Box::new(lease_info(resp)?)));
+        let info = wait(client, |c, etcd| ttl_call(c, etcd, id, keys, timeout_ms))?;
+        out.write(Box::into_raw(Box::new(info)));
         Ok(())
+    })
+}
+
+/// A time-to-live: the deadline now, the call when awaited.
+fn ttl_call(
+    c: &Client,
+    etcd: Arc<dyn Etcd>,
+    id: i64,
+    keys: bool,
+    timeout_ms: i64,
+) -> Result<impl Future<Output = Result<etcdc_lease_info>>> {
+    let deadline = c.deadline(timeout_ms)?;
+    Ok(async move {
+        lease_info(
+            etcd.lease_time_to_live(LeaseTimeToLiveRequest { id, keys }, deadline)
+                .await?,
+        )
     })
 }
 
@@ -179,12 +198,7 @@ pub extern "C" fn etcdc_lease_time_to_live_async(
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
     launch(client, cq, tag, op_out, |c, etcd| {
-        let deadline = c.deadline(timeout_ms)?;
-        Ok(async move {
-            let req = crate::pb::etcdserverpb::LeaseTimeToLiveRequest { id, keys };
-            let info = lease_info(etcd.lease_time_to_live(req, deadline).await?)?;
-            Ok(Answer::new(info))
-        })
+        ttl_call(c, etcd, id, keys, timeout_ms)
     })
 }
 
@@ -249,13 +263,25 @@ pub extern "C" fn etcdc_leases(
     list_out: *mut *mut etcdc_lease_list,
 ) -> etcdc_status {
     guard(|| {
-        let c = CLIENTS.get(client)?;
         let out = out(list_out, "list_out")?;
-        let deadline = c.deadline(timeout_ms)?;
-        let resp = c.block(c.etcd.lease_leases(deadline))?;
-        let ids = resp.leases.into_iter().map(|l| l.id).collect();
-        out.write(Box::into_raw(Box::new(etcdc_lease_list { ids })));
+        let list = wait(client, |c, etcd| leases_call(c, etcd, timeout_ms))?;
+        out.write(Box::into_raw(Box::new(list)));
         Ok(())
+    })
+}
+
+/// A lease list: the deadline now, the call when awaited.
+fn leases_call(
+    c: &Client,
+    etcd: Arc<dyn Etcd>,
+    timeout_ms: i64,
+) -> Result<impl Future<Output = Result<etcdc_lease_list>>> {
+    let deadline = c.deadline(timeout_ms)?;
+    Ok(async move {
+        let resp = etcd.lease_leases(deadline).await?;
+        Ok(etcdc_lease_list {
+            ids: resp.leases.into_iter().map(|l| l.id).collect(),
+        })
     })
 }
 
@@ -269,13 +295,7 @@ pub extern "C" fn etcdc_leases_async(
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
     launch(client, cq, tag, op_out, |c, etcd| {
-        let deadline = c.deadline(timeout_ms)?;
-        Ok(async move {
-            let resp = etcd.lease_leases(deadline).await?;
-            Ok(Answer::new(etcdc_lease_list {
-                ids: resp.leases.into_iter().map(|l| l.id).collect(),
-            }))
-        })
+        leases_call(c, etcd, timeout_ms)
     })
 }
 

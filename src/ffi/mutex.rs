@@ -1,16 +1,15 @@
 //! Mutexes — Go's `concurrency.Mutex` on the wire, so etcdc, `etcdctl lock` and Go services
 //! exclude each other.
 
-use super::session::{etcdc_session, session_of};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use super::client::Client;
-use super::client::Queued;
+use super::client::{Client, Queued};
 use super::completion::{etcdc_cq, etcdc_op, Answer};
 use super::guard::{bytes, guard, out, value, view};
 use super::handle::Table;
+use super::session::{etcdc_session, session_of};
 use super::status::etcdc_status;
 use crate::error::Result;
 use crate::recipes::mutex::Mutex;

@@ -1,18 +1,21 @@
 //! Writes of one key: put, its options and its result object.
 
-use super::client::launch;
-use super::client::{etcdc_client, CLIENTS};
-use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, result, Answer};
+use std::ffi::c_void;
+use std::future::Future;
+use std::sync::Arc;
+
+use super::client::{etcdc_client, launch, wait, Client};
+use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, result};
 use super::guard::{
     bytes, field, free_box, guard, new_boxed, non_negative, opts_or, set, set_timeout,
     write_result, Timed,
 };
 use super::record::{etcdc_header, etcdc_kv, header};
 use super::status::etcdc_status;
+use crate::api::Etcd;
 use crate::error::{Error, Result};
 use crate::kv::Span;
 use crate::pb::etcdserverpb::*;
-use std::ffi::c_void;
 
 /// Options for `etcdc_put` and for puts inside a transaction.
 #[derive(Clone, Default)]
@@ -132,6 +135,24 @@ pub extern "C" fn etcdc_put_options_set_timeout_ms(
     set_timeout(opts, timeout_ms)
 }
 
+/// A put: the arguments checked and copied now, the call when awaited (`etcdc_put` and
+/// `etcdc_put_async` both).
+fn put_call(
+    c: &Client,
+    etcd: Arc<dyn Etcd>,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    opts: *const etcdc_put_options,
+) -> Result<impl Future<Output = Result<etcdc_put_result>>> {
+    let default = etcdc_put_options::default();
+    let opts = opts_or(opts, &default);
+    let req = opts.request(key, key_len, value, value_len)?;
+    let deadline = c.deadline(opts.timeout_ms)?;
+    Ok(async move { Ok(etcd.put(req, deadline).await?.into()) })
+}
+
 /// Writes `value` at `key`. `opts` and `result_out` may be NULL. A put is sent at most once:
 /// when the connection fails after sending, the call reports `ETCDC_ERR_UNAVAILABLE` and the
 /// write may or may not have been applied (read it back, or use a transaction).
@@ -146,13 +167,10 @@ pub extern "C" fn etcdc_put(
     result_out: *mut *mut etcdc_put_result,
 ) -> etcdc_status {
     guard(|| {
-        let c = CLIENTS.get(client)?;
-        let default = etcdc_put_options::default();
-        let opts = opts_or(opts, &default);
-        let req = opts.request(key, key_len, value, value_len)?;
-        let deadline = c.deadline(opts.timeout_ms)?;
-        let resp = c.block(c.etcd.put(req, deadline))?;
-        write_result(result_out, resp.into());
+        let r = wait(client, |c, etcd| {
+            put_call(c, etcd, key, key_len, value, value_len, opts)
+        })?;
+        write_result(result_out, r);
         Ok(())
     })
 }
@@ -175,15 +193,7 @@ pub extern "C" fn etcdc_put_async(
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
     launch(client, cq, tag, op_out, |c, etcd| {
-        let default = etcdc_put_options::default();
-        let opts = opts_or(opts, &default);
-        let req = opts.request(key, key_len, value, value_len)?;
-        let deadline = c.deadline(opts.timeout_ms)?;
-        Ok(async move {
-            Ok(Answer::new(etcdc_put_result::from(
-                etcd.put(req, deadline).await?,
-            )))
-        })
+        put_call(c, etcd, key, key_len, value, value_len, opts)
     })
 }
 

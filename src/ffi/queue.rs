@@ -1,11 +1,10 @@
 //! Ordered queues, as etcd v2's in-order keys: enqueue appends `<dir>/<20-digit revision>`,
 //! dequeue takes the oldest item atomically — two consumers never get the same one.
 
-use super::client::launch;
-use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, result, Answer};
 use std::ffi::{c_char, c_void};
 
-use super::client::{etcdc_client, CLIENTS};
+use super::client::{etcdc_client, launch, CLIENTS};
+use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, result};
 use super::guard::{bytes, c_str, field, free_box, guard, out, view};
 use super::status::etcdc_status;
 use crate::recipes::queue;
@@ -64,7 +63,7 @@ pub extern "C" fn etcdc_queue_enqueue_async(
         let deadline = c.deadline(timeout_ms)?;
         Ok(async move {
             let key = crate::recipes::queue::enqueue(&*etcd, &dir, &value, deadline).await?;
-            Ok(Answer::new(etcdc_queue_item { key, value }))
+            Ok(etcdc_queue_item { key, value })
         })
     })
 }
@@ -121,10 +120,10 @@ pub extern "C" fn etcdc_queue_dequeue_async(
         };
         Ok(async move {
             let kv = crate::recipes::queue::dequeue(&*etcd, &dir, wait, deadline).await?;
-            Ok(Answer::new(etcdc_queue_item {
+            Ok(etcdc_queue_item {
                 key: kv.key,
                 value: kv.value,
-            }))
+            })
         })
     })
 }

@@ -2,15 +2,13 @@
 //! own, kept alive, and registers again by itself after a loss. It reports through the one
 //! stream handle (callback, or pull with an fd for epoll loops).
 
-use super::client::Queued;
-use super::completion::{
-    etcdc_completion, etcdc_cq, etcdc_op, next_async, result, with_result, Answer,
-};
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::sync::Mutex;
 
-use super::client::{etcdc_client, Client, CLIENTS};
-
+use super::client::{etcdc_client, Client, Queued, CLIENTS};
+use super::completion::{
+    etcdc_completion, etcdc_cq, etcdc_op, next_async, result, with_result, Answer,
+};
 use super::guard::{
     arg, c_str, clone_box, cstring, field, free_box, guard, new_boxed, opts_or, out, set,
     set_timeout, status_field, value, Timed,

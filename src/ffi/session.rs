@@ -1,11 +1,11 @@
 //! Sessions — Go's `concurrency.Session`: a lease kept alive that mutexes and elections
 //! belong to and are lost with.
 
-use super::completion::{etcdc_cq, etcdc_op, next_async};
 use std::ffi::{c_int, c_void};
 use std::sync::Arc;
 
 use super::client::{etcdc_client, Client, CLIENTS};
+use super::completion::{etcdc_cq, etcdc_op, next_async};
 use super::guard::{arg, guard, out, value};
 use super::handle::Table;
 use super::lease::{etcdc_lease_callback, etcdc_lease_event};

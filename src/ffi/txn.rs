@@ -1,9 +1,12 @@
 //! Transactions: compares, then/else branches of put, get, delete and nested transactions,
 //! and compare-and-swap on top of them.
 
-use super::client::launch;
-use super::client::{etcdc_client, CLIENTS};
-use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, result, Answer};
+use std::ffi::c_void;
+use std::future::Future;
+use std::sync::Arc;
+
+use super::client::{etcdc_client, launch, wait, Client, CLIENTS};
+use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, result};
 use super::delete::{etcdc_delete_options, etcdc_delete_result};
 use super::get::{etcdc_get_options, etcdc_get_result};
 use super::guard::{
@@ -13,13 +16,13 @@ use super::guard::{
 use super::put::{etcdc_put_options, etcdc_put_result};
 use super::record::{etcdc_header, header};
 use super::status::etcdc_status;
+use crate::api::Etcd;
 use crate::error::{Error, Result};
 use crate::kv::{compare_and_put, Expect, Span};
 use crate::pb::etcdserverpb::compare::{CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request;
 use crate::pb::etcdserverpb::response_op::Response;
 use crate::pb::etcdserverpb::*;
-use std::ffi::c_void;
 
 /// How a compare relates the key's field to the given value.
 pub type etcdc_compare_op = u32;
@@ -322,15 +325,24 @@ pub extern "C" fn etcdc_txn_commit(
     result_out: *mut *mut etcdc_txn_result,
 ) -> etcdc_status {
     guard(|| {
-        let c = CLIENTS.get(client)?;
-        let txn = arg(txn, "txn")?;
         // The outcome (which branch ran) is in the result: a call that drops it is a bug.
         let out = out(result_out, "result_out")?;
-        let deadline = c.deadline(txn.timeout_ms)?;
-        let resp = c.block(c.etcd.txn(txn.req.clone(), deadline))?;
-        out.write(Box::into_raw(Box::new(resp.into())));
+        let r = wait(client, |c, etcd| commit_call(c, etcd, txn))?;
+        out.write(Box::into_raw(Box::new(r)));
         Ok(())
     })
+}
+
+/// A commit: the transaction checked and copied now, the call when awaited.
+fn commit_call(
+    c: &Client,
+    etcd: Arc<dyn Etcd>,
+    txn: *const etcdc_txn,
+) -> Result<impl Future<Output = Result<etcdc_txn_result>>> {
+    let txn = arg(txn, "txn")?;
+    let deadline = c.deadline(txn.timeout_ms)?;
+    let req = txn.req.clone();
+    Ok(async move { Ok(etcd.txn(req, deadline).await?.into()) })
 }
 
 /// `etcdc_txn_commit`, asynchronously (see `etcdc_put_async`): `etcdc_completion_txn_result`.
@@ -343,16 +355,7 @@ pub extern "C" fn etcdc_txn_commit_async(
     tag: *mut c_void,
     op_out: *mut *mut etcdc_op,
 ) -> etcdc_status {
-    launch(client, cq, tag, op_out, |c, etcd| {
-        let txn = arg(txn, "txn")?;
-        let deadline = c.deadline(txn.timeout_ms)?;
-        let req = txn.req.clone();
-        Ok(async move {
-            Ok(Answer::new(etcdc_txn_result::from(
-                etcd.txn(req, deadline).await?,
-            )))
-        })
-    })
+    launch(client, cq, tag, op_out, |c, etcd| commit_call(c, etcd, txn))
 }
 
 /// Compare-and-swap: writes `value` at `key` only if the key's current value is exactly

@@ -1,9 +1,9 @@
 //! Watches: a callback on etcdc's event thread, or a pull form for epoll loops.
 
-use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, next_async, result};
 use std::ffi::{c_char, c_int, c_void, CString};
 
 use super::client::{etcdc_client, CLIENTS};
+use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, next_async, result};
 use super::guard::{
     arg, bytes, clone_box, cstring, field, free_box, guard, new_boxed, non_negative, opts_or, out,
     set, set_span, set_timeout, status_field, Spanned, Timed,
