@@ -17,7 +17,9 @@
 //! - `watch`: each member's watches, fed by the state machine as it applies.
 //! - `member/`: a running member serving `trait Etcd` in process — `proposal` (batching,
 //!   forwarding to the leader, exactly-once), `read` (shared read-index rounds), `lessor`
-//!   (the lease clocks), `membership`, `router` (the in-process network), `etcd` (the trait).
+//!   (the lease clocks), `membership`, `router` (the in-process network), `peers` (what a
+//!   member needs of the others), `etcd` (the trait). Each file names what it uses; the
+//!   leaves (proposal, read, lessor, peers) use nothing of `mod.rs`.
 //! - `peer` and `grpc/`: the members' own gRPC transport, and etcd's v3 API for clients (one
 //!   file per service).
 //! - `metrics`: `/metrics` under etcd's names (leader, fsync latency, database size).

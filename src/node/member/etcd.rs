@@ -1,6 +1,20 @@
 //! `trait Etcd` on a member: etcd's requests checked, proposed or read, answered.
 
-use super::*;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use prost::Message;
+
+use super::lessor::{keep_lease, LeaseGuard};
+use super::membership::members_of;
+use super::Member;
+use crate::api::{Deadline, Etcd, KeepAliveGuard, LeaseUpdate, WatchControl, WatchUpdate};
+use crate::error::{Error, ErrorKind, Result};
+use crate::node::check_request_size;
+use crate::node::raft::Command;
+use crate::pb::etcdserverpb::request_op::Request;
+use crate::pb::etcdserverpb::*;
+use crate::stream::Feed;
 
 /// etcd's default space quota (`DefaultQuotaBytes`).
 pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;

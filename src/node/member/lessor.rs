@@ -1,7 +1,18 @@
 //! The lease clocks, and the keeper of an in-process client's lease.
 
-use super::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::peers::{unavailable, Peers};
+use super::proposal::Waiter;
+use crate::api::{KeepAliveGuard, LeaseUpdate};
+use crate::error::{Error, ErrorKind, Result};
 use crate::lease::ttl_duration;
+use crate::node::raft::{Command, NodeId, Raft, StateMachine};
+use crate::stream::Feed;
 
 /// The lease clocks. Every member has one; only the leader's runs: it gives each lease its
 /// TTL when it first sees it (so a new leader extends every live lease by its TTL, as etcd's

@@ -1,8 +1,23 @@
 //! etcd's member calls on Raft's membership: add, remove, promote, list, and each
 //! member's published name.
 
-use super::*;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::BasicNode;
+use prost::Message;
 use sha1::{Digest, Sha1};
+use tokio::sync::{mpsc, oneshot};
+
+use super::peers::unavailable;
+use super::proposal::{Waiter, PROPOSAL_TIMEOUT};
+use super::Member;
+use crate::api::Deadline;
+use crate::error::{Error, ErrorKind, Result};
+use crate::node::raft::{Command, MemberChange, NodeId, Outcome, StateMachine};
+use crate::pb::etcdserverpb::*;
 
 /// etcd's member id: the first 8 bytes of SHA-1 over the sorted peer URLs and the token.
 pub fn member_id(peer_urls: &[String], token: &str) -> NodeId {

@@ -11,49 +11,39 @@
 //! clocks on the leader), `membership` (add / remove / promote), `etcd` (`trait Etcd`).
 //! Watches are served by the member's own hub (`watch.rs`), from its applied state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use openraft::error::{
-    CheckIsLeaderError, ClientWriteError, InstallSnapshotError, RPCError, RaftError, RemoteError,
-    Unreachable,
-};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
+use openraft::network::RaftNetworkFactory;
 use openraft::{BasicNode, Config, SnapshotPolicy};
-use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
-use super::check_request_size;
 use super::raft::{
     Command, LogStore, MemberChange, NodeId, Outcome, Raft, StateMachine, TypeConfig,
 };
-use crate::api::{Deadline, Etcd, KeepAliveGuard, LeaseUpdate, WatchControl, WatchUpdate};
+use crate::api::{Deadline, WatchControl, WatchUpdate};
 use crate::error::{Error, ErrorKind, Result};
-use crate::pb::etcdserverpb::request_op::Request;
 use crate::pb::etcdserverpb::*;
 use crate::stream::Feed;
 
 mod etcd;
 mod lessor;
 mod membership;
+mod peers;
 mod proposal;
 mod read;
 mod router;
 
 pub use etcd::DEFAULT_QUOTA_BYTES;
 use lessor::Lessor;
-use lessor::{keep_lease, LeaseGuard};
-use membership::{count_leader_changes, members_of, publish};
+use membership::{count_leader_changes, publish};
 pub use membership::{member_id, REMOVED};
+use peers::unavailable;
+pub use peers::Peers;
 pub(crate) use proposal::not_proposed;
-use proposal::{batch_proposals, Waiter, PROPOSAL_TIMEOUT};
+use proposal::{batch_proposals, Waiter};
 use read::ReadGate;
 pub use router::{Router, RouterLink};
 
@@ -107,23 +97,6 @@ impl MemberConfig {
             client_urls: Vec::new(),
         }
     }
-}
-
-/// How members reach each other: Raft's messages and forwarded client calls.
-#[async_trait::async_trait]
-pub trait Peers: Send + Sync + 'static {
-    /// Proposes `cmd` on `leader`.
-    async fn forward_write(&self, leader: NodeId, cmd: Command) -> Result<Outcome>;
-    /// A read index confirmed by `leader`: the log index a linearizable read must wait for.
-    async fn read_index(&self, leader: NodeId) -> Result<u64>;
-    /// Lease `id`'s remaining TTL on `leader` (refreshed first when `refresh`); 0 if gone.
-    async fn lease_ttl(&self, leader: NodeId, id: i64, refresh: bool) -> Result<i64>;
-    /// Tells member `id` (at `addr`) that it was removed from the cluster; best effort.
-    async fn tell_removed(&self, id: NodeId, addr: &str);
-}
-
-fn unavailable(what: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::Unavailable, what.to_string())
 }
 
 /// A running member.

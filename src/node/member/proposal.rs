@@ -1,7 +1,14 @@
 //! Writes on their way into the log: batched into one entry, proposed here or forwarded
 //! to the leader.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::peers::Peers;
+use crate::error::{Error, ErrorKind, Result};
+use crate::node::raft::{Command, NodeId, Outcome, Raft};
 
 /// How long a proposal may wait for a leader before its waiters are told so.
 pub(super) const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(7);

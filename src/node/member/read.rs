@@ -1,6 +1,16 @@
 //! Linearizable reads: leadership confirmations shared by the reads that wait for them.
 
-use super::*;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, RaftError};
+use tokio::sync::oneshot;
+
+use super::peers::{unavailable, Peers};
+use super::proposal::PROPOSAL_TIMEOUT;
+use crate::api::Deadline;
+use crate::error::{Error, ErrorKind, Result};
+use crate::node::raft::{NodeId, Raft};
 
 /// Linearizable reads share leadership confirmations: one round runs at a time, and it
 /// serves every read that was waiting when it started; reads that arrive during a round

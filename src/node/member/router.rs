@@ -1,6 +1,20 @@
 //! Several members in one process: Raft's messages and forwarded calls as function calls.
 
-use super::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+
+use super::peers::{unavailable, Peers};
+use super::Member;
+use crate::error::Result;
+use crate::node::raft::{Command, MemberChange, NodeId, Outcome, TypeConfig};
 
 /// Members of one process reaching each other directly: Raft's messages and forwarded
 /// client calls are function calls. A member that is not registered (stopped) is

@@ -1,6 +1,18 @@
 //! The log store: the newest entries in memory, every one durable in the `wal` first.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{Entry, LogId, RaftLogReader, StorageIOError, Vote};
+use tokio::sync::Mutex;
+
+use super::{io_err, pack, unpack, NodeId, StorageResult, TypeConfig};
+use crate::error::Result;
+use crate::node::wal::{Record, Wal};
 
 /// How many bytes of committed entries the log store keeps in memory (the newest): older
 /// ones are read back from the write-ahead log when a lagging follower needs them. Entries

@@ -5,28 +5,12 @@
 //! before openraft may purge the log behind it, and never held whole in memory. Nothing of openraft's types reaches the disk unversioned: every payload written
 //! starts with a format byte.
 
-use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::io::{Seek, SeekFrom, Write};
-use std::ops::RangeBounds;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
-use openraft::{
-    BasicNode, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
-    StorageError, StorageIOError, StoredMembership, Vote,
-};
-use prost::Message;
+use openraft::{BasicNode, StorageError, StorageIOError};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, RwLock};
 
-use super::mvcc::Mvcc;
-use super::wal::{Record, Wal};
-use super::watch::Hub;
-use crate::error::{Error, ErrorKind, Result};
-use crate::pb::etcdserverpb::*;
-use crate::pb::mvccpb::Event;
+use crate::error::{Error, ErrorKind};
 
 pub type NodeId = u64;
 
@@ -127,6 +111,5 @@ mod snapshot;
 mod state_machine;
 
 pub use log_store::{LogStore, KEEP_BYTES};
-use snapshot::*;
 pub use snapshot::{restore, Backup};
 pub use state_machine::{Applied, SnapshotDue, StateMachine};

@@ -1,6 +1,15 @@
 //! The member's snapshot file, backups (`Maintenance.Snapshot`) and restore.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use openraft::{BasicNode, SnapshotMeta, StoredMembership, Vote};
+
+use super::{pack, NodeId, FORMAT};
+use crate::error::{Error, ErrorKind, Result};
+use crate::node::mvcc::Mvcc;
+use crate::node::wal::{Record, Wal};
 
 /// The member's snapshot file: `crc32 (big endian) | FORMAT | bincode(meta) | the store's
 /// length (u64, little endian) | the store (`Mvcc::encode_to`)`, the crc over everything
@@ -343,6 +352,7 @@ pub(super) fn restore_into(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::{Deserialize, Serialize};
     use std::io::Cursor;
 
     /// `bytes` sent as a backup in pieces of `piece` bytes; the remaining counts must add up.

@@ -1,6 +1,27 @@
 //! The state machine: commands applied to `mvcc`, snapshots built and installed.
 
-use super::*;
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
+    StoredMembership,
+};
+use prost::Message;
+use tokio::sync::RwLock;
+
+use super::snapshot::{
+    load_snapshot, read_head, read_snapshot, receiving_path, snapshot_path, write_snapshot_stream,
+    write_snapshot_with, Backup,
+};
+use super::{pack, Command, NodeId, Outcome, Raft, StorageResult, TypeConfig};
+use crate::error::{Error, ErrorKind, Result};
+use crate::node::mvcc::Mvcc;
+use crate::node::watch::Hub;
+use crate::pb::etcdserverpb::*;
+use crate::pb::mvccpb::Event;
 
 /// What the state machine holds: the store and where it stands in the log.
 pub struct Applied {
