@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use etcdc::pb::etcdserverpb::*;
 use etcdc::{ErrorKind, Etcd};
-use support::dl;
 use support::etcd::free_port;
+use support::{count, dl};
 
 /// The process, stopped by its pid when the test ends (also when it fails).
 struct Node(Child);
@@ -82,22 +82,6 @@ fn put(i: usize) -> PutRequest {
     }
 }
 
-async fn count(e: &dyn Etcd) -> i64 {
-    e.range(
-        RangeRequest {
-            key: b"/k/".to_vec(),
-            range_end: etcdc::kv::prefix_end(b"/k/"),
-            count_only: true,
-            serializable: true,
-            ..Default::default()
-        },
-        dl(),
-    )
-    .await
-    .map(|r| r.count)
-    .unwrap_or(-1)
-}
-
 async fn until_up(e: &dyn Etcd) {
     let until = Instant::now() + Duration::from_secs(15);
     while e.put(put(99_999), dl()).await.is_err() {
@@ -147,7 +131,7 @@ async fn a_full_disk_fails_writes_clearly_and_loses_nothing() {
         t.elapsed()
     );
     // Reads go on.
-    assert!(count(&*e).await >= acked as i64);
+    assert!(count(&*e, "/k/", true).await >= acked as i64);
 
     // Room again: the member takes writes by itself.
     let lim = libc::rlimit {

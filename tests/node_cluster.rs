@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use etcdc::pb::etcdserverpb::*;
 use etcdc::Etcd;
 use support::etcd::free_port;
-use support::{dl, remote};
+use support::{count, dl, remote};
 
 struct Proc {
     name: String,
@@ -162,22 +162,6 @@ async fn put_until_acked(e: &dyn Etcd, key: String) {
     }
 }
 
-async fn count(e: &dyn Etcd, serializable: bool) -> i64 {
-    e.range(
-        RangeRequest {
-            key: b"/k/".to_vec(),
-            range_end: etcdc::kv::prefix_end(b"/k/"),
-            count_only: true,
-            serializable,
-            ..Default::default()
-        },
-        dl(),
-    )
-    .await
-    .map(|r| r.count)
-    .unwrap_or(-1)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_of_processes_survives_sigkill_of_its_leader_and_of_everyone() {
     let mut c = Cluster::new(3);
@@ -213,7 +197,7 @@ async fn a_cluster_of_processes_survives_sigkill_of_its_leader_and_of_everyone()
     for i in (0..3).filter(|i| *i != leader) {
         let e = until_serving(&c, i).await;
         assert_eq!(
-            count(&*e, false).await,
+            count(&*e, "/k/", false).await,
             200,
             "member {i} lacks acknowledged writes"
         );
@@ -222,7 +206,7 @@ async fn a_cluster_of_processes_survives_sigkill_of_its_leader_and_of_everyone()
     c.start(leader);
     let back = until_serving(&c, leader).await;
     let until = Instant::now() + Duration::from_secs(15);
-    while count(&*back, true).await != 200 {
+    while count(&*back, "/k/", true).await != 200 {
         assert!(
             Instant::now() < until,
             "the restarted member never caught up"
@@ -239,7 +223,7 @@ async fn a_cluster_of_processes_survives_sigkill_of_its_leader_and_of_everyone()
     for i in 0..3 {
         let e = until_serving(&c, i).await;
         assert_eq!(
-            count(&*e, false).await,
+            count(&*e, "/k/", false).await,
             200,
             "member {i} after the whole cluster restarted"
         );
@@ -318,12 +302,12 @@ async fn members_are_added_and_removed_with_etcdctl() {
     let second = until_serving(&c, 1).await;
     // It caught up with what was written before it joined, and takes writes.
     let until = Instant::now() + Duration::from_secs(15);
-    while count(&*second, true).await != 50 {
+    while count(&*second, "/k/", true).await != 50 {
         assert!(Instant::now() < until, "the new member never caught up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     put_until_acked(&*second, "/k/from-n1".into()).await;
-    assert_eq!(count(&*first, false).await, 51);
+    assert_eq!(count(&*first, "/k/", false).await, 51);
     // Both hold the same data: etcdctl endpoint hashkv agrees. (etcdctl 3.4 sends a URL
     // endpoint as the HTTP/2 :authority, which h2 refuses: host:port here.)
     let rev = first
@@ -382,7 +366,7 @@ async fn members_are_added_and_removed_with_etcdctl() {
     // As etcd's, the removed member stops by itself, with a failure status.
     stops_with_failure(c.procs[1].child.take().expect("running")).await;
     put_until_acked(&*first, "/k/after".into()).await;
-    assert_eq!(count(&*first, false).await, 52);
+    assert_eq!(count(&*first, "/k/", false).await, 52);
 
     // Removing it again, or a member that never was: etcd's "member not found".
     let (ok, out) =
@@ -532,7 +516,7 @@ async fn a_backup_saved_with_etcdctl_starts_a_new_cluster() {
     // A new member on new URLs and an empty data dir, from the file.
     let mut restored = Cluster::with_flags(1, &["--restore-snapshot", file]);
     let e = until_serving(&restored, 0).await;
-    assert_eq!(count(&*e, false).await, 50);
+    assert_eq!(count(&*e, "/k/", false).await, 50);
     let members = member_list(&restored.procs[0].client);
     assert_eq!(members.len(), 1, "{members:?}");
     put_until_acked(&*e, "/k/after".into()).await;
@@ -546,5 +530,5 @@ async fn a_backup_saved_with_etcdctl_starts_a_new_cluster() {
     restored.kill(0);
     restored.start(0);
     let e = until_serving(&restored, 0).await;
-    assert_eq!(count(&*e, false).await, 51);
+    assert_eq!(count(&*e, "/k/", false).await, 51);
 }

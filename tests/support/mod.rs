@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcdc::api::{deadline_in, Deadline};
-use etcdc::pb::etcdserverpb::PutRequest;
+use etcdc::pb::etcdserverpb::{PutRequest, RangeRequest};
 use etcdc::remote::{parse_endpoints, Remote, RemoteConfig};
 use etcdc::Etcd;
 
@@ -25,6 +25,24 @@ pub fn put(key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> PutRequest {
         value: value.as_ref().to_vec(),
         ..Default::default()
     }
+}
+
+/// How many keys start with `prefix` (-1 when the read fails: a test waiting for a count
+/// polls through a member's restart).
+pub async fn count(e: &dyn Etcd, prefix: &str, serializable: bool) -> i64 {
+    e.range(
+        RangeRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: etcdc::kv::prefix_end(prefix.as_bytes()),
+            count_only: true,
+            serializable,
+            ..Default::default()
+        },
+        dl(),
+    )
+    .await
+    .map(|r| r.count)
+    .unwrap_or(-1)
 }
 
 /// Puts `value` at `key` and returns the revision it was written at.
