@@ -15,6 +15,8 @@ mod etcd;
 mod history;
 #[path = "../tests/support/nemesis.rs"]
 mod nemesis;
+#[path = "../tests/support/tls.rs"]
+mod tls;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -760,8 +760,39 @@ enum etcdc_status etcdc_client_options_set_timeout_ms(struct etcdc_client_option
                                                       int64_t timeout_ms);
 
 /**
+ * TLS from files, read when the client is created (so a rotated certificate is picked up by
+ * the next client): `ca_file` verifies the servers (NULL: the system's roots); `cert_file`
+ * and `key_file` (both or neither) are the client's certificate and key for servers that
+ * ask for one (etcd's `--client-cert-auth`). All PEM. Needs `https://` endpoints.
+ */
+enum etcdc_status etcdc_client_options_set_tls_files(struct etcdc_client_options *opts,
+                                                     const char *ca_file,
+                                                     const char *cert_file,
+                                                     const char *key_file);
+
+/**
+ * TLS from PEM text in memory (copied), as `etcdc_client_options_set_tls_files`: NULL for
+ * what is not given.
+ */
+enum etcdc_status etcdc_client_options_set_tls_pem(struct etcdc_client_options *opts,
+                                                   const uint8_t *ca,
+                                                   size_t ca_len,
+                                                   const uint8_t *cert,
+                                                   size_t cert_len,
+                                                   const uint8_t *key,
+                                                   size_t key_len);
+
+/**
+ * The name the servers' certificates must carry when it is not the endpoints' host (an
+ * endpoint given by IP address whose certificate names a host). NULL: the endpoint's host.
+ */
+enum etcdc_status etcdc_client_options_set_tls_server_name(struct etcdc_client_options *opts,
+                                                           const char *name);
+
+/**
  * Creates a client of the etcd cluster at `endpoints`: "http://host:port" entries separated
- * by commas. `opts` may be NULL for the defaults; it is not consumed. Connections are made
+ * by commas ("https://" for TLS, with `etcdc_client_options_set_tls_*` or the system's
+ * roots). `opts` may be NULL for the defaults; it is not consumed. Connections are made
  * lazily: an unreachable cluster is reported by the first call (`ETCDC_ERR_UNAVAILABLE`
  * within that call's deadline), so a service may start before etcd does.
  */

@@ -687,6 +687,11 @@ inline std::string bytes_of(const uint8_t* p, size_t n) { return p ? std::string
 struct ClientOptions {
   int64_t connect_timeout_ms = 0;  // 0: etcdc's default (2 s)
   int64_t timeout_ms = 0;          // 0: etcdc's default (5 s)
+  // TLS (https:// endpoints), PEM files read at connect: see etcdc_client_options_set_tls_files.
+  std::string tls_ca_file;         // empty: the system's roots
+  std::string tls_cert_file;       // with tls_key_file, for servers that ask for a client certificate
+  std::string tls_key_file;
+  std::string tls_server_name;     // empty: the endpoint's host
 };
 
 namespace detail {
@@ -714,6 +719,12 @@ class Client {
     detail::Owned<etcdc_client_options, etcdc_client_options_free> o(detail::not_null(etcdc_client_options_new()));
     if (opts.connect_timeout_ms) detail::check(etcdc_client_options_set_connect_timeout_ms(o.get(), opts.connect_timeout_ms));
     if (opts.timeout_ms) detail::check(etcdc_client_options_set_timeout_ms(o.get(), opts.timeout_ms));
+    auto c_or_null = [](const std::string& s) { return s.empty() ? nullptr : s.c_str(); };
+    if (!opts.tls_ca_file.empty() || !opts.tls_cert_file.empty() || !opts.tls_key_file.empty())
+      detail::check(etcdc_client_options_set_tls_files(o.get(), c_or_null(opts.tls_ca_file),
+                                                       c_or_null(opts.tls_cert_file), c_or_null(opts.tls_key_file)));
+    if (!opts.tls_server_name.empty())
+      detail::check(etcdc_client_options_set_tls_server_name(o.get(), opts.tls_server_name.c_str()));
     etcdc_client* c = nullptr;
     detail::check(etcdc_client_connect(endpoints.c_str(), o.get(), &c));
     return Client(c);

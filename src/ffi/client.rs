@@ -2,18 +2,19 @@
 
 use std::ffi::{c_char, c_void};
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
 
 use super::completion::{begin, etcdc_cq, etcdc_op, Answer};
-use super::guard::{c_str, free_box, guard, new_boxed, opts_or, out, set};
+use super::guard::{bytes, c_str, free_box, guard, new_boxed, opts_or, out, set};
 use super::handle::Table;
 use super::status::etcdc_status;
 use crate::api::{deadline_in, Deadline};
 use crate::error::{Error, Result};
-use crate::remote::{parse_endpoints, Remote, RemoteConfig};
+use crate::remote::{parse_endpoints, Remote, RemoteConfig, TlsConfig};
 use crate::Etcd;
 
 /// A client of an etcd cluster. Safe to use from any thread. Free with `etcdc_client_free`.
@@ -25,6 +26,7 @@ pub struct etcdc_client {
 pub struct etcdc_client_options {
     connect_timeout: Duration,
     timeout: Duration,
+    tls: Option<Tls>,
 }
 
 impl Default for etcdc_client_options {
@@ -32,8 +34,75 @@ impl Default for etcdc_client_options {
         etcdc_client_options {
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
+}
+
+/// A PEM given in memory, or a file read when the client is created.
+#[derive(Clone)]
+enum Pem {
+    File(PathBuf),
+    Text(Vec<u8>),
+}
+
+impl Pem {
+    fn file(p: *const c_char, name: &str) -> Result<Option<Pem>> {
+        Ok(opt_str(p, name)?.map(|f| Pem::File(f.into())))
+    }
+
+    fn text(p: *const u8, len: usize, name: &str) -> Result<Option<Pem>> {
+        (!p.is_null())
+            .then(|| bytes(p, len, name).map(|b| Pem::Text(b.to_vec())))
+            .transpose()
+    }
+
+    fn read(&self, what: &str) -> Result<Vec<u8>> {
+        match self {
+            Pem::Text(t) => Ok(t.clone()),
+            Pem::File(f) => std::fs::read(f).map_err(|e| {
+                Error::invalid(format!("cannot read {what} file {}: {e}", f.display()))
+            }),
+        }
+    }
+}
+
+/// What `etcdc_client_options_set_tls_*` gave.
+#[derive(Clone, Default)]
+struct Tls {
+    ca: Option<Pem>,
+    identity: Option<(Pem, Pem)>,
+    server_name: Option<String>,
+}
+
+impl Tls {
+    fn identity(cert: Option<Pem>, key: Option<Pem>) -> Result<Option<(Pem, Pem)>> {
+        match (cert, key) {
+            (Some(c), Some(k)) => Ok(Some((c, k))),
+            (None, None) => Ok(None),
+            _ => Err(Error::invalid(
+                "a client certificate and its key go together: give both or neither",
+            )),
+        }
+    }
+
+    fn load(&self) -> Result<TlsConfig> {
+        Ok(TlsConfig {
+            ca: self.ca.as_ref().map(|c| c.read("the CA")).transpose()?,
+            identity: match &self.identity {
+                Some((c, k)) => {
+                    Some((c.read("the client certificate")?, k.read("the client key")?))
+                }
+                None => None,
+            },
+            server_name: self.server_name.clone(),
+        })
+    }
+}
+
+/// A C string that may be NULL.
+fn opt_str<'a>(p: *const c_char, name: &str) -> Result<Option<&'a str>> {
+    (!p.is_null()).then(|| c_str(p, name)).transpose()
 }
 
 impl etcdc_client_options {
@@ -130,8 +199,70 @@ pub extern "C" fn etcdc_client_options_set_timeout_ms(
     })
 }
 
+/// TLS from files, read when the client is created (so a rotated certificate is picked up by
+/// the next client): `ca_file` verifies the servers (NULL: the system's roots); `cert_file`
+/// and `key_file` (both or neither) are the client's certificate and key for servers that
+/// ask for one (etcd's `--client-cert-auth`). All PEM. Needs `https://` endpoints.
+#[no_mangle]
+pub extern "C" fn etcdc_client_options_set_tls_files(
+    opts: *mut etcdc_client_options,
+    ca_file: *const c_char,
+    cert_file: *const c_char,
+    key_file: *const c_char,
+) -> etcdc_status {
+    set(opts, |o| {
+        let tls = o.tls.get_or_insert_with(Tls::default);
+        let identity = Tls::identity(
+            Pem::file(cert_file, "cert_file")?,
+            Pem::file(key_file, "key_file")?,
+        )?;
+        tls.ca = Pem::file(ca_file, "ca_file")?;
+        tls.identity = identity;
+        Ok(())
+    })
+}
+
+/// TLS from PEM text in memory (copied), as `etcdc_client_options_set_tls_files`: NULL for
+/// what is not given.
+#[no_mangle]
+pub extern "C" fn etcdc_client_options_set_tls_pem(
+    opts: *mut etcdc_client_options,
+    ca: *const u8,
+    ca_len: usize,
+    cert: *const u8,
+    cert_len: usize,
+    key: *const u8,
+    key_len: usize,
+) -> etcdc_status {
+    set(opts, |o| {
+        let tls = o.tls.get_or_insert_with(Tls::default);
+        let identity = Tls::identity(
+            Pem::text(cert, cert_len, "cert")?,
+            Pem::text(key, key_len, "key")?,
+        )?;
+        tls.ca = Pem::text(ca, ca_len, "ca")?;
+        tls.identity = identity;
+        Ok(())
+    })
+}
+
+/// The name the servers' certificates must carry when it is not the endpoints' host (an
+/// endpoint given by IP address whose certificate names a host). NULL: the endpoint's host.
+#[no_mangle]
+pub extern "C" fn etcdc_client_options_set_tls_server_name(
+    opts: *mut etcdc_client_options,
+    name: *const c_char,
+) -> etcdc_status {
+    set(opts, |o| {
+        o.tls.get_or_insert_with(Tls::default).server_name =
+            opt_str(name, "name")?.map(str::to_string);
+        Ok(())
+    })
+}
+
 /// Creates a client of the etcd cluster at `endpoints`: "http://host:port" entries separated
-/// by commas. `opts` may be NULL for the defaults; it is not consumed. Connections are made
+/// by commas ("https://" for TLS, with `etcdc_client_options_set_tls_*` or the system's
+/// roots). `opts` may be NULL for the defaults; it is not consumed. Connections are made
 /// lazily: an unreachable cluster is reported by the first call (`ETCDC_ERR_UNAVAILABLE`
 /// within that call's deadline), so a service may start before etcd does.
 #[no_mangle]
@@ -145,11 +276,13 @@ pub extern "C" fn etcdc_client_connect(
         let endpoints = parse_endpoints(c_str(endpoints, "endpoints")?)?;
         let defaults = etcdc_client_options::default();
         let opts = opts_or(opts, &defaults);
+        let tls = opts.tls.as_ref().map(Tls::load).transpose()?;
         let rt = crate::runtime::handle()?;
         let remote = crate::runtime::within(&rt, || {
             Remote::new(RemoteConfig {
                 endpoints,
                 connect_timeout: opts.connect_timeout,
+                tls,
             })
         })?;
         out.write(CLIENTS.insert(Client {

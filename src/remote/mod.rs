@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Uri};
 
 use crate::api::{Deadline, Etcd, KeepAliveGuard, LeaseUpdate, WatchControl, WatchUpdate};
 use crate::error::{Error, ErrorKind, Result};
@@ -29,29 +29,38 @@ pub(crate) const MAX_SEND_BYTES: usize = 2 * 1024 * 1024;
 pub struct RemoteConfig {
     pub endpoints: Vec<String>,
     pub connect_timeout: Duration,
+    /// TLS for `https://` endpoints; None with https: the system's roots, no client certificate.
+    pub tls: Option<TlsConfig>,
 }
 
-/// Parses `http://host:port[,http://host:port...]` (commas, semicolons or spaces between).
+/// How a client verifies the servers and, for mutual TLS, proves who it is. All PEM.
+#[derive(Clone, Debug, Default)]
+pub struct TlsConfig {
+    /// The CA certificates that verify the servers; None: the system's roots.
+    pub ca: Option<Vec<u8>>,
+    /// A client certificate (chain) and its private key, for servers that ask for one
+    /// (etcd's `--client-cert-auth`).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name the servers' certificates must carry, when it is not the endpoint's host.
+    pub server_name: Option<String>,
+}
+
+/// Parses `http://host:port[,http://host:port...]` (commas, semicolons or spaces between);
+/// `https://` for TLS. Every endpoint of a client has the same scheme.
 pub fn parse_endpoints(list: &str) -> Result<Vec<String>> {
-    let mut out = Vec::new();
+    let mut out: Vec<String> = Vec::new();
     for item in list.split([',', ';', ' ']).filter(|s| !s.is_empty()) {
         let uri: Uri = item
             .parse()
             .map_err(|e| Error::invalid(format!("malformed endpoint {item:?}: {e}")))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(Error::new(
-                    ErrorKind::Unsupported,
-                    format!("endpoint {item:?}: TLS (https) is not supported yet"),
-                ))
-            }
+        let scheme = match uri.scheme_str() {
+            Some(scheme @ ("http" | "https")) => scheme,
             _ => {
                 return Err(Error::invalid(format!(
                     "malformed endpoint {item:?}: expected http://host:port"
                 )))
             }
-        }
+        };
         if uri.host().is_none_or(str::is_empty) || uri.port_u16().is_none() {
             return Err(Error::invalid(format!(
                 "malformed endpoint {item:?}: expected http://host:port"
@@ -62,10 +71,15 @@ pub fn parse_endpoints(list: &str) -> Result<Vec<String>> {
                 "malformed endpoint {item:?}: a path is not allowed"
             )));
         }
-        out.push(format!(
-            "http://{}",
-            uri.authority().map_or("", |a| a.as_str())
-        ));
+        let url = format!("{scheme}://{}", uri.authority().map_or("", |a| a.as_str()));
+        if let Some(first) = out.first() {
+            if is_tls(first) != is_tls(&url) {
+                return Err(Error::invalid(format!(
+                    "endpoints {first:?} and {url:?} mix http and https: a client uses one"
+                )));
+            }
+        }
+        out.push(url);
     }
     if out.is_empty() {
         return Err(Error::invalid("no endpoint given"));
@@ -204,6 +218,14 @@ impl Remote {
         if config.endpoints.is_empty() {
             return Err(Error::invalid("no endpoint given"));
         }
+        let tls =
+            match (config.endpoints.iter().all(|u| is_tls(u)), &config.tls) {
+                (true, tls) => Some(client_tls(&tls.clone().unwrap_or_default())?),
+                (false, None) => None,
+                (false, Some(_)) => return Err(Error::invalid(
+                    "TLS settings given for http:// endpoints: use https:// to connect with TLS",
+                )),
+            };
         let mut members = Vec::with_capacity(config.endpoints.len());
         for url in config.endpoints {
             let endpoint = Endpoint::from_shared(url.clone())
@@ -215,6 +237,12 @@ impl Remote {
                 .http2_keep_alive_interval(Duration::from_secs(30))
                 .keep_alive_timeout(Duration::from_secs(10))
                 .keep_alive_while_idle(false);
+            let endpoint = match &tls {
+                Some(tls) => endpoint
+                    .tls_config(tls.clone())
+                    .map_err(|e| Error::invalid(format!("TLS settings for {url:?}: {e:?}")))?,
+                None => endpoint,
+            };
             members.push(Conn {
                 url,
                 channel: endpoint.connect_lazy(),
@@ -230,6 +258,48 @@ impl Remote {
             keeper: keepalive::Keeper::start(pool.clone()),
             pool,
         })
+    }
+}
+
+fn is_tls(url: &str) -> bool {
+    url.starts_with("https://")
+}
+
+/// tonic's TLS settings from ours; the PEM is checked here, so that a bad certificate or
+/// key is the client's creation error, not every call's.
+fn client_tls(tls: &TlsConfig) -> Result<ClientTlsConfig> {
+    use tonic::transport::{Certificate, Identity};
+    let mut config = ClientTlsConfig::new();
+    match &tls.ca {
+        Some(ca) => {
+            check_pem(ca, "CERTIFICATE", "the CA")?;
+            config = config.ca_certificate(Certificate::from_pem(ca));
+        }
+        None => config = config.with_native_roots(),
+    }
+    if let Some((cert, key)) = &tls.identity {
+        check_pem(cert, "CERTIFICATE", "the client certificate")?;
+        check_pem(key, "PRIVATE KEY", "the client key")?;
+        config = config.identity(Identity::from_pem(cert, key));
+    }
+    if let Some(name) = &tls.server_name {
+        config = config.domain_name(name.clone());
+    }
+    Ok(config)
+}
+
+/// A PEM text with at least one `-----BEGIN ...{what}-----` block.
+fn check_pem(pem: &[u8], label: &str, what: &str) -> Result<()> {
+    let text = String::from_utf8_lossy(pem);
+    let found = text
+        .lines()
+        .any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with(&format!("{label}-----")));
+    if found {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "{what} is not PEM (no \"-----BEGIN ...{label}-----\" block)"
+        )))
     }
 }
 

@@ -116,7 +116,27 @@ static void malformed_endpoints(void) {
     CHECK(c == NULL);
   }
   etcdc_client *c = NULL;
-  EXPECT(etcdc_client_connect("https://127.0.0.1:2379", NULL, &c), ETCDC_ERR_UNSUPPORTED);
+  /* One scheme per client. */
+  EXPECT(etcdc_client_connect("https://127.0.0.1:2379,http://127.0.0.1:2380", NULL, &c),
+         ETCDC_ERR_INVALID_ARGUMENT);
+  /* TLS settings: a certificate needs its key; a missing file is named at connect; TLS
+   * settings on http:// endpoints are refused, not ignored. */
+  etcdc_client_options *o = etcdc_client_options_new();
+  EXPECT(etcdc_client_options_set_tls_files(o, NULL, "/tmp/cert.pem", NULL), ETCDC_ERR_INVALID_ARGUMENT);
+  EXPECT(etcdc_client_options_set_tls_pem(o, (const uint8_t *)"x", 1, NULL, 0, NULL, 0), ETCDC_OK);
+  EXPECT(etcdc_client_connect("https://127.0.0.1:2379", o, &c), ETCDC_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(etcdc_last_error(), "not PEM") != NULL);
+  OK(etcdc_client_options_set_tls_files(o, "/nonexistent/ca.pem", NULL, NULL));
+  EXPECT(etcdc_client_connect("https://127.0.0.1:2379", o, &c), ETCDC_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(etcdc_last_error(), "/nonexistent/ca.pem") != NULL);
+  EXPECT(etcdc_client_options_set_tls_files(NULL, NULL, NULL, NULL), ETCDC_ERR_INVALID_ARGUMENT);
+  etcdc_client_options_free(o);
+  o = etcdc_client_options_new();
+  OK(etcdc_client_options_set_tls_server_name(o, "etcd.example.com"));
+  EXPECT(etcdc_client_connect("http://127.0.0.1:2379", o, &c), ETCDC_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(etcdc_last_error(), "use https://") != NULL);
+  etcdc_client_options_free(o);
+  CHECK(c == NULL);
 }
 
 static void unreachable_endpoint(void) {

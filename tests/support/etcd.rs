@@ -64,6 +64,8 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     members: Vec<Member>,
     extra: Vec<String>,
+    /// etcdctl's TLS flags when the client port speaks TLS (then its URLs are https).
+    tls: Option<Vec<String>>,
 }
 
 impl Cluster {
@@ -73,6 +75,25 @@ impl Cluster {
     }
 
     pub fn start_with(n: usize, extra: &[&str]) -> Option<Cluster> {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Self::start_as(n, extra, None)
+    }
+
+    /// `n` members whose client ports speak TLS with `certs` (clients must present a
+    /// certificate with `client_cert_auth`).
+    pub fn start_tls(
+        n: usize,
+        certs: &super::tls::Certs,
+        client_cert_auth: bool,
+    ) -> Option<Cluster> {
+        Self::start_as(
+            n,
+            certs.server_flags(client_cert_auth),
+            Some(certs.etcdctl_flags()),
+        )
+    }
+
+    fn start_as(n: usize, extra: Vec<String>, tls: Option<Vec<String>>) -> Option<Cluster> {
         let bin = etcd_binary()?;
         let members = (0..n)
             .map(|i| Member {
@@ -86,7 +107,8 @@ impl Cluster {
             bin,
             dir: tempfile::tempdir().expect("temp dir"),
             members,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra,
+            tls,
         };
         for i in 0..n {
             c.spawn(i);
@@ -103,8 +125,8 @@ impl Cluster {
             .iter()
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
             .collect();
+        let client = self.client_url(i);
         let m = &self.members[i];
-        let client = format!("http://127.0.0.1:{}", m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
         let log = std::fs::File::create(self.dir.path().join(format!("{}.log", m.name)))
             .expect("log file");
@@ -147,6 +169,7 @@ impl Cluster {
         while start.elapsed() < Duration::from_secs(30) {
             let ok = Command::new("etcdctl")
                 .env("ETCDCTL_API", "3")
+                .args(self.tls.iter().flatten())
                 .args([
                     "--endpoints",
                     &url,
@@ -168,7 +191,8 @@ impl Cluster {
     }
 
     pub fn client_url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.members[i].client_port)
     }
 
     /// Every member's client URL, comma-separated, as etcdc takes them.
@@ -196,6 +220,7 @@ impl Cluster {
     pub fn etcdctl(&self, args: &[&str]) -> std::process::Output {
         Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
+            .args(self.tls.iter().flatten())
             .args(["--endpoints", &self.endpoints()])
             .args(args)
             .output()

@@ -5,6 +5,7 @@ pub mod history;
 pub mod mvcc;
 pub mod nemesis;
 pub mod node;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +69,7 @@ pub fn remote(endpoints: &str) -> Arc<dyn Etcd> {
         Remote::new(RemoteConfig {
             endpoints: parse_endpoints(endpoints).expect("endpoints"),
             connect_timeout: Duration::from_secs(1),
+            tls: None,
         })
         .expect("remote client"),
     )

@@ -1,0 +1,280 @@
+//! The remote client over TLS against real etcd 3.4 started with TLS on its client port
+//! (certificates made by the tests): server verification against a CA, a server name
+//! override, mutual TLS, and the clear errors of every way it can go wrong.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcdc::api::WatchUpdate;
+use etcdc::pb::etcdserverpb::*;
+use etcdc::remote::{parse_endpoints, Remote, RemoteConfig, TlsConfig};
+use etcdc::{ErrorKind, Etcd};
+use support::etcd::Cluster;
+use support::tls::Certs;
+use support::{dl, put};
+
+fn client(endpoints: &str, tls: Option<TlsConfig>) -> etcdc::Result<Arc<dyn Etcd>> {
+    Ok(Arc::new(Remote::new(RemoteConfig {
+        endpoints: parse_endpoints(endpoints)?,
+        connect_timeout: Duration::from_secs(1),
+        tls,
+    })?))
+}
+
+fn trusting(certs: &Certs, ca: &str) -> TlsConfig {
+    TlsConfig {
+        ca: Some(certs.pem(ca)),
+        ..Default::default()
+    }
+}
+
+fn with_identity(certs: &Certs) -> TlsConfig {
+    TlsConfig {
+        identity: Some((certs.pem("client.pem"), certs.pem("client-key.pem"))),
+        ..trusting(certs, "ca.pem")
+    }
+}
+
+/// A call that could not reach a member: it fails within its deadline (the client tries
+/// every member until then), saying why the last attempt failed.
+fn unreachable(e: &etcdc::Error) -> bool {
+    matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout)
+}
+
+/// A short call that must fail, and its error.
+async fn fails(e: &dyn Etcd) -> etcdc::Error {
+    e.range(
+        RangeRequest {
+            key: b"/k".to_vec(),
+            ..Default::default()
+        },
+        etcdc::api::deadline_in(Duration::from_secs(2)),
+    )
+    .await
+    .expect_err("the call must fail")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_verified_against_a_ca() {
+    let certs = Certs::new();
+    let Some(cluster) = Cluster::start_tls(1, &certs, false) else {
+        return;
+    };
+    let url = cluster.client_url(0);
+    assert!(url.starts_with("https://"));
+
+    // Every kind of call works through TLS: unary, a watch stream, a kept lease.
+    let e = client(&url, Some(trusting(&certs, "ca.pem"))).unwrap();
+    let w = e
+        .watcher(
+            WatchCreateRequest {
+                key: b"/tls".to_vec(),
+                ..Default::default()
+            },
+            dl(),
+        )
+        .await
+        .unwrap();
+    let rev = e
+        .put(put("/tls", "v"), dl())
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .revision;
+    let got = e
+        .range(
+            RangeRequest {
+                key: b"/tls".to_vec(),
+                ..Default::default()
+            },
+            dl(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.kvs[0].value, b"v");
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), w.updates.recv())
+            .await
+            .expect("the event within 5 s")
+        {
+            Some(WatchUpdate::Events { events, .. }) => {
+                assert_eq!(events[0].kv.as_ref().unwrap().mod_revision, rev);
+                break;
+            }
+            Some(_) => continue,
+            None => panic!("the watch ended"),
+        }
+    }
+
+    // The name in the server's certificate must match: 127.0.0.1 and localhost do, an
+    // override to a name the certificate lacks does not.
+    let named = TlsConfig {
+        server_name: Some("localhost".into()),
+        ..trusting(&certs, "ca.pem")
+    };
+    client(&url, Some(named))
+        .unwrap()
+        .put(put("/n", "1"), dl())
+        .await
+        .unwrap();
+    let wrong = TlsConfig {
+        server_name: Some("etcd.example.com".into()),
+        ..trusting(&certs, "ca.pem")
+    };
+    let err = fails(&*client(&url, Some(wrong)).unwrap()).await;
+    assert!(unreachable(&err), "{err}");
+    assert!(
+        err.message
+            .contains("certificate not valid for name \"etcd.example.com\""),
+        "{err}"
+    );
+
+    // A CA that did not sign the server's certificate, or the system's roots: refused.
+    let err = fails(&*client(&url, Some(trusting(&certs, "other-ca.pem"))).unwrap()).await;
+    assert!(
+        unreachable(&err) && err.message.contains("UnknownIssuer"),
+        "{err}"
+    );
+    let err = fails(&*client(&url, None).unwrap()).await;
+    assert!(
+        unreachable(&err) && err.message.contains("UnknownIssuer"),
+        "{err}"
+    );
+
+    // Plaintext to a TLS port fails, clearly and within the deadline.
+    let plain = url.replace("https://", "http://");
+    let err = fails(&*client(&plain, None).unwrap()).await;
+    assert!(unreachable(&err), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls() {
+    let certs = Certs::new();
+    let Some(cluster) = Cluster::start_tls(1, &certs, true) else {
+        return;
+    };
+    let url = cluster.client_url(0);
+    let e = client(&url, Some(with_identity(&certs))).unwrap();
+    e.put(put("/mtls", "v"), dl()).await.unwrap();
+    let lease = e
+        .lease_grant(LeaseGrantRequest { ttl: 5, id: 0 }, dl())
+        .await
+        .unwrap();
+    assert!(lease.id > 0);
+
+    // Without a client certificate the server refuses the handshake.
+    let err = fails(&*client(&url, Some(trusting(&certs, "ca.pem"))).unwrap()).await;
+    assert!(unreachable(&err), "{err}");
+}
+
+#[test]
+fn bad_settings_are_refused_at_creation() {
+    let certs = Certs::new();
+    let endpoints = "https://127.0.0.1:1";
+    let not_pem = TlsConfig {
+        ca: Some(b"not a certificate".to_vec()),
+        ..Default::default()
+    };
+    let err = client(endpoints, Some(not_pem)).err().expect("refused");
+    assert_eq!(err.kind, ErrorKind::InvalidArgument);
+    assert!(err.message.contains("the CA is not PEM"), "{err}");
+    let swapped = TlsConfig {
+        identity: Some((certs.pem("client-key.pem"), certs.pem("client.pem"))),
+        ..trusting(&certs, "ca.pem")
+    };
+    let err = client(endpoints, Some(swapped)).err().expect("refused");
+    assert!(
+        err.message.contains("the client certificate is not PEM"),
+        "{err}"
+    );
+    let err = client("http://127.0.0.1:1", Some(trusting(&certs, "ca.pem")))
+        .err()
+        .expect("refused");
+    assert!(err.message.contains("use https://"), "{err}");
+    let err = parse_endpoints("https://127.0.0.1:1,http://127.0.0.1:2").unwrap_err();
+    assert!(err.message.contains("mix http and https"), "{err}");
+}
+
+/// The C ABI's TLS options (`etcdc_client_options_set_tls_files`, `_pem`, `_server_name`)
+/// against the same servers: files read at connect, PEM copied, clear statuses.
+#[test]
+fn c_abi_options() {
+    use etcdc::ffi::client::*;
+    use etcdc::ffi::put::etcdc_put;
+    use etcdc::ffi::status::etcdc_status;
+    use std::ffi::CString;
+    use std::ptr::{null, null_mut};
+
+    let certs = Certs::new();
+    let Some(cluster) = Cluster::start_tls(1, &certs, true) else {
+        return;
+    };
+    let path = |f: &str| CString::new(certs.path(f).to_str().unwrap()).unwrap();
+    let url = CString::new(cluster.client_url(0)).unwrap();
+    let put_with = |opts: *const etcdc_client_options| {
+        let mut c = null_mut();
+        let status = etcdc_client_connect(url.as_ptr(), opts, &mut c);
+        if status != etcdc_status::ETCDC_OK {
+            return status;
+        }
+        let status = etcdc_put(c, b"/c".as_ptr(), 2, b"v".as_ptr(), 1, null(), null_mut());
+        etcdc_client_free(c);
+        status
+    };
+    let opts = etcdc_client_options_new();
+    etcdc_client_options_set_timeout_ms(opts, 2000);
+
+    // Files: CA, certificate and key.
+    let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client-key.pem"));
+    assert_eq!(
+        etcdc_client_options_set_tls_files(opts, ca.as_ptr(), cert.as_ptr(), key.as_ptr()),
+        etcdc_status::ETCDC_OK
+    );
+    assert_eq!(put_with(opts), etcdc_status::ETCDC_OK);
+    // A certificate without its key is refused when set.
+    assert_eq!(
+        etcdc_client_options_set_tls_files(opts, ca.as_ptr(), cert.as_ptr(), null()),
+        etcdc_status::ETCDC_ERR_INVALID_ARGUMENT
+    );
+    // A missing file is the connect's error, naming the file.
+    let missing = CString::new("/nonexistent/ca.pem").unwrap();
+    etcdc_client_options_set_tls_files(opts, missing.as_ptr(), cert.as_ptr(), key.as_ptr());
+    assert_eq!(put_with(opts), etcdc_status::ETCDC_ERR_INVALID_ARGUMENT);
+    let message = unsafe { std::ffi::CStr::from_ptr(etcdc::ffi::status::etcdc_last_error()) };
+    assert!(
+        message.to_str().unwrap().contains("/nonexistent/ca.pem"),
+        "{message:?}"
+    );
+
+    // PEM in memory, and a server name the certificate carries.
+    let (ca, cert, key) = (
+        certs.pem("ca.pem"),
+        certs.pem("client.pem"),
+        certs.pem("client-key.pem"),
+    );
+    assert_eq!(
+        etcdc_client_options_set_tls_pem(
+            opts,
+            ca.as_ptr(),
+            ca.len(),
+            cert.as_ptr(),
+            cert.len(),
+            key.as_ptr(),
+            key.len()
+        ),
+        etcdc_status::ETCDC_OK
+    );
+    let name = CString::new("localhost").unwrap();
+    etcdc_client_options_set_tls_server_name(opts, name.as_ptr());
+    assert_eq!(put_with(opts), etcdc_status::ETCDC_OK);
+    // Without the client certificate the server refuses: unreachable within the deadline.
+    etcdc_client_options_set_tls_pem(opts, ca.as_ptr(), ca.len(), null(), 0, null(), 0);
+    assert!(matches!(
+        put_with(opts),
+        etcdc_status::ETCDC_ERR_UNAVAILABLE | etcdc_status::ETCDC_ERR_TIMEOUT
+    ));
+    etcdc_client_options_free(opts);
+}
