@@ -288,7 +288,7 @@ fn client_tls(tls: &TlsConfig) -> Result<ClientTlsConfig> {
     Ok(config)
 }
 
-/// A PEM text with at least one `-----BEGIN ...{what}-----` block.
+/// A PEM text with at least one `-----BEGIN ...{label}-----` block; else an error naming `what`.
 fn check_pem(pem: &[u8], label: &str, what: &str) -> Result<()> {
     let text = String::from_utf8_lossy(pem);
     let found = text
