@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 
 use super::completion::{begin, etcdc_cq, etcdc_op, Answer};
-use super::guard::{bytes, c_str, free_box, guard, new_boxed, opts_or, out, set};
+use super::guard::{bytes, c_str, free_box, guard, new_boxed, opt_c_str, opts_or, out, set};
 use super::handle::Table;
 use super::status::etcdc_status;
 use crate::api::{deadline_in, Deadline};
@@ -40,7 +40,6 @@ impl Default for etcdc_client_options {
 }
 
 /// A PEM given in memory, or a file read when the client is created.
-#[derive(Clone)]
 enum Pem {
     File(PathBuf),
     Text(Vec<u8>),
@@ -48,7 +47,7 @@ enum Pem {
 
 impl Pem {
     fn file(p: *const c_char, name: &str) -> Result<Option<Pem>> {
-        Ok(opt_str(p, name)?.map(|f| Pem::File(f.into())))
+        Ok(opt_c_str(p, name)?.map(|f| Pem::File(f.into())))
     }
 
     fn text(p: *const u8, len: usize, name: &str) -> Result<Option<Pem>> {
@@ -68,7 +67,7 @@ impl Pem {
 }
 
 /// What `etcdc_client_options_set_tls_*` gave.
-#[derive(Clone, Default)]
+#[derive(Default)]
 struct Tls {
     ca: Option<Pem>,
     identity: Option<(Pem, Pem)>,
@@ -98,11 +97,6 @@ impl Tls {
             server_name: self.server_name.clone(),
         })
     }
-}
-
-/// A C string that may be NULL.
-fn opt_str<'a>(p: *const c_char, name: &str) -> Result<Option<&'a str>> {
-    (!p.is_null()).then(|| c_str(p, name)).transpose()
 }
 
 impl etcdc_client_options {
@@ -255,7 +249,7 @@ pub extern "C" fn etcdc_client_options_set_tls_server_name(
 ) -> etcdc_status {
     set(opts, |o| {
         o.tls.get_or_insert_with(Tls::default).server_name =
-            opt_str(name, "name")?.map(str::to_string);
+            opt_c_str(name, "name")?.map(str::to_string);
         Ok(())
     })
 }

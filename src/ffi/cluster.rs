@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::client::{etcdc_client, launch, wait, Client, CLIENTS};
 use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, result};
-use super::guard::{c_str, cstring, field, free_box, guard, out};
+use super::guard::{cstring, field, free_box, guard, opt_c_str, out};
 use super::record::{etcdc_header, header};
 use super::status::etcdc_status;
 use crate::api::Etcd;
@@ -205,11 +205,7 @@ pub extern "C" fn etcdc_endpoint_status_get(
     guard(|| {
         let c = CLIENTS.get(client)?;
         let out = out(status_out, "status_out")?;
-        let endpoint: Option<&str> = if endpoint.is_null() {
-            None
-        } else {
-            Some(c_str(endpoint, "endpoint")?)
-        };
+        let endpoint = opt_c_str(endpoint, "endpoint")?;
         let deadline = c.deadline(timeout_ms)?;
         let s = c.block(c.etcd.status(endpoint, deadline))?;
         out.write(Box::into_raw(Box::new(s.into())));

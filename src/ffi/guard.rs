@@ -154,6 +154,11 @@ pub(crate) fn c_str<'a>(p: *const c_char, name: &str) -> Result<&'a str> {
         .map_err(|_| Error::invalid(format!("{name} is not valid UTF-8")))
 }
 
+/// A string argument that may be NULL (then None).
+pub(crate) fn opt_c_str<'a>(p: *const c_char, name: &str) -> Result<Option<&'a str>> {
+    (!p.is_null()).then(|| c_str(p, name)).transpose()
+}
+
 /// Checks an output pointer up front, so a call fails before doing anything.
 pub(crate) fn out<'a, T>(p: *mut T, name: &str) -> Result<&'a mut std::mem::MaybeUninit<T>> {
     // SAFETY: a non-NULL output pointer points at writable storage for a T.

@@ -10,8 +10,8 @@ use super::completion::{
     etcdc_completion, etcdc_cq, etcdc_op, next_async, result, with_result, Answer,
 };
 use super::guard::{
-    arg, c_str, clone_box, cstring, field, free_box, guard, new_boxed, opts_or, out, set,
-    set_timeout, status_field, value, Timed,
+    arg, c_str, clone_box, cstring, field, free_box, guard, new_boxed, opt_c_str, opts_or, out,
+    set, set_timeout, status_field, value, Timed,
 };
 use super::handle::Table;
 use super::status::etcdc_status;
@@ -370,11 +370,7 @@ pub extern "C" fn etcdc_registration_set_metadata(
     timeout_ms: i64,
 ) -> etcdc_status {
     guard(|| {
-        let metadata = if json.is_null() {
-            None
-        } else {
-            Some(c_str(json, "json")?.to_string())
-        };
+        let metadata = opt_c_str(json, "json")?.map(str::to_string);
         let h = REGISTRATIONS.get(r)?;
         h.with_source(|s| {
             let reg = s.reg.as_ref().ok_or_else(gone)?;
