@@ -790,6 +790,18 @@ enum etcdc_status etcdc_client_options_set_tls_server_name(struct etcdc_client_o
                                                            const char *name);
 
 /**
+ * The user for a cluster with authentication on (etcd's `--user name:password`): the
+ * client exchanges them for a token before its first call and renews the token whenever
+ * the cluster stops taking it. A wrong password fails calls with `ETCDC_ERR_AUTH`; a key
+ * the user may not touch, with `ETCDC_ERR_PERMISSION`. A cluster with authentication off
+ * takes the calls as they are. NULL `user` forgets a user set before. Without a user, a
+ * cluster with `--client-cert-auth` takes the user from the client certificate's common name.
+ */
+enum etcdc_status etcdc_client_options_set_user(struct etcdc_client_options *opts,
+                                                const char *user,
+                                                const char *password);
+
+/**
  * Creates a client of the etcd cluster at `endpoints`: "http://host:port" entries separated
  * by commas ("https://" for TLS, with `etcdc_client_options_set_tls_*` or the system's
  * roots). `opts` may be NULL for the defaults; it is not consumed. Connections are made

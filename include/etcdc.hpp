@@ -692,6 +692,9 @@ struct ClientOptions {
   std::string tls_cert_file;       // with tls_key_file, for servers that ask for a client certificate
   std::string tls_key_file;
   std::string tls_server_name;     // empty: the endpoint's host
+  // A user for clusters with authentication on: see etcdc_client_options_set_user.
+  std::string user;                // empty: none (or the client certificate's common name)
+  std::string password;
 };
 
 namespace detail {
@@ -725,6 +728,8 @@ class Client {
                                                        c_or_null(opts.tls_cert_file), c_or_null(opts.tls_key_file)));
     if (!opts.tls_server_name.empty())
       detail::check(etcdc_client_options_set_tls_server_name(o.get(), opts.tls_server_name.c_str()));
+    if (!opts.user.empty())
+      detail::check(etcdc_client_options_set_user(o.get(), opts.user.c_str(), opts.password.c_str()));
     etcdc_client* c = nullptr;
     detail::check(etcdc_client_connect(endpoints.c_str(), o.get(), &c));
     return Client(c);

@@ -84,6 +84,14 @@ const BY_TEXT: &[(&str, ErrorKind)] = &[
     ("revision of auth store is old", ErrorKind::Auth),
 ];
 
+/// The kind etcd's error text names, if it is one of etcd's.
+pub(crate) fn kind_by_text(message: &str) -> Option<ErrorKind> {
+    BY_TEXT
+        .iter()
+        .find(|(text, _)| message.contains(text))
+        .map(|&(_, kind)| kind)
+}
+
 impl From<tonic::Status> for Error {
     fn from(st: tonic::Status) -> Self {
         use tonic::Code;
@@ -92,10 +100,7 @@ impl From<tonic::Status> for Error {
         } else {
             st.message().to_string()
         };
-        let by_text = BY_TEXT
-            .iter()
-            .find(|(text, _)| message.contains(text))
-            .map(|&(_, kind)| kind);
+        let by_text = kind_by_text(&message);
         // A broken connection reaches tonic's caller as Unknown "transport error" (with the
         // io/h2 cause as its source): not an answer from the server, so the server is
         // unavailable.

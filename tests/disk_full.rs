@@ -69,7 +69,7 @@ fn client(url: &str) -> Box<dyn Etcd> {
         etcdc::remote::Remote::new(etcdc::remote::RemoteConfig {
             endpoints: vec![url.to_string()],
             connect_timeout: Duration::from_millis(300),
-            tls: None,
+            ..Default::default()
         })
         .unwrap(),
     )

@@ -101,7 +101,7 @@ async fn serve(fake: Arc<Knobs>) -> Remote {
     Remote::new(RemoteConfig {
         endpoints: vec![url],
         connect_timeout: Duration::from_secs(1),
-        tls: None,
+        ..Default::default()
     })
     .unwrap()
 }

@@ -125,7 +125,7 @@ async fn until_serving(c: &Cluster, i: usize) -> Box<dyn Etcd> {
         etcdc::remote::Remote::new(etcdc::remote::RemoteConfig {
             endpoints: vec![c.procs[i].client.clone()],
             connect_timeout: Duration::from_millis(300),
-            tls: None,
+            ..Default::default()
         })
         .unwrap(),
     );

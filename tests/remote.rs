@@ -126,7 +126,7 @@ fn an_empty_endpoint_list_is_refused() {
     let err = etcdc::remote::Remote::new(etcdc::remote::RemoteConfig {
         endpoints: vec![],
         connect_timeout: Duration::from_secs(1),
-        tls: None,
+        ..Default::default()
     })
     .err()
     .expect("no client without an endpoint");

@@ -363,13 +363,18 @@ async fn run(pool: Arc<Pool>, mut cmds: mpsc::UnboundedReceiver<KeepCmd>) {
             kept.next_send = Instant::now();
         }
         state.tick(Some(&tx));
-        let mut client = LeaseClient::new(member.channel.clone());
-        let opened = tokio::select! {
-            r = client.lease_keep_alive(require_leader(UnboundedReceiverStream::new(rx))) => r,
-            _ = tokio::time::sleep(Duration::from_secs(5)) => Err(tonic::Status::unavailable("keep-alive stream did not open in 5 s")),
+        let opened = match pool.stream_stamp(member).await {
+            Ok(stamp) => {
+                let mut client = LeaseClient::new(member.stamped(stamp.clone()));
+                tokio::select! {
+                    r = client.lease_keep_alive(require_leader(UnboundedReceiverStream::new(rx))) => r.map(|r| (stamp, r)),
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => Err(tonic::Status::unavailable("keep-alive stream did not open in 5 s")),
+                }
+            }
+            Err(s) => Err(s),
         };
         let reason = match opened {
-            Ok(resp) => {
+            Ok((stamp, resp)) => {
                 let mut answers = resp.into_inner();
                 loop {
                     let wake = state.tick(Some(&tx));
@@ -388,7 +393,10 @@ async fn run(pool: Arc<Pool>, mut cmds: mpsc::UnboundedReceiver<KeepCmd>) {
                                 state.on_answer(a.id, a.ttl);
                             }
                             Ok(None) => break format!("{}: keep-alive stream closed", member.url),
-                            Err(e) => break format!("{}: {}", member.url, Error::from(e)),
+                            Err(e) => {
+                                pool.auth.renew_after(&e, &stamp);
+                                break format!("{}: {}", member.url, Error::from(e));
+                            }
                         },
                         _ = tokio::time::sleep_until(wake) => {}
                     }

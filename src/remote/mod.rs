@@ -2,6 +2,7 @@
 //! over the members and retry the way Go's clientv3 does; one multiplexed Watch stream and
 //! one LeaseKeepAlive stream per client carry every watch and every kept lease.
 
+mod auth;
 mod keepalive;
 mod watch;
 
@@ -20,6 +21,8 @@ use crate::pb::etcdserverpb::lease_client::LeaseClient;
 use crate::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use crate::pb::etcdserverpb::*;
 use crate::stream::Feed;
+pub use auth::Credentials;
+use auth::{Auth, Stamped};
 
 /// The largest request the client sends, as Go's clientv3 (`defaultMaxCallSendMsgSize`).
 /// etcd itself refuses requests over 1.5 MiB with "etcdserver: request is too large".
@@ -31,6 +34,20 @@ pub struct RemoteConfig {
     pub connect_timeout: Duration,
     /// TLS for `https://` endpoints; None with https: the system's roots, no client certificate.
     pub tls: Option<TlsConfig>,
+    /// A user for clusters with authentication on; None: no user, or the one named by the
+    /// client certificate's common name (etcd's `--client-cert-auth`).
+    pub credentials: Option<Credentials>,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        RemoteConfig {
+            endpoints: Vec::new(),
+            connect_timeout: Duration::from_secs(2),
+            tls: None,
+            credentials: None,
+        }
+    }
 }
 
 /// How a client verifies the servers and, for mutual TLS, proves who it is. All PEM.
@@ -91,6 +108,37 @@ pub fn parse_endpoints(list: &str) -> Result<Vec<String>> {
 pub(crate) struct Conn {
     pub url: String,
     pub channel: Channel,
+    /// The member has answered a call: its scheme is right.
+    answered: std::sync::atomic::AtomicBool,
+}
+
+impl Conn {
+    /// `message` (why a connection to this member failed) with what to check when the
+    /// cause is a common mistake in the TLS settings.
+    fn explain(&self, message: String) -> String {
+        let hint = if message.contains("UnknownIssuer") {
+            "the server's certificate is not signed by a CA the client trusts"
+        } else if message.contains("NotValidForName") || message.contains("not valid for name") {
+            "the server's certificate does not name the host the client asked for (a TLS server name can be set)"
+        } else if message.contains("BadCertificate") || message.contains("CertificateRequired") {
+            "the server refused the client certificate, or requires one the client did not give"
+        } else if ["reset", "closed", "eof", "broken pipe"]
+            .iter()
+            .any(|m| message.contains(m))
+            && !self.answered.load(Ordering::Relaxed)
+        {
+            // A member that ends every connection from the start most often wants what the
+            // client does not give.
+            if is_tls(&self.url) {
+                "the member ended the connection while it was set up: it may require a client certificate the client did not give, or not speak TLS (then use http://)"
+            } else {
+                "the member ended the connection while it was set up: does it require TLS? then use https://"
+            }
+        } else {
+            return message;
+        };
+        format!("{message} ({hint})")
+    }
 }
 
 /// The connections to every member, shared by unary calls and the two streams.
@@ -99,6 +147,7 @@ pub(crate) struct Pool {
     pub members: Vec<Conn>,
     next: AtomicUsize,
     pub counters: crate::observe::Counters,
+    pub auth: Auth,
 }
 
 impl Pool {
@@ -124,39 +173,68 @@ impl Pool {
     /// write is never applied twice.
     pub async fn unary<T, F, Fut>(&self, idempotent: bool, deadline: Deadline, call: F) -> Result<T>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(Stamped) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
-        Self::attempt(
+        self.attempt(
             self.rotation(),
             self.members.len(),
             idempotent,
             deadline,
             call,
-            Some(&self.counters),
         )
         .await
     }
 
+    /// The token for a stream opened on `member` (authenticating there first if need be).
+    pub async fn stream_stamp(
+        &self,
+        member: &Conn,
+    ) -> std::result::Result<auth::Stamp, tonic::Status> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        self.auth.stamp(member, deadline).await
+    }
+
+    /// One call on `member`, with the token it needs: got first if there is none, renewed
+    /// and the call sent again once if the member refuses it.
+    async fn once<T, F, Fut>(
+        &self,
+        member: &Conn,
+        deadline: Deadline,
+        call: &F,
+    ) -> std::result::Result<tonic::Response<T>, tonic::Status>
+    where
+        F: Fn(Stamped) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let stamp = self.auth.stamp(member, deadline).await?;
+        match call(member.stamped(stamp.clone())).await {
+            Err(s) if self.auth.should_renew(&s) => {
+                self.auth.forget(&stamp);
+                let stamp = self.auth.stamp(member, deadline).await?;
+                call(member.stamped(stamp)).await
+            }
+            answer => answer,
+        }
+    }
+
     /// `unary` over the given members in turn, `n` to a round.
     async fn attempt<'a, T, F, Fut>(
+        &self,
         members: impl Iterator<Item = &'a Conn>,
         n: usize,
         idempotent: bool,
         deadline: Deadline,
         call: F,
-        counters: Option<&crate::observe::Counters>,
     ) -> Result<T>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(Stamped) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut last: Option<Error> = None;
         for (attempt, member) in members.enumerate() {
             if attempt > 0 {
-                if let Some(c) = counters {
-                    crate::observe::Counters::add(&c.retries, 1);
-                }
+                crate::observe::Counters::add(&self.counters.retries, 1);
             }
             if attempt > 0 && attempt % n == 0 {
                 // A full round failed: back off before the next one (25 ms steps, as Go).
@@ -168,8 +246,11 @@ impl Pool {
                     break;
                 }
             }
-            match tokio::time::timeout_at(deadline, call(member.channel.clone())).await {
-                Ok(Ok(resp)) => return Ok(resp.into_inner()),
+            match tokio::time::timeout_at(deadline, self.once(member, deadline, &call)).await {
+                Ok(Ok(resp)) => {
+                    member.answered.store(true, Ordering::Relaxed);
+                    return Ok(resp.into_inner());
+                }
                 Ok(Err(status)) => {
                     let unsent = never_sent(&status);
                     let from_etcd = status.message().starts_with("etcdserver:");
@@ -182,7 +263,8 @@ impl Pool {
                         && (idempotent || unsent);
                     if err.kind == ErrorKind::Unavailable && !from_etcd {
                         // The connection failed, not the request: say which member and why.
-                        err.message = format!("{}: {}{detail}", member.url, err.message);
+                        err.message =
+                            member.explain(format!("{}: {}{detail}", member.url, err.message));
                     }
                     if !retry {
                         return Err(err);
@@ -246,12 +328,14 @@ impl Remote {
             members.push(Conn {
                 url,
                 channel: endpoint.connect_lazy(),
+                answered: Default::default(),
             });
         }
         let pool = Arc::new(Pool {
             members,
             next: AtomicUsize::new(0),
             counters: Default::default(),
+            auth: Auth::new(config.credentials),
         });
         Ok(Remote {
             watch: watch::Mux::start(pool.clone()),
@@ -301,6 +385,15 @@ fn check_pem(pem: &[u8], label: &str, what: &str) -> Result<()> {
             "{what} is not PEM (no \"-----BEGIN ...{label}-----\" block)"
         )))
     }
+}
+
+/// True when the cluster refused who the client is (wrong password, a forbidden user):
+/// another member or another try will say the same.
+pub(crate) fn refused(status: &tonic::Status) -> bool {
+    matches!(
+        Error::from(status.clone()).kind,
+        ErrorKind::Auth | ErrorKind::PermissionDenied
+    )
 }
 
 /// True when a failed call provably never reached a server: the connection itself failed.
@@ -353,7 +446,7 @@ fn check_size(req: &impl prost::Message) -> Result<()> {
     Ok(())
 }
 
-fn kv(ch: Channel) -> KvClient<Channel> {
+fn kv(ch: Stamped) -> KvClient<Stamped> {
     KvClient::new(ch)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX)
@@ -505,15 +598,15 @@ impl Etcd for Remote {
                 Error::invalid(format!("{url:?} is not one of the client's endpoints"))
             })?;
         // The same retries as any read, but on this member only.
-        Pool::attempt(
-            std::iter::repeat(member),
-            1,
-            true,
-            deadline,
-            |ch| async move { MaintenanceClient::new(ch).status(StatusRequest {}).await },
-            Some(&self.pool.counters),
-        )
-        .await
+        self.pool
+            .attempt(
+                std::iter::repeat(member),
+                1,
+                true,
+                deadline,
+                |ch| async move { MaintenanceClient::new(ch).status(StatusRequest {}).await },
+            )
+            .await
     }
 
     async fn watch(

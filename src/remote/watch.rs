@@ -13,7 +13,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::{require_leader, Pool};
 use crate::api::{event_rev, pieces, Deadline, WatchControl, WatchUpdate};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{kind_by_text, Error, ErrorKind, Result};
 use crate::observe::{self, Counters, Level};
 use crate::pb::etcdserverpb::watch_client::WatchClient;
 use crate::pb::etcdserverpb::watch_request::RequestUnion;
@@ -233,6 +233,17 @@ impl MuxState {
         n
     }
 
+    /// Fails every watch not yet created with `err`.
+    fn refuse(&mut self, err: &Error) {
+        self.watches.retain(|_, w| match w.created.take() {
+            Some(created) => {
+                let _ = created.send(Err(err.clone()));
+                false
+            }
+            None => true,
+        });
+    }
+
     fn end(&mut self, id: u64, last: WatchUpdate) {
         let Some(w) = self.watches.remove(&id) else {
             return;
@@ -243,7 +254,8 @@ impl MuxState {
         match (w.created, last) {
             // Refused before it was ever confirmed: the starter gets the reason.
             (Some(created), WatchUpdate::Canceled { reason }) => {
-                let _ = created.send(Err(Error::new(ErrorKind::Canceled, reason)));
+                let kind = kind_by_text(&reason).unwrap_or(ErrorKind::Canceled);
+                let _ = created.send(Err(Error::new(kind, reason)));
             }
             (created, last) => {
                 if let Some(created) = created {
@@ -427,32 +439,47 @@ async fn run(pool: Arc<Pool>, mut cmds: mpsc::UnboundedReceiver<WatchCmd>) {
                 format!("watch stream: resuming {resumed} watches on {}", member.url)
             });
         }
-        let mut client =
-            WatchClient::new(member.channel.clone()).max_decoding_message_size(usize::MAX);
-        let opened = tokio::select! {
-            r = client.watch(require_leader(UnboundedReceiverStream::new(rx))) => r,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => Err(tonic::Status::unavailable("watch stream did not open in 5 s")),
-        };
-        if let Ok(responses) = opened {
-            let mut responses = responses.into_inner();
-            loop {
+        let opened = match pool.stream_stamp(member).await {
+            Ok(stamp) => {
+                let mut client = WatchClient::new(member.stamped(stamp.clone()))
+                    .max_decoding_message_size(usize::MAX);
                 tokio::select! {
-                    cmd = cmds.recv() => match cmd {
-                        Some(cmd) => state.handle(cmd, Some(&tx)),
-                        None => return,
-                    },
-                    msg = responses.message() => match msg {
-                        Ok(Some(resp)) => {
-                            failures = 0;
-                            state.on_response(resp, &tx);
-                        }
-                        Ok(None) | Err(_) => break,
-                    },
-                }
-                if state.watches.is_empty() {
-                    break;
+                    r = client.watch(require_leader(UnboundedReceiverStream::new(rx))) => r.map(|r| (stamp, r)),
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => Err(tonic::Status::unavailable("watch stream did not open in 5 s")),
                 }
             }
+            Err(s) => Err(s),
+        };
+        match opened {
+            Ok((stamp, responses)) => {
+                let mut responses = responses.into_inner();
+                loop {
+                    tokio::select! {
+                        cmd = cmds.recv() => match cmd {
+                            Some(cmd) => state.handle(cmd, Some(&tx)),
+                            None => return,
+                        },
+                        msg = responses.message() => match msg {
+                            Ok(Some(resp)) => {
+                                failures = 0;
+                                state.on_response(resp, &tx);
+                            }
+                            Ok(None) => break,
+                            Err(s) => {
+                                pool.auth.renew_after(&s, &stamp);
+                                break;
+                            }
+                        },
+                    }
+                    if state.watches.is_empty() {
+                        break;
+                    }
+                }
+            }
+            // Wrong credentials: no member will take the stream; watches waiting to be
+            // created are told so, the others wait for a stream.
+            Err(s) if super::refused(&s) => state.refuse(&Error::from(s)),
+            Err(_) => {}
         }
         if !state.watches.is_empty() {
             failures += 1;

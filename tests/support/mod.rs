@@ -56,6 +56,23 @@ pub async fn put_rev(e: &dyn Etcd, key: impl AsRef<[u8]>, value: impl AsRef<[u8]
         .revision
 }
 
+/// Waits (at most 5 s) for the watch's next events, which must be at revision `rev`.
+pub async fn next_event_at(w: &mut etcdc::api::Watcher, rev: i64) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), w.updates.recv())
+            .await
+            .expect("the event within 5 s")
+        {
+            Some(etcdc::api::WatchUpdate::Events { events, .. }) => {
+                assert_eq!(events[0].kv.as_ref().unwrap().mod_revision, rev);
+                return;
+            }
+            Some(_) => continue,
+            None => panic!("the watch ended"),
+        }
+    }
+}
+
 /// A backend under test and whatever keeps it running.
 pub struct Target {
     pub etcd: Arc<dyn Etcd>,
@@ -69,7 +86,7 @@ pub fn remote(endpoints: &str) -> Arc<dyn Etcd> {
         Remote::new(RemoteConfig {
             endpoints: parse_endpoints(endpoints).expect("endpoints"),
             connect_timeout: Duration::from_secs(1),
-            tls: None,
+            ..Default::default()
         })
         .expect("remote client"),
     )

@@ -1,5 +1,6 @@
 //! Certificates made by the tests themselves (rcgen): a CA, a server certificate for
-//! 127.0.0.1 and localhost, a client certificate, and a second CA that trusts none of them.
+//! 127.0.0.1 and localhost, client certificates for the users `root` and `app` (their common
+//! names), and a second CA that trusts none of them.
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +35,7 @@ impl Certs {
             vec!["127.0.0.1".into(), "localhost".into()],
         );
         leaf("client", "root", vec![]);
+        leaf("app", "app", vec![]);
         Certs { dir }
     }
 
