@@ -760,8 +760,8 @@ enum etcdc_status etcdc_client_options_set_timeout_ms(struct etcdc_client_option
                                                       int64_t timeout_ms);
 
 /**
- * TLS from files, read when the client is created (so a rotated certificate is picked up by
- * the next client): `ca_file` verifies the servers (NULL: the system's roots); `cert_file`
+ * TLS from files, read for every new connection (so a rotated certificate is picked up
+ * without a new client; checked when the client is created): `ca_file` verifies the servers (NULL: the system's roots); `cert_file`
  * and `key_file` (both or neither) are the client's certificate and key for servers that
  * ask for one (etcd's `--client-cert-auth`). All PEM. Needs `https://` endpoints.
  */
@@ -2075,8 +2075,8 @@ enum etcdc_status etcdc_node_options_set_name(struct etcdc_node_options *opts, c
 enum etcdc_status etcdc_node_options_set_data_dir(struct etcdc_node_options *opts, const char *dir);
 
 /**
- * Where to serve etcd's gRPC API ("http://host:port,..."; default: nowhere, in process
- * only).
+ * Where to serve etcd's gRPC API ("http://host:port,..."; "https://" with
+ * `etcdc_node_options_set_client_tls` or `_auto_tls`; default: nowhere, in process only).
  */
 enum etcdc_status etcdc_node_options_set_listen_client_urls(struct etcdc_node_options *opts,
                                                             const char *urls_list);
@@ -2145,6 +2145,45 @@ enum etcdc_status etcdc_node_options_set_snapshot_count(struct etcdc_node_option
  */
 enum etcdc_status etcdc_node_options_set_quota_backend_bytes(struct etcdc_node_options *opts,
                                                              uint64_t bytes);
+
+/**
+ * TLS on the member's `https://` client URLs (etcd's `--cert-file`, `--key-file`,
+ * `--trusted-ca-file`, `--client-cert-auth`): the files are PEM, read when the member
+ * starts and again whenever they change; with `client_cert_auth`, clients must present a
+ * certificate signed by `trusted_ca_file`.
+ */
+enum etcdc_status etcdc_node_options_set_client_tls(struct etcdc_node_options *opts,
+                                                    const char *cert_file,
+                                                    const char *key_file,
+                                                    const char *trusted_ca_file,
+                                                    bool client_cert_auth);
+
+/**
+ * TLS between members at `https://` peer URLs (etcd's `--peer-*` flags), as
+ * `etcdc_node_options_set_client_tls`. The certificate is also what the member shows the
+ * others when it connects to them; theirs are verified against `trusted_ca_file`.
+ */
+enum etcdc_status etcdc_node_options_set_peer_tls(struct etcdc_node_options *opts,
+                                                  const char *cert_file,
+                                                  const char *key_file,
+                                                  const char *trusted_ca_file,
+                                                  bool client_cert_auth);
+
+/**
+ * etcd's `--auto-tls` and `--peer-auto-tls`: a self-signed certificate made at the first
+ * start and kept in the data dir, for https URLs without certificate files. Clients must
+ * skip verification (`etcdctl --insecure-skip-tls-verify`); for tests and trusted networks.
+ */
+enum etcdc_status etcdc_node_options_set_auto_tls(struct etcdc_node_options *opts,
+                                                  bool client,
+                                                  bool peer);
+
+/**
+ * The TLS 1.2 cipher suites allowed, by Go's names, comma-separated (etcd's
+ * `--cipher-suites`); "" for the defaults. A name not supported fails `etcdc_node_start`.
+ */
+enum etcdc_status etcdc_node_options_set_cipher_suites(struct etcdc_node_options *opts,
+                                                       const char *suites);
 
 /**
  * Starts a member: opens (or creates) its data dir, joins or forms its cluster, serves its

@@ -69,6 +69,8 @@ pub mod remote;
 pub mod runtime;
 /// cbindgen:ignore
 pub mod stream;
+/// cbindgen:ignore
+pub mod tls;
 
 pub use api::Etcd;
 pub use error::{Error, ErrorKind, Result};

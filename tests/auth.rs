@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcdc::pb::etcdserverpb::*;
-use etcdc::remote::{parse_endpoints, Credentials, Remote, RemoteConfig, TlsConfig};
+use etcdc::remote::{parse_endpoints, ClientTls, Credentials, Identity, Pem, Remote, RemoteConfig};
 use etcdc::{ErrorKind, Etcd};
 use support::etcd::Cluster;
 use support::tls::Certs;
@@ -17,7 +17,7 @@ use support::{dl, next_event_at, put};
 fn client(
     endpoints: &str,
     credentials: Option<(&str, &str)>,
-    tls: Option<TlsConfig>,
+    tls: Option<ClientTls>,
 ) -> Arc<dyn Etcd> {
     Arc::new(
         Remote::new(RemoteConfig {
@@ -199,13 +199,13 @@ async fn user_from_the_client_certificate() {
     // etcdctl presents the certificate of `root`: no password needed.
     enable_auth(&cluster, false);
     let url = cluster.client_url(0);
-    let tls = |name: &str| TlsConfig {
-        ca: Some(certs.pem("ca.pem")),
-        identity: Some((
-            certs.pem(&format!("{name}.pem")),
-            certs.pem(&format!("{name}-key.pem")),
-        )),
-        server_name: None,
+    let tls = |name: &str| ClientTls {
+        ca: Some(Pem::File(certs.path("ca.pem"))),
+        identity: Some(Identity {
+            cert: Pem::File(certs.path(&format!("{name}.pem"))),
+            key: Pem::File(certs.path(&format!("{name}-key.pem"))),
+        }),
+        ..Default::default()
     };
     // The certificate's common name is the user: `root` may do anything ...
     let root = client(&url, None, Some(tls("client")));

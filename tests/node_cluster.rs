@@ -10,8 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use etcdc::pb::etcdserverpb::*;
+use etcdc::remote::{ClientTls, Identity, Pem};
 use etcdc::Etcd;
 use support::etcd::free_port;
+use support::tls::Certs;
 use support::{count, dl, remote};
 
 struct Proc {
@@ -24,11 +26,12 @@ struct Proc {
 }
 
 impl Proc {
-    fn new(name: String) -> Proc {
+    /// A member at free ports, its URLs of `scheme` (http or https).
+    fn new(name: String, scheme: &str) -> Proc {
         Proc {
             name,
-            client: format!("http://127.0.0.1:{}", free_port()),
-            peer: format!("http://127.0.0.1:{}", free_port()),
+            client: format!("{scheme}://127.0.0.1:{}", free_port()),
+            peer: format!("{scheme}://127.0.0.1:{}", free_port()),
             join: false,
             child: None,
         }
@@ -42,6 +45,8 @@ struct Cluster {
     initial: String,
     /// More flags for every process.
     extra: Vec<String>,
+    /// How clients reach the members: TLS settings for https URLs.
+    client_tls: Option<ClientTls>,
 }
 
 impl Cluster {
@@ -50,7 +55,44 @@ impl Cluster {
     }
 
     fn with_flags(n: usize, extra: &[&str]) -> Cluster {
-        let procs: Vec<Proc> = (0..n).map(|i| Proc::new(format!("n{i}"))).collect();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Cluster::start_all(n, "http", extra, None)
+    }
+
+    /// `n` members whose client and peer URLs require TLS and a certificate signed by the
+    /// CA of `certs`; clients present the certificate of `root`.
+    fn with_tls(n: usize, certs: &Certs) -> Cluster {
+        let p = |f: &str| certs.path(f).display().to_string();
+        let mut flags = Vec::new();
+        for prefix in ["", "peer-"] {
+            flags.extend([
+                format!("--{prefix}cert-file"),
+                p("server.pem"),
+                format!("--{prefix}key-file"),
+                p("server-key.pem"),
+                format!("--{prefix}trusted-ca-file"),
+                p("ca.pem"),
+                format!("--{prefix}client-cert-auth"),
+            ]);
+        }
+        let tls = ClientTls {
+            ca: Some(Pem::File(certs.path("ca.pem"))),
+            identity: Some(Identity {
+                cert: Pem::File(certs.path("client.pem")),
+                key: Pem::File(certs.path("client-key.pem")),
+            }),
+            ..Default::default()
+        };
+        Cluster::start_all(n, "https", flags, Some(tls))
+    }
+
+    fn start_all(
+        n: usize,
+        scheme: &str,
+        extra: Vec<String>,
+        client_tls: Option<ClientTls>,
+    ) -> Cluster {
+        let procs: Vec<Proc> = (0..n).map(|i| Proc::new(format!("n{i}"), scheme)).collect();
         let initial = procs
             .iter()
             .map(|p| format!("{}={}", p.name, p.peer))
@@ -60,7 +102,8 @@ impl Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             procs,
             initial,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra,
+            client_tls,
         };
         for i in 0..n {
             c.start(i);
@@ -125,6 +168,7 @@ async fn until_serving(c: &Cluster, i: usize) -> Box<dyn Etcd> {
         etcdc::remote::Remote::new(etcdc::remote::RemoteConfig {
             endpoints: vec![c.procs[i].client.clone()],
             connect_timeout: Duration::from_millis(300),
+            tls: c.client_tls.clone(),
             ..Default::default()
         })
         .unwrap(),
@@ -277,7 +321,7 @@ async fn members_are_added_and_removed_with_etcdctl() {
     }
 
     // etcdctl member add, then the new member started with what it printed.
-    let mut p = Proc::new("n1".into());
+    let mut p = Proc::new("n1".into(), "http");
     p.join = true;
     let peer = p.peer.clone();
     c.procs.push(p);
@@ -532,4 +576,258 @@ async fn a_backup_saved_with_etcdctl_starts_a_new_cluster() {
     restored.start(0);
     let e = until_serving(&restored, 0).await;
     assert_eq!(count(&*e, "/k/", false).await, 51);
+}
+
+/// `curl` on one of a member's HTTP endpoints over TLS, with the certificate of `who`
+/// (None: none): (succeeded, body).
+fn curl(certs: &Certs, url: &str, who: Option<&str>) -> (bool, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(certs.path("ca.pem"));
+    if let Some(who) = who {
+        cmd.arg("--cert")
+            .arg(certs.path(&format!("{who}.pem")))
+            .arg("--key")
+            .arg(certs.path(&format!("{who}-key.pem")));
+    }
+    let out = cmd.arg(url).output().expect("curl runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_requires_tls_and_client_certificates() {
+    let certs = Certs::new();
+    let c = Cluster::with_tls(3, &certs);
+    // Every member answers a linearizable read: the members found a leader over TLS.
+    let mut members = Vec::new();
+    for i in 0..3 {
+        members.push(until_serving(&c, i).await);
+    }
+    let client: Box<dyn Etcd> = Box::new(
+        etcdc::remote::Remote::new(etcdc::remote::RemoteConfig {
+            endpoints: etcdc::remote::parse_endpoints(&c.endpoints()).unwrap(),
+            tls: c.client_tls.clone(),
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let mut w = client
+        .watcher(
+            WatchCreateRequest {
+                key: b"/tls/".to_vec(),
+                range_end: etcdc::kv::prefix_end(b"/tls/"),
+                ..Default::default()
+            },
+            dl(),
+        )
+        .await
+        .unwrap();
+    let first = support::put_rev(&*client, "/tls/0", "v").await;
+    support::next_event_at(&mut w, first).await;
+    for i in 1..20 {
+        put_until_acked(&*client, format!("/tls/{i}")).await;
+    }
+    for m in &members {
+        assert_eq!(count(&**m, "/tls/", false).await, 20, "replicated over TLS");
+    }
+
+    // etcdctl with etcd's TLS flags.
+    let url = &c.procs[1].client;
+    let flags = |who: &str| {
+        vec![
+            "--cacert".to_string(),
+            certs.path("ca.pem").display().to_string(),
+            "--cert".to_string(),
+            certs.path(&format!("{who}.pem")).display().to_string(),
+            "--key".to_string(),
+            certs.path(&format!("{who}-key.pem")).display().to_string(),
+        ]
+    };
+    let ctl = |args: &[&str], who: &str| {
+        let mut all: Vec<String> = flags(who);
+        all.extend(args.iter().map(|s| s.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        support::etcdctl::etcdctl(url, &all, None)
+    };
+    let (ok, out) = ctl(&["get", "/tls/0", "--print-value-only"], "client");
+    assert!(ok && out.trim() == "v", "{out}");
+    let (ok, out) = ctl(&["member", "list"], "client");
+    assert!(
+        ok && out.matches("https://127.0.0.1:").count() == 6,
+        "{out}"
+    );
+    // A certificate from a CA the members do not trust is refused.
+    let (ok, out) = ctl(&["get", "/tls/0"], "stranger");
+    assert!(!ok, "{out}");
+
+    // /health and /metrics follow the client URL's TLS.
+    let (ok, body) = curl(&certs, &format!("{url}/health"), Some("client"));
+    assert!(ok && body.contains("\"health\":\"true\""), "{body}");
+    let (ok, body) = curl(&certs, &format!("{url}/metrics"), Some("client"));
+    assert!(ok && body.contains("etcd_server_has_leader 1"), "{body}");
+    let (ok, _) = curl(&certs, &format!("{url}/health"), None);
+    assert!(!ok, "no client certificate, no answer");
+
+    // The remote client without a certificate, or in plaintext: clear errors.
+    let no_cert = etcdc::remote::Remote::new(etcdc::remote::RemoteConfig {
+        endpoints: vec![url.clone()],
+        tls: Some(ClientTls {
+            identity: None,
+            ..c.client_tls.clone().unwrap()
+        }),
+        ..Default::default()
+    })
+    .unwrap();
+    let err = no_cert
+        .put(
+            support::put("/x", "v"),
+            etcdc::api::deadline_in(Duration::from_secs(2)),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("client certificate"), "{err}");
+    let plain = remote(&url.replace("https://", "http://"));
+    let err = plain
+        .put(
+            support::put("/x", "v"),
+            etcdc::api::deadline_in(Duration::from_secs(2)),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("does it require TLS?"), "{err}");
+}
+
+/// etcdc-node's stderr and exit status for `flags` on one member of a fresh data dir.
+fn node_refuses(flags: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let out = Command::new(env!("CARGO_BIN_EXE_etcdc-node"))
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .args(flags)
+        .stdin(Stdio::null())
+        .output()
+        .expect("etcdc-node runs");
+    assert!(!out.status.success(), "{flags:?} must be refused");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_tls_and_clear_refusals_of_bad_tls_flags() {
+    let certs = Certs::new();
+    let client = format!("https://127.0.0.1:{}", free_port());
+    let client_flags = [
+        "--listen-client-urls",
+        &client,
+        "--advertise-client-urls",
+        &client,
+    ];
+
+    // An https URL without a certificate; a certificate without its key; a cipher suite
+    // rustls does not have; client certificates required without a CA to check them.
+    let err = node_refuses(&client_flags);
+    assert!(
+        err.contains("needs --cert-file and --key-file, or --auto-tls"),
+        "{err}"
+    );
+    let cert = certs.path("server.pem").display().to_string();
+    let key = certs.path("server-key.pem").display().to_string();
+    let mut flags = client_flags.to_vec();
+    flags.extend(["--cert-file", &cert]);
+    let err = node_refuses(&flags);
+    assert!(
+        err.contains("--cert-file and --key-file go together"),
+        "{err}"
+    );
+    flags.extend(["--key-file", &key]);
+    let mut bad_suite = flags.clone();
+    bad_suite.extend(["--cipher-suites", "TLS_RSA_WITH_RC4_128_SHA"]);
+    let err = node_refuses(&bad_suite);
+    assert!(
+        err.contains("cipher suite \"TLS_RSA_WITH_RC4_128_SHA\" is not supported"),
+        "{err}"
+    );
+    let mut no_ca = flags.clone();
+    no_ca.push("--client-cert-auth");
+    let err = node_refuses(&no_ca);
+    assert!(
+        err.contains("--client-cert-auth needs --trusted-ca-file"),
+        "{err}"
+    );
+
+    // --auto-tls: a self-signed certificate; etcdctl talks to it skipping verification.
+    let dir = tempfile::tempdir().unwrap();
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let _node = Stopped(
+        Command::new(env!("CARGO_BIN_EXE_etcdc-node"))
+            .arg("--data-dir")
+            .arg(dir.path().join("d"))
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(client_flags)
+            .args([
+                "--auto-tls",
+                "--cipher-suites",
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcdc-node starts"),
+    );
+    // (etcdctl 3.4 speaks plaintext unless given certificates or told otherwise.)
+    let insecure = [
+        "--insecure-transport=false",
+        "--insecure-skip-tls-verify",
+        "--command-timeout=2s",
+    ];
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (ok, out) = support::etcdctl::etcdctl(
+            &client,
+            &[&insecure[..], &["put", "/auto", "tls"]].concat(),
+            None,
+        );
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < until, "never served: {out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dir.path().join("d/fixtures/client/cert.pem").exists());
+    // Verified against the system's roots it is refused: it is self-signed.
+    let (ok, out) = support::etcdctl::etcdctl(
+        &client,
+        &[
+            "--insecure-transport=false",
+            "--command-timeout=2s",
+            "get",
+            "/auto",
+        ],
+        None,
+    );
+    assert!(!ok, "{out}");
+}
+
+/// A process killed by its pid when dropped, also when the test fails.
+struct Stopped(Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

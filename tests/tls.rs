@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcdc::pb::etcdserverpb::*;
-use etcdc::remote::{parse_endpoints, Remote, RemoteConfig, TlsConfig};
+use etcdc::remote::{parse_endpoints, ClientTls, Identity, Pem, Remote, RemoteConfig};
 use etcdc::{ErrorKind, Etcd};
 use support::etcd::Cluster;
 use support::tls::Certs;
 use support::{dl, next_event_at, put, put_rev};
 
-fn client(endpoints: &str, tls: Option<TlsConfig>) -> etcdc::Result<Arc<dyn Etcd>> {
+fn client(endpoints: &str, tls: Option<ClientTls>) -> etcdc::Result<Arc<dyn Etcd>> {
     Ok(Arc::new(Remote::new(RemoteConfig {
         endpoints: parse_endpoints(endpoints)?,
         connect_timeout: Duration::from_secs(1),
@@ -23,16 +23,20 @@ fn client(endpoints: &str, tls: Option<TlsConfig>) -> etcdc::Result<Arc<dyn Etcd
     })?))
 }
 
-fn trusting(certs: &Certs, ca: &str) -> TlsConfig {
-    TlsConfig {
-        ca: Some(certs.pem(ca)),
+fn trusting(certs: &Certs, ca: &str) -> ClientTls {
+    ClientTls {
+        ca: Some(Pem::Text(certs.pem(ca))),
         ..Default::default()
     }
 }
 
-fn with_identity(certs: &Certs) -> TlsConfig {
-    TlsConfig {
-        identity: Some((certs.pem("client.pem"), certs.pem("client-key.pem"))),
+/// Trusting our CA, with the client certificate and key of files `name`.pem, `name`-key.pem.
+fn with_identity(certs: &Certs, name: &str) -> ClientTls {
+    ClientTls {
+        identity: Some(Identity {
+            cert: Pem::File(certs.path(&format!("{name}.pem"))),
+            key: Pem::File(certs.path(&format!("{name}-key.pem"))),
+        }),
         ..trusting(certs, "ca.pem")
     }
 }
@@ -93,7 +97,7 @@ async fn server_verified_against_a_ca() {
 
     // The name in the server's certificate must match: 127.0.0.1 and localhost do, an
     // override to a name the certificate lacks does not.
-    let named = TlsConfig {
+    let named = ClientTls {
         server_name: Some("localhost".into()),
         ..trusting(&certs, "ca.pem")
     };
@@ -102,7 +106,7 @@ async fn server_verified_against_a_ca() {
         .put(put("/n", "1"), dl())
         .await
         .unwrap();
-    let wrong = TlsConfig {
+    let wrong = ClientTls {
         server_name: Some("etcd.example.com".into()),
         ..trusting(&certs, "ca.pem")
     };
@@ -157,7 +161,7 @@ async fn mutual_tls() {
         return;
     };
     let url = cluster.client_url(0);
-    let e = client(&url, Some(with_identity(&certs))).unwrap();
+    let e = client(&url, Some(with_identity(&certs, "client"))).unwrap();
     e.put(put("/mtls", "v"), dl()).await.unwrap();
     let lease = e
         .lease_grant(LeaseGrantRequest { ttl: 5, id: 0 }, dl())
@@ -169,21 +173,45 @@ async fn mutual_tls() {
     let err = fails(&*client(&url, Some(trusting(&certs, "ca.pem"))).unwrap()).await;
     assert!(unreachable(&err), "{err}");
     assert!(err.message.contains("client certificate"), "{err}");
+
+    // Certificates are files read for every new connection: a client whose certificate
+    // the server refuses works, without being made again, once the files are replaced.
+    let rotated = tempfile::tempdir().unwrap();
+    let copy =
+        |from: &str, to: &str| std::fs::copy(certs.path(from), rotated.path().join(to)).unwrap();
+    copy("stranger.pem", "c.pem");
+    copy("stranger-key.pem", "c-key.pem");
+    let files = ClientTls {
+        identity: Some(Identity {
+            cert: Pem::File(rotated.path().join("c.pem")),
+            key: Pem::File(rotated.path().join("c-key.pem")),
+        }),
+        ..trusting(&certs, "ca.pem")
+    };
+    let e = client(&url, Some(files)).unwrap();
+    let err = fails(&*e).await;
+    assert!(unreachable(&err), "{err}");
+    copy("client.pem", "c.pem");
+    copy("client-key.pem", "c-key.pem");
+    e.put(put("/rotated", "v"), dl()).await.unwrap();
 }
 
 #[test]
 fn bad_settings_are_refused_at_creation() {
     let certs = Certs::new();
     let endpoints = "https://127.0.0.1:1";
-    let not_pem = TlsConfig {
-        ca: Some(b"not a certificate".to_vec()),
+    let not_pem = ClientTls {
+        ca: Some(Pem::Text(b"not a certificate".to_vec())),
         ..Default::default()
     };
     let err = client(endpoints, Some(not_pem)).err().expect("refused");
     assert_eq!(err.kind, ErrorKind::InvalidArgument);
     assert!(err.message.contains("the CA is not PEM"), "{err}");
-    let swapped = TlsConfig {
-        identity: Some((certs.pem("client-key.pem"), certs.pem("client.pem"))),
+    let swapped = ClientTls {
+        identity: Some(Identity {
+            cert: Pem::Text(certs.pem("client-key.pem")),
+            key: Pem::Text(certs.pem("client.pem")),
+        }),
         ..trusting(&certs, "ca.pem")
     };
     let err = client(endpoints, Some(swapped)).err().expect("refused");

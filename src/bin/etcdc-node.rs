@@ -22,6 +22,14 @@ const USAGE: &str = "usage: etcdc-node [--name NAME] [--data-dir DIR]
   [--initial-cluster-token TOKEN] [--heartbeat-interval MS] [--election-timeout MS]
   [--snapshot-count N] [--quota-backend-bytes N] [--restore-snapshot FILE]
   [--unsafe-no-fsync]
+  [--cert-file FILE --key-file FILE] [--trusted-ca-file FILE] [--client-cert-auth] [--auto-tls]
+  [--peer-cert-file FILE --peer-key-file FILE] [--peer-trusted-ca-file FILE]
+  [--peer-client-cert-auth] [--peer-auto-tls] [--cipher-suites SUITE,...]
+https:// client or peer URLs speak TLS with the certificate of --cert-file/--key-file (peers:
+--peer-cert-file/--peer-key-file), read again when the files change; --client-cert-auth
+requires client certificates signed by --trusted-ca-file; --auto-tls makes a self-signed
+certificate in the data dir. Members show their peer certificate to each other and verify
+the other's against --peer-trusted-ca-file (with --peer-auto-tls, not at all, as etcd).
 --restore-snapshot starts a new data dir from `etcdctl snapshot save`'s file of an etcdc-node
 (ignored when the data dir holds data already).
 --unsafe-no-fsync (etcd's, for tests): the write-ahead log is never synced, so a power loss
@@ -45,10 +53,27 @@ const FLAGS: &[&str] = &[
     "quota-backend-bytes",
     "restore-snapshot",
     "unsafe-no-fsync",
+    "cert-file",
+    "key-file",
+    "trusted-ca-file",
+    "client-cert-auth",
+    "auto-tls",
+    "peer-cert-file",
+    "peer-key-file",
+    "peer-trusted-ca-file",
+    "peer-client-cert-auth",
+    "peer-auto-tls",
+    "cipher-suites",
 ];
 
 /// Flags that take no value: `--flag` is `--flag=true`, as in etcd's flag parser.
-const BOOL_FLAGS: &[&str] = &["unsafe-no-fsync"];
+const BOOL_FLAGS: &[&str] = &[
+    "unsafe-no-fsync",
+    "client-cert-auth",
+    "auto-tls",
+    "peer-client-cert-auth",
+    "peer-auto-tls",
+];
 
 /// The runtime's threads (the write-ahead log has one more of its own): half the cores, one
 /// on two, unless `ETCDC_NODE_THREADS` says. Measured on 2 cores shared with the clients
@@ -109,6 +134,7 @@ fn parse(args: &[String]) -> Result<NodeOptions, String> {
             }
         }
     }
+    // A comma-separated list (URLs, cipher suites).
     let urls = |v: &String| -> Vec<String> {
         v.split(',')
             .map(str::trim)
@@ -119,6 +145,10 @@ fn parse(args: &[String]) -> Result<NodeOptions, String> {
     let number = |flag: &str, v: &String| -> Result<u64, String> {
         v.parse()
             .map_err(|_| format!("--{flag} must be a number, not {v:?}"))
+    };
+    let boolean = |flag: &str, v: &String| -> Result<bool, String> {
+        v.parse()
+            .map_err(|_| format!("--{flag} is true or false, not {v:?}"))
     };
     let mut o = NodeOptions::default();
     for (flag, v) in &given {
@@ -137,11 +167,18 @@ fn parse(args: &[String]) -> Result<NodeOptions, String> {
             "snapshot-count" => o.snapshot_count = number(flag, v)?,
             "quota-backend-bytes" => o.quota_backend_bytes = number(flag, v)?,
             "restore-snapshot" => o.restore_snapshot = Some(v.into()),
-            "unsafe-no-fsync" => {
-                o.unsafe_no_fsync = v
-                    .parse()
-                    .map_err(|_| format!("--{flag} is true or false, not {v:?}"))?
-            }
+            "unsafe-no-fsync" => o.unsafe_no_fsync = boolean(flag, v)?,
+            "cert-file" => o.client_tls.cert_file = Some(v.into()),
+            "key-file" => o.client_tls.key_file = Some(v.into()),
+            "trusted-ca-file" => o.client_tls.trusted_ca_file = Some(v.into()),
+            "client-cert-auth" => o.client_tls.client_cert_auth = boolean(flag, v)?,
+            "auto-tls" => o.client_tls.auto_tls = boolean(flag, v)?,
+            "peer-cert-file" => o.peer_tls.cert_file = Some(v.into()),
+            "peer-key-file" => o.peer_tls.key_file = Some(v.into()),
+            "peer-trusted-ca-file" => o.peer_tls.trusted_ca_file = Some(v.into()),
+            "peer-client-cert-auth" => o.peer_tls.client_cert_auth = boolean(flag, v)?,
+            "peer-auto-tls" => o.peer_tls.auto_tls = boolean(flag, v)?,
+            "cipher-suites" => o.cipher_suites = urls(v),
             _ => {}
         }
     }

@@ -2,7 +2,6 @@
 
 use std::ffi::{c_char, c_void};
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use super::handle::Table;
 use super::status::etcdc_status;
 use crate::api::{deadline_in, Deadline};
 use crate::error::{Error, Result};
-use crate::remote::{parse_endpoints, Credentials, Remote, RemoteConfig, TlsConfig};
+use crate::remote::{parse_endpoints, ClientTls, Credentials, Identity, Pem, Remote, RemoteConfig};
 use crate::Etcd;
 
 /// A client of an etcd cluster. Safe to use from any thread. Free with `etcdc_client_free`.
@@ -26,7 +25,7 @@ pub struct etcdc_client {
 pub struct etcdc_client_options {
     connect_timeout: Duration,
     timeout: Duration,
-    tls: Option<Tls>,
+    tls: Option<ClientTls>,
     credentials: Option<Credentials>,
 }
 
@@ -41,63 +40,23 @@ impl Default for etcdc_client_options {
     }
 }
 
-/// A PEM given in memory, or a file read when the client is created.
-enum Pem {
-    File(PathBuf),
-    Text(Vec<u8>),
+fn pem_file(p: *const c_char, name: &str) -> Result<Option<Pem>> {
+    Ok(opt_c_str(p, name)?.map(|f| Pem::File(f.into())))
 }
 
-impl Pem {
-    fn file(p: *const c_char, name: &str) -> Result<Option<Pem>> {
-        Ok(opt_c_str(p, name)?.map(|f| Pem::File(f.into())))
-    }
-
-    fn text(p: *const u8, len: usize, name: &str) -> Result<Option<Pem>> {
-        (!p.is_null())
-            .then(|| bytes(p, len, name).map(|b| Pem::Text(b.to_vec())))
-            .transpose()
-    }
-
-    fn read(&self, what: &str) -> Result<Vec<u8>> {
-        match self {
-            Pem::Text(t) => Ok(t.clone()),
-            Pem::File(f) => std::fs::read(f).map_err(|e| {
-                Error::invalid(format!("cannot read {what} file {}: {e}", f.display()))
-            }),
-        }
-    }
+fn pem_text(p: *const u8, len: usize, name: &str) -> Result<Option<Pem>> {
+    (!p.is_null())
+        .then(|| bytes(p, len, name).map(|b| Pem::Text(b.to_vec())))
+        .transpose()
 }
 
-/// What `etcdc_client_options_set_tls_*` gave.
-#[derive(Default)]
-struct Tls {
-    ca: Option<Pem>,
-    identity: Option<(Pem, Pem)>,
-    server_name: Option<String>,
-}
-
-impl Tls {
-    fn identity(cert: Option<Pem>, key: Option<Pem>) -> Result<Option<(Pem, Pem)>> {
-        match (cert, key) {
-            (Some(c), Some(k)) => Ok(Some((c, k))),
-            (None, None) => Ok(None),
-            _ => Err(Error::invalid(
-                "a client certificate and its key go together: give both or neither",
-            )),
-        }
-    }
-
-    fn load(&self) -> Result<TlsConfig> {
-        Ok(TlsConfig {
-            ca: self.ca.as_ref().map(|c| c.read("the CA")).transpose()?,
-            identity: match &self.identity {
-                Some((c, k)) => {
-                    Some((c.read("the client certificate")?, k.read("the client key")?))
-                }
-                None => None,
-            },
-            server_name: self.server_name.clone(),
-        })
+fn identity(cert: Option<Pem>, key: Option<Pem>) -> Result<Option<Identity>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(Identity { cert, key })),
+        (None, None) => Ok(None),
+        _ => Err(Error::invalid(
+            "a client certificate and its key go together: give both or neither",
+        )),
     }
 }
 
@@ -195,8 +154,8 @@ pub extern "C" fn etcdc_client_options_set_timeout_ms(
     })
 }
 
-/// TLS from files, read when the client is created (so a rotated certificate is picked up by
-/// the next client): `ca_file` verifies the servers (NULL: the system's roots); `cert_file`
+/// TLS from files, read for every new connection (so a rotated certificate is picked up
+/// without a new client; checked when the client is created): `ca_file` verifies the servers (NULL: the system's roots); `cert_file`
 /// and `key_file` (both or neither) are the client's certificate and key for servers that
 /// ask for one (etcd's `--client-cert-auth`). All PEM. Needs `https://` endpoints.
 #[no_mangle]
@@ -207,12 +166,12 @@ pub extern "C" fn etcdc_client_options_set_tls_files(
     key_file: *const c_char,
 ) -> etcdc_status {
     set(opts, |o| {
-        let tls = o.tls.get_or_insert_with(Tls::default);
-        let identity = Tls::identity(
-            Pem::file(cert_file, "cert_file")?,
-            Pem::file(key_file, "key_file")?,
+        let identity = identity(
+            pem_file(cert_file, "cert_file")?,
+            pem_file(key_file, "key_file")?,
         )?;
-        tls.ca = Pem::file(ca_file, "ca_file")?;
+        let tls = o.tls.get_or_insert_with(ClientTls::default);
+        tls.ca = pem_file(ca_file, "ca_file")?;
         tls.identity = identity;
         Ok(())
     })
@@ -231,12 +190,12 @@ pub extern "C" fn etcdc_client_options_set_tls_pem(
     key_len: usize,
 ) -> etcdc_status {
     set(opts, |o| {
-        let tls = o.tls.get_or_insert_with(Tls::default);
-        let identity = Tls::identity(
-            Pem::text(cert, cert_len, "cert")?,
-            Pem::text(key, key_len, "key")?,
+        let identity = identity(
+            pem_text(cert, cert_len, "cert")?,
+            pem_text(key, key_len, "key")?,
         )?;
-        tls.ca = Pem::text(ca, ca_len, "ca")?;
+        let tls = o.tls.get_or_insert_with(ClientTls::default);
+        tls.ca = pem_text(ca, ca_len, "ca")?;
         tls.identity = identity;
         Ok(())
     })
@@ -250,7 +209,7 @@ pub extern "C" fn etcdc_client_options_set_tls_server_name(
     name: *const c_char,
 ) -> etcdc_status {
     set(opts, |o| {
-        o.tls.get_or_insert_with(Tls::default).server_name =
+        o.tls.get_or_insert_with(ClientTls::default).server_name =
             opt_c_str(name, "name")?.map(str::to_string);
         Ok(())
     })
@@ -297,13 +256,12 @@ pub extern "C" fn etcdc_client_connect(
         let endpoints = parse_endpoints(c_str(endpoints, "endpoints")?)?;
         let defaults = etcdc_client_options::default();
         let opts = opts_or(opts, &defaults);
-        let tls = opts.tls.as_ref().map(Tls::load).transpose()?;
         let rt = crate::runtime::handle()?;
         let remote = crate::runtime::within(&rt, || {
             Remote::new(RemoteConfig {
                 endpoints,
                 connect_timeout: opts.connect_timeout,
-                tls,
+                tls: opts.tls.clone(),
                 credentials: opts.credentials.clone(),
             })
         })?;

@@ -5,11 +5,11 @@ use std::ffi::c_char;
 use std::sync::Arc;
 
 use super::client::{etcdc_client, etcdc_client_options, Client, CLIENTS};
-use super::guard::{c_str, free_box, guard, new_boxed, opts_or, out, set};
+use super::guard::{c_str, free_box, guard, new_boxed, opt_c_str, opts_or, out, set};
 use super::handle::Table;
 use super::status::etcdc_status;
 use crate::error::{Error, Result};
-use crate::node::launch::{self, NodeOptions, RunningNode};
+use crate::node::launch::{self, NodeOptions, RunningNode, ServerTls};
 
 /// A running member. Stop and free it with `etcdc_node_stop`.
 pub struct etcdc_node {
@@ -90,8 +90,8 @@ pub extern "C" fn etcdc_node_options_set_data_dir(
     })
 }
 
-/// Where to serve etcd's gRPC API ("http://host:port,..."; default: nowhere, in process
-/// only).
+/// Where to serve etcd's gRPC API ("http://host:port,..."; "https://" with
+/// `etcdc_node_options_set_client_tls` or `_auto_tls`; default: nowhere, in process only).
 #[no_mangle]
 pub extern "C" fn etcdc_node_options_set_listen_client_urls(
     opts: *mut etcdc_node_options,
@@ -235,6 +235,109 @@ pub extern "C" fn etcdc_node_options_set_quota_backend_bytes(
 ) -> etcdc_status {
     set(opts, |o| {
         o.opts.quota_backend_bytes = bytes;
+        Ok(())
+    })
+}
+
+/// etcd's TLS flags from C: `cert_file` and `key_file` (both or neither; NULL, NULL clears),
+/// `trusted_ca_file` (may be NULL) and `client_cert_auth` (needs the CA).
+fn server_tls(
+    tls: &mut ServerTls,
+    cert_file: *const c_char,
+    key_file: *const c_char,
+    trusted_ca_file: *const c_char,
+    client_cert_auth: bool,
+) -> Result<()> {
+    let cert = opt_c_str(cert_file, "cert_file")?;
+    let key = opt_c_str(key_file, "key_file")?;
+    if cert.is_some() != key.is_some() {
+        return Err(Error::invalid(
+            "a certificate and its key go together: give both or neither",
+        ));
+    }
+    let ca = opt_c_str(trusted_ca_file, "trusted_ca_file")?;
+    if client_cert_auth && ca.is_none() {
+        return Err(Error::invalid(
+            "client_cert_auth needs trusted_ca_file, the CA that signs the client certificates",
+        ));
+    }
+    tls.cert_file = cert.map(Into::into);
+    tls.key_file = key.map(Into::into);
+    tls.trusted_ca_file = ca.map(Into::into);
+    tls.client_cert_auth = client_cert_auth;
+    Ok(())
+}
+
+/// TLS on the member's `https://` client URLs (etcd's `--cert-file`, `--key-file`,
+/// `--trusted-ca-file`, `--client-cert-auth`): the files are PEM, read when the member
+/// starts and again whenever they change; with `client_cert_auth`, clients must present a
+/// certificate signed by `trusted_ca_file`.
+#[no_mangle]
+pub extern "C" fn etcdc_node_options_set_client_tls(
+    opts: *mut etcdc_node_options,
+    cert_file: *const c_char,
+    key_file: *const c_char,
+    trusted_ca_file: *const c_char,
+    client_cert_auth: bool,
+) -> etcdc_status {
+    set(opts, |o| {
+        server_tls(
+            &mut o.opts.client_tls,
+            cert_file,
+            key_file,
+            trusted_ca_file,
+            client_cert_auth,
+        )
+    })
+}
+
+/// TLS between members at `https://` peer URLs (etcd's `--peer-*` flags), as
+/// `etcdc_node_options_set_client_tls`. The certificate is also what the member shows the
+/// others when it connects to them; theirs are verified against `trusted_ca_file`.
+#[no_mangle]
+pub extern "C" fn etcdc_node_options_set_peer_tls(
+    opts: *mut etcdc_node_options,
+    cert_file: *const c_char,
+    key_file: *const c_char,
+    trusted_ca_file: *const c_char,
+    client_cert_auth: bool,
+) -> etcdc_status {
+    set(opts, |o| {
+        server_tls(
+            &mut o.opts.peer_tls,
+            cert_file,
+            key_file,
+            trusted_ca_file,
+            client_cert_auth,
+        )
+    })
+}
+
+/// etcd's `--auto-tls` and `--peer-auto-tls`: a self-signed certificate made at the first
+/// start and kept in the data dir, for https URLs without certificate files. Clients must
+/// skip verification (`etcdctl --insecure-skip-tls-verify`); for tests and trusted networks.
+#[no_mangle]
+pub extern "C" fn etcdc_node_options_set_auto_tls(
+    opts: *mut etcdc_node_options,
+    client: bool,
+    peer: bool,
+) -> etcdc_status {
+    set(opts, |o| {
+        o.opts.client_tls.auto_tls = client;
+        o.opts.peer_tls.auto_tls = peer;
+        Ok(())
+    })
+}
+
+/// The TLS 1.2 cipher suites allowed, by Go's names, comma-separated (etcd's
+/// `--cipher-suites`); "" for the defaults. A name not supported fails `etcdc_node_start`.
+#[no_mangle]
+pub extern "C" fn etcdc_node_options_set_cipher_suites(
+    opts: *mut etcdc_node_options,
+    suites: *const c_char,
+) -> etcdc_status {
+    set(opts, |o| {
+        o.opts.cipher_suites = urls(suites, "suites")?;
         Ok(())
     })
 }

@@ -14,6 +14,8 @@ use super::member::{member_id, Member, MemberConfig};
 use super::peer::{PeerNetwork, PeerService};
 use super::raft::NodeId;
 use crate::error::{Error, ErrorKind, Result};
+pub use crate::tls::ServerTls;
+use crate::tls::{ClientTls, Identity, Pem};
 
 /// A member's options, in etcd's vocabulary and with etcd's defaults. No listen URLs means
 /// no server: a one-member cluster used in process only.
@@ -41,6 +43,14 @@ pub struct NodeOptions {
     /// etcd's `--unsafe-no-fsync`: the write-ahead log is never synced, so a power loss
     /// loses acknowledged writes. For tests only.
     pub unsafe_no_fsync: bool,
+    /// TLS on `https://` client URLs: `--cert-file`, `--key-file`, `--trusted-ca-file`,
+    /// `--client-cert-auth`, `--auto-tls`.
+    pub client_tls: ServerTls,
+    /// TLS between members at `https://` peer URLs: the `--peer-*` flags. The certificate
+    /// is also the one a member shows the others when it connects to them.
+    pub peer_tls: ServerTls,
+    /// `--cipher-suites`: the TLS 1.2 suites allowed (Go's names); empty: rustls' defaults.
+    pub cipher_suites: Vec<String>,
 }
 
 impl Default for NodeOptions {
@@ -61,6 +71,9 @@ impl Default for NodeOptions {
             quota_backend_bytes: 0,
             restore_snapshot: None,
             unsafe_no_fsync: false,
+            client_tls: ServerTls::default(),
+            peer_tls: ServerTls::default(),
+            cipher_suites: Vec::new(),
         }
     }
 }
@@ -79,8 +92,10 @@ pub fn parse_initial_cluster(spec: &str) -> Result<BTreeMap<String, Vec<String>>
                 "malformed initial-cluster entry {item:?}: expected name=http://host:port"
             ))
         })?;
-        if name.starts_with(UNNAMED) || !url.starts_with("http://") || url.len() <= "http://".len()
-        {
+        let scheme_ok = ["http://", "https://"]
+            .iter()
+            .any(|s| url.starts_with(s) && url.len() > s.len());
+        if name.starts_with(UNNAMED) || !scheme_ok {
             return Err(Error::invalid(format!(
                 "malformed initial-cluster entry {item:?}: expected name=http://host:port"
             )));
@@ -97,24 +112,109 @@ pub fn parse_initial_cluster(spec: &str) -> Result<BTreeMap<String, Vec<String>>
     Ok(out)
 }
 
-fn host_port(url: &str) -> Result<String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        Error::new(
-            ErrorKind::Unsupported,
-            format!("{url:?}: only http:// URLs are supported yet"),
-        )
-    })?;
-    Ok(rest.trim_end_matches('/').to_string())
+/// A listener of one of the member's URLs, and the TLS it speaks (None: plain).
+struct Listener {
+    tcp: tokio::net::TcpListener,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
-async fn listen(url: &str) -> Result<tokio::net::TcpListener> {
-    let addr = host_port(url)?;
-    tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
-        Error::new(
-            ErrorKind::FailedPrecondition,
-            format!("cannot listen on {url}: {e}"),
-        )
-    })
+impl Listener {
+    /// Binds `url`; an `https://` one speaks TLS with `tls` (made by `config`, once).
+    async fn bind(
+        url: &str,
+        tls: &ServerTls,
+        flag: &str,
+        config: &mut dyn FnMut() -> Result<Arc<tokio_rustls::rustls::ServerConfig>>,
+    ) -> Result<Listener> {
+        let (https, addr) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(addr), _) => (true, addr),
+            (None, Some(addr)) => (false, addr),
+            _ => {
+                return Err(Error::invalid(format!(
+                    "{url:?}: expected http://host:port or https://host:port"
+                )))
+            }
+        };
+        let tls = match (https, tls.is_set()) {
+            (true, true) => Some(config()?),
+            (true, false) => {
+                return Err(Error::invalid(format!(
+                    "{url}: an https URL needs --{flag}cert-file and --{flag}key-file, or --{flag}auto-tls"
+                )))
+            }
+            (false, set) => {
+                if set {
+                    crate::observe::log(crate::observe::Level::Warn, || {
+                        format!("{url} is http: the --{flag}* TLS flags do not apply to it")
+                    });
+                }
+                None
+            }
+        };
+        let addr = addr.trim_end_matches('/');
+        let tcp = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Error::new(
+                ErrorKind::FailedPrecondition,
+                format!("cannot listen on {url}: {e}"),
+            )
+        })?;
+        Ok(Listener { tcp, tls })
+    }
+
+    /// Binds every URL of `urls`, the TLS config made once for all of them.
+    async fn bind_all(
+        urls: &[String],
+        tls: &ServerTls,
+        flag: &str,
+        cipher_suites: &[String],
+        auto_dir: &std::path::Path,
+    ) -> Result<Vec<Listener>> {
+        let hosts: Vec<String> = urls
+            .iter()
+            .filter_map(|u| u.split("://").nth(1))
+            .filter_map(|a| {
+                a.rsplit_once(':')
+                    .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+            })
+            .collect();
+        let mut made = None;
+        let mut config = || -> Result<Arc<tokio_rustls::rustls::ServerConfig>> {
+            if made.is_none() {
+                made = Some(tls.config(flag, cipher_suites, auto_dir, &hosts)?);
+            }
+            Ok(made.clone().expect("made"))
+        };
+        let mut out = Vec::new();
+        for url in urls {
+            out.push(Listener::bind(url, tls, flag, &mut config).await?);
+        }
+        Ok(out)
+    }
+}
+
+/// How a member connects to peers at `https://` URLs, from the `--peer-*` flags: it shows
+/// its peer certificate and verifies theirs against `--peer-trusted-ca-file` (with
+/// `--peer-auto-tls`, self-signed certificates, unverified as in etcd). None without flags.
+fn peer_client_tls(tls: &ServerTls, fixtures: &std::path::Path) -> Result<Option<ClientTls>> {
+    if !tls.is_set() {
+        return Ok(None);
+    }
+    let identity = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => Identity {
+            cert: Pem::File(cert.clone()),
+            key: Pem::File(key.clone()),
+        },
+        _ => Identity {
+            cert: Pem::File(fixtures.join("peer/cert.pem")),
+            key: Pem::File(fixtures.join("peer/key.pem")),
+        },
+    };
+    Ok(Some(ClientTls {
+        ca: tls.trusted_ca_file.clone().map(Pem::File),
+        identity: Some(identity),
+        server_name: None,
+        insecure: tls.auto_tls && tls.cert_file.is_none(),
+    }))
 }
 
 /// A started member with its servers.
@@ -204,29 +304,43 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
             "a member of a cluster of several needs listen-peer-urls to reach the others",
         ));
     }
-    let mut peer_listeners = Vec::new();
-    for url in &opts.listen_peer_urls {
-        peer_listeners.push(listen(url).await?);
-    }
-    let mut client_listeners = Vec::new();
-    for url in &opts.listen_client_urls {
-        client_listeners.push(listen(url).await?);
-    }
+    let fixtures = dir.join("fixtures");
+    let peer_listeners = Listener::bind_all(
+        &opts.listen_peer_urls,
+        &opts.peer_tls,
+        "peer-",
+        &opts.cipher_suites,
+        &fixtures.join("peer"),
+    )
+    .await?;
+    let client_listeners = Listener::bind_all(
+        &opts.listen_client_urls,
+        &opts.client_tls,
+        "",
+        &opts.cipher_suites,
+        &fixtures.join("client"),
+    )
+    .await?;
 
-    let network = PeerNetwork::new(ids.clone());
+    let network = PeerNetwork::new(ids.clone(), peer_client_tls(&opts.peer_tls, &fixtures)?);
     let service = PeerService::default();
     let mut stops = Vec::new();
     let mut servers = Vec::new();
     for l in peer_listeners {
         let (stop, stopped) = oneshot::channel::<()>();
         stops.push(stop);
-        servers.push(tokio::spawn(super::peer::serve(
-            service.clone(),
-            l,
-            async {
-                let _ = stopped.await;
-            },
-        )));
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        let service = service.clone();
+        servers.push(match l.tls {
+            Some(tls) => tokio::spawn(super::peer::serve(
+                service,
+                crate::tls::incoming(l.tcp, tls),
+                stopped,
+            )),
+            None => tokio::spawn(super::peer::serve(service, super::nodelay(l.tcp), stopped)),
+        });
     }
     let mut config = MemberConfig::new(id, dir, ids);
     config.heartbeat_ms = opts.heartbeat_ms;
@@ -249,9 +363,18 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     for l in client_listeners {
         let (stop, stopped) = oneshot::channel::<()>();
         stops.push(stop);
-        servers.push(tokio::spawn(super::grpc::serve(member.clone(), l, async {
+        let stopped = async {
             let _ = stopped.await;
-        })));
+        };
+        let member = member.clone();
+        servers.push(match l.tls {
+            Some(tls) => tokio::spawn(super::grpc::serve(
+                member,
+                crate::tls::incoming(l.tcp, tls),
+                stopped,
+            )),
+            None => tokio::spawn(super::grpc::serve(member, super::nodelay(l.tcp), stopped)),
+        });
     }
     Ok(RunningNode {
         member,

@@ -23,7 +23,7 @@
 //! - `peer` and `grpc/`: the members' own gRPC transport, and etcd's v3 API for clients (one
 //!   file per service).
 //! - `metrics`: `/metrics` under etcd's names (leader, fsync latency, database size).
-//! - `launch`: etcd's options (flags, environment, member ids) to a running node.
+//! - `launch`: etcd's options (flags, environment, member ids, TLS) to a running node.
 
 pub mod grpc;
 pub mod history;
@@ -58,9 +58,30 @@ pub fn check_request_size(req: &impl prost::Message) -> Result<()> {
     Ok(())
 }
 
+/// A connection a member's servers take: plain TCP or TLS over it.
+pub trait Connection:
+    tokio::io::AsyncRead
+    + tokio::io::AsyncWrite
+    + tonic::transport::server::Connected<ConnectInfo: Clone + Send + Sync + 'static>
+    + Unpin
+    + Send
+    + 'static
+{
+}
+
+impl<T> Connection for T where
+    T: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected<ConnectInfo: Clone + Send + Sync + 'static>
+        + Unpin
+        + Send
+        + 'static
+{
+}
+
 /// Accepted connections with Nagle's algorithm off: a small answer must not wait for the
 /// client's delayed ACK (40 ms on Linux).
-pub(crate) fn nodelay(
+pub fn nodelay(
     listener: tokio::net::TcpListener,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     use tokio_stream::StreamExt;

@@ -43,6 +43,8 @@ pub struct PeerNetwork {
     raft: Arc<OnceLock<super::raft::Raft>>,
     /// The member itself, told when a peer answers that the cluster removed it.
     member: Arc<OnceLock<std::sync::Weak<Member>>>,
+    /// TLS to peers at `https://` URLs (etcd's `--peer-*` flags).
+    tls: Option<Arc<crate::tls::ClientTls>>,
 }
 
 enum Method {
@@ -55,9 +57,10 @@ enum Method {
 }
 
 impl PeerNetwork {
-    /// `addrs`: member id → peer URL (`http://host:port`).
-    pub fn new(addrs: BTreeMap<NodeId, String>) -> Self {
+    /// `addrs`: member id → peer URL (`http://host:port`, or `https://` with `tls`).
+    pub fn new(addrs: BTreeMap<NodeId, String>, tls: Option<crate::tls::ClientTls>) -> Self {
         PeerNetwork {
+            tls: tls.map(Arc::new),
             addrs: Arc::new(addrs),
             channels: Arc::default(),
             raft: Arc::default(),
@@ -77,11 +80,22 @@ impl PeerNetwork {
         if let Some(c) = channels.get(&id) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(addr.to_string())
-            .map_err(|e| Status::invalid_argument(format!("peer URL {addr:?}: {e}")))?
+        let bad =
+            |e: &dyn std::fmt::Display| Status::invalid_argument(format!("peer URL {addr:?}: {e}"));
+        let tls = match (addr.starts_with("https://"), &self.tls) {
+            (false, _) => None,
+            (true, Some(tls)) => Some(tls.clone()),
+            (true, None) => return Err(bad(&"an https:// peer needs the --peer-* TLS flags")),
+        };
+        // TLS is the connector's, so tonic connects to the plain form of the URL.
+        let channel = Endpoint::from_shared(addr.replacen("https://", "http://", 1))
+            .map_err(|e| bad(&e))?
+            .origin(addr.parse().map_err(|e| bad(&e))?)
             .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .connect_with_connector_lazy(crate::tls::Connector {
+                tls,
+                timeout: Duration::from_millis(500),
+            });
         channels.insert(id, channel.clone());
         Ok(channel)
     }
@@ -351,19 +365,22 @@ impl Peer for PeerService {
     }
 }
 
-/// Serves the peer service on `listener` until `shutdown` resolves.
-pub async fn serve(
+/// Serves the peer service on the connections of `incoming` until `shutdown` resolves.
+pub async fn serve<IO>(
     service: PeerService,
-    listener: tokio::net::TcpListener,
+    incoming: impl tokio_stream::Stream<Item = std::io::Result<IO>> + Send,
     shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<()> {
+) -> Result<()>
+where
+    IO: super::Connection,
+{
     tonic::transport::Server::builder()
         .add_service(
             PeerServer::new(service)
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
         )
-        .serve_with_incoming_shutdown(super::nodelay(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::new(ErrorKind::Internal, format!("the peer server stopped: {e}")))
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Uri};
+use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::api::{Deadline, Etcd, KeepAliveGuard, LeaseUpdate, WatchControl, WatchUpdate};
 use crate::error::{Error, ErrorKind, Result};
@@ -21,6 +21,7 @@ use crate::pb::etcdserverpb::lease_client::LeaseClient;
 use crate::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use crate::pb::etcdserverpb::*;
 use crate::stream::Feed;
+pub use crate::tls::{ClientTls, Identity, Pem};
 pub use auth::Credentials;
 use auth::{Auth, Stamped};
 
@@ -33,7 +34,7 @@ pub struct RemoteConfig {
     pub endpoints: Vec<String>,
     pub connect_timeout: Duration,
     /// TLS for `https://` endpoints; None with https: the system's roots, no client certificate.
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<ClientTls>,
     /// A user for clusters with authentication on; None: no user, or the one named by the
     /// client certificate's common name (etcd's `--client-cert-auth`).
     pub credentials: Option<Credentials>,
@@ -48,18 +49,6 @@ impl Default for RemoteConfig {
             credentials: None,
         }
     }
-}
-
-/// How a client verifies the servers and, for mutual TLS, proves who it is. All PEM.
-#[derive(Clone, Debug, Default)]
-pub struct TlsConfig {
-    /// The CA certificates that verify the servers; None: the system's roots.
-    pub ca: Option<Vec<u8>>,
-    /// A client certificate (chain) and its private key, for servers that ask for one
-    /// (etcd's `--client-cert-auth`).
-    pub identity: Option<(Vec<u8>, Vec<u8>)>,
-    /// The name the servers' certificates must carry, when it is not the endpoint's host.
-    pub server_name: Option<String>,
 }
 
 /// Parses `http://host:port[,http://host:port...]` (commas, semicolons or spaces between);
@@ -301,33 +290,42 @@ impl Remote {
             return Err(Error::invalid("no endpoint given"));
         }
         let tls =
-            match (config.endpoints.iter().all(|u| is_tls(u)), &config.tls) {
-                (true, tls) => Some(client_tls(&tls.clone().unwrap_or_default())?),
+            match (config.endpoints.iter().all(|u| is_tls(u)), config.tls) {
+                (true, tls) => {
+                    let tls = tls.unwrap_or_default();
+                    tls.check()?;
+                    Some(Arc::new(tls))
+                }
                 (false, None) => None,
                 (false, Some(_)) => return Err(Error::invalid(
                     "TLS settings given for http:// endpoints: use https:// to connect with TLS",
                 )),
             };
+        let connector = crate::tls::Connector {
+            tls,
+            timeout: config.connect_timeout,
+        };
         let mut members = Vec::with_capacity(config.endpoints.len());
         for url in config.endpoints {
-            let endpoint = Endpoint::from_shared(url.clone())
-                .map_err(|e| Error::invalid(format!("malformed endpoint {url:?}: {e}")))?
+            let malformed = |e: &dyn std::fmt::Display| {
+                Error::invalid(format!("malformed endpoint {url:?}: {e}"))
+            };
+            // TLS is the connector's (tonic's own reads the certificates only once), so
+            // tonic connects to the plain form of the URL; requests still name the endpoint
+            // as given.
+            let origin: Uri = url.parse().map_err(|e| malformed(&e))?;
+            let endpoint = Endpoint::from_shared(url.replacen("https://", "http://", 1))
+                .map_err(|e| malformed(&e))?
+                .origin(origin)
                 .connect_timeout(config.connect_timeout)
-                .tcp_nodelay(true)
                 // etcd closes connections that ping more often than every 5 s, or at all
                 // while no stream is open (GOAWAY too_many_pings).
                 .http2_keep_alive_interval(Duration::from_secs(30))
                 .keep_alive_timeout(Duration::from_secs(10))
                 .keep_alive_while_idle(false);
-            let endpoint = match &tls {
-                Some(tls) => endpoint
-                    .tls_config(tls.clone())
-                    .map_err(|e| Error::invalid(format!("TLS settings for {url:?}: {e:?}")))?,
-                None => endpoint,
-            };
             members.push(Conn {
+                channel: endpoint.connect_with_connector_lazy(connector.clone()),
                 url,
-                channel: endpoint.connect_lazy(),
                 answered: Default::default(),
             });
         }
@@ -347,44 +345,6 @@ impl Remote {
 
 fn is_tls(url: &str) -> bool {
     url.starts_with("https://")
-}
-
-/// tonic's TLS settings from ours; the PEM is checked here, so that a bad certificate or
-/// key is the client's creation error, not every call's.
-fn client_tls(tls: &TlsConfig) -> Result<ClientTlsConfig> {
-    use tonic::transport::{Certificate, Identity};
-    let mut config = ClientTlsConfig::new();
-    match &tls.ca {
-        Some(ca) => {
-            check_pem(ca, "CERTIFICATE", "the CA")?;
-            config = config.ca_certificate(Certificate::from_pem(ca));
-        }
-        None => config = config.with_native_roots(),
-    }
-    if let Some((cert, key)) = &tls.identity {
-        check_pem(cert, "CERTIFICATE", "the client certificate")?;
-        check_pem(key, "PRIVATE KEY", "the client key")?;
-        config = config.identity(Identity::from_pem(cert, key));
-    }
-    if let Some(name) = &tls.server_name {
-        config = config.domain_name(name.clone());
-    }
-    Ok(config)
-}
-
-/// A PEM text with at least one `-----BEGIN ...{label}-----` block; else an error naming `what`.
-fn check_pem(pem: &[u8], label: &str, what: &str) -> Result<()> {
-    let text = String::from_utf8_lossy(pem);
-    let found = text
-        .lines()
-        .any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with(&format!("{label}-----")));
-    if found {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "{what} is not PEM (no \"-----BEGIN ...{label}-----\" block)"
-        )))
-    }
 }
 
 /// True when the cluster refused who the client is (wrong password, a forbidden user):

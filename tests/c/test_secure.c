@@ -1,8 +1,13 @@
 /* A C service on a cluster that requires TLS, a client certificate and a user (started by
  * `scripts/with-etcd.sh --secure`): every kind of call works with all three; without the
  * right certificate or password, or outside the user's permission, calls fail with a clear
- * status and message. */
+ * status and message. Then the same calls on a node embedded in this process that requires
+ * TLS and a client certificate (the node has no users yet). */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "common.h"
 
@@ -20,8 +25,8 @@ static const char *cert(int slot, const char *name) {
 }
 
 /* A client with the CA `ca`, the certificate `who` (NULL: none) and a user (NULL: none). */
-static etcdc_status connect_as(const char *ca, const char *who, const char *user,
-                               const char *password, etcdc_client **c) {
+static etcdc_status connect_to(const char *endpoints, const char *ca, const char *who,
+                               const char *user, const char *password, etcdc_client **c) {
   etcdc_client_options *o = etcdc_client_options_new();
   char cert_name[64], key_name[64];
   snprintf(cert_name, sizeof cert_name, "%s.pem", who ? who : "");
@@ -30,9 +35,14 @@ static etcdc_status connect_as(const char *ca, const char *who, const char *user
                                                        who ? cert(2, key_name) : NULL);
   if (st == ETCDC_OK) st = etcdc_client_options_set_timeout_ms(o, 3000);
   if (st == ETCDC_OK && user) st = etcdc_client_options_set_user(o, user, password);
-  if (st == ETCDC_OK) st = etcdc_client_connect(endpoints_from_env(), o, c);
+  if (st == ETCDC_OK) st = etcdc_client_connect(endpoints, o, c);
   etcdc_client_options_free(o);
   return st;
+}
+
+static etcdc_status connect_as(const char *ca, const char *who, const char *user,
+                               const char *password, etcdc_client **c) {
+  return connect_to(endpoints_from_env(), ca, who, user, password, c);
 }
 
 static void everything_works(etcdc_client *c) {
@@ -83,7 +93,11 @@ static void everything_works(etcdc_client *c) {
   }
   OK(etcdc_discovery_free(d));
   OK(etcdc_registration_free(r));
+}
 
+static void permissions(etcdc_client *c) {
+  etcdc_get_result *g = NULL;
+  etcdc_watch *w = NULL;
   /* Outside the user's permission: refused, nothing read or written. */
   EXPECT(etcdc_put(c, S("/elsewhere"), S("v"), NULL, NULL), ETCDC_ERR_PERMISSION);
   EXPECT_MESSAGE("permission denied");
@@ -121,12 +135,69 @@ static void refusals(void) {
   etcdc_client_options_free(o);
 }
 
+/* A loopback port nobody listens on now. */
+static int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = -1;
+  if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+      getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+    port = ntohs(a.sin_port);
+  if (fd >= 0) close(fd);
+  return port;
+}
+
+static void embedded_node(void) {
+  char dir[] = "/tmp/etcdc-secure-node-XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  char url[64];
+  snprintf(url, sizeof url, "https://127.0.0.1:%d", free_port());
+  etcdc_node_options *o = etcdc_node_options_new();
+  OK(etcdc_node_options_set_data_dir(o, dir));
+  OK(etcdc_node_options_set_timing_ms(o, 50, 300));
+  OK(etcdc_node_options_set_listen_client_urls(o, url));
+  OK(etcdc_node_options_set_advertise_client_urls(o, url));
+  /* A certificate needs its key; client certificates need a CA to check them. */
+  EXPECT(etcdc_node_options_set_client_tls(o, cert(0, "server.pem"), NULL, NULL, false),
+         ETCDC_ERR_INVALID_ARGUMENT);
+  EXPECT(etcdc_node_options_set_client_tls(o, cert(0, "server.pem"), cert(1, "server-key.pem"), NULL, true),
+         ETCDC_ERR_INVALID_ARGUMENT);
+  EXPECT_MESSAGE("trusted_ca_file");
+  /* An https URL without a certificate does not start. */
+  etcdc_node *n = NULL;
+  EXPECT(etcdc_node_start(o, &n), ETCDC_ERR_INVALID_ARGUMENT);
+  EXPECT_MESSAGE("--cert-file");
+  OK(etcdc_node_options_set_client_tls(o, cert(0, "server.pem"), cert(1, "server-key.pem"),
+                                       cert(2, "ca.pem"), true));
+  OK(etcdc_node_start(o, &n));
+  etcdc_client *c = NULL;
+  OK(connect_to(url, "ca.pem", "app", NULL, NULL, &c));
+  if (c) {
+    everything_works(c);
+    OK(etcdc_client_free(c));
+  }
+  OK(connect_to(url, "ca.pem", NULL, NULL, NULL, &c));
+  EXPECT(etcdc_put(c, S("/secure/k"), S("v"), NULL, NULL), ETCDC_ERR_UNAVAILABLE);
+  EXPECT_MESSAGE("client certificate");
+  OK(etcdc_client_free(c));
+  OK(etcdc_node_stop(n));
+  etcdc_node_options_free(o);
+  char cmd[sizeof dir + 16];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  CHECK(system(cmd) == 0);
+}
+
 int main(void) {
   etcdc_client *c = NULL;
   /* The CA, a client certificate and a user, all three. */
   OK(connect_as("ca.pem", "app", getenv("ETCDC_USER"), getenv("ETCDC_PASSWORD"), &c));
   if (c) {
     everything_works(c);
+    permissions(c);
     OK(etcdc_client_free(c));
   }
   /* The certificate alone names the user (its common name), as etcd does. */
@@ -137,5 +208,6 @@ int main(void) {
     OK(etcdc_client_free(c));
   }
   refusals();
+  embedded_node();
   return check_report("test_secure");
 }

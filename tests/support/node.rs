@@ -125,7 +125,8 @@ pub async fn serve_single() -> (NodeCluster, String, tokio::sync::oneshot::Sende
         .expect("a loopback port");
     let url = format!("http://{}", listener.local_addr().expect("address"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(etcdc::node::grpc::serve(c.member(1), listener, async {
+    let incoming = etcdc::node::nodelay(listener);
+    tokio::spawn(etcdc::node::grpc::serve(c.member(1), incoming, async {
         let _ = stopped.await;
     }));
     (c, url, stop)

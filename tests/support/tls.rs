@@ -1,6 +1,6 @@
 //! Certificates made by the tests themselves (rcgen): a CA, a server certificate for
 //! 127.0.0.1 and localhost, client certificates for the users `root` and `app` (their common
-//! names), and a second CA that trusts none of them.
+//! names), and a second CA that signed none of them but `stranger` (common name root).
 
 use std::path::{Path, PathBuf};
 
@@ -17,8 +17,8 @@ impl Certs {
     pub fn new() -> Certs {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca = make_ca(dir.path(), "ca", "etcdc test CA");
-        make_ca(dir.path(), "other-ca", "a CA nobody trusts");
-        let leaf = |name: &str, cn: &str, sans: Vec<String>| {
+        let other = make_ca(dir.path(), "other-ca", "a CA nobody trusts");
+        let leaf_of = |ca: &Issuer<'static, KeyPair>, name: &str, cn: &str, sans: Vec<String>| {
             let key = KeyPair::generate().expect("key");
             let mut p = CertificateParams::new(sans).expect("params");
             p.distinguished_name.push(DnType::CommonName, cn);
@@ -26,9 +26,10 @@ impl Certs {
                 ExtendedKeyUsagePurpose::ServerAuth,
                 ExtendedKeyUsagePurpose::ClientAuth,
             ];
-            let cert = p.signed_by(&key, &ca).expect("sign");
+            let cert = p.signed_by(&key, ca).expect("sign");
             write(dir.path(), name, &cert.pem(), &key.serialize_pem());
         };
+        let leaf = |name: &str, cn: &str, sans: Vec<String>| leaf_of(&ca, name, cn, sans);
         leaf(
             "server",
             "etcd",
@@ -36,6 +37,7 @@ impl Certs {
         );
         leaf("client", "root", vec![]);
         leaf("app", "app", vec![]);
+        leaf_of(&other, "stranger", "root", vec![]);
         Certs { dir }
     }
 

@@ -83,13 +83,17 @@ impl Api {
     }
 }
 
-/// Serves etcd's API for `member` on `listener` until `shutdown` resolves: the gRPC services
-/// and, over HTTP/1.1 as etcd does, `GET /health`, `GET /version` and `GET /metrics`.
-pub async fn serve(
+/// Serves etcd's API for `member` on the connections of `incoming` until `shutdown`
+/// resolves: the gRPC services and, over HTTP/1.1 as etcd does, `GET /health`,
+/// `GET /version` and `GET /metrics`.
+pub async fn serve<IO>(
     member: Arc<Member>,
-    listener: tokio::net::TcpListener,
+    incoming: impl tokio_stream::Stream<Item = std::io::Result<IO>> + Send,
     shutdown: impl std::future::Future<Output = ()> + Send,
-) -> crate::error::Result<()> {
+) -> crate::error::Result<()>
+where
+    IO: super::Connection,
+{
     let api = Api(member.clone());
     let mut routes =
         tonic::service::Routes::new(KvServer::new(api.clone()).max_decoding_message_size(4 << 20))
@@ -135,7 +139,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(super::nodelay(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::new(ErrorKind::Internal, format!("the gRPC server stopped: {e}")))
 }

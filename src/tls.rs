@@ -1,0 +1,515 @@
+//! TLS for both backends, with rustls (no OpenSSL): the client side of every connection
+//! etcdc makes (the remote client to etcd, a member to its peers) and the server side of a
+//! member's listeners. Certificates given as files are read again for each new connection
+//! (a client) or handshake (a server, as etcd does), so operators rotate them without a
+//! restart; PEM is checked once up front, so a bad file is a start-up error naming it.
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls::crypto::{ring, CryptoProvider};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use tokio_rustls::rustls::sign::CertifiedKey;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
+use tonic::transport::Uri;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// PEM text in memory, or a file read each time it is needed.
+#[derive(Clone, Debug)]
+pub enum Pem {
+    File(PathBuf),
+    Text(Vec<u8>),
+}
+
+impl Pem {
+    fn read(&self, what: &str) -> Result<Vec<u8>> {
+        match self {
+            Pem::Text(t) => Ok(t.clone()),
+            Pem::File(f) => std::fs::read(f).map_err(|e| {
+                Error::invalid(format!("cannot read {what} file {}: {e}", f.display()))
+            }),
+        }
+    }
+
+    /// When the file last changed (None for text): what the server side caches on.
+    fn stamp(&self) -> Option<SystemTime> {
+        match self {
+            Pem::File(f) => std::fs::metadata(f).and_then(|m| m.modified()).ok(),
+            Pem::Text(_) => None,
+        }
+    }
+
+    fn certs(&self, what: &str) -> Result<Vec<CertificateDer<'static>>> {
+        let pem = self.read(what)?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::invalid(format!("{what} is not PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::invalid(format!(
+                "{what} is not PEM (no \"-----BEGIN CERTIFICATE-----\" block)"
+            )));
+        }
+        Ok(certs)
+    }
+
+    fn key(&self, what: &str) -> Result<PrivateKeyDer<'static>> {
+        let pem = self.read(what)?;
+        PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+            Error::invalid(format!(
+                "{what} is not PEM (no \"-----BEGIN ...PRIVATE KEY-----\" block): {e}"
+            ))
+        })
+    }
+
+    fn roots(&self, what: &str) -> Result<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        for cert in self.certs(what)? {
+            roots
+                .add(cert)
+                .map_err(|e| Error::invalid(format!("{what}: {e}")))?;
+        }
+        Ok(roots)
+    }
+}
+
+/// A certificate (chain) and its private key.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub cert: Pem,
+    pub key: Pem,
+}
+
+impl Identity {
+    fn load(&self, what: &str) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+        Ok((
+            self.cert.certs(&format!("the {what} certificate"))?,
+            self.key.key(&format!("the {what} key"))?,
+        ))
+    }
+}
+
+/// The crypto provider, with etcd's `--cipher-suites` (Go's names) limiting TLS 1.2's
+/// suites; TLS 1.3's are not configurable, in etcd (Go) as here.
+pub fn provider(cipher_suites: &[String]) -> Result<Arc<CryptoProvider>> {
+    let mut p = ring::default_provider();
+    if !cipher_suites.is_empty() {
+        let tls13 = p
+            .cipher_suites
+            .iter()
+            .filter(|s| s.version() == &rustls::version::TLS13);
+        let mut chosen: Vec<_> = tls13.copied().collect();
+        for name in cipher_suites {
+            let suite = p.cipher_suites.iter().find(|s| {
+                let ours = s.suite().as_str().unwrap_or("");
+                // Go names the ChaCha20 suites without their hash.
+                ours == name || ours == format!("{name}_SHA256")
+            });
+            match suite {
+                Some(s) => chosen.push(*s),
+                None => {
+                    let known: Vec<&str> = p
+                        .cipher_suites
+                        .iter()
+                        .filter(|s| s.version() != &rustls::version::TLS13)
+                        .filter_map(|s| s.suite().as_str())
+                        .collect();
+                    return Err(Error::invalid(format!(
+                        "cipher suite {name:?} is not supported; supported: {}",
+                        known.join(", ")
+                    )));
+                }
+            }
+        }
+        p.cipher_suites = chosen;
+    }
+    Ok(Arc::new(p))
+}
+
+/// How a client verifies servers and proves who it is.
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    /// The CAs that verify the servers; None: the system's roots.
+    pub ca: Option<Pem>,
+    /// For servers that ask for a client certificate.
+    pub identity: Option<Identity>,
+    /// The name the servers' certificates must carry, when not the host connected to.
+    pub server_name: Option<String>,
+    /// No verification of the servers at all (etcd's `--peer-auto-tls` peers, whose
+    /// certificates are self-signed).
+    pub insecure: bool,
+}
+
+impl ClientTls {
+    /// Reads and checks everything once: a bad file is the caller's error now, not every
+    /// connection's later.
+    pub fn check(&self) -> Result<()> {
+        self.config().map(drop)
+    }
+
+    /// A rustls client config from the files as they are now.
+    fn config(&self) -> Result<ClientConfig> {
+        let builder = ClientConfig::builder_with_provider(provider(&[])?)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
+        let builder = if self.insecure {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider(&[])?)))
+        } else {
+            let roots = match &self.ca {
+                Some(ca) => ca.roots("the CA")?,
+                None => native_roots()?,
+            };
+            builder.with_root_certificates(roots)
+        };
+        let mut config = match &self.identity {
+            Some(id) => {
+                let (certs, key) = id.load("client")?;
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .map_err(|e| Error::invalid(format!("the client certificate and key: {e}")))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
+    }
+}
+
+fn native_roots() -> Result<RootCertStore> {
+    static ROOTS: OnceLock<std::result::Result<RootCertStore, String>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            let mut roots = RootCertStore::empty();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err(format!(
+                    "no CA given and the system has no CA certificates: {:?}",
+                    found.errors
+                ));
+            }
+            Ok(roots)
+        })
+        .clone()
+        .map_err(Error::invalid)
+}
+
+/// Accepts any server certificate (still checking the handshake's signatures).
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A connection, plain or TLS.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// Makes the connections of a tonic channel: TCP (Nagle off) within `timeout`, then TLS
+/// with the settings as the files are now, when there are settings.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    pub tls: Option<Arc<ClientTls>>,
+    pub timeout: Duration,
+}
+
+type Connecting = Pin<Box<dyn Future<Output = io::Result<TokioIo<Box<dyn Io>>>> + Send>>;
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<Box<dyn Io>>;
+    type Error = io::Error;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Connecting {
+        let this = self.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| io::Error::other(format!("no host in {uri}")))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri.port_u16().unwrap_or(2379);
+            let tcp = tokio::time::timeout(this.timeout, TcpStream::connect((host.as_str(), port)))
+                .await
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "tcp connect error: timed out")
+                })??;
+            tcp.set_nodelay(true)?;
+            let Some(tls) = this.tls else {
+                return Ok(TokioIo::new(Box::new(tcp) as Box<dyn Io>));
+            };
+            let config = tls.config().map_err(io::Error::other)?;
+            let name = tls.server_name.clone().unwrap_or(host);
+            let name = ServerName::try_from(name)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let stream = tokio::time::timeout(
+                this.timeout.max(Duration::from_secs(3)),
+                tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
+            )
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+            Ok(TokioIo::new(Box::new(stream) as Box<dyn Io>))
+        })
+    }
+}
+
+/// etcd's TLS flags for one kind of listener (clients' or peers').
+#[derive(Clone, Debug, Default)]
+pub struct ServerTls {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require a client certificate signed by the trusted CA.
+    pub client_cert_auth: bool,
+    /// A self-signed certificate made at start (kept in the data dir) when no files given.
+    pub auto_tls: bool,
+}
+
+impl ServerTls {
+    pub fn is_set(&self) -> bool {
+        self.cert_file.is_some() || self.key_file.is_some() || self.auto_tls
+    }
+
+    /// The rustls server config of a listener: `flag` names the flags in errors ("" for the
+    /// client flags, "peer-" for the peer ones); `auto_dir` keeps an `--auto-tls`
+    /// certificate for `hosts`.
+    pub fn config(
+        &self,
+        flag: &str,
+        cipher_suites: &[String],
+        auto_dir: &Path,
+        hosts: &[String],
+    ) -> Result<Arc<ServerConfig>> {
+        let identity = match (&self.cert_file, &self.key_file) {
+            (Some(c), Some(k)) => Identity {
+                cert: Pem::File(c.clone()),
+                key: Pem::File(k.clone()),
+            },
+            (None, None) if self.auto_tls => self_signed(auto_dir, hosts)?,
+            _ => {
+                return Err(Error::invalid(format!(
+                    "--{flag}cert-file and --{flag}key-file go together (or --{flag}auto-tls)"
+                )))
+            }
+        };
+        let provider = provider(cipher_suites)?;
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
+        let builder = if self.client_cert_auth {
+            let ca = self.trusted_ca_file.as_ref().ok_or_else(|| {
+                Error::invalid(format!(
+                    "--{flag}client-cert-auth needs --{flag}trusted-ca-file"
+                ))
+            })?;
+            let roots = Pem::File(ca.clone()).roots(&format!("--{flag}trusted-ca-file"))?;
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|e| Error::invalid(format!("--{flag}trusted-ca-file: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let files = Files {
+            identity,
+            provider,
+            loaded: Mutex::new(None),
+        };
+        files.load()?;
+        let mut config = builder.with_cert_resolver(Arc::new(files));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// `--auto-tls`: a self-signed certificate for `hosts`, made once and kept in `dir`
+/// (etcd keeps its own in the data dir's `fixtures/`).
+fn self_signed(dir: &Path, hosts: &[String]) -> Result<Identity> {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    if !cert.exists() || !key.exists() {
+        let io = |e: io::Error| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("--auto-tls in {}: {e}", dir.display()),
+            )
+        };
+        let made = (|| {
+            let pair = rcgen::KeyPair::generate()?;
+            let mut params = rcgen::CertificateParams::new(hosts.to_vec())?;
+            params
+                .distinguished_name
+                .push(rcgen::DnType::OrganizationName, "etcd");
+            params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+            let signed = params.self_signed(&pair)?;
+            Ok::<_, rcgen::Error>((signed.pem(), pair.serialize_pem()))
+        })()
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("--auto-tls: {e}")))?;
+        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::write(&key, made.1).map_err(io)?;
+        std::fs::write(&cert, made.0).map_err(io)?;
+    }
+    Ok(Identity {
+        cert: Pem::File(cert),
+        key: Pem::File(key),
+    })
+}
+
+/// A server's certificate, read again when its files change.
+struct Files {
+    identity: Identity,
+    provider: Arc<CryptoProvider>,
+    /// The key last loaded, and when its two files had last changed then.
+    loaded: Mutex<Option<(Stamps, Arc<CertifiedKey>)>>,
+}
+
+type Stamps = (Option<SystemTime>, Option<SystemTime>);
+
+impl std::fmt::Debug for Files {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Files")
+            .field("identity", &self.identity)
+            .finish()
+    }
+}
+
+impl Files {
+    fn load(&self) -> Result<Arc<CertifiedKey>> {
+        let stamps = (self.identity.cert.stamp(), self.identity.key.stamp());
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, key)) = &*loaded {
+            if *at == stamps {
+                return Ok(key.clone());
+            }
+        }
+        let (certs, key) = self.identity.load("server")?;
+        let signing = self
+            .provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| Error::invalid(format!("the server key: {e}")))?;
+        let key = Arc::new(CertifiedKey::new(certs, signing));
+        *loaded = Some((stamps, key.clone()));
+        Ok(key)
+    }
+}
+
+impl ResolvesServerCert for Files {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        match self.load() {
+            Ok(key) => Some(key),
+            Err(e) => {
+                crate::observe::log(crate::observe::Level::Warn, || {
+                    format!("TLS handshake refused: {e}")
+                });
+                None
+            }
+        }
+    }
+}
+
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS connections accepted on `listener`, each handshake on a task of its own (a slow
+/// or silent client holds up no one). Failed handshakes are dropped, not reported: tonic
+/// would end the server on an error. Stops accepting when the stream is dropped.
+pub(crate) fn incoming(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+) -> impl tokio_stream::Stream<Item = io::Result<tokio_rustls::server::TlsStream<TcpStream>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = tx.closed() => return,
+            };
+            let conn = match accepted {
+                Ok((conn, _)) => conn,
+                Err(_) => {
+                    // Out of descriptors, most often: wait rather than spin.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let _ = conn.set_nodelay(true);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(conn)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => crate::observe::log(crate::observe::Level::Debug, || {
+                        format!("TLS handshake failed: {e}")
+                    }),
+                    Err(_) => crate::observe::log(crate::observe::Level::Debug, || {
+                        "TLS handshake timed out".to_string()
+                    }),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
