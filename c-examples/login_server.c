@@ -247,6 +247,16 @@ int main(int argc, char **argv) {
         return 2;
       }
     }
+    /* TLS for clients and peers, with client certificates required (optional). */
+    if (get("EmbeddedCertFile")) {
+      const char *cert = need("EmbeddedCertFile"), *key = need("EmbeddedKeyFile");
+      const char *ca = need("EmbeddedTrustedCaFile");
+      if (etcdc_node_options_set_client_tls(o, cert, key, ca, true) != ETCDC_OK ||
+          etcdc_node_options_set_peer_tls(o, cert, key, ca, true) != ETCDC_OK) {
+        fprintf(stderr, "login_server: TLS settings: %s\n", etcdc_last_error());
+        return 2;
+      }
+    }
     if ((s = etcdc_node_start(o, &node)) != ETCDC_OK) return fail("start the embedded member", s);
     etcdc_node_options_free(o);
     if ((s = etcdc_node_client(node, NULL, &client)) != ETCDC_OK) return fail("client", s);

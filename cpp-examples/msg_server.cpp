@@ -60,6 +60,7 @@ struct Config {
   int port = 0;
   int64_t timeout_ms = 5000;
   etcdc::Pick policy = etcdc::Pick::RoundRobin;
+  etcdc::ClientOptions client;  // TLS and the user, when the cluster asks for them
 };
 
 Config parse(const std::map<std::string, std::string>& kv) {
@@ -88,6 +89,13 @@ Config parse(const std::map<std::string, std::string>& kv) {
   c.port = static_cast<int>(number("ListenPort", 1, 65535));
   c.timeout_ms = number("DiscoveryTTL", 100, 3600 * 1000);
   c.name = kv.count("Name") ? kv.at("Name") : "msg_server";
+  // TLS (https:// endpoints) and etcd's authentication, all optional.
+  auto opt = [&](const std::string& k) { return kv.count(k) ? kv.at(k) : std::string(); };
+  c.client.tls_ca_file = opt("TlsCaFile");
+  c.client.tls_cert_file = opt("TlsCertFile");
+  c.client.tls_key_file = opt("TlsKeyFile");
+  c.client.user = opt("User");
+  c.client.password = opt("Password");
   std::string p = kv.count("PickPolicy") ? kv.at("PickPolicy") : "round-robin";
   if (p == "round-robin") c.policy = etcdc::Pick::RoundRobin;
   else if (p == "random") c.policy = etcdc::Pick::Random;
@@ -166,7 +174,7 @@ int main(int argc, char** argv) {
   }
 
   try {
-    etcdc::ClientOptions co;
+    etcdc::ClientOptions co = cfg.client;
     co.timeout_ms = cfg.timeout_ms;
     auto client = etcdc::Client::connect(cfg.endpoints, co);
     auto discovery = etcdc::discover(client, cfg.dir);

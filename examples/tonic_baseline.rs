@@ -7,6 +7,10 @@
 //! the difference between the two is the cost of that threading model, not of etcdc.
 //!
 //! Usage: tonic_baseline tasks|threads put|range|srange|watch CALLERS SECONDS ENDPOINT
+//!
+//! An `https://` ENDPOINT: TLS with `$BENCH_TLS_DIR/ca.pem` and the client certificate
+//! `$BENCH_TLS_DIR/app.pem` (scripts/make-certs.sh's names). `BENCH_USER=name:password`:
+//! authenticate once and send the token on every request, as etcd's clients do.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,12 +21,57 @@ use etcdc::pb::etcdserverpb::kv_client::KvClient;
 use etcdc::pb::etcdserverpb::watch_client::WatchClient;
 use etcdc::pb::etcdserverpb::watch_request::RequestUnion;
 use etcdc::pb::etcdserverpb::*;
-use tonic::transport::Channel;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 type Samples = Arc<Mutex<Vec<u64>>>;
 
+/// Stamps the auth token (if any) on every request.
+#[derive(Clone)]
+struct Token(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for Token {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.0 {
+            r.metadata_mut().insert("token", t.clone());
+        }
+        Ok(r)
+    }
+}
+
+type Ch = InterceptedService<Channel, Token>;
+
+/// The channel to `endpoint`, with TLS for https, and the token of `$BENCH_USER`.
+async fn connect(endpoint: &str) -> Result<Ch, Box<dyn std::error::Error>> {
+    let mut ep = Channel::from_shared(endpoint.to_string())?;
+    if endpoint.starts_with("https://") {
+        let dir = std::path::PathBuf::from(std::env::var("BENCH_TLS_DIR")?);
+        let pem = |f: &str| std::fs::read(dir.join(f));
+        ep = ep.tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(pem("ca.pem")?))
+                .identity(Identity::from_pem(pem("app.pem")?, pem("app-key.pem")?)),
+        )?;
+    }
+    let channel = ep.connect().await?;
+    let token = match std::env::var("BENCH_USER") {
+        Ok(user) => {
+            let (name, password) = user.split_once(':').ok_or("BENCH_USER is name:password")?;
+            let resp = etcdc::pb::etcdserverpb::auth_client::AuthClient::new(channel.clone())
+                .authenticate(AuthenticateRequest {
+                    name: name.into(),
+                    password: password.into(),
+                })
+                .await?;
+            Some(resp.into_inner().token.parse()?)
+        }
+        Err(_) => None,
+    };
+    Ok(InterceptedService::new(channel, Token(token)))
+}
+
 struct Caller {
-    kv: KvClient<Channel>,
+    kv: KvClient<Ch>,
     op: String,
     id: usize,
     i: u64,
@@ -68,7 +117,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let channel = rt.block_on(Channel::from_shared(endpoint.clone())?.connect())?;
+    let channel = rt.block_on(connect(endpoint))?;
     let mut kv = KvClient::new(channel.clone());
     rt.block_on(kv.put(PutRequest {
         key: b"bench/range".to_vec(),

@@ -2196,8 +2196,8 @@ enum etcdc_status etcdc_node_start(const struct etcdc_node_options *opts,
 /**
  * A client bound to the member: every `etcdc_*` call works on it, in process (no socket).
  * `opts` may be NULL (only its call timeout applies). Free it with `etcdc_client_free`
- * (before or after the node). Watches and lease keep-alive are not served by the node yet
- * (`ETCDC_ERR_UNSUPPORTED`).
+ * (before or after the node). It is the service itself: etcd's authentication, which
+ * checks clients over the network, does not apply to it.
  */
 enum etcdc_status etcdc_node_client(const struct etcdc_node *node,
                                     const struct etcdc_client_options *opts,

@@ -5,6 +5,9 @@
 # p99 latency (µs) and the server's CPU per operation (µs, from /proc utime+stime), median of
 # three rounds; then each server's RSS and data-dir size after the run. `watch 16`: 16
 # callers put while one watch on their prefix measures put-to-event latency (QPS = events/s).
+# `tls:` cells: a second pair of servers that requires TLS and client certificates
+# (scripts/make-certs.sh's); `auth:` cells: the same pair after `auth enable`, the callers
+# a user with a token (checked on every request) whose role covers the keys.
 #   scripts/bench-node.sh              # 3 rounds of 2 s per cell
 #   BENCH_SECONDS=5 scripts/bench-node.sh
 set -euo pipefail
@@ -19,39 +22,69 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
 trap cleanup EXIT
 . scripts/free-port.sh
-start() { # name binary -> "pid url"
-  local name=$1 bin=$2 c p
+scripts/make-certs.sh "$dir/certs" >/dev/null
+export BENCH_TLS_DIR="$dir/certs"
+tls_flags=(--cert-file "$dir/certs/server.pem" --key-file "$dir/certs/server-key.pem"
+  --trusted-ca-file "$dir/certs/ca.pem" --client-cert-auth)
+# etcdctl as root, by its client certificate.
+ctl_tls=(--cacert "$dir/certs/ca.pem" --cert "$dir/certs/root.pem" --key "$dir/certs/root-key.pem")
+start() { # name binary [scheme flags...] -> "pid url"
+  local name=$1 bin=$2 scheme=${3:-http} c p
+  shift 3 2>/dev/null || shift 2
+  local ctl=(); [ "$scheme" = https ] && ctl=("${ctl_tls[@]}")
   c=$(free_port); p=$(free_port)
   "$bin" --name "$name" --data-dir "$dir/$name" \
-    --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
+    --listen-client-urls "$scheme://127.0.0.1:$c" --advertise-client-urls "$scheme://127.0.0.1:$c" \
     --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
-    --initial-cluster "$name=http://127.0.0.1:$p" >"$dir/$name.log" 2>&1 &
+    --initial-cluster "$name=http://127.0.0.1:$p" "$@" >"$dir/$name.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 100); do
-    ETCDCTL_API=3 etcdctl --endpoints "http://127.0.0.1:$c" --command-timeout=1s put /warm x >/dev/null 2>&1 && break
+    ETCDCTL_API=3 etcdctl "${ctl[@]}" --endpoints "$scheme://127.0.0.1:$c" --command-timeout=1s put /warm x >/dev/null 2>&1 && break
     sleep 0.1
   done
-  echo "$pid http://127.0.0.1:$c"
+  echo "$pid $scheme://127.0.0.1:$c"
+}
+# Users root and app (read and write under bench/), then auth on.
+enable_auth() {
+  for cmd in "user add root --no-password" "role add root" "user grant-role root root" \
+    "user add app:apppw" "role add app" "role grant-permission app readwrite bench/ --prefix" \
+    "user grant-role app app" "auth enable"; do
+    # shellcheck disable=SC2086
+    ETCDCTL_API=3 etcdctl "${ctl_tls[@]}" --endpoints "$1" $cmd >/dev/null
+  done
 }
 cpu_us() { awk '{ print ($14 + $15) * 1000000 / '"$(getconf CLK_TCK)"' }' "/proc/$1/stat"; }
 
 read -r etcd_pid etcd_url < <(start etcd /usr/bin/etcd); pids+=("$etcd_pid")
 read -r node_pid node_url < <(start node "$NODE"); pids+=("$node_pid")
+read -r etcds_pid etcds_url < <(start etcd-tls /usr/bin/etcd https "${tls_flags[@]}"); pids+=("$etcds_pid")
+read -r nodes_pid nodes_url < <(start node-tls "$NODE" https "${tls_flags[@]}"); pids+=("$nodes_pid")
 rows="$dir/rows"
-for cell in "put 1" "put 16" "put 256" "range 16" "srange 16" "watch 16"; do
+for cell in "put 1" "put 16" "put 256" "range 16" "srange 16" "watch 16" \
+  "tls:put 16" "tls:range 16" "auth:put 16" "auth:range 16"; do
   set -- $cell
+  mode=plain; op=$1
+  case $1 in tls:*|auth:*) mode=${1%%:*}; op=${1#*:} ;; esac
+  if [ "$mode" = auth ] && [ -z "${BENCH_USER:-}" ]; then
+    enable_auth "$etcds_url"; enable_auth "$nodes_url"
+    export BENCH_USER=app:apppw
+  fi
   for round in 0 1 2; do
     for k in 0 1; do
       which=$(( (k + round) % 2 ))
       if [ "$which" = 0 ]; then name=etcd; pid=$etcd_pid; url=$etcd_url; else name=etcdc-node; pid=$node_pid; url=$node_url; fi
+      if [ "$mode" != plain ]; then
+        if [ "$which" = 0 ]; then pid=$etcds_pid; url=$etcds_url; else pid=$nodes_pid; url=$nodes_url; fi
+      fi
       before=$(cpu_us "$pid")
-      line=$("$TONIC" tasks "$1" "$2" "$SECONDS_PER" "$url")
+      line=$("$TONIC" tasks "$op" "$2" "$SECONDS_PER" "$url")
       after=$(cpu_us "$pid")
-      # tonic OP CALLERS OPS QPS P50 P99 ERRORS -> server OP CALLERS QPS P50 P99 CPU/op
-      echo "$line" | awk -v s="$name" -v cpu=$(( ${after%.*} - ${before%.*} )) '{ printf "%s %s %s %s %s %s %.0f\n", s, $2, $3, $5, $6, $7, ($4 > 0 ? cpu / $4 : 0) }' >>"$rows"
+      # tonic OP CALLERS OPS QPS P50 P99 ERRORS -> server CELL CALLERS QPS P50 P99 CPU/op
+      echo "$line" | awk -v s="$name" -v c="$1" -v cpu=$(( ${after%.*} - ${before%.*} )) '{ printf "%s %s %s %s %s %s %.0f\n", s, c, $3, $5, $6, $7, ($4 > 0 ? cpu / $4 : 0) }' >>"$rows"
     done
   done
 done
+unset BENCH_USER
 echo "etcd $(/usr/bin/etcd --version | head -1 | cut -d' ' -f3) vs etcdc-node, $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), median of 3 rounds of ${SECONDS_PER} s per cell"
 echo
 echo "| cell | etcd QPS | node QPS | node/etcd | etcd p50/p99 µs | node p50/p99 µs | etcd CPU µs/op | node CPU µs/op |"

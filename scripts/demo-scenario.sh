@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The chat servers' scenario, on built binaries:
-#   demo-scenario.sh <login_server> <msg_server> [--remote] [--check]
+#   demo-scenario.sh <login_server> <msg_server> [--remote | --tls] [--check]
 # Three login servers each embed one member of a three-member cluster (with --remote: they
 # and the msg servers use a real etcd this script starts) and register under /login_servers;
 # two msg servers discover them over the remote client and route requests to them. Then:
 # the spread of requests; a login server SIGKILLed (not the Raft leader) and how soon both
 # msg servers drop it; its restart and return; the Raft leader's process SIGKILLed, and
 # writes and discovery going on. A summary table of what each step measured closes it.
+# --tls: the embedded cluster requires TLS and client certificates (made by
+# scripts/make-certs.sh) on its client and peer URLs, and etcd's authentication: the msg
+# servers connect with a CA, a client certificate and a user that may only read the
+# login servers' directory.
 # --check: shorter timings, and exit 1 unless the killed server left every routing table
 # within RegisterTTL + 1 s, came back after its restart, and no request failed.
 # Every process is started here and stopped by its own PID on exit, also on Ctrl-C.
@@ -16,13 +20,16 @@ msg_bin=$(realpath "$2")
 shift 2
 remote=0
 check=0
+tls=0
 for arg in "$@"; do
   case $arg in
     --remote) remote=1 ;;
     --check) check=1 ;;
+    --tls) tls=1 ;;
     *) echo "unknown option $arg" >&2; exit 2 ;;
   esac
 done
+[ "$remote" = 0 ] || [ "$tls" = 0 ] || { echo "--tls runs the embedded cluster, not --remote" >&2; exit 2; }
 . "$(dirname "$0")/free-port.sh"
 
 work=$(mktemp -d)
@@ -34,6 +41,16 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+scheme=http
+ctl=(env ETCDCTL_API=3 etcdctl)
+if [ "$tls" = 1 ]; then
+  scheme=https
+  certs="$work/certs"
+  "$(dirname "$0")/make-certs.sh" "$certs"
+  # etcdctl as root, by its client certificate's common name.
+  ctl+=(--cacert "$certs/ca.pem" --cert "$certs/root.pem" --key "$certs/root-key.pem")
+fi
 
 now_ms() { date +%s%3N; }
 say() { printf '\n== %s\n' "$*"; }
@@ -95,7 +112,7 @@ for i in 0 1 2; do
 done
 take_port "msg_port[0]"; take_port "msg_port[1]"
 initial=""
-for i in 0 1 2; do initial+="login$((i+1))=http://127.0.0.1:${peer_port[i]},"; done
+for i in 0 1 2; do initial+="login$((i+1))=$scheme://127.0.0.1:${peer_port[i]},"; done
 initial=${initial%,}
 
 if [ "$remote" = 1 ]; then
@@ -121,7 +138,7 @@ if [ "$remote" = 1 ]; then
   endpoints="http://127.0.0.1:$etcd_client"
 else
   endpoints=""
-  for i in 0 1 2; do endpoints+="http://127.0.0.1:${client_port[i]},"; done
+  for i in 0 1 2; do endpoints+="$scheme://127.0.0.1:${client_port[i]},"; done
   endpoints=${endpoints%,}
 fi
 
@@ -145,10 +162,15 @@ write_login_config() {
     else
       echo "EmbeddedNodeName = login$((i+1))"
       echo "EmbeddedDataDir = $work/data$((i+1))"
-      echo "EmbeddedClientUrls = http://127.0.0.1:${client_port[i]}"
-      echo "EmbeddedPeerUrl = http://127.0.0.1:${peer_port[i]}"
+      echo "EmbeddedClientUrls = $scheme://127.0.0.1:${client_port[i]}"
+      echo "EmbeddedPeerUrl = $scheme://127.0.0.1:${peer_port[i]}"
       echo "EmbeddedInitialCluster = $initial"
       echo "EmbeddedElectionMs = $election_ms"
+      if [ "$tls" = 1 ]; then
+        echo "EmbeddedCertFile = $certs/server.pem"
+        echo "EmbeddedKeyFile = $certs/server-key.pem"
+        echo "EmbeddedTrustedCaFile = $certs/ca.pem"
+      fi
     fi
   } >"$f"
 }
@@ -161,6 +183,8 @@ start_login() {
 
 if [ "$remote" = 1 ]; then
   say "a real etcd at $endpoints; three login servers register with it"
+elif [ "$tls" = 1 ]; then
+  say "three login servers, each embedding one member of a three-member cluster that requires TLS and client certificates"
 else
   say "three login servers, each embedding one member of a three-member cluster"
 fi
@@ -171,6 +195,21 @@ for i in 0 1 2; do
 done
 
 # ---- the msg servers ----
+msg_security=""
+if [ "$tls" = 1 ]; then
+  say "etcd's authentication on: root, and a user msg that may only read /login_servers/"
+  for cmd in "user add root --no-password" "role add root" "user grant-role root root" \
+    "user add msg:msgpw" "role add discover" "role grant-permission discover read /login_servers/ --prefix" \
+    "user grant-role msg discover" "auth enable"; do
+    # shellcheck disable=SC2086
+    "${ctl[@]}" --endpoints "$endpoints" $cmd || die "etcdctl $cmd failed"
+  done
+  msg_security="TlsCaFile = $certs/ca.pem
+TlsCertFile = $certs/app.pem
+TlsKeyFile = $certs/app-key.pem
+User = msg
+Password = msgpw"
+fi
 for m in 0 1; do
   cat >"$work/msg$((m+1)).conf" <<EOF
 # msg server $((m+1))
@@ -181,6 +220,7 @@ LoginServiceDir = /login_servers
 ListenIP = 127.0.0.1
 ListenPort = ${msg_port[m]}
 PickPolicy = $([ "$m" = 0 ] && echo round-robin || echo least-in-flight)
+$msg_security
 EOF
   "$msg_bin" "$work/msg$((m+1)).conf" >"$work/msg$((m+1)).log" 2>&1 &
   pid[msg$m]=$!
@@ -279,8 +319,8 @@ if [ "$remote" = 0 ]; then
   t2=$(now_ms)
   kill -KILL "${pid[login$leader]}"; wait "${pid[login$leader]}" 2>/dev/null || true; unset "pid[login$leader]"
   survivors=""
-  for i in 0 1 2; do [ "$i" != "$leader" ] && survivors+="http://127.0.0.1:${client_port[i]},"; done
-  ETCDCTL_API=3 etcdctl --endpoints "${survivors%,}" --command-timeout=15s put /demo/after-leader-kill ok >/dev/null \
+  for i in 0 1 2; do [ "$i" != "$leader" ] && survivors+="$scheme://127.0.0.1:${client_port[i]},"; done
+  "${ctl[@]}" --endpoints "${survivors%,}" --command-timeout=15s put /demo/after-leader-kill ok >/dev/null \
     || die "no write was accepted after the leader died"
   write_ms=$(( $(now_ms) - t2 ))
   echo "a write succeeded $(secs $write_ms) after the kill"

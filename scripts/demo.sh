@@ -6,6 +6,7 @@
 # and then the Raft leader SIGKILLed, and a summary table of what each step measured.
 #   scripts/demo.sh            # the embedded cluster
 #   scripts/demo.sh --remote   # the same servers against a real etcd, by config only
+#   scripts/demo.sh --tls      # the embedded cluster with TLS, client certificates and users
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh

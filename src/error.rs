@@ -104,7 +104,9 @@ impl From<tonic::Status> for Error {
         // A broken connection reaches tonic's caller as Unknown "transport error" (with the
         // io/h2 cause as its source): not an answer from the server, so the server is
         // unavailable.
-        let transport = st.code() == Code::Unknown && st.message().starts_with("transport error");
+        let transport = (st.code() == Code::Unknown && st.message().starts_with("transport error"))
+            // Bytes that are not HTTP/2 (a TLS server's alert to a plaintext client).
+            || st.message().starts_with("h2 protocol error");
         let kind = by_text.unwrap_or(match st.code() {
             _ if transport => ErrorKind::Unavailable,
             Code::InvalidArgument | Code::OutOfRange => ErrorKind::InvalidArgument,

@@ -513,3 +513,73 @@ pub(crate) fn incoming(
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
+
+/// The subject's common name of a DER certificate (what etcd takes as the user with
+/// `--client-cert-auth`); None when it has none or is not DER.
+pub(crate) fn common_name(der: &[u8]) -> Option<String> {
+    /// One DER element: (tag, content, what follows it).
+    fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = b.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        let (len, rest) = if first < 0x80 {
+            (first as usize, rest)
+        } else {
+            let n = (first & 0x7f) as usize;
+            if n == 0 || n > 4 || rest.len() < n {
+                return None;
+            }
+            let len = rest[..n]
+                .iter()
+                .fold(0usize, |acc, &d| (acc << 8) | d as usize);
+            (len, &rest[n..])
+        };
+        (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+    }
+    const SEQUENCE: u8 = 0x30;
+    const CN: &[u8] = &[0x55, 0x04, 0x03];
+    let (_, cert, _) = tlv(der).filter(|t| t.0 == SEQUENCE)?;
+    let (_, tbs, _) = tlv(cert).filter(|t| t.0 == SEQUENCE)?;
+    // version [0] (optional), serial, signature, issuer, validity, subject.
+    let mut fields = tbs;
+    let mut next = || {
+        let (tag, content, rest) = tlv(fields)?;
+        fields = rest;
+        Some((tag, content))
+    };
+    let mut field = next()?;
+    if field.0 == 0xa0 {
+        field = next()?;
+    }
+    let _serial = field;
+    let (_signature, _issuer, _validity) = (next()?, next()?, next()?);
+    let (_, subject) = next()?;
+    let mut rdns = subject;
+    while let Some((_, set, rest)) = tlv(rdns) {
+        rdns = rest;
+        let mut attrs = set;
+        while let Some((_, attr, rest)) = tlv(attrs) {
+            attrs = rest;
+            let (_, oid, value) = tlv(attr)?;
+            if oid == CN {
+                let (_, text, _) = tlv(value)?;
+                return String::from_utf8(text.to_vec()).ok();
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn common_name_of_a_certificate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "etcd");
+        p.distinguished_name.push(rcgen::DnType::CommonName, "app");
+        let cert = p.self_signed(&key).unwrap();
+        assert_eq!(super::common_name(cert.der()).as_deref(), Some("app"));
+        assert_eq!(super::common_name(b"not a certificate"), None);
+    }
+}

@@ -1,6 +1,8 @@
-//! The remote client against real etcd 3.4 with authentication on: a user and password
-//! exchanged for a token, the token renewed when the cluster stops taking it, every refusal
-//! a clear error of its own kind, and the user named by a client certificate.
+//! Authentication on both backends, through the remote client: real etcd 3.4 and an
+//! embedded-node member, set up with the real `etcdctl` (users, roles, `auth enable`) — a
+//! user and password exchanged for a token, the token renewed when the cluster stops taking
+//! it, every refusal a clear error of its own kind, and the user named by a client
+//! certificate.
 
 mod support;
 
@@ -33,7 +35,7 @@ fn client(
     )
 }
 
-/// Runs etcdctl against the cluster (as `root` once auth is on); it must succeed.
+/// Runs etcdctl against the cluster; it must succeed.
 fn ctl(cluster: &Cluster, args: &[&str]) {
     let out = cluster.etcdctl(args);
     assert!(
@@ -42,6 +44,12 @@ fn ctl(cluster: &Cluster, args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs etcdctl against `url`; it must succeed.
+fn ctl_at(url: &str, args: &[&str]) {
+    let (ok, out) = support::etcdctl::etcdctl(url, args, None);
+    assert!(ok, "etcdctl {args:?}: {out}");
 }
 
 const ROOT: &[&str] = &["--user", "root:rootpw"];
@@ -53,27 +61,26 @@ fn as_root<'a>(args: &[&'a str]) -> Vec<&'a str> {
 }
 
 /// Users `root` and `app` (read and write under `/app/` only), then `auth enable`.
-fn enable_auth(cluster: &Cluster, root_password: bool) {
+fn enable_auth(ctl: &dyn Fn(&[&str]), root_password: bool) {
     if root_password {
-        ctl(cluster, &["user", "add", "root:rootpw"]);
+        ctl(&["user", "add", "root:rootpw"]);
     } else {
-        ctl(cluster, &["user", "add", "root", "--no-password"]);
+        ctl(&["user", "add", "root", "--no-password"]);
     }
-    ctl(cluster, &["user", "add", "app:apppw"]);
-    ctl(cluster, &["role", "add", "app"]);
-    ctl(
-        cluster,
-        &[
-            "role",
-            "grant-permission",
-            "app",
-            "readwrite",
-            "/app/",
-            "--prefix",
-        ],
-    );
-    ctl(cluster, &["user", "grant-role", "app", "app"]);
-    ctl(cluster, &["auth", "enable"]);
+    ctl(&["role", "add", "root"]);
+    ctl(&["user", "grant-role", "root", "root"]);
+    ctl(&["user", "add", "app:apppw"]);
+    ctl(&["role", "add", "app"]);
+    ctl(&[
+        "role",
+        "grant-permission",
+        "app",
+        "readwrite",
+        "/app/",
+        "--prefix",
+    ]);
+    ctl(&["user", "grant-role", "app", "app"]);
+    ctl(&["auth", "enable"]);
 }
 
 fn range(key: &str) -> RangeRequest {
@@ -91,16 +98,29 @@ fn watch_req(key: &str) -> WatchCreateRequest {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn user_and_password() {
+async fn user_and_password_on_etcd() {
     let Some(cluster) = Cluster::start(1) else {
         return;
     };
-    let url = cluster.endpoints();
+    user_and_password(&cluster.endpoints(), &|args| ctl(&cluster, args)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_password_on_the_node() {
+    if !support::etcdctl::available() {
+        return;
+    }
+    let (_c, url, _stop) = support::node::serve_single().await;
+    user_and_password(&url, &|args| ctl_at(&url, args)).await;
+}
+
+async fn user_and_password(url: &str, ctl: &dyn Fn(&[&str])) {
+    let url = url.to_string();
     // A client with a user made while auth is still off goes on without a token, and
     // gets one when the cluster starts asking for it.
     let early = client(&url, Some(("app", "apppw")), None);
     early.put(put("/app/early", "1"), dl()).await.unwrap();
-    enable_auth(&cluster, true);
+    enable_auth(ctl, true);
     early.put(put("/app/early", "2"), dl()).await.unwrap();
 
     let app = client(&url, Some(("app", "apppw")), None);
@@ -146,8 +166,8 @@ async fn user_and_password() {
 
     // Every token dies with `auth disable`: the next call gets a new one by itself, once,
     // writes included (etcd refused the first try before proposing it).
-    ctl(&cluster, &as_root(&["auth", "disable"]));
-    ctl(&cluster, &["auth", "enable"]);
+    ctl(&as_root(&["auth", "disable"]));
+    ctl(&["auth", "enable"]);
     let again = app.put(put("/app/k", "v2"), dl()).await.unwrap();
     assert_eq!(
         again.header.unwrap().revision,
@@ -182,10 +202,13 @@ async fn user_and_password() {
     assert_eq!(err.kind, ErrorKind::Auth, "{err}");
 
     // A permission revoked takes effect on the next request.
-    ctl(
-        &cluster,
-        &as_root(&["role", "revoke-permission", "app", "/app/", "--prefix"]),
-    );
+    ctl(&as_root(&[
+        "role",
+        "revoke-permission",
+        "app",
+        "/app/",
+        "--prefix",
+    ]));
     let err = app.range(range("/app/k"), dl()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::PermissionDenied, "{err}");
 }
@@ -197,7 +220,7 @@ async fn user_from_the_client_certificate() {
         return;
     };
     // etcdctl presents the certificate of `root`: no password needed.
-    enable_auth(&cluster, false);
+    enable_auth(&|args| ctl(&cluster, args), false);
     let url = cluster.client_url(0);
     let tls = |name: &str| ClientTls {
         ca: Some(Pem::File(certs.path("ca.pem"))),
@@ -219,4 +242,85 @@ async fn user_from_the_client_certificate() {
     let both = client(&url, Some(("app", "apppw")), Some(tls("client")));
     let err = both.put(put("/anywhere", "v"), dl()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::PermissionDenied, "{err}");
+}
+
+/// etcdctl's `user`, `role` and `auth` commands against etcd and against the node: the same
+/// outputs and the same errors, command for command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_user_role_auth_differential() {
+    if !support::etcdctl::available() {
+        return;
+    }
+    let Some(cluster) = Cluster::start(1) else {
+        return;
+    };
+    let (_c, node_url, _stop) = support::node::serve_single().await;
+    let script: &[(&str, Option<&str>)] = &[
+        ("user add root:rootpw", None),
+        ("user add root:again", None),
+        ("role add root", None),
+        ("user grant-role root root", None),
+        ("user add alice:pw", None),
+        ("user add bob --no-password", None),
+        ("user list", None),
+        ("role add r1", None),
+        ("role add r1", None),
+        ("role add r2", None),
+        ("role list", None),
+        ("role grant-permission r1 read /a", None),
+        ("role grant-permission r1 readwrite /b/ --prefix", None),
+        ("role grant-permission r1 write /c /d", None),
+        ("role grant-permission r1 readwrite /a", None),
+        ("role grant-permission nope read /a", None),
+        ("role get r1", None),
+        ("role get nope", None),
+        ("user grant-role alice r1", None),
+        ("user grant-role alice r2", None),
+        ("user grant-role alice nope", None),
+        ("user grant-role nobody r1", None),
+        ("user get alice", None),
+        ("user get nobody", None),
+        ("role revoke-permission r1 /a", None),
+        ("role revoke-permission r1 /zz", None),
+        ("role get r1", None),
+        ("user revoke-role alice r2", None),
+        ("user revoke-role alice r2", None),
+        ("user passwd alice --interactive=false", Some("newpw\n")),
+        ("auth enable", None),
+        ("user list", None),
+        ("--user alice:pw get /b/x", None),
+        ("--user alice:newpw put /b/x 1", None),
+        ("--user alice:newpw get /b/x --print-value-only", None),
+        ("--user alice:newpw put /a 1", None),
+        ("--user alice:newpw user list", None),
+        ("--user alice:newpw role get r1", None),
+        ("--user alice:newpw role get root", None),
+        ("--user root:rootpw user list", None),
+        ("--user root:rootpw user delete root", None),
+        ("--user root:rootpw user revoke-role root root", None),
+        ("--user root:rootpw role delete root", None),
+        ("--user root:rootpw auth disable", None),
+        ("user delete alice", None),
+        ("user delete alice", None),
+        ("role delete r1", None),
+        ("role delete r1", None),
+        ("user get bob", None),
+        ("user delete root", None),
+        ("auth enable", None),
+    ];
+    // etcdctl's own retry warnings (JSON lines on stderr) are noise, not output.
+    let run = |url: &str, cmd: &str, stdin: Option<&str>| {
+        let args: Vec<&str> = cmd.split(' ').collect();
+        let (ok, out) = support::etcdctl::etcdctl(url, &args, stdin);
+        let out: Vec<&str> = out.lines().filter(|l| !l.starts_with('{')).collect();
+        (ok, out.join("\n"))
+    };
+    for (cmd, stdin) in script {
+        let etcd = run(&cluster.endpoints(), cmd, *stdin);
+        let node = run(&node_url, cmd, *stdin);
+        assert_eq!(
+            node, etcd,
+            "etcdctl {cmd}: the node answered differently from etcd"
+        );
+    }
 }

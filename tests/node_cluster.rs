@@ -698,6 +698,64 @@ async fn a_cluster_that_requires_tls_and_client_certificates() {
         .await
         .unwrap_err();
     assert!(err.message.contains("does it require TLS?"), "{err}");
+
+    // Authentication on, users by their certificates' common names: `root` (etcdctl's
+    // certificate) may do anything, `app` only what its role allows — on every member.
+    for args in [
+        &["user", "add", "root", "--no-password"][..],
+        &["role", "add", "root"],
+        &["user", "grant-role", "root", "root"],
+        &["user", "add", "app", "--no-password"],
+        &["role", "add", "app"],
+        &[
+            "role",
+            "grant-permission",
+            "app",
+            "readwrite",
+            "/app/",
+            "--prefix",
+        ],
+        &["user", "grant-role", "app", "app"],
+        &["auth", "enable"],
+    ] {
+        let (ok, out) = ctl(args, "client");
+        assert!(ok, "{args:?}: {out}");
+    }
+    let (ok, out) = ctl(&["put", "/app/k", "v"], "app");
+    assert!(ok, "{out}");
+    let (ok, out) = ctl(&["put", "/tls/0", "x"], "app");
+    assert!(!ok && out.contains("permission denied"), "{out}");
+    let (ok, out) = ctl(&["user", "list"], "app");
+    assert!(!ok && out.contains("permission denied"), "{out}");
+    let (ok, out) = ctl(&["get", "/tls/0", "--print-value-only"], "client");
+    assert!(ok && out.trim() == "v", "{out}");
+    // The remote client, as `app` by its certificate.
+    let app = etcdc::remote::Remote::new(etcdc::remote::RemoteConfig {
+        endpoints: etcdc::remote::parse_endpoints(&c.endpoints()).unwrap(),
+        tls: Some(ClientTls {
+            identity: Some(Identity {
+                cert: Pem::File(certs.path("app.pem")),
+                key: Pem::File(certs.path("app-key.pem")),
+            }),
+            ..c.client_tls.clone().unwrap()
+        }),
+        ..Default::default()
+    })
+    .unwrap();
+    app.put(support::put("/app/remote", "v"), dl())
+        .await
+        .unwrap();
+    let err = app
+        .range(
+            RangeRequest {
+                key: b"/tls/0".to_vec(),
+                ..Default::default()
+            },
+            dl(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, etcdc::ErrorKind::PermissionDenied, "{err}");
 }
 
 /// etcdc-node's stderr and exit status for `flags` on one member of a fresh data dir.

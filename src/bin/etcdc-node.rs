@@ -25,11 +25,14 @@ const USAGE: &str = "usage: etcdc-node [--name NAME] [--data-dir DIR]
   [--cert-file FILE --key-file FILE] [--trusted-ca-file FILE] [--client-cert-auth] [--auto-tls]
   [--peer-cert-file FILE --peer-key-file FILE] [--peer-trusted-ca-file FILE]
   [--peer-client-cert-auth] [--peer-auto-tls] [--cipher-suites SUITE,...]
+  [--auth-token simple] [--auth-token-ttl SECONDS] [--bcrypt-cost 4..31]
 https:// client or peer URLs speak TLS with the certificate of --cert-file/--key-file (peers:
 --peer-cert-file/--peer-key-file), read again when the files change; --client-cert-auth
 requires client certificates signed by --trusted-ca-file; --auto-tls makes a self-signed
 certificate in the data dir. Members show their peer certificate to each other and verify
 the other's against --peer-trusted-ca-file (with --peer-auto-tls, not at all, as etcd).
+Users, roles and `etcdctl auth enable` work as in etcd, with simple tokens (default TTL
+300 s); with --client-cert-auth a request without a token is the certificate's common name.
 --restore-snapshot starts a new data dir from `etcdctl snapshot save`'s file of an etcdc-node
 (ignored when the data dir holds data already).
 --unsafe-no-fsync (etcd's, for tests): the write-ahead log is never synced, so a power loss
@@ -64,6 +67,9 @@ const FLAGS: &[&str] = &[
     "peer-client-cert-auth",
     "peer-auto-tls",
     "cipher-suites",
+    "auth-token",
+    "auth-token-ttl",
+    "bcrypt-cost",
 ];
 
 /// Flags that take no value: `--flag` is `--flag=true`, as in etcd's flag parser.
@@ -179,6 +185,23 @@ fn parse(args: &[String]) -> Result<NodeOptions, String> {
             "peer-client-cert-auth" => o.peer_tls.client_cert_auth = boolean(flag, v)?,
             "peer-auto-tls" => o.peer_tls.auto_tls = boolean(flag, v)?,
             "cipher-suites" => o.cipher_suites = urls(v),
+            "auth-token" if v.split(',').next() != Some("simple") => {
+                return Err(format!(
+                    "--auth-token {v:?}: only simple tokens are supported (JWT is not yet)"
+                ));
+            }
+            "auth-token-ttl" => {
+                o.auth.token_ttl = std::time::Duration::from_secs(number(flag, v)?.max(1))
+            }
+            "bcrypt-cost" => {
+                let cost = number(flag, v)?;
+                if !(4..=31).contains(&cost) {
+                    return Err(format!(
+                        "--bcrypt-cost must be between 4 and 31, not {cost}"
+                    ));
+                }
+                o.auth.bcrypt_cost = cost as u32;
+            }
             _ => {}
         }
     }

@@ -370,8 +370,8 @@ pub extern "C" fn etcdc_node_start(
 
 /// A client bound to the member: every `etcdc_*` call works on it, in process (no socket).
 /// `opts` may be NULL (only its call timeout applies). Free it with `etcdc_client_free`
-/// (before or after the node). Watches and lease keep-alive are not served by the node yet
-/// (`ETCDC_ERR_UNSUPPORTED`).
+/// (before or after the node). It is the service itself: etcd's authentication, which
+/// checks clients over the network, does not apply to it.
 #[no_mangle]
 pub extern "C" fn etcdc_node_client(
     node: *const etcdc_node,

@@ -51,6 +51,8 @@ pub struct NodeOptions {
     pub peer_tls: ServerTls,
     /// `--cipher-suites`: the TLS 1.2 suites allowed (Go's names); empty: rustls' defaults.
     pub cipher_suites: Vec<String>,
+    /// `--auth-token-ttl` (seconds a simple token lives unused) and `--bcrypt-cost`.
+    pub auth: crate::node::auth::AuthSettings,
 }
 
 impl Default for NodeOptions {
@@ -74,6 +76,7 @@ impl Default for NodeOptions {
             client_tls: ServerTls::default(),
             peer_tls: ServerTls::default(),
             cipher_suites: Vec::new(),
+            auth: Default::default(),
         }
     }
 }
@@ -357,6 +360,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         config.quota_bytes = opts.quota_backend_bytes;
     }
     config.unsafe_no_fsync = opts.unsafe_no_fsync;
+    config.auth = opts.auth;
     let member = Arc::new(Member::start(config, network.clone(), Arc::new(network.clone())).await?);
     network.set_member(&member);
     service.set_member(member.clone());

@@ -22,9 +22,12 @@
 //!   leaves (proposal, read, lessor, peers) use nothing of `mod.rs`.
 //! - `peer` and `grpc/`: the members' own gRPC transport, and etcd's v3 API for clients (one
 //!   file per service).
+//! - `auth`: etcd's auth store (users, roles, permissions, simple tokens), part of the
+//!   replicated state; `grpc/auth.rs` serves it and `grpc/` checks every request against it.
 //! - `metrics`: `/metrics` under etcd's names (leader, fsync latency, database size).
 //! - `launch`: etcd's options (flags, environment, member ids, TLS) to a running node.
 
+pub mod auth;
 pub mod grpc;
 pub mod history;
 pub mod launch;

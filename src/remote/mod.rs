@@ -111,7 +111,7 @@ impl Conn {
             "the server's certificate does not name the host the client asked for (a TLS server name can be set)"
         } else if message.contains("BadCertificate") || message.contains("CertificateRequired") {
             "the server refused the client certificate, or requires one the client did not give"
-        } else if ["reset", "closed", "eof", "broken pipe"]
+        } else if ["reset", "closed", "eof", "broken pipe", "protocol error"]
             .iter()
             .any(|m| message.contains(m))
             && !self.answered.load(Ordering::Relaxed)

@@ -1,8 +1,8 @@
 /* A C service on a cluster that requires TLS, a client certificate and a user (started by
  * `scripts/with-etcd.sh --secure`): every kind of call works with all three; without the
  * right certificate or password, or outside the user's permission, calls fail with a clear
- * status and message. Then the same calls on a node embedded in this process that requires
- * TLS and a client certificate (the node has no users yet). */
+ * status and message. Then the same on a node embedded in this process that requires all
+ * three (users made with etcdctl). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -174,12 +174,29 @@ static void embedded_node(void) {
   OK(etcdc_node_options_set_client_tls(o, cert(0, "server.pem"), cert(1, "server-key.pem"),
                                        cert(2, "ca.pem"), true));
   OK(etcdc_node_start(o, &n));
+  /* Users and roles as on etcd, with the real etcdctl (as root, by its certificate). */
+  const char *setup[] = {"user add root --no-password", "role add root", "user grant-role root root",
+                         "user add app:apppw", "role add app",
+                         "role grant-permission app readwrite /secure/ --prefix", "user grant-role app app",
+                         "auth enable"};
+  for (size_t i = 0; i < sizeof setup / sizeof setup[0]; i++) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "ETCDCTL_API=3 etcdctl --endpoints %s --cacert %s --cert %s --key %s %s >/dev/null", url,
+             cert(0, "ca.pem"), cert(1, "root.pem"), cert(2, "root-key.pem"), setup[i]);
+    CHECK(system(cmd) == 0);
+  }
   etcdc_client *c = NULL;
-  OK(connect_to(url, "ca.pem", "app", NULL, NULL, &c));
+  OK(connect_to(url, "ca.pem", "app", "app", "apppw", &c));
   if (c) {
     everything_works(c);
+    permissions(c);
     OK(etcdc_client_free(c));
   }
+  OK(connect_to(url, "ca.pem", "app", "app", "wrong", &c));
+  EXPECT(etcdc_put(c, S("/secure/k"), S("v"), NULL, NULL), ETCDC_ERR_AUTH);
+  EXPECT_MESSAGE("authentication failed");
+  OK(etcdc_client_free(c));
   OK(connect_to(url, "ca.pem", NULL, NULL, NULL, &c));
   EXPECT(etcdc_put(c, S("/secure/k"), S("v"), NULL, NULL), ETCDC_ERR_UNAVAILABLE);
   EXPECT_MESSAGE("client certificate");

@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{deadline, status, unimplemented, Api};
+use super::{deadline, status, unimplemented, Api, Need};
 use crate::api::Etcd;
 use crate::node::raft::MemberChange;
 use crate::pb::etcdserverpb::cluster_server::Cluster;
@@ -34,6 +34,7 @@ impl Cluster for Api {
         &self,
         r: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        self.allow_request(&r, &[Need::Admin]).await?;
         let r = r.into_inner();
         let change = MemberChange::Add {
             peer_urls: r.peer_ur_ls.clone(),
@@ -58,6 +59,7 @@ impl Cluster for Api {
         &self,
         r: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        self.allow_request(&r, &[Need::Admin]).await?;
         let members = self
             .change_members(MemberChange::Remove(r.into_inner().id))
             .await?;
@@ -86,6 +88,7 @@ impl Cluster for Api {
         &self,
         r: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.allow_request(&r, &[Need::Admin]).await?;
         let members = self
             .change_members(MemberChange::Promote(r.into_inner().id))
             .await?;

@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{deadline, status, Api};
+use super::{deadline, status, Api, Need};
 use crate::api::Etcd;
 use crate::pb::etcdserverpb::kv_server::Kv;
 use crate::pb::etcdserverpb::*;
@@ -10,6 +10,9 @@ use crate::pb::etcdserverpb::*;
 #[tonic::async_trait]
 impl Kv for Api {
     async fn range(&self, r: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let req = r.get_ref();
+        self.allow_request(&r, &[Need::Read(&req.key, &req.range_end)])
+            .await?;
         self.0
             .range(r.into_inner(), deadline())
             .await
@@ -17,6 +20,12 @@ impl Kv for Api {
             .map_err(status)
     }
     async fn put(&self, r: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = r.get_ref();
+        let mut needs = vec![Need::Write(&req.key, &[])];
+        if req.prev_kv {
+            needs.push(Need::Read(&req.key, &[]));
+        }
+        self.allow_request(&r, &needs).await?;
         self.0
             .put(r.into_inner(), deadline())
             .await
@@ -27,6 +36,12 @@ impl Kv for Api {
         &self,
         r: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let req = r.get_ref();
+        let mut needs = vec![Need::Write(&req.key, &req.range_end)];
+        if req.prev_kv {
+            needs.push(Need::Read(&req.key, &req.range_end));
+        }
+        self.allow_request(&r, &needs).await?;
         self.0
             .delete_range(r.into_inner(), deadline())
             .await
@@ -34,6 +49,9 @@ impl Kv for Api {
             .map_err(status)
     }
     async fn txn(&self, r: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let mut needs = Vec::new();
+        Need::of_txn(r.get_ref(), &mut needs);
+        self.allow_request(&r, &needs).await?;
         self.0
             .txn(r.into_inner(), deadline())
             .await
@@ -44,6 +62,7 @@ impl Kv for Api {
         &self,
         r: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        self.allow_request(&r, &[Need::User]).await?;
         self.0
             .compact(r.into_inner(), deadline())
             .await

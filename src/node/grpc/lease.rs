@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{deadline, status, Api, BoxStream};
+use super::{deadline, status, Api, BoxStream, Need};
 use crate::api::Etcd;
 use crate::pb::etcdserverpb::lease_server::Lease;
 use crate::pb::etcdserverpb::*;
@@ -24,6 +24,23 @@ impl Lease for Api {
         &self,
         r: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        // As etcd: revoking deletes the lease's keys, so it needs write on each of them.
+        if self.allow_request(&r, &[]).await?.is_some() {
+            let keys = self
+                .0
+                .lease_time_to_live(
+                    LeaseTimeToLiveRequest {
+                        id: r.get_ref().id,
+                        keys: true,
+                    },
+                    deadline(),
+                )
+                .await
+                .map_err(status)?
+                .keys;
+            let needs: Vec<Need> = keys.iter().map(|k| Need::Write(k, &[])).collect();
+            self.allow_request(&r, &needs).await?;
+        }
         self.0
             .lease_revoke(r.into_inner(), deadline())
             .await

@@ -3,7 +3,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{deadline, status, unimplemented, Api, BoxStream};
+use super::{deadline, status, unimplemented, Api, BoxStream, Need};
 use crate::api::Etcd;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::pb::etcdserverpb::*;
@@ -27,15 +27,17 @@ impl Maintenance for Api {
     /// The store lives in memory with snapshot files: there is nothing to defragment.
     async fn defragment(
         &self,
-        _r: Request<DefragmentRequest>,
+        r: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.allow_request(&r, &[Need::Admin]).await?;
         Ok(Response::new(DefragmentResponse {
             header: self.header().await?,
         }))
     }
     /// etcd hashes its whole backend file here; the node's store has no file to hash, so
     /// this is HashKV of the current revision.
-    async fn hash(&self, _r: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, r: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.allow_request(&r, &[Need::Admin]).await?;
         let r = self.0.hash_kv(0).await.map_err(status)?;
         Ok(Response::new(HashResponse {
             header: r.header,
@@ -43,6 +45,7 @@ impl Maintenance for Api {
         }))
     }
     async fn hash_kv(&self, r: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        self.allow_request(&r, &[Need::Admin]).await?;
         self.0
             .hash_kv(r.into_inner().revision)
             .await
@@ -57,8 +60,9 @@ impl Maintenance for Api {
     /// (or cluster) from it. Sent in 32 KiB pieces, as etcd does.
     async fn snapshot(
         &self,
-        _r: Request<SnapshotRequest>,
+        r: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.allow_request(&r, &[Need::Admin]).await?;
         const PIECE: usize = 32 * 1024;
         let header = self.header().await?;
         let backup = self.0.backup().await.map_err(status)?;

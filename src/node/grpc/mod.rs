@@ -1,9 +1,10 @@
 //! etcd's v3 gRPC API on a member's client URL, so `etcdctl`, etcdc's remote client and any
 //! other etcd client use the node as they use etcd: a thin adapter from tonic to the member's
 //! `trait Etcd`. Errors keep etcd's texts and gRPC codes. What the node does not serve yet
-//! (move-leader, downgrade, auth) answers `Unimplemented` with a clear text,
+//! (move-leader, downgrade) answers `Unimplemented` with a clear text,
 //! never a hang. One file per service, as etcd's `v3rpc`: `kv`, `lease`, `cluster`,
-//! `maintenance`, `watch`; this file holds what they share and the server itself.
+//! `maintenance`, `watch`, `auth`; this file holds what they share (the permission check
+//! every request passes when authentication is on) and the server itself.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tonic::Status;
 use super::member::Member;
 use crate::api::{deadline_in, Deadline, Etcd};
 use crate::error::{Error, ErrorKind};
+use crate::pb::etcdserverpb::auth_server::AuthServer;
 use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
@@ -22,6 +24,7 @@ use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::pb::etcdserverpb::watch_server::WatchServer;
 use crate::pb::etcdserverpb::*;
 
+mod auth;
 mod cluster;
 mod kv;
 mod lease;
@@ -64,6 +67,121 @@ fn unimplemented(what: &str) -> Status {
     Status::unimplemented(format!("etcdc-node does not serve {what} yet"))
 }
 
+/// What a request needs of its caller when authentication is on.
+pub(super) enum Need<'a> {
+    /// Any user (a valid token or certificate).
+    User,
+    /// Reading or writing the keys `[key, range_end)` (etcd's range conventions).
+    Read(&'a [u8], &'a [u8]),
+    Write(&'a [u8], &'a [u8]),
+    /// The root role.
+    Admin,
+}
+
+impl Need<'_> {
+    /// What a transaction needs: its compares read, its operations read or write, nested
+    /// transactions included.
+    fn of_txn<'a>(t: &'a TxnRequest, out: &mut Vec<Need<'a>>) {
+        use request_op::Request as Op;
+        for c in &t.compare {
+            out.push(Need::Read(&c.key, &c.range_end));
+        }
+        for op in t.success.iter().chain(&t.failure) {
+            match &op.request {
+                Some(Op::RequestRange(r)) => out.push(Need::Read(&r.key, &r.range_end)),
+                Some(Op::RequestPut(p)) => {
+                    out.push(Need::Write(&p.key, &[]));
+                    if p.prev_kv {
+                        out.push(Need::Read(&p.key, &[]));
+                    }
+                }
+                Some(Op::RequestDeleteRange(d)) => {
+                    out.push(Need::Write(&d.key, &d.range_end));
+                    if d.prev_kv {
+                        out.push(Need::Read(&d.key, &d.range_end));
+                    }
+                }
+                Some(Op::RequestTxn(t)) => Need::of_txn(t, out),
+                None => {}
+            }
+        }
+    }
+}
+
+/// The user a request comes from: its token, else (with `--client-cert-auth`) its client
+/// certificate's common name.
+pub(super) struct Caller {
+    token: Option<String>,
+    common_name: Option<String>,
+}
+
+impl Caller {
+    pub(super) fn of<T>(r: &tonic::Request<T>) -> Caller {
+        Caller {
+            token: r
+                .metadata()
+                .get("token")
+                .and_then(|t| t.to_str().ok())
+                .map(str::to_string),
+            common_name: r
+                .peer_certs()
+                .and_then(|certs| certs.first().and_then(|c| crate::tls::common_name(c))),
+        }
+    }
+}
+
+impl Api {
+    /// Checks `needs` for `caller` against the auth store as this member applied it; with
+    /// authentication off, everything is allowed. Returns the user (None: auth is off).
+    pub(super) async fn allow(
+        &self,
+        caller: &Caller,
+        needs: &[Need<'_>],
+    ) -> Result<Option<String>, Status> {
+        let ttl = self.0.auth_settings.token_ttl;
+        self.0
+            .auth_read(None, |a| {
+                if !a.enabled {
+                    return Ok(None);
+                }
+                let user = match (&caller.token, &caller.common_name) {
+                    (Some(token), _) => a.tokens.user(token, ttl)?,
+                    (None, Some(cn)) => cn.clone(),
+                    (None, None) => return Err(crate::node::auth::user_empty()),
+                };
+                for need in needs {
+                    match need {
+                        Need::User => {
+                            if !a.users.contains_key(&user) {
+                                return Err(crate::node::auth::denied());
+                            }
+                        }
+                        Need::Read(key, end) => a.check(&user, key, end, false)?,
+                        Need::Write(key, end) => a.check(&user, key, end, true)?,
+                        Need::Admin => {
+                            if !a.is_root(&user) {
+                                return Err(crate::node::auth::denied());
+                            }
+                        }
+                    }
+                }
+                Ok(Some(user))
+            })
+            .await
+            .and_then(|r| r)
+            .map_err(status)
+    }
+
+    /// `allow` for a request `r` needing `needs`.
+    pub(super) async fn allow_request<T>(
+        &self,
+        r: &tonic::Request<T>,
+        needs: &[Need<'_>],
+    ) -> Result<Option<String>, Status> {
+        self.allow(&Caller::of(r), needs).await
+    }
+}
+
 /// A server stream of a service.
 pub(super) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -100,6 +218,7 @@ where
             .add_service(LeaseServer::new(api.clone()))
             .add_service(ClusterServer::new(api.clone()))
             .add_service(MaintenanceServer::new(api.clone()))
+            .add_service(AuthServer::new(api.clone()))
             .add_service(WatchServer::new(api));
     let health_member = member.clone();
     let metrics_member = member.clone();

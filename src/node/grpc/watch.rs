@@ -4,7 +4,7 @@
 
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Api, BoxStream};
+use super::{Api, BoxStream, Caller, Need};
 use crate::api::{WatchControl, WatchUpdate};
 use crate::node::member::Member;
 use crate::pb::etcdserverpb::watch_request::RequestUnion;
@@ -21,6 +21,9 @@ const WATCH_QUEUE: usize = 32;
 /// One Watch stream: its watches by id, each forwarding its member watch's updates.
 struct WatchStream {
     member: Arc<Member>,
+    /// The stream's service, and who opened it: each watch is checked when created.
+    api: Api,
+    caller: Caller,
     out: mpsc::Sender<Result<WatchResponse, Status>>,
     watches: HashMap<i64, (Box<dyn WatchControl>, tokio::task::JoinHandle<()>)>,
     /// etcd's next automatic watch id: the smallest unused from here on.
@@ -54,6 +57,12 @@ impl WatchStream {
             return self
                 .send(refused(header, "mvcc: duplicate watch ID".into()))
                 .await;
+        }
+        let need = [Need::Read(&req.key, &req.range_end)];
+        if let Err(e) = self.api.allow(&self.caller, &need).await {
+            // As etcd: a watch the user may not read is refused with the reason.
+            let header = self.member.header_now().await;
+            return self.send(refused(header, e.message().to_string())).await;
         }
         req.watch_id = id;
         let (feed, updates) = crate::stream::channel(WATCH_QUEUE);
@@ -240,6 +249,8 @@ impl Watch for Api {
         let (out, rx) = mpsc::channel(16);
         let stream = WatchStream {
             member: self.0.clone(),
+            api: self.clone(),
+            caller: Caller::of(&r),
             out,
             watches: HashMap::new(),
             next_id: 0,

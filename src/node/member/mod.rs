@@ -76,6 +76,8 @@ pub struct MemberConfig {
     /// The member's name and the client URLs it advertises, published to the cluster.
     pub name: String,
     pub client_urls: Vec<String>,
+    /// How users authenticate: token TTL, bcrypt cost.
+    pub auth: crate::node::auth::AuthSettings,
 }
 
 impl MemberConfig {
@@ -95,6 +97,7 @@ impl MemberConfig {
             unsafe_no_fsync: false,
             name: format!("{id:x}"),
             client_urls: Vec::new(),
+            auth: Default::default(),
         }
     }
 }
@@ -124,6 +127,7 @@ pub struct Member {
     /// For `/metrics`: the log's sync latencies, and the leader changes this member saw.
     sync_latency: Arc<super::metrics::Histogram>,
     leader_changes: Arc<std::sync::atomic::AtomicU64>,
+    pub auth_settings: crate::node::auth::AuthSettings,
 }
 
 impl Member {
@@ -238,7 +242,31 @@ impl Member {
             removed,
             sync_latency,
             leader_changes,
+            auth_settings: config.auth,
         })
+    }
+
+    /// Proposes a change to the auth store; answers once this member applied it.
+    pub async fn auth_change(
+        &self,
+        change: crate::node::auth::AuthCommand,
+        deadline: Deadline,
+    ) -> Result<ResponseHeader> {
+        self.propose(Command::Auth(change), deadline).await?;
+        Ok(self.header_now().await)
+    }
+
+    /// Reads the auth store as this member applied it (`linearizable`: after a read barrier,
+    /// so it has applied every change acknowledged before).
+    pub async fn auth_read<R>(
+        &self,
+        linearizable: Option<Deadline>,
+        f: impl FnOnce(&crate::node::auth::AuthStore) -> R,
+    ) -> Result<R> {
+        if let Some(deadline) = linearizable {
+            self.read_barrier(deadline).await?;
+        }
+        Ok(f(&self.sm.state.read().await.mvcc.auth))
     }
 
     /// `/metrics`: this member's state under etcd's metric names.

@@ -10,9 +10,9 @@ use crate::node::history::History;
 use crate::pb::mvccpb::KeyValue;
 
 /// The image format's version: the first byte of `Mvcc::write_image`. Version 2 added the
-/// alarms at the end, version 3 the members' attributes and removed members after them;
-/// older snapshots are read as having none.
-const IMAGE_FORMAT: u8 = 3;
+/// alarms at the end, version 3 the members' attributes and removed members after them,
+/// version 4 the auth store after those; older snapshots are read as having none.
+const IMAGE_FORMAT: u8 = 4;
 
 impl Mvcc {
     /// The whole store as bytes (a Raft snapshot): versioned, self-contained. The node
@@ -88,6 +88,7 @@ impl Mvcc {
         for id in &self.removed {
             put(out, *id)?;
         }
+        bytes(out, &crate::node::raft::pack(&self.auth))?;
         Ok(())
     }
 
@@ -171,6 +172,9 @@ impl Mvcc {
             for _ in 0..r.num()? {
                 m.removed.insert(r.num()?);
             }
+        }
+        if format >= 4 {
+            m.auth = crate::node::raft::unpack(&r.bytes()?).map_err(|_| bad_image())?;
         }
         Ok(m)
     }

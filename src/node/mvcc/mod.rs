@@ -146,6 +146,8 @@ pub struct Mvcc {
     /// (etcd's `compactMainRev`: a compaction at 0 is allowed once).
     compacted: i64,
     leases: BTreeMap<i64, LeaseEntry>,
+    /// Users, roles and permissions (etcd keeps them in its backend too).
+    pub(crate) auth: crate::node::auth::AuthStore,
 }
 
 fn err(kind: ErrorKind, text: &str) -> Error {

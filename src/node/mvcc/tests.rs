@@ -177,8 +177,23 @@ fn a_snapshot_restores_the_same_store() {
     );
     m.members_changed(&[7, 8], &[7]);
     assert!(m.is_removed(8) && !m.is_removed(7));
+    use crate::node::auth::AuthCommand;
+    for change in [
+        AuthCommand::UserAdd {
+            name: "root".into(),
+            hash: "$2b$04$hash".into(),
+        },
+        AuthCommand::UserGrantRole {
+            user: "root".into(),
+            role: "root".into(),
+        },
+        AuthCommand::Enable,
+    ] {
+        m.auth.apply(change).unwrap();
+    }
     let back = Mvcc::from_image(&m.image()).unwrap();
     assert_eq!(format!("{back:?}"), format!("{m:?}"));
+    assert!(back.auth.enabled && back.auth.users["root"].password == "$2b$04$hash");
     assert_eq!(
         Mvcc::from_image(&m.image()[..10]).unwrap_err().kind,
         ErrorKind::DataLoss

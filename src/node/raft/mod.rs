@@ -60,6 +60,8 @@ pub enum Command {
         name: String,
         client_urls: Vec<String>,
     },
+    /// A change to the auth store (users, roles, permissions, enable/disable, a token).
+    Auth(crate::node::auth::AuthCommand),
 }
 
 /// A change of the cluster's members (etcd's MemberAdd / MemberRemove / MemberPromote).

@@ -226,6 +226,10 @@ pub(super) fn apply_command(
             mvcc.set_attributes(member, attributes);
             (Vec::new(), Vec::new())
         }
+        Command::Auth(change) => {
+            mvcc.auth.apply(change)?;
+            (Vec::new(), Vec::new())
+        }
         Command::Put(req) => {
             let (r, e) = mvcc.put(PutRequest::decode(&*req).map_err(bad)?)?;
             (r.encode_to_vec(), e)
