@@ -6,7 +6,8 @@
 //! thread that blocks on each call, as a C program calling any blocking client library must;
 //! the difference between the two is the cost of that threading model, not of etcdc.
 //!
-//! Usage: tonic_baseline tasks|threads put|range|srange|watch CALLERS SECONDS ENDPOINT
+//! Usage: tonic_baseline tasks|threads put|range|srange|watch|badauth CALLERS SECONDS ENDPOINT
+//! (`badauth`: authenticate as `app` with a wrong password, a flood of bcrypt checks.)
 //!
 //! An `https://` ENDPOINT: TLS with `$BENCH_TLS_DIR/ca.pem` and the client certificate
 //! `$BENCH_TLS_DIR/app.pem` (scripts/make-certs.sh's names). `BENCH_USER=name:password`:
@@ -72,6 +73,7 @@ async fn connect(endpoint: &str) -> Result<Ch, Box<dyn std::error::Error>> {
 
 struct Caller {
     kv: KvClient<Ch>,
+    auth: etcdc::pb::etcdserverpb::auth_client::AuthClient<Ch>,
     op: String,
     id: usize,
     i: u64,
@@ -82,6 +84,15 @@ struct Caller {
 impl Caller {
     /// One request; true on success.
     async fn call(&mut self) -> bool {
+        if self.op == "badauth" {
+            // A wrong password: the answer must be etcd's refusal.
+            self.i += 1;
+            let req = AuthenticateRequest {
+                name: "app".into(),
+                password: "wrong".into(),
+            };
+            return matches!(self.auth.authenticate(req).await, Err(s) if s.message().contains("authentication failed"));
+        }
         if self.op == "range" || self.op == "srange" {
             let req = RangeRequest {
                 key: b"bench/range".to_vec(),
@@ -107,7 +118,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let [_, mode, op, callers, seconds, endpoint] = &args[..] else {
         return Err(
-            "usage: tonic_baseline tasks|threads put|range|srange|watch CALLERS SECONDS ENDPOINT"
+            "usage: tonic_baseline tasks|threads put|range|srange|watch|badauth CALLERS SECONDS ENDPOINT"
                 .into(),
         );
     };
@@ -186,6 +197,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for id in 0..callers {
         let mut caller = Caller {
             kv: KvClient::new(channel.clone()),
+            auth: etcdc::pb::etcdserverpb::auth_client::AuthClient::new(channel.clone()),
             op: op.clone(),
             id,
             i: 0,

@@ -7,7 +7,9 @@
 # callers put while one watch on their prefix measures put-to-event latency (QPS = events/s).
 # `tls:` cells: a second pair of servers that requires TLS and client certificates
 # (scripts/make-certs.sh's); `auth:` cells: the same pair after `auth enable`, the callers
-# a user with a token (checked on every request) whose role covers the keys.
+# a user with a token (checked on every request) whose role covers the keys; `flood:` cells:
+# the same while 16 other callers authenticate with a wrong password without pause (the
+# server's bcrypt checks; the CPU column then includes them).
 #   scripts/bench-node.sh              # 3 rounds of 2 s per cell
 #   BENCH_SECONDS=5 scripts/bench-node.sh
 set -euo pipefail
@@ -61,11 +63,11 @@ read -r etcds_pid etcds_url < <(start etcd-tls /usr/bin/etcd https "${tls_flags[
 read -r nodes_pid nodes_url < <(start node-tls "$NODE" https "${tls_flags[@]}"); pids+=("$nodes_pid")
 rows="$dir/rows"
 for cell in "put 1" "put 16" "put 256" "range 16" "srange 16" "watch 16" \
-  "tls:put 16" "tls:range 16" "auth:put 16" "auth:range 16"; do
+  "tls:put 16" "tls:range 16" "auth:put 16" "auth:range 16" "flood:put 16"; do
   set -- $cell
   mode=plain; op=$1
-  case $1 in tls:*|auth:*) mode=${1%%:*}; op=${1#*:} ;; esac
-  if [ "$mode" = auth ] && [ -z "${BENCH_USER:-}" ]; then
+  case $1 in tls:*|auth:*|flood:*) mode=${1%%:*}; op=${1#*:} ;; esac
+  if [ "$mode" != plain ] && [ "$mode" != tls ] && [ -z "${BENCH_USER:-}" ]; then
     enable_auth "$etcds_url"; enable_auth "$nodes_url"
     export BENCH_USER=app:apppw
   fi
@@ -76,15 +78,27 @@ for cell in "put 1" "put 16" "put 256" "range 16" "srange 16" "watch 16" \
       if [ "$mode" != plain ]; then
         if [ "$which" = 0 ]; then pid=$etcds_pid; url=$etcds_url; else pid=$nodes_pid; url=$nodes_url; fi
       fi
+      flood=""
+      if [ "$mode" = flood ]; then
+        "$TONIC" tasks badauth 16 $((SECONDS_PER + 2)) "$url" >"$dir/flood.out" &
+        flood=$!
+        sleep 1
+      fi
       before=$(cpu_us "$pid")
       line=$("$TONIC" tasks "$op" "$2" "$SECONDS_PER" "$url")
       after=$(cpu_us "$pid")
+      if [ -n "$flood" ]; then
+        wait "$flood"
+        # tonic OP CALLERS OPS QPS ...: the wrong passwords refused per second.
+        echo "$name $(awk '{ print int($5) }' "$dir/flood.out")" >>"$dir/flood"
+      fi
       # tonic OP CALLERS OPS QPS P50 P99 ERRORS -> server CELL CALLERS QPS P50 P99 CPU/op
       echo "$line" | awk -v s="$name" -v c="$1" -v cpu=$(( ${after%.*} - ${before%.*} )) '{ printf "%s %s %s %s %s %s %.0f\n", s, c, $3, $5, $6, $7, ($4 > 0 ? cpu / $4 : 0) }' >>"$rows"
     done
   done
 done
 unset BENCH_USER
+flood_rates=$(awk '{ r[$1] = r[$1] " " $2 } END { for (s in r) printf "%s:%s; ", s, r[s] }' "$dir/flood")
 echo "etcd $(/usr/bin/etcd --version | head -1 | cut -d' ' -f3) vs etcdc-node, $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), median of 3 rounds of ${SECONDS_PER} s per cell"
 echo
 echo "| cell | etcd QPS | node QPS | node/etcd | etcd p50/p99 µs | node p50/p99 µs | etcd CPU µs/op | node CPU µs/op |"
@@ -103,6 +117,8 @@ awk '
       printf "| %s | %d | %d | %.2f | %d / %d | %d / %d | %d | %d |\n", k, Q[1], Q[2], (Q[1] > 0 ? Q[2] / Q[1] : 0), P5[1], P9[1], P5[2], P9[2], C[1], C[2]
     }
   }' "$rows"
+echo
+echo "flood: wrong passwords refused per second during the flood:put cells, per round: $flood_rates"
 echo
 for s in etcd node; do
   pid=$etcd_pid; [ "$s" = node ] && pid=$node_pid

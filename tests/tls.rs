@@ -307,3 +307,42 @@ fn c_abi_options() {
     ));
     etcdc_client_options_free(opts);
 }
+
+/// A member serving TLS reads its certificate again when the files change: new connections
+/// get the new one, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_picks_up_a_rotated_server_certificate() {
+    use etcdc::node::launch::{self, NodeOptions, ServerTls};
+    let certs = Certs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("s.pem"), dir.path().join("s-key.pem"));
+    let install = |from: &str| {
+        std::fs::copy(certs.path(&format!("{from}.pem")), &cert).unwrap();
+        std::fs::copy(certs.path(&format!("{from}-key.pem")), &key).unwrap();
+    };
+    install("server");
+    let url = format!("https://127.0.0.1:{}", support::etcd::free_port());
+    let node = launch::start(NodeOptions {
+        data_dir: Some(dir.path().join("data")),
+        listen_client_urls: vec![url.clone()],
+        advertise_client_urls: vec![url.clone()],
+        listen_peer_urls: Vec::new(),
+        client_tls: ServerTls {
+            cert_file: Some(cert.clone()),
+            key_file: Some(key.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let trusting_ca = || client(&url, Some(trusting(&certs, "ca.pem"))).unwrap();
+    trusting_ca().put(put("/r", "1"), dl()).await.unwrap();
+    // A certificate from a CA the clients do not trust: new connections are refused.
+    install("stranger");
+    let err = fails(&*trusting_ca()).await;
+    assert!(err.message.contains("UnknownIssuer"), "{err}");
+    install("server");
+    trusting_ca().put(put("/r", "2"), dl()).await.unwrap();
+    node.stop().await;
+}
