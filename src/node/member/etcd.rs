@@ -65,9 +65,26 @@ impl Member {
     /// with this member's header at the revision it was applied at.
     async fn write<T: Answer>(&self, cmd: Command, deadline: Deadline) -> Result<T> {
         let bytes = self.propose(cmd, deadline).await?;
-        let resp = T::decode(&bytes[..])
+        let mut resp = T::decode(&bytes[..])
             .map_err(|e| Error::new(ErrorKind::Internal, format!("undecodable answer: {e}")))?;
+        let revision = resp.header_mut().as_ref().map_or(0, |h| h.revision);
+        self.applied_through(revision, deadline).await;
         Ok(self.answer(resp))
+    }
+
+    /// Waits until this member has applied the store through `revision`. A write forwarded
+    /// to the leader is answered once the leader applied it; etcd answers a write on the
+    /// member that took it once that member applied it too, so the reads and watches that
+    /// follow on it see the write. Past the deadline the answer goes anyway: the write is
+    /// applied, only this member is behind.
+    async fn applied_through(&self, revision: i64, deadline: Deadline) {
+        let mut applied = self.raft.metrics();
+        while self.sm.state.read().await.mvcc.revision() < revision {
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
     }
 
     /// `resp` with this member's header at the revision it carries.
