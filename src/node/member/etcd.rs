@@ -79,7 +79,7 @@ impl Member {
     /// applied, only this member is behind.
     async fn applied_through(&self, revision: i64, deadline: Deadline) {
         let mut applied = self.raft.metrics();
-        while self.sm.state.read().await.mvcc.revision() < revision {
+        while self.sm.revision.load(std::sync::atomic::Ordering::Acquire) < revision {
             match tokio::time::timeout_at(deadline, applied.changed()).await {
                 Ok(Ok(())) => {}
                 _ => return,

@@ -49,6 +49,9 @@ pub struct StateMachine {
     current: Arc<RwLock<Option<SnapshotMeta<NodeId, BasicNode>>>>,
     /// The store's size after the last apply, for the quota check without a lock.
     pub size: Arc<std::sync::atomic::AtomicU64>,
+    /// The store's revision after the last apply, for a write waiting without a lock until
+    /// its member has applied it.
+    pub revision: Arc<std::sync::atomic::AtomicI64>,
     /// Counts applied requests towards the next snapshot.
     pub due: Arc<SnapshotDue>,
 }
@@ -129,6 +132,7 @@ impl StateMachine {
         };
         Ok(StateMachine {
             size: Arc::new(applied.mvcc.size().into()),
+            revision: Arc::new(applied.mvcc.revision().into()),
             due: Arc::default(),
             state: Arc::new(RwLock::new(applied)),
             hub: Arc::default(),
@@ -356,6 +360,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.hub.notify(&events, state.mvcc.revision());
         self.size
             .store(state.mvcc.size(), std::sync::atomic::Ordering::Relaxed);
+        self.revision
+            .store(state.mvcc.revision(), std::sync::atomic::Ordering::Release);
         drop(state);
         self.due.applied(requests);
         Ok(out)
@@ -449,6 +455,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.hub.restored(&state.mvcc);
         self.size
             .store(state.mvcc.size(), std::sync::atomic::Ordering::Relaxed);
+        self.revision
+            .store(state.mvcc.revision(), std::sync::atomic::Ordering::Release);
         drop(state);
         *current = Some(meta.clone());
         Ok(())
