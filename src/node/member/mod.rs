@@ -256,6 +256,13 @@ impl Member {
         Ok(self.header_now().await)
     }
 
+    /// Whether authentication is on, as this member last applied it (no lock).
+    pub fn auth_enabled(&self) -> bool {
+        self.sm
+            .auth_enabled
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Reads the auth store as this member applied it (`linearizable`: after a read barrier,
     /// so it has applied every change acknowledged before).
     pub async fn auth_read<R>(

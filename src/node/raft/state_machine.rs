@@ -52,6 +52,9 @@ pub struct StateMachine {
     /// The store's revision after the last apply, for a write waiting without a lock until
     /// its member has applied it.
     pub revision: Arc<std::sync::atomic::AtomicI64>,
+    /// Whether authentication is on after the last apply: requests skip the auth store's
+    /// lock while it is off.
+    pub auth_enabled: Arc<std::sync::atomic::AtomicBool>,
     /// Counts applied requests towards the next snapshot.
     pub due: Arc<SnapshotDue>,
 }
@@ -133,6 +136,7 @@ impl StateMachine {
         Ok(StateMachine {
             size: Arc::new(applied.mvcc.size().into()),
             revision: Arc::new(applied.mvcc.revision().into()),
+            auth_enabled: Arc::new(applied.mvcc.auth.enabled.into()),
             due: Arc::default(),
             state: Arc::new(RwLock::new(applied)),
             hub: Arc::default(),
@@ -362,6 +366,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .store(state.mvcc.size(), std::sync::atomic::Ordering::Relaxed);
         self.revision
             .store(state.mvcc.revision(), std::sync::atomic::Ordering::Release);
+        self.auth_enabled.store(
+            state.mvcc.auth.enabled,
+            std::sync::atomic::Ordering::Release,
+        );
         drop(state);
         self.due.applied(requests);
         Ok(out)
@@ -457,6 +465,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .store(state.mvcc.size(), std::sync::atomic::Ordering::Relaxed);
         self.revision
             .store(state.mvcc.revision(), std::sync::atomic::Ordering::Release);
+        self.auth_enabled.store(
+            state.mvcc.auth.enabled,
+            std::sync::atomic::Ordering::Release,
+        );
         drop(state);
         *current = Some(meta.clone());
         Ok(())
