@@ -8,6 +8,7 @@ mod support;
 
 use etcdc::node::mvcc::Mvcc;
 use etcdc::pb::etcdserverpb::compare::{CompareTarget, TargetUnion};
+use etcdc::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use etcdc::pb::etcdserverpb::request_op::Request;
 use etcdc::pb::etcdserverpb::response_op::Response;
 use etcdc::pb::etcdserverpb::*;
@@ -279,6 +280,10 @@ async fn the_state_machine_answers_as_etcd_does() {
         return;
     };
     let etcd = target.etcd;
+    let cluster = target.cluster.as_ref().expect("a local etcd");
+    let mut maintenance = MaintenanceClient::connect(cluster.client_url(0))
+        .await
+        .expect("etcd's maintenance service");
     let mut node = Mvcc::new();
     // Superseded values go to the history file at once, so every past read comes back
     // from it, as a member's do once written.
@@ -304,8 +309,22 @@ async fn the_state_machine_answers_as_etcd_does() {
         rev: node.revision(),
         compacted: 0,
     };
-    let (mut ranges, mut writes, mut txns, mut errors) = (0, 0, 0, 0);
+    let (mut ranges, mut writes, mut txns, mut errors, mut hashes) = (0, 0, 0, 0, 0);
     for step in 1..=steps {
+        // etcd's HashKV, at the current revision and a past one (compacted or not): the
+        // same hash from the same history, so a copy can be checked against etcd.
+        if step % 50 == 0 {
+            for revision in [0, gen.revision()] {
+                let a = maintenance
+                    .hash_kv(HashKvRequest { revision })
+                    .await
+                    .map(|r| (r.get_ref().hash, r.get_ref().compact_revision))
+                    .map_err(|s| s.message().to_string());
+                let b = node.hash_kv(revision).map_err(|e| e.message);
+                assert_eq!(a, b, "step {step}: hash at revision {revision}");
+                hashes += 1;
+            }
+        }
         match gen.rng.below(100) {
             0..=29 => {
                 let req = gen.range();
@@ -375,7 +394,7 @@ async fn the_state_machine_answers_as_etcd_does() {
         gen.rev = node.revision();
     }
     eprintln!(
-        "seed {seed:#x}, {steps} steps: {ranges} ranges, {writes} puts/deletes, {txns} txns, {errors} errors answered alike; revision {}",
+        "seed {seed:#x}, {steps} steps: {ranges} ranges, {writes} puts/deletes, {txns} txns, {errors} errors, {hashes} hashes answered alike; revision {}",
         gen.rev
     );
     assert!(

@@ -41,8 +41,12 @@ pub mod watch;
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// The etcd version the node answers as: its API and semantics are etcd 3.4's.
-pub(crate) const ETCD_VERSION: &str = "3.4.0";
+/// The etcd version the node answers as (`Status.version`, `/version`, `--version`): its API
+/// and semantics are those of etcd 3.4.23, the release it is tested against side by side.
+pub(crate) const ETCD_VERSION: &str = "3.4.23";
+
+/// The cluster version etcd 3.4 members agree on (`/version`'s `etcdcluster`).
+pub(crate) const ETCD_CLUSTER_VERSION: &str = "3.4.0";
 
 /// The largest request a member accepts (etcd's `--max-request-bytes` default, 1.5 MiB).
 pub(crate) const MAX_REQUEST_BYTES: usize = 1536 * 1024;

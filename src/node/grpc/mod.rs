@@ -25,6 +25,7 @@ use crate::pb::etcdserverpb::watch_server::WatchServer;
 use crate::pb::etcdserverpb::*;
 
 mod auth;
+mod authority;
 mod cluster;
 mod kv;
 mod lease;
@@ -251,13 +252,16 @@ where
                 (
                     [(axum::http::header::CONTENT_TYPE, "application/json")],
                     format!(
-                        "{{\"etcdserver\":\"{v}\",\"etcdcluster\":\"{v}\"}}",
-                        v = super::ETCD_VERSION
+                        "{{\"etcdserver\":\"{}\",\"etcdcluster\":\"{}\"}}",
+                        super::ETCD_VERSION,
+                        super::ETCD_CLUSTER_VERSION
                     ),
                 )
             }),
         );
     *routes.axum_router_mut() = router;
+    let incoming =
+        tokio_stream::StreamExt::map(incoming, |conn| conn.map(authority::Authority::new));
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(routes)

@@ -214,35 +214,71 @@ impl Mvcc {
         self.size
     }
 
-    /// etcd's HashKV: a checksum of every version at or below `revision` (0: the current
-    /// one) that compaction kept, in key and revision order, with the compaction revision.
-    /// Members that applied the same log agree; one that differs has diverged.
+    /// etcd's HashKV, computed as etcd computes it (so a member, a mirror or a restored copy
+    /// can be checked against etcd itself): CRC-32C of the bucket name `key`, then of every
+    /// version at or below `revision` (0: the current one) in revision order, each as etcd
+    /// stores it — its revision as 17 bytes (main, `_`, sub; `t` after a tombstone) and its
+    /// `mvccpb.KeyValue` encoding (only the key for a tombstone). A version compaction kept is
+    /// hashed only while it is still its key's version at `revision`, as etcd's `Keep` says.
+    /// Returns the hash with the compaction revision (-1 before the first, as etcd).
     pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64)> {
         let rev = if revision == 0 { self.rev } else { revision };
         if rev > self.rev {
             return Err(future());
         }
-        if revision != 0 && revision < self.compacted {
+        if revision != 0 && revision <= self.compacted {
             return Err(compacted());
         }
-        let mut h = crc32fast::Hasher::new();
+        // (revision, key, version, whether it is a kept version superseded at `rev`)
+        let mut rows = Vec::new();
+        let mut any_kept = false;
         for (key, versions) in &self.keys {
-            for v in versions.iter().take_while(|v| v.rev.main <= rev) {
-                h.update(key);
-                h.update(&v.rev.main.to_be_bytes());
-                h.update(&v.rev.sub.to_be_bytes());
-                match &v.value {
-                    Some(value) => {
-                        h.update(&v.create_revision.to_be_bytes());
-                        h.update(&v.version.to_be_bytes());
-                        h.update(&v.lease.to_be_bytes());
-                        h.update(&self.value(value)?);
-                    }
-                    None => h.update(b"tombstone"),
-                }
+            let at = versions.partition_point(|v| v.rev.main <= rev);
+            let live = versions[..at].last().filter(|v| v.value.is_some());
+            any_kept |= live.is_some();
+            for v in &versions[..at] {
+                let superseded =
+                    v.rev.main <= self.compacted && live.is_none_or(|l| l.rev != v.rev);
+                rows.push((v.rev, key, v, superseded));
             }
         }
-        Ok((h.finalize(), self.compacted.max(0)))
+        rows.sort_unstable_by_key(|r| r.0);
+        let mut h = crc32c::crc32c(b"key");
+        let mut kv = Vec::new();
+        for (at, key, v, superseded) in rows {
+            if superseded && any_kept {
+                continue;
+            }
+            let mut bucket_key = [0u8; 18];
+            bucket_key[..8].copy_from_slice(&at.main.to_be_bytes());
+            bucket_key[8] = b'_';
+            bucket_key[9..17].copy_from_slice(&at.sub.to_be_bytes());
+            let stored = match &v.value {
+                Some(value) => KeyValue {
+                    key: key.clone(),
+                    create_revision: v.create_revision,
+                    mod_revision: at.main,
+                    version: v.version,
+                    value: self.value(value)?.into_owned(),
+                    lease: v.lease,
+                },
+                None => {
+                    bucket_key[17] = b't';
+                    KeyValue {
+                        key: key.clone(),
+                        ..Default::default()
+                    }
+                }
+            };
+            let len = if v.value.is_some() { 17 } else { 18 };
+            h = crc32c::crc32c_append(h, &bucket_key[..len]);
+            kv.clear();
+            prost::Message::encode(&stored, &mut kv).map_err(|e| {
+                Error::new(ErrorKind::Internal, format!("cannot encode a key: {e}"))
+            })?;
+            h = crc32c::crc32c_append(h, &kv);
+        }
+        Ok((h, self.compacted))
     }
 
     /// The raised alarms: (member id, alarm type).
