@@ -28,6 +28,7 @@
 //! - `launch`: etcd's options (flags, environment, member ids, TLS) to a running node.
 
 pub mod auth;
+pub mod flags;
 pub mod grpc;
 pub mod history;
 pub mod launch;
