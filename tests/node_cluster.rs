@@ -889,3 +889,123 @@ impl Drop for Stopped {
         let _ = self.0.wait();
     }
 }
+
+/// etcd's production flags with etcd's meaning, the ones the node lacks refused clearly,
+/// booleans as Go parses them, `--version` as etcd prints it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_flags_mean_what_they_mean_for_etcd() {
+    let out = Command::new(env!("CARGO_BIN_EXE_etcdc-node"))
+        .arg("--version")
+        .output()
+        .expect("etcdc-node runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.starts_with("etcd Version: 3.4.23\n"),
+        "{text}"
+    );
+    for (flags, says) in [
+        (
+            &["--enable-v2"][..],
+            "--enable-v2=true is not supported: the node serves etcd's v3 API only",
+        ),
+        (
+            &["--force-new-cluster=true"],
+            "--force-new-cluster=true is not supported",
+        ),
+        (
+            &["--client-crl-file", "/crl.pem"],
+            "certificate revocation lists",
+        ),
+        (
+            &[
+                "--auto-compaction-mode=hourly",
+                "--auto-compaction-retention=1",
+            ],
+            "periodic or revision",
+        ),
+        (
+            &["--peer-auto-tls", "false"],
+            "\"false\" is not a valid flag",
+        ),
+    ] {
+        let err = node_refuses(flags);
+        assert!(err.contains(says), "{flags:?}: {err}");
+    }
+
+    let metrics = format!("http://127.0.0.1:{}", free_port());
+    let c = Cluster::with_flags(
+        1,
+        &[
+            "--listen-metrics-urls",
+            &metrics,
+            "--auto-compaction-mode=periodic",
+            "--auto-compaction-retention=1s",
+            "--max-txn-ops=2",
+            "--max-request-bytes=1024",
+            "--grpc-keepalive-interval=10s",
+            "--grpc-keepalive-timeout",
+            "2s",
+            "--max-concurrent-streams=100",
+            "--strict-reconfig-check=false",
+            "--enable-v2=false",
+            "--peer-auto-tls=false",
+            "--proxy=off",
+            "--max-wals=5",
+            "--logger=zap",
+            "--log-level=info",
+            "--metrics",
+            "extensive",
+        ],
+    );
+    let e = until_serving(&c, 0).await;
+    let put = |key: &str, value: usize| PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: vec![b'v'; value],
+        ..Default::default()
+    };
+    let first = e.put(put("/a", 1), dl()).await.unwrap();
+    let first = first.header.unwrap().revision;
+    // --max-request-bytes and --max-txn-ops, with etcd's texts.
+    let err = e.put(put("/big", 2048), dl()).await.unwrap_err();
+    assert_eq!(err.message, "etcdserver: request is too large");
+    let txn = |n: usize| TxnRequest {
+        success: (0..n)
+            .map(|i| RequestOp {
+                request: Some(request_op::Request::RequestPut(put(&format!("/t{i}"), 1))),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    assert!(e.txn(txn(2), dl()).await.is_ok());
+    let err = e.txn(txn(3), dl()).await.unwrap_err();
+    assert_eq!(
+        err.message,
+        "etcdserver: too many operations in txn request"
+    );
+    // Periodic compaction keeps 1 s of history: within a few seconds the first revision
+    // is compacted away, by the leader alone.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let old = RangeRequest {
+            key: b"/a".to_vec(),
+            revision: first,
+            ..Default::default()
+        };
+        match e.range(old, dl()).await {
+            Err(err) if err.kind == etcdc::ErrorKind::Compacted => break,
+            r => assert!(Instant::now() < until, "never compacted: {r:?}"),
+        }
+        e.put(put("/tick", 1), dl()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // --listen-metrics-urls serves /metrics and /health, and no gRPC.
+    let get = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5", &format!("{metrics}{path}")])
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(get("/metrics").contains("etcd_server_version{server_version=\"3.4.23\"} 1"));
+    assert_eq!(get("/health"), r#"{"health":"true"}"#);
+}

@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use etcdc::node::flags::{parse, USAGE};
+use etcdc::node::flags::{parse, version, Action, Log, USAGE};
 use etcdc::node::launch;
 
 /// mimalloc rather than glibc's malloc: the node allocates on one thread and frees on
@@ -36,12 +36,63 @@ fn worker_threads() -> usize {
         })
 }
 
+/// The node's log lines (`--log-level`, `--log-outputs`): plain text, with etcd's levels.
+struct Logger {
+    log: Log,
+    files: Vec<std::fs::File>,
+}
+
+impl Logger {
+    fn open(log: Log) -> Result<Logger, String> {
+        let files = log
+            .outputs
+            .iter()
+            .filter(|o| *o != "stderr" && *o != "stdout")
+            .map(|path| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("cannot open --log-outputs {path:?}: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Logger { log, files })
+    }
+
+    /// Writes `line` at `level` (0 debug, 1 info, 2 warn, 3 error) to every output.
+    fn line(&mut self, level: u8, line: &str) {
+        use std::io::Write;
+        if level < self.log.level {
+            return;
+        }
+        let text = format!("etcdc-node: {line}\n");
+        for output in &self.log.outputs {
+            match output.as_str() {
+                "stderr" => eprint!("{text}"),
+                "stdout" => print!("{text}"),
+                _ => {}
+            }
+        }
+        for f in &mut self.files {
+            let _ = f.write_all(text.as_bytes());
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let opts = match parse(&args) {
-        Ok(o) => o,
-        Err(e) if e.is_empty() => {
+    let (opts, log, notices) = match parse(&args, &|var| std::env::var(var).ok()) {
+        Ok(Action::Run {
+            options,
+            log,
+            notices,
+        }) => (*options, log, notices),
+        Ok(Action::Help) => {
             println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Action::Version) => {
+            println!("{}", version());
             return ExitCode::SUCCESS;
         }
         Err(e) => {
@@ -49,6 +100,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut log = match Logger::open(log) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("etcdc-node: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for notice in &notices {
+        log.line(2, notice);
+    }
     let threads = worker_threads();
     let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -60,7 +121,7 @@ fn main() -> ExitCode {
     let runtime = match builder.thread_name("etcdc-node").enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("etcdc-node: cannot start the runtime: {e}");
+            log.line(3, &format!("cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -69,13 +130,13 @@ fn main() -> ExitCode {
         let node = match launch::start(opts).await {
             Ok(n) => n,
             Err(e) => {
-                eprintln!("etcdc-node: {}", e.message);
+                log.line(3, &e.message);
                 return ExitCode::FAILURE;
             }
         };
-        eprintln!(
-            "etcdc-node: member {:x} ready, serving clients on {clients}",
-            node.id
+        log.line(
+            1,
+            &format!("member {:x} ready, serving clients on {clients}", node.id),
         );
         let (mut term, mut int) = match (
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
@@ -83,7 +144,7 @@ fn main() -> ExitCode {
         ) {
             (Ok(t), Ok(i)) => (t, i),
             _ => {
-                eprintln!("etcdc-node: cannot watch for SIGTERM/SIGINT");
+                log.line(3, "cannot watch for SIGTERM/SIGINT");
                 node.stop().await;
                 return ExitCode::FAILURE;
             }
@@ -96,11 +157,14 @@ fn main() -> ExitCode {
         };
         if removed {
             // As etcd: a removed member stops (and must not be restarted on its data dir).
-            eprintln!("etcdc-node: the member has been permanently removed from the cluster");
+            log.line(
+                3,
+                "the member has been permanently removed from the cluster",
+            );
             node.stop().await;
             return ExitCode::FAILURE;
         }
-        eprintln!("etcdc-node: stopping");
+        log.line(1, "stopping");
         node.stop().await;
         ExitCode::SUCCESS
     })

@@ -229,7 +229,7 @@ pub extern "C" fn etcdc_election_key(
         out.write(Box::into_raw(Box::new(etcdc_leader::from_item(Leader {
             key,
             rev,
-            value: Vec::new(),
+            ..Default::default()
         }))));
         Ok(())
     })

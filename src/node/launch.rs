@@ -10,6 +10,8 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use super::compactor::AutoCompaction;
+pub use super::grpc::ServerSettings;
 use super::member::{member_id, Member, MemberConfig};
 use super::peer::{PeerNetwork, PeerService};
 use super::raft::NodeId;
@@ -53,6 +55,15 @@ pub struct NodeOptions {
     pub cipher_suites: Vec<String>,
     /// `--auth-token-ttl` (seconds a simple token lives unused) and `--bcrypt-cost`.
     pub auth: crate::node::auth::AuthSettings,
+    /// `--max-request-bytes`, `--max-txn-ops`.
+    pub limits: crate::node::Limits,
+    /// `--grpc-keepalive-interval`, `--grpc-keepalive-timeout`, `--max-concurrent-streams`.
+    pub grpc: ServerSettings,
+    /// `--auto-compaction-mode` and `--auto-compaction-retention`; None: off.
+    pub auto_compaction: Option<AutoCompaction>,
+    /// `--listen-metrics-urls`: more URLs serving `/metrics` and `/health` only (an
+    /// `https://` one with the client certificate).
+    pub listen_metrics_urls: Vec<String>,
 }
 
 impl Default for NodeOptions {
@@ -77,6 +88,10 @@ impl Default for NodeOptions {
             peer_tls: ServerTls::default(),
             cipher_suites: Vec::new(),
             auth: Default::default(),
+            limits: Default::default(),
+            grpc: Default::default(),
+            auto_compaction: None,
+            listen_metrics_urls: Vec::new(),
         }
     }
 }
@@ -324,18 +339,29 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         &fixtures.join("client"),
     )
     .await?;
+    let metrics_listeners = Listener::bind_all(
+        &opts.listen_metrics_urls,
+        &opts.client_tls,
+        "",
+        &opts.cipher_suites,
+        &fixtures.join("client"),
+    )
+    .await?;
 
     let network = PeerNetwork::new(ids.clone(), peer_client_tls(&opts.peer_tls, &fixtures)?);
     let service = PeerService::default();
     let mut stops = Vec::new();
     let mut servers = Vec::new();
-    for l in peer_listeners {
+    // Each server stops when its sender is dropped or fires (`RunningNode::stop`).
+    let mut stop_signal = || {
         let (stop, stopped) = oneshot::channel::<()>();
         stops.push(stop);
-        let stopped = async {
+        async {
             let _ = stopped.await;
-        };
-        let service = service.clone();
+        }
+    };
+    for l in peer_listeners {
+        let (service, stopped) = (service.clone(), stop_signal());
         servers.push(match l.tls {
             Some(tls) => tokio::spawn(super::peer::serve(
                 service,
@@ -361,24 +387,48 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     }
     config.unsafe_no_fsync = opts.unsafe_no_fsync;
     config.auth = opts.auth;
+    config.limits = opts.limits;
     let member = Arc::new(Member::start(config, network.clone(), Arc::new(network.clone())).await?);
     network.set_member(&member);
     service.set_member(member.clone());
     for l in client_listeners {
-        let (stop, stopped) = oneshot::channel::<()>();
-        stops.push(stop);
-        let stopped = async {
-            let _ = stopped.await;
-        };
-        let member = member.clone();
+        let (member, stopped, grpc) = (member.clone(), stop_signal(), opts.grpc);
         servers.push(match l.tls {
             Some(tls) => tokio::spawn(super::grpc::serve(
+                member,
+                grpc,
+                crate::tls::incoming(l.tcp, tls),
+                stopped,
+            )),
+            None => tokio::spawn(super::grpc::serve(
+                member,
+                grpc,
+                super::nodelay(l.tcp),
+                stopped,
+            )),
+        });
+    }
+    for l in metrics_listeners {
+        let (member, stopped) = (member.clone(), stop_signal());
+        servers.push(match l.tls {
+            Some(tls) => tokio::spawn(super::grpc::serve_metrics(
                 member,
                 crate::tls::incoming(l.tcp, tls),
                 stopped,
             )),
-            None => tokio::spawn(super::grpc::serve(member, super::nodelay(l.tcp), stopped)),
+            None => tokio::spawn(super::grpc::serve_metrics(
+                member,
+                super::nodelay(l.tcp),
+                stopped,
+            )),
         });
+    }
+    if let Some(policy) = opts.auto_compaction {
+        let (member, stopped) = (member.clone(), stop_signal());
+        servers.push(tokio::spawn(async move {
+            super::compactor::run(member, id, policy, stopped).await;
+            Ok(())
+        }));
     }
     Ok(RunningNode {
         member,

@@ -28,6 +28,7 @@
 //! - `launch`: etcd's options (flags, environment, member ids, TLS) to a running node.
 
 pub mod auth;
+pub mod compactor;
 pub mod flags;
 pub mod grpc;
 pub mod history;
@@ -49,21 +50,42 @@ pub(crate) const ETCD_VERSION: &str = "3.4.23";
 /// The cluster version etcd 3.4 members agree on (`/version`'s `etcdcluster`).
 pub(crate) const ETCD_CLUSTER_VERSION: &str = "3.4.0";
 
-/// The largest request a member accepts (etcd's `--max-request-bytes` default, 1.5 MiB).
+/// The largest request a member accepts by default (etcd's `--max-request-bytes`, 1.5 MiB).
 pub(crate) const MAX_REQUEST_BYTES: usize = 1536 * 1024;
 
-/// etcd's limit on the operations of one transaction branch (`--max-txn-ops`).
+/// etcd's default limit on the operations of one transaction branch (`--max-txn-ops`).
 pub(crate) const MAX_TXN_OPS: usize = 128;
 
-/// Refuses a request over `MAX_REQUEST_BYTES` with etcd's text.
-pub fn check_request_size(req: &impl prost::Message) -> Result<()> {
-    if req.encoded_len() > MAX_REQUEST_BYTES {
-        return Err(Error::new(
-            ErrorKind::TooLarge,
-            "etcdserver: request is too large",
-        ));
+/// What a member refuses before proposing, as etcd's API layer does: a request larger than
+/// `max_request_bytes` (etcd's `--max-request-bytes`; also the size of a watch response's
+/// fragments) and a transaction branch of more than `max_txn_ops` operations
+/// (`--max-txn-ops`). Checked where a request enters, never at apply: members may differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_bytes: MAX_REQUEST_BYTES,
+            max_txn_ops: MAX_TXN_OPS,
+        }
     }
-    Ok(())
+}
+
+impl Limits {
+    /// Refuses a request over `max_request_bytes` with etcd's text.
+    pub fn check_size(&self, req: &impl prost::Message) -> Result<()> {
+        if req.encoded_len() > self.max_request_bytes {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                "etcdserver: request is too large",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A connection a member's servers take: plain TCP or TLS over it.

@@ -23,12 +23,16 @@ pub struct Election {
     leader: Option<(Vec<u8>, i64)>,
 }
 
-/// The leader as observed: its key, create revision and proposal.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The leader as observed: its key, create revision and proposal, and the rest of its
+/// key-value (what etcd's election service answers).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Leader {
     pub key: Vec<u8>,
     pub rev: i64,
     pub value: Vec<u8>,
+    pub mod_revision: i64,
+    pub version: i64,
+    pub lease: i64,
 }
 
 impl Leader {
@@ -37,6 +41,21 @@ impl Leader {
             key: kv.key.clone(),
             rev: kv.create_revision,
             value: kv.value.clone(),
+            mod_revision: kv.mod_revision,
+            version: kv.version,
+            lease: kv.lease,
+        }
+    }
+
+    /// The leader's key as etcd stores it.
+    pub fn kv(self) -> KeyValue {
+        KeyValue {
+            key: self.key,
+            create_revision: self.rev,
+            mod_revision: self.mod_revision,
+            version: self.version,
+            value: self.value,
+            lease: self.lease,
         }
     }
 }

@@ -6,8 +6,8 @@
 use std::sync::{Arc, Mutex};
 
 use etcdc::api::{Deadline, KeepAliveGuard, LeaseUpdate, WatchControl, WatchUpdate};
-use etcdc::node::check_request_size;
 use etcdc::node::mvcc::Mvcc;
+use etcdc::node::Limits;
 use etcdc::pb::etcdserverpb::*;
 use etcdc::stream::Feed;
 use etcdc::{Error, ErrorKind, Etcd, Result};
@@ -34,11 +34,11 @@ fn unsupported(what: &str) -> Error {
 #[async_trait::async_trait]
 impl Etcd for MvccTarget {
     async fn range(&self, req: RangeRequest, _: Deadline) -> Result<RangeResponse> {
-        check_request_size(&req)?;
+        Limits::default().check_size(&req)?;
         self.store().range(&req)
     }
     async fn put(&self, req: PutRequest, _: Deadline) -> Result<PutResponse> {
-        check_request_size(&req)?;
+        Limits::default().check_size(&req)?;
         Ok(self.store().put(req)?.0)
     }
     async fn delete_range(
@@ -46,11 +46,14 @@ impl Etcd for MvccTarget {
         req: DeleteRangeRequest,
         _: Deadline,
     ) -> Result<DeleteRangeResponse> {
-        check_request_size(&req)?;
+        Limits::default().check_size(&req)?;
         Ok(self.store().delete_range(req)?.0)
     }
     async fn txn(&self, req: TxnRequest, _: Deadline) -> Result<TxnResponse> {
-        check_request_size(&req)?;
+        // What a member checks before proposing (the state machine has no limit of its own).
+        let limits = Limits::default();
+        limits.check_size(&req)?;
+        etcdc::node::mvcc::request::check_txn(&req, limits.max_txn_ops)?;
         Ok(self.store().txn(req)?.0)
     }
     async fn compact(&self, req: CompactionRequest, _: Deadline) -> Result<CompactionResponse> {

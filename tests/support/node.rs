@@ -126,9 +126,14 @@ pub async fn serve_single() -> (NodeCluster, String, tokio::sync::oneshot::Sende
     let url = format!("http://{}", listener.local_addr().expect("address"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let incoming = etcdc::node::nodelay(listener);
-    tokio::spawn(etcdc::node::grpc::serve(c.member(1), incoming, async {
-        let _ = stopped.await;
-    }));
+    tokio::spawn(etcdc::node::grpc::serve(
+        c.member(1),
+        Default::default(),
+        incoming,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     (c, url, stop)
 }
 

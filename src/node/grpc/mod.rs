@@ -3,7 +3,8 @@
 //! `trait Etcd`. Errors keep etcd's texts and gRPC codes. What the node does not serve yet
 //! (move-leader, downgrade) answers `Unimplemented` with a clear text,
 //! never a hang. One file per service, as etcd's `v3rpc`: `kv`, `lease`, `cluster`,
-//! `maintenance`, `watch`, `auth`; this file holds what they share (the permission check
+//! `maintenance`, `watch`, `auth`, and etcd's `lock` and `election` services (on the
+//! recipes); `authority` takes Go's URL authorities; this file holds what they share (the permission check
 //! every request passes when authentication is on) and the server itself.
 
 use std::pin::Pin;
@@ -23,12 +24,16 @@ use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::pb::etcdserverpb::watch_server::WatchServer;
 use crate::pb::etcdserverpb::*;
+use crate::pb::v3electionpb::election_server::ElectionServer;
+use crate::pb::v3lockpb::lock_server::LockServer;
 
 mod auth;
 mod authority;
 mod cluster;
+mod election;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
 mod watch;
 
@@ -205,28 +210,36 @@ impl Api {
     }
 }
 
-/// Serves etcd's API for `member` on the connections of `incoming` until `shutdown`
-/// resolves: the gRPC services and, over HTTP/1.1 as etcd does, `GET /health`,
-/// `GET /version` and `GET /metrics`.
-pub async fn serve<IO>(
-    member: Arc<Member>,
-    incoming: impl tokio_stream::Stream<Item = std::io::Result<IO>> + Send,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> crate::error::Result<()>
-where
-    IO: super::Connection,
-{
-    let api = Api(member.clone());
-    let mut routes =
-        tonic::service::Routes::new(KvServer::new(api.clone()).max_decoding_message_size(4 << 20))
-            .add_service(LeaseServer::new(api.clone()))
-            .add_service(ClusterServer::new(api.clone()))
-            .add_service(MaintenanceServer::new(api.clone()))
-            .add_service(AuthServer::new(api.clone()))
-            .add_service(WatchServer::new(api));
+/// The HTTP/2 settings of the client port (etcd's flags and defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// `--grpc-keepalive-interval`: a ping after this long without activity (2 h).
+    pub keepalive_interval: Duration,
+    /// `--grpc-keepalive-timeout`: the connection is closed when the ping is not answered
+    /// within this (20 s).
+    pub keepalive_timeout: Duration,
+    /// `--max-concurrent-streams` per connection (unlimited: 2^32 - 1).
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            keepalive_interval: Duration::from_secs(2 * 3600),
+            keepalive_timeout: Duration::from_secs(20),
+            max_concurrent_streams: u32::MAX,
+        }
+    }
+}
+
+/// What etcd allows a gRPC message beyond `--max-request-bytes` (its `grpcOverheadBytes`):
+/// a request between the two is refused with "request is too large", a larger one by gRPC.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// etcd's HTTP endpoints over HTTP/1.1: `GET /health`, `GET /metrics` and `GET /version`.
+fn http_routes(member: Arc<Member>) -> axum::Router {
     let health_member = member.clone();
-    let metrics_member = member.clone();
-    let router = std::mem::take(routes.axum_router_mut())
+    axum::Router::new()
         .route(
             "/health",
             axum::routing::get(move || health(health_member.clone())),
@@ -234,7 +247,7 @@ where
         .route(
             "/metrics",
             axum::routing::get(move || {
-                let text = metrics_member.metrics_text();
+                let text = member.metrics_text();
                 async move {
                     (
                         [(
@@ -258,16 +271,66 @@ where
                     ),
                 )
             }),
-        );
+        )
+}
+
+/// Serves etcd's API for `member` on the connections of `incoming` until `shutdown`
+/// resolves: the gRPC services and, over HTTP/1.1 as etcd does, `http_routes`.
+pub async fn serve<IO>(
+    member: Arc<Member>,
+    settings: ServerSettings,
+    incoming: impl tokio_stream::Stream<Item = std::io::Result<IO>> + Send,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> crate::error::Result<()>
+where
+    IO: super::Connection,
+{
+    let api = Api(member.clone());
+    let max = member.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let mut routes =
+        tonic::service::Routes::new(KvServer::new(api.clone()).max_decoding_message_size(max))
+            .add_service(LeaseServer::new(api.clone()).max_decoding_message_size(max))
+            .add_service(ClusterServer::new(api.clone()).max_decoding_message_size(max))
+            .add_service(MaintenanceServer::new(api.clone()).max_decoding_message_size(max))
+            .add_service(AuthServer::new(api.clone()).max_decoding_message_size(max))
+            .add_service(LockServer::new(api.clone()).max_decoding_message_size(max))
+            .add_service(ElectionServer::new(api.clone()).max_decoding_message_size(max))
+            .add_service(WatchServer::new(api).max_decoding_message_size(max));
+    let router = std::mem::take(routes.axum_router_mut()).merge(http_routes(member));
     *routes.axum_router_mut() = router;
     let incoming =
         tokio_stream::StreamExt::map(incoming, |conn| conn.map(authority::Authority::new));
     tonic::transport::Server::builder()
         .accept_http1(true)
+        .http2_keepalive_interval(Some(settings.keepalive_interval))
+        .http2_keepalive_timeout(Some(settings.keepalive_timeout))
+        .max_concurrent_streams(Some(settings.max_concurrent_streams))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::new(ErrorKind::Internal, format!("the gRPC server stopped: {e}")))
+}
+
+/// `--listen-metrics-urls`: `http_routes` alone, over HTTP/1.1 and HTTP/2.
+pub async fn serve_metrics<IO>(
+    member: Arc<Member>,
+    incoming: impl tokio_stream::Stream<Item = std::io::Result<IO>> + Send,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> crate::error::Result<()>
+where
+    IO: super::Connection,
+{
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(tonic::service::Routes::from(http_routes(member)))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("the metrics server stopped: {e}"),
+            )
+        })
 }
 
 /// etcd's `/health`: true when the member has a leader and a linearizable read through it

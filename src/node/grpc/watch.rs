@@ -90,12 +90,12 @@ impl WatchStream {
             self.next_id += 1;
         }
         let out = self.out.clone();
-        let fragment = req.fragment;
+        let fragment = req.fragment.then_some(self.member.limits.max_request_bytes);
         let forward = tokio::spawn(async move {
             while let Some(update) = updates.recv().await {
                 let (resp, last) = watch_response(id, update);
-                let pieces = if fragment {
-                    fragments(resp, crate::node::MAX_REQUEST_BYTES)
+                let pieces = if let Some(limit) = fragment {
+                    fragments(resp, limit)
                 } else {
                     vec![resp]
                 };

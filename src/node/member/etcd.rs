@@ -10,7 +10,6 @@ use super::membership::members_of;
 use super::Member;
 use crate::api::{Deadline, Etcd, KeepAliveGuard, LeaseUpdate, WatchControl, WatchUpdate};
 use crate::error::{Error, ErrorKind, Result};
-use crate::node::check_request_size;
 use crate::node::raft::Command;
 use crate::pb::etcdserverpb::request_op::Request;
 use crate::pb::etcdserverpb::*;
@@ -106,7 +105,7 @@ fn is_read_only(ops: &[RequestOp]) -> bool {
 #[async_trait::async_trait]
 impl Etcd for Member {
     async fn range(&self, req: RangeRequest, deadline: Deadline) -> Result<RangeResponse> {
-        check_request_size(&req)?;
+        self.limits.check_size(&req)?;
         crate::node::mvcc::request::check_range(&req)?;
         if !req.serializable {
             self.read_barrier(deadline).await?;
@@ -118,7 +117,7 @@ impl Etcd for Member {
     }
 
     async fn put(&self, req: PutRequest, deadline: Deadline) -> Result<PutResponse> {
-        check_request_size(&req)?;
+        self.limits.check_size(&req)?;
         crate::node::mvcc::request::check_put(&req)?;
         self.check_quota(put_cost(&req), deadline).await?;
         self.write(Command::Put(req.encode_to_vec()), deadline)
@@ -130,15 +129,15 @@ impl Etcd for Member {
         req: DeleteRangeRequest,
         deadline: Deadline,
     ) -> Result<DeleteRangeResponse> {
-        check_request_size(&req)?;
+        self.limits.check_size(&req)?;
         crate::node::mvcc::request::check_delete(&req)?;
         self.write(Command::DeleteRange(req.encode_to_vec()), deadline)
             .await
     }
 
     async fn txn(&self, req: TxnRequest, deadline: Deadline) -> Result<TxnResponse> {
-        check_request_size(&req)?;
-        crate::node::mvcc::request::check_txn(&req)?;
+        self.limits.check_size(&req)?;
+        crate::node::mvcc::request::check_txn(&req, self.limits.max_txn_ops)?;
         if is_read_only(&req.success) && is_read_only(&req.failure) {
             // As etcd: a read-only transaction is a read, not a proposal.
             self.read_barrier(deadline).await?;

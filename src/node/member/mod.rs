@@ -78,6 +78,8 @@ pub struct MemberConfig {
     pub client_urls: Vec<String>,
     /// How users authenticate: token TTL, bcrypt cost.
     pub auth: crate::node::auth::AuthSettings,
+    /// `--max-request-bytes`, `--max-txn-ops`.
+    pub limits: crate::node::Limits,
 }
 
 impl MemberConfig {
@@ -98,6 +100,7 @@ impl MemberConfig {
             name: format!("{id:x}"),
             client_urls: Vec::new(),
             auth: Default::default(),
+            limits: Default::default(),
         }
     }
 }
@@ -128,6 +131,7 @@ pub struct Member {
     sync_latency: Arc<super::metrics::Histogram>,
     leader_changes: Arc<std::sync::atomic::AtomicU64>,
     pub auth_settings: crate::node::auth::AuthSettings,
+    pub limits: crate::node::Limits,
 }
 
 impl Member {
@@ -243,6 +247,7 @@ impl Member {
             sync_latency,
             leader_changes,
             auth_settings: config.auth,
+            limits: config.limits,
         })
     }
 

@@ -11,7 +11,6 @@ use super::{
 };
 use crate::error::{ErrorKind, Result};
 use crate::kv::KeyRange;
-use crate::node::MAX_TXN_OPS;
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::pb::etcdserverpb::request_op::Request;
@@ -119,15 +118,16 @@ pub fn check_delete(d: &DeleteRangeRequest) -> Result<()> {
 
 /// etcd's `checkTxnRequest` and then, once for the whole request, `checkIntervals`: the
 /// per-operation errors of every level come before a duplicate key, as in etcd.
-pub fn check_txn(t: &TxnRequest) -> Result<()> {
-    check_txn_ops(t)?;
+/// `max_ops` is `--max-txn-ops`, checked where the request enters (at apply: no limit).
+pub fn check_txn(t: &TxnRequest, max_ops: usize) -> Result<()> {
+    check_txn_ops(t, max_ops)?;
     check_intervals(&t.success)?;
     check_intervals(&t.failure)?;
     Ok(())
 }
 
-fn check_txn_ops(t: &TxnRequest) -> Result<()> {
-    if t.compare.len().max(t.success.len()).max(t.failure.len()) > MAX_TXN_OPS {
+fn check_txn_ops(t: &TxnRequest, max_ops: usize) -> Result<()> {
+    if t.compare.len().max(t.success.len()).max(t.failure.len()) > max_ops {
         return Err(err(
             ErrorKind::TooManyOps,
             "etcdserver: too many operations in txn request",
@@ -141,7 +141,7 @@ fn check_txn_ops(t: &TxnRequest) -> Result<()> {
             Some(Request::RequestRange(r)) => check_range(r)?,
             Some(Request::RequestPut(p)) => check_put(p)?,
             Some(Request::RequestDeleteRange(d)) => check_delete(d)?,
-            Some(Request::RequestTxn(t)) => check_txn_ops(t)?,
+            Some(Request::RequestTxn(t)) => check_txn_ops(t, max_ops)?,
             None => {}
         }
     }
@@ -255,7 +255,7 @@ impl Mvcc {
 
     /// A transaction: all of it under one revision, or (on an error) none of it.
     pub fn txn(&mut self, req: TxnRequest) -> Result<(TxnResponse, Vec<Event>)> {
-        check_txn(&req)?;
+        check_txn(&req, usize::MAX)?;
         let mut path = Vec::new();
         self.txn_path(&req, self.rev, &mut path)?;
         // Checked before anything is applied, so a refused txn changes nothing.
