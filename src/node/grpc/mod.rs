@@ -138,7 +138,11 @@ impl Caller {
 
 impl Api {
     /// Checks `needs` for `caller` against the auth store as this member applied it; with
-    /// authentication off, everything is allowed. Returns the user (None: auth is off).
+    /// authentication off, everything is allowed. Returns the user (None: auth is off). A
+    /// token this member does not know yet may be one another member just issued (tokens
+    /// are given out through the log): it is looked at again once this member applied
+    /// everything the leader had committed, so a token is good on every member as soon as
+    /// `Authenticate` returned it.
     pub(super) async fn allow(
         &self,
         caller: &Caller,
@@ -147,6 +151,23 @@ impl Api {
         if !self.0.auth_enabled() {
             return Ok(None);
         }
+        match self.check(caller, needs).await {
+            Err(e)
+                if caller.token.is_some()
+                    && e.message == crate::node::auth::invalid_token().message =>
+            {
+                self.0.read_barrier(deadline()).await.map_err(status)?;
+                self.check(caller, needs).await.map_err(status)
+            }
+            other => other.map_err(status),
+        }
+    }
+
+    async fn check(
+        &self,
+        caller: &Caller,
+        needs: &[Need<'_>],
+    ) -> crate::error::Result<Option<String>> {
         let ttl = self.0.auth_settings.token_ttl;
         self.0
             .auth_read(None, |a| {
@@ -178,7 +199,6 @@ impl Api {
             })
             .await
             .and_then(|r| r)
-            .map_err(status)
     }
 
     /// `allow` for a request `r` needing `needs`.

@@ -471,7 +471,7 @@ impl Member {
 
     /// Waits until this member has applied everything committed when the call began,
     /// as confirmed by the leader: what a linearizable read needs.
-    async fn read_barrier(&self, deadline: Deadline) -> Result<()> {
+    pub(crate) async fn read_barrier(&self, deadline: Deadline) -> Result<()> {
         self.check_removed()?;
         self.reads.barrier(deadline).await
     }
