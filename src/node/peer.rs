@@ -54,6 +54,7 @@ enum Method {
     Forward,
     ReadIndex,
     LeaseTtl,
+    Campaign,
 }
 
 impl PeerNetwork {
@@ -120,6 +121,7 @@ impl PeerNetwork {
             Method::Forward => client.forward(req).await,
             Method::ReadIndex => client.read_index(req).await,
             Method::LeaseTtl => client.lease_ttl(req).await,
+            Method::Campaign => client.campaign(req).await,
         }?;
         Ok(resp.into_inner().data)
     }
@@ -180,6 +182,10 @@ impl Peers for PeerNetwork {
     async fn lease_ttl(&self, leader: NodeId, id: i64, refresh: bool) -> Result<i64> {
         self.client_call(leader, Method::LeaseTtl, pack(&(id, refresh)))
             .await
+    }
+
+    async fn campaign(&self, id: NodeId) -> Result<()> {
+        self.client_call(id, Method::Campaign, pack(&())).await
     }
 
     async fn tell_removed(&self, id: NodeId, addr: &str) {
@@ -362,6 +368,12 @@ impl Peer for PeerService {
         let m = self.member()?;
         let (id, refresh): (i64, bool) = request(r)?;
         Ok(blob(&m.local_lease_ttl(id, refresh).await))
+    }
+
+    async fn campaign(&self, r: Request<Blob>) -> std::result::Result<Response<Blob>, Status> {
+        let m = self.member()?;
+        let () = request(r)?;
+        Ok(blob(&m.local_campaign().await))
     }
 }
 

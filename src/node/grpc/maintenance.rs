@@ -1,5 +1,5 @@
-//! etcd's `Maintenance` service: status, alarms, defragment, hash, snapshot, and the calls
-//! the node refuses with a clear text (move-leader, downgrade).
+//! etcd's `Maintenance` service: status, alarms, defragment, hash, snapshot, move-leader,
+//! and the call the node refuses with a clear text (downgrade).
 
 use tonic::{Request, Response, Status};
 
@@ -86,11 +86,18 @@ impl Maintenance for Api {
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
+    /// etcd's MoveLeader, on the leader (`Member::move_leader`).
     async fn move_leader(
         &self,
-        _r: Request<MoveLeaderRequest>,
+        r: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(unimplemented("move-leader"))
+        self.0
+            .move_leader(r.into_inner().target_id, deadline())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(MoveLeaderResponse {
+            header: self.header().await?,
+        }))
     }
     async fn downgrade(
         &self,

@@ -1,7 +1,7 @@
 //! etcd's v3 gRPC API on a member's client URL, so `etcdctl`, etcdc's remote client and any
 //! other etcd client use the node as they use etcd: a thin adapter from tonic to the member's
 //! `trait Etcd`. Errors keep etcd's texts and gRPC codes. What the node does not serve yet
-//! (move-leader, downgrade) answers `Unimplemented` with a clear text,
+//! (downgrade) answers `Unimplemented` with a clear text,
 //! never a hang. One file per service, as etcd's `v3rpc`: `kv`, `lease`, `cluster`,
 //! `maintenance`, `watch`, `auth`, and etcd's `lock` and `election` services (on the
 //! recipes); `authority` takes Go's URL authorities; this file holds what they share (the permission check

@@ -35,6 +35,7 @@ mod peers;
 mod proposal;
 mod read;
 mod router;
+mod transfer;
 
 pub use etcd::DEFAULT_QUOTA_BYTES;
 use lessor::Lessor;
@@ -132,6 +133,10 @@ pub struct Member {
     leader_changes: Arc<std::sync::atomic::AtomicU64>,
     pub auth_settings: crate::node::auth::AuthSettings,
     pub limits: crate::node::Limits,
+    /// Held shared while a batch or a forwarded write is proposed; a leader transfer holds
+    /// it alone, so writes wait (and are not refused) while leadership moves.
+    proposing: Arc<tokio::sync::RwLock<()>>,
+    election_ms: u64,
 }
 
 impl Member {
@@ -222,11 +227,13 @@ impl Member {
             attributes,
             proposals.downgrade(),
         ));
+        let proposing = Arc::new(tokio::sync::RwLock::new(()));
         tokio::spawn(batch_proposals(
             raft.clone(),
             peers.clone(),
             config.id,
             queue,
+            proposing.clone(),
         ));
         Ok(Member {
             id: config.id,
@@ -248,6 +255,8 @@ impl Member {
             leader_changes,
             auth_settings: config.auth,
             limits: config.limits,
+            proposing,
+            election_ms: config.election_ms,
         })
     }
 
@@ -508,6 +517,7 @@ impl Member {
             }
             _ => {}
         }
+        let _open = self.proposing.read().await;
         match proposal::propose_here(&self.raft, self.id, cmd).await {
             proposal::Proposed::Done(outcome) => outcome,
             proposal::Proposed::NotLeader(_) => {

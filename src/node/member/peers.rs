@@ -15,6 +15,8 @@ pub trait Peers: Send + Sync + 'static {
     async fn lease_ttl(&self, leader: NodeId, id: i64, refresh: bool) -> Result<i64>;
     /// Tells member `id` (at `addr`) that it was removed from the cluster; best effort.
     async fn tell_removed(&self, id: NodeId, addr: &str);
+    /// Asks member `id` to run for leader now.
+    async fn campaign(&self, id: NodeId) -> Result<()>;
 }
 
 /// A member's "cannot do it now" (a peer unreachable, no leader yet).

@@ -130,6 +130,7 @@ pub(super) async fn batch_proposals(
     peers: Arc<dyn Peers>,
     me: NodeId,
     mut queue: mpsc::UnboundedReceiver<(Command, Waiter)>,
+    gate: Arc<tokio::sync::RwLock<()>>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
     while let Some(first) = queue.recv().await {
@@ -143,9 +144,10 @@ pub(super) async fn batch_proposals(
                 Err(_) => break,
             }
         }
-        let (raft, peers) = (raft.clone(), peers.clone());
+        let (raft, peers, gate) = (raft.clone(), peers.clone(), gate.clone());
         tokio::spawn(async move {
             let _slot = slot;
+            let _open = gate.read().await;
             let (cmds, waiters): (Vec<Command>, Vec<Waiter>) = batch.into_iter().unzip();
             let n = cmds.len();
             let answers: Vec<Result<Vec<u8>>> = if n == 1 {

@@ -86,6 +86,13 @@ impl Peers for Router {
                 .await;
         }
     }
+
+    async fn campaign(&self, id: NodeId) -> Result<()> {
+        match self.get(id) {
+            Some(m) => m.local_campaign().await,
+            None => Err(super::peers::unavailable(format!("member {id:x} is down"))),
+        }
+    }
 }
 
 /// One member's connection to another through the router.

@@ -1,0 +1,104 @@
+//! etcd's MoveLeader (`etcdctl move-leader`): the leader hands leadership to another voting
+//! member. openraft 0.9 has no transfer call, so it is done from outside, as etcd's raft does
+//! it inside: the target catches up, the leader stops proposing (its own and forwarded
+//! writes wait for the new leader, none is refused), and the target is asked to campaign — its log then as long as
+//! anyone's and its term the highest, it wins — until the leader sees it lead or the
+//! deadline passes.
+
+use std::time::Duration;
+
+use super::Member;
+use crate::api::Deadline;
+use crate::error::{Error, ErrorKind, Result};
+use crate::node::raft::NodeId;
+
+fn not_leader() -> Error {
+    Error::new(ErrorKind::FailedPrecondition, "etcdserver: not leader")
+}
+
+fn bad_transferee() -> Error {
+    Error::new(
+        ErrorKind::FailedPrecondition,
+        "etcdserver: bad leader transferee",
+    )
+}
+
+fn too_long() -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        "etcdserver: request timed out, leader transfer took too long",
+    )
+}
+
+impl Member {
+    /// Makes voting member `target` the leader; called on the leader (etcd's "not leader"
+    /// elsewhere). A learner or an unknown member is etcd's "bad leader transferee".
+    pub async fn move_leader(&self, target: NodeId, deadline: Deadline) -> Result<()> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.id) {
+            return Err(not_leader());
+        }
+        let voter = metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == target);
+        if !voter {
+            return Err(bad_transferee());
+        }
+        if target == self.id {
+            return Ok(());
+        }
+        // Nothing proposed here until leadership moved: the target's log stays the longest.
+        let _paused = tokio::time::timeout_at(deadline, self.proposing.write())
+            .await
+            .map_err(|_| too_long())?;
+        let mut metrics_rx = self.raft.metrics();
+        let mut asked: Option<tokio::time::Instant> = None;
+        loop {
+            let m = metrics_rx.borrow_and_update().clone();
+            if m.current_leader == Some(target) {
+                return Ok(());
+            }
+            let caught_up = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&target).cloned().flatten())
+                .map(|log_id| log_id.index)
+                >= m.last_log_index;
+            // Asked again each election timeout until it leads: a vote it lost (a peer's
+            // leader lease not yet run out) is followed by another at a higher term.
+            let again =
+                asked.is_none_or(|at| at.elapsed() >= Duration::from_millis(self.election_ms));
+            let still_leader = m.current_leader == Some(self.id);
+            if again && (caught_up || !still_leader) {
+                asked = Some(tokio::time::Instant::now());
+                // A refusal (the target restarting) is retried like a lost vote.
+                let _ = self.peers.campaign(target).await;
+            }
+            let wake = (asked.unwrap_or_else(tokio::time::Instant::now)
+                + Duration::from_millis(self.election_ms))
+            .min(deadline);
+            tokio::select! {
+                changed = metrics_rx.changed() => {
+                    if changed.is_err() {
+                        return Err(Error::new(ErrorKind::Closed, "the member stopped"));
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(too_long());
+            }
+        }
+    }
+
+    /// Runs for leader now (a peer's `campaign`).
+    pub async fn local_campaign(&self) -> Result<()> {
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| Error::new(ErrorKind::Unavailable, format!("cannot campaign: {e}")))
+    }
+}
