@@ -28,6 +28,7 @@
 //! - `launch`: etcd's options (flags, environment, member ids, TLS) to a running node.
 
 pub mod auth;
+pub mod bolt;
 pub mod compactor;
 pub mod flags;
 pub mod grpc;

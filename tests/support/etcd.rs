@@ -93,7 +93,45 @@ impl Cluster {
         )
     }
 
+    /// One member whose data dir `etcdctl snapshot restore` made from `snapshot`, started.
+    /// Panics with etcdctl's words if the restore fails.
+    pub fn start_restored(snapshot: &std::path::Path) -> Option<Cluster> {
+        let mut c = Self::unstarted(1, Vec::new(), None)?;
+        let m = &c.members[0];
+        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["snapshot", "restore"])
+            .arg(snapshot)
+            .args(["--name", &m.name, "--initial-cluster-token", "etcdc-test"])
+            .args(["--initial-cluster", &format!("{}={peer}", m.name)])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .arg("--data-dir")
+            .arg(c.dir.path().join(&m.name))
+            .output()
+            .expect("run etcdctl");
+        assert!(
+            out.status.success(),
+            "etcdctl snapshot restore: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        c.spawn(0);
+        c.wait_ready(0);
+        Some(c)
+    }
+
     fn start_as(n: usize, extra: Vec<String>, tls: Option<Vec<String>>) -> Option<Cluster> {
+        let mut c = Self::unstarted(n, extra, tls)?;
+        for i in 0..n {
+            c.spawn(i);
+        }
+        for i in 0..n {
+            c.wait_ready(i);
+        }
+        Some(c)
+    }
+
+    fn unstarted(n: usize, extra: Vec<String>, tls: Option<Vec<String>>) -> Option<Cluster> {
         let bin = etcd_binary()?;
         let members = (0..n)
             .map(|i| Member {
@@ -103,20 +141,13 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        let mut c = Cluster {
+        Some(Cluster {
             bin,
             dir: tempfile::tempdir().expect("temp dir"),
             members,
             extra,
             tls,
-        };
-        for i in 0..n {
-            c.spawn(i);
-        }
-        for i in 0..n {
-            c.wait_ready(i);
-        }
-        Some(c)
+        })
     }
 
     fn spawn(&mut self, i: usize) {

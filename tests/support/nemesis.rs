@@ -54,16 +54,20 @@ pub enum Fault {
     PowerLoss,
     /// Every member loses power at once.
     PowerLossAll,
+    /// `etcdctl move-leader`: the leader hands leadership to a follower (etcd's MoveLeader)
+    /// while the writers go on. Counted only when the transfer succeeded.
+    MoveLeader,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 6] = [
+    pub const ALL: [Fault; 7] = [
         Fault::LeaderKill,
         Fault::KillAll,
         Fault::Pause,
         Fault::Partition,
         Fault::PowerLoss,
         Fault::PowerLossAll,
+        Fault::MoveLeader,
     ];
 
     pub fn name(self) -> &'static str {
@@ -74,6 +78,7 @@ impl Fault {
             Fault::Partition => "partition",
             Fault::PowerLoss => "power loss",
             Fault::PowerLossAll => "power all",
+            Fault::MoveLeader => "move leader",
         }
     }
 }
@@ -961,6 +966,12 @@ async fn nemesis(
                 let back = cluster.lock().unwrap().restore_power(&ids);
                 problems.extend(cut.and(back).err());
             }
+            Fault::MoveLeader => {
+                let to = (target + 1 + rng.below(n as u64 - 1) as usize) % n;
+                if found.is_none() || !move_leader(&urls[target], &urls[to]).await {
+                    continue;
+                }
+            }
             Fault::Partition => {
                 let other = (target + 1 + rng.below(n as u64 - 1) as usize) % n;
                 {
@@ -991,6 +1002,24 @@ async fn nemesis(
         *counts.entry(fault).or_insert(0) += 1;
     }
     (counts, changes, problems)
+}
+
+/// Asks the leader at `from` to hand leadership to the member at `to`; true when it did.
+async fn move_leader(from: &str, to: &str) -> bool {
+    let mut req = tonic::Request::new(StatusRequest {});
+    req.set_timeout(Duration::from_millis(500));
+    let Ok(status) = MaintenanceClient::new(channel(to)).status(req).await else {
+        return false;
+    };
+    let Some(target_id) = status.into_inner().header.map(|h| h.member_id) else {
+        return false;
+    };
+    let mut req = tonic::Request::new(MoveLeaderRequest { target_id });
+    req.set_timeout(Duration::from_secs(5));
+    MaintenanceClient::new(channel(from))
+        .move_leader(req)
+        .await
+        .is_ok()
 }
 
 /// The store at the end, read linearizably from any member: every key and the revision.
