@@ -2,7 +2,10 @@
 //! written by `etcdc::node::bolt` against the real thing: a file real etcd saved reads back
 //! with every revision of every key; written again, `etcdctl snapshot status` reads the same
 //! hash, revision and key count from it, and `etcdctl snapshot restore` makes a data dir
-//! real etcd starts from with the same keys, values, revisions and versions.
+//! real etcd starts from with the same keys, values, revisions and versions. And
+//! `etcdc-node --restore-snapshot` starts from a file real etcd saved with the same keys,
+//! revisions, compaction, leases, users and roles: the way a chat system's data moves from
+//! its etcd onto an embedded cluster.
 
 mod support;
 
@@ -36,9 +39,19 @@ fn status(file: &std::path::Path) -> (u64, i64, i64) {
     )
 }
 
+/// `etcdctl` against `endpoints`.
+fn ctl(endpoints: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoints, "--command-timeout=5s"])
+        .args(args)
+        .output()
+        .expect("run etcdctl")
+}
+
 /// Every live key with its revisions and version, as `etcdctl get --prefix -w json` says.
-fn live(c: &support::etcd::Cluster) -> Vec<(String, String, i64, i64, i64)> {
-    let out = ok(c.etcdctl(&["get", "", "--prefix", "-w", "json"]));
+fn live(endpoints: &str) -> Vec<(String, String, i64, i64, i64)> {
+    let out = ok(ctl(endpoints, &["get", "", "--prefix", "-w", "json"]));
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     let text = |x: &serde_json::Value| {
         String::from_utf8(base64_decode(x.as_str().unwrap_or_default())).expect("utf-8")
@@ -94,6 +107,24 @@ fn etcds_snapshot_file_is_read_and_written_as_etcd_reads_and_writes_it() {
     ok(etcd.etcdctl(&["del", "/chat/user/1", "--prefix"]));
     ok(etcd.etcdctl(&["compaction", "200"]));
     ok(etcd.etcdctl(&["put", "/chat/after", "compaction"]));
+    let lease = ok(etcd.etcdctl(&["lease", "grant", "3000"]));
+    let lease = lease
+        .split_whitespace()
+        .nth(1)
+        .expect("a lease id")
+        .to_string();
+    ok(etcd.etcdctl(&["put", "/chat/login/1", "10.0.0.1:8000", "--lease", &lease]));
+    ok(etcd.etcdctl(&["user", "add", "alice:secret"]));
+    ok(etcd.etcdctl(&["role", "add", "reader"]));
+    ok(etcd.etcdctl(&[
+        "role",
+        "grant-permission",
+        "reader",
+        "read",
+        "/chat/",
+        "--prefix",
+    ]));
+    ok(etcd.etcdctl(&["user", "grant-role", "alice", "reader"]));
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("etcd.db");
     ok(etcd.etcdctl(&["snapshot", "save", saved.to_str().unwrap()]));
@@ -128,7 +159,7 @@ fn etcds_snapshot_file_is_read_and_written_as_etcd_reads_and_writes_it() {
             newest.insert(kv.key.clone(), kv);
         }
     }
-    let expected = live(&etcd);
+    let expected = live(&etcd.endpoints());
     let got: Vec<_> = newest
         .values()
         .map(|kv| {
@@ -142,7 +173,7 @@ fn etcds_snapshot_file_is_read_and_written_as_etcd_reads_and_writes_it() {
         })
         .collect();
     assert_eq!(got, expected);
-    assert_eq!(expected.len(), 300 - 100 + 1);
+    assert_eq!(expected.len(), 300 - 100 + 2);
 
     // Written again: etcdctl reads the same content, and etcd starts from it.
     let mut written = bolt::write(&buckets);
@@ -152,7 +183,7 @@ fn etcds_snapshot_file_is_read_and_written_as_etcd_reads_and_writes_it() {
     std::fs::write(&copy, &written).unwrap();
     assert_eq!(status(&copy), status(&saved));
     let restored = support::etcd::Cluster::start_restored(&copy).expect("etcd");
-    assert_eq!(live(&restored), expected);
+    assert_eq!(live(&restored.endpoints()), expected);
     // The compaction came along: below it is gone, above it is there.
     let out = restored.etcdctl(&["get", "/chat/user/000", "--rev=150"]);
     assert!(!out.status.success());
@@ -161,4 +192,135 @@ fn etcds_snapshot_file_is_read_and_written_as_etcd_reads_and_writes_it() {
         .etcdctl(&["get", "/chat/user/000", "--rev=250"])
         .status
         .success());
+
+    // etcd's file → etcdc-node: the same answers from the node as from etcd.
+    let node = Node::restored(&saved);
+    assert_eq!(live(&node.url), expected);
+    let same = |args: &[&str]| {
+        assert_eq!(
+            ok(ctl(&node.url, args)),
+            ok(etcd.etcdctl(args)),
+            "etcdctl {args:?}"
+        );
+    };
+    // A past revision, the header (the cluster's and member's ids) aside.
+    let past = |endpoints: &str| {
+        let args = ["get", "/chat/user/", "--prefix", "--rev=250", "-w", "json"];
+        let mut v: serde_json::Value = serde_json::from_str(&ok(ctl(endpoints, &args))).unwrap();
+        v["header"] = serde_json::Value::Null;
+        v
+    };
+    assert_eq!(past(&node.url), past(&etcd.endpoints()));
+    same(&["user", "get", "alice"]);
+    same(&["role", "get", "reader"]);
+    // A lease comes with its TTL and keys; its clock starts again on the node.
+    let ttl = ok(ctl(&node.url, &["lease", "timetolive", &lease, "--keys"]));
+    assert!(
+        ttl.contains("granted with TTL(3000s)") && ttl.contains("attached keys([/chat/login/1])"),
+        "{ttl}"
+    );
+    let out = ctl(&node.url, &["get", "/chat/user/000", "--rev=150"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("required revision has been compacted"));
+    // A damaged file is refused, and leaves no half-made member behind.
+    let cut = dir.path().join("cut.db");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    let data = dir.path().join("refused");
+    let mut refused = Node::command(&data, &cut, &node_ports())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("etcdc-node runs");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = refused.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > until {
+            let _ = refused.kill();
+            let _ = refused.wait();
+            panic!("etcdc-node started from a cut snapshot");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut refused.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("not an etcd snapshot, or a damaged one"),
+        "{err}"
+    );
+    assert!(!data.join("wal").exists() && !data.join("snap").exists());
+}
+
+fn node_ports() -> (String, String) {
+    (
+        format!("http://127.0.0.1:{}", support::etcd::free_port()),
+        format!("http://127.0.0.1:{}", support::etcd::free_port()),
+    )
+}
+
+/// An etcdc-node process restored from a snapshot, stopped by its pid when dropped.
+struct Node {
+    url: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn command(
+        data: &std::path::Path,
+        snapshot: &std::path::Path,
+        (client, peer): &(String, String),
+    ) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_etcdc-node"));
+        cmd.arg("--data-dir")
+            .arg(data)
+            .args([
+                "--listen-client-urls",
+                client,
+                "--advertise-client-urls",
+                client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                peer,
+                "--initial-advertise-peer-urls",
+                peer,
+            ])
+            .arg("--restore-snapshot")
+            .arg(snapshot)
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+
+    fn restored(snapshot: &std::path::Path) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = node_ports();
+        let child = Node::command(&dir.path().join("data"), snapshot, &ports)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("etcdc-node starts");
+        let node = Node {
+            url: ports.0,
+            child,
+            _dir: dir,
+        };
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !ctl(&node.url, &["endpoint", "health"]).status.success() {
+            assert!(
+                std::time::Instant::now() < until,
+                "the restored node never served"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        node
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -9,7 +9,8 @@
 //! Storage here (the versions, reads at a revision, compaction, the hash, lease bookkeeping);
 //! beside it: `write` (one request's changes under one revision, undone whole on failure,
 //! and the lease writes), `request` (etcd's apply layer: validation, compares and
-//! transactions, the kv entry points), `image` (the store as bytes: a Raft snapshot's payload).
+//! transactions, the kv entry points), `image` (the store as bytes: a Raft snapshot's payload),
+//! `backend` (etcd's own backend buckets: a snapshot real etcd saved, made a store).
 //! The children use this file's types; this file uses none of them.
 
 use std::borrow::Cow;
@@ -25,6 +26,7 @@ use crate::pb::etcdserverpb::*;
 use crate::pb::mvccpb::event::EventType;
 use crate::pb::mvccpb::{Event, KeyValue};
 
+mod backend;
 mod image;
 pub mod request;
 #[cfg(test)]

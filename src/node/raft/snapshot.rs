@@ -302,6 +302,54 @@ pub fn restore(backup: &Path, dir: &Path, members: BTreeMap<NodeId, String>) -> 
     restored
 }
 
+/// Whether `f` is etcd's snapshot file (a bbolt database: its magic after the first page's
+/// header), rather than the node's own.
+fn is_etcd_snapshot(f: &mut std::fs::File) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 20];
+    let is = f.read_exact(&mut head).is_ok() && head[16..20] == 0xED0C_DAEDu32.to_le_bytes();
+    let _ = f.seek(SeekFrom::Start(0));
+    is
+}
+
+/// etcd's snapshot file as a store: the bbolt database, checked against the SHA-256 that
+/// `etcdctl snapshot save` appends when it is there (as `etcdctl snapshot restore` does).
+fn read_etcd_snapshot(path: &Path) -> Result<Mvcc> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
+    let db = match bytes.len() {
+        // `etcdctl snapshot save`'s file: the database, zeros to 512 bytes, its SHA-256.
+        n if n % 512 == 32 => {
+            let (db, sum) = bytes.split_at(n - 32);
+            if sha2::Sha256::digest(db).as_slice() != sum {
+                return Err(Error::new(
+                    ErrorKind::DataLoss,
+                    format!(
+                        "{}: not an etcd snapshot, or a damaged one: it does not match its SHA-256",
+                        path.display()
+                    ),
+                ));
+            }
+            db
+        }
+        // A database copied from a data dir (`member/snap/db`): whole pages, nothing to
+        // check it against (etcdctl's --skip-hash-check).
+        n if n % 4096 == 0 => &bytes[..],
+        n => {
+            return Err(Error::new(
+                ErrorKind::DataLoss,
+                format!(
+                    "{}: not an etcd snapshot, or a damaged one: {n} bytes is neither whole pages nor pages and a SHA-256 (cut short?)",
+                    path.display()
+                ),
+            ))
+        }
+    };
+    crate::node::bolt::read(db)
+        .and_then(|b| Mvcc::from_etcd(&b))
+        .map_err(|e| Error::new(e.kind, format!("{}: {}", path.display(), e.message)))
+}
+
 pub(super) fn restore_into(
     backup: &Path,
     dir: &Path,
@@ -320,12 +368,21 @@ pub(super) fn restore_into(
             backup.display()
         ))
     })?;
-    let (meta, mut mvcc) = read_snapshot(&mut f, backup, &snap)?;
+    let (last, mut mvcc) = if is_etcd_snapshot(&mut f) {
+        // A file real etcd saved: the store at its revisions, under a log that starts anew.
+        (
+            openraft::LogId::new(openraft::CommittedLeaderId::new(1, 0), 1),
+            read_etcd_snapshot(backup)?,
+        )
+    } else {
+        let (meta, mvcc) = read_snapshot(&mut f, backup, &snap)?;
+        let last = meta
+            .last_log_id
+            .ok_or_else(|| Error::invalid(format!("{} holds an empty store", backup.display())))?;
+        (last, mvcc)
+    };
     // A new cluster: the old one's member names and removals do not apply to it.
     mvcc.forget_members();
-    let last = meta
-        .last_log_id
-        .ok_or_else(|| Error::invalid(format!("{} holds an empty store", backup.display())))?;
     let voters = members.keys().copied().collect();
     let nodes: BTreeMap<NodeId, BasicNode> = members
         .into_iter()
