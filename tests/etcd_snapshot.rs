@@ -93,30 +93,42 @@ fn base64_decode(s: &str) -> Vec<u8> {
         .collect()
 }
 
-#[test]
-fn etcds_snapshot_file_is_read_and_written_as_etcd_reads_and_writes_it() {
-    let Some(etcd) = support::etcd::Cluster::start(1) else {
-        return;
-    };
+/// The same history on etcd or the node, through etcdctl: puts, overwrites, a deleted
+/// prefix, a compaction, a key under a lease, a user with a role. Returns the lease's id.
+fn history(ctl: &dyn Fn(&[&str]) -> std::process::Output) -> String {
     for i in 0..300 {
-        ok(etcd.etcdctl(&["put", &format!("/chat/user/{i:03}"), &format!("v{i}")]));
+        ok(ctl(&[
+            "put",
+            &format!("/chat/user/{i:03}"),
+            &format!("v{i}"),
+        ]));
     }
     for i in 0..50 {
-        ok(etcd.etcdctl(&["put", &format!("/chat/user/{i:03}"), &"x".repeat(3000)]));
+        ok(ctl(&[
+            "put",
+            &format!("/chat/user/{i:03}"),
+            &"x".repeat(3000),
+        ]));
     }
-    ok(etcd.etcdctl(&["del", "/chat/user/1", "--prefix"]));
-    ok(etcd.etcdctl(&["compaction", "200"]));
-    ok(etcd.etcdctl(&["put", "/chat/after", "compaction"]));
-    let lease = ok(etcd.etcdctl(&["lease", "grant", "3000"]));
+    ok(ctl(&["del", "/chat/user/1", "--prefix"]));
+    ok(ctl(&["compaction", "200"]));
+    ok(ctl(&["put", "/chat/after", "compaction"]));
+    let lease = ok(ctl(&["lease", "grant", "3000"]));
     let lease = lease
         .split_whitespace()
         .nth(1)
         .expect("a lease id")
         .to_string();
-    ok(etcd.etcdctl(&["put", "/chat/login/1", "10.0.0.1:8000", "--lease", &lease]));
-    ok(etcd.etcdctl(&["user", "add", "alice:secret"]));
-    ok(etcd.etcdctl(&["role", "add", "reader"]));
-    ok(etcd.etcdctl(&[
+    ok(ctl(&[
+        "put",
+        "/chat/login/1",
+        "10.0.0.1:8000",
+        "--lease",
+        &lease,
+    ]));
+    ok(ctl(&["user", "add", "alice:secret"]));
+    ok(ctl(&["role", "add", "reader"]));
+    ok(ctl(&[
         "role",
         "grant-permission",
         "reader",
@@ -124,7 +136,50 @@ fn etcds_snapshot_file_is_read_and_written_as_etcd_reads_and_writes_it() {
         "/chat/",
         "--prefix",
     ]));
-    ok(etcd.etcdctl(&["user", "grant-role", "alice", "reader"]));
+    ok(ctl(&["user", "grant-role", "alice", "reader"]));
+    lease
+}
+
+/// `get --prefix -w json` at a past revision, the header (cluster and member ids) aside.
+fn past(endpoints: &str) -> serde_json::Value {
+    let args = ["get", "/chat/user/", "--prefix", "--rev=250", "-w", "json"];
+    let mut v: serde_json::Value = serde_json::from_str(&ok(ctl(endpoints, &args))).unwrap();
+    v["header"] = serde_json::Value::Null;
+    v
+}
+
+/// `etcdctl endpoint hashkv`'s hash.
+fn hash_kv(endpoints: &str) -> u64 {
+    let out = ok(ctl(endpoints, &["endpoint", "hashkv", "-w", "json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0]["HashKV"]["hash"].as_u64().expect("a hash")
+}
+
+/// What a restored copy of the history must answer as its source does.
+fn same_data(copy: &str, source: &str, lease: &str) {
+    assert_eq!(live(copy), live(source));
+    assert_eq!(past(copy), past(source));
+    for args in [["user", "get", "alice"], ["role", "get", "reader"]] {
+        assert_eq!(ok(ctl(copy, &args)), ok(ctl(source, &args)), "{args:?}");
+    }
+    // A lease comes with its TTL and keys; its clock starts again.
+    let ttl = ok(ctl(copy, &["lease", "timetolive", lease, "--keys"]));
+    assert!(
+        ttl.contains("granted with TTL(3000s)") && ttl.contains("attached keys([/chat/login/1])"),
+        "{ttl}"
+    );
+    // The compaction came along: below it is gone, above it is there.
+    let out = ctl(copy, &["get", "/chat/user/000", "--rev=150"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("required revision has been compacted"));
+    ok(ctl(copy, &["get", "/chat/user/000", "--rev=250"]));
+}
+
+#[test]
+fn etcds_snapshot_file_is_read_and_written_as_etcd_reads_and_writes_it() {
+    let Some(etcd) = support::etcd::Cluster::start(1) else {
+        return;
+    };
+    let lease = history(&|args| etcd.etcdctl(args));
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("etcd.db");
     ok(etcd.etcdctl(&["snapshot", "save", saved.to_str().unwrap()]));
@@ -183,49 +238,17 @@ fn etcds_snapshot_file_is_read_and_written_as_etcd_reads_and_writes_it() {
     std::fs::write(&copy, &written).unwrap();
     assert_eq!(status(&copy), status(&saved));
     let restored = support::etcd::Cluster::start_restored(&copy).expect("etcd");
-    assert_eq!(live(&restored.endpoints()), expected);
-    // The compaction came along: below it is gone, above it is there.
-    let out = restored.etcdctl(&["get", "/chat/user/000", "--rev=150"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("required revision has been compacted"));
-    assert!(restored
-        .etcdctl(&["get", "/chat/user/000", "--rev=250"])
-        .status
-        .success());
+    same_data(&restored.endpoints(), &etcd.endpoints(), &lease);
 
     // etcd's file → etcdc-node: the same answers from the node as from etcd.
     let node = Node::restored(&saved);
-    assert_eq!(live(&node.url), expected);
-    let same = |args: &[&str]| {
-        assert_eq!(
-            ok(ctl(&node.url, args)),
-            ok(etcd.etcdctl(args)),
-            "etcdctl {args:?}"
-        );
-    };
-    // A past revision, the header (the cluster's and member's ids) aside.
-    let past = |endpoints: &str| {
-        let args = ["get", "/chat/user/", "--prefix", "--rev=250", "-w", "json"];
-        let mut v: serde_json::Value = serde_json::from_str(&ok(ctl(endpoints, &args))).unwrap();
-        v["header"] = serde_json::Value::Null;
-        v
-    };
-    assert_eq!(past(&node.url), past(&etcd.endpoints()));
-    same(&["user", "get", "alice"]);
-    same(&["role", "get", "reader"]);
-    // A lease comes with its TTL and keys; its clock starts again on the node.
-    let ttl = ok(ctl(&node.url, &["lease", "timetolive", &lease, "--keys"]));
-    assert!(
-        ttl.contains("granted with TTL(3000s)") && ttl.contains("attached keys([/chat/login/1])"),
-        "{ttl}"
-    );
-    let out = ctl(&node.url, &["get", "/chat/user/000", "--rev=150"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("required revision has been compacted"));
+    same_data(&node.url, &etcd.endpoints(), &lease);
+    assert_eq!(hash_kv(&node.url), hash_kv(&etcd.endpoints()));
     // A damaged file is refused, and leaves no half-made member behind.
     let cut = dir.path().join("cut.db");
     std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
     let data = dir.path().join("refused");
-    let mut refused = Node::command(&data, &cut, &node_ports())
+    let mut refused = Node::command(&data, Some(&cut), &node_ports())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -252,6 +275,46 @@ fn etcds_snapshot_file_is_read_and_written_as_etcd_reads_and_writes_it() {
     assert!(!data.join("wal").exists() && !data.join("snap").exists());
 }
 
+/// The node's backup (`etcdctl snapshot save` against a member) is etcd's file: `etcdctl
+/// snapshot status` reads it, `etcdctl snapshot restore` makes a data dir real etcd starts
+/// from with the same keys, revisions, versions, compaction, lease, user and role — and
+/// the same `endpoint hashkv`; a new node starts from it the same way.
+#[test]
+fn a_node_backup_is_etcds_file_and_etcd_starts_from_it() {
+    if support::etcd::etcd_binary().is_none() {
+        return;
+    }
+    let node = Node::start(None);
+    let lease = history(&|args| ctl(&node.url, args));
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("node.db");
+    let out = ok(ctl(
+        &node.url,
+        &["snapshot", "save", saved.to_str().unwrap()],
+    ));
+    assert!(out.contains("Snapshot saved"), "{out}");
+    let (_, revision, keys) = status(&saved);
+    let now: serde_json::Value =
+        serde_json::from_str(&ok(ctl(&node.url, &["endpoint", "status", "-w", "json"]))).unwrap();
+    assert_eq!(
+        revision,
+        now[0]["Status"]["header"]["revision"].as_i64().unwrap()
+    );
+    assert!(keys > 200, "{keys} keys in the file");
+
+    let etcd = support::etcd::Cluster::start_restored(&saved).expect("etcd");
+    same_data(&etcd.endpoints(), &node.url, &lease);
+    assert_eq!(hash_kv(&etcd.endpoints()), hash_kv(&node.url));
+    // etcd takes writes from there on, at the next revision.
+    let put: serde_json::Value =
+        serde_json::from_str(&ok(etcd.etcdctl(&["put", "/after", "etcd", "-w", "json"]))).unwrap();
+    assert_eq!(put["header"]["revision"].as_i64(), Some(revision + 1));
+
+    let copy = Node::restored(&saved);
+    same_data(&copy.url, &node.url, &lease);
+    assert_eq!(hash_kv(&copy.url), hash_kv(&node.url));
+}
+
 fn node_ports() -> (String, String) {
     (
         format!("http://127.0.0.1:{}", support::etcd::free_port()),
@@ -269,7 +332,7 @@ struct Node {
 impl Node {
     fn command(
         data: &std::path::Path,
-        snapshot: &std::path::Path,
+        snapshot: Option<&std::path::Path>,
         (client, peer): &(String, String),
     ) -> std::process::Command {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_etcdc-node"));
@@ -287,13 +350,19 @@ impl Node {
                 "--initial-advertise-peer-urls",
                 peer,
             ])
-            .arg("--restore-snapshot")
-            .arg(snapshot)
             .stdin(std::process::Stdio::null());
+        if let Some(snapshot) = snapshot {
+            cmd.arg("--restore-snapshot").arg(snapshot);
+        }
         cmd
     }
 
     fn restored(snapshot: &std::path::Path) -> Node {
+        Node::start(Some(snapshot))
+    }
+
+    /// A node on an empty data dir, or one restored from `snapshot`, serving.
+    fn start(snapshot: Option<&std::path::Path>) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let ports = node_ports();
         let child = Node::command(&dir.path().join("data"), snapshot, &ports)
@@ -308,10 +377,7 @@ impl Node {
         };
         let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while !ctl(&node.url, &["endpoint", "health"]).status.success() {
-            assert!(
-                std::time::Instant::now() < until,
-                "the restored node never served"
-            );
+            assert!(std::time::Instant::now() < until, "the node never served");
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         node

@@ -15,6 +15,7 @@
 //! (`overflow`).
 
 use std::collections::BTreeMap;
+use std::io::{Seek, SeekFrom, Write};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -40,49 +41,17 @@ fn damaged(what: impl std::fmt::Display) -> Error {
     )
 }
 
-/// The file for `buckets`.
+/// The file for `buckets`, built in memory.
 pub fn write(buckets: &Buckets) -> Vec<u8> {
-    let mut w = Writer {
-        out: vec![0; 3 * PAGE],
-    };
-    let mut root = Vec::new();
-    for (name, items) in buckets {
-        let entries: Vec<(&[u8], &[u8], u32)> = items
-            .iter()
-            .map(|(k, v)| (k.as_slice(), v.as_slice(), 0))
-            .collect();
-        let page = w.tree(&entries);
-        let mut header = page.to_le_bytes().to_vec();
-        header.extend_from_slice(&0u64.to_le_bytes());
-        root.push((name.as_slice(), header));
+    let mut w = Writer::new(std::io::Cursor::new(Vec::new()));
+    let written = buckets.iter().try_for_each(|(name, items)| {
+        w.bucket(name)?;
+        items.iter().try_for_each(|(k, v)| w.put(k, v))
+    });
+    match written.and_then(|_| w.finish()) {
+        Ok(out) => out.into_inner(),
+        Err(e) => unreachable!("writing into memory failed: {e}"),
     }
-    let entries: Vec<(&[u8], &[u8], u32)> = root
-        .iter()
-        .map(|(k, v)| (*k, v.as_slice(), BUCKET))
-        .collect();
-    let root_page = w.tree(&entries);
-    let pages = (w.out.len() / PAGE) as u64;
-    // The freelist: empty.
-    w.out[2 * PAGE..2 * PAGE + 8].copy_from_slice(&2u64.to_le_bytes());
-    w.out[2 * PAGE + 8..2 * PAGE + 10].copy_from_slice(&FREELIST.to_le_bytes());
-    for txid in 0..2u64 {
-        let at = txid as usize * PAGE;
-        w.out[at..at + 8].copy_from_slice(&txid.to_le_bytes());
-        w.out[at + 8..at + 10].copy_from_slice(&META.to_le_bytes());
-        let mut meta = Vec::with_capacity(72);
-        meta.extend_from_slice(&MAGIC.to_le_bytes());
-        meta.extend_from_slice(&VERSION.to_le_bytes());
-        meta.extend_from_slice(&(PAGE as u32).to_le_bytes());
-        meta.extend_from_slice(&0u32.to_le_bytes());
-        meta.extend_from_slice(&root_page.to_le_bytes());
-        meta.extend_from_slice(&0u64.to_le_bytes());
-        meta.extend_from_slice(&2u64.to_le_bytes());
-        meta.extend_from_slice(&pages.to_le_bytes());
-        meta.extend_from_slice(&txid.to_le_bytes());
-        meta.extend_from_slice(&fnv1a(&meta).to_le_bytes());
-        w.out[at + HEADER..at + HEADER + meta.len()].copy_from_slice(&meta);
-    }
-    w.out
 }
 
 /// bbolt's meta checksum: FNV-1a, 64 bits.
@@ -92,85 +61,221 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-struct Writer {
-    out: Vec<u8>,
+/// Writes a file as a stream: bucket by bucket (`bucket`, then its keys in order with
+/// `put`), each leaf page written as soon as it is full, so that only one page of
+/// key-values and the first key of each page are ever held; `finish` writes the root
+/// bucket and goes back for the meta pages.
+pub struct Writer<W> {
+    pages: Pages<W>,
+    /// The bucket being written and its pages so far.
+    open: Option<(Vec<u8>, Tree)>,
+    /// Each written bucket's name and header.
+    done: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-impl Writer {
-    /// Writes a B+tree of `entries` (sorted keys) and returns its root page.
-    fn tree(&mut self, entries: &[(&[u8], &[u8], u32)]) -> u64 {
-        // Leaves, then branch levels over them until one page is left.
-        let mut level: Vec<(Vec<u8>, u64)> = chunks(entries.iter().map(|e| e.0.len() + e.1.len()))
-            .into_iter()
-            .map(|range| {
-                let first = entries
-                    .get(range.start)
-                    .map_or(Vec::new(), |e| e.0.to_vec());
-                (first, self.page(LEAF, &entries[range]))
-            })
-            .collect();
+impl<W: Write + Seek> Writer<W> {
+    pub fn new(out: W) -> Writer<W> {
+        Writer {
+            pages: Pages {
+                out,
+                next: 3,
+                placed: false,
+            },
+            open: None,
+            done: Vec::new(),
+        }
+    }
+
+    /// Starts the bucket `name` (closing the one before): `put` its keys next, in order.
+    pub fn bucket(&mut self, name: &[u8]) -> std::io::Result<()> {
+        self.close()?;
+        self.open = Some((name.to_vec(), Tree::default()));
+        Ok(())
+    }
+
+    /// A key of the open bucket, after every key put in it before.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> std::io::Result<()> {
+        match &mut self.open {
+            Some((_, tree)) => tree.add(&mut self.pages, key, value, 0),
+            None => Err(std::io::Error::other("bolt: a key outside any bucket")),
+        }
+    }
+
+    fn close(&mut self) -> std::io::Result<()> {
+        if let Some((name, tree)) = self.open.take() {
+            let page = tree.finish(&mut self.pages, 0)?;
+            let mut header = page.to_le_bytes().to_vec();
+            header.extend_from_slice(&0u64.to_le_bytes());
+            self.done.push((name, header));
+        }
+        Ok(())
+    }
+
+    /// Writes the root bucket, the freelist and the meta pages: the file is complete, and
+    /// `out` stands at its end.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        self.close()?;
+        self.done.sort();
+        let mut tree = Tree::default();
+        for (name, header) in &self.done {
+            tree.add(&mut self.pages, name, header, BUCKET)?;
+        }
+        let root_page = tree.finish(&mut self.pages, BUCKET)?;
+        let pages = self.pages.next;
+        let mut head = vec![0; 3 * PAGE];
+        // The freelist: empty.
+        head[2 * PAGE..2 * PAGE + 8].copy_from_slice(&2u64.to_le_bytes());
+        head[2 * PAGE + 8..2 * PAGE + 10].copy_from_slice(&FREELIST.to_le_bytes());
+        for txid in 0..2u64 {
+            let at = txid as usize * PAGE;
+            head[at..at + 8].copy_from_slice(&txid.to_le_bytes());
+            head[at + 8..at + 10].copy_from_slice(&META.to_le_bytes());
+            let mut meta = Vec::with_capacity(72);
+            meta.extend_from_slice(&MAGIC.to_le_bytes());
+            meta.extend_from_slice(&VERSION.to_le_bytes());
+            meta.extend_from_slice(&(PAGE as u32).to_le_bytes());
+            meta.extend_from_slice(&0u32.to_le_bytes());
+            meta.extend_from_slice(&root_page.to_le_bytes());
+            meta.extend_from_slice(&0u64.to_le_bytes());
+            meta.extend_from_slice(&2u64.to_le_bytes());
+            meta.extend_from_slice(&pages.to_le_bytes());
+            meta.extend_from_slice(&txid.to_le_bytes());
+            meta.extend_from_slice(&fnv1a(&meta).to_le_bytes());
+            head[at + HEADER..at + HEADER + meta.len()].copy_from_slice(&meta);
+        }
+        let mut out = self.pages.out;
+        out.seek(SeekFrom::Start(0))?;
+        out.write_all(&head)?;
+        out.seek(SeekFrom::Start(pages * PAGE as u64))?;
+        Ok(out)
+    }
+}
+
+/// A B+tree on its way out: the leaf being filled, and the leaves written so far.
+#[derive(Default)]
+struct Tree {
+    pending: Vec<(Vec<u8>, Vec<u8>)>,
+    used: usize,
+    leaves: Vec<(Vec<u8>, u64)>,
+}
+
+impl Tree {
+    /// Adds an element, writing the leaf first if it would not fit (one element at least
+    /// per leaf: a larger one overflows; at most 0xFFFF).
+    fn add<W: Write + Seek>(
+        &mut self,
+        pages: &mut Pages<W>,
+        key: &[u8],
+        value: &[u8],
+        kind: u32,
+    ) -> std::io::Result<()> {
+        let cost = ELEMENT + key.len() + value.len();
+        if !self.pending.is_empty()
+            && (HEADER + self.used + cost > PAGE || self.pending.len() == 0xFFFE)
+        {
+            self.write_leaf(pages, kind)?;
+        }
+        self.used += cost;
+        self.pending.push((key.to_vec(), value.to_vec()));
+        Ok(())
+    }
+
+    fn write_leaf<W: Write + Seek>(
+        &mut self,
+        pages: &mut Pages<W>,
+        kind: u32,
+    ) -> std::io::Result<()> {
+        let first = self.pending.first().map_or(Vec::new(), |e| e.0.clone());
+        let page = pages.leaf(&self.pending, kind)?;
+        self.leaves.push((first, page));
+        self.pending.clear();
+        self.used = 0;
+        Ok(())
+    }
+
+    /// Writes the last leaf and the branch levels over the leaves: the tree's root page.
+    fn finish<W: Write + Seek>(mut self, pages: &mut Pages<W>, kind: u32) -> std::io::Result<u64> {
+        // The last leaf, or the only one (empty) of an empty bucket.
+        if !self.pending.is_empty() || self.leaves.is_empty() {
+            self.write_leaf(pages, kind)?;
+        }
+        let mut level = self.leaves;
         while level.len() > 1 {
-            let children: Vec<(&[u8], u64)> =
-                level.iter().map(|(k, p)| (k.as_slice(), *p)).collect();
-            level = chunks(children.iter().map(|c| c.0.len()))
-                .into_iter()
-                .map(|range| {
-                    let first = children[range.start].0.to_vec();
-                    (first, self.branch(&children[range]))
-                })
-                .collect();
+            let mut up = Vec::new();
+            for range in chunks(level.iter().map(|c| c.0.len())) {
+                let first = level[range.start].0.clone();
+                up.push((first, pages.branch(&level[range])?));
+            }
+            level = up;
         }
-        level[0].1
+        Ok(level[0].1)
     }
+}
 
-    /// Room for a page of `size` bytes at the end of the file: its id and offset.
-    fn allocate(&mut self, size: usize) -> (u64, usize) {
-        let at = self.out.len();
+/// Pages written one after another from page 3 on (a buffered `out` stays buffered).
+struct Pages<W> {
+    out: W,
+    next: u64,
+    /// Whether `out` stands at page 3 or after.
+    placed: bool,
+}
+
+impl<W: Write + Seek> Pages<W> {
+    /// Writes a page of `size` bytes (more pages if it needs them) at its place in the
+    /// file, `fill` writing its flags and count and everything after them.
+    fn emit(&mut self, size: usize, fill: impl FnOnce(&mut [u8])) -> std::io::Result<u64> {
         let pages = size.div_ceil(PAGE).max(1);
-        self.out.resize(at + pages * PAGE, 0);
-        let id = (at / PAGE) as u64;
-        self.out[at..at + 8].copy_from_slice(&id.to_le_bytes());
-        self.out[at + 12..at + 16].copy_from_slice(&(pages as u32 - 1).to_le_bytes());
-        (id, at)
+        let mut buf = vec![0; pages * PAGE];
+        let id = self.next;
+        buf[..8].copy_from_slice(&id.to_le_bytes());
+        buf[12..16].copy_from_slice(&(pages as u32 - 1).to_le_bytes());
+        fill(&mut buf);
+        if !self.placed {
+            self.out.seek(SeekFrom::Start(id * PAGE as u64))?;
+            self.placed = true;
+        }
+        self.out.write_all(&buf)?;
+        self.next += pages as u64;
+        Ok(id)
     }
 
-    fn page(&mut self, flags: u16, entries: &[(&[u8], &[u8], u32)]) -> u64 {
+    fn leaf(&mut self, entries: &[(Vec<u8>, Vec<u8>)], kind: u32) -> std::io::Result<u64> {
         let data: usize = entries.iter().map(|e| e.0.len() + e.1.len()).sum();
-        let (id, at) = self.allocate(HEADER + ELEMENT * entries.len() + data);
-        self.out[at + 8..at + 10].copy_from_slice(&flags.to_le_bytes());
-        self.out[at + 10..at + 12].copy_from_slice(&(entries.len() as u16).to_le_bytes());
-        let mut off = HEADER + ELEMENT * entries.len();
-        for (i, (key, value, kind)) in entries.iter().enumerate() {
-            let elem = at + HEADER + ELEMENT * i;
-            let pos = (off - HEADER - ELEMENT * i) as u32;
-            self.out[elem..elem + 4].copy_from_slice(&kind.to_le_bytes());
-            self.out[elem + 4..elem + 8].copy_from_slice(&pos.to_le_bytes());
-            self.out[elem + 8..elem + 12].copy_from_slice(&(key.len() as u32).to_le_bytes());
-            self.out[elem + 12..elem + 16].copy_from_slice(&(value.len() as u32).to_le_bytes());
-            self.out[at + off..at + off + key.len()].copy_from_slice(key);
-            off += key.len();
-            self.out[at + off..at + off + value.len()].copy_from_slice(value);
-            off += value.len();
-        }
-        id
+        self.emit(HEADER + ELEMENT * entries.len() + data, |p| {
+            p[8..10].copy_from_slice(&LEAF.to_le_bytes());
+            p[10..12].copy_from_slice(&(entries.len() as u16).to_le_bytes());
+            let mut off = HEADER + ELEMENT * entries.len();
+            for (i, (key, value)) in entries.iter().enumerate() {
+                let elem = HEADER + ELEMENT * i;
+                let pos = (off - elem) as u32;
+                p[elem..elem + 4].copy_from_slice(&kind.to_le_bytes());
+                p[elem + 4..elem + 8].copy_from_slice(&pos.to_le_bytes());
+                p[elem + 8..elem + 12].copy_from_slice(&(key.len() as u32).to_le_bytes());
+                p[elem + 12..elem + 16].copy_from_slice(&(value.len() as u32).to_le_bytes());
+                p[off..off + key.len()].copy_from_slice(key);
+                off += key.len();
+                p[off..off + value.len()].copy_from_slice(value);
+                off += value.len();
+            }
+        })
     }
 
-    fn branch(&mut self, children: &[(&[u8], u64)]) -> u64 {
+    fn branch(&mut self, children: &[(Vec<u8>, u64)]) -> std::io::Result<u64> {
         let data: usize = children.iter().map(|c| c.0.len()).sum();
-        let (id, at) = self.allocate(HEADER + ELEMENT * children.len() + data);
-        self.out[at + 8..at + 10].copy_from_slice(&BRANCH.to_le_bytes());
-        self.out[at + 10..at + 12].copy_from_slice(&(children.len() as u16).to_le_bytes());
-        let mut off = HEADER + ELEMENT * children.len();
-        for (i, (key, child)) in children.iter().enumerate() {
-            let elem = at + HEADER + ELEMENT * i;
-            let pos = (off - HEADER - ELEMENT * i) as u32;
-            self.out[elem..elem + 4].copy_from_slice(&pos.to_le_bytes());
-            self.out[elem + 4..elem + 8].copy_from_slice(&(key.len() as u32).to_le_bytes());
-            self.out[elem + 8..elem + 16].copy_from_slice(&child.to_le_bytes());
-            self.out[at + off..at + off + key.len()].copy_from_slice(key);
-            off += key.len();
-        }
-        id
+        self.emit(HEADER + ELEMENT * children.len() + data, |p| {
+            p[8..10].copy_from_slice(&BRANCH.to_le_bytes());
+            p[10..12].copy_from_slice(&(children.len() as u16).to_le_bytes());
+            let mut off = HEADER + ELEMENT * children.len();
+            for (i, (key, child)) in children.iter().enumerate() {
+                let elem = HEADER + ELEMENT * i;
+                let pos = (off - elem) as u32;
+                p[elem..elem + 4].copy_from_slice(&pos.to_le_bytes());
+                p[elem + 4..elem + 8].copy_from_slice(&(key.len() as u32).to_le_bytes());
+                p[elem + 8..elem + 16].copy_from_slice(&child.to_le_bytes());
+                p[off..off + key.len()].copy_from_slice(key);
+                off += key.len();
+            }
+        })
     }
 }
 

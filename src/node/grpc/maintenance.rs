@@ -55,9 +55,10 @@ impl Maintenance for Api {
 
     type SnapshotStream = BoxStream<SnapshotResponse>;
 
-    /// The store as a snapshot file of the node's own format (not etcd's bbolt file):
-    /// `etcdctl snapshot save` stores it; `etcdc-node --restore-snapshot` starts a new member
-    /// (or cluster) from it. Sent in 32 KiB pieces, as etcd does.
+    /// The store as etcd's snapshot file (its bbolt backend file, then the SHA-256):
+    /// `etcdctl snapshot save` stores it; `etcdctl snapshot restore` makes an etcd data dir
+    /// of it and `etcdc-node --restore-snapshot` a new member (or cluster). Sent in 32 KiB
+    /// pieces, as etcd does.
     async fn snapshot(
         &self,
         r: Request<SnapshotRequest>,

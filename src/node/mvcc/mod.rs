@@ -247,37 +247,12 @@ impl Mvcc {
         rows.sort_unstable_by_key(|r| r.0);
         let mut h = crc32c::crc32c(b"key");
         let mut kv = Vec::new();
-        for (at, key, v, superseded) in rows {
+        for (_, key, v, superseded) in rows {
             if superseded && any_kept {
                 continue;
             }
-            let mut bucket_key = [0u8; 18];
-            bucket_key[..8].copy_from_slice(&at.main.to_be_bytes());
-            bucket_key[8] = b'_';
-            bucket_key[9..17].copy_from_slice(&at.sub.to_be_bytes());
-            let stored = match &v.value {
-                Some(value) => KeyValue {
-                    key: key.clone(),
-                    create_revision: v.create_revision,
-                    mod_revision: at.main,
-                    version: v.version,
-                    value: self.value(value)?.into_owned(),
-                    lease: v.lease,
-                },
-                None => {
-                    bucket_key[17] = b't';
-                    KeyValue {
-                        key: key.clone(),
-                        ..Default::default()
-                    }
-                }
-            };
-            let len = if v.value.is_some() { 17 } else { 18 };
+            let (bucket_key, len) = self.bucket_entry(key, v, &mut kv)?;
             h = crc32c::crc32c_append(h, &bucket_key[..len]);
-            kv.clear();
-            prost::Message::encode(&stored, &mut kv).map_err(|e| {
-                Error::new(ErrorKind::Internal, format!("cannot encode a key: {e}"))
-            })?;
             h = crc32c::crc32c_append(h, &kv);
         }
         Ok((h, self.compacted))

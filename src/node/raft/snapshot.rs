@@ -235,9 +235,10 @@ pub(super) fn receiving_path(dir: &Path) -> PathBuf {
 /// 512 bytes (bbolt pages): `etcdctl snapshot save` refuses a stream without it.
 pub(super) const BACKUP_ALIGN: usize = 512;
 
-/// A backup, ready to stream as `Maintenance.Snapshot` sends it: a snapshot file written
-/// aside (its name unlinked at once, so nothing is left behind), sent with etcd's framing —
-/// zeros up to a multiple of 512 bytes, then the SHA-256 of all that.
+/// A backup, ready to stream as `Maintenance.Snapshot` sends it: etcd's backend file
+/// written aside (`Mvcc::write_etcd`; its name unlinked at once, so nothing is left
+/// behind), sent with etcd's framing — zeros up to a multiple of 512 bytes (none: bbolt's
+/// pages are 4 KiB), then the SHA-256 of all that.
 pub struct Backup {
     pub(super) file: std::fs::File,
     pub(super) len: u64,
@@ -286,11 +287,11 @@ impl Backup {
     }
 }
 
-/// Makes `dir`, a new member's data dir, start from `backup` (what `Maintenance.Snapshot`
-/// streamed: a snapshot file's bytes): the store as the backup holds it, the cluster
+/// Makes `dir`, a new member's data dir, start from `backup` — etcd's snapshot file (what
+/// `Maintenance.Snapshot` streams, on etcd or the node), or a node backup of the format
+/// before it (a snapshot file's bytes): the store as the backup holds it, the cluster
 /// `members` (as etcd's `snapshot restore` takes them from `--initial-cluster`), and a log
-/// that starts after the backup's last entry with a vote at its term, so the new cluster's
-/// terms go on from there.
+/// that starts after the backup's last entry (an old-format backup's) or anew.
 pub fn restore(backup: &Path, dir: &Path, members: BTreeMap<NodeId, String>) -> Result<()> {
     let restored = restore_into(backup, dir, members);
     if restored.is_err() {

@@ -147,17 +147,14 @@ impl StateMachine {
 }
 
 impl StateMachine {
-    /// The store now, as a snapshot file written aside: what `Maintenance.Snapshot` streams
-    /// and `restore` reads back. Written off the runtime's workers under the store's read
-    /// lock (writes wait, reads go on), never held whole in memory.
+    /// The store now, as etcd's backend file written aside: what `Maintenance.Snapshot`
+    /// streams, `etcdctl snapshot restore` makes an etcd data dir of and `restore` reads
+    /// back. Written off the runtime's workers under the store's read lock (writes wait,
+    /// reads go on), never held whole in memory.
     pub async fn backup(&self) -> Result<Backup> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let state = self.state.clone().read_owned().await;
-        let meta = SnapshotMeta {
-            last_log_id: state.last_applied,
-            last_membership: state.membership.clone(),
-            snapshot_id: "backup".into(),
-        };
+        let applied = state.last_applied.map_or(0, |l| l.index);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = self
             .dir
@@ -169,14 +166,19 @@ impl StateMachine {
                     format!("cannot write a backup at {}: {e}", path.display()),
                 )
             };
-            let mut file = std::fs::OpenOptions::new()
+            let file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create_new(true)
                 .open(&path)
                 .map_err(io)?;
             let _ = std::fs::remove_file(&path);
-            write_snapshot_stream(&mut file, &meta, &state.mvcc).map_err(io)?;
+            let file = std::io::BufWriter::with_capacity(1 << 20, file);
+            let mut file = state
+                .mvcc
+                .write_etcd(file, applied)?
+                .into_inner()
+                .map_err(|e| io(e.into_error()))?;
             drop(state);
             let len = file.stream_position().map_err(io)?;
             file.seek(SeekFrom::Start(0)).map_err(io)?;
