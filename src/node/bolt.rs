@@ -302,30 +302,46 @@ fn chunks(sizes: impl Iterator<Item = usize>) -> Vec<std::ops::Range<usize>> {
 
 /// Reads the file `bytes` (a snapshot's trailing SHA-256 removed).
 pub fn read(bytes: &[u8]) -> Result<Buckets> {
-    let r = Reader::open(bytes)?;
     let mut buckets = Buckets::new();
+    for name in visit(bytes, &mut |bucket, k, v| {
+        buckets
+            .entry(bucket.to_vec())
+            .or_default()
+            .insert(k.to_vec(), v.to_vec());
+        Ok(())
+    })? {
+        buckets.entry(name).or_default();
+    }
+    Ok(buckets)
+}
+
+/// Reads the file `bytes` as a stream: `f(bucket, key, value)` for every key of every
+/// top-level bucket, in order, nothing copied. Returns the buckets' names.
+pub fn visit(
+    bytes: &[u8],
+    f: &mut impl FnMut(&[u8], &[u8], &[u8]) -> Result<()>,
+) -> Result<Vec<Vec<u8>>> {
+    let r = Reader::open(bytes)?;
     let mut top = Vec::new();
     let mut seen = std::collections::HashSet::new();
     r.walk(Node::Page(r.root), &mut seen, &mut |k, v, flags| {
         if flags & BUCKET == 0 {
             return Err(damaged("a plain key in the root bucket"));
         }
-        top.push((k.to_vec(), v.to_vec()));
+        top.push((k, v));
         Ok(())
     })?;
-    for (name, header) in top {
-        let node = r.bucket(&header)?;
-        let mut items = BTreeMap::new();
+    for (name, header) in &top {
+        let node = r.bucket(header)?;
         r.walk(node, &mut seen, &mut |k, v, flags| {
             // Buckets nested in a top-level bucket: etcd has none; skipped.
             if flags & BUCKET == 0 {
-                items.insert(k.to_vec(), v.to_vec());
+                f(name, k, v)?;
             }
             Ok(())
         })?;
-        buckets.insert(name, items);
     }
-    Ok(buckets)
+    Ok(top.into_iter().map(|(name, _)| name.to_vec()).collect())
 }
 
 struct Reader<'a> {

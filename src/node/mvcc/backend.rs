@@ -192,20 +192,25 @@ impl Mvcc {
         w.finish().map_err(io)
     }
 
-    /// The store etcd's buckets hold: the same keys, versions, revisions, compaction,
-    /// leases (with their keys) and users, roles and permissions.
-    pub fn from_etcd(buckets: &Buckets) -> Result<Mvcc> {
+    /// The store etcd's backend file `db` holds (the snapshot's SHA-256 removed): the same
+    /// keys, versions, revisions, compaction, leases (with their keys) and users, roles and
+    /// permissions. Read as a stream: the `key` bucket's versions go into the store as they
+    /// are met, never copied into a map of their own first.
+    pub fn from_etcd(db: &[u8]) -> Result<Mvcc> {
         let mut m = Mvcc::new();
-        let none = BTreeMap::new();
-        let bucket = |name: &str| buckets.get(name.as_bytes()).unwrap_or(&none);
-        if !buckets.contains_key(b"key".as_slice()) {
-            return Err(bad("no key bucket"));
-        }
+        let mut other = Buckets::new();
         // The bucket is in revision order, so each key's versions come in order.
-        for (at, value) in bucket("key") {
+        let names = crate::node::bolt::visit(db, &mut |bucket, at, value| {
+            if bucket != b"key" {
+                other
+                    .entry(bucket.to_vec())
+                    .or_default()
+                    .insert(at.to_vec(), value.to_vec());
+                return Ok(());
+            }
             let (rev, tombstone) = revision(at)?;
-            let kv = KeyValue::decode(value.as_slice())
-                .map_err(|e| bad(format!("revision {}: {e}", rev.main)))?;
+            let kv =
+                KeyValue::decode(value).map_err(|e| bad(format!("revision {}: {e}", rev.main)))?;
             if kv.key.is_empty() {
                 return Err(bad(format!("revision {} has no key", rev.main)));
             }
@@ -218,7 +223,13 @@ impl Mvcc {
             m.size += cost(&key, &v);
             m.rev = m.rev.max(rev.main);
             m.keys.entry(key).or_default().push(v);
+            Ok(())
+        })?;
+        if !names.iter().any(|n| n == b"key") {
+            return Err(bad("no key bucket"));
         }
+        let none = BTreeMap::new();
+        let bucket = |name: &str| other.get(name.as_bytes()).unwrap_or(&none);
         let meta = bucket("meta");
         let compaction = |name: &str| -> Result<Option<i64>> {
             meta.get(name.as_bytes())

@@ -346,8 +346,7 @@ fn read_etcd_snapshot(path: &Path) -> Result<Mvcc> {
             ))
         }
     };
-    crate::node::bolt::read(db)
-        .and_then(|b| Mvcc::from_etcd(&b))
+    Mvcc::from_etcd(db)
         .map_err(|e| Error::new(e.kind, format!("{}: {}", path.display(), e.message)))
 }
 
