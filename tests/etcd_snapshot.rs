@@ -9,6 +9,8 @@
 
 mod support;
 
+use support::process::NodeProcess;
+
 use etcdc::node::bolt;
 use etcdc::pb::mvccpb::KeyValue;
 use prost::Message;
@@ -241,14 +243,14 @@ fn etcds_snapshot_file_is_read_and_written_as_etcd_reads_and_writes_it() {
     same_data(&restored.endpoints(), &etcd.endpoints(), &lease);
 
     // etcd's file → etcdc-node: the same answers from the node as from etcd.
-    let node = Node::restored(&saved);
+    let node = NodeProcess::restored(&saved);
     same_data(&node.url, &etcd.endpoints(), &lease);
     assert_eq!(hash_kv(&node.url), hash_kv(&etcd.endpoints()));
     // A damaged file is refused, and leaves no half-made member behind.
     let cut = dir.path().join("cut.db");
     std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
     let data = dir.path().join("refused");
-    let mut refused = Node::command(&data, Some(&cut), &node_ports())
+    let mut refused = NodeProcess::command(&data, Some(&cut), &support::process::node_ports())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -284,7 +286,7 @@ fn a_node_backup_is_etcds_file_and_etcd_starts_from_it() {
     if support::etcd::etcd_binary().is_none() {
         return;
     }
-    let node = Node::start(None);
+    let node = NodeProcess::start(None);
     let lease = history(&|args| ctl(&node.url, args));
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("node.db");
@@ -310,83 +312,7 @@ fn a_node_backup_is_etcds_file_and_etcd_starts_from_it() {
         serde_json::from_str(&ok(etcd.etcdctl(&["put", "/after", "etcd", "-w", "json"]))).unwrap();
     assert_eq!(put["header"]["revision"].as_i64(), Some(revision + 1));
 
-    let copy = Node::restored(&saved);
+    let copy = NodeProcess::restored(&saved);
     same_data(&copy.url, &node.url, &lease);
     assert_eq!(hash_kv(&copy.url), hash_kv(&node.url));
-}
-
-fn node_ports() -> (String, String) {
-    (
-        format!("http://127.0.0.1:{}", support::etcd::free_port()),
-        format!("http://127.0.0.1:{}", support::etcd::free_port()),
-    )
-}
-
-/// An etcdc-node process restored from a snapshot, stopped by its pid when dropped.
-struct Node {
-    url: String,
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    fn command(
-        data: &std::path::Path,
-        snapshot: Option<&std::path::Path>,
-        (client, peer): &(String, String),
-    ) -> std::process::Command {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_etcdc-node"));
-        cmd.arg("--data-dir")
-            .arg(data)
-            .args([
-                "--listen-client-urls",
-                client,
-                "--advertise-client-urls",
-                client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                peer,
-                "--initial-advertise-peer-urls",
-                peer,
-            ])
-            .stdin(std::process::Stdio::null());
-        if let Some(snapshot) = snapshot {
-            cmd.arg("--restore-snapshot").arg(snapshot);
-        }
-        cmd
-    }
-
-    fn restored(snapshot: &std::path::Path) -> Node {
-        Node::start(Some(snapshot))
-    }
-
-    /// A node on an empty data dir, or one restored from `snapshot`, serving.
-    fn start(snapshot: Option<&std::path::Path>) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let ports = node_ports();
-        let child = Node::command(&dir.path().join("data"), snapshot, &ports)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("etcdc-node starts");
-        let node = Node {
-            url: ports.0,
-            child,
-            _dir: dir,
-        };
-        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !ctl(&node.url, &["endpoint", "health"]).status.success() {
-            assert!(std::time::Instant::now() < until, "the node never served");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        node
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

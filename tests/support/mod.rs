@@ -5,6 +5,7 @@ pub mod history;
 pub mod mvcc;
 pub mod nemesis;
 pub mod node;
+pub mod process;
 pub mod tls;
 
 use std::sync::Arc;
