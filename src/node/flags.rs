@@ -219,14 +219,7 @@ const FLAGS: &[(&str, bool, Support)] = &[
     ("auth-token", false, Yes),
     ("bcrypt-cost", false, Yes),
     ("auth-token-ttl", false, Yes),
-    (
-        "enable-grpc-gateway",
-        true,
-        Only(
-            &["false"],
-            "the node does not serve etcd's JSON gateway yet (--enable-grpc-gateway=false)",
-        ),
-    ),
+    ("enable-grpc-gateway", true, Yes),
     (
         "experimental-initial-corrupt-check",
         true,
@@ -599,6 +592,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Ac
             "max-txn-ops" => o.limits.max_txn_ops = number()?.max(1) as usize,
             "grpc-keepalive-interval" => o.grpc.keepalive_interval = duration()?,
             "grpc-keepalive-timeout" => o.grpc.keepalive_timeout = duration()?,
+            "enable-grpc-gateway" => o.grpc.gateway = boolean_value()?,
             "max-concurrent-streams" => {
                 o.grpc.max_concurrent_streams = u32::try_from(number()?)
                     .map_err(|_| format!("--{name} is at most {}", u32::MAX))?

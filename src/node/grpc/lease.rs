@@ -56,21 +56,7 @@ impl Lease for Api {
         &self,
         r: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        let member = self.0.clone();
-        let answers = r.into_inner().then(move |req| {
-            let member = member.clone();
-            async move {
-                let id = req?.id;
-                let ttl = member.lease_keep_alive_once(id).await.map_err(status)?;
-                let header = member
-                    .status(None, deadline())
-                    .await
-                    .map_err(status)?
-                    .header;
-                Ok(LeaseKeepAliveResponse { header, id, ttl })
-            }
-        });
-        Ok(Response::new(Box::pin(answers)))
+        Ok(Response::new(self.keep_alive_answers(r.into_inner())))
     }
 
     async fn lease_time_to_live(
@@ -92,5 +78,29 @@ impl Lease for Api {
             .await
             .map(Response::new)
             .map_err(status)
+    }
+}
+
+impl Api {
+    /// Each keep-alive request of `input` answered in turn, until `input` ends: the gRPC
+    /// service's stream, and the JSON gateway's.
+    pub(super) fn keep_alive_answers(
+        &self,
+        input: impl tokio_stream::Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Send + 'static,
+    ) -> BoxStream<LeaseKeepAliveResponse> {
+        let member = self.0.clone();
+        Box::pin(input.then(move |req| {
+            let member = member.clone();
+            async move {
+                let id = req?.id;
+                let ttl = member.lease_keep_alive_once(id).await.map_err(status)?;
+                let header = member
+                    .status(None, deadline())
+                    .await
+                    .map_err(status)?
+                    .header;
+                Ok(LeaseKeepAliveResponse { header, id, ttl })
+            }
+        }))
     }
 }

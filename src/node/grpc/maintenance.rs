@@ -10,12 +10,15 @@ use crate::pb::etcdserverpb::*;
 
 #[tonic::async_trait]
 impl Maintenance for Api {
+    /// etcd answers alarms without a header.
     async fn alarm(&self, r: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        self.0
+        let mut resp = self
+            .0
             .alarm(r.into_inner(), deadline())
             .await
-            .map(Response::new)
-            .map_err(status)
+            .map_err(status)?;
+        resp.header = None;
+        Ok(Response::new(resp))
     }
     async fn status(&self, _r: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         self.0
@@ -58,24 +61,23 @@ impl Maintenance for Api {
     /// The store as etcd's snapshot file (its bbolt backend file, then the SHA-256):
     /// `etcdctl snapshot save` stores it; `etcdctl snapshot restore` makes an etcd data dir
     /// of it and `etcdc-node --restore-snapshot` a new member (or cluster). Sent in 32 KiB
-    /// pieces, as etcd does.
+    /// pieces, each with the file's bytes still to come, then its SHA-256 — as etcd 3.4
+    /// sends it (no header).
     async fn snapshot(
         &self,
         r: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         self.allow_request(&r, &[Need::Admin]).await?;
         const PIECE: usize = 32 * 1024;
-        let header = self.header().await?;
         let backup = self.0.backup().await.map_err(status)?;
         // Read from its file as the client takes it: a few pieces ahead, never all of it.
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
             let sent = backup.send(PIECE, |blob, remaining_bytes| {
                 let piece = SnapshotResponse {
-                    header,
                     remaining_bytes,
                     blob,
-                    version: crate::node::ETCD_VERSION.into(),
+                    ..Default::default()
                 };
                 tx.blocking_send(Ok(piece)).is_ok()
             });

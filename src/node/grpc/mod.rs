@@ -4,7 +4,8 @@
 //! (downgrade) answers `Unimplemented` with a clear text,
 //! never a hang. One file per service, as etcd's `v3rpc`: `kv`, `lease`, `cluster`,
 //! `maintenance`, `watch`, `auth`, and etcd's `lock` and `election` services (on the
-//! recipes); `authority` takes Go's URL authorities; this file holds what they share (the permission check
+//! recipes); `gateway` serves them all as etcd's JSON gateway; `authority` takes Go's URL
+//! authorities; this file holds what they share (the permission check
 //! every request passes when authentication is on) and the server itself.
 
 use std::pin::Pin;
@@ -31,6 +32,7 @@ mod auth;
 mod authority;
 mod cluster;
 mod election;
+mod gateway;
 mod kv;
 mod lease;
 mod lock;
@@ -60,7 +62,10 @@ fn status(e: Error) -> Status {
         ErrorKind::Unavailable | ErrorKind::NoLeader | ErrorKind::Timeout => Code::Unavailable,
         ErrorKind::NoSpace | ErrorKind::TooManyRequests => Code::ResourceExhausted,
         ErrorKind::PermissionDenied => Code::PermissionDenied,
-        ErrorKind::Auth => Code::Unauthenticated,
+        // etcd's ErrGRPCInvalidAuthToken is Unauthenticated; its other auth errors (user
+        // name empty, authentication failed, old auth revision) are InvalidArgument.
+        ErrorKind::Auth if e.message.ends_with("invalid auth token") => Code::Unauthenticated,
+        ErrorKind::Auth => Code::InvalidArgument,
         ErrorKind::Unsupported => Code::Unimplemented,
         ErrorKind::DataLoss => Code::DataLoss,
         ErrorKind::Canceled | ErrorKind::Closed => Code::Cancelled,
@@ -124,9 +129,10 @@ pub(super) struct Caller {
 impl Caller {
     pub(super) fn of<T>(r: &tonic::Request<T>) -> Caller {
         Caller {
-            token: r
-                .metadata()
-                .get("token")
+            // etcd reads `token`, else `authorization` (what grpc-gateway forwards).
+            token: ["token", "authorization"]
+                .iter()
+                .find_map(|key| r.metadata().get(*key))
                 .and_then(|t| t.to_str().ok())
                 .map(str::to_string),
             common_name: r
@@ -240,6 +246,8 @@ pub struct ServerSettings {
     pub keepalive_timeout: Duration,
     /// `--max-concurrent-streams` per connection (unlimited: 2^32 - 1).
     pub max_concurrent_streams: u32,
+    /// `--enable-grpc-gateway`: the JSON gateway (`POST /v3/...`) on the client URLs (on).
+    pub gateway: bool,
 }
 
 impl Default for ServerSettings {
@@ -248,6 +256,7 @@ impl Default for ServerSettings {
             keepalive_interval: Duration::from_secs(2 * 3600),
             keepalive_timeout: Duration::from_secs(20),
             max_concurrent_streams: u32::MAX,
+            gateway: true,
         }
     }
 }
@@ -295,7 +304,8 @@ fn http_routes(member: Arc<Member>) -> axum::Router {
 }
 
 /// Serves etcd's API for `member` on the connections of `incoming` until `shutdown`
-/// resolves: the gRPC services and, over HTTP/1.1 as etcd does, `http_routes`.
+/// resolves: the gRPC services and, over HTTP/1.1 as etcd does, `http_routes` and the JSON
+/// gateway.
 pub async fn serve<IO>(
     member: Arc<Member>,
     settings: ServerSettings,
@@ -306,6 +316,13 @@ where
     IO: super::Connection,
 {
     let api = Api(member.clone());
+    let mut http = http_routes(member.clone());
+    if settings.gateway {
+        http = http.merge(gateway::routes(
+            api.clone(),
+            member.limits.max_request_bytes,
+        ));
+    }
     let max = member.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let mut routes =
         tonic::service::Routes::new(KvServer::new(api.clone()).max_decoding_message_size(max))
@@ -316,7 +333,7 @@ where
             .add_service(LockServer::new(api.clone()).max_decoding_message_size(max))
             .add_service(ElectionServer::new(api.clone()).max_decoding_message_size(max))
             .add_service(WatchServer::new(api).max_decoding_message_size(max));
-    let router = std::mem::take(routes.axum_router_mut()).merge(http_routes(member));
+    let router = std::mem::take(routes.axum_router_mut()).merge(http);
     *routes.axum_router_mut() = router;
     let incoming =
         tokio_stream::StreamExt::map(incoming, |conn| conn.map(authority::Authority::new));

@@ -13,6 +13,7 @@ use crate::pb::etcdserverpb::*;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt};
 
 /// Updates a watch of a gRPC stream may hold before the hub pauses it: with pieces of at
 /// most ~64 KiB, a slow client costs at most a couple of MiB per watch.
@@ -130,13 +131,26 @@ impl WatchStream {
         true
     }
 
-    async fn run(mut self, mut input: Streaming<WatchRequest>) {
+    /// Serves the stream's requests. A client that closes its side keeps its watches until
+    /// it goes (etcd's `recvLoop` ends without ending the stream): a gateway client sends
+    /// its requests as one body, then reads.
+    async fn run(
+        mut self,
+        mut input: impl Stream<Item = Result<WatchRequest, Status>> + Send + Unpin,
+    ) {
         loop {
             let req = tokio::select! {
-                req = input.message() => req,
+                req = input.next() => req,
                 _ = self.out.closed() => break,
             };
-            let Ok(Some(req)) = req else { break };
+            let req = match req {
+                Some(Ok(req)) => req,
+                Some(Err(_)) => break,
+                None => {
+                    self.out.closed().await;
+                    break;
+                }
+            };
             let go_on = match req.request_union {
                 Some(RequestUnion::CreateRequest(c)) => self.create(c).await,
                 Some(RequestUnion::CancelRequest(c)) => self.cancel(c.watch_id).await,
@@ -215,12 +229,16 @@ fn watch_response(id: i64, update: WatchUpdate) -> (WatchResponse, bool) {
             },
             false,
         ),
+        // etcd's answer to a compacted watch carries no revision in its header.
         WatchUpdate::Compacted {
             header,
             compact_revision,
         } => (
             WatchResponse {
-                header: Some(header),
+                header: Some(ResponseHeader {
+                    revision: 0,
+                    ..header
+                }),
                 compact_revision,
                 canceled: true,
                 ..base
@@ -246,18 +264,29 @@ impl Watch for Api {
         &self,
         r: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = Caller::of(&r);
+        Ok(Response::new(self.watch_stream(caller, r.into_inner())))
+    }
+}
+
+impl Api {
+    /// A Watch stream serving `input`'s requests for `caller`: the gRPC service's, and the
+    /// JSON gateway's.
+    pub(super) fn watch_stream(
+        &self,
+        caller: Caller,
+        input: impl Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
+    ) -> BoxStream<WatchResponse> {
         let (out, rx) = mpsc::channel(16);
         let stream = WatchStream {
             member: self.0.clone(),
             api: self.clone(),
-            caller: Caller::of(&r),
+            caller,
             out,
             watches: HashMap::new(),
             next_id: 0,
         };
-        tokio::spawn(stream.run(r.into_inner()));
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        tokio::spawn(stream.run(input));
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 }

@@ -231,33 +231,29 @@ pub(super) fn receiving_path(dir: &Path) -> PathBuf {
     dir.join("snapshot.receiving")
 }
 
-/// etcd's snapshot stream ends with the SHA-256 of what came before, which is a multiple of
-/// 512 bytes (bbolt pages): `etcdctl snapshot save` refuses a stream without it.
+/// A node backup of the format before etcd's file ended, as etcd's stream does, with the
+/// SHA-256 of what came before, which was padded with zeros to a multiple of 512 bytes
+/// (`etcdctl snapshot save` wants that length).
 pub(super) const BACKUP_ALIGN: usize = 512;
 
 /// A backup, ready to stream as `Maintenance.Snapshot` sends it: etcd's backend file
 /// written aside (`Mvcc::write_etcd`; its name unlinked at once, so nothing is left
-/// behind), sent with etcd's framing — zeros up to a multiple of 512 bytes (none: bbolt's
-/// pages are 4 KiB), then the SHA-256 of all that.
+/// behind), sent as etcd sends it — the file in pieces, each with the bytes of the file
+/// still to come after it, then its SHA-256 alone (bbolt's whole pages make the length
+/// etcdctl checks: a multiple of 512, plus 32).
 pub struct Backup {
     pub(super) file: std::fs::File,
     pub(super) len: u64,
 }
 
 impl Backup {
-    /// The bytes the stream sends in all.
-    fn total(&self) -> u64 {
-        self.len.div_ceil(BACKUP_ALIGN as u64) * BACKUP_ALIGN as u64 + 32
-    }
-
     /// Reads the backup in pieces of `piece` bytes and hands each to `out` with the number
-    /// of bytes still to come after it, until `out` says stop. Blocking: run it off the
-    /// runtime's workers.
+    /// of the file's bytes still to come after it, then the SHA-256 (with 0), until `out`
+    /// says stop. Blocking: run it off the runtime's workers.
     pub fn send(mut self, piece: usize, mut out: impl FnMut(Vec<u8>, u64) -> bool) -> Result<()> {
         use sha2::Digest;
         use std::io::Read;
         let mut sum = sha2::Sha256::new();
-        let total = self.total();
         let mut sent = 0u64;
         loop {
             let mut blob = Vec::with_capacity(piece);
@@ -272,17 +268,14 @@ impl Backup {
             }
             sum.update(&blob);
             sent += blob.len() as u64;
-            if !out(blob, total - sent) {
+            if !out(blob, self.len.saturating_sub(sent)) {
                 return Ok(());
             }
         }
         if sent != self.len {
             return Err(Error::new(ErrorKind::Internal, "the backup was cut short"));
         }
-        let mut tail = vec![0; (total - 32 - sent) as usize];
-        sum.update(&tail);
-        tail.extend_from_slice(&sum.finalize());
-        out(tail, 0);
+        out(sum.finalize().to_vec(), 0);
         Ok(())
     }
 }
@@ -412,8 +405,9 @@ mod tests {
     use serde::{Deserialize, Serialize};
     use std::io::Cursor;
 
-    /// `bytes` sent as a backup in pieces of `piece` bytes; the remaining counts must add up.
-    fn framed(bytes: &[u8], piece: usize) -> Vec<u8> {
+    /// `bytes` sent as a backup in pieces of `piece` bytes: the remaining counts must add
+    /// up, and the SHA-256 come last, alone.
+    fn sent(bytes: &[u8], piece: usize) -> Vec<u8> {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(bytes).unwrap();
         file.seek(SeekFrom::Start(0)).unwrap();
@@ -421,17 +415,38 @@ mod tests {
             file,
             len: bytes.len() as u64,
         };
-        let total = backup.total();
         let mut out = Vec::new();
         backup
             .send(piece, |blob, remaining| {
                 out.extend_from_slice(&blob);
-                assert_eq!(out.len() as u64 + remaining, total);
+                let file = (out.len() as u64).min(bytes.len() as u64);
+                assert_eq!(file + remaining, bytes.len() as u64);
                 true
             })
             .unwrap();
-        assert_eq!(out.len() as u64, total);
+        assert_eq!(out.len(), bytes.len() + 32);
         out
+    }
+
+    /// A backup of the format before etcd's file: padded to 512 bytes, then the SHA-256.
+    fn framed(bytes: &[u8]) -> Vec<u8> {
+        use sha2::Digest;
+        let mut out = bytes.to_vec();
+        out.resize(bytes.len().div_ceil(BACKUP_ALIGN) * BACKUP_ALIGN, 0);
+        let sum = sha2::Sha256::digest(&out);
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    #[test]
+    fn a_backup_is_sent_as_etcd_sends_it() {
+        use sha2::Digest;
+        for len in [0, 1, 4096, 100_000] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let out = sent(&bytes, 32 * 1024);
+            assert_eq!(&out[..len], &bytes[..]);
+            assert_eq!(&out[len..], sha2::Sha256::digest(&bytes).as_slice());
+        }
     }
 
     /// A snapshot file as one value: `snapshot_path`'s format written whole, to check the
@@ -475,7 +490,7 @@ mod tests {
             let f = file(len);
             let (crc, head) = snapshot_head(&f);
             let plain = [&crc[..], &head, &f.data].concat();
-            let backup = framed(&plain, 100);
+            let backup = framed(&plain);
             assert_eq!(backup.len() % BACKUP_ALIGN, 32);
             for bytes in [plain.clone(), backup] {
                 assert_eq!(check(&bytes, path).unwrap(), plain.len() as u64);
