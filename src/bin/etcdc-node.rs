@@ -125,16 +125,45 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // What the library logs (a mirror's source unreachable, a peer refused, ...) goes to
+    // the same outputs: warnings and errors, everything with --log-level debug.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(log));
+    let (feed, records) = etcdc::stream::channel(256);
+    let min = if log.lock().map_or(1, |l| l.log.level) == 0 {
+        etcdc::observe::Level::Debug
+    } else {
+        etcdc::observe::Level::Warn
+    };
+    etcdc::observe::set_sink(min, Some(feed));
+    let library = log.clone();
+    runtime.spawn(async move {
+        while let Some(r) = records.recv().await {
+            let level = match r.level {
+                etcdc::observe::Level::Error => 3,
+                etcdc::observe::Level::Warn => 2,
+                etcdc::observe::Level::Info => 1,
+                etcdc::observe::Level::Debug => 0,
+            };
+            if let Ok(mut l) = library.lock() {
+                l.line(level, &r.message);
+            }
+        }
+    });
+    let line = move |level: u8, text: &str| {
+        if let Ok(mut l) = log.lock() {
+            l.line(level, text);
+        }
+    };
     runtime.block_on(async move {
         let clients = opts.advertise_client_urls.join(",");
         let node = match launch::start(opts).await {
             Ok(n) => n,
             Err(e) => {
-                log.line(3, &e.message);
+                line(3, &e.message);
                 return ExitCode::FAILURE;
             }
         };
-        log.line(
+        line(
             1,
             &format!("member {:x} ready, serving clients on {clients}", node.id),
         );
@@ -144,7 +173,7 @@ fn main() -> ExitCode {
         ) {
             (Ok(t), Ok(i)) => (t, i),
             _ => {
-                log.line(3, "cannot watch for SIGTERM/SIGINT");
+                line(3, "cannot watch for SIGTERM/SIGINT");
                 node.stop().await;
                 return ExitCode::FAILURE;
             }
@@ -157,14 +186,14 @@ fn main() -> ExitCode {
         };
         if removed {
             // As etcd: a removed member stops (and must not be restarted on its data dir).
-            log.line(
+            line(
                 3,
                 "the member has been permanently removed from the cluster",
             );
             node.stop().await;
             return ExitCode::FAILURE;
         }
-        log.line(1, "stopping");
+        line(1, "stopping");
         node.stop().await;
         ExitCode::SUCCESS
     })

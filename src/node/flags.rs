@@ -26,6 +26,8 @@ pub const USAGE: &str = "usage: etcdc-node [flags], with etcd 3.4's flags:
   --logger zap  --log-outputs stderr|stdout|FILE,...  --log-level debug|info|warn|error
   --metrics basic|extensive  --unsafe-no-fsync  --version
   --restore-snapshot FILE (etcdc's: start a new data dir from a member's backup)
+  --mirror-from URLS (etcdc's: with --restore-snapshot of that cluster, mirror it until
+    POST /etcdc/promote; see docs/migrating-from-etcd.md)
 https:// client or peer URLs speak TLS with the certificate of --cert-file/--key-file (peers:
 --peer-cert-file/--peer-key-file), read again when the files change; --client-cert-auth
 requires client certificates signed by --trusted-ca-file; --auto-tls makes a self-signed
@@ -289,6 +291,7 @@ const FLAGS: &[(&str, bool, Support)] = &[
         ),
     ),
     ("restore-snapshot", false, Yes),
+    ("mirror-from", false, Yes),
 ];
 
 const DISCOVERY: &str = "the node does not use etcd's discovery service: list the members in \
@@ -600,6 +603,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Ac
             "auto-compaction-mode" => compaction_mode = v.into(),
             "auto-compaction-retention" => retention = v.into(),
             "restore-snapshot" => o.restore_snapshot = Some(v.into()),
+            "mirror-from" => o.mirror_from = Some(v.into()),
             "unsafe-no-fsync" => o.unsafe_no_fsync = boolean_value()?,
             "cert-file" => o.client_tls.cert_file = Some(v.into()),
             "key-file" => o.client_tls.key_file = Some(v.into()),

@@ -42,6 +42,9 @@ pub struct NodeOptions {
     /// A backup (`etcdctl snapshot save` of a member) to start a new data dir from; ignored
     /// when the data dir holds data already.
     pub restore_snapshot: Option<PathBuf>,
+    /// The client URLs of the etcd cluster `restore_snapshot` was saved from: the new
+    /// cluster mirrors it until promoted (`node::mirror`).
+    pub mirror_from: Option<String>,
     /// etcd's `--unsafe-no-fsync`: the write-ahead log is never synced, so a power loss
     /// loses acknowledged writes. For tests only.
     pub unsafe_no_fsync: bool,
@@ -83,6 +86,7 @@ impl Default for NodeOptions {
             snapshot_count: 100_000,
             quota_backend_bytes: 0,
             restore_snapshot: None,
+            mirror_from: None,
             unsafe_no_fsync: false,
             client_tls: ServerTls::default(),
             peer_tls: ServerTls::default(),
@@ -311,11 +315,20 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", opts.name)));
 
-    if let Some(backup) = &opts.restore_snapshot {
-        let empty = std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none());
-        if empty {
-            super::raft::restore(backup, &dir, ids.clone())?;
+    let empty = std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none());
+    match (&opts.restore_snapshot, &opts.mirror_from) {
+        (Some(backup), mirror) if empty => {
+            if let Some(source) = mirror {
+                crate::remote::parse_endpoints(source)?;
+            }
+            super::raft::restore(backup, &dir, ids.clone(), mirror.clone())?;
         }
+        (None, Some(_)) if empty => {
+            return Err(Error::invalid(
+                "--mirror-from starts from a snapshot of that cluster: save one with etcdctl snapshot save and give it to every member with --restore-snapshot",
+            ))
+        }
+        _ => {}
     }
     if opts.listen_peer_urls.is_empty() && ids.len() > 1 {
         return Err(Error::invalid(
@@ -422,6 +435,13 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
                 stopped,
             )),
         });
+    }
+    {
+        let (member, stopped) = (member.clone(), stop_signal());
+        servers.push(tokio::spawn(async move {
+            super::mirror::run(member, id, stopped).await;
+            Ok(())
+        }));
     }
     if let Some(policy) = opts.auto_compaction {
         let (member, stopped) = (member.clone(), stop_signal());

@@ -36,6 +36,7 @@ pub mod history;
 pub mod launch;
 pub mod member;
 pub mod metrics;
+pub mod mirror;
 pub mod mvcc;
 pub mod peer;
 pub mod raft;

@@ -50,9 +50,15 @@ impl NodeProcess {
 
     /// A node on an empty data dir, or one restored from `snapshot`, serving.
     pub fn start(snapshot: Option<&std::path::Path>) -> NodeProcess {
+        NodeProcess::start_with(snapshot, &[])
+    }
+
+    /// `start`, with more flags.
+    pub fn start_with(snapshot: Option<&std::path::Path>, extra: &[&str]) -> NodeProcess {
         let dir = tempfile::tempdir().unwrap();
         let ports = node_ports();
         let child = NodeProcess::command(&dir.path().join("data"), snapshot, &ports)
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

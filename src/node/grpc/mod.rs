@@ -265,10 +265,39 @@ impl Default for ServerSettings {
 /// a request between the two is refused with "request is too large", a larger one by gRPC.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
-/// etcd's HTTP endpoints over HTTP/1.1: `GET /health`, `GET /metrics` and `GET /version`.
+/// etcd's HTTP endpoints over HTTP/1.1: `GET /health`, `GET /metrics` and `GET /version`;
+/// and etcdc's `POST /etcdc/promote` (`node::mirror::promote`).
 fn http_routes(member: Arc<Member>) -> axum::Router {
     let health_member = member.clone();
+    let promote_member = member.clone();
     axum::Router::new()
+        .route(
+            "/etcdc/promote",
+            axum::routing::post(move || {
+                let member = promote_member.clone();
+                async move {
+                    use axum::http::StatusCode;
+                    let (code, body) = match crate::node::mirror::promote(&member).await {
+                        Ok(revision) => {
+                            (StatusCode::OK, format!("{{\"revision\":\"{revision}\"}}"))
+                        }
+                        Err(e) => {
+                            let s = status(e);
+                            let m = serde_json::Value::from(s.message()).to_string();
+                            (
+                                StatusCode::PRECONDITION_FAILED,
+                                format!("{{\"error\":{m},\"code\":{}}}", s.code() as i32),
+                            )
+                        }
+                    };
+                    (
+                        code,
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        body,
+                    )
+                }
+            }),
+        )
         .route(
             "/health",
             axum::routing::get(move || health(health_member.clone())),

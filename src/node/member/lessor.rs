@@ -77,7 +77,16 @@ impl Lessor {
                 self.deadlines().clear();
                 continue;
             }
-            let leases = self.sm.state.read().await.mvcc.lease_ttls();
+            let leases = {
+                let state = self.sm.state.read().await;
+                // A mirror's leases are its source's to expire: their clocks start at the
+                // promote, each with its full TTL.
+                if state.mvcc.mirror.is_some() {
+                    self.deadlines().clear();
+                    continue;
+                }
+                state.mvcc.lease_ttls()
+            };
             let now = Instant::now();
             let mut expired = Vec::new();
             {

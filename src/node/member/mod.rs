@@ -348,6 +348,50 @@ impl Member {
         })
     }
 
+    /// The client URLs of the etcd cluster this member's store mirrors, while it does.
+    pub async fn mirror_source(&self) -> Option<String> {
+        self.sm.state.read().await.mvcc.mirror.clone()
+    }
+
+    /// Of `ids`, the leases this member's store does not have.
+    pub async fn unknown_leases(&self, ids: &[i64]) -> Vec<i64> {
+        let state = self.sm.state.read().await;
+        ids.iter()
+            .copied()
+            .filter(|&id| state.mvcc.lease(id).is_none())
+            .collect()
+    }
+
+    /// Applies one revision of the mirrored cluster (on the leader, by `node::mirror`).
+    pub async fn mirror_revision(
+        &self,
+        revision: i64,
+        events: &[crate::pb::mvccpb::Event],
+        leases: Vec<(i64, i64)>,
+        deadline: Deadline,
+    ) -> Result<()> {
+        use prost::Message;
+        let events = events.iter().map(|e| e.encode_to_vec()).collect();
+        let cmd = Command::Mirror {
+            revision,
+            events,
+            leases,
+        };
+        self.propose(cmd, deadline).await.map(drop)
+    }
+
+    /// Ends the mirror: the store takes client writes from the next revision on.
+    pub async fn promote(&self, deadline: Deadline) -> Result<i64> {
+        if self.mirror_source().await.is_none() {
+            return Err(Error::new(
+                ErrorKind::FailedPrecondition,
+                "etcdserver: this member is not a mirror",
+            ));
+        }
+        self.propose(Command::Promote, deadline).await?;
+        Ok(self.header_now().await.revision)
+    }
+
     /// Proposes `cmd` through the batcher and waits for its answer until the deadline.
     async fn propose(&self, cmd: Command, deadline: Deadline) -> Result<Vec<u8>> {
         self.check_removed()?;
@@ -500,6 +544,9 @@ impl Member {
 
     /// Refreshes lease `id` on the leader: its TTL, or 0 once it is gone (etcd's answer).
     pub async fn lease_keep_alive_once(&self, id: i64) -> Result<i64> {
+        if let Some(source) = self.mirror_source().await {
+            return Err(crate::node::mirror::read_only(&source));
+        }
         self.lessor.ttl(id, true).await
     }
 

@@ -11,8 +11,9 @@ use crate::pb::mvccpb::KeyValue;
 
 /// The image format's version: the first byte of `Mvcc::write_image`. Version 2 added the
 /// alarms at the end, version 3 the members' attributes and removed members after them,
-/// version 4 the auth store after those; older snapshots are read as having none.
-const IMAGE_FORMAT: u8 = 4;
+/// version 4 the auth store after those, version 5 the mirror's source after it; older
+/// snapshots are read as having none.
+const IMAGE_FORMAT: u8 = 5;
 
 impl Mvcc {
     /// The whole store as bytes (a Raft snapshot): versioned, self-contained. The node
@@ -89,6 +90,7 @@ impl Mvcc {
             put(out, *id)?;
         }
         bytes(out, &crate::node::raft::pack(&self.auth))?;
+        bytes(out, &crate::node::raft::pack(&self.mirror))?;
         Ok(())
     }
 
@@ -175,6 +177,9 @@ impl Mvcc {
         }
         if format >= 4 {
             m.auth = crate::node::raft::unpack(&r.bytes()?).map_err(|_| bad_image())?;
+        }
+        if format >= 5 {
+            m.mirror = crate::node::raft::unpack(&r.bytes()?).map_err(|_| bad_image())?;
         }
         Ok(m)
     }

@@ -150,6 +150,9 @@ pub struct Mvcc {
     leases: BTreeMap<i64, LeaseEntry>,
     /// Users, roles and permissions (etcd keeps them in its backend too).
     pub(crate) auth: crate::node::auth::AuthStore,
+    /// While the store mirrors an etcd cluster (`node::mirror`): its client URLs. Client
+    /// writes are refused until a promote clears it.
+    pub(crate) mirror: Option<String>,
 }
 
 fn err(kind: ErrorKind, text: &str) -> Error {

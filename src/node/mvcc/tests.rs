@@ -314,3 +314,63 @@ fn a_store_with_a_history_file_answers_as_one_without() {
     back.compact(at).unwrap();
     same_history(&mem, &back);
 }
+
+/// A mirror applies its source's revisions at the same revisions, once, in order, and only
+/// while it is a mirror; the events it makes are the source's.
+#[test]
+fn a_mirror_applies_each_source_revision_once_at_its_revision() {
+    let mut source = Mvcc::new();
+    let mut mirror = Mvcc::new();
+    mirror.mirror = Some("http://source".into());
+    source.lease_grant(7, 30, 1).unwrap();
+    let mut revisions = Vec::new();
+    let (_, e) = source
+        .put(PutRequest {
+            key: "a".into(),
+            value: "1".into(),
+            lease: 7,
+            ..Default::default()
+        })
+        .unwrap();
+    revisions.push(e);
+    revisions.push(
+        source
+            .put(PutRequest {
+                key: "a".into(),
+                value: "2".into(),
+                ..Default::default()
+            })
+            .unwrap()
+            .1,
+    );
+    revisions.push(
+        source
+            .delete_range(DeleteRangeRequest {
+                key: "a".into(),
+                ..Default::default()
+            })
+            .unwrap()
+            .1,
+    );
+    let at = |e: &[Event]| e[0].kv.as_ref().unwrap().mod_revision;
+    // A revision out of order is refused; the first one, with the lease it names, goes in.
+    let gap = mirror.mirrored(at(&revisions[1]), revisions[1].clone(), &[]);
+    assert_eq!(gap.unwrap_err().kind, ErrorKind::DataLoss);
+    let events = mirror
+        .mirrored(at(&revisions[0]), revisions[0].clone(), &[(7, 30)])
+        .unwrap();
+    assert_eq!(events[0].kv, revisions[0][0].kv);
+    // Sent again (a new leader resuming): nothing happens.
+    let again = mirror.mirrored(at(&revisions[0]), revisions[0].clone(), &[]);
+    assert!(again.unwrap().is_empty());
+    for r in &revisions[1..] {
+        let events = mirror.mirrored(at(r), r.clone(), &[]).unwrap();
+        assert_eq!(events[0].kv, r[0].kv);
+    }
+    assert_eq!(mirror.revision(), source.revision());
+    assert_eq!(mirror.hash_kv(0).unwrap(), source.hash_kv(0).unwrap());
+    // Promoted: no more mirrored revisions.
+    mirror.mirror = None;
+    let late = mirror.mirrored(source.revision() + 1, revisions[0].clone(), &[]);
+    assert_eq!(late.unwrap_err().kind, ErrorKind::FailedPrecondition);
+}

@@ -254,6 +254,73 @@ impl Mvcc {
         }
     }
 
+    /// One revision of the etcd cluster this store mirrors (`node::mirror`), applied at
+    /// the same revision: its events in order (a put with its value and lease, a delete),
+    /// after the leases they name are created with their TTL. A revision the store already
+    /// has is skipped (a mirror that resumes after a leader change may send it again); a
+    /// revision that is not the next one, or an outcome other than the source's (create
+    /// revision, version, a delete that deletes nothing), is refused: the mirror would
+    /// have diverged.
+    pub fn mirrored(
+        &mut self,
+        revision: i64,
+        events: Vec<Event>,
+        leases: &[(i64, i64)],
+    ) -> Result<Vec<Event>> {
+        if self.mirror.is_none() {
+            return Err(err(
+                ErrorKind::FailedPrecondition,
+                "etcdserver: this member is no longer a mirror (promoted)",
+            ));
+        }
+        if revision <= self.rev {
+            return Ok(Vec::new());
+        }
+        let diverged = |what: &str| {
+            err(
+                ErrorKind::DataLoss,
+                &format!("the mirror diverged from its source at revision {revision}: {what}"),
+            )
+        };
+        // Every revision of etcd changes a key, so a watch of every key shows each one.
+        if revision != self.rev + 1 {
+            return Err(diverged(&format!("it is at revision {}", self.rev)));
+        }
+        for &(id, ttl) in leases {
+            self.leases.entry(id).or_insert_with(|| LeaseEntry {
+                ttl,
+                keys: BTreeSet::new(),
+            });
+        }
+        let mut w = self.write();
+        for ev in events {
+            let Some(kv) = ev.kv else { continue };
+            if ev.r#type == EventType::Delete as i32 {
+                let req = DeleteRangeRequest {
+                    key: kv.key,
+                    ..Default::default()
+                };
+                if w.delete_range(req)?.deleted != 1 {
+                    return Err(diverged("a deleted key it does not have"));
+                }
+            } else {
+                let want = (kv.create_revision, kv.version);
+                let req = PutRequest {
+                    key: kv.key,
+                    value: kv.value,
+                    lease: kv.lease,
+                    ..Default::default()
+                };
+                w.put(req)?;
+                let got = w.events.last().and_then(|e| e.kv.as_ref());
+                if got.map(|k| (k.create_revision, k.version)) != Some(want) {
+                    return Err(diverged("a put with another version"));
+                }
+            }
+        }
+        Ok(w.commit())
+    }
+
     /// Creates lease `id` (chosen by the proposer, non-zero) with `ttl` seconds, raised to
     /// `min_ttl`.
     pub fn lease_grant(&mut self, id: i64, ttl: i64, min_ttl: i64) -> Result<LeaseGrantResponse> {

@@ -62,6 +62,15 @@ pub enum Command {
     },
     /// A change to the auth store (users, roles, permissions, enable/disable, a token).
     Auth(crate::node::auth::AuthCommand),
+    /// One revision of the etcd cluster the store mirrors (`node::mirror`): its events
+    /// (`mvccpb.Event`, encoded) and the leases they name with their TTLs.
+    Mirror {
+        revision: i64,
+        events: Vec<Vec<u8>>,
+        leases: Vec<(i64, i64)>,
+    },
+    /// The end of the mirror: from here on the store takes client writes.
+    Promote,
 }
 
 /// A change of the cluster's members (etcd's MemberAdd / MemberRemove / MemberPromote).

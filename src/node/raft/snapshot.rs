@@ -285,8 +285,16 @@ impl Backup {
 /// before it (a snapshot file's bytes): the store as the backup holds it, the cluster
 /// `members` (as etcd's `snapshot restore` takes them from `--initial-cluster`), and a log
 /// that starts after the backup's last entry (an old-format backup's) or anew.
-pub fn restore(backup: &Path, dir: &Path, members: BTreeMap<NodeId, String>) -> Result<()> {
-    let restored = restore_into(backup, dir, members);
+///
+/// With `mirror` (the client URLs of the cluster the backup was saved from), the store is
+/// a mirror of that cluster (`node::mirror`).
+pub fn restore(
+    backup: &Path,
+    dir: &Path,
+    members: BTreeMap<NodeId, String>,
+    mirror: Option<String>,
+) -> Result<()> {
+    let restored = restore_into(backup, dir, members, mirror);
     if restored.is_err() {
         // Called on an empty data dir: what a failed restore wrote goes, so that the next
         // start tries again instead of finding a half-made member.
@@ -347,6 +355,7 @@ pub(super) fn restore_into(
     backup: &Path,
     dir: &Path,
     members: BTreeMap<NodeId, String>,
+    mirror: Option<String>,
 ) -> Result<()> {
     let snap = dir.join("snap");
     std::fs::create_dir_all(&snap).map_err(|e| {
@@ -376,6 +385,7 @@ pub(super) fn restore_into(
     };
     // A new cluster: the old one's member names and removals do not apply to it.
     mvcc.forget_members();
+    mvcc.mirror = mirror;
     let voters = members.keys().copied().collect();
     let nodes: BTreeMap<NodeId, BasicNode> = members
         .into_iter()

@@ -209,6 +209,32 @@ pub(super) fn adds_data(cmd: &Command) -> bool {
     }
 }
 
+/// Whether `cmd` is a client's change of the data: what a mirror refuses. (A transaction
+/// that only reads is not.)
+fn client_write(cmd: &Command) -> bool {
+    fn ops_write(ops: &[RequestOp]) -> bool {
+        ops.iter().any(|op| match &op.request {
+            Some(request_op::Request::RequestRange(_)) | None => false,
+            Some(request_op::Request::RequestTxn(t)) => {
+                ops_write(&t.success) || ops_write(&t.failure)
+            }
+            Some(_) => true,
+        })
+    }
+    match cmd {
+        Command::Put(_)
+        | Command::DeleteRange(_)
+        | Command::Compact(_)
+        | Command::LeaseGrant { .. }
+        | Command::LeaseRevoke(_)
+        | Command::Auth(_) => true,
+        Command::Txn(req) => TxnRequest::decode(&**req)
+            .map(|t| ops_write(&t.success) || ops_write(&t.failure))
+            .unwrap_or(true),
+        _ => false,
+    }
+}
+
 /// Applies one command to the store; the answer is etcd's response, encoded. The changes
 /// it made are added to `events`, for the watches.
 pub(super) fn apply_command(
@@ -221,6 +247,11 @@ pub(super) fn apply_command(
     };
     if mvcc.out_of_space() && adds_data(&cmd) {
         return Err(crate::node::mvcc::no_space());
+    }
+    if let Some(source) = &mvcc.mirror {
+        if client_write(&cmd) {
+            return Err(crate::node::mirror::read_only(source));
+        }
     }
     let (answer, changes) = match cmd {
         Command::Alarm { member, alarm, on } => {
@@ -259,6 +290,21 @@ pub(super) fn apply_command(
         Command::LeaseRevoke(id) => {
             let (r, e) = mvcc.lease_revoke(id)?;
             (r.encode_to_vec(), e)
+        }
+        Command::Mirror {
+            revision,
+            events: encoded,
+            leases,
+        } => {
+            let decoded = encoded
+                .iter()
+                .map(|e| Event::decode(e.as_slice()).map_err(bad))
+                .collect::<Result<Vec<_>>>()?;
+            (Vec::new(), mvcc.mirrored(revision, decoded, &leases)?)
+        }
+        Command::Promote => {
+            mvcc.mirror = None;
+            (Vec::new(), Vec::new())
         }
         Command::Membership(_) => {
             return Err(Error::new(
