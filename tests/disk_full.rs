@@ -7,7 +7,7 @@
 mod support;
 
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use etcdc::pb::etcdserverpb::*;
@@ -26,22 +26,9 @@ impl Drop for Node {
 }
 
 fn start(dir: &std::path::Path, client: &str, peer: &str, limit: Option<u64>) -> Node {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcdc-node"));
-    cmd.args(["--name", "n", "--data-dir"])
-        .arg(dir)
-        .args([
-            "--listen-client-urls",
-            client,
-            "--advertise-client-urls",
-            client,
-        ])
-        .args([
-            "--listen-peer-urls",
-            peer,
-            "--initial-advertise-peer-urls",
-            peer,
-        ])
-        .args(["--initial-cluster", &format!("n={peer}")])
+    let urls = (client.to_string(), peer.to_string());
+    let mut cmd = support::process::NodeProcess::command(dir, None, &urls);
+    cmd.args(["--name", "n", "--initial-cluster", &format!("n={peer}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     if let Some(bytes) = limit {

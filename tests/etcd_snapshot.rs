@@ -56,7 +56,7 @@ fn live(endpoints: &str) -> Vec<(String, String, i64, i64, i64)> {
     let out = ok(ctl(endpoints, &["get", "", "--prefix", "-w", "json"]));
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     let text = |x: &serde_json::Value| {
-        String::from_utf8(base64_decode(x.as_str().unwrap_or_default())).expect("utf-8")
+        String::from_utf8(support::unbase64(x.as_str().unwrap_or_default())).expect("utf-8")
     };
     v["kvs"]
         .as_array()
@@ -74,25 +74,6 @@ fn live(endpoints: &str) -> Vec<(String, String, i64, i64, i64)> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    let table = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    let digits: Vec<u8> = s.bytes().filter(|&c| c != b'=').map(table).collect();
-    digits
-        .chunks(4)
-        .flat_map(|c| {
-            let n = c.iter().fold(0u32, |n, &d| n << 6 | u32::from(d)) << (6 * (4 - c.len()));
-            let bytes = n.to_be_bytes();
-            bytes[1..c.len()].to_vec()
-        })
-        .collect()
 }
 
 /// The same history on etcd or the node, through etcdctl: puts, overwrites, a deleted

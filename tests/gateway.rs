@@ -8,6 +8,7 @@ mod support;
 
 use serde_json::{json, Value};
 use support::process::NodeProcess;
+use support::{base64 as b64, unbase64 as unb64};
 
 /// An HTTP answer: its status and body.
 struct Reply {
@@ -34,44 +35,6 @@ fn post(base: &str, path: &str, body: &str, token: Option<&str>, seconds: f32) -
         status: status.trim().parse().unwrap_or(0),
         body: body.to_string(),
     }
-}
-
-fn b64(s: &str) -> String {
-    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
-    let mut out = String::new();
-    for c in b.chunks(3) {
-        let n = c
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &x)| n | u32::from(x) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn unb64(s: &str) -> Vec<u8> {
-    let val = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    let digits: Vec<u8> = s.bytes().filter(|&c| c != b'=').map(val).collect();
-    digits
-        .chunks(4)
-        .flat_map(|c| {
-            let n = c.iter().fold(0u32, |n, &d| n << 6 | u32::from(d)) << (6 * (4 - c.len()));
-            n.to_be_bytes()[1..c.len()].to_vec()
-        })
-        .collect()
 }
 
 /// A scenario against one server, each answer recorded under a label.
