@@ -443,6 +443,36 @@ async fn stops_with_failure(mut child: Child) {
     assert!(!status.success());
 }
 
+/// etcd's `--strict-reconfig-check` (on by default): with one member of three down,
+/// removing a running one would leave no quorum of reachable members — refused as etcd
+/// refuses it; removing the one that is down is safe and done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_the_cluster_could_not_survive_is_refused() {
+    if !support::etcdctl::available() {
+        return;
+    }
+    let mut c = Cluster::new(3);
+    let first = until_serving(&c, 0).await;
+    let id = |s: StatusResponse| format!("{:x}", s.header.unwrap().member_id);
+    let running = id(until_serving(&c, 1).await.status(None, dl()).await.unwrap());
+    let down = id(until_serving(&c, 2).await.status(None, dl()).await.unwrap());
+    c.kill(2);
+    // The leader marks member 2 down at its first heartbeat that fails (every 50 ms here);
+    // nothing outside shows that moment, so give it six heartbeats.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, out) =
+        support::etcdctl::etcdctl(&c.procs[0].client, &["member", "remove", &running], None);
+    assert!(
+        !ok && out.contains("etcdserver: unhealthy cluster"),
+        "{out}"
+    );
+    assert_eq!(member_list(&c.procs[0].client).len(), 3);
+    let (ok, out) =
+        support::etcdctl::etcdctl(&c.procs[0].client, &["member", "remove", &down], None);
+    assert!(ok && out.contains("removed from cluster"), "{out}");
+    put_until_acked(&*first, "/k/after".into()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_removed_while_down_stops_when_it_comes_back() {
     if !support::etcdctl::available() {
@@ -526,6 +556,45 @@ async fn a_full_quota_raises_nospace_until_disarmed() {
     let (ok, out) = support::etcdctl::etcdctl(&url, &["alarm", "list"], None);
     assert!(ok && out.trim().is_empty(), "{out}");
     e.put(put("/k/again".into()), dl()).await.unwrap();
+}
+
+/// etcd's disaster recovery: two of three members lost for good, the third restarted with
+/// `--force-new-cluster` serves everything it had, alone, and takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_new_cluster_brings_back_a_member_that_lost_its_quorum() {
+    let mut c = Cluster::new(3);
+    let e = until_serving(&c, 0).await;
+    for i in 0..30 {
+        put_until_acked(&*e, format!("/k/{i:04}")).await;
+    }
+    let revision = e.status(None, dl()).await.unwrap().header.unwrap().revision;
+    // Every member has the writes (so the one kept has them committed), then all stop;
+    // only n0 comes back, on its own.
+    for i in 0..3 {
+        let m = until_serving(&c, i).await;
+        let until = Instant::now() + Duration::from_secs(10);
+        while count(&*m, "/k/", true).await < 30 {
+            assert!(Instant::now() < until, "member {i} never caught up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for i in 0..3 {
+        c.kill(i);
+    }
+    c.extra.push("--force-new-cluster".into());
+    c.start(0);
+    let e = until_serving(&c, 0).await;
+    assert_eq!(count(&*e, "/k/", false).await, 30);
+    let members = member_list(&c.procs[0].client);
+    assert_eq!(members.len(), 1, "{members:?}");
+    put_until_acked(&*e, "/k/after".into()).await;
+    let now = e.status(None, dl()).await.unwrap().header.unwrap().revision;
+    assert_eq!(now, revision + 1, "revisions go on from the member's");
+    // Started again the same way (the flag left in place): still alone, nothing lost.
+    c.kill(0);
+    c.start(0);
+    let e = until_serving(&c, 0).await;
+    assert_eq!(count(&*e, "/k/", false).await, 31);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -909,8 +978,8 @@ async fn production_flags_mean_what_they_mean_for_etcd() {
             "--enable-v2=true is not supported: the node serves etcd's v3 API only",
         ),
         (
-            &["--force-new-cluster=true"],
-            "--force-new-cluster=true is not supported",
+            &["--experimental-initial-corrupt-check"],
+            "--experimental-initial-corrupt-check=true is not supported",
         ),
         (
             &["--client-crl-file", "/crl.pem"],

@@ -25,6 +25,7 @@ pub const USAGE: &str = "usage: etcdc-node [flags], with etcd 3.4's flags:
   --auth-token simple  --auth-token-ttl SECONDS  --bcrypt-cost 4..31
   --logger zap  --log-outputs stderr|stdout|FILE,...  --log-level debug|info|warn|error
   --metrics basic|extensive  --unsafe-no-fsync  --version
+  --strict-reconfig-check  --force-new-cluster  --enable-grpc-gateway
   --restore-snapshot FILE (etcdc's: start a new data dir from a member's backup)
   --mirror-from URLS (etcdc's: with --restore-snapshot of that cluster, mirror it until
     POST /etcdc/promote; see docs/migrating-from-etcd.md)
@@ -125,15 +126,7 @@ const FLAGS: &[(&str, bool, Support)] = &[
     ("initial-cluster", false, Yes),
     ("initial-cluster-token", false, Yes),
     ("initial-cluster-state", false, Yes),
-    (
-        "strict-reconfig-check",
-        true,
-        Only(
-            &["false"],
-            "the node does not yet check member changes against the members it reaches \
-             (--strict-reconfig-check=false)",
-        ),
-    ),
+    ("strict-reconfig-check", true, Yes),
     (
         "enable-v2",
         true,
@@ -281,15 +274,7 @@ const FLAGS: &[(&str, bool, Support)] = &[
         NoEffect("the node does not log slow applies"),
     ),
     ("unsafe-no-fsync", true, Yes),
-    (
-        "force-new-cluster",
-        true,
-        Only(
-            &["false"],
-            "the node cannot force a new cluster from one member's data dir yet: restore \
-             that member's `etcdctl snapshot save` file with --restore-snapshot instead",
-        ),
-    ),
+    ("force-new-cluster", true, Yes),
     ("restore-snapshot", false, Yes),
     ("mirror-from", false, Yes),
 ];
@@ -604,6 +589,8 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Ac
             "auto-compaction-retention" => retention = v.into(),
             "restore-snapshot" => o.restore_snapshot = Some(v.into()),
             "mirror-from" => o.mirror_from = Some(v.into()),
+            "force-new-cluster" => o.force_new_cluster = boolean_value()?,
+            "strict-reconfig-check" => o.strict_reconfig_check = boolean_value()?,
             "unsafe-no-fsync" => o.unsafe_no_fsync = boolean_value()?,
             "cert-file" => o.client_tls.cert_file = Some(v.into()),
             "key-file" => o.client_tls.key_file = Some(v.into()),

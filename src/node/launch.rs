@@ -45,6 +45,11 @@ pub struct NodeOptions {
     /// The client URLs of the etcd cluster `restore_snapshot` was saved from: the new
     /// cluster mirrors it until promoted (`node::mirror`).
     pub mirror_from: Option<String>,
+    /// etcd's `--force-new-cluster`: this member's data dir becomes a cluster of this member
+    /// alone, with what it had committed (`raft::force_new_cluster`).
+    pub force_new_cluster: bool,
+    /// etcd's `--strict-reconfig-check` (on by default).
+    pub strict_reconfig_check: bool,
     /// etcd's `--unsafe-no-fsync`: the write-ahead log is never synced, so a power loss
     /// loses acknowledged writes. For tests only.
     pub unsafe_no_fsync: bool,
@@ -87,6 +92,8 @@ impl Default for NodeOptions {
             quota_backend_bytes: 0,
             restore_snapshot: None,
             mirror_from: None,
+            force_new_cluster: false,
+            strict_reconfig_check: true,
             unsafe_no_fsync: false,
             client_tls: ServerTls::default(),
             peer_tls: ServerTls::default(),
@@ -330,6 +337,13 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         }
         _ => {}
     }
+    if opts.force_new_cluster && !empty {
+        let peer = ids.get(&id).cloned().unwrap_or_default();
+        super::raft::force_new_cluster(&dir, id, peer)?;
+        crate::observe::log(crate::observe::Level::Warn, || {
+            format!("--force-new-cluster: member {id:x} is now alone in a new cluster, with the data it had committed; add members back with etcdctl member add")
+        });
+    }
     if opts.listen_peer_urls.is_empty() && ids.len() > 1 {
         return Err(Error::invalid(
             "a member of a cluster of several needs listen-peer-urls to reach the others",
@@ -401,6 +415,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     config.unsafe_no_fsync = opts.unsafe_no_fsync;
     config.auth = opts.auth;
     config.limits = opts.limits;
+    config.strict_reconfig = opts.strict_reconfig_check;
     let member = Arc::new(Member::start(config, network.clone(), Arc::new(network.clone())).await?);
     network.set_member(&member);
     service.set_member(member.clone());

@@ -45,6 +45,8 @@ pub struct PeerNetwork {
     member: Arc<OnceLock<std::sync::Weak<Member>>>,
     /// TLS to peers at `https://` URLs (etcd's `--peer-*` flags).
     tls: Option<Arc<crate::tls::ClientTls>>,
+    /// When each peer last answered a Raft message.
+    contact: Arc<Mutex<HashMap<NodeId, std::time::Instant>>>,
 }
 
 enum Method {
@@ -66,6 +68,7 @@ impl PeerNetwork {
             channels: Arc::default(),
             raft: Arc::default(),
             member: Arc::default(),
+            contact: Arc::default(),
         }
     }
 
@@ -188,6 +191,11 @@ impl Peers for PeerNetwork {
         self.client_call(id, Method::Campaign, pack(&())).await
     }
 
+    fn last_contact(&self, id: NodeId) -> Option<std::time::Instant> {
+        let contact = self.contact.lock().unwrap_or_else(|p| p.into_inner());
+        contact.get(&id).copied()
+    }
+
     async fn tell_removed(&self, id: NodeId, addr: &str) {
         let cmd = Command::Membership(super::raft::MemberChange::Removed(id));
         let _ = self
@@ -234,7 +242,7 @@ impl PeerLink {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let bytes = self
+        let called = self
             .net
             .call(
                 self.target,
@@ -243,20 +251,28 @@ impl PeerLink {
                 pack(req),
                 option.hard_ttl(),
             )
-            .await
-            .map_err(|s| match s.code() {
-                tonic::Code::Unavailable | tonic::Code::Unknown => {
-                    RPCError::Unreachable(Unreachable::new(&s))
-                }
-                code => {
-                    if code == tonic::Code::FailedPrecondition && s.message() == REMOVED {
-                        if let Some(m) = self.net.member.get().and_then(|m| m.upgrade()) {
-                            m.mark_removed();
-                        }
+            .await;
+        {
+            // As etcd's transport: active from an answer on, inactive from a failure on.
+            let mut contact = self.net.contact.lock().unwrap_or_else(|p| p.into_inner());
+            match &called {
+                Ok(_) => contact.insert(self.target, std::time::Instant::now()),
+                Err(_) => contact.remove(&self.target),
+            };
+        }
+        let bytes = called.map_err(|s| match s.code() {
+            tonic::Code::Unavailable | tonic::Code::Unknown => {
+                RPCError::Unreachable(Unreachable::new(&s))
+            }
+            code => {
+                if code == tonic::Code::FailedPrecondition && s.message() == REMOVED {
+                    if let Some(m) = self.net.member.get().and_then(|m| m.upgrade()) {
+                        m.mark_removed();
                     }
-                    RPCError::Network(NetworkError::new(&s))
                 }
-            })?;
+                RPCError::Network(NetworkError::new(&s))
+            }
+        })?;
         let answer: std::result::Result<Resp, E> =
             unpack(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))

@@ -58,6 +58,11 @@ fn status(e: Error) -> Status {
         ErrorKind::NotFound if e.message == "etcdserver: key not found" => Code::InvalidArgument,
         ErrorKind::NotFound => Code::NotFound,
         ErrorKind::Compacted | ErrorKind::FutureRevision => Code::OutOfRange,
+        // etcd's ErrGRPCUnhealthy (a member removal the reachable members could not
+        // survive, --strict-reconfig-check) is Unavailable.
+        ErrorKind::FailedPrecondition if e.message == "etcdserver: unhealthy cluster" => {
+            Code::Unavailable
+        }
         ErrorKind::FailedPrecondition | ErrorKind::CompareFailed => Code::FailedPrecondition,
         ErrorKind::Unavailable | ErrorKind::NoLeader | ErrorKind::Timeout => Code::Unavailable,
         ErrorKind::NoSpace | ErrorKind::TooManyRequests => Code::ResourceExhausted,

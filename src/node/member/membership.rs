@@ -76,6 +76,66 @@ impl Member {
             })?
     }
 
+    /// etcd's `--strict-reconfig-check` on the leader: adding or promoting a voter needs a
+    /// quorum of the new voters started (published; the second member of a cluster of one
+    /// excepted); removing one needs a quorum of the rest started, and — unless the member
+    /// removed is down already (no answer for `HEALTH_INTERVAL`), which is safe — a quorum
+    /// of the rest reachable.
+    async fn strict_check(&self, change: &MemberChange, voters: &[NodeId]) -> Result<()> {
+        const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+        let not_enough = || {
+            Error::new(
+                ErrorKind::FailedPrecondition,
+                "etcdserver: re-configuration failed due to not enough started members",
+            )
+        };
+        let started: Vec<NodeId> = {
+            let state = self.sm.state.read().await;
+            voters
+                .iter()
+                .copied()
+                .chain(match change {
+                    MemberChange::Promote(id) => Some(*id),
+                    _ => None,
+                })
+                .filter(|&v| state.mvcc.attributes(v).is_some())
+                .collect()
+        };
+        let active = |v: NodeId| {
+            v == self.id
+                || self
+                    .peers
+                    .last_contact(v)
+                    .is_some_and(|t| t.elapsed() < HEALTH_INTERVAL)
+        };
+        match change {
+            MemberChange::Add { learner: false, .. } | MemberChange::Promote(_) => {
+                let (n, s) = (voters.len() + 1, started.len());
+                if !(s == 1 && n == 2) && s < n / 2 + 1 {
+                    return Err(not_enough());
+                }
+            }
+            MemberChange::Remove(id) if voters.contains(id) => {
+                let n = voters.len() - 1;
+                if started.iter().filter(|&v| v != id).count() < n / 2 + 1 {
+                    return Err(not_enough());
+                }
+                if *id != self.id && !active(*id) {
+                    return Ok(());
+                }
+                let reachable = voters.iter().filter(|&&v| active(v)).count();
+                if reachable.saturating_sub(1) < 1 + (voters.len() - 1) / 2 {
+                    return Err(Error::new(
+                        ErrorKind::FailedPrecondition,
+                        "etcdserver: unhealthy cluster",
+                    ));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// A membership change on the leader. A member added as a voter joins as a learner
     /// and is promoted in the background: Raft's joint consensus needs the new member's
     /// vote for that, so a cluster of one waits until it runs — as etcd's quorum does.
@@ -83,6 +143,10 @@ impl Member {
         use openraft::ChangeMembers;
         let membership = self.raft.metrics().borrow().membership_config.clone();
         let membership = membership.membership();
+        if self.strict_reconfig {
+            let voters: Vec<NodeId> = membership.voter_ids().collect();
+            self.strict_check(&change, &voters).await?;
+        }
         let is_voter = |id: NodeId| membership.voter_ids().any(|v| v == id);
         let known = |id: NodeId| membership.nodes().any(|(n, _)| *n == id);
         let not_found = || Error::new(ErrorKind::NotFound, "etcdserver: member not found");

@@ -81,6 +81,9 @@ pub struct MemberConfig {
     pub auth: crate::node::auth::AuthSettings,
     /// `--max-request-bytes`, `--max-txn-ops`.
     pub limits: crate::node::Limits,
+    /// etcd's `--strict-reconfig-check` (on by default, as etcd): a member change that
+    /// would leave fewer started or reachable voters than a quorum is refused.
+    pub strict_reconfig: bool,
 }
 
 impl MemberConfig {
@@ -102,6 +105,7 @@ impl MemberConfig {
             client_urls: Vec::new(),
             auth: Default::default(),
             limits: Default::default(),
+            strict_reconfig: true,
         }
     }
 }
@@ -133,6 +137,7 @@ pub struct Member {
     leader_changes: Arc<std::sync::atomic::AtomicU64>,
     pub auth_settings: crate::node::auth::AuthSettings,
     pub limits: crate::node::Limits,
+    strict_reconfig: bool,
     /// Held shared while a batch or a forwarded write is proposed; a leader transfer holds
     /// it alone, so writes wait (and are not refused) while leadership moves.
     proposing: Arc<tokio::sync::RwLock<()>>,
@@ -255,6 +260,7 @@ impl Member {
             leader_changes,
             auth_settings: config.auth,
             limits: config.limits,
+            strict_reconfig: config.strict_reconfig,
             proposing,
             election_ms: config.election_ms,
         })

@@ -17,6 +17,9 @@ pub trait Peers: Send + Sync + 'static {
     async fn tell_removed(&self, id: NodeId, addr: &str);
     /// Asks member `id` to run for leader now.
     async fn campaign(&self, id: NodeId) -> Result<()>;
+    /// When member `id` last answered one of this member's Raft messages (etcd's
+    /// `ActiveSince`); None if it never did.
+    fn last_contact(&self, id: NodeId) -> Option<std::time::Instant>;
 }
 
 /// A member's "cannot do it now" (a peer unreachable, no leader yet).

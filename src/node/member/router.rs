@@ -22,6 +22,8 @@ use crate::node::raft::{Command, MemberChange, NodeId, Outcome, TypeConfig};
 #[derive(Clone, Default)]
 pub struct Router {
     members: Arc<Mutex<HashMap<NodeId, Arc<Member>>>>,
+    /// When each member last answered a Raft message.
+    contact: Arc<Mutex<HashMap<NodeId, std::time::Instant>>>,
 }
 
 impl Router {
@@ -79,6 +81,11 @@ impl Peers for Router {
         self.leader(leader)?.local_lease_ttl(id, refresh).await
     }
 
+    fn last_contact(&self, id: NodeId) -> Option<std::time::Instant> {
+        let contact = self.contact.lock().unwrap_or_else(|p| p.into_inner());
+        contact.get(&id).copied()
+    }
+
     async fn tell_removed(&self, id: NodeId, _addr: &str) {
         if let Some(m) = self.get(id) {
             let _ = m
@@ -121,8 +128,19 @@ impl RaftNetwork<TypeConfig> for RouterLink {
         AppendEntriesResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId>>,
     > {
-        let m = self.router.target(self.target)?;
-        m.raft
+        let m = self.router.target(self.target);
+        {
+            let mut contact = self
+                .router
+                .contact
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match &m {
+                Ok(_) => contact.insert(self.target, std::time::Instant::now()),
+                Err(_) => contact.remove(&self.target),
+            };
+        }
+        m?.raft
             .append_entries(rpc)
             .await
             .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))

@@ -122,5 +122,5 @@ mod snapshot;
 mod state_machine;
 
 pub use log_store::{LogStore, KEEP_BYTES};
-pub use snapshot::{restore, Backup};
+pub use snapshot::{force_new_cluster, restore, Backup};
 pub use state_machine::{Applied, SnapshotDue, StateMachine};

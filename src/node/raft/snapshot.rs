@@ -386,6 +386,20 @@ pub(super) fn restore_into(
     // A new cluster: the old one's member names and removals do not apply to it.
     mvcc.forget_members();
     mvcc.mirror = mirror;
+    start_anew(dir, last, &mvcc, members, "restored")
+}
+
+/// Writes `dir`'s snapshot and log for a cluster of `members` that starts from `mvcc` after
+/// `last`: a snapshot of the store, and a log purged up to `last` with a vote at its term,
+/// so that the new cluster's terms go on from there.
+fn start_anew(
+    dir: &Path,
+    last: openraft::LogId<NodeId>,
+    mvcc: &Mvcc,
+    members: BTreeMap<NodeId, String>,
+    why: &str,
+) -> Result<()> {
+    let snap = dir.join("snap");
     let voters = members.keys().copied().collect();
     let nodes: BTreeMap<NodeId, BasicNode> = members
         .into_iter()
@@ -395,9 +409,9 @@ pub(super) fn restore_into(
     let meta = SnapshotMeta {
         last_log_id: Some(last),
         last_membership: StoredMembership::new(Some(last), membership),
-        snapshot_id: format!("restored-{}", last.index),
+        snapshot_id: format!("{why}-{}", last.index),
     };
-    write_snapshot_with(&snap, |f| write_snapshot_stream(f, &meta, &mvcc))?;
+    write_snapshot_with(&snap, |f| write_snapshot_stream(f, &meta, mvcc))?;
     let (wal, _) = Wal::open(&dir.join("wal"))?;
     wal.write_blocking(vec![
         Record::Purge {
@@ -407,6 +421,93 @@ pub(super) fn restore_into(
         Record::Committed(pack(&Some(last))),
         Record::Vote(pack(&Vote::<NodeId>::new(last.leader_id.term, 0))),
     ])
+}
+
+/// etcd's `--force-new-cluster`: makes the member in `dir` the only member of a new cluster,
+/// with every entry its log holds — the way back from losing a cluster's quorum for good.
+/// Unlike etcd, which drops the entries its member had not learned were committed, the
+/// node keeps them: the lost members may have committed (and acknowledged) them, and the
+/// member's record of the commit index is written lazily, so it may lag what it applied
+/// and served. A write whose client saw a timeout may therefore be there.
+/// The old snapshot and log are set aside first and put back if this fails; they are
+/// removed once the new ones are written.
+pub fn force_new_cluster(dir: &Path, id: NodeId, peer_url: String) -> Result<()> {
+    let io = |what: &str, e: std::io::Error| {
+        Error::new(
+            ErrorKind::Internal,
+            format!(
+                "--force-new-cluster: cannot {what} in {}: {e}",
+                dir.display()
+            ),
+        )
+    };
+    let (snap, wal) = (dir.join("snap"), dir.join("wal"));
+    let (old_snap, old_wal) = (dir.join("snap.before-force"), dir.join("wal.before-force"));
+    // Set aside by an attempt that failed half-way: those are the member's data.
+    for (old, new) in [(&old_snap, &snap), (&old_wal, &wal)] {
+        if old.exists() {
+            let _ = std::fs::remove_dir_all(new);
+            std::fs::rename(old, new).map_err(|e| io("take back the old data", e))?;
+        }
+    }
+    std::fs::rename(&snap, &old_snap).map_err(|e| io("set the snapshot aside", e))?;
+    std::fs::rename(&wal, &old_wal).map_err(|e| io("set the log aside", e))?;
+    let forced = force_into(dir, &old_snap, &old_wal, id, peer_url);
+    if forced.is_err() {
+        let _ = std::fs::remove_dir_all(&snap);
+        let _ = std::fs::remove_dir_all(&wal);
+        let _ = std::fs::rename(&old_snap, &snap);
+        let _ = std::fs::rename(&old_wal, &wal);
+        return forced;
+    }
+    let _ = std::fs::remove_dir_all(&old_snap);
+    let _ = std::fs::remove_dir_all(&old_wal);
+    Ok(())
+}
+
+fn force_into(
+    dir: &Path,
+    old_snap: &Path,
+    old_wal: &Path,
+    id: NodeId,
+    peer_url: String,
+) -> Result<()> {
+    use openraft::EntryPayload;
+    let snap = dir.join("snap");
+    std::fs::create_dir_all(&snap).map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("cannot create {}: {e}", snap.display()),
+        )
+    })?;
+    let (mut last, mut mvcc) = match load_snapshot(&snapshot_path(old_snap), &snap)? {
+        Some((meta, mvcc)) => (meta.last_log_id, mvcc),
+        None => (None, Mvcc::new()),
+    };
+    let (wal, recovered) = Wal::open(old_wal)?;
+    drop(wal);
+    let mut events = Vec::new();
+    for data in recovered
+        .entries
+        .range(last.map_or(0, |l| l.index + 1)..)
+        .map(|e| e.1)
+    {
+        let entry: openraft::Entry<super::TypeConfig> = super::unpack(data)?;
+        if let EntryPayload::Normal(cmd) = entry.payload {
+            // A command refused when it was applied is refused again: the store is the same.
+            let _ = super::state_machine::apply_command(&mut mvcc, cmd, &mut events);
+            events.clear();
+        }
+        last = Some(entry.log_id);
+    }
+    let last = last.ok_or_else(|| {
+        Error::invalid(format!(
+            "--force-new-cluster: {} holds no data",
+            dir.display()
+        ))
+    })?;
+    mvcc.forget_members();
+    start_anew(dir, last, &mvcc, BTreeMap::from([(id, peer_url)]), "forced")
 }
 
 #[cfg(test)]
