@@ -977,10 +977,7 @@ async fn production_flags_mean_what_they_mean_for_etcd() {
             &["--enable-v2"][..],
             "--enable-v2=true is not supported: the node serves etcd's v3 API only",
         ),
-        (
-            &["--experimental-initial-corrupt-check"],
-            "--experimental-initial-corrupt-check=true is not supported",
-        ),
+        (&["--enable-pprof"], "--enable-pprof=true is not supported"),
         (
             &["--client-crl-file", "/crl.pem"],
             "certificate revocation lists",

@@ -149,11 +149,11 @@ fn main() -> ExitCode {
             }
         }
     });
-    let line = move |level: u8, text: &str| {
+    let line = std::sync::Arc::new(move |level: u8, text: &str| {
         if let Ok(mut l) = log.lock() {
             l.line(level, text);
         }
-    };
+    });
     runtime.block_on(async move {
         let clients = opts.advertise_client_urls.join(",");
         let node = match launch::start(opts).await {
@@ -167,6 +167,21 @@ fn main() -> ExitCode {
             1,
             &format!("member {:x} ready, serving clients on {clients}", node.id),
         );
+        // etcd's lines once the member has published itself through Raft (the cluster has
+        // a leader and knows this member): what scripts and etcd's own e2e tests wait for.
+        let (published, id, said) = (node.member.clone(), node.id, line.clone());
+        tokio::spawn(async move {
+            while !published.published().await {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            let cluster = published.header_now().await.cluster_id;
+            said(1, "enabled capabilities for version 3.4");
+            said(
+                1,
+                &format!("published local member {id:x} to cluster {cluster:x} through raft"),
+            );
+            said(1, "ready to serve client requests");
+        });
         let (mut term, mut int) = match (
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),

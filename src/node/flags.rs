@@ -26,6 +26,7 @@ pub const USAGE: &str = "usage: etcdc-node [flags], with etcd 3.4's flags:
   --logger zap  --log-outputs stderr|stdout|FILE,...  --log-level debug|info|warn|error
   --metrics basic|extensive  --unsafe-no-fsync  --version
   --strict-reconfig-check  --force-new-cluster  --enable-grpc-gateway
+  --experimental-initial-corrupt-check
   --restore-snapshot FILE (etcdc's: start a new data dir from a member's backup)
   --mirror-from URLS (etcdc's: with --restore-snapshot of that cluster, mirror it until
     POST /etcdc/promote; see docs/migrating-from-etcd.md)
@@ -215,15 +216,7 @@ const FLAGS: &[(&str, bool, Support)] = &[
     ("bcrypt-cost", false, Yes),
     ("auth-token-ttl", false, Yes),
     ("enable-grpc-gateway", true, Yes),
-    (
-        "experimental-initial-corrupt-check",
-        true,
-        Only(
-            &["false"],
-            "the node does not compare its hash with its peers' at start yet; \
-             `etcdctl endpoint hashkv` gives etcd's hash for a manual check",
-        ),
-    ),
+    ("experimental-initial-corrupt-check", true, Yes),
     (
         "experimental-corrupt-check-time",
         false,
@@ -591,6 +584,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Ac
             "mirror-from" => o.mirror_from = Some(v.into()),
             "force-new-cluster" => o.force_new_cluster = boolean_value()?,
             "strict-reconfig-check" => o.strict_reconfig_check = boolean_value()?,
+            "experimental-initial-corrupt-check" => o.initial_corrupt_check = boolean_value()?,
             "unsafe-no-fsync" => o.unsafe_no_fsync = boolean_value()?,
             "cert-file" => o.client_tls.cert_file = Some(v.into()),
             "key-file" => o.client_tls.key_file = Some(v.into()),

@@ -50,6 +50,8 @@ pub struct NodeOptions {
     pub force_new_cluster: bool,
     /// etcd's `--strict-reconfig-check` (on by default).
     pub strict_reconfig_check: bool,
+    /// etcd's `--experimental-initial-corrupt-check` (`node::corrupt`).
+    pub initial_corrupt_check: bool,
     /// etcd's `--unsafe-no-fsync`: the write-ahead log is never synced, so a power loss
     /// loses acknowledged writes. For tests only.
     pub unsafe_no_fsync: bool,
@@ -94,6 +96,7 @@ impl Default for NodeOptions {
             mirror_from: None,
             force_new_cluster: false,
             strict_reconfig_check: true,
+            initial_corrupt_check: false,
             unsafe_no_fsync: false,
             client_tls: ServerTls::default(),
             peer_tls: ServerTls::default(),
@@ -419,6 +422,12 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     let member = Arc::new(Member::start(config, network.clone(), Arc::new(network.clone())).await?);
     network.set_member(&member);
     service.set_member(member.clone());
+    if opts.initial_corrupt_check {
+        if let Err(e) = super::corrupt::initial_check(&member, id).await {
+            member.shutdown().await;
+            return Err(e);
+        }
+    }
     for l in client_listeners {
         let (member, stopped, grpc) = (member.clone(), stop_signal(), opts.grpc);
         servers.push(match l.tls {

@@ -30,6 +30,7 @@
 pub mod auth;
 pub mod bolt;
 pub mod compactor;
+pub mod corrupt;
 pub mod flags;
 pub mod grpc;
 pub mod history;

@@ -183,7 +183,14 @@ async fn streamed<T: Serialize + Send + 'static>(stream: Result<BoxStream<T>, St
         if tx.send(Ok(first.into())).await.is_err() {
             return;
         }
-        while let Some(item) = stream.next().await {
+        loop {
+            // A client that went away ends the stream (and so its watches) at once, not at
+            // the next message.
+            let item = tokio::select! {
+                item = stream.next() => item,
+                _ = tx.closed() => return,
+            };
+            let Some(item) = item else { return };
             let (line, failed) = chunk(item);
             if tx.send(Ok(line.into())).await.is_err() || failed.is_some() {
                 return;

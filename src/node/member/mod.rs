@@ -354,6 +354,32 @@ impl Member {
         })
     }
 
+    /// The client URLs every other member published, by member.
+    pub async fn peer_client_urls(&self) -> Vec<(NodeId, Vec<String>)> {
+        let members: Vec<NodeId> = {
+            let metrics = self.raft.metrics().borrow().membership_config.clone();
+            let ids = metrics.membership().nodes().map(|(id, _)| *id).collect();
+            ids
+        };
+        let state = self.sm.state.read().await;
+        members
+            .into_iter()
+            .filter(|&id| id != self.id)
+            .filter_map(|id| Some((id, state.mvcc.attributes(id)?.client_urls.clone())))
+            .collect()
+    }
+
+    /// Whether this member's name and client URLs went through Raft (etcd's `publish`).
+    pub async fn published(&self) -> bool {
+        self.sm
+            .state
+            .read()
+            .await
+            .mvcc
+            .attributes(self.id)
+            .is_some()
+    }
+
     /// The client URLs of the etcd cluster this member's store mirrors, while it does.
     pub async fn mirror_source(&self) -> Option<String> {
         self.sm.state.read().await.mvcc.mirror.clone()
