@@ -42,8 +42,16 @@ impl Lessor {
         if !self.is_leader() {
             return Err(unavailable("etcdserver: not the leader"));
         }
-        let Some((granted, _)) = self.sm.state.read().await.mvcc.lease(id) else {
-            return Ok(0);
+        let granted = {
+            let state = self.sm.state.read().await;
+            // A mirror's leases are its source's to keep alive (`node::mirror`).
+            if let (true, Some(source)) = (refresh, &state.mvcc.mirror) {
+                return Err(crate::node::mirror::read_only(source));
+            }
+            match state.mvcc.lease(id) {
+                Some((granted, _)) => granted,
+                None => return Ok(0),
+            }
         };
         let now = Instant::now();
         let full = now + ttl_duration(granted);

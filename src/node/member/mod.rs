@@ -356,11 +356,8 @@ impl Member {
 
     /// The client URLs every other member published, by member.
     pub async fn peer_client_urls(&self) -> Vec<(NodeId, Vec<String>)> {
-        let members: Vec<NodeId> = {
-            let metrics = self.raft.metrics().borrow().membership_config.clone();
-            let ids = metrics.membership().nodes().map(|(id, _)| *id).collect();
-            ids
-        };
+        let config = self.raft.metrics().borrow().membership_config.clone();
+        let members: Vec<NodeId> = config.membership().nodes().map(|(id, _)| *id).collect();
         let state = self.sm.state.read().await;
         members
             .into_iter()
@@ -412,14 +409,9 @@ impl Member {
         self.propose(cmd, deadline).await.map(drop)
     }
 
-    /// Ends the mirror: the store takes client writes from the next revision on.
+    /// Ends the mirror (`node::mirror::promote` checks there is one): the store takes
+    /// client writes from the next revision on.
     pub async fn promote(&self, deadline: Deadline) -> Result<i64> {
-        if self.mirror_source().await.is_none() {
-            return Err(Error::new(
-                ErrorKind::FailedPrecondition,
-                "etcdserver: this member is not a mirror",
-            ));
-        }
         self.propose(Command::Promote, deadline).await?;
         Ok(self.header_now().await.revision)
     }
@@ -576,9 +568,6 @@ impl Member {
 
     /// Refreshes lease `id` on the leader: its TTL, or 0 once it is gone (etcd's answer).
     pub async fn lease_keep_alive_once(&self, id: i64) -> Result<i64> {
-        if let Some(source) = self.mirror_source().await {
-            return Err(crate::node::mirror::read_only(&source));
-        }
         self.lessor.ttl(id, true).await
     }
 

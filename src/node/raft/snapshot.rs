@@ -357,13 +357,7 @@ pub(super) fn restore_into(
     members: BTreeMap<NodeId, String>,
     mirror: Option<String>,
 ) -> Result<()> {
-    let snap = dir.join("snap");
-    std::fs::create_dir_all(&snap).map_err(|e| {
-        Error::new(
-            ErrorKind::Internal,
-            format!("cannot create {}: {e}", snap.display()),
-        )
-    })?;
+    let snap = new_snap_dir(dir)?;
     let mut f = std::fs::File::open(backup).map_err(|e| {
         Error::invalid(format!(
             "cannot read the snapshot {}: {e}",
@@ -387,6 +381,18 @@ pub(super) fn restore_into(
     mvcc.forget_members();
     mvcc.mirror = mirror;
     start_anew(dir, last, &mvcc, members, "restored")
+}
+
+/// `dir`'s snapshot directory, made.
+fn new_snap_dir(dir: &Path) -> Result<PathBuf> {
+    let snap = dir.join("snap");
+    std::fs::create_dir_all(&snap).map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("cannot create {}: {e}", snap.display()),
+        )
+    })?;
+    Ok(snap)
 }
 
 /// Writes `dir`'s snapshot and log for a cluster of `members` that starts from `mvcc` after
@@ -473,13 +479,7 @@ fn force_into(
     peer_url: String,
 ) -> Result<()> {
     use openraft::EntryPayload;
-    let snap = dir.join("snap");
-    std::fs::create_dir_all(&snap).map_err(|e| {
-        Error::new(
-            ErrorKind::Internal,
-            format!("cannot create {}: {e}", snap.display()),
-        )
-    })?;
+    let snap = new_snap_dir(dir)?;
     let (mut last, mut mvcc) = match load_snapshot(&snapshot_path(old_snap), &snap)? {
         Some((meta, mvcc)) => (meta.last_log_id, mvcc),
         None => (None, Mvcc::new()),
