@@ -302,6 +302,19 @@ fn member_list(url: &str) -> Vec<Listed> {
         .collect()
 }
 
+/// Waits until every member's own view lists every member started (with its name), as
+/// etcd's reconfiguration checks count only started members — a member serves before the
+/// others have applied its publish.
+async fn until_all_started(c: &Cluster) {
+    let until = Instant::now() + Duration::from_secs(15);
+    for p in &c.procs {
+        while member_list(&p.client).iter().any(|m| m.name.is_empty()) {
+            assert!(Instant::now() < until, "a member never published itself");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_are_added_and_removed_with_etcdctl() {
     if !support::etcdctl::available() {
@@ -456,6 +469,7 @@ async fn a_removal_the_cluster_could_not_survive_is_refused() {
     let id = |s: StatusResponse| format!("{:x}", s.header.unwrap().member_id);
     let running = id(until_serving(&c, 1).await.status(None, dl()).await.unwrap());
     let down = id(until_serving(&c, 2).await.status(None, dl()).await.unwrap());
+    until_all_started(&c).await;
     c.kill(2);
     // The leader marks member 2 down at its first heartbeat that fails (every 50 ms here);
     // nothing outside shows that moment, so give it six heartbeats.
@@ -482,6 +496,7 @@ async fn a_member_removed_while_down_stops_when_it_comes_back() {
     let first = until_serving(&c, 0).await;
     let status = until_serving(&c, 2).await.status(None, dl()).await.unwrap();
     let gone = format!("{:x}", status.header.unwrap().member_id);
+    until_all_started(&c).await;
     c.kill(2);
     let (ok, out) =
         support::etcdctl::etcdctl(&c.procs[0].client, &["member", "remove", &gone], None);
