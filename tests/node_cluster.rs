@@ -279,6 +279,7 @@ async fn a_cluster_of_processes_survives_sigkill_of_its_leader_and_of_everyone()
 #[derive(Debug)]
 struct Listed {
     name: String,
+    peer_urls: String,
     client_urls: String,
     learner: bool,
 }
@@ -295,6 +296,7 @@ fn member_list(url: &str) -> Vec<Listed> {
             assert_eq!(fields.len(), 6, "{l}");
             Listed {
                 name: fields[2].to_string(),
+                peer_urls: fields[3].to_string(),
                 client_urls: fields[4].to_string(),
                 learner: fields[5] == "true",
             }
@@ -421,8 +423,10 @@ async fn members_are_added_and_removed_with_etcdctl() {
     assert!(ok, "member remove: {out}");
     assert!(out.contains("removed from cluster"), "{out}");
     assert_eq!(member_list(&c.procs[0].client).len(), 1);
-    // As etcd's, the removed member stops by itself, with a failure status.
-    stops_with_failure(c.procs[1].child.take().expect("running")).await;
+    // As etcd's, the removed member stops by itself, with status 0 (etcd exits 0 once its
+    // server stops, whatever stopped it).
+    let status = stops_by_itself(c.procs[1].child.take().expect("running")).await;
+    assert!(status.success(), "{status}");
     put_until_acked(&*first, "/k/after".into()).await;
     assert_eq!(count(&*first, "/k/", false).await, 52);
 
@@ -438,13 +442,13 @@ async fn members_are_added_and_removed_with_etcdctl() {
     assert!(!ok && out.contains("Peer URLs already exists"), "{out}");
 }
 
-/// Waits (at most 15 s) for a member's process to stop by itself, with a failure status;
+/// Waits (at most 15 s) for a member's process to stop by itself and gives its exit status;
 /// kills it by its pid and fails if it does not.
-async fn stops_with_failure(mut child: Child) {
+async fn stops_by_itself(mut child: Child) -> std::process::ExitStatus {
     let until = Instant::now() + Duration::from_secs(15);
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().unwrap() {
-            break status;
+            return status;
         }
         if Instant::now() > until {
             let _ = child.kill();
@@ -452,8 +456,7 @@ async fn stops_with_failure(mut child: Child) {
             panic!("the member still runs");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(!status.success());
+    }
 }
 
 /// etcd's `--strict-reconfig-check` (on by default): with one member of three down,
@@ -503,9 +506,95 @@ async fn a_member_removed_while_down_stops_when_it_comes_back() {
     assert!(ok, "member remove: {out}");
     // Back with its old log, it asks for votes; its former peers answer that it was removed.
     c.start(2);
-    stops_with_failure(c.procs[2].child.take().expect("running")).await;
+    let status = stops_by_itself(c.procs[2].child.take().expect("running")).await;
+    assert!(status.success(), "{status}");
     put_until_acked(&*first, "/k/after".into()).await;
     assert_eq!(member_list(&c.procs[0].client).len(), 2);
+}
+
+/// etcd's way to move a member to new peer URLs: `etcdctl member update`, then the member
+/// restarted on them; the others replicate to it at the new URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_update_moves_a_member_to_new_peer_urls() {
+    if !support::etcdctl::available() {
+        return;
+    }
+    let mut c = Cluster::new(3);
+    let first = until_serving(&c, 0).await;
+    until_all_started(&c).await;
+    // A follower moves: the others reach a leader at its peer URL (forwarded calls), so
+    // a leader on a URL it does not listen on yet would leave them unable to forward.
+    let mut moving = None;
+    for i in 1..3 {
+        let header = until_serving(&c, i).await.status(None, dl()).await.unwrap();
+        let (id, leader) = (header.header.unwrap().member_id, header.leader);
+        if id != leader {
+            moving = Some((i, format!("{id:x}")));
+        }
+    }
+    let (m, moved) = moving.expect("a follower among two members");
+    let name = c.procs[m].name.clone();
+    let update = |urls: &str| {
+        support::etcdctl::etcdctl(
+            &c.procs[0].client,
+            &["member", "update", &moved, "--peer-urls", urls],
+            None,
+        )
+    };
+    let (ok, out) = update(&c.procs[3 - m].peer);
+    assert!(!ok && out.contains("Peer URLs already exists"), "{out}");
+    let new_peer = format!("http://127.0.0.1:{}", free_port());
+    let (ok, out) = update(&new_peer);
+    assert!(
+        ok && out.contains(&format!("Member {moved:>16} updated in cluster")),
+        "{out}"
+    );
+    let (ok, out) = support::etcdctl::etcdctl(
+        &c.procs[0].client,
+        &[
+            "member",
+            "update",
+            "1234",
+            "--peer-urls",
+            "http://127.0.0.1:1",
+        ],
+        None,
+    );
+    assert!(!ok && out.contains("member not found"), "{out}");
+    // The others list it at the new URL (the moved member itself may not hear of the
+    // change: nothing reaches it at the new URL until it is restarted there).
+    let until = Instant::now() + Duration::from_secs(15);
+    for p in [&c.procs[0], &c.procs[3 - m]] {
+        while !member_list(&p.client)
+            .iter()
+            .any(|l| l.name == name && l.peer_urls == new_peer)
+        {
+            assert!(
+                Instant::now() < until,
+                "{} never listed the new URL",
+                p.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    c.kill(m);
+    for i in 0..10 {
+        put_until_acked(&*first, format!("/k/{i}")).await;
+    }
+    c.initial = c.initial.replace(&c.procs[m].peer, &new_peer);
+    c.procs[m].peer = new_peer;
+    c.start(m);
+    let moved = until_serving(&c, m).await;
+    while count(&*moved, "/k/", true).await != 10 {
+        assert!(Instant::now() < until, "the moved member never caught up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listed = member_list(&c.procs[m].client);
+    assert!(
+        listed.iter().any(|l| l.peer_urls == c.procs[m].peer),
+        "{listed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -638,7 +727,8 @@ async fn a_backup_saved_with_etcdctl_starts_a_new_cluster() {
     bytes[middle] ^= 0x40;
     std::fs::write(&damaged, bytes).unwrap();
     let mut refused = Cluster::with_flags(1, &["--restore-snapshot", damaged.to_str().unwrap()]);
-    stops_with_failure(refused.procs[0].child.take().unwrap()).await;
+    let status = stops_by_itself(refused.procs[0].child.take().unwrap()).await;
+    assert!(!status.success(), "{status}");
     let left = std::fs::read_dir(refused.dir.path().join("n0")).map_or(0, |d| d.count());
     assert_eq!(left, 0, "a failed restore left files in the data dir");
 

@@ -200,13 +200,15 @@ fn main() -> ExitCode {
             _ = member.removed() => true,
         };
         if removed {
-            // As etcd: a removed member stops (and must not be restarted on its data dir).
+            // As etcd: a removed member stops (and must not be restarted on its data dir),
+            // with status 0 — etcd exits 0 once its server stops, whatever stopped it.
             line(
                 3,
                 "the member has been permanently removed from the cluster",
             );
+            line(2, "the data-dir used by this member must be removed");
             node.stop().await;
-            return ExitCode::FAILURE;
+            return ExitCode::SUCCESS;
         }
         line(1, "stopping");
         node.stop().await;

@@ -38,7 +38,8 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(7);
 #[derive(Clone)]
 pub struct PeerNetwork {
     addrs: Arc<BTreeMap<NodeId, String>>,
-    channels: Arc<Mutex<HashMap<NodeId, Channel>>>,
+    /// A channel to each peer, with the address it was made for.
+    channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
     /// The member's Raft, for the addresses of members added after the start.
     raft: Arc<OnceLock<super::raft::Raft>>,
     /// The member itself, told when a peer answers that the cluster removed it.
@@ -81,8 +82,9 @@ impl PeerNetwork {
 
     fn channel(&self, id: NodeId, addr: &str) -> std::result::Result<Channel, Status> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = channels.get(&id) {
-            return Ok(c.clone());
+        match channels.get(&id) {
+            Some((a, c)) if a == addr => return Ok(c.clone()),
+            _ => {}
         }
         let bad =
             |e: &dyn std::fmt::Display| Status::invalid_argument(format!("peer URL {addr:?}: {e}"));
@@ -100,7 +102,7 @@ impl PeerNetwork {
                 tls,
                 timeout: Duration::from_millis(500),
             });
-        channels.insert(id, channel.clone());
+        channels.insert(id, (addr.to_string(), channel.clone()));
         Ok(channel)
     }
 
@@ -129,16 +131,16 @@ impl PeerNetwork {
         Ok(resp.into_inner().data)
     }
 
+    /// Member `id`'s peer URL: the membership's (members added or updated after the start),
+    /// else the one it was started with.
     fn addr(&self, id: NodeId) -> Result<String> {
-        if let Some(a) = self.addrs.get(&id) {
-            return Ok(a.clone());
-        }
         self.raft
             .get()
             .and_then(|r| {
                 let m = r.metrics().borrow().membership_config.clone();
                 m.membership().get_node(&id).map(|n| n.addr.clone())
             })
+            .or_else(|| self.addrs.get(&id).cloned())
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::Unavailable,

@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{deadline, status, unimplemented, Api, Need};
+use super::{deadline, status, Api, Need};
 use crate::api::Etcd;
 use crate::node::raft::MemberChange;
 use crate::pb::etcdserverpb::cluster_server::Cluster;
@@ -70,9 +70,19 @@ impl Cluster for Api {
     }
     async fn member_update(
         &self,
-        _r: Request<MemberUpdateRequest>,
+        r: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(unimplemented("member update"))
+        self.allow_request(&r, &[Need::Admin]).await?;
+        let r = r.into_inner();
+        let change = MemberChange::Update {
+            id: r.id,
+            peer_urls: r.peer_ur_ls,
+        };
+        let members = self.change_members(change).await?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: self.cluster_header().await?,
+            members,
+        }))
     }
     async fn member_list(
         &self,

@@ -305,7 +305,9 @@ fn http_routes(member: Arc<Member>) -> axum::Router {
         )
         .route(
             "/health",
-            axum::routing::get(move || health(health_member.clone())),
+            axum::routing::get(move |axum::extract::RawQuery(query)| {
+                health(health_member.clone(), query)
+            }),
         )
         .route(
             "/metrics",
@@ -404,20 +406,38 @@ where
         })
 }
 
-/// etcd's `/health`: true when the member has a leader and a linearizable read through it
-/// succeeds within a second; 503 and false otherwise.
-async fn health(member: Arc<Member>) -> impl axum::response::IntoResponse {
+/// etcd's `/health`: true when no alarm is raised (but those named by `?exclude=NOSPACE`
+/// or `CORRUPT`), the member has a leader and a linearizable read through it succeeds
+/// within a second; 503 and false otherwise.
+async fn health(member: Arc<Member>, query: Option<String>) -> impl axum::response::IntoResponse {
+    use crate::pb::etcdserverpb::AlarmType;
     use axum::http::StatusCode;
-    let read = member.range(
-        RangeRequest {
-            key: b"health".to_vec(),
-            ..Default::default()
-        },
-        deadline_in(Duration::from_secs(1)),
-    );
-    let (code, body) = match (member.leader(), read.await) {
-        (Some(_), Ok(_)) => (StatusCode::OK, r#"{"health":"true"}"#),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, r#"{"health":"false"}"#),
+    let query = query.unwrap_or_default();
+    let excluded: Vec<&str> = query
+        .split('&')
+        .filter_map(|p| p.strip_prefix("exclude="))
+        .collect();
+    let alarmed = member
+        .raised_alarms()
+        .await
+        .into_iter()
+        .any(|a| AlarmType::try_from(a).map_or(true, |a| !excluded.contains(&a.as_str_name())));
+    let healthy = !alarmed
+        && member.leader().is_some()
+        && member
+            .range(
+                RangeRequest {
+                    key: b"health".to_vec(),
+                    ..Default::default()
+                },
+                deadline_in(Duration::from_secs(1)),
+            )
+            .await
+            .is_ok();
+    let (code, body) = if healthy {
+        (StatusCode::OK, r#"{"health":"true"}"#)
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, r#"{"health":"false"}"#)
     };
     (
         code,

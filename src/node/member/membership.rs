@@ -31,7 +31,8 @@ pub fn member_id(peer_urls: &[String], token: &str) -> NodeId {
 }
 
 impl Member {
-    /// etcd's MemberAdd / MemberRemove / MemberPromote, carried out by the leader (forwarded
+    /// etcd's MemberAdd / MemberRemove / MemberPromote / MemberUpdate, carried out by the
+    /// leader (forwarded
     /// there from a follower); the member list after the change.
     pub async fn change_members(
         &self,
@@ -221,6 +222,29 @@ impl Member {
                 "etcdserver: can only promote a learner member",
             )),
             MemberChange::Removed(_) => Ok(()),
+            MemberChange::Update { id, .. } if !known(id) => Err(not_found()),
+            MemberChange::Update { id, peer_urls } => {
+                let Some(first) = peer_urls.first() else {
+                    return Err(Error::invalid("a member needs at least one peer URL"));
+                };
+                if membership
+                    .nodes()
+                    .any(|(n, node)| *n != id && peer_urls.contains(&node.addr))
+                {
+                    return Err(Error::new(
+                        ErrorKind::FailedPrecondition,
+                        "etcdserver: Peer URLs already exists",
+                    ));
+                }
+                let node = BasicNode {
+                    addr: first.clone(),
+                };
+                self.raft
+                    .change_membership(ChangeMembers::SetNodes([(id, node)].into()), false)
+                    .await
+                    .map(drop)
+                    .map_err(change_error)
+            }
             MemberChange::Promote(id) => self
                 .raft
                 .change_membership(ChangeMembers::AddVoterIds([id].into()), false)

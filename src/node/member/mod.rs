@@ -478,6 +478,12 @@ impl Member {
         })
     }
 
+    /// The types of the alarms raised in the cluster, as this member has applied them.
+    pub async fn raised_alarms(&self) -> Vec<i32> {
+        let state = self.sm.state.read().await;
+        state.mvcc.alarms().iter().map(|&(_, a)| a).collect()
+    }
+
     /// etcd's Alarm: list, raise or disarm.
     pub async fn alarm(&self, req: AlarmRequest, deadline: Deadline) -> Result<AlarmResponse> {
         use alarm_request::AlarmAction;

@@ -73,7 +73,8 @@ pub enum Command {
     Promote,
 }
 
-/// A change of the cluster's members (etcd's MemberAdd / MemberRemove / MemberPromote).
+/// A change of the cluster's members (etcd's MemberAdd / MemberRemove / MemberPromote /
+/// MemberUpdate).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum MemberChange {
     Add {
@@ -84,6 +85,11 @@ pub enum MemberChange {
     Promote(NodeId),
     /// The leader telling a member it removed that it is out (etcd's removed member stops).
     Removed(NodeId),
+    /// New peer URLs for a member (etcd's MemberUpdate); its id stays.
+    Update {
+        id: NodeId,
+        peer_urls: Vec<String>,
+    },
 }
 
 /// What applying a command answered: etcd's response encoded, or its error.
