@@ -261,7 +261,8 @@ fn etcds_snapshot_file_is_read_and_written_as_etcd_reads_and_writes_it() {
 /// The node's backup (`etcdctl snapshot save` against a member) is etcd's file: `etcdctl
 /// snapshot status` reads it, `etcdctl snapshot restore` makes a data dir real etcd starts
 /// from with the same keys, revisions, versions, compaction, lease, user and role — and
-/// the same `endpoint hashkv`; a new node starts from it the same way.
+/// the same `endpoint hashkv`; a new node starts from it the same way, from the file or
+/// from the data dir `etcdctl snapshot restore` made.
 #[test]
 fn a_node_backup_is_etcds_file_and_etcd_starts_from_it() {
     if support::etcd::etcd_binary().is_none() {
@@ -296,4 +297,35 @@ fn a_node_backup_is_etcds_file_and_etcd_starts_from_it() {
     let copy = NodeProcess::restored(&saved);
     same_data(&copy.url, &node.url, &lease);
     assert_eq!(hash_kv(&copy.url), hash_kv(&node.url));
+
+    // etcd's disaster recovery as its documentation writes it — `etcdctl snapshot restore`
+    // into a data dir, then the member started on that dir — with the node as the member.
+    let dir = tempfile::tempdir().unwrap();
+    let ports = support::process::node_ports();
+    let cluster = format!("restored={}", ports.1);
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["snapshot", "restore"])
+        .arg(&saved)
+        .args(["--name", "restored", "--initial-cluster", &cluster])
+        .args(["--initial-advertise-peer-urls", &ports.1])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let started = NodeProcess::start_in(
+        dir,
+        ports,
+        None,
+        &["--name", "restored", "--initial-cluster", &cluster],
+    );
+    same_data(&started.url, &node.url, &lease);
+    assert_eq!(hash_kv(&started.url), hash_kv(&node.url));
+    let put: serde_json::Value = serde_json::from_str(&ok(ctl(
+        &started.url,
+        &["put", "/after", "node", "-w", "json"],
+    )))
+    .unwrap();
+    assert_eq!(put["header"]["revision"].as_i64(), Some(revision + 1));
 }

@@ -189,6 +189,9 @@ fn scenario(base: &str) -> Vec<(String, Value)> {
     });
     s.record("txn success", "/v3/kv/txn", &txn.to_string(), None);
     s.record("txn failure", "/v3/kv/txn", &txn.to_string(), None);
+    // An operation with no request (a field grpc-gateway does not know): etcd's "empty op".
+    let empty_op = json!({"success": [{"Request": {"RequestPut": {"key": config}}}]});
+    s.record("txn empty op", "/v3/kv/txn", &empty_op.to_string(), None);
     s.record(
         "delete prefix",
         "/v3/kv/deleterange",

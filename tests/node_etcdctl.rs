@@ -121,6 +121,56 @@ async fn etcdctl_works_against_a_member() {
     assert!(value("etcd_disk_wal_fsync_duration_seconds_count") >= 10.0);
     assert!(value("etcd_mvcc_db_total_size_in_bytes") > 0.0);
     assert!(value("process_resident_memory_bytes") > 0.0);
+    assert!(
+        body.contains(r#"etcd_cluster_version{cluster_version="3.4"} 1"#),
+        "{body}"
+    );
+    // etcd's operation counters and go-grpc-prometheus' call counters move as etcd's do:
+    // a put, a delete of one key, a watch that etcdctl leaves by going away (Canceled).
+    let ok_calls = |m: &str| {
+        format!(
+            r#"grpc_server_handled_total{{grpc_code="OK",grpc_method="{m}",grpc_service="etcdserverpb.KV",grpc_type="unary"}}"#
+        )
+    };
+    let watch_canceled = r#"grpc_server_handled_total{grpc_code="Canceled",grpc_method="Watch",grpc_service="etcdserverpb.Watch",grpc_type="bidi_stream"}"#;
+    let counts = || {
+        let (_, body) = http_get(&bare, "/metrics");
+        let value = |name: &str| -> u64 {
+            body.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
+        };
+        [
+            value("etcd_mvcc_put_total"),
+            value("etcd_mvcc_delete_total"),
+            value("etcd_debugging_mvcc_keys_total"),
+            value(&ok_calls("Put")),
+            value(&ok_calls("DeleteRange")),
+            value(watch_canceled),
+        ]
+    };
+    let before = counts();
+    ok(&["put", "/counted", "v"]);
+    ok(&["put", "/counted/gone", "v"]);
+    ok(&["del", "/counted/gone"]);
+    let watch = support::etcdctl::Background::start(&url, &["watch", "/counted"]);
+    ok(&["put", "/counted", "w"]);
+    while watch.lines(1) != ["PUT"] {}
+    drop(watch);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let after = loop {
+        let after = counts();
+        if after[5] > before[5] || std::time::Instant::now() > until {
+            break after;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let moved: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        moved,
+        [3, 1, 1, 3, 1, 1],
+        "put, delete, live keys, Put OK, DeleteRange OK, Watch Canceled"
+    );
     assert_eq!(ok(&["alarm", "list"]), "");
     // The last member cannot be removed.
     let (fine, out) = run(&["member", "remove", "1"]);

@@ -35,7 +35,8 @@ https:// client or peer URLs speak TLS with the certificate of --cert-file/--key
 requires client certificates signed by --trusted-ca-file; --auto-tls makes a self-signed
 certificate in the data dir. Users, roles and `etcdctl auth enable` work as in etcd, with
 simple tokens; with --client-cert-auth a request without a token is the certificate's
-common name. --restore-snapshot is ignored when the data dir holds data already.
+common name. --restore-snapshot is ignored when the data dir holds data already. A data dir
+that `etcdctl snapshot restore` made (etcd's member/snap/db) starts from that database.
 --unsafe-no-fsync (etcd's, for tests): a power loss loses acknowledged writes.
 etcd flags the node does not support are refused with the reason, unless given etcd's
 default (--enable-v2=false, --proxy=off, ...). Each flag may also come from its etcd

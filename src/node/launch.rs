@@ -326,6 +326,22 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", opts.name)));
 
     let empty = std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none());
+    // A data dir as `etcdctl snapshot restore` makes it (or etcd 3.4 leaves it): etcd's
+    // database at member/snap/db and nothing of the node's yet. The member starts from that
+    // database with the members of --initial-cluster (those the restore wrote into etcd's
+    // WAL, as etcd then reads them); etcd's files stay where they are.
+    let etcd_db = dir.join("member").join("snap").join("db");
+    let etcd_only = etcd_db.is_file()
+        && std::fs::read_dir(&dir).is_ok_and(|d| d.flatten().all(|e| e.file_name() == "member"));
+    if etcd_only {
+        super::raft::restore(&etcd_db, &dir, ids.clone(), None)?;
+        crate::observe::log(crate::observe::Level::Info, || {
+            format!(
+                "started from etcd's data dir {}: the store of member/snap/db, the members of --initial-cluster",
+                dir.display()
+            )
+        });
+    }
     match (&opts.restore_snapshot, &opts.mirror_from) {
         (Some(backup), mirror) if empty => {
             if let Some(source) = mirror {

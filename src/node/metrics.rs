@@ -63,6 +63,9 @@ pub struct Reading<'a> {
     pub db_size: u64,
     pub quota: u64,
     pub wal_fsync: &'a Histogram,
+    pub ops: &'a super::mvcc::OpCounters,
+    pub live_keys: usize,
+    pub grpc: &'a GrpcCounters,
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
@@ -133,6 +136,47 @@ pub fn render(s: &Reading) -> String {
         "# HELP etcd_server_version Which version is running. 1 for 'server_version' label with current version.\n# TYPE etcd_server_version gauge\netcd_server_version{{server_version=\"{}\"}} 1",
         super::ETCD_VERSION
     );
+    let _ = writeln!(
+        out,
+        "# HELP etcd_cluster_version Which version is running. 1 for 'cluster_version' label with current cluster version\n# TYPE etcd_cluster_version gauge\netcd_cluster_version{{cluster_version=\"{}\"}} 1",
+        // etcd's label is major.minor (3.4), where /version says 3.4.0.
+        super::ETCD_CLUSTER_VERSION
+            .rsplit_once('.')
+            .map_or(super::ETCD_CLUSTER_VERSION, |(minor, _)| minor)
+    );
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    for (name, help, value) in [
+        (
+            "etcd_mvcc_range_total",
+            "Total number of ranges seen by this member.",
+            load(&s.ops.ranges),
+        ),
+        (
+            "etcd_mvcc_put_total",
+            "Total number of puts seen by this member.",
+            load(&s.ops.puts),
+        ),
+        (
+            "etcd_mvcc_delete_total",
+            "Total number of deletes seen by this member.",
+            load(&s.ops.deletes),
+        ),
+        (
+            "etcd_mvcc_txn_total",
+            "Total number of txns seen by this member.",
+            load(&s.ops.txns),
+        ),
+    ] {
+        metric(&mut out, name, "counter", help, value);
+    }
+    metric(
+        &mut out,
+        "etcd_debugging_mvcc_keys_total",
+        "gauge",
+        "Total number of keys.",
+        s.live_keys,
+    );
+    s.grpc.render(&mut out);
     process(&mut out);
     out
 }
@@ -165,6 +209,229 @@ fn process(out: &mut String) {
             "Resident memory size in bytes.",
             kb * 1024,
         );
+    }
+}
+
+/// The methods of etcd's gRPC API the member serves: (service, method, go-grpc-prometheus'
+/// type).
+const GRPC_METHODS: &[(&str, &str, &str)] = &[
+    ("etcdserverpb.KV", "Range", "unary"),
+    ("etcdserverpb.KV", "Put", "unary"),
+    ("etcdserverpb.KV", "DeleteRange", "unary"),
+    ("etcdserverpb.KV", "Txn", "unary"),
+    ("etcdserverpb.KV", "Compact", "unary"),
+    ("etcdserverpb.Watch", "Watch", "bidi_stream"),
+    ("etcdserverpb.Lease", "LeaseGrant", "unary"),
+    ("etcdserverpb.Lease", "LeaseRevoke", "unary"),
+    ("etcdserverpb.Lease", "LeaseKeepAlive", "bidi_stream"),
+    ("etcdserverpb.Lease", "LeaseTimeToLive", "unary"),
+    ("etcdserverpb.Lease", "LeaseLeases", "unary"),
+    ("etcdserverpb.Cluster", "MemberAdd", "unary"),
+    ("etcdserverpb.Cluster", "MemberRemove", "unary"),
+    ("etcdserverpb.Cluster", "MemberUpdate", "unary"),
+    ("etcdserverpb.Cluster", "MemberList", "unary"),
+    ("etcdserverpb.Cluster", "MemberPromote", "unary"),
+    ("etcdserverpb.Maintenance", "Alarm", "unary"),
+    ("etcdserverpb.Maintenance", "Status", "unary"),
+    ("etcdserverpb.Maintenance", "Defragment", "unary"),
+    ("etcdserverpb.Maintenance", "Hash", "unary"),
+    ("etcdserverpb.Maintenance", "HashKV", "unary"),
+    ("etcdserverpb.Maintenance", "Snapshot", "server_stream"),
+    ("etcdserverpb.Maintenance", "MoveLeader", "unary"),
+    ("etcdserverpb.Auth", "AuthEnable", "unary"),
+    ("etcdserverpb.Auth", "AuthDisable", "unary"),
+    ("etcdserverpb.Auth", "Authenticate", "unary"),
+    ("etcdserverpb.Auth", "UserAdd", "unary"),
+    ("etcdserverpb.Auth", "UserGet", "unary"),
+    ("etcdserverpb.Auth", "UserList", "unary"),
+    ("etcdserverpb.Auth", "UserDelete", "unary"),
+    ("etcdserverpb.Auth", "UserChangePassword", "unary"),
+    ("etcdserverpb.Auth", "UserGrantRole", "unary"),
+    ("etcdserverpb.Auth", "UserRevokeRole", "unary"),
+    ("etcdserverpb.Auth", "RoleAdd", "unary"),
+    ("etcdserverpb.Auth", "RoleGet", "unary"),
+    ("etcdserverpb.Auth", "RoleList", "unary"),
+    ("etcdserverpb.Auth", "RoleDelete", "unary"),
+    ("etcdserverpb.Auth", "RoleGrantPermission", "unary"),
+    ("etcdserverpb.Auth", "RoleRevokePermission", "unary"),
+    ("v3lockpb.Lock", "Lock", "unary"),
+    ("v3lockpb.Lock", "Unlock", "unary"),
+    ("v3electionpb.Election", "Campaign", "unary"),
+    ("v3electionpb.Election", "Proclaim", "unary"),
+    ("v3electionpb.Election", "Leader", "unary"),
+    ("v3electionpb.Election", "Observe", "server_stream"),
+    ("v3electionpb.Election", "Resign", "unary"),
+];
+
+/// gRPC's status codes by number, as Go names them.
+const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+const CANCELED: usize = 1;
+const UNKNOWN: usize = 2;
+
+/// go-grpc-prometheus' `grpc_server_started_total` and `grpc_server_handled_total` (by
+/// status code), as etcd serves them, for every call on the gRPC API: a stream counts as
+/// handled when it ends — with its status, or Canceled when the client went first.
+pub struct GrpcCounters {
+    index: std::collections::HashMap<String, usize>,
+    started: Vec<AtomicU64>,
+    handled: Vec<[AtomicU64; GRPC_CODES.len()]>,
+}
+
+impl Default for GrpcCounters {
+    fn default() -> Self {
+        GrpcCounters {
+            index: GRPC_METHODS
+                .iter()
+                .enumerate()
+                .map(|(i, (service, method, _))| (format!("/{service}/{method}"), i))
+                .collect(),
+            started: GRPC_METHODS.iter().map(|_| AtomicU64::new(0)).collect(),
+            handled: GRPC_METHODS.iter().map(|_| Default::default()).collect(),
+        }
+    }
+}
+
+impl GrpcCounters {
+    /// Counts the call `req` (if it is one of the API's) and, through its response's body,
+    /// how it ends. An axum middleware.
+    pub async fn observe(
+        self: std::sync::Arc<Self>,
+        req: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
+        let Some(&method) = self.index.get(req.uri().path()) else {
+            return next.run(req).await;
+        };
+        self.started[method].fetch_add(1, Ordering::Relaxed);
+        let resp = next.run(req).await;
+        // A call refused at once has its status in the headers (gRPC's trailers-only).
+        if let Some(code) = grpc_status(resp.headers()) {
+            self.handled[method][code].fetch_add(1, Ordering::Relaxed);
+            return resp;
+        }
+        resp.map(|inner| {
+            axum::body::Body::new(CountedBody {
+                inner,
+                counters: self,
+                method,
+                ended: false,
+            })
+        })
+    }
+
+    fn render(&self, out: &mut String) {
+        let labels = |i: usize| {
+            let (service, method, kind) = GRPC_METHODS[i];
+            format!("grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{kind}\"")
+        };
+        let _ = writeln!(out, "# HELP grpc_server_handled_total Total number of RPCs completed on the server, regardless of success or failure.\n# TYPE grpc_server_handled_total counter");
+        for (i, codes) in self.handled.iter().enumerate() {
+            for (code, n) in codes.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "grpc_server_handled_total{{grpc_code=\"{}\",{}}} {}",
+                    GRPC_CODES[code],
+                    labels(i),
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP grpc_server_started_total Total number of RPCs started on the server.\n# TYPE grpc_server_started_total counter");
+        for (i, n) in self.started.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "grpc_server_started_total{{{}}} {}",
+                labels(i),
+                n.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+/// The `grpc-status` of headers or trailers, as an index into `GRPC_CODES`.
+fn grpc_status(headers: &http::HeaderMap) -> Option<usize> {
+    let code = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse::<usize>()
+        .ok()?;
+    Some(if code < GRPC_CODES.len() {
+        code
+    } else {
+        UNKNOWN
+    })
+}
+
+/// A response body that counts its call as handled when its trailers pass, or as Canceled
+/// when it is dropped before (the client reset the stream or went away).
+struct CountedBody {
+    inner: axum::body::Body,
+    counters: std::sync::Arc<GrpcCounters>,
+    method: usize,
+    ended: bool,
+}
+
+impl CountedBody {
+    fn end(&mut self, code: usize) {
+        if !std::mem::replace(&mut self.ended, true) {
+            self.counters.handled[self.method][code].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl http_body::Body for CountedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
+                    self.end(code);
+                }
+            }
+            std::task::Poll::Ready(None) => self.end(UNKNOWN),
+            std::task::Poll::Ready(Some(Err(_))) => self.end(CANCELED),
+            std::task::Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for CountedBody {
+    fn drop(&mut self) {
+        self.end(CANCELED);
     }
 }
 

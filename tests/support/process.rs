@@ -55,8 +55,16 @@ impl NodeProcess {
 
     /// `start`, with more flags.
     pub fn start_with(snapshot: Option<&std::path::Path>, extra: &[&str]) -> NodeProcess {
-        let dir = tempfile::tempdir().unwrap();
-        let ports = node_ports();
+        NodeProcess::start_in(tempfile::tempdir().unwrap(), node_ports(), snapshot, extra)
+    }
+
+    /// A node on `ports` whose data dir is `data` in `dir` (which may hold data already).
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        ports: (String, String),
+        snapshot: Option<&std::path::Path>,
+        extra: &[&str],
+    ) -> NodeProcess {
         let child = NodeProcess::command(&dir.path().join("data"), snapshot, &ports)
             .args(extra)
             .stdout(std::process::Stdio::null())

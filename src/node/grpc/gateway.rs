@@ -279,7 +279,10 @@ macro_rules! server_stream {
 }
 
 /// The gateway's routes for `api`, with bodies up to `max_request` bytes of message.
-pub(super) fn routes(api: Api, max_request: usize) -> axum::Router {
+/// `max_streams`: `--max-concurrent-streams`. etcd's gateway is one gRPC client of its
+/// server, so its calls in progress (a watch or a keep-alive until it ends) share that
+/// limit, and a call beyond it waits for one to end; here they hold one of as many permits.
+pub(super) fn routes(api: Api, max_request: usize, max_streams: u32) -> axum::Router {
     // A message's bytes travel as base64 (4/3), with JSON around them.
     let limit = Limit(max_request * 2 + 64 * 1024);
     let watch = {
@@ -417,5 +420,54 @@ pub(super) fn routes(api: Api, max_request: usize) -> axum::Router {
             router = router.route(&format!("/{prefix}/{path}"), route.clone());
         }
     }
-    router
+    if max_streams == u32::MAX {
+        return router;
+    }
+    let streams = std::sync::Arc::new(tokio::sync::Semaphore::new(
+        (max_streams as usize).min(tokio::sync::Semaphore::MAX_PERMITS),
+    ));
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let streams = streams.clone();
+            async move {
+                let Ok(permit) = streams.acquire_owned().await else {
+                    return axum::response::IntoResponse::into_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                    );
+                };
+                next.run(req).await.map(|inner| {
+                    axum::body::Body::new(Holding {
+                        inner,
+                        _permit: permit,
+                    })
+                })
+            }
+        },
+    ))
+}
+
+/// A response body that holds a permit until it is dropped.
+struct Holding {
+    inner: axum::body::Body,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl http_body::Body for Holding {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

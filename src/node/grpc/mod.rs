@@ -312,14 +312,14 @@ fn http_routes(member: Arc<Member>) -> axum::Router {
         .route(
             "/metrics",
             axum::routing::get(move || {
-                let text = member.metrics_text();
+                let member = member.clone();
                 async move {
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,
                             "text/plain; version=0.0.4; charset=utf-8",
                         )],
-                        text,
+                        member.metrics_text().await,
                     )
                 }
             }),
@@ -357,6 +357,7 @@ where
         http = http.merge(gateway::routes(
             api.clone(),
             member.limits.max_request_bytes,
+            settings.max_concurrent_streams,
         ));
     }
     let max = member.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
@@ -369,7 +370,13 @@ where
             .add_service(LockServer::new(api.clone()).max_decoding_message_size(max))
             .add_service(ElectionServer::new(api.clone()).max_decoding_message_size(max))
             .add_service(WatchServer::new(api).max_decoding_message_size(max));
-    let router = std::mem::take(routes.axum_router_mut()).merge(http);
+    let counters = member.grpc_counters.clone();
+    let router =
+        std::mem::take(routes.axum_router_mut())
+            .merge(http)
+            .layer(axum::middleware::from_fn(move |req, next| {
+                counters.clone().observe(req, next)
+            }));
     *routes.axum_router_mut() = router;
     let incoming =
         tokio_stream::StreamExt::map(incoming, |conn| conn.map(authority::Authority::new));

@@ -135,6 +135,8 @@ pub struct Member {
     /// For `/metrics`: the log's sync latencies, and the leader changes this member saw.
     sync_latency: Arc<super::metrics::Histogram>,
     leader_changes: Arc<std::sync::atomic::AtomicU64>,
+    /// For `/metrics`: the calls on the gRPC API (counted by the client servers).
+    pub grpc_counters: Arc<super::metrics::GrpcCounters>,
     pub auth_settings: crate::node::auth::AuthSettings,
     pub limits: crate::node::Limits,
     strict_reconfig: bool,
@@ -192,14 +194,19 @@ impl Member {
             // Another member may have done it first: that is the same membership.
             let _ = raft.initialize(members).await;
         }
-        // From the founding members: a member that joined later leaves itself out.
-        let cluster_id = config
-            .initial
-            .keys()
-            .filter(|id| !config.join || **id != config.id)
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, id| {
-                (h ^ id).wrapping_mul(0x100_0000_01b3)
-            });
+        // etcd's cluster id from the founding members (a member that joined later leaves
+        // itself out): the first 8 bytes of SHA-1 over their sorted ids, big-endian.
+        let cluster_id = {
+            use sha1::{Digest, Sha1};
+            let mut h = Sha1::new();
+            for id in config.initial.keys() {
+                if !config.join || *id != config.id {
+                    h.update(id.to_be_bytes());
+                }
+            }
+            let digest = h.finalize();
+            u64::from_be_bytes(digest[..8].try_into().unwrap_or_default())
+        };
         let metrics = raft.metrics();
         sm.hub
             .set_identity(cluster_id, config.id, move || metrics.borrow().current_term);
@@ -258,6 +265,7 @@ impl Member {
             removed,
             sync_latency,
             leader_changes,
+            grpc_counters: Arc::default(),
             auth_settings: config.auth,
             limits: config.limits,
             strict_reconfig: config.strict_reconfig,
@@ -297,9 +305,13 @@ impl Member {
     }
 
     /// `/metrics`: this member's state under etcd's metric names.
-    pub fn metrics_text(&self) -> String {
+    pub async fn metrics_text(&self) -> String {
         let m = self.raft.metrics().borrow().clone();
         let db_size = self.sm.size.load(Ordering::Relaxed);
+        let (ops, live_keys) = {
+            let state = self.sm.state.read().await;
+            (state.mvcc.counters.clone(), state.mvcc.live_keys())
+        };
         super::metrics::render(&super::metrics::Reading {
             id: self.id,
             has_leader: m.current_leader.is_some(),
@@ -309,6 +321,9 @@ impl Member {
             db_size,
             quota: self.quota_bytes,
             wal_fsync: &self.sync_latency,
+            ops: &ops,
+            live_keys,
+            grpc: &self.grpc_counters,
         })
     }
 

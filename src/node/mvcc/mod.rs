@@ -153,6 +153,18 @@ pub struct Mvcc {
     /// While the store mirrors an etcd cluster (`node::mirror`): its client URLs. Client
     /// writes are refused until a promote clears it.
     pub(crate) mirror: Option<String>,
+    /// The operations this member's store served, for `/metrics`; kept across snapshots.
+    pub(crate) counters: std::sync::Arc<OpCounters>,
+}
+
+/// etcd's `etcd_mvcc_{range,put,delete,txn}_total`: ranges, puts and deletes this member's
+/// store served (within transactions too), and the transactions of more than one of them.
+#[derive(Debug, Default)]
+pub struct OpCounters {
+    pub ranges: std::sync::atomic::AtomicU64,
+    pub puts: std::sync::atomic::AtomicU64,
+    pub deletes: std::sync::atomic::AtomicU64,
+    pub txns: std::sync::atomic::AtomicU64,
 }
 
 fn err(kind: ErrorKind, text: &str) -> Error {
@@ -206,6 +218,14 @@ impl Mvcc {
             compacted: -1,
             ..Self::default()
         }
+    }
+
+    /// How many keys are live (etcd's `etcd_debugging_mvcc_keys_total`).
+    pub fn live_keys(&self) -> usize {
+        self.keys
+            .values()
+            .filter(|v| v.last().is_some_and(|v| v.value.is_some()))
+            .count()
     }
 
     /// The revision of the last write.

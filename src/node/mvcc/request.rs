@@ -127,7 +127,8 @@ pub fn check_txn(t: &TxnRequest, max_ops: usize) -> Result<()> {
 }
 
 fn check_txn_ops(t: &TxnRequest, max_ops: usize) -> Result<()> {
-    if t.compare.len().max(t.success.len()).max(t.failure.len()) > max_ops {
+    let ops = t.compare.len().max(t.success.len()).max(t.failure.len());
+    if ops > max_ops {
         return Err(err(
             ErrorKind::TooManyOps,
             "etcdserver: too many operations in txn request",
@@ -141,8 +142,10 @@ fn check_txn_ops(t: &TxnRequest, max_ops: usize) -> Result<()> {
             Some(Request::RequestRange(r)) => check_range(r)?,
             Some(Request::RequestPut(p)) => check_put(p)?,
             Some(Request::RequestDeleteRange(d)) => check_delete(d)?,
-            Some(Request::RequestTxn(t)) => check_txn_ops(t, max_ops)?,
-            None => {}
+            // A nested transaction has what its parent left of the limit, as in etcd.
+            Some(Request::RequestTxn(t)) => check_txn_ops(t, max_ops - ops)?,
+            // An operation with no request (etcd's "empty op").
+            None => return Err(err(ErrorKind::NotFound, "etcdserver: key not found")),
         }
     }
     Ok(())
@@ -152,6 +155,7 @@ impl Mvcc {
     /// Reads keys (etcd's Range). The header carries only the revision.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
         check_range(req)?;
+        (self.counters.ranges).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.range_at(req, self.rev)
     }
 

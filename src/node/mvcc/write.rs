@@ -2,6 +2,7 @@
 //! whole when the request fails half-way.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 
 use super::{
     cost, err, header, lease_not_found, LeaseEntry, Mvcc, Revision, Value, Version, MAX_LEASE_TTL,
@@ -28,6 +29,8 @@ pub(super) struct Write<'a> {
     sub: i64,
     events: Vec<Event>,
     undo: Vec<Undo>,
+    /// Ranges, puts and deletes done, counted once the write commits.
+    ops: [u64; 3],
 }
 
 impl Drop for Write<'_> {
@@ -79,6 +82,7 @@ impl Write<'_> {
     }
 
     pub(super) fn put(&mut self, req: PutRequest) -> Result<PutResponse> {
+        self.ops[1] += 1;
         let prev = self.store.latest(&req.key)?;
         if (req.ignore_value || req.ignore_lease) && prev.is_none() {
             return Err(err(ErrorKind::NotFound, "etcdserver: key not found"));
@@ -144,6 +148,7 @@ impl Write<'_> {
     }
 
     pub(super) fn delete_range(&mut self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        self.ops[2] += 1;
         let doomed: Vec<KeyValue> = self
             .store
             .visible(&req.key, &req.range_end, self.read_rev())
@@ -189,6 +194,7 @@ impl Write<'_> {
         for op in ops {
             let response = match op.request {
                 Some(Request::RequestRange(r)) => {
+                    self.ops[0] += 1;
                     Response::ResponseRange(self.store.range_at(&r, self.read_rev())?)
                 }
                 Some(Request::RequestPut(p)) => Response::ResponsePut(self.put(p)?),
@@ -238,6 +244,14 @@ impl Write<'_> {
             }
         }
         self.undo.clear();
+        let c = &self.store.counters;
+        let [ranges, puts, deletes] = self.ops;
+        c.ranges.fetch_add(ranges, Ordering::Relaxed);
+        c.puts.fetch_add(puts, Ordering::Relaxed);
+        c.deletes.fetch_add(deletes, Ordering::Relaxed);
+        if ranges + puts + deletes > 1 {
+            c.txns.fetch_add(1, Ordering::Relaxed);
+        }
         std::mem::take(&mut self.events)
     }
 }
@@ -251,6 +265,7 @@ impl Mvcc {
             sub: 0,
             events: Vec::new(),
             undo: Vec::new(),
+            ops: [0; 3],
         }
     }
 

@@ -500,11 +500,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             Ok(mvcc)
         };
-        let mvcc = tokio::task::spawn_blocking(load)
+        let mut mvcc = tokio::task::spawn_blocking(load)
             .await
             .map_err(|e| StorageIOError::read_snapshot(signature.clone(), &e))?
             .map_err(|e| StorageIOError::read_snapshot(signature, &e))?;
         let mut state = self.state.write().await;
+        mvcc.counters = state.mvcc.counters.clone();
         *state = Applied {
             mvcc,
             last_applied: meta.last_log_id,
