@@ -322,6 +322,13 @@ pub struct ServerTls {
     pub client_cert_auth: bool,
     /// A self-signed certificate made at start (kept in the data dir) when no files given.
     pub auto_tls: bool,
+    /// A certificate revocation list (PEM or DER): a client certificate it revokes is
+    /// refused (etcd's `--client-crl-file`, `--peer-crl-file`).
+    pub crl_file: Option<PathBuf>,
+    /// Only client certificates with this subject common name (`--peer-cert-allowed-cn`).
+    pub allowed_cn: Option<String>,
+    /// Only client certificates valid for this host name (`--*-cert-allowed-hostname`).
+    pub allowed_hostname: Option<String>,
 }
 
 impl ServerTls {
@@ -362,11 +369,28 @@ impl ServerTls {
                 ))
             })?;
             let roots = Pem::File(ca.clone()).roots(&format!("--{flag}trusted-ca-file"))?;
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()
-                    .map_err(|e| Error::invalid(format!("--{flag}trusted-ca-file: {e}")))?;
-            builder.with_client_cert_verifier(verifier)
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+            if let Some(file) = &self.crl_file {
+                // As etcd: the serials the list revokes are refused; a certificate whose
+                // issuer the list does not cover is not.
+                verifier = verifier
+                    .with_crls(read_crls(file, &format!("--{flag}crl-file"))?)
+                    .only_check_end_entity_revocation()
+                    .allow_unknown_revocation_status();
+            }
+            let verifier = verifier
+                .build()
+                .map_err(|e| Error::invalid(format!("--{flag}trusted-ca-file: {e}")))?;
+            if self.allowed_cn.is_some() || self.allowed_hostname.is_some() {
+                builder.with_client_cert_verifier(Arc::new(Allowed {
+                    inner: verifier,
+                    cn: self.allowed_cn.clone(),
+                    hostname: self.allowed_hostname.clone(),
+                }))
+            } else {
+                builder.with_client_cert_verifier(verifier)
+            }
         } else {
             builder.with_no_client_auth()
         };
@@ -379,6 +403,102 @@ impl ServerTls {
         let mut config = builder.with_cert_resolver(Arc::new(files));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
+    }
+}
+
+/// The revocation lists of a CRL file, PEM or DER.
+fn read_crls(
+    file: &Path,
+    flag: &str,
+) -> Result<Vec<tokio_rustls::rustls::pki_types::CertificateRevocationListDer<'static>>> {
+    use tokio_rustls::rustls::pki_types::CertificateRevocationListDer;
+    let bytes = std::fs::read(file)
+        .map_err(|e| Error::invalid(format!("{flag} {}: {e}", file.display())))?;
+    if bytes.starts_with(b"-----BEGIN") {
+        CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::invalid(format!("{flag} {}: {e}", file.display())))
+    } else {
+        Ok(vec![CertificateRevocationListDer::from(bytes)])
+    }
+}
+
+/// A client certificate verifier that also requires etcd's allowed common name or host
+/// name of the certificate; a certificate without them is refused as a bad certificate
+/// (the alert Go's etcd sends).
+#[derive(Debug)]
+struct Allowed {
+    inner: Arc<dyn tokio_rustls::rustls::server::danger::ClientCertVerifier>,
+    cn: Option<String>,
+    hostname: Option<String>,
+}
+
+impl tokio_rustls::rustls::server::danger::ClientCertVerifier for Allowed {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[tokio_rustls::rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: tokio_rustls::rustls::pki_types::UnixTime,
+    ) -> std::result::Result<
+        tokio_rustls::rustls::server::danger::ClientCertVerified,
+        tokio_rustls::rustls::Error,
+    > {
+        use tokio_rustls::rustls::{CertificateError, Error as TlsError};
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let refused = || TlsError::InvalidCertificate(CertificateError::NotValidForName);
+        if let Some(cn) = &self.cn {
+            if common_name(end_entity).as_deref() != Some(cn.as_str()) {
+                return Err(refused());
+            }
+        }
+        if let Some(host) = &self.hostname {
+            let name = ServerName::try_from(host.as_str()).map_err(|_| refused())?;
+            let parsed = tokio_rustls::rustls::server::ParsedCertificate::try_from(end_entity)?;
+            tokio_rustls::rustls::client::verify_server_name(&parsed, &name)?;
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &tokio_rustls::rustls::DigitallySignedStruct,
+    ) -> std::result::Result<
+        tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+        tokio_rustls::rustls::Error,
+    > {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &tokio_rustls::rustls::DigitallySignedStruct,
+    ) -> std::result::Result<
+        tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+        tokio_rustls::rustls::Error,
+    > {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<tokio_rustls::rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

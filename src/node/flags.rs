@@ -152,15 +152,8 @@ const FLAGS: &[(&str, bool, Support)] = &[
     ("cert-file", false, Yes),
     ("key-file", false, Yes),
     ("client-cert-auth", true, Yes),
-    ("client-crl-file", false, Only(&[""], NO_CRL)),
-    (
-        "client-cert-allowed-hostname",
-        false,
-        Only(
-            &[""],
-            "client certificates are not checked against a host name",
-        ),
-    ),
+    ("client-crl-file", false, Yes),
+    ("client-cert-allowed-hostname", false, Yes),
     ("trusted-ca-file", false, Yes),
     ("auto-tls", true, Yes),
     ("peer-cert-file", false, Yes),
@@ -168,23 +161,9 @@ const FLAGS: &[(&str, bool, Support)] = &[
     ("peer-client-cert-auth", true, Yes),
     ("peer-trusted-ca-file", false, Yes),
     ("peer-auto-tls", true, Yes),
-    ("peer-crl-file", false, Only(&[""], NO_CRL)),
-    (
-        "peer-cert-allowed-cn",
-        false,
-        Only(
-            &[""],
-            "peer certificates are not checked against a common name",
-        ),
-    ),
-    (
-        "peer-cert-allowed-hostname",
-        false,
-        Only(
-            &[""],
-            "peer certificates are not checked against a host name",
-        ),
-    ),
+    ("peer-crl-file", false, Yes),
+    ("peer-cert-allowed-cn", false, Yes),
+    ("peer-cert-allowed-hostname", false, Yes),
     (
         "experimental-peer-skip-client-san-verification",
         true,
@@ -276,8 +255,6 @@ const FLAGS: &[(&str, bool, Support)] = &[
 const DISCOVERY: &str = "the node does not use etcd's discovery service: list the members in \
                          --initial-cluster";
 const PROXY: &str = "the node is a member, never a v2 proxy";
-const NO_CRL: &str = "the node does not read certificate revocation lists yet: refused rather \
-                      than accept revoked certificates";
 
 /// How chatty the node is, and where it writes (`--log-level`, `--log-outputs`): its lines
 /// are plain text, not zap's JSON.
@@ -592,6 +569,11 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Ac
             "trusted-ca-file" => o.client_tls.trusted_ca_file = Some(v.into()),
             "client-cert-auth" => o.client_tls.client_cert_auth = boolean_value()?,
             "auto-tls" => o.client_tls.auto_tls = boolean_value()?,
+            "client-crl-file" => o.client_tls.crl_file = Some(v.into()),
+            "client-cert-allowed-hostname" => o.client_tls.allowed_hostname = Some(v.into()),
+            "peer-crl-file" => o.peer_tls.crl_file = Some(v.into()),
+            "peer-cert-allowed-cn" => o.peer_tls.allowed_cn = Some(v.into()),
+            "peer-cert-allowed-hostname" => o.peer_tls.allowed_hostname = Some(v.into()),
             "peer-cert-file" => o.peer_tls.cert_file = Some(v.into()),
             "peer-key-file" => o.peer_tls.key_file = Some(v.into()),
             "peer-trusted-ca-file" => o.peer_tls.trusted_ca_file = Some(v.into()),

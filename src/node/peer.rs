@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status};
 use super::member::{Member, Peers, REMOVED};
 use super::raft::{pack, unpack, Command, NodeId, Outcome, TypeConfig};
 use crate::error::{Error, ErrorKind, Result};
+use crate::observe::{log, Level};
 use crate::pb::etcdcpeer::peer_client::PeerClient;
 use crate::pb::etcdcpeer::peer_server::{Peer, PeerServer};
 use crate::pb::etcdcpeer::Blob;
@@ -47,7 +48,15 @@ pub struct PeerNetwork {
     /// TLS to peers at `https://` URLs (etcd's `--peer-*` flags).
     tls: Option<Arc<crate::tls::ClientTls>>,
     /// When each peer last answered a Raft message.
-    contact: Arc<Mutex<HashMap<NodeId, std::time::Instant>>>,
+    contact: Arc<Mutex<HashMap<NodeId, Contact>>>,
+}
+
+/// What this member knows of a peer's reachability (etcd's `ActiveSince`).
+enum Contact {
+    /// It answered last, at this moment.
+    Active(std::time::Instant),
+    /// The last call failed (and was logged).
+    Inactive,
 }
 
 enum Method {
@@ -195,7 +204,10 @@ impl Peers for PeerNetwork {
 
     fn last_contact(&self, id: NodeId) -> Option<std::time::Instant> {
         let contact = self.contact.lock().unwrap_or_else(|p| p.into_inner());
-        contact.get(&id).copied()
+        match contact.get(&id) {
+            Some(Contact::Active(at)) => Some(*at),
+            _ => None,
+        }
     }
 
     async fn tell_removed(&self, id: NodeId, addr: &str) {
@@ -256,11 +268,25 @@ impl PeerLink {
             .await;
         {
             // As etcd's transport: active from an answer on, inactive from a failure on.
+            // Logged when it changes, as etcd logs a peer becoming active or inactive.
             let mut contact = self.net.contact.lock().unwrap_or_else(|p| p.into_inner());
-            match &called {
-                Ok(_) => contact.insert(self.target, std::time::Instant::now()),
-                Err(_) => contact.remove(&self.target),
+            let now = match &called {
+                Ok(_) => Contact::Active(std::time::Instant::now()),
+                Err(_) => Contact::Inactive,
             };
+            let target = self.target;
+            match (contact.insert(target, now), &called) {
+                (Some(Contact::Inactive), Ok(_)) => {
+                    log(Level::Info, || format!("peer {target:x} became active"))
+                }
+                (None | Some(Contact::Active(_)), Err(s)) => log(Level::Warn, || {
+                    format!(
+                        "peer {target:x} became inactive (message send to peer failed): {}",
+                        failure(s)
+                    )
+                }),
+                _ => {}
+            }
         }
         let bytes = called.map_err(|s| match s.code() {
             tonic::Code::Unavailable | tonic::Code::Unknown => {
@@ -413,4 +439,34 @@ where
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::new(ErrorKind::Internal, format!("the peer server stopped: {e}")))
+}
+
+/// What a failed call to a peer met, in words: a TLS alert the peer sent as Go's TLS words
+/// it ("remote error: tls: bad certificate", which etcd's operators and tests look for).
+fn failure(s: &Status) -> String {
+    use tokio_rustls::rustls::{AlertDescription as A, Error as TlsError};
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(s);
+    while let Some(e) = source {
+        let tls = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<TlsError>())
+            .or_else(|| e.downcast_ref::<TlsError>());
+        if let Some(TlsError::AlertReceived(alert)) = tls {
+            let words = match alert {
+                A::BadCertificate => "bad certificate".to_string(),
+                A::UnknownCA => "unknown certificate authority".to_string(),
+                A::CertificateRevoked => "revoked certificate".to_string(),
+                A::CertificateExpired => "expired certificate".to_string(),
+                A::CertificateUnknown => "unknown certificate".to_string(),
+                A::UnsupportedCertificate => "unsupported certificate".to_string(),
+                A::AccessDenied => "access denied".to_string(),
+                A::HandshakeFailure => "handshake failure".to_string(),
+                other => format!("{other:?}"),
+            };
+            return format!("remote error: tls: {words}");
+        }
+        source = e.source();
+    }
+    s.message().to_string()
 }

@@ -1,6 +1,7 @@
 //! Certificates made by the tests themselves (rcgen): a CA, a server certificate for
 //! 127.0.0.1 and localhost, client certificates for the users `root` and `app` (their common
-//! names), and a second CA that signed none of them but `stranger` (common name root).
+//! names), a second CA that signed none of them but `stranger` (common name root), and
+//! `crl.pem`: the CA's revocation list, which revokes `app`.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,7 @@ impl Certs {
         let leaf_of = |ca: &Issuer<'static, KeyPair>, name: &str, cn: &str, sans: Vec<String>| {
             let key = KeyPair::generate().expect("key");
             let mut p = CertificateParams::new(sans).expect("params");
+            p.serial_number = Some(serial(name));
             p.distinguished_name.push(DnType::CommonName, cn);
             p.extended_key_usages = vec![
                 ExtendedKeyUsagePurpose::ServerAuth,
@@ -38,6 +40,22 @@ impl Certs {
         leaf("client", "root", vec![]);
         leaf("app", "app", vec![]);
         leaf_of(&other, "stranger", "root", vec![]);
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2020, 1, 1),
+            next_update: rcgen::date_time_ymd(2100, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![rcgen::RevokedCertParams {
+                serial_number: serial("app"),
+                revocation_time: rcgen::date_time_ymd(2020, 1, 1),
+                reason_code: None,
+                invalidity_date: None,
+            }],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&ca)
+        .expect("sign the CRL");
+        std::fs::write(dir.path().join("crl.pem"), crl.pem().expect("CRL PEM")).expect("write");
         Certs { dir }
     }
 
@@ -92,6 +110,13 @@ fn make_ca(dir: &Path, name: &str, cn: &str) -> Issuer<'static, KeyPair> {
     let cert = p.self_signed(&key).expect("self-sign");
     write(dir, name, &cert.pem(), &key.serialize_pem());
     Issuer::new(p, key)
+}
+
+/// A leaf's serial number, from its name.
+fn serial(name: &str) -> rcgen::SerialNumber {
+    let mut bytes = vec![1u8];
+    bytes.extend(name.bytes());
+    rcgen::SerialNumber::from_slice(&bytes)
 }
 
 fn write(dir: &Path, name: &str, cert: &str, key: &str) {
