@@ -265,6 +265,52 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 pub(crate) struct Connector {
     pub tls: Option<Arc<ClientTls>>,
     pub timeout: Duration,
+    /// Where to keep the last TLS alert the server sent after the handshake: with TLS 1.3
+    /// a server refuses a client certificate only once the client has finished, so the
+    /// alert comes on the first read and the call that fails sees only a closed connection.
+    pub alerts: Option<Arc<Mutex<Option<rustls::AlertDescription>>>>,
+}
+
+/// A TLS stream that keeps the alert a read met in `slot`.
+struct Alerting<S> {
+    inner: S,
+    slot: Arc<Mutex<Option<rustls::AlertDescription>>>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Alerting<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Err(e)) = &polled {
+            if let Some(rustls::Error::AlertReceived(alert)) =
+                e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())
+            {
+                *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(*alert);
+            }
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Alerting<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 type Connecting = Pin<Box<dyn Future<Output = io::Result<TokioIo<Box<dyn Io>>>> + Send>>;
@@ -307,7 +353,13 @@ impl tower_service::Service<Uri> for Connector {
             )
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
-            Ok(TokioIo::new(Box::new(stream) as Box<dyn Io>))
+            Ok(TokioIo::new(match this.alerts {
+                Some(slot) => Box::new(Alerting {
+                    inner: stream,
+                    slot,
+                }) as Box<dyn Io>,
+                None => Box::new(stream),
+            }))
         })
     }
 }

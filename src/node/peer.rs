@@ -39,8 +39,9 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(7);
 #[derive(Clone)]
 pub struct PeerNetwork {
     addrs: Arc<BTreeMap<NodeId, String>>,
-    /// A channel to each peer, with the address it was made for.
-    channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+    /// A channel to each peer, with the address it was made for and the last TLS alert
+    /// the peer sent on it.
+    channels: Arc<Mutex<HashMap<NodeId, (String, Channel, Alerts)>>>,
     /// The member's Raft, for the addresses of members added after the start.
     raft: Arc<OnceLock<super::raft::Raft>>,
     /// The member itself, told when a peer answers that the cluster removed it.
@@ -51,12 +52,14 @@ pub struct PeerNetwork {
     contact: Arc<Mutex<HashMap<NodeId, Contact>>>,
 }
 
+type Alerts = Arc<Mutex<Option<tokio_rustls::rustls::AlertDescription>>>;
+
 /// What this member knows of a peer's reachability (etcd's `ActiveSince`).
 enum Contact {
     /// It answered last, at this moment.
     Active(std::time::Instant),
-    /// The last call failed (and was logged).
-    Inactive,
+    /// The last call failed; with the TLS alert the peer sent, if it sent one.
+    Inactive(Option<tokio_rustls::rustls::AlertDescription>),
 }
 
 enum Method {
@@ -89,10 +92,18 @@ impl PeerNetwork {
         let _ = self.member.set(Arc::downgrade(member));
     }
 
+    /// The TLS alert peer `id` last sent on its connection after a handshake (taken).
+    fn alert(&self, id: NodeId) -> Option<tokio_rustls::rustls::AlertDescription> {
+        let channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, _, alerts) = channels.get(&id)?;
+        let taken = alerts.lock().unwrap_or_else(|p| p.into_inner()).take();
+        taken
+    }
+
     fn channel(&self, id: NodeId, addr: &str) -> std::result::Result<Channel, Status> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         match channels.get(&id) {
-            Some((a, c)) if a == addr => return Ok(c.clone()),
+            Some((a, c, _)) if a == addr => return Ok(c.clone()),
             _ => {}
         }
         let bad =
@@ -103,6 +114,7 @@ impl PeerNetwork {
             (true, None) => return Err(bad(&"an https:// peer needs the --peer-* TLS flags")),
         };
         // TLS is the connector's, so tonic connects to the plain form of the URL.
+        let alerts = Alerts::default();
         let channel = Endpoint::from_shared(addr.replacen("https://", "http://", 1))
             .map_err(|e| bad(&e))?
             .origin(addr.parse().map_err(|e| bad(&e))?)
@@ -110,8 +122,9 @@ impl PeerNetwork {
             .connect_with_connector_lazy(crate::tls::Connector {
                 tls,
                 timeout: Duration::from_millis(500),
+                alerts: Some(alerts.clone()),
             });
-        channels.insert(id, (addr.to_string(), channel.clone()));
+        channels.insert(id, (addr.to_string(), channel.clone(), alerts));
         Ok(channel)
     }
 
@@ -268,25 +281,27 @@ impl PeerLink {
             .await;
         {
             // As etcd's transport: active from an answer on, inactive from a failure on.
-            // Logged when it changes, as etcd logs a peer becoming active or inactive.
-            let mut contact = self.net.contact.lock().unwrap_or_else(|p| p.into_inner());
+            // Logged when it changes (and when the peer's TLS refusal does), as etcd logs a
+            // peer becoming active or inactive.
+            let target = self.target;
             let now = match &called {
                 Ok(_) => Contact::Active(std::time::Instant::now()),
-                Err(_) => Contact::Inactive,
+                Err(s) => Contact::Inactive(self.net.alert(target).or_else(|| tls_alert(s))),
             };
-            let target = self.target;
-            match (contact.insert(target, now), &called) {
-                (Some(Contact::Inactive), Ok(_)) => {
+            let mut contact = self.net.contact.lock().unwrap_or_else(|p| p.into_inner());
+            match (contact.get(&target), &now, &called) {
+                (Some(Contact::Inactive(_)), Contact::Active(_), _) => {
                     log(Level::Info, || format!("peer {target:x} became active"))
                 }
-                (None | Some(Contact::Active(_)), Err(s)) => log(Level::Warn, || {
-                    format!(
-                        "peer {target:x} became inactive (message send to peer failed): {}",
-                        failure(s)
-                    )
+                (Some(Contact::Inactive(was)), Contact::Inactive(alert), _)
+                    if alert.is_none() || was == alert => {}
+                (_, Contact::Inactive(alert), Err(s)) => log(Level::Warn, || {
+                    let why = alert.map_or_else(|| s.message().to_string(), go_words);
+                    format!("peer {target:x} became inactive (message send to peer failed): {why}")
                 }),
                 _ => {}
             }
+            contact.insert(target, now);
         }
         let bytes = called.map_err(|s| match s.code() {
             tonic::Code::Unavailable | tonic::Code::Unknown => {
@@ -441,32 +456,38 @@ where
         .map_err(|e| Error::new(ErrorKind::Internal, format!("the peer server stopped: {e}")))
 }
 
-/// What a failed call to a peer met, in words: a TLS alert the peer sent as Go's TLS words
-/// it ("remote error: tls: bad certificate", which etcd's operators and tests look for).
-fn failure(s: &Status) -> String {
-    use tokio_rustls::rustls::{AlertDescription as A, Error as TlsError};
+/// The TLS alert a failed call met in its error, if any (one sent during the handshake).
+fn tls_alert(s: &Status) -> Option<tokio_rustls::rustls::AlertDescription> {
+    use tokio_rustls::rustls::Error as TlsError;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(s);
     while let Some(e) = source {
         let tls = e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<TlsError>())
-            .or_else(|| e.downcast_ref::<TlsError>());
+            .and_then(|inner| inner.downcast_ref::<TlsError>());
         if let Some(TlsError::AlertReceived(alert)) = tls {
-            let words = match alert {
-                A::BadCertificate => "bad certificate".to_string(),
-                A::UnknownCA => "unknown certificate authority".to_string(),
-                A::CertificateRevoked => "revoked certificate".to_string(),
-                A::CertificateExpired => "expired certificate".to_string(),
-                A::CertificateUnknown => "unknown certificate".to_string(),
-                A::UnsupportedCertificate => "unsupported certificate".to_string(),
-                A::AccessDenied => "access denied".to_string(),
-                A::HandshakeFailure => "handshake failure".to_string(),
-                other => format!("{other:?}"),
-            };
-            return format!("remote error: tls: {words}");
+            return Some(*alert);
         }
         source = e.source();
     }
-    s.message().to_string()
+    None
+}
+
+/// A TLS alert the peer sent, as Go's TLS words it ("remote error: tls: bad certificate",
+/// which etcd's operators and tests look for).
+fn go_words(alert: tokio_rustls::rustls::AlertDescription) -> String {
+    use tokio_rustls::rustls::AlertDescription as A;
+    let words = match alert {
+        A::BadCertificate => "bad certificate".to_string(),
+        A::UnknownCA => "unknown certificate authority".to_string(),
+        A::CertificateRevoked => "revoked certificate".to_string(),
+        A::CertificateExpired => "expired certificate".to_string(),
+        A::CertificateUnknown => "unknown certificate".to_string(),
+        A::CertificateRequired => "certificate required".to_string(),
+        A::UnsupportedCertificate => "unsupported certificate".to_string(),
+        A::AccessDenied => "access denied".to_string(),
+        A::HandshakeFailure => "handshake failure".to_string(),
+        other => format!("{other:?}"),
+    };
+    format!("remote error: tls: {words}")
 }

@@ -304,6 +304,7 @@ impl Remote {
         let connector = crate::tls::Connector {
             tls,
             timeout: config.connect_timeout,
+            alerts: None,
         };
         let mut members = Vec::with_capacity(config.endpoints.len());
         for url in config.endpoints {
