@@ -41,7 +41,7 @@ pub struct PeerNetwork {
     addrs: Arc<BTreeMap<NodeId, String>>,
     /// A channel to each peer, with the address it was made for and the last TLS alert
     /// the peer sent on it.
-    channels: Arc<Mutex<HashMap<NodeId, (String, Channel, Alerts)>>>,
+    channels: Arc<Mutex<HashMap<NodeId, PeerChannel>>>,
     /// The member's Raft, for the addresses of members added after the start.
     raft: Arc<OnceLock<super::raft::Raft>>,
     /// The member itself, told when a peer answers that the cluster removed it.
@@ -53,6 +53,9 @@ pub struct PeerNetwork {
 }
 
 type Alerts = Arc<Mutex<Option<tokio_rustls::rustls::AlertDescription>>>;
+
+/// A channel to a peer: the address it was made for, the channel, its last TLS alert.
+type PeerChannel = (String, Channel, Alerts);
 
 /// What this member knows of a peer's reachability (etcd's `ActiveSince`).
 enum Contact {
