@@ -439,6 +439,7 @@ impl ServerTls {
                     inner: verifier,
                     cn: self.allowed_cn.clone(),
                     hostname: self.allowed_hostname.clone(),
+                    logged: Default::default(),
                 }))
             } else {
                 builder.with_client_cert_verifier(verifier)
@@ -483,6 +484,26 @@ struct Allowed {
     inner: Arc<dyn tokio_rustls::rustls::server::danger::ClientCertVerifier>,
     cn: Option<String>,
     hostname: Option<String>,
+    /// When a refusal was last logged (seconds since the epoch): at most one a second.
+    logged: std::sync::atomic::AtomicU64,
+}
+
+impl Allowed {
+    /// Refuses a certificate as a bad one, with etcd's words in the log.
+    fn refuse(&self, why: &str) -> tokio_rustls::rustls::Error {
+        use std::sync::atomic::Ordering;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.logged.swap(now, Ordering::Relaxed) != now {
+            crate::observe::log(crate::observe::Level::Warn, || {
+                format!("rejected connection (error \"{why}\")")
+            });
+        }
+        tokio_rustls::rustls::Error::InvalidCertificate(
+            tokio_rustls::rustls::CertificateError::NotValidForName,
+        )
+    }
 }
 
 impl tokio_rustls::rustls::server::danger::ClientCertVerifier for Allowed {
@@ -507,20 +528,20 @@ impl tokio_rustls::rustls::server::danger::ClientCertVerifier for Allowed {
         tokio_rustls::rustls::server::danger::ClientCertVerified,
         tokio_rustls::rustls::Error,
     > {
-        use tokio_rustls::rustls::{CertificateError, Error as TlsError};
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        let refused = || TlsError::InvalidCertificate(CertificateError::NotValidForName);
         if let Some(cn) = &self.cn {
             if common_name(end_entity).as_deref() != Some(cn.as_str()) {
-                return Err(refused());
+                return Err(self.refuse("CommonName authentication failed"));
             }
         }
         if let Some(host) = &self.hostname {
-            let name = ServerName::try_from(host.as_str()).map_err(|_| refused())?;
+            let failed = "client certificate authentication failed";
+            let name = ServerName::try_from(host.as_str()).map_err(|_| self.refuse(failed))?;
             let parsed = tokio_rustls::rustls::server::ParsedCertificate::try_from(end_entity)?;
-            tokio_rustls::rustls::client::verify_server_name(&parsed, &name)?;
+            tokio_rustls::rustls::client::verify_server_name(&parsed, &name)
+                .map_err(|_| self.refuse(failed))?;
         }
         Ok(verified)
     }
