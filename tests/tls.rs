@@ -193,7 +193,17 @@ async fn mutual_tls() {
     assert!(unreachable(&err), "{err}");
     copy("client.pem", "c.pem");
     copy("client-key.pem", "c-key.pem");
-    e.put(put("/rotated", "v"), dl()).await.unwrap();
+    // A connection the channel made again before the copy (with the old files) may still
+    // be refused once; the next one reads the new files.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Err(err) = e.put(put("/rotated", "v"), dl()).await {
+        assert!(unreachable(&err), "{err}");
+        assert!(
+            std::time::Instant::now() < until,
+            "never took the new files: {err}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[test]
