@@ -435,10 +435,17 @@ impl ServerTls {
                 .build()
                 .map_err(|e| Error::invalid(format!("--{flag}trusted-ca-file: {e}")))?;
             if self.allowed_cn.is_some() || self.allowed_hostname.is_some() {
+                let hostname = match &self.allowed_hostname {
+                    Some(h) => Some(ServerName::try_from(h.clone()).map_err(|e| {
+                        let flag = if flag.is_empty() { "client-" } else { flag };
+                        Error::invalid(format!("--{flag}cert-allowed-hostname {h:?}: {e}"))
+                    })?),
+                    None => None,
+                };
                 builder.with_client_cert_verifier(Arc::new(Allowed {
                     inner: verifier,
                     cn: self.allowed_cn.clone(),
-                    hostname: self.allowed_hostname.clone(),
+                    hostname,
                     logged: Default::default(),
                 }))
             } else {
@@ -483,7 +490,7 @@ fn read_crls(
 struct Allowed {
     inner: Arc<dyn tokio_rustls::rustls::server::danger::ClientCertVerifier>,
     cn: Option<String>,
-    hostname: Option<String>,
+    hostname: Option<ServerName<'static>>,
     /// When a refusal was last logged (seconds since the epoch): at most one a second.
     logged: std::sync::atomic::AtomicU64,
 }
@@ -536,12 +543,10 @@ impl tokio_rustls::rustls::server::danger::ClientCertVerifier for Allowed {
                 return Err(self.refuse("CommonName authentication failed"));
             }
         }
-        if let Some(host) = &self.hostname {
-            let failed = "client certificate authentication failed";
-            let name = ServerName::try_from(host.as_str()).map_err(|_| self.refuse(failed))?;
+        if let Some(name) = &self.hostname {
             let parsed = tokio_rustls::rustls::server::ParsedCertificate::try_from(end_entity)?;
-            tokio_rustls::rustls::client::verify_server_name(&parsed, &name)
-                .map_err(|_| self.refuse(failed))?;
+            tokio_rustls::rustls::client::verify_server_name(&parsed, name)
+                .map_err(|_| self.refuse("client certificate authentication failed"))?;
         }
         Ok(verified)
     }

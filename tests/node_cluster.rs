@@ -663,6 +663,20 @@ async fn revoked_or_unallowed_client_certificates_are_refused() {
     assert!(ok && out.contains("OK"), "{out}");
     let (ok, out) = put(&url, "client");
     assert!(!ok, "a certificate for no host name was taken: {out}");
+
+    // A host name no certificate could name is refused at start, not at each handshake.
+    let mut flags = certs.server_flags(true);
+    flags.extend(
+        [
+            "--peer-auto-tls",
+            "--client-cert-allowed-hostname",
+            "not a name!",
+        ]
+        .map(String::from),
+    );
+    let mut bad = Cluster::start_all(1, "https", flags, None);
+    let status = stops_by_itself(bad.procs[0].child.take().expect("started")).await;
+    assert!(!status.success(), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

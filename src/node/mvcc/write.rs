@@ -30,7 +30,9 @@ pub(super) struct Write<'a> {
     events: Vec<Event>,
     undo: Vec<Undo>,
     /// Ranges, puts and deletes done, counted once the write commits.
-    ops: [u64; 3],
+    ranges: u64,
+    puts: u64,
+    deletes: u64,
 }
 
 impl Drop for Write<'_> {
@@ -82,7 +84,7 @@ impl Write<'_> {
     }
 
     pub(super) fn put(&mut self, req: PutRequest) -> Result<PutResponse> {
-        self.ops[1] += 1;
+        self.puts += 1;
         let prev = self.store.latest(&req.key)?;
         if (req.ignore_value || req.ignore_lease) && prev.is_none() {
             return Err(err(ErrorKind::NotFound, "etcdserver: key not found"));
@@ -148,7 +150,7 @@ impl Write<'_> {
     }
 
     pub(super) fn delete_range(&mut self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
-        self.ops[2] += 1;
+        self.deletes += 1;
         let doomed: Vec<KeyValue> = self
             .store
             .visible(&req.key, &req.range_end, self.read_rev())
@@ -194,7 +196,7 @@ impl Write<'_> {
         for op in ops {
             let response = match op.request {
                 Some(Request::RequestRange(r)) => {
-                    self.ops[0] += 1;
+                    self.ranges += 1;
                     Response::ResponseRange(self.store.range_at(&r, self.read_rev())?)
                 }
                 Some(Request::RequestPut(p)) => Response::ResponsePut(self.put(p)?),
@@ -245,11 +247,10 @@ impl Write<'_> {
         }
         self.undo.clear();
         let c = &self.store.counters;
-        let [ranges, puts, deletes] = self.ops;
-        c.ranges.fetch_add(ranges, Ordering::Relaxed);
-        c.puts.fetch_add(puts, Ordering::Relaxed);
-        c.deletes.fetch_add(deletes, Ordering::Relaxed);
-        if ranges + puts + deletes > 1 {
+        c.ranges.fetch_add(self.ranges, Ordering::Relaxed);
+        c.puts.fetch_add(self.puts, Ordering::Relaxed);
+        c.deletes.fetch_add(self.deletes, Ordering::Relaxed);
+        if self.ranges + self.puts + self.deletes > 1 {
             c.txns.fetch_add(1, Ordering::Relaxed);
         }
         std::mem::take(&mut self.events)
@@ -265,7 +266,9 @@ impl Mvcc {
             sub: 0,
             events: Vec::new(),
             undo: Vec::new(),
-            ops: [0; 3],
+            ranges: 0,
+            puts: 0,
+            deletes: 0,
         }
     }
 
