@@ -329,3 +329,43 @@ fn a_node_backup_is_etcds_file_and_etcd_starts_from_it() {
     .unwrap();
     assert_eq!(put["header"]["revision"].as_i64(), Some(revision + 1));
 }
+
+/// Authentication on travels with a backup (etcd's `auth` bucket): a node with auth on,
+/// saved and restored into etcd or into another node, still wants a user. (etcd → node with
+/// auth on: `tests/mirror.rs`.)
+#[test]
+fn authentication_stays_on_through_a_backup() {
+    if support::etcd::etcd_binary().is_none() {
+        return;
+    }
+    let node = NodeProcess::start(None);
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["role", "add", "root"],
+        &["user", "grant-role", "root", "root"],
+        &["auth", "enable"],
+    ] {
+        ok(ctl(&node.url, args));
+    }
+    fn root<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        [&["--user", "root:rootpw"][..], args].concat()
+    }
+    ok(ctl(&node.url, &root(&["put", "/k", "v"])));
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("node.db");
+    ok(ctl(
+        &node.url,
+        &root(&["snapshot", "save", saved.to_str().unwrap()]),
+    ));
+    let etcd = support::etcd::Cluster::start_restored(&saved).expect("etcd");
+    let copy = NodeProcess::restored(&saved);
+    for url in [etcd.endpoints(), copy.url.clone()] {
+        let refused = ctl(&url, &["get", "/k"]);
+        assert!(
+            !refused.status.success()
+                && String::from_utf8_lossy(&refused.stderr).contains("user name is empty"),
+            "{url}: {refused:?}"
+        );
+        assert!(ok(ctl(&url, &root(&["get", "/k"]))).contains('v'));
+    }
+}

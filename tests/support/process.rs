@@ -77,7 +77,13 @@ impl NodeProcess {
             _dir: dir,
         };
         let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !super::etcdctl::etcdctl(&node.url, &["endpoint", "health"], None).0 {
+        // A node restored with authentication on answers etcdctl's health check (a get)
+        // "user name is empty", as etcd does: it serves.
+        let serving = || {
+            let (healthy, out) = super::etcdctl::etcdctl(&node.url, &["endpoint", "health"], None);
+            healthy || out.contains("user name is empty")
+        };
+        while !serving() {
             assert!(std::time::Instant::now() < until, "the node never served");
             std::thread::sleep(std::time::Duration::from_millis(100));
         }

@@ -119,9 +119,9 @@ impl Mvcc {
             w.bucket(empty.as_bytes()).map_err(io)?;
         }
         w.bucket(b"auth").map_err(io)?;
-        w.put(b"enabled", &[u8::from(self.auth.enabled)])
+        w.put(b"authEnabled", &[u8::from(self.auth.enabled)])
             .map_err(io)?;
-        w.put(b"revision", &self.auth.revision.to_be_bytes())
+        w.put(b"authRevision", &self.auth.revision.to_be_bytes())
             .map_err(io)?;
         w.bucket(b"authRoles").map_err(io)?;
         for (name, perms) in &self.auth.roles {
@@ -267,8 +267,10 @@ impl Mvcc {
             }
         }
         let auth = bucket("auth");
-        m.auth.enabled = auth.get(b"enabled".as_slice()).is_some_and(|v| v == &[1]);
-        m.auth.revision = match auth.get(b"revision".as_slice()) {
+        m.auth.enabled = auth
+            .get(b"authEnabled".as_slice())
+            .is_some_and(|v| v == &[1]);
+        m.auth.revision = match auth.get(b"authRevision".as_slice()) {
             Some(v) => u64::from_be_bytes(
                 v.as_slice()
                     .try_into()
