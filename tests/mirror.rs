@@ -248,3 +248,116 @@ fn etcdctl_make_mirror_works_both_ways() {
         }
     }
 }
+
+/// A source that wants client certificates and has authentication on: every member reaches
+/// it with `--mirror-cacert`, `--mirror-cert`, `--mirror-key` and `--mirror-user`. The
+/// certificate is `app`'s, whose role may read nothing, so the mirror follows etcd only if
+/// it reads as the user it was given (a password goes before the certificate's name).
+#[test]
+fn a_mirror_reaches_an_etcd_with_client_certificates_and_users() {
+    let certs = support::tls::Certs::new();
+    let Some(etcd) = support::etcd::Cluster::start_tls(1, &certs, true) else {
+        return;
+    };
+    // etcdctl presents `root`'s certificate.
+    let ctl = |args: &[&str]| {
+        let out = etcd.etcdctl(args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["role", "add", "root"],
+        &["user", "grant-role", "root", "root"],
+        &["user", "add", "app:apppw"],
+        &["role", "add", "app"],
+        &["user", "grant-role", "app", "app"],
+        &["auth", "enable"],
+    ] {
+        ctl(args);
+    }
+    for i in 0..10 {
+        ctl(&["put", &format!("/chat/msg/{i:02}"), "before"]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chat.db");
+    ctl(&["snapshot", "save", file.to_str().unwrap()]);
+    let p = |f: &str| certs.path(f).display().to_string();
+    let node = NodeProcess::start_with(
+        Some(&file),
+        &[
+            "--mirror-from",
+            &etcd.endpoints(),
+            "--mirror-cacert",
+            &p("ca.pem"),
+            "--mirror-cert",
+            &p("app.pem"),
+            "--mirror-key",
+            &p("app-key.pem"),
+            "--mirror-user",
+            "root",
+            "--mirror-password",
+            "rootpw",
+        ],
+    );
+    for i in 10..30 {
+        ctl(&["put", &format!("/chat/msg/{i:02}"), "after"]);
+    }
+    let last = revision_of(&ctl(&["endpoint", "status", "-w", "json"]));
+    // The snapshot brought etcd's users along: the node wants root's password too.
+    let root = ["--user", "root:rootpw"];
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ok, out) = etcdctl(
+            &node.url,
+            &[&root[..], &["endpoint", "status", "-w", "json"]].concat(),
+            None,
+        );
+        if ok && out.starts_with('[') && revision_of(&out) == last {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the mirror never reached revision {last}: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ok, out) = etcdctl(
+        &node.url,
+        &[&root[..], &["get", "/chat/msg/29"]].concat(),
+        None,
+    );
+    assert!(ok && out.contains("after"), "{out}");
+    // Authentication is on, as on etcd: no user, no keys.
+    let (ok, out) = etcdctl(&node.url, &["get", "/chat/msg/29"], None);
+    assert!(!ok && out.contains("user name is empty"), "{out}");
+
+    // The cut-over asks the source its revision, through the same access.
+    let promoted = std::process::Command::new("curl")
+        .args(["-sS", "-X", "POST", "--max-time", "15"])
+        .arg(format!("{}/etcdc/promote", node.url))
+        .output()
+        .expect("curl runs");
+    let body = String::from_utf8_lossy(&promoted.stdout);
+    assert_eq!(body, format!("{{\"revision\":\"{last}\"}}"));
+    let (ok, out) = etcdctl(
+        &node.url,
+        &[&root[..], &["put", "/chat/x", "on the node"]].concat(),
+        None,
+    );
+    assert!(ok, "{out}");
+}
+
+/// The header revision in `etcdctl endpoint status -w json` (its first line).
+fn revision_of(status: &str) -> i64 {
+    let line = status.lines().next().unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(line).expect("json");
+    v[0]["Status"]["header"]["revision"]
+        .as_i64()
+        .expect("revision")
+}

@@ -30,6 +30,9 @@ pub const USAGE: &str = "usage: etcdc-node [flags], with etcd 3.4's flags:
   --restore-snapshot FILE (etcdc's: start a new data dir from a member's backup)
   --mirror-from URLS (etcdc's: with --restore-snapshot of that cluster, mirror it until
     POST /etcdc/promote; see docs/migrating-from-etcd.md)
+  --mirror-cacert FILE --mirror-cert FILE --mirror-key FILE  --mirror-user NAME[:PASSWORD]
+    --mirror-password PASSWORD (etcdc's: TLS and a user for that cluster, as etcdctl's
+    --cacert, --cert, --key, --user, --password; ETCD_MIRROR_PASSWORD keeps it out of ps)
 https:// client or peer URLs speak TLS with the certificate of --cert-file/--key-file (peers:
 --peer-cert-file/--peer-key-file), read again when the files change; --client-cert-auth
 requires client certificates signed by --trusted-ca-file; --auto-tls makes a self-signed
@@ -250,6 +253,11 @@ const FLAGS: &[(&str, bool, Support)] = &[
     ("force-new-cluster", true, Yes),
     ("restore-snapshot", false, Yes),
     ("mirror-from", false, Yes),
+    ("mirror-cacert", false, Yes),
+    ("mirror-cert", false, Yes),
+    ("mirror-key", false, Yes),
+    ("mirror-user", false, Yes),
+    ("mirror-password", false, Yes),
 ];
 
 const DISCOVERY: &str = "the node does not use etcd's discovery service: list the members in \
@@ -489,6 +497,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Ac
     let mut log = Log::default();
     let mut notices = Vec::new();
     let (mut compaction_mode, mut retention) = ("periodic".to_string(), "0".to_string());
+    let mut mirror = MirrorFlags::default();
     let list = |v: &str| -> Vec<String> {
         v.split(',')
             .map(str::trim)
@@ -560,6 +569,11 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Ac
             "auto-compaction-retention" => retention = v.into(),
             "restore-snapshot" => o.restore_snapshot = Some(v.into()),
             "mirror-from" => o.mirror_from = Some(v.into()),
+            "mirror-cacert" => mirror.cacert = Some(v.into()),
+            "mirror-cert" => mirror.cert = Some(v.into()),
+            "mirror-key" => mirror.key = Some(v.into()),
+            "mirror-user" => mirror.user = Some(v.into()),
+            "mirror-password" => mirror.password = Some(v.into()),
             "force-new-cluster" => o.force_new_cluster = boolean_value()?,
             "strict-reconfig-check" => o.strict_reconfig_check = boolean_value()?,
             "experimental-initial-corrupt-check" => o.initial_corrupt_check = boolean_value()?,
@@ -629,11 +643,65 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Ac
         }
     }
     o.auto_compaction = AutoCompaction::parse(&compaction_mode, &retention)?;
+    o.mirror_access = mirror.access()?;
     Ok(Action::Run {
         options: Box::new(o),
         log,
         notices,
     })
+}
+
+/// `--mirror-*`: how the mirror reaches its source, as etcdctl's `--cacert`, `--cert`,
+/// `--key`, `--user` and `--password` would.
+#[derive(Default)]
+struct MirrorFlags {
+    cacert: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+}
+
+impl MirrorFlags {
+    fn access(self) -> Result<crate::node::mirror::SourceAccess, String> {
+        use crate::tls::{ClientTls, Identity, Pem};
+        let identity = match (self.cert, self.key) {
+            (Some(cert), Some(key)) => Some(Identity {
+                cert: Pem::File(cert.into()),
+                key: Pem::File(key.into()),
+            }),
+            (None, None) => None,
+            _ => return Err("--mirror-cert and --mirror-key go together".into()),
+        };
+        let tls = (self.cacert.is_some() || identity.is_some()).then(|| ClientTls {
+            ca: self.cacert.map(|f| Pem::File(f.into())),
+            identity,
+            ..Default::default()
+        });
+        // etcdctl's `--user name:password`, or the password alone in --mirror-password
+        // (etcdctl would prompt for it; a member cannot).
+        let credentials = match (self.user, self.password) {
+            (None, None) => None,
+            (None, Some(_)) => return Err("--mirror-password needs --mirror-user".into()),
+            (Some(user), password) => {
+                let (user, password) = match (user.split_once(':'), password) {
+                    (Some((u, p)), None) => (u.to_string(), p.to_string()),
+                    (None, Some(p)) => (user, p),
+                    (Some(_), Some(_)) => {
+                        return Err("--mirror-user has a password already: drop --mirror-password or the :PASSWORD".into())
+                    }
+                    (None, None) => {
+                        return Err(format!("--mirror-user {user:?} needs a password: {user}:PASSWORD, or --mirror-password"))
+                    }
+                };
+                if user.is_empty() {
+                    return Err("--mirror-user needs a user name".into());
+                }
+                Some(crate::remote::Credentials { user, password })
+            }
+        };
+        Ok(crate::node::mirror::SourceAccess { tls, credentials })
+    }
 }
 
 #[cfg(test)]
@@ -693,6 +761,35 @@ mod tests {
             Ok(Action::Version)
         ));
         assert!(version().starts_with("etcd Version: 3.4.23\n"));
+    }
+
+    #[test]
+    fn the_mirrors_access_to_its_source_is_etcdctls() {
+        let o = run(&["--mirror-user=root:pw", "--mirror-cacert=ca.pem"]).unwrap();
+        let c = o.mirror_access.credentials.unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("root", "pw"));
+        let tls = o.mirror_access.tls.unwrap();
+        assert!(tls.identity.is_none() && tls.ca.is_some());
+        let env = |v: &str| (v == "ETCD_MIRROR_PASSWORD").then(|| "a:b".to_string());
+        let Ok(Action::Run { options, .. }) = parse(&["--mirror-user=root".into()], &env) else {
+            panic!()
+        };
+        let c = options.mirror_access.credentials.unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("root", "a:b"));
+        assert!(run(&[]).unwrap().mirror_access.tls.is_none());
+        for (args, refusal) in [
+            (&["--mirror-user=root"][..], "needs a password"),
+            (&["--mirror-password=x"], "needs --mirror-user"),
+            (&["--mirror-user=:x"], "needs a user name"),
+            (
+                &["--mirror-user=a:b", "--mirror-password=c"],
+                "has a password",
+            ),
+            (&["--mirror-cert=c.pem"], "go together"),
+        ] {
+            let e = run(args).unwrap_err();
+            assert!(e.contains(refusal), "{args:?}: {e}");
+        }
     }
 
     #[test]

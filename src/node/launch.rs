@@ -45,6 +45,9 @@ pub struct NodeOptions {
     /// The client URLs of the etcd cluster `restore_snapshot` was saved from: the new
     /// cluster mirrors it until promoted (`node::mirror`).
     pub mirror_from: Option<String>,
+    /// How this member reaches that cluster: `--mirror-cacert`, `--mirror-cert`,
+    /// `--mirror-key`, `--mirror-user` (the store keeps only the URLs).
+    pub mirror_access: super::mirror::SourceAccess,
     /// etcd's `--force-new-cluster`: this member's data dir becomes a cluster of this member
     /// alone, with what it had committed (`raft::force_new_cluster`).
     pub force_new_cluster: bool,
@@ -94,6 +97,7 @@ impl Default for NodeOptions {
             quota_backend_bytes: 0,
             restore_snapshot: None,
             mirror_from: None,
+            mirror_access: Default::default(),
             force_new_cluster: false,
             strict_reconfig_check: true,
             initial_corrupt_check: false,
@@ -279,6 +283,14 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
             opts.initial_cluster_state
         )));
     }
+    if let Some(tls) = &opts.mirror_access.tls {
+        tls.check().map_err(|e| {
+            Error::invalid(format!(
+                "--mirror-cacert/--mirror-cert/--mirror-key: {}",
+                e.message
+            ))
+        })?;
+    }
     let default_cluster = format!(
         "{}={}",
         opts.name,
@@ -435,6 +447,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     config.auth = opts.auth;
     config.limits = opts.limits;
     config.strict_reconfig = opts.strict_reconfig_check;
+    config.mirror_access = opts.mirror_access.clone();
     let member = Arc::new(Member::start(config, network.clone(), Arc::new(network.clone())).await?);
     network.set_member(&member);
     service.set_member(member.clone());

@@ -12,6 +12,10 @@
 //! the source expires them, and its deletions arrive as events. `Command::Promote` ends it
 //! (`POST /etcdc/promote`, after the source's writers stopped and the mirror caught up):
 //! writes go on from the next revision, each lease's clock starting with its full TTL.
+//!
+//! A source with TLS client certificates or authentication is reached with each member's
+//! `--mirror-cacert`, `--mirror-cert`, `--mirror-key`, `--mirror-user` (`SourceAccess`):
+//! flags, not store, so that no secret is replicated or lands in a snapshot.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,10 +37,21 @@ pub(crate) fn read_only(source: &str) -> Error {
     )
 }
 
+/// How this member reaches the source: TLS (CAs, a client certificate) and a user, when
+/// the source asks for them. Every member needs the same, as any may lead.
+#[derive(Clone, Debug, Default)]
+pub struct SourceAccess {
+    pub tls: Option<crate::tls::ClientTls>,
+    pub credentials: Option<crate::remote::Credentials>,
+}
+
 /// A client of the source cluster.
-fn source_client(source: &str) -> Result<crate::remote::Remote> {
+fn source_client(member: &Member, source: &str) -> Result<crate::remote::Remote> {
+    let access = member.mirror_access();
     crate::remote::Remote::new(crate::remote::RemoteConfig {
         endpoints: crate::remote::parse_endpoints(source)?,
+        tls: access.tls.clone(),
+        credentials: access.credentials.clone(),
         ..Default::default()
     })
 }
@@ -67,7 +82,7 @@ pub async fn run(member: Arc<Member>, id: u64, stop: impl std::future::Future<Ou
 /// Follows the source's watch from this store's revision + 1 while this member leads and
 /// the store mirrors.
 async fn follow(member: &Member, id: u64, source: &str) -> Result<()> {
-    let client = source_client(source)?;
+    let client = source_client(member, source)?;
     let from = member.header_now().await.revision + 1;
     let all = WatchCreateRequest {
         key: vec![0],
@@ -170,7 +185,7 @@ pub async fn promote(member: &Member) -> Result<i64> {
         ));
     };
     let deadline = deadline_in(Duration::from_secs(10));
-    let target = match source_client(&source)?.status(None, deadline).await {
+    let target = match source_client(member, &source)?.status(None, deadline).await {
         Ok(s) => s.header.map_or(0, |h| h.revision),
         // The source is gone (the operator stopped it first): promote what the mirror has.
         Err(_) => 0,

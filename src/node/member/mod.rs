@@ -84,6 +84,8 @@ pub struct MemberConfig {
     /// etcd's `--strict-reconfig-check` (on by default, as etcd): a member change that
     /// would leave fewer started or reachable voters than a quorum is refused.
     pub strict_reconfig: bool,
+    /// How the mirror reaches its source (`node::mirror`), when this store mirrors one.
+    pub mirror_access: crate::node::mirror::SourceAccess,
 }
 
 impl MemberConfig {
@@ -106,6 +108,7 @@ impl MemberConfig {
             auth: Default::default(),
             limits: Default::default(),
             strict_reconfig: true,
+            mirror_access: Default::default(),
         }
     }
 }
@@ -140,6 +143,7 @@ pub struct Member {
     pub auth_settings: crate::node::auth::AuthSettings,
     pub limits: crate::node::Limits,
     strict_reconfig: bool,
+    mirror_access: crate::node::mirror::SourceAccess,
     /// Held shared while a batch or a forwarded write is proposed; a leader transfer holds
     /// it alone, so writes wait (and are not refused) while leadership moves.
     proposing: Arc<tokio::sync::RwLock<()>>,
@@ -269,6 +273,7 @@ impl Member {
             auth_settings: config.auth,
             limits: config.limits,
             strict_reconfig: config.strict_reconfig,
+            mirror_access: config.mirror_access,
             proposing,
             election_ms: config.election_ms,
         })
@@ -395,6 +400,11 @@ impl Member {
     /// The client URLs of the etcd cluster this member's store mirrors, while it does.
     pub async fn mirror_source(&self) -> Option<String> {
         self.sm.state.read().await.mvcc.mirror.clone()
+    }
+
+    /// How this member reaches the cluster its store mirrors.
+    pub fn mirror_access(&self) -> &crate::node::mirror::SourceAccess {
+        &self.mirror_access
     }
 
     /// Of `ids`, the leases this member's store does not have.
