@@ -22,6 +22,8 @@ struct Proc {
     peer: String,
     /// Joins a running cluster (`--initial-cluster-state existing`).
     join: bool,
+    /// More flags for this member alone.
+    flags: Vec<String>,
     child: Option<Child>,
 }
 
@@ -33,6 +35,7 @@ impl Proc {
             client: format!("{scheme}://127.0.0.1:{}", free_port()),
             peer: format!("{scheme}://127.0.0.1:{}", free_port()),
             join: false,
+            flags: Vec::new(),
             child: None,
         }
     }
@@ -92,29 +95,49 @@ impl Cluster {
         extra: Vec<String>,
         client_tls: Option<ClientTls>,
     ) -> Cluster {
-        let procs: Vec<Proc> = (0..n).map(|i| Proc::new(format!("n{i}"), scheme)).collect();
-        let initial = procs
-            .iter()
-            .map(|p| format!("{}={}", p.name, p.peer))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut c = Cluster {
-            dir: tempfile::tempdir().expect("temp dir"),
-            procs,
-            initial,
-            extra,
-            client_tls,
-        };
+        let mut c = Cluster::unstarted(n, scheme, extra, client_tls);
         for i in 0..n {
             c.start(i);
         }
         c
     }
 
+    fn unstarted(
+        n: usize,
+        scheme: &str,
+        extra: Vec<String>,
+        client_tls: Option<ClientTls>,
+    ) -> Cluster {
+        let procs: Vec<Proc> = (0..n).map(|i| Proc::new(format!("n{i}"), scheme)).collect();
+        let initial = procs
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        Cluster {
+            dir: tempfile::tempdir().expect("temp dir"),
+            procs,
+            initial,
+            extra,
+            client_tls,
+        }
+    }
+
     fn start(&mut self, i: usize) {
+        let child = self
+            .command(i)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcdc-node starts");
+        self.procs[i].child = Some(child);
+    }
+
+    /// Member `i`'s command line.
+    fn command(&self, i: usize) -> Command {
         let p = &self.procs[i];
-        let child = Command::new(env!("CARGO_BIN_EXE_etcdc-node"))
-            .args(["--name", &p.name])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcdc-node"));
+        cmd.args(["--name", &p.name])
             .arg("--data-dir")
             .arg(self.dir.path().join(&p.name))
             .args(["--listen-client-urls", &p.client])
@@ -128,11 +151,9 @@ impl Cluster {
             ])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcdc-node starts");
-        self.procs[i].child = Some(child);
+            .args(&p.flags)
+            .stdin(Stdio::null());
+        cmd
     }
 
     fn kill(&mut self, i: usize) {
@@ -1334,4 +1355,76 @@ async fn move_leader_hands_leadership_to_a_follower_under_writes() {
     );
     writer.await.unwrap();
     assert_eq!(count(&*e, "/moved/", false).await, 300);
+}
+
+/// etcd's `--experimental-initial-corrupt-check`: a member whose store differs from its
+/// peers' at the same revision refuses to start, and says so; one that agrees with the peers
+/// it reaches starts (one that is down is skipped, as etcd skips it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_data_differs_from_its_peers_refuses_to_start() {
+    if !support::etcdctl::available() {
+        return;
+    }
+    // Two backups at the same revision, one value apart: what a corrupted member looks like.
+    let dir = tempfile::tempdir().unwrap();
+    let backup = |value: &str| {
+        let file = dir.path().join(format!("{value}.db"));
+        let c = Cluster::new(1);
+        let client = c.procs[0].client.clone();
+        let until = Instant::now() + Duration::from_secs(15);
+        while !support::etcdctl::etcdctl(&client, &["put", "/k", value], None).0 {
+            assert!(Instant::now() < until, "the put never succeeded");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let file_arg = file.to_str().unwrap();
+        let (ok, out) = support::etcdctl::etcdctl(&client, &["snapshot", "save", file_arg], None);
+        assert!(ok, "{out}");
+        file
+    };
+    let (good, bad) = (backup("good"), backup("bad"));
+    let mut c = Cluster::unstarted(3, "http", Vec::new(), None);
+    for (i, file) in [&good, &good, &bad].into_iter().enumerate() {
+        c.procs[i].flags = vec!["--restore-snapshot".into(), file.display().to_string()];
+        c.start(i);
+    }
+    for i in 0..3 {
+        until_serving(&c, i).await;
+    }
+    until_all_started(&c).await;
+
+    c.kill(2);
+    let checked = |c: &Cluster, i: usize| {
+        c.command(i)
+            .arg("--experimental-initial-corrupt-check")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("etcdc-node starts")
+    };
+    let mut refused = checked(&c, 2);
+    let mut stderr = refused.stderr.take().unwrap();
+    let status = stops_by_itself(refused).await;
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut said).unwrap();
+    assert!(!status.success(), "{status}");
+    assert!(
+        said.contains("found data inconsistency with peers"),
+        "{said}"
+    );
+
+    // Member 0 agrees with member 1, the one it can reach: it starts.
+    c.kill(0);
+    c.procs[0].child = Some(checked(&c, 0));
+    let e = until_serving(&c, 0).await;
+    let got = e
+        .range(
+            RangeRequest {
+                key: b"/k".to_vec(),
+                ..Default::default()
+            },
+            dl(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.kvs[0].value, b"good");
 }
