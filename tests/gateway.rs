@@ -487,3 +487,38 @@ fn the_gateway_answers_as_etcds_does() {
     }
     assert!(differ.is_empty(), "{}", differ.join("\n"));
 }
+
+/// `--max-concurrent-streams 1`: etcd's gateway is one gRPC client of its server, so a watch
+/// open on it holds the one stream and a put waits until the watch ends — on etcd and on
+/// the node alike (etcd's TestV3Curl_MaxStreams).
+#[test]
+fn the_gateway_shares_max_concurrent_streams_as_etcds_does() {
+    let Some(etcd) = support::etcd::Cluster::start_with(1, &["--max-concurrent-streams", "1"])
+    else {
+        return;
+    };
+    let node = NodeProcess::start_with(None, &["--max-concurrent-streams", "1"]);
+    for base in [etcd.client_url(0), node.url.clone()] {
+        let mut watch = std::process::Command::new("curl")
+            .args(["-sS", "-N", "-X", "POST", "--max-time", "3", "-d"])
+            .arg(json!({"create_request": {"key": b64("/w")}}).to_string())
+            .arg(format!("{base}/v3/watch"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("curl runs");
+        let mut created = String::new();
+        let mut lines = std::io::BufReader::new(watch.stdout.take().unwrap());
+        std::io::BufRead::read_line(&mut lines, &mut created).unwrap();
+        assert!(created.contains("\"created\":true"), "{base}: {created}");
+        let put = json!({"key": b64("/k"), "value": b64("v")}).to_string();
+        let waiting = post(&base, "/v3/kv/put", &put, None, 1.0);
+        assert_eq!(
+            waiting.status, 0,
+            "{base}: answered beside the watch: {}",
+            waiting.body
+        );
+        let _ = watch.wait();
+        let after = post(&base, "/v3/kv/put", &put, None, 5.0);
+        assert_eq!(after.status, 200, "{base}: {}", after.body);
+    }
+}
