@@ -120,7 +120,8 @@ impl Cluster {
         Some(c)
     }
 
-    fn start_as(n: usize, extra: Vec<String>, tls: Option<Vec<String>>) -> Option<Cluster> {
+    /// `n` members with `extra` flags; `tls`: etcdctl's flags when the client port speaks TLS.
+    pub fn start_as(n: usize, extra: Vec<String>, tls: Option<Vec<String>>) -> Option<Cluster> {
         let mut c = Self::unstarted(n, extra, tls)?;
         for i in 0..n {
             c.spawn(i);
