@@ -282,3 +282,63 @@ fn http_get(host_port: &str, path: &str) -> (u16, String) {
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (code, body)
 }
+
+/// `etcdc-node gateway start` (etcd's TCP gateway): etcdctl through it reaches the cluster,
+/// an endpoint that refuses connections is passed over, and the gateway stops on SIGTERM.
+#[test]
+fn etcds_tcp_gateway_passes_over_an_endpoint_that_refuses() {
+    if !support::etcdctl::available() {
+        return;
+    }
+    let node = support::process::NodeProcess::start(None);
+    let dead = format!("127.0.0.1:{}", support::etcd::free_port());
+    let listen = format!("127.0.0.1:{}", support::etcd::free_port());
+    let mut gateway = Stopped(
+        std::process::Command::new(env!("CARGO_BIN_EXE_etcdc-node"))
+            .args([
+                "gateway",
+                &format!("--endpoints={dead},{}", node.url),
+                "start",
+            ])
+            .args(["--listen-addr", &listen, "--retry-delay", "1m"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("etcdc-node gateway starts"),
+    );
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(gateway.0.stderr.take().unwrap()));
+    let ready = lines.next().expect("a line").unwrap();
+    assert!(ready.contains("ready to proxy client requests"), "{ready}");
+    for i in 0..4 {
+        let (ok, out) = etcdctl(&listen, &["put", "/through/gateway", &i.to_string()], None);
+        assert!(ok && out.contains("OK"), "{out}");
+    }
+    let (ok, out) = etcdctl(
+        &listen,
+        &["get", "/through/gateway", "--print-value-only"],
+        None,
+    );
+    assert_eq!((ok, out.trim()), (true, "3"));
+    let pid = nix::unistd::Pid::from_raw(gateway.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(gateway.0.wait().unwrap().success());
+    // The refusing endpoint was tried once, then left out for its retry delay.
+    let said: Vec<String> = lines.map_while(Result::ok).collect();
+    let deactivated = format!("deactivated endpoint {dead}");
+    assert_eq!(
+        said.iter().filter(|l| l.contains(&deactivated)).count(),
+        1,
+        "{said:?}"
+    );
+}
+
+/// A child process killed by its pid when the test ends, also when it fails.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -79,8 +79,83 @@ impl Logger {
     }
 }
 
+/// `etcdc-node gateway start`: etcd's TCP gateway (`node::tcp_gateway`), until SIGTERM or
+/// SIGINT.
+fn gateway(args: &[String]) -> ExitCode {
+    use etcdc::node::tcp_gateway::{bind, parse, serve, GatewayAction, USAGE};
+    let o = match parse(args) {
+        Ok(GatewayAction::Start(o)) => o,
+        Ok(GatewayAction::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("etcdc-node gateway: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("etcdc-node gateway: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let (feed, records) = etcdc::stream::channel(256);
+        etcdc::observe::set_sink(etcdc::observe::Level::Warn, Some(feed));
+        tokio::spawn(async move {
+            while let Some(r) = records.recv().await {
+                eprintln!("etcdc-node gateway: {}", r.message);
+            }
+        });
+        let listener = match bind(&o).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("etcdc-node gateway: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let (mut term, mut int) = match (
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => (t, i),
+            _ => {
+                eprintln!("etcdc-node gateway: cannot watch for SIGTERM/SIGINT");
+                return ExitCode::FAILURE;
+            }
+        };
+        eprintln!(
+            "etcdc-node gateway: ready to proxy client requests to {:?} on {}",
+            o.endpoints, o.listen_addr
+        );
+        let stop = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        serve(listener, o, stop).await;
+        ExitCode::SUCCESS
+    })
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("gateway") => return gateway(&args[1..]),
+        Some("grpc-proxy") => {
+            eprintln!(
+                "etcdc-node: grpc-proxy is not supported (etcd's caching gRPC proxy): point clients at the members, or at `etcdc-node gateway start`"
+            );
+            return ExitCode::from(2);
+        }
+        _ => {}
+    }
     let (opts, log, notices) = match parse(&args, &|var| std::env::var(var).ok()) {
         Ok(Action::Run {
             options,

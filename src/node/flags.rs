@@ -41,6 +41,8 @@ simple tokens; with --client-cert-auth a request without a token is the certific
 common name. --restore-snapshot is ignored when the data dir holds data already. A data dir
 that `etcdctl snapshot restore` made (etcd's member/snap/db) starts from that database.
 --unsafe-no-fsync (etcd's, for tests): a power loss loses acknowledged writes.
+`etcdc-node gateway start --endpoints URLS --listen-addr HOST:PORT` runs etcd's TCP gateway
+instead of a member (`etcdc-node gateway --help`).
 etcd flags the node does not support are refused with the reason, unless given etcd's
 default (--enable-v2=false, --proxy=off, ...). Each flag may also come from its etcd
 environment variable (ETCD_NAME, ETCD_DATA_DIR, ...). ETCDC_NODE_THREADS sets the number of

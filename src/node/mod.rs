@@ -41,6 +41,7 @@ pub mod mirror;
 pub mod mvcc;
 pub mod peer;
 pub mod raft;
+pub mod tcp_gateway;
 pub mod wal;
 pub mod watch;
 
