@@ -1505,3 +1505,42 @@ async fn a_trusted_ca_certificate_is_a_client_certificate_as_for_etcd() {
         assert!(!ok, "{url}: an untrusted certificate was taken: {out}");
     }
 }
+
+/// etcd's `unix://PATH` URLs: three members whose peers talk over Unix sockets replicate a
+/// write, and a member serves clients on a Unix socket too (etcdctl reaches it there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_talk_over_unix_sockets() {
+    if !support::etcdctl::available() {
+        return;
+    }
+    let mut c = Cluster::unstarted(3, "http", Vec::new(), None);
+    let socket = |name: &str| format!("unix://{}", c.dir.path().join(name).display());
+    let peers: Vec<String> = (0..3).map(|i| socket(&format!("n{i}.peer"))).collect();
+    let unix_client = socket("n0.client");
+    for (p, peer) in c.procs.iter_mut().zip(&peers) {
+        p.peer = peer.clone();
+    }
+    c.initial = c
+        .procs
+        .iter()
+        .map(|p| format!("{}={}", p.name, p.peer))
+        .collect::<Vec<_>>()
+        .join(",");
+    c.procs[0].flags = vec![
+        "--listen-client-urls".into(),
+        format!("{},{unix_client}", c.procs[0].client),
+    ];
+    for i in 0..3 {
+        c.start(i);
+    }
+    let first = until_serving(&c, 0).await;
+    put_until_acked(&*first, "/over/unix".into()).await;
+    let third = until_serving(&c, 2).await;
+    assert_eq!(count(&*third, "/over/", false).await, 1);
+    let listed = member_list(&c.procs[1].client);
+    let mut peer_urls: Vec<String> = listed.iter().map(|m| m.peer_urls.clone()).collect();
+    peer_urls.sort();
+    assert_eq!(peer_urls, peers);
+    let (ok, out) = support::etcdctl::etcdctl(&unix_client, &["get", "/over/unix"], None);
+    assert!(ok && out.contains("/over/unix"), "{out}");
+}

@@ -128,7 +128,7 @@ pub fn parse_initial_cluster(spec: &str) -> Result<BTreeMap<String, Vec<String>>
                 "malformed initial-cluster entry {item:?}: expected name=http://host:port"
             ))
         })?;
-        let scheme_ok = ["http://", "https://"]
+        let scheme_ok = ["http://", "https://", "unix://"]
             .iter()
             .any(|s| url.starts_with(s) && url.len() > s.len());
         if name.starts_with(UNNAMED) || !scheme_ok {
@@ -150,8 +150,41 @@ pub fn parse_initial_cluster(spec: &str) -> Result<BTreeMap<String, Vec<String>>
 
 /// A listener of one of the member's URLs, and the TLS it speaks (None: plain).
 struct Listener {
-    tcp: tokio::net::TcpListener,
+    socket: Socket,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+}
+
+/// A TCP port, or a Unix socket (etcd's `unix://PATH` URLs, plain).
+enum Socket {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+/// The socket path of a `unix://` URL, as etcd takes it: everything after the scheme
+/// (`unix://etcd.unix:1` is the file `etcd.unix:1` in the working directory).
+pub(crate) fn unix_path(url: &str) -> Option<&str> {
+    url.strip_prefix("unix://").filter(|p| !p.is_empty())
+}
+
+/// Starts the server `serve` makes on each connection stream of `socket`: TLS with `tls`
+/// or plain TCP with Nagle off, or a Unix socket.
+macro_rules! serve_on {
+    ($socket:expr, $tls:expr, |$incoming:ident| $serve:expr) => {
+        match ($socket, $tls) {
+            (Socket::Tcp(tcp), Some(tls)) => {
+                let $incoming = crate::tls::incoming(tcp, tls);
+                tokio::spawn($serve)
+            }
+            (Socket::Tcp(tcp), None) => {
+                let $incoming = super::nodelay(tcp);
+                tokio::spawn($serve)
+            }
+            (Socket::Unix(unix), _) => {
+                let $incoming = tokio_stream::wrappers::UnixListenerStream::new(unix);
+                tokio::spawn($serve)
+            }
+        }
+    };
 }
 
 impl Listener {
@@ -162,12 +195,34 @@ impl Listener {
         flag: &str,
         config: &mut dyn FnMut() -> Result<Arc<tokio_rustls::rustls::ServerConfig>>,
     ) -> Result<Listener> {
+        if let Some(path) = unix_path(url) {
+            // As etcd: a socket file left by an earlier run is replaced.
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::new(
+                        ErrorKind::FailedPrecondition,
+                        format!("cannot listen on {url}: {e}"),
+                    ))
+                }
+                _ => {}
+            }
+            let unix = tokio::net::UnixListener::bind(path).map_err(|e| {
+                Error::new(
+                    ErrorKind::FailedPrecondition,
+                    format!("cannot listen on {url}: {e}"),
+                )
+            })?;
+            return Ok(Listener {
+                socket: Socket::Unix(unix),
+                tls: None,
+            });
+        }
         let (https, addr) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
             (Some(addr), _) => (true, addr),
             (None, Some(addr)) => (false, addr),
             _ => {
                 return Err(Error::invalid(format!(
-                    "{url:?}: expected http://host:port or https://host:port"
+                    "{url:?}: expected http://host:port, https://host:port or unix://path"
                 )))
             }
         };
@@ -194,7 +249,10 @@ impl Listener {
                 format!("cannot listen on {url}: {e}"),
             )
         })?;
-        Ok(Listener { tcp, tls })
+        Ok(Listener {
+            socket: Socket::Tcp(tcp),
+            tls,
+        })
     }
 
     /// Binds every URL of `urls`, the TLS config made once for all of them.
@@ -420,14 +478,9 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     };
     for l in peer_listeners {
         let (service, stopped) = (service.clone(), stop_signal());
-        servers.push(match l.tls {
-            Some(tls) => tokio::spawn(super::peer::serve(
-                service,
-                crate::tls::incoming(l.tcp, tls),
-                stopped,
-            )),
-            None => tokio::spawn(super::peer::serve(service, super::nodelay(l.tcp), stopped)),
-        });
+        servers.push(serve_on!(l.socket, l.tls, |incoming| super::peer::serve(
+            service, incoming, stopped
+        )));
     }
     let mut config = MemberConfig::new(id, dir, ids);
     config.heartbeat_ms = opts.heartbeat_ms;
@@ -459,35 +512,15 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     }
     for l in client_listeners {
         let (member, stopped, grpc) = (member.clone(), stop_signal(), opts.grpc);
-        servers.push(match l.tls {
-            Some(tls) => tokio::spawn(super::grpc::serve(
-                member,
-                grpc,
-                crate::tls::incoming(l.tcp, tls),
-                stopped,
-            )),
-            None => tokio::spawn(super::grpc::serve(
-                member,
-                grpc,
-                super::nodelay(l.tcp),
-                stopped,
-            )),
-        });
+        servers.push(serve_on!(l.socket, l.tls, |incoming| super::grpc::serve(
+            member, grpc, incoming, stopped
+        )));
     }
     for l in metrics_listeners {
         let (member, stopped) = (member.clone(), stop_signal());
-        servers.push(match l.tls {
-            Some(tls) => tokio::spawn(super::grpc::serve_metrics(
-                member,
-                crate::tls::incoming(l.tcp, tls),
-                stopped,
-            )),
-            None => tokio::spawn(super::grpc::serve_metrics(
-                member,
-                super::nodelay(l.tcp),
-                stopped,
-            )),
-        });
+        servers.push(serve_on!(l.socket, l.tls, |incoming| {
+            super::grpc::serve_metrics(member, incoming, stopped)
+        }));
     }
     {
         let (member, stopped) = (member.clone(), stop_signal());

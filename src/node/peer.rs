@@ -116,6 +116,14 @@ impl PeerNetwork {
             (true, Some(tls)) => Some(tls.clone()),
             (true, None) => return Err(bad(&"an https:// peer needs the --peer-* TLS flags")),
         };
+        if let Some(path) = crate::node::launch::unix_path(addr) {
+            let channel = Endpoint::from_static("http://unix.socket")
+                .connect_timeout(Duration::from_millis(500))
+                .connect_with_connector_lazy(UnixConnector(path.into()));
+            let alerts = Alerts::default();
+            channels.insert(id, (addr.to_string(), channel.clone(), alerts));
+            return Ok(channel);
+        }
         // TLS is the connector's, so tonic connects to the plain form of the URL.
         let alerts = Alerts::default();
         let channel = Endpoint::from_shared(addr.replacen("https://", "http://", 1))
@@ -440,6 +448,33 @@ impl Peer for PeerService {
 }
 
 /// Serves the peer service on the connections of `incoming` until `shutdown` resolves.
+/// Connects a channel to a peer's Unix socket (its `unix://PATH` URL).
+#[derive(Clone)]
+struct UnixConnector(std::path::PathBuf);
+
+impl tower_service::Service<http::Uri> for UnixConnector {
+    type Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<Self::Response>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let path = self.0.clone();
+        Box::pin(async move {
+            let conn = tokio::net::UnixStream::connect(path).await?;
+            Ok(hyper_util::rt::TokioIo::new(conn))
+        })
+    }
+}
+
 pub async fn serve<IO>(
     service: PeerService,
     incoming: impl tokio_stream::Stream<Item = std::io::Result<IO>> + Send,
