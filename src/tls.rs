@@ -736,7 +736,7 @@ pub(crate) fn incoming(
 }
 
 /// One DER element: (tag, content, what follows it).
-fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+pub(crate) fn der_element(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = b.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {
@@ -757,12 +757,12 @@ fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 /// The contents of a DER certificate's validity and subject.
 fn validity_and_subject(der: &[u8]) -> Option<(&[u8], &[u8])> {
     const SEQUENCE: u8 = 0x30;
-    let (_, cert, _) = tlv(der).filter(|t| t.0 == SEQUENCE)?;
-    let (_, tbs, _) = tlv(cert).filter(|t| t.0 == SEQUENCE)?;
+    let (_, cert, _) = der_element(der).filter(|t| t.0 == SEQUENCE)?;
+    let (_, tbs, _) = der_element(cert).filter(|t| t.0 == SEQUENCE)?;
     // version [0] (optional), serial, signature, issuer, validity, subject.
     let mut fields = tbs;
     let mut next = || {
-        let (tag, content, rest) = tlv(fields)?;
+        let (tag, content, rest) = der_element(fields)?;
         fields = rest;
         Some((tag, content))
     };
@@ -780,9 +780,9 @@ fn validity_and_subject(der: &[u8]) -> Option<(&[u8], &[u8])> {
 fn valid_at(der: &[u8], now: u64) -> bool {
     let times = || {
         let (validity, _) = validity_and_subject(der)?;
-        let (tag, before, rest) = tlv(validity)?;
+        let (tag, before, rest) = der_element(validity)?;
         let before = der_time(tag, before)?;
-        let (tag, after, _) = tlv(rest)?;
+        let (tag, after, _) = der_element(rest)?;
         Some((before, der_time(tag, after)?))
     };
     times().is_some_and(|(before, after)| before <= now && now <= after)
@@ -823,14 +823,14 @@ pub(crate) fn common_name(der: &[u8]) -> Option<String> {
     const CN: &[u8] = &[0x55, 0x04, 0x03];
     let (_, subject) = validity_and_subject(der)?;
     let mut rdns = subject;
-    while let Some((_, set, rest)) = tlv(rdns) {
+    while let Some((_, set, rest)) = der_element(rdns) {
         rdns = rest;
         let mut attrs = set;
-        while let Some((_, attr, rest)) = tlv(attrs) {
+        while let Some((_, attr, rest)) = der_element(attrs) {
             attrs = rest;
-            let (_, oid, value) = tlv(attr)?;
+            let (_, oid, value) = der_element(attr)?;
             if oid == CN {
-                let (_, text, _) = tlv(value)?;
+                let (_, text, _) = der_element(value)?;
                 return String::from_utf8(text.to_vec()).ok();
             }
         }

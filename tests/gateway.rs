@@ -522,3 +522,93 @@ fn the_gateway_shares_max_concurrent_streams_as_etcds_does() {
         assert_eq!(after.status, 200, "{base}: {}", after.body);
     }
 }
+
+/// etcd's JWT tokens (`--auth-token jwt,...`), side by side: etcdctl works with a user on
+/// both; a token etcd signed is taken by the node and one the node signed by etcd (the same
+/// key, the same auth history), which shows the format is etcd's; once the users change,
+/// both refuse the older tokens alike ("revision of auth store is old").
+#[test]
+fn jwt_tokens_are_etcds_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (private, public) = (
+        write("jwt.key", key.serialize_pem()),
+        write("jwt.pub", key.public_key_pem()),
+    );
+    let flag = format!("--auth-token=jwt,pub-key={public},priv-key={private},sign-method=ES256");
+    let Some(etcd) = support::etcd::Cluster::start_with(1, &[&flag]) else {
+        return;
+    };
+    let node = NodeProcess::start_with(None, &[&flag]);
+    let (etcd_url, node_url) = (etcd.client_url(0), node.url.clone());
+    let ctl = |url: &str, args: &[&str]| {
+        let (ok, out) = support::etcdctl::etcdctl(url, args, None);
+        assert!(ok, "{url} {args:?}: {out}");
+    };
+    let root = ["--user", "root:rootpw"];
+    for url in [&etcd_url, &node_url] {
+        for args in [
+            &["user", "add", "root:rootpw"][..],
+            &["role", "add", "root"],
+            &["user", "grant-role", "root", "root"],
+            &["auth", "enable"],
+        ] {
+            ctl(url, args);
+        }
+        ctl(url, &[&root[..], &["put", "/k", "v"]].concat());
+    }
+    let token = |url: &str| {
+        let r = post(
+            url,
+            "/v3/auth/authenticate",
+            r#"{"name":"root","password":"rootpw"}"#,
+            None,
+            5.0,
+        );
+        let v: Value = serde_json::from_str(&r.body).expect("json");
+        v["token"].as_str().expect("a token").to_string()
+    };
+    let range = |url: &str, token: &str| {
+        let body = json!({"key": b64("/k")}).to_string();
+        let r = post(url, "/v3/kv/range", &body, Some(token), 5.0);
+        let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::String(r.body));
+        (r.status, v)
+    };
+    let (from_etcd, from_node) = (token(&etcd_url), token(&node_url));
+    assert_eq!(from_etcd.split('.').count(), 3, "{from_etcd}");
+    for (url, token) in [
+        (&etcd_url, &from_node),
+        (&node_url, &from_etcd),
+        (&etcd_url, &from_etcd),
+        (&node_url, &from_node),
+    ] {
+        let (status, v) = range(url, token);
+        assert_eq!(status, 200, "{url}: {v}");
+        assert_eq!(v["kvs"][0]["value"], b64("v"), "{url}: {v}");
+    }
+    for url in [&etcd_url, &node_url] {
+        ctl(url, &[&root[..], &["user", "add", "other:pw"]].concat());
+    }
+    let old_on_etcd = range(&etcd_url, &from_etcd);
+    assert_eq!(range(&node_url, &from_node), old_on_etcd);
+    assert!(
+        old_on_etcd
+            .1
+            .to_string()
+            .contains("revision of auth store is old"),
+        "{old_on_etcd:?}"
+    );
+    assert_eq!(
+        range(&node_url, "not.a.token"),
+        range(&etcd_url, "not.a.token")
+    );
+    // etcdctl authenticates again and goes on.
+    for url in [&etcd_url, &node_url] {
+        ctl(url, &[&root[..], &["get", "/k"]].concat());
+    }
+}

@@ -15,12 +15,14 @@ use crate::pb::authpb::permission::Type as PermType;
 
 pub const ROOT: &str = "root";
 
-/// etcd's `--auth-token-ttl` (simple tokens: idle seconds before a token expires) and
-/// `--bcrypt-cost`.
-#[derive(Clone, Copy, Debug)]
+/// etcd's `--auth-token` (simple tokens, or JWT with its keys), `--auth-token-ttl` (simple
+/// tokens: idle seconds before a token expires) and `--bcrypt-cost`.
+#[derive(Clone, Debug)]
 pub struct AuthSettings {
     pub token_ttl: Duration,
     pub bcrypt_cost: u32,
+    /// `--auth-token jwt,...`: signed tokens instead of simple ones (`node::jwt`).
+    pub jwt: Option<Arc<crate::node::jwt::Jwt>>,
 }
 
 impl Default for AuthSettings {
@@ -28,6 +30,7 @@ impl Default for AuthSettings {
         AuthSettings {
             token_ttl: Duration::from_secs(300),
             bcrypt_cost: 10,
+            jwt: None,
         }
     }
 }
@@ -171,6 +174,14 @@ impl Tokens {
 
 pub fn invalid_token() -> Error {
     fail(ErrorKind::Auth, "etcdserver: invalid auth token")
+}
+
+/// A JWT issued before users or roles last changed.
+pub fn old_revision() -> Error {
+    fail(
+        ErrorKind::InvalidArgument,
+        "etcdserver: revision of auth store is old",
+    )
 }
 
 pub fn user_empty() -> Error {

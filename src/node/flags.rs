@@ -22,7 +22,8 @@ pub const USAGE: &str = "usage: etcdc-node [flags], with etcd 3.4's flags:
   --cert-file FILE --key-file FILE  --trusted-ca-file FILE  --client-cert-auth  --auto-tls
   --peer-cert-file FILE --peer-key-file FILE  --peer-trusted-ca-file FILE
   --peer-client-cert-auth  --peer-auto-tls  --cipher-suites SUITE,...
-  --auth-token simple  --auth-token-ttl SECONDS  --bcrypt-cost 4..31
+  --auth-token simple|jwt,pub-key=FILE,priv-key=FILE,sign-method=ES256[,ttl=5m]
+  --auth-token-ttl SECONDS  --bcrypt-cost 4..31
   --logger zap  --log-outputs stderr|stdout|FILE,...  --log-level debug|info|warn|error
   --metrics basic|extensive  --unsafe-no-fsync  --version
   --strict-reconfig-check  --force-new-cluster  --enable-grpc-gateway
@@ -596,12 +597,19 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Ac
             "peer-client-cert-auth" => o.peer_tls.client_cert_auth = boolean_value()?,
             "peer-auto-tls" => o.peer_tls.auto_tls = boolean_value()?,
             "cipher-suites" => o.cipher_suites = list(v),
-            "auth-token" if v.split(',').next() != Some("simple") => {
-                return Err(format!(
-                    "--auth-token {v:?}: only simple tokens are supported (JWT is not yet)"
-                ));
-            }
-            "auth-token" => {}
+            "auth-token" => match v.split_once(',').unwrap_or((v, "")) {
+                ("simple", _) => o.auth.jwt = None,
+                ("jwt", options) => {
+                    let jwt = crate::node::jwt::Jwt::from_options(options)
+                        .map_err(|e| format!("--auth-token: {e}"))?;
+                    o.auth.jwt = Some(std::sync::Arc::new(jwt));
+                }
+                (other, _) => {
+                    return Err(format!(
+                        "--auth-token is simple or jwt,pub-key=FILE,priv-key=FILE,sign-method=NAME[,ttl=5m], not {other:?}"
+                    ))
+                }
+            },
             "auth-token-ttl" => o.auth.token_ttl = Duration::from_secs(number()?.max(1)),
             "bcrypt-cost" => {
                 let cost = number()?;

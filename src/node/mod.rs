@@ -34,6 +34,7 @@ pub mod corrupt;
 pub mod flags;
 pub mod grpc;
 pub mod history;
+pub mod jwt;
 pub mod launch;
 pub mod member;
 pub mod metrics;

@@ -180,15 +180,26 @@ impl Api {
         needs: &[Need<'_>],
     ) -> crate::error::Result<Option<String>> {
         let ttl = self.0.auth_settings.token_ttl;
+        let jwt = self.0.auth_settings.jwt.as_deref();
         self.0
             .auth_read(None, |a| {
                 if !a.enabled {
                     return Ok(None);
                 }
-                let user = match (&caller.token, &caller.common_name) {
-                    (Some(token), _) => a.tokens.user(token, ttl)?,
-                    (None, Some(cn)) => cn.clone(),
-                    (None, None) => return Err(crate::node::auth::user_empty()),
+                let user = match (&caller.token, &caller.common_name, jwt) {
+                    (Some(token), _, Some(jwt)) => {
+                        let (user, revision) = jwt
+                            .verify(token)
+                            .map_err(|_| crate::node::auth::invalid_token())?;
+                        // As etcd: a token from before users or roles last changed.
+                        if revision < a.revision {
+                            return Err(crate::node::auth::old_revision());
+                        }
+                        user
+                    }
+                    (Some(token), _, None) => a.tokens.user(token, ttl)?,
+                    (None, Some(cn), _) => cn.clone(),
+                    (None, None, _) => return Err(crate::node::auth::user_empty()),
                 };
                 for need in needs {
                     match need {
