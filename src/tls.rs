@@ -754,16 +754,23 @@ pub(crate) fn der_element(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
 }
 
-/// The contents of a DER certificate's validity and subject.
-fn validity_and_subject(der: &[u8]) -> Option<(&[u8], &[u8])> {
+/// The fields of a DER certificate that etcd looks at: the contents of its validity, its
+/// subject and its subject public key info.
+struct Fields<'a> {
+    validity: &'a [u8],
+    subject: &'a [u8],
+    public_key_info: &'a [u8],
+}
+
+fn fields(der: &[u8]) -> Option<Fields<'_>> {
     const SEQUENCE: u8 = 0x30;
     let (_, cert, _) = der_element(der).filter(|t| t.0 == SEQUENCE)?;
     let (_, tbs, _) = der_element(cert).filter(|t| t.0 == SEQUENCE)?;
-    // version [0] (optional), serial, signature, issuer, validity, subject.
-    let mut fields = tbs;
+    // version [0] (optional), serial, signature, issuer, validity, subject, key info.
+    let mut rest = tbs;
     let mut next = || {
-        let (tag, content, rest) = der_element(fields)?;
-        fields = rest;
+        let (tag, content, after) = der_element(rest)?;
+        rest = after;
         Some((tag, content))
     };
     let mut field = next()?;
@@ -773,14 +780,23 @@ fn validity_and_subject(der: &[u8]) -> Option<(&[u8], &[u8])> {
     let _serial = field;
     let (_signature, _issuer, (_, validity)) = (next()?, next()?, next()?);
     let (_, subject) = next()?;
-    Some((validity, subject))
+    let (_, public_key_info) = next()?;
+    Some(Fields {
+        validity,
+        subject,
+        public_key_info,
+    })
+}
+
+/// The contents of a DER certificate's SubjectPublicKeyInfo.
+pub(crate) fn public_key_info(der: &[u8]) -> Option<&[u8]> {
+    fields(der).map(|f| f.public_key_info)
 }
 
 /// Whether `now` (seconds since the epoch) is within a DER certificate's validity.
 fn valid_at(der: &[u8], now: u64) -> bool {
     let times = || {
-        let (validity, _) = validity_and_subject(der)?;
-        let (tag, before, rest) = der_element(validity)?;
+        let (tag, before, rest) = der_element(fields(der)?.validity)?;
         let before = der_time(tag, before)?;
         let (tag, after, _) = der_element(rest)?;
         Some((before, der_time(tag, after)?))
@@ -821,8 +837,7 @@ fn der_time(tag: u8, text: &[u8]) -> Option<u64> {
 /// `--client-cert-auth`); None when it has none or is not DER.
 pub(crate) fn common_name(der: &[u8]) -> Option<String> {
     const CN: &[u8] = &[0x55, 0x04, 0x03];
-    let (_, subject) = validity_and_subject(der)?;
-    let mut rdns = subject;
+    let mut rdns = fields(der)?.subject;
     while let Some((_, set, rest)) = der_element(rdns) {
         rdns = rest;
         let mut attrs = set;

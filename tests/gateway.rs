@@ -526,25 +526,53 @@ fn the_gateway_shares_max_concurrent_streams_as_etcds_does() {
 /// etcd's JWT tokens (`--auth-token jwt,...`), side by side: etcdctl works with a user on
 /// both; a token etcd signed is taken by the node and one the node signed by etcd (the same
 /// key, the same auth history), which shows the format is etcd's; once the users change,
-/// both refuse the older tokens alike ("revision of auth store is old").
+/// both refuse the older tokens alike ("revision of auth store is old"). ES256 with a PKCS#8
+/// key (rcgen) and its public key; RS256 with a PKCS#1 key (`openssl genrsa -traditional`,
+/// as etcd's docs make one) and a certificate as the public key (as etcd's e2e tests).
 #[test]
 fn jwt_tokens_are_etcds_both_ways() {
     let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
     let key = rcgen::KeyPair::generate().unwrap();
-    let write = |name: &str, text: String| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
+    std::fs::write(path("es.key"), key.serialize_pem()).unwrap();
+    std::fs::write(path("es.pub"), key.public_key_pem()).unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl runs (scripts/deps.sh installs it)");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
     };
-    let (private, public) = (
-        write("jwt.key", key.serialize_pem()),
-        write("jwt.pub", key.public_key_pem()),
-    );
-    let flag = format!("--auth-token=jwt,pub-key={public},priv-key={private},sign-method=ES256");
-    let Some(etcd) = support::etcd::Cluster::start_with(1, &[&flag]) else {
+    openssl(&["genrsa", "-traditional", "-out", &path("rs.key"), "2048"]);
+    openssl(&[
+        "req",
+        "-new",
+        "-x509",
+        "-key",
+        &path("rs.key"),
+        "-subj",
+        "/CN=jwt",
+        "-days",
+        "1",
+        "-out",
+        &path("rs.crt"),
+    ]);
+    for (method, private, public) in [("ES256", "es.key", "es.pub"), ("RS256", "rs.key", "rs.crt")]
+    {
+        let flag = format!(
+            "--auth-token=jwt,pub-key={},priv-key={},sign-method={method}",
+            path(public),
+            path(private)
+        );
+        jwt_side_by_side(&flag);
+    }
+}
+
+fn jwt_side_by_side(flag: &str) {
+    let Some(etcd) = support::etcd::Cluster::start_with(1, &[flag]) else {
         return;
     };
-    let node = NodeProcess::start_with(None, &[&flag]);
+    let node = NodeProcess::start_with(None, &[flag]);
     let (etcd_url, node_url) = (etcd.client_url(0), node.url.clone());
     let ctl = |url: &str, args: &[&str]| {
         let (ok, out) = support::etcdctl::etcdctl(url, args, None);

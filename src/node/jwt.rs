@@ -371,23 +371,25 @@ fn signer(method: Method, pem: &[u8]) -> Result<(Signer, Vec<u8>), String> {
     }
 }
 
-/// A PEM public key (`PUBLIC KEY`: SubjectPublicKeyInfo, what `openssl rsa -pubout` and
-/// `openssl ec -pubout` write) as `verify` takes it: its BIT STRING.
+/// A PEM public key as `verify` takes it (the BIT STRING of its SubjectPublicKeyInfo):
+/// `PUBLIC KEY` (what `openssl rsa -pubout` and `openssl ec -pubout` write) or, as etcd
+/// takes it too, a `CERTIFICATE`'s key.
 fn public_key(pem: &[u8]) -> Result<Vec<u8>, String> {
-    let bad = || "the JWT pub-key is not a PEM public key (\"BEGIN PUBLIC KEY\")".to_string();
+    let bad = || {
+        "the JWT pub-key is not a PEM public key or certificate (\"BEGIN PUBLIC KEY\")".to_string()
+    };
     let mut sections = <(SectionKind, Vec<u8>)>::pem_slice_iter(pem);
     let (kind, der) = sections.next().ok_or_else(bad)?.map_err(|_| bad())?;
-    match kind {
-        SectionKind::PublicKey => {
-            let (_, spki, _) = der_element(&der).ok_or_else(bad)?;
-            let (_, _algorithm, rest) = der_element(spki).ok_or_else(bad)?;
-            let (tag, bits, _) = der_element(rest).ok_or_else(bad)?;
-            // A BIT STRING: its first byte counts the unused bits (0).
-            match (tag, bits.split_first()) {
-                (0x03, Some((0, key))) => Ok(key.to_vec()),
-                _ => Err(bad()),
-            }
-        }
+    let info = match kind {
+        SectionKind::PublicKey => der_element(&der).ok_or_else(bad)?.1,
+        SectionKind::Certificate => crate::tls::public_key_info(&der).ok_or_else(bad)?,
+        _ => return Err(bad()),
+    };
+    let (_, _algorithm, rest) = der_element(info).ok_or_else(bad)?;
+    let (tag, bits, _) = der_element(rest).ok_or_else(bad)?;
+    // A BIT STRING: its first byte counts the unused bits (0).
+    match (tag, bits.split_first()) {
+        (0x03, Some((0, key))) => Ok(key.to_vec()),
         _ => Err(bad()),
     }
 }
