@@ -20,9 +20,12 @@ work=$target/e2e
 # One run of one test against one server, inside its namespace: prints "test server result".
 if [ "${1:-}" = --one ]; then
   t=$2 s=$3 tmp=$work/tmp/$2.$3
-  rm -rf "$tmp" && mkdir -p "$tmp"
+  rm -rf "$tmp" && mkdir -p "$tmp/tests/e2e"
+  # Run where the source tree's tests/e2e would be: some tests name fixtures by relative
+  # paths (../../integration/fixtures), and a test's own files land in its temp dir.
+  ln -s "$src/integration" "$tmp/integration"
   ip link set lo up
-  out=$(cd "$work" && TMPDIR=$tmp timeout 300 ./e2e.test -test.run "^$t\$" -test.v \
+  out=$(cd "$tmp/tests/e2e" && TMPDIR=$tmp timeout 300 "$work/e2e.test" -test.run "^$t\$" -test.v \
     -test.timeout 280s -bin-dir "$work/$s" -cert-dir "$src/integration/fixtures" 2>&1 || true)
   rm -rf "$tmp"
   if grep -q "^--- PASS: $t " <<<"$out"; then

@@ -333,6 +333,52 @@ fn etcds_tcp_gateway_passes_over_an_endpoint_that_refuses() {
     );
 }
 
+/// etcd's own `grpc-proxy` (the real etcd binary; `etcdc-node` has none) in front of a
+/// member: keys, a watch from a past revision, leases and member listing through it.
+#[test]
+fn etcds_grpc_proxy_in_front_of_a_member() {
+    let Some(etcd) = support::etcd::etcd_binary() else {
+        return;
+    };
+    let node = support::process::NodeProcess::start(None);
+    let listen = format!("127.0.0.1:{}", support::etcd::free_port());
+    let proxy_dir = tempfile::tempdir().unwrap();
+    let _proxy = Stopped(
+        std::process::Command::new(etcd)
+            .args(["grpc-proxy", "start", "--endpoints", &node.url])
+            .args(["--listen-addr", &listen])
+            .arg("--data-dir")
+            .arg(proxy_dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("etcd grpc-proxy starts"),
+    );
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !etcdctl(&listen, &["put", "/via/proxy", "1"], None).0 {
+        assert!(std::time::Instant::now() < until, "the proxy never served");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (ok, out) = etcdctl(&listen, &["put", "/via/proxy", "2", "-w", "json"], None);
+    assert!(ok, "{out}");
+    let (ok, out) = etcdctl(
+        &node.url,
+        &["get", "/via/proxy", "--print-value-only"],
+        None,
+    );
+    assert_eq!((ok, out.trim()), (true, "2"));
+    let mut watch = Background::start(&listen, &["watch", "/via/proxy", "--rev", "1"]);
+    assert_eq!(
+        watch.lines(6),
+        ["PUT", "/via/proxy", "1", "PUT", "/via/proxy", "2"]
+    );
+    watch.interrupt();
+    let (ok, out) = etcdctl(&listen, &["lease", "grant", "30"], None);
+    assert!(ok && out.contains("granted with TTL(30s)"), "{out}");
+    let (ok, out) = etcdctl(&listen, &["member", "list"], None);
+    assert!(ok && out.contains("started"), "{out}");
+}
+
 /// A child process killed by its pid when the test ends, also when it fails.
 struct Stopped(std::process::Child);
 

@@ -150,7 +150,7 @@ fn main() -> ExitCode {
         Some("gateway") => return gateway(&args[1..]),
         Some("grpc-proxy") => {
             eprintln!(
-                "etcdc-node: grpc-proxy is not supported (etcd's caching gRPC proxy): point clients at the members, or at `etcdc-node gateway start`"
+                "etcdc-node: grpc-proxy is not part of etcdc-node: run etcd's own (`etcd grpc-proxy start --endpoints=MEMBERS`), which works in front of the node, or `etcdc-node gateway start`"
             );
             return ExitCode::from(2);
         }
