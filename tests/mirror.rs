@@ -43,6 +43,16 @@ async fn revision(e: &dyn Etcd) -> i64 {
         .revision
 }
 
+/// `POST /etcdc/promote` on a member: its answer.
+fn promote(url: &str) -> String {
+    let promoted = std::process::Command::new("curl")
+        .args(["-sS", "-X", "POST", "--max-time", "15"])
+        .arg(format!("{url}/etcdc/promote"))
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&promoted.stdout).into_owned()
+}
+
 /// `etcdctl get --prefix -w json`'s key-values (the header aside).
 fn kvs(url: &str) -> serde_json::Value {
     let (ok, out) = etcdctl(url, &["get", "/chat/", "--prefix", "-w", "json"], None);
@@ -166,13 +176,7 @@ async fn a_chat_system_moves_from_etcd_to_a_mirror_with_its_watches_intact() {
     drop(before);
 
     // The cut-over.
-    let promoted = std::process::Command::new("curl")
-        .args(["-sS", "-X", "POST", "--max-time", "15"])
-        .arg(format!("{}/etcdc/promote", node.url))
-        .output()
-        .expect("curl runs");
-    let body = String::from_utf8_lossy(&promoted.stdout);
-    assert_eq!(body, format!("{{\"revision\":\"{last}\"}}"));
+    assert_eq!(promote(&node.url), format!("{{\"revision\":\"{last}\"}}"));
     // Compactions are not mirrored (a watch does not show them): the same one on the node,
     // and the two hash alike.
     let (ok, out) = etcdctl(&node.url, &["compaction", &compacted_at.to_string()], None);
@@ -338,13 +342,7 @@ fn a_mirror_reaches_an_etcd_with_client_certificates_and_users() {
     assert!(!ok && out.contains("user name is empty"), "{out}");
 
     // The cut-over asks the source its revision, through the same access.
-    let promoted = std::process::Command::new("curl")
-        .args(["-sS", "-X", "POST", "--max-time", "15"])
-        .arg(format!("{}/etcdc/promote", node.url))
-        .output()
-        .expect("curl runs");
-    let body = String::from_utf8_lossy(&promoted.stdout);
-    assert_eq!(body, format!("{{\"revision\":\"{last}\"}}"));
+    assert_eq!(promote(&node.url), format!("{{\"revision\":\"{last}\"}}"));
     let (ok, out) = etcdctl(
         &node.url,
         &[&root[..], &["put", "/chat/x", "on the node"]].concat(),
