@@ -10,10 +10,20 @@
 # a user with a token (checked on every request) whose role covers the keys; `flood:` cells:
 # the same while 16 other callers authenticate with a wrong password without pause (the
 # server's bcrypt checks; the CPU column then includes them).
+# `--members 3`: instead, etcd and the node as 3-member clusters (each member its own
+# process, loopback): put at 1, 16 and 256 callers on the leader and 16 on a follower
+# (which forwards), linearizable range on the leader, serializable range on a follower,
+# watch; the CPU column sums every member's CPU per operation (replication included).
 #   scripts/bench-node.sh              # 3 rounds of 2 s per cell
 #   BENCH_SECONDS=5 scripts/bench-node.sh
+#   scripts/bench-node.sh --members 3
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MEMBERS=1
+if [ "${1:-}" = --members ]; then
+  MEMBERS=${2:?--members N}
+  [ "$MEMBERS" -ge 1 ] || { echo "--members N: N >= 1" >&2; exit 2; }
+fi
 scripts/deps.sh
 cargo build --release --locked --bin etcdc-node --example tonic_baseline --example node_gets 2>/dev/null
 SECONDS_PER=${BENCH_SECONDS:-2}
@@ -55,13 +65,102 @@ enable_auth() {
     ETCDCTL_API=3 etcdctl "${ctl_tls[@]}" --endpoints "$1" $cmd >/dev/null
   done
 }
-cpu_us() { awk '{ print ($14 + $15) * 1000000 / '"$(getconf CLK_TCK)"' }' "/proc/$1/stat"; }
+cpu_us() { # the CPU time of every pid given, in µs
+  local p total=0
+  for p in "$@"; do
+    total=$(awk -v t="$total" '{ print t + ($14 + $15) * 1000000 / '"$(getconf CLK_TCK)"' }' "/proc/$p/stat")
+  done
+  echo "$total"
+}
+# The table of "$rows" (server cell callers qps p50 p99 cpu/op): medians of the rounds.
+table() {
+  echo "| cell | etcd QPS | node QPS | node/etcd | etcd p50/p99 µs | node p50/p99 µs | etcd CPU µs/op | node CPU µs/op |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  awk '
+    function median(a, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t } return a[int((n + 1) / 2)] }
+    { k = $2 " " $3; s = $1; n[s, k]++; q[s, k, n[s, k]] = $4; p5[s, k, n[s, k]] = $5; p9[s, k, n[s, k]] = $6; c[s, k, n[s, k]] = $7; if (!(k in seen)) { seen[k] = 1; order[++m] = k } }
+    END {
+      for (i = 1; i <= m; i++) {
+        k = order[i]
+        for (x = 1; x <= 2; x++) {
+          s = (x == 1 ? "etcd" : "etcdc-node"); cnt = n[s, k]
+          for (j = 1; j <= cnt; j++) { a[j] = q[s, k, j]; b[j] = p5[s, k, j]; d[j] = p9[s, k, j]; e[j] = c[s, k, j] }
+          Q[x] = median(a, cnt); P5[x] = median(b, cnt); P9[x] = median(d, cnt); C[x] = median(e, cnt)
+        }
+        printf "| %s | %d | %d | %.2f | %d / %d | %d / %d | %d | %d |\n", k, Q[1], Q[2], (Q[1] > 0 ? Q[2] / Q[1] : 0), P5[1], P9[1], P5[2], P9[2], C[1], C[2]
+      }
+    }' "$1"
+}
+# One measured run: server-name cell-label op callers url pids... -> a row of "$rows".
+measure() {
+  local name=$1 label=$2 op=$3 callers=$4 url=$5 before after line
+  shift 5
+  before=$(cpu_us "$@")
+  line=$("$TONIC" tasks "$op" "$callers" "$SECONDS_PER" "$url")
+  after=$(cpu_us "$@")
+  # tonic OP CALLERS OPS QPS P50 P99 ERRORS -> server CELL CALLERS QPS P50 P99 CPU/op
+  echo "$line" | awk -v s="$name" -v c="$label" -v cpu=$(( ${after%.*} - ${before%.*} )) '{ printf "%s %s %s %s %s %s %.0f\n", s, c, $3, $5, $6, $7, ($4 > 0 ? cpu / $4 : 0) }' >>"$rows"
+}
+machine() {
+  echo "etcd $(/usr/bin/etcd --version | head -1 | cut -d' ' -f3) vs etcdc-node, $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), median of 3 rounds of ${SECONDS_PER} s per cell"
+}
+rows="$dir/rows"
+
+if [ "$MEMBERS" -gt 1 ]; then
+  cluster() { # name binary -> "leader-url follower-url pid..."
+    local name=$1 bin=$2 i initial="" cs=() ps=() pids=() urls=() all leader follower
+    for i in $(seq 0 $((MEMBERS - 1))); do
+      cs+=("$(free_port)"); ps+=("$(free_port)")
+      initial+="${initial:+,}$name$i=http://127.0.0.1:${ps[$i]}"
+    done
+    for i in $(seq 0 $((MEMBERS - 1))); do
+      "$bin" --name "$name$i" --data-dir "$dir/$name$i" --initial-cluster-token "$name" \
+        --listen-client-urls "http://127.0.0.1:${cs[$i]}" --advertise-client-urls "http://127.0.0.1:${cs[$i]}" \
+        --listen-peer-urls "http://127.0.0.1:${ps[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${ps[$i]}" \
+        --initial-cluster "$initial" >"$dir/$name$i.log" 2>&1 &
+      pids+=($!); urls+=("http://127.0.0.1:${cs[$i]}")
+    done
+    all=$(IFS=,; echo "${urls[*]}")
+    for _ in $(seq 1 100); do
+      ETCDCTL_API=3 etcdctl --endpoints "$all" --command-timeout=1s put /warm x >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+    # etcdctl endpoint status: "HOST:PORT, ID, VERSION, DB SIZE, IS LEADER, ..."
+    leader=$(ETCDCTL_API=3 etcdctl --endpoints "$all" endpoint status | awk -F', ' '$5 == "true" { print $1 }')
+    follower=$(ETCDCTL_API=3 etcdctl --endpoints "$all" endpoint status | awk -F', ' '$5 == "false" { print $1; exit }')
+    echo "http://${leader#http://} http://${follower#http://} ${pids[*]}"
+  }
+  read -r -a etcd_c < <(cluster etcd /usr/bin/etcd); pids+=("${etcd_c[@]:2}")
+  read -r -a node_c < <(cluster node "$NODE"); pids+=("${node_c[@]:2}")
+  for cell in "put@leader 1" "put@leader 16" "put@leader 256" "put@follower 16" \
+    "range@leader 16" "srange@follower 16" "watch@leader 16"; do
+    set -- $cell
+    op=${1%@*} at=${1#*@}
+    for round in 0 1 2; do
+      for k in 0 1; do
+        if [ $(( (k + round) % 2 )) = 0 ]; then name=etcd; c=("${etcd_c[@]}"); else name=etcdc-node; c=("${node_c[@]}"); fi
+        url=${c[0]}; [ "$at" = follower ] && url=${c[1]}
+        measure "$name" "$1" "$op" "$2" "$url" "${c[@]:2}"
+      done
+    done
+  done
+  echo "$MEMBERS-member clusters: $(machine); CPU summed over the members"
+  echo
+  table "$rows"
+  echo
+  for s in etcd node; do
+    if [ "$s" = etcd ]; then c=("${etcd_c[@]}"); else c=("${node_c[@]}"); fi
+    rss=0
+    for p in "${c[@]:2}"; do rss=$(( rss + $(awk '/VmRSS/ { print int($2 / 1024) }' "/proc/$p/status") )); done
+    echo "$s: RSS $rss MB summed over the members"
+  done
+  exit 0
+fi
 
 read -r etcd_pid etcd_url < <(start etcd /usr/bin/etcd); pids+=("$etcd_pid")
 read -r node_pid node_url < <(start node "$NODE"); pids+=("$node_pid")
 read -r etcds_pid etcds_url < <(start etcd-tls /usr/bin/etcd https "${tls_flags[@]}"); pids+=("$etcds_pid")
 read -r nodes_pid nodes_url < <(start node-tls "$NODE" https "${tls_flags[@]}"); pids+=("$nodes_pid")
-rows="$dir/rows"
 for cell in "put 1" "put 16" "put 256" "range 16" "srange 16" "watch 16" \
   "tls:put 16" "tls:range 16" "auth:put 16" "auth:range 16" "flood:put 16"; do
   set -- $cell
@@ -84,39 +183,20 @@ for cell in "put 1" "put 16" "put 256" "range 16" "srange 16" "watch 16" \
         flood=$!
         sleep 1
       fi
-      before=$(cpu_us "$pid")
-      line=$("$TONIC" tasks "$op" "$2" "$SECONDS_PER" "$url")
-      after=$(cpu_us "$pid")
+      measure "$name" "$1" "$op" "$2" "$url" "$pid"
       if [ -n "$flood" ]; then
         wait "$flood"
         # tonic OP CALLERS OPS QPS ...: the wrong passwords refused per second.
         echo "$name $(awk '{ print int($5) }' "$dir/flood.out")" >>"$dir/flood"
       fi
-      # tonic OP CALLERS OPS QPS P50 P99 ERRORS -> server CELL CALLERS QPS P50 P99 CPU/op
-      echo "$line" | awk -v s="$name" -v c="$1" -v cpu=$(( ${after%.*} - ${before%.*} )) '{ printf "%s %s %s %s %s %s %.0f\n", s, c, $3, $5, $6, $7, ($4 > 0 ? cpu / $4 : 0) }' >>"$rows"
     done
   done
 done
 unset BENCH_USER
 flood_rates=$(awk '{ r[$1] = r[$1] " " $2 } END { for (s in r) printf "%s:%s; ", s, r[s] }' "$dir/flood")
-echo "etcd $(/usr/bin/etcd --version | head -1 | cut -d' ' -f3) vs etcdc-node, $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), median of 3 rounds of ${SECONDS_PER} s per cell"
+machine
 echo
-echo "| cell | etcd QPS | node QPS | node/etcd | etcd p50/p99 µs | node p50/p99 µs | etcd CPU µs/op | node CPU µs/op |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|"
-awk '
-  function median(a, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t } return a[int((n + 1) / 2)] }
-  { k = $2 " " $3; s = $1; n[s, k]++; q[s, k, n[s, k]] = $4; p5[s, k, n[s, k]] = $5; p9[s, k, n[s, k]] = $6; c[s, k, n[s, k]] = $7; if (!(k in seen)) { seen[k] = 1; order[++m] = k } }
-  END {
-    for (i = 1; i <= m; i++) {
-      k = order[i]
-      for (x = 1; x <= 2; x++) {
-        s = (x == 1 ? "etcd" : "etcdc-node"); cnt = n[s, k]
-        for (j = 1; j <= cnt; j++) { a[j] = q[s, k, j]; b[j] = p5[s, k, j]; d[j] = p9[s, k, j]; e[j] = c[s, k, j] }
-        Q[x] = median(a, cnt); P5[x] = median(b, cnt); P9[x] = median(d, cnt); C[x] = median(e, cnt)
-      }
-      printf "| %s | %d | %d | %.2f | %d / %d | %d / %d | %d | %d |\n", k, Q[1], Q[2], (Q[1] > 0 ? Q[2] / Q[1] : 0), P5[1], P9[1], P5[2], P9[2], C[1], C[2]
-    }
-  }' "$rows"
+table "$rows"
 echo
 echo "flood: wrong passwords refused per second during the flood:put cells, per round: $flood_rates"
 echo
