@@ -206,6 +206,13 @@ impl Listener {
                 }
                 _ => {}
             }
+            if tls.is_set() {
+                crate::observe::log(crate::observe::Level::Warn, || {
+                    format!(
+                        "{url} is a plain Unix socket: the --{flag}* TLS flags do not apply to it"
+                    )
+                });
+            }
             let unix = tokio::net::UnixListener::bind(path).map_err(|e| {
                 Error::new(
                     ErrorKind::FailedPrecondition,
