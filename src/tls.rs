@@ -73,14 +73,19 @@ impl Pem {
     }
 
     fn roots(&self, what: &str) -> Result<RootCertStore> {
-        let mut roots = RootCertStore::empty();
-        for cert in self.certs(what)? {
-            roots
-                .add(cert)
-                .map_err(|e| Error::invalid(format!("{what}: {e}")))?;
-        }
-        Ok(roots)
+        root_store(self.certs(what)?, what)
     }
+}
+
+/// `certs` as trust anchors.
+fn root_store(certs: Vec<CertificateDer<'static>>, what: &str) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| Error::invalid(format!("{what}: {e}")))?;
+    }
+    Ok(roots)
 }
 
 /// A certificate (chain) and its private key.
@@ -422,7 +427,7 @@ impl ServerTls {
             })?;
             let what = format!("--{flag}trusted-ca-file");
             let trusted = Pem::File(ca.clone()).certs(&what)?;
-            let roots = Pem::File(ca.clone()).roots(&what)?;
+            let roots = root_store(trusted.clone(), &what)?;
             let mut verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
             if let Some(file) = &self.crl_file {

@@ -33,40 +33,31 @@ enum Hash {
     Sha512,
 }
 
+/// etcd's names of the methods.
+const METHODS: [(&str, Method); 11] = [
+    ("RS256", Method::Rs(Hash::Sha256)),
+    ("RS384", Method::Rs(Hash::Sha384)),
+    ("RS512", Method::Rs(Hash::Sha512)),
+    ("PS256", Method::Ps(Hash::Sha256)),
+    ("PS384", Method::Ps(Hash::Sha384)),
+    ("PS512", Method::Ps(Hash::Sha512)),
+    ("ES256", Method::Es256),
+    ("ES384", Method::Es384),
+    ("HS256", Method::Hs(Hash::Sha256)),
+    ("HS384", Method::Hs(Hash::Sha384)),
+    ("HS512", Method::Hs(Hash::Sha512)),
+];
+
 impl Method {
     fn parse(name: &str) -> Option<Method> {
-        use Hash::*;
-        Some(match name {
-            "RS256" => Method::Rs(Sha256),
-            "RS384" => Method::Rs(Sha384),
-            "RS512" => Method::Rs(Sha512),
-            "PS256" => Method::Ps(Sha256),
-            "PS384" => Method::Ps(Sha384),
-            "PS512" => Method::Ps(Sha512),
-            "ES256" => Method::Es256,
-            "ES384" => Method::Es384,
-            "HS256" => Method::Hs(Sha256),
-            "HS384" => Method::Hs(Sha384),
-            "HS512" => Method::Hs(Sha512),
-            _ => return None,
-        })
+        METHODS.iter().find(|(n, _)| *n == name).map(|&(_, m)| m)
     }
 
     fn name(self) -> &'static str {
-        use Hash::*;
-        match self {
-            Method::Rs(Sha256) => "RS256",
-            Method::Rs(Sha384) => "RS384",
-            Method::Rs(Sha512) => "RS512",
-            Method::Ps(Sha256) => "PS256",
-            Method::Ps(Sha384) => "PS384",
-            Method::Ps(Sha512) => "PS512",
-            Method::Es256 => "ES256",
-            Method::Es384 => "ES384",
-            Method::Hs(Sha256) => "HS256",
-            Method::Hs(Sha384) => "HS384",
-            Method::Hs(Sha512) => "HS512",
-        }
+        METHODS
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map_or("", |&(n, _)| n)
     }
 
     fn rsa_signing(self) -> &'static dyn signature::RsaEncoding {
@@ -162,7 +153,11 @@ impl Jwt {
                 "priv-key" => private = Some(read("private key")?),
                 "sign-method" => {
                     method = Some(Method::parse(value).ok_or_else(|| {
-                        format!("JWT sign-method {value:?} is not supported: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, HS256, HS384 or HS512")
+                        let names: Vec<&str> = METHODS.iter().map(|(n, _)| *n).collect();
+                        format!(
+                            "JWT sign-method {value:?} is not supported: one of {}",
+                            names.join(", ")
+                        )
                     })?)
                 }
                 "ttl" => {

@@ -163,8 +163,10 @@ impl Api {
             return Ok(None);
         }
         match self.check(caller, needs).await {
+            // (A JWT carries all it needs: one invalid here is invalid everywhere.)
             Err(e)
                 if caller.token.is_some()
+                    && self.0.auth_settings.jwt.is_none()
                     && e.message == crate::node::auth::invalid_token().message =>
             {
                 self.0.read_barrier(deadline()).await.map_err(status)?;
