@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): paired A/B of server binaries under the same put load, for changes
-# smaller than the run-to-run drift of scripts/bench-node.sh. Every binary runs at once (one
-# member each, loopback, temp data dirs); each round drives each of them in turn with
+# smaller than the run-to-run drift of scripts/bench-node.sh. Every binary runs at once (by default
+# one member each, loopback, temp data dirs); each round drives each of them in turn with
 # `tonic_baseline tasks OP CALLERS SECONDS`, rotating the order, and the ratios against the
 # first binary are taken within each round, where the drift of the machine cancels out.
 #   scripts/bench-node-ab.sh CALLERS SECONDS ROUNDS BIN_A BIN_B [BIN...]
 #   OP=range scripts/bench-node-ab.sh 16 3 8 /tmp/etcdc-node-before target/release/etcdc-node
 # Prints each binary's ops/s per round and its median CPU per op (µs, from /proc), then per
-# binary the median ratio of ops/s and of CPU per op against BIN_A.
+# binary the median ratio of ops/s and of CPU per op against BIN_A. `MEMBERS=3`: each binary
+# runs as a 3-member cluster (each member its own process), the load goes to its leader
+# (`AT=follower`: to a follower) and the CPU is summed over its members.
+#   MEMBERS=3 scripts/bench-node-ab.sh 1 3 8 /tmp/etcdc-node-before target/release/etcdc-node
 set -euo pipefail
 [ $# -ge 5 ] || { sed -n 2,10p "$0"; exit 2; }
 CALLERS=$1; SECS=$2; ROUNDS=$3; shift 3
@@ -19,27 +22,40 @@ dir=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
 trap cleanup EXIT
-urls=()
+MEMBERS=${MEMBERS:-1}
+urls=(); members=()
 for i in $(seq 0 $(($# - 1))); do
   bin=${*:$((i + 1)):1}
-  c=$(free_port); p=$(free_port)
-  "$bin" --name "n$i" --data-dir "$dir/n$i" \
-    --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
-    --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
-    --initial-cluster "n$i=http://127.0.0.1:$p" >"$dir/n$i.log" 2>&1 &
-  pids+=($!); urls+=("http://127.0.0.1:$c")
+  cs=(); ps=(); initial=""; mine=(); all=""
+  for m in $(seq 0 $((MEMBERS - 1))); do
+    cs+=("$(free_port)"); ps+=("$(free_port)")
+    initial+="${initial:+,}n$i-$m=http://127.0.0.1:${ps[$m]}"
+    all+="${all:+,}http://127.0.0.1:${cs[$m]}"
+  done
+  for m in $(seq 0 $((MEMBERS - 1))); do
+    "$bin" --name "n$i-$m" --data-dir "$dir/n$i-$m" --initial-cluster-token "n$i" \
+      --listen-client-urls "http://127.0.0.1:${cs[$m]}" --advertise-client-urls "http://127.0.0.1:${cs[$m]}" \
+      --listen-peer-urls "http://127.0.0.1:${ps[$m]}" --initial-advertise-peer-urls "http://127.0.0.1:${ps[$m]}" \
+      --initial-cluster "$initial" >"$dir/n$i-$m.log" 2>&1 &
+    pids+=($!); mine+=($!)
+  done
   for _ in $(seq 1 100); do
-    ETCDCTL_API=3 etcdctl --endpoints "http://127.0.0.1:$c" --command-timeout=1s put /warm x >/dev/null 2>&1 && break
+    ETCDCTL_API=3 etcdctl --endpoints "$all" --command-timeout=1s put /warm x >/dev/null 2>&1 && break
     sleep 0.1
   done
+  # etcdctl endpoint status: "HOST:PORT, ID, VERSION, DB SIZE, IS LEADER, ..."
+  want=true; [ "${AT:-leader}" = follower ] && want=false
+  url=$(ETCDCTL_API=3 etcdctl --endpoints "$all" endpoint status | awk -F', ' -v w="$want" '$5 == w { print $1; exit }')
+  urls+=("http://${url#http://}"); members+=("${mine[*]}")
 done
-n=${#pids[@]}
+cpu_ticks() { local p t=0; for p in $1; do t=$(( t + $(awk '{ print $14 + $15 }' "/proc/$p/stat") )); done; echo "$t"; }
+n=${#urls[@]}
 for r in $(seq 1 "$ROUNDS"); do
   for k in $(seq 0 $((n - 1))); do
-    j=$(( (k + r) % n )); pid=${pids[$j]}
-    before=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+    j=$(( (k + r) % n ))
+    before=$(cpu_ticks "${members[$j]}")
     line=$("$TONIC" tasks "${OP:-put}" "$CALLERS" "$SECS" "${urls[$j]}")
-    after=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+    after=$(cpu_ticks "${members[$j]}")
     # tonic OP CALLERS OPS QPS P50 P99 ERRORS -> round binary QPS CPU-µs/op
     echo "$line" | awk -v r="$r" -v j="$j" -v cpu=$(( (after - before) * 1000000 / $(getconf CLK_TCK) )) \
       '{ printf "%d %d %s %.1f\n", r, j, $5, ($4 > 0 ? cpu / $4 : 0) }' >>"$dir/rows"

@@ -18,8 +18,9 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::member::{Member, Peers, REMOVED};
 use super::raft::{pack, unpack, Command, NodeId, Outcome, TypeConfig};
@@ -253,6 +254,18 @@ pub struct PeerLink {
     net: PeerNetwork,
     target: NodeId,
     addr: String,
+    /// The open AppendEntries stream, between exchanges. An exchange takes it and puts it
+    /// back only once answered, so a failed or abandoned exchange (openraft drops the call at
+    /// its timeout) leaves no answer behind to be taken for the next request's.
+    stream: Option<AppendStream>,
+    /// The peer has no AppendEntries stream (an older build): one call per request.
+    unary: bool,
+}
+
+/// An AppendEntries stream to a peer: requests go in through `tx`, answers come in order.
+struct AppendStream {
+    tx: tokio::sync::mpsc::Sender<Blob>,
+    rx: Streaming<Blob>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -263,6 +276,8 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             net: self.clone(),
             target,
             addr: node.addr.clone(),
+            stream: None,
+            unary: false,
         }
     }
 }
@@ -290,6 +305,56 @@ impl PeerLink {
                 option.hard_ttl(),
             )
             .await;
+        self.answer(called)
+    }
+
+    /// One AppendEntries exchange on the link's stream (opened on first use), within
+    /// `timeout`.
+    async fn exchange(
+        &mut self,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> std::result::Result<Vec<u8>, Status> {
+        let exchange = async {
+            let mut stream = match self.stream.take() {
+                Some(s) => s,
+                None => {
+                    let (tx, rx) = tokio::sync::mpsc::channel(1);
+                    let mut client = PeerClient::new(self.net.channel(self.target, &self.addr)?)
+                        .max_decoding_message_size(usize::MAX)
+                        .max_encoding_message_size(usize::MAX);
+                    let rx = client
+                        .append_entries_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                        .await?
+                        .into_inner();
+                    AppendStream { tx, rx }
+                }
+            };
+            let closed = || Status::unavailable("the peer closed the AppendEntries stream");
+            stream
+                .tx
+                .send(Blob { data: payload })
+                .await
+                .map_err(|_| closed())?;
+            let answer = stream.rx.message().await?.ok_or_else(closed)?;
+            self.stream = Some(stream);
+            Ok(answer.data)
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| Err(Status::deadline_exceeded("AppendEntries timed out")))
+    }
+
+    /// A peer's answer to a Raft message, and what it tells of the peer's reachability.
+    #[allow(clippy::result_large_err)] // openraft's error type, as the trait returns it
+    fn answer<Resp, E>(
+        &self,
+        called: std::result::Result<Vec<u8>, Status>,
+    ) -> std::result::Result<Resp, RPCError<NodeId, BasicNode, E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         {
             // As etcd's transport: active from an answer on, inactive from a failure on.
             // Logged when it changes (and when the peer's TLS refusal does), as etcd logs a
@@ -342,7 +407,16 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         AppendEntriesResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId>>,
     > {
-        self.rpc(Method::AppendEntries, &rpc, &option).await
+        if self.unary {
+            return self.rpc(Method::AppendEntries, &rpc, &option).await;
+        }
+        match self.exchange(pack(&rpc), option.hard_ttl()).await {
+            Err(s) if s.code() == tonic::Code::Unimplemented => {
+                self.unary = true;
+                self.rpc(Method::AppendEntries, &rpc, &option).await
+            }
+            called => self.answer(called),
+        }
     }
 
     async fn install_snapshot(
@@ -367,9 +441,41 @@ impl RaftNetwork<TypeConfig> for PeerLink {
 }
 
 /// The server side: answers for the member once it has started.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PeerService {
     member: Arc<OnceLock<Arc<Member>>>,
+    /// Set when the server stops: open AppendEntries streams end, so that the server's
+    /// graceful shutdown does not wait for peers that keep them open.
+    stopping: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for PeerService {
+    fn default() -> Self {
+        PeerService {
+            member: Arc::default(),
+            stopping: tokio::sync::watch::Sender::new(false),
+        }
+    }
+}
+
+/// A stream that ends when `stop` resolves.
+struct Until<S> {
+    stream: S,
+    stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl<S: tokio_stream::Stream + Unpin> tokio_stream::Stream for Until<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        if self.stop.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(None);
+        }
+        std::pin::Pin::new(&mut self.stream).poll_next(cx)
+    }
 }
 
 impl PeerService {
@@ -411,6 +517,33 @@ impl Peer for PeerService {
         let m = self.member()?;
         let req: AppendEntriesRequest<TypeConfig> = request(r)?;
         Ok(blob(&m.raft().append_entries(req).await))
+    }
+
+    type AppendEntriesStreamStream = super::grpc::BoxStream<Blob>;
+
+    /// Each request answered in turn, on this stream's own task (no hop per message).
+    async fn append_entries_stream(
+        &self,
+        r: Request<Streaming<Blob>>,
+    ) -> std::result::Result<Response<Self::AppendEntriesStreamStream>, Status> {
+        let m = self.member()?.clone();
+        let answers = Box::pin(r.into_inner().then(move |blob| {
+            let m = m.clone();
+            async move {
+                let req: AppendEntriesRequest<TypeConfig> =
+                    unpack(&blob?.data).map_err(|e| Status::invalid_argument(e.message))?;
+                Ok(Blob {
+                    data: pack(&m.raft().append_entries(req).await),
+                })
+            }
+        }));
+        let mut stopping = self.stopping.subscribe();
+        Ok(Response::new(Box::pin(Until {
+            stream: answers,
+            stop: Box::pin(async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            }),
+        })))
     }
 
     async fn install_snapshot(
@@ -483,6 +616,11 @@ pub async fn serve<IO>(
 where
     IO: super::Connection,
 {
+    let stopping = service.stopping.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stopping.send_replace(true);
+    };
     tonic::transport::Server::builder()
         .add_service(
             PeerServer::new(service)
