@@ -1544,3 +1544,35 @@ async fn members_talk_over_unix_sockets() {
     let (ok, out) = support::etcdctl::etcdctl(&unix_client, &["get", "/over/unix"], None);
     assert!(ok && out.contains("/over/unix"), "{out}");
 }
+
+/// A member that was down while large values were written catches up when it is back:
+/// replication sends what it missed in pieces of at most 2 MiB, each of which is answered
+/// within the time openraft gives an AppendEntries (one heartbeat interval: 50 ms here).
+/// Everything at once, 40 MiB, was never answered in time, and the member never caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_missed_large_values_catches_up() {
+    let mut c = Cluster::new(3);
+    let e = until_serving(&c, 0).await;
+    for i in 1..3 {
+        until_serving(&c, i).await;
+    }
+    c.kill(2);
+    let value = vec![b'v'; 1 << 20];
+    for i in 0..40 {
+        let until = Instant::now() + Duration::from_secs(15);
+        let req = PutRequest {
+            key: format!("/big/{i:02}").into_bytes(),
+            value: value.clone(),
+            ..Default::default()
+        };
+        // Member 2 may have led: the first puts may meet the election.
+        while let Err(err) = e.put(req.clone(), dl()).await {
+            assert!(Instant::now() < until, "put {i}: {err:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    c.start(2);
+    // A linearizable read on member 2 waits until it has applied what the leader committed.
+    let back = until_serving(&c, 2).await;
+    assert_eq!(count(&*back, "/big/", true).await, 40);
+}

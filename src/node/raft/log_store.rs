@@ -126,13 +126,61 @@ impl LogStore {
     }
 }
 
+/// The most one AppendEntries carries, in encoded entry bytes (more only when a single entry
+/// is larger). openraft 0.9 gives an AppendEntries one heartbeat interval to be answered, and
+/// a lagging follower used to be sent everything it missed at once: with 1 MiB values that
+/// was hundreds of megabytes, which never arrived in time, and the follower never caught up.
+/// etcd's raft caps a message at 1 MiB (`MaxSizePerMsg`) the same way.
+pub const MAX_SEND_BYTES: usize = 2 << 20;
+
+impl LogStore {
+    /// The entries in `start..end`, as far as `budget` encoded bytes reach (at least one).
+    async fn entries(
+        &self,
+        start: u64,
+        end: u64,
+        budget: usize,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let inner = self.inner.lock().await;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        // Entries let go of are read back (a follower catching up; rare, page-cached).
+        let first_kept = inner.entries.keys().next().copied().unwrap_or(end);
+        let from_disk = start.max(inner.purged.map_or(0, |p| p.index + 1));
+        if from_disk < first_kept.min(end) {
+            let read = inner
+                .wal
+                .read_entries(from_disk, first_kept.min(end), budget)
+                .map_err(|e| StorageIOError::read_logs(&e))?;
+            for (_, data) in read.entries {
+                bytes += data.len();
+                out.push(
+                    unpack::<Entry<TypeConfig>>(&data)
+                        .map_err(|e| StorageIOError::read_logs(&e))?,
+                );
+            }
+            // Cut short by the budget: the entries kept in memory would leave a gap.
+            if read.cut {
+                return Ok(out);
+            }
+        }
+        for (_, k) in inner.entries.range(start..end) {
+            if bytes >= budget && !out.is_empty() {
+                break;
+            }
+            bytes += k.bytes;
+            out.push(k.entry.clone());
+        }
+        Ok(out)
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
     ) -> StorageResult<Vec<Entry<TypeConfig>>> {
         use std::ops::Bound;
-        let inner = self.inner.lock().await;
         let start = match range.start_bound() {
             Bound::Included(&i) => i,
             Bound::Excluded(&i) => i.saturating_add(1),
@@ -143,29 +191,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&i) => i,
             Bound::Unbounded => u64::MAX,
         };
-        let mut out = Vec::new();
-        // Entries let go of are read back (a follower catching up; rare, page-cached).
-        let first_kept = inner.entries.keys().next().copied().unwrap_or(end);
-        let from_disk = start.max(inner.purged.map_or(0, |p| p.index + 1));
-        if from_disk < first_kept.min(end) {
-            let read = inner
-                .wal
-                .read_entries(from_disk, first_kept.min(end))
-                .map_err(|e| StorageIOError::read_logs(&e))?;
-            for (_, data) in read {
-                out.push(
-                    unpack::<Entry<TypeConfig>>(&data)
-                        .map_err(|e| StorageIOError::read_logs(&e))?,
-                );
-            }
-        }
-        out.extend(
-            inner
-                .entries
-                .range(start..end)
-                .map(|(_, k)| k.entry.clone()),
-        );
-        Ok(out)
+        self.entries(start, end, usize::MAX).await
+    }
+
+    /// What replication sends: a prefix of `start..end` within `MAX_SEND_BYTES`.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        self.entries(start, end, MAX_SEND_BYTES).await
     }
 }
 

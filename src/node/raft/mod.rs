@@ -30,9 +30,11 @@ type StorageResult<T> = std::result::Result<T, StorageError<NodeId>>;
 /// A write, as proposed to the cluster: etcd's request, encoded once by the proposer.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Command {
-    Put(Vec<u8>),
-    DeleteRange(Vec<u8>),
-    Txn(Vec<u8>),
+    // Requests as bytes, not as sequences of numbers: the same bincode, written and read
+    // with one copy instead of one call per byte (a 1 MiB value took milliseconds).
+    Put(#[serde(with = "serde_bytes")] Vec<u8>),
+    DeleteRange(#[serde(with = "serde_bytes")] Vec<u8>),
+    Txn(#[serde(with = "serde_bytes")] Vec<u8>),
     Compact(i64),
     /// The lease's id and TTL as the leader decided them (id chosen, minimum TTL applied).
     LeaseGrant {
@@ -130,3 +132,25 @@ mod state_machine;
 pub use log_store::{LogStore, KEEP_BYTES};
 pub use snapshot::{force_new_cluster, restore, Backup};
 pub use state_machine::{Applied, SnapshotDue, StateMachine};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request's bytes are written as they were when they were a sequence of numbers
+    /// (bincode: a u64 length, then the bytes), so logs written before read the same.
+    #[test]
+    fn requests_keep_their_encoding() {
+        let packed = pack(&Command::Put(vec![7, 8, 9]));
+        assert_eq!(
+            packed,
+            [&[FORMAT, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 7, 8, 9][..]].concat()
+        );
+        let seq: Vec<u8> = bincode::serialize(&(0u32, vec![7u8, 8, 9])).unwrap();
+        assert_eq!(packed[1..], seq[..]);
+        assert_eq!(
+            unpack::<Command>(&packed).unwrap(),
+            Command::Put(vec![7, 8, 9])
+        );
+    }
+}

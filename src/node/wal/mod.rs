@@ -42,6 +42,12 @@ use segment::*;
 pub use writer::Stall;
 use writer::*;
 
+/// Entries read back, by index, and whether the read stopped at its budget before `to`.
+pub struct Entries {
+    pub entries: Vec<(u64, Vec<u8>)>,
+    pub cut: bool,
+}
+
 /// The log. Share it with `Arc`; every method may be called from any thread. Dropping it
 /// lets queued writes finish (a log waiting for room gives up), then releases the directory.
 pub struct Wal {
@@ -242,11 +248,22 @@ impl Wal {
 
     /// Reads back the entries in `from..to` that the log holds, in order: what a log store
     /// that no longer keeps them in memory serves a lagging follower from. Each record's
-    /// checksum is verified again.
-    pub fn read_entries(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>> {
+    /// checksum is verified again. Reading stops once `budget` bytes are read (the first
+    /// entry is always read).
+    pub fn read_entries(&self, from: u64, to: u64, budget: usize) -> Result<Entries> {
+        let mut cut = false;
         let wanted: Vec<(u64, Place)> = {
             let places = self.places.lock().unwrap_or_else(|p| p.into_inner());
-            places.range(from..to).map(|(&i, &p)| (i, p)).collect()
+            let mut bytes = 0;
+            places
+                .range(from..to)
+                .take_while(|(_, p)| {
+                    cut = bytes >= budget;
+                    bytes += p.len as usize;
+                    !cut
+                })
+                .map(|(&i, &p)| (i, p))
+                .collect()
         };
         let mut out = Vec::with_capacity(wanted.len());
         let mut open: Option<(u64, File)> = None;
@@ -276,7 +293,7 @@ impl Wal {
                 _ => return Err(corrupt(&path, place.offset, "not the entry expected there")),
             }
         }
-        Ok(out)
+        Ok(Entries { entries: out, cut })
     }
 
     /// The log's stall state: why it cannot write now, if it cannot.
