@@ -1,6 +1,10 @@
 //! The benchmark's baseline: a plain tonic client of etcd, with no etcdc layer in between.
 //! Prints one row like bench/bench.c: `IMPL OP CALLERS OPS QPS P50_US P99_US ERRORS
-//! CPU_US_PER_OP`. Puts write 64-byte values (`BENCH_VALUE_BYTES` sets another size).
+//! CPU_US_PER_OP`. Puts write 64-byte values (`BENCH_VALUE_BYTES` sets another size, and
+//! then also the size of the value `range` reads). `watch`: the callers put while
+//! `BENCH_WATCHERS` watches (default 1) over `BENCH_WATCH_STREAMS` streams (default 1)
+//! watch their prefix; each event delivered is a sample of put → event latency.
+//! `BENCH_RATE`: each caller sends at most that many requests per second.
 //!
 //! `tonic`: every caller is a tokio task (async Rust). `tonic-threads`: every caller is an OS
 //! thread that blocks on each call, as a C program calling any blocking client library must;
@@ -130,9 +134,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let channel = rt.block_on(connect(endpoint))?;
     let mut kv = KvClient::new(channel.clone());
+    let value_len = std::env::var("BENCH_VALUE_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    // The key ranges read: 16 bytes, or BENCH_VALUE_BYTES when that is set.
+    let range_value = match std::env::var("BENCH_VALUE_BYTES") {
+        Ok(_) => vec![b'v'; value_len],
+        Err(_) => b"0123456789abcdef".to_vec(),
+    };
     rt.block_on(kv.put(PutRequest {
         key: b"bench/range".to_vec(),
-        value: b"0123456789abcdef".to_vec(),
+        value: range_value,
         ..Default::default()
     }))?;
     let origin = Instant::now();
@@ -148,43 +161,76 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
+    // `watch`: BENCH_WATCHERS watches on the callers' prefix (default 1), spread over
+    // BENCH_WATCH_STREAMS streams (default 1); every event delivered is a sample (the time
+    // from its put's send), so QPS is events delivered per second. Each stream records into
+    // its own vector, so that 10,000 watchers do not queue on one lock.
+    let mut stream_samples: Vec<Samples> = Vec::new();
     if op == "watch" {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tx.send(WatchRequest {
-            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
-                key: b"bench/".to_vec(),
-                range_end: prefix_end(b"bench/"),
-                ..Default::default()
-            })),
-        })?;
-        let mut stream = rt
-            .block_on(
-                WatchClient::new(channel.clone())
-                    .watch(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)),
-            )?
-            .into_inner();
-        let record = record.clone();
-        rt.spawn(async move {
-            let _keep_open = tx;
-            while let Ok(Some(resp)) = stream.message().await {
-                let now = origin.elapsed().as_nanos() as u64;
-                for ev in resp.events {
-                    let v = ev.kv.map(|kv| kv.value).unwrap_or_default();
-                    let sent = std::str::from_utf8(&v[..20.min(v.len())])
-                        .ok()
-                        .and_then(|s| s.parse::<u64>().ok());
-                    if let Some(sent) = sent {
-                        record(now.saturating_sub(sent));
+        let env = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+        };
+        let watchers = env("BENCH_WATCHERS").unwrap_or(1).max(1);
+        let streams = env("BENCH_WATCH_STREAMS").unwrap_or(1).clamp(1, watchers);
+        let mut created = Vec::new();
+        for s in 0..streams {
+            let n = watchers / streams + usize::from(s < watchers % streams);
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            for _ in 0..n {
+                tx.send(WatchRequest {
+                    request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                        key: b"bench/".to_vec(),
+                        range_end: prefix_end(b"bench/"),
+                        ..Default::default()
+                    })),
+                })?;
+            }
+            let mut stream = rt
+                .block_on(
+                    WatchClient::new(channel.clone())
+                        .watch(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)),
+                )?
+                .into_inner();
+            let mine = Samples::default();
+            stream_samples.push(mine.clone());
+            let recording = recording.clone();
+            let (done, all_created) = tokio::sync::oneshot::channel();
+            created.push(all_created);
+            rt.spawn(async move {
+                let _keep_open = tx;
+                let (mut pending, mut done) = (n, Some(done));
+                while let Ok(Some(resp)) = stream.message().await {
+                    if resp.created {
+                        pending -= 1;
+                        if pending == 0 {
+                            done.take().map(|d| d.send(()));
+                        }
+                    }
+                    if !recording.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    let now = origin.elapsed().as_nanos() as u64;
+                    let mut mine = mine.lock().unwrap_or_else(|p| p.into_inner());
+                    for ev in resp.events {
+                        let v = ev.kv.map(|kv| kv.value).unwrap_or_default();
+                        let sent = std::str::from_utf8(&v[..20.min(v.len())])
+                            .ok()
+                            .and_then(|s| s.parse::<u64>().ok());
+                        if let Some(sent) = sent {
+                            mine.push(now.saturating_sub(sent));
+                        }
                     }
                 }
-            }
-        });
+            });
+        }
+        for c in created {
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), c).await })
+                .map_err(|_| "the watches were not all created within 30 s")??;
+        }
     }
 
-    let value_len = std::env::var("BENCH_VALUE_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64);
     // With BENCH_PUTS_PER_CALLER, each caller stops after that many puts (a fixed workload,
     // the same for every server; `seconds` is then an upper bound).
     let limit = std::env::var("BENCH_PUTS_PER_CALLER")
@@ -192,6 +238,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(u64::MAX);
     let measure = op != "watch";
+    // With BENCH_RATE, each caller sends at most that many requests per second (tasks only).
+    let pace = std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|r| *r > 0)
+        .map(|r| Duration::from_secs(1) / r);
     let mut task_handles = Vec::new();
     let mut thread_handles = Vec::new();
     for id in 0..callers {
@@ -222,7 +274,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             task_handles.push(rt.spawn(async move {
                 let mut errors = 0u64;
+                let (started, mut sent) = (tokio::time::Instant::now(), 0u32);
                 while !stop.load(Ordering::Relaxed) && caller.i < limit {
+                    if let Some(every) = pace {
+                        tokio::time::sleep_until(started + every * sent).await;
+                        sent += 1;
+                    }
                     let t0 = Instant::now();
                     if !caller.call().await {
                         errors += 1;
@@ -257,6 +314,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         errors += t.join().unwrap_or(0);
     }
     let mut all = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
+    for mine in &stream_samples {
+        all.append(&mut mine.lock().unwrap_or_else(|p| p.into_inner()));
+    }
     all.sort_unstable();
     let pct = |p: f64| {
         all.get(((all.len() as f64) * p) as usize)

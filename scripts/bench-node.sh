@@ -4,7 +4,10 @@
 # tasks: the lightest client here, so the server is what is measured). Per cell: QPS, p50 and
 # p99 latency (µs) and the server's CPU per operation (µs, from /proc utime+stime), median of
 # three rounds; then each server's RSS and data-dir size after the run. `watch 16`: 16
-# callers put while one watch on their prefix measures put-to-event latency (QPS = events/s).
+# callers put while one watch on their prefix measures put-to-event latency (QPS = events/s);
+# `fanoutN 1`: one caller puts 100 times a second while N watchers of its prefix (over up to
+# 100 streams) measure it (QPS = events delivered per second); `put100k`, `range1m`, ...:
+# values of 100 KiB and 1 MiB.
 # `tls:` cells: a second pair of servers that requires TLS and client certificates
 # (scripts/make-certs.sh's); `auth:` cells: the same pair after `auth enable`, the callers
 # a user with a token (checked on every request) whose role covers the keys; `flood:` cells:
@@ -91,12 +94,29 @@ table() {
       }
     }' "$1"
 }
-# One measured run: server-name cell-label op callers url pids... -> a row of "$rows".
+# A cell's operation and the client's settings for it, from its name: `fanoutN` is N
+# watchers of one prefix (over at most 100 streams, up to 100 watches each) while each
+# caller puts 100 times a second; `put100k`/`range100k`, `put1m`/`range1m`: values of
+# 100 KiB and 1 MiB. Sets `op` and `cell_env`.
+cell_op() {
+  local base=${1%@*}; base=${base#*:}
+  cell_env=()
+  case $base in
+    fanout*)
+      local n=${base#fanout}
+      op=watch; cell_env=(BENCH_WATCHERS="$n" BENCH_WATCH_STREAMS=$(( n < 100 ? n : 100 )) BENCH_RATE=100) ;;
+    *100k) op=${base%100k}; cell_env=(BENCH_VALUE_BYTES=102400) ;;
+    *1m) op=${base%1m}; cell_env=(BENCH_VALUE_BYTES=1048576) ;;
+    *) op=$base ;;
+  esac
+}
+# One measured run: server-name cell-label op callers url pids... -> a row of "$rows"
+# (the client runs with "${cell_env[@]}").
 measure() {
   local name=$1 label=$2 op=$3 callers=$4 url=$5 before after line
   shift 5
   before=$(cpu_us "$@")
-  line=$("$TONIC" tasks "$op" "$callers" "$SECONDS_PER" "$url")
+  line=$(env "${cell_env[@]}" "$TONIC" tasks "$op" "$callers" "$SECONDS_PER" "$url")
   after=$(cpu_us "$@")
   # tonic OP CALLERS OPS QPS P50 P99 ERRORS -> server CELL CALLERS QPS P50 P99 CPU/op
   echo "$line" | awk -v s="$name" -v c="$label" -v cpu=$(( ${after%.*} - ${before%.*} )) '{ printf "%s %s %s %s %s %s %.0f\n", s, c, $3, $5, $6, $7, ($4 > 0 ? cpu / $4 : 0) }' >>"$rows"
@@ -133,9 +153,11 @@ if [ "$MEMBERS" -gt 1 ]; then
   read -r -a etcd_c < <(cluster etcd /usr/bin/etcd); pids+=("${etcd_c[@]:2}")
   read -r -a node_c < <(cluster node "$NODE"); pids+=("${node_c[@]:2}")
   for cell in "put@leader 1" "put@leader 16" "put@leader 256" "put@follower 16" \
-    "range@leader 16" "srange@follower 16" "watch@leader 16"; do
+    "range@leader 16" "srange@follower 16" "watch@leader 16" \
+    "fanout1@leader 1" "fanout1000@leader 1" "fanout10000@leader 1" \
+    "put100k@leader 16" "range100k@leader 16" "put1m@leader 4" "range1m@leader 4"; do
     set -- $cell
-    op=${1%@*} at=${1#*@}
+    cell_op "$1"; at=${1#*@}
     for round in 0 1 2; do
       for k in 0 1; do
         if [ $(( (k + round) % 2 )) = 0 ]; then name=etcd; c=("${etcd_c[@]}"); else name=etcdc-node; c=("${node_c[@]}"); fi
@@ -162,10 +184,12 @@ read -r node_pid node_url < <(start node "$NODE"); pids+=("$node_pid")
 read -r etcds_pid etcds_url < <(start etcd-tls /usr/bin/etcd https "${tls_flags[@]}"); pids+=("$etcds_pid")
 read -r nodes_pid nodes_url < <(start node-tls "$NODE" https "${tls_flags[@]}"); pids+=("$nodes_pid")
 for cell in "put 1" "put 16" "put 256" "range 16" "srange 16" "watch 16" \
+  "fanout1 1" "fanout1000 1" "fanout10000 1" \
+  "put100k 16" "range100k 16" "put1m 4" "range1m 4" \
   "tls:put 16" "tls:range 16" "auth:put 16" "auth:range 16" "flood:put 16"; do
   set -- $cell
-  mode=plain; op=$1
-  case $1 in tls:*|auth:*|flood:*) mode=${1%%:*}; op=${1#*:} ;; esac
+  mode=plain; cell_op "$1"
+  case $1 in tls:*|auth:*|flood:*) mode=${1%%:*} ;; esac
   if [ "$mode" != plain ] && [ "$mode" != tls ] && [ -z "${BENCH_USER:-}" ]; then
     enable_auth "$etcds_url"; enable_auth "$nodes_url"
     export BENCH_USER=app:apppw
