@@ -4,7 +4,8 @@
 //! then also the size of the value `range` reads). `watch`: the callers put while
 //! `BENCH_WATCHERS` watches (default 1) over `BENCH_WATCH_STREAMS` streams (default 1)
 //! watch their prefix; each event delivered is a sample of put → event latency.
-//! `BENCH_RATE`: each caller sends at most that many requests per second.
+//! `BENCH_RATE`: each caller sends at most that many requests per second. `BENCH_KEYS`:
+//! each caller puts over that many keys of its own (default 1000).
 //!
 //! `tonic`: every caller is a tokio task (async Rust). `tonic-threads`: every caller is an OS
 //! thread that blocks on each call, as a C program calling any blocking client library must;
@@ -83,6 +84,8 @@ struct Caller {
     i: u64,
     origin: Instant,
     value_len: usize,
+    /// Each caller puts over this many keys of its own, in turn.
+    keys: u64,
 }
 
 impl Caller {
@@ -105,7 +108,7 @@ impl Caller {
             };
             return self.kv.range(req).await.is_ok();
         }
-        let key = format!("bench/{}/{}", self.id, self.i % 1000).into_bytes();
+        let key = format!("bench/{}/{}", self.id, self.i % self.keys).into_bytes();
         self.i += 1;
         let mut value = format!("{:020}", self.origin.elapsed().as_nanos()).into_bytes();
         value.resize(self.value_len.max(20), b'x');
@@ -231,6 +234,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
+    let keys = std::env::var("BENCH_KEYS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|k| *k > 0)
+        .unwrap_or(1000);
     // With BENCH_PUTS_PER_CALLER, each caller stops after that many puts (a fixed workload,
     // the same for every server; `seconds` is then an upper bound).
     let limit = std::env::var("BENCH_PUTS_PER_CALLER")
@@ -255,6 +263,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             i: 0,
             origin,
             value_len,
+            keys,
         };
         let (stop, record) = (stop.clone(), record.clone());
         if threads {
