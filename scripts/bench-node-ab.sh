@@ -18,6 +18,7 @@ cd "$(dirname "$0")/.."
 cargo build --release --locked --example tonic_baseline 2>/dev/null
 TONIC="$PWD/target/release/examples/tonic_baseline"
 . scripts/free-port.sh
+. scripts/cluster.sh
 dir=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
@@ -25,28 +26,9 @@ trap cleanup EXIT
 MEMBERS=${MEMBERS:-1}
 urls=(); members=()
 for i in $(seq 0 $(($# - 1))); do
-  bin=${*:$((i + 1)):1}
-  cs=(); ps=(); initial=""; mine=(); all=""
-  for m in $(seq 0 $((MEMBERS - 1))); do
-    cs+=("$(free_port)"); ps+=("$(free_port)")
-    initial+="${initial:+,}n$i-$m=http://127.0.0.1:${ps[$m]}"
-    all+="${all:+,}http://127.0.0.1:${cs[$m]}"
-  done
-  for m in $(seq 0 $((MEMBERS - 1))); do
-    "$bin" --name "n$i-$m" --data-dir "$dir/n$i-$m" --initial-cluster-token "n$i" \
-      --listen-client-urls "http://127.0.0.1:${cs[$m]}" --advertise-client-urls "http://127.0.0.1:${cs[$m]}" \
-      --listen-peer-urls "http://127.0.0.1:${ps[$m]}" --initial-advertise-peer-urls "http://127.0.0.1:${ps[$m]}" \
-      --initial-cluster "$initial" >"$dir/n$i-$m.log" 2>&1 &
-    pids+=($!); mine+=($!)
-  done
-  for _ in $(seq 1 100); do
-    ETCDCTL_API=3 etcdctl --endpoints "$all" --command-timeout=1s put /warm x >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  # etcdctl endpoint status: "HOST:PORT, ID, VERSION, DB SIZE, IS LEADER, ..."
-  want=true; [ "${AT:-leader}" = follower ] && want=false
-  url=$(ETCDCTL_API=3 etcdctl --endpoints "$all" endpoint status | awk -F', ' -v w="$want" '$5 == w { print $1; exit }')
-  urls+=("http://${url#http://}"); members+=("${mine[*]}")
+  read -r -a c < <(cluster "n$i-" "${*:$((i + 1)):1}")
+  url=${c[0]}; [ "${AT:-leader}" = follower ] && url=${c[1]}
+  urls+=("$url"); members+=("${c[*]:2}"); pids+=("${c[@]:2}")
 done
 cpu_ticks() { local p t=0; for p in $1; do t=$(( t + $(awk '{ print $14 + $15 }' "/proc/$p/stat") )); done; echo "$t"; }
 n=${#urls[@]}

@@ -75,6 +75,9 @@ struct Shared<T> {
     room: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
     /// The pull form's descriptor, made on first use: (read end handed out, write end).
     fd: OnceLock<(UnixStream, UnixStream)>,
+    /// Pull form: called instead of the other wake-ups when there is something to take
+    /// (`on_ready`).
+    ready_hook: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 fn lock<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
@@ -112,6 +115,7 @@ fn new_shared<T>(capacity: usize, handler: Option<Handler<T>>) -> Arc<Shared<T>>
         capacity: capacity.max(1),
         room: Mutex::new(None),
         fd: OnceLock::new(),
+        ready_hook: OnceLock::new(),
     })
 }
 
@@ -150,6 +154,10 @@ impl<T: Send + 'static> Shared<T> {
                 st.scheduled = true;
                 events::post(self.clone());
             }
+            return;
+        }
+        if let Some(hook) = self.ready_hook.get() {
+            hook();
             return;
         }
         if !st.signaled {
@@ -364,6 +372,20 @@ impl<T: Send + 'static> Stream<T> {
             }
             ready.await;
         }
+    }
+
+    /// Makes `hook` the consumer's only wake-up (pull form): it is called, under the stream's
+    /// lock, whenever an item or the end arrives, and the consumer takes with `try_next`.
+    /// Lets one task serve many streams without a task per stream. Set once, before the
+    /// first item; `hook` must not touch this stream.
+    pub fn on_ready(&self, hook: impl Fn() + Send + Sync + 'static) {
+        let _ = self.shared.ready_hook.set(Box::new(hook));
+    }
+
+    /// The next item if one is waiting (`Ok(None)`: nothing yet), without waiting. At the
+    /// end: `Closed` after a clean end, or the error the stream failed with.
+    pub fn try_next(&self) -> Result<Option<T>> {
+        self.take()
     }
 
     /// Puts an item taken by `next_async` back at the head of the queue, for a taker that
