@@ -98,18 +98,15 @@ async fn forward(
             // Not created yet (scheduled again once it is), or gone.
             continue;
         };
-        if w.canceled.load(Ordering::Acquire) {
+        let forget = || {
             forwarded
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-            let canceled = WatchResponse {
-                header: Some(member.header_now().await),
-                watch_id: id,
-                canceled: true,
-                ..Default::default()
-            };
-            if out.send(Ok(canceled)).await.is_err() {
+                .remove(&id)
+        };
+        if w.canceled.load(Ordering::Acquire) {
+            forget();
+            if out.send(Ok(canceled(&member, id).await)).await.is_err() {
                 return;
             }
             continue;
@@ -121,10 +118,7 @@ async fn forward(
                 Ok(None) => break,
                 // The member let go of the watch (it stops).
                 Err(_) => {
-                    forwarded
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&id);
+                    forget();
                     break;
                 }
             };
@@ -139,13 +133,20 @@ async fn forward(
                 }
             }
             if last {
-                forwarded
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&id);
+                forget();
                 break;
             }
         }
+    }
+}
+
+/// etcd's answer to a client's cancel of watch `id`.
+async fn canceled(member: &Member, id: i64) -> WatchResponse {
+    WatchResponse {
+        header: Some(member.header_now().await),
+        watch_id: id,
+        canceled: true,
+        ..Default::default()
     }
 }
 
@@ -243,16 +244,7 @@ impl WatchStream {
                 true
             }
             // It had ended by itself (and said so).
-            None => {
-                let header = self.member.header_now().await;
-                self.send(WatchResponse {
-                    header: Some(header),
-                    watch_id: id,
-                    canceled: true,
-                    ..Default::default()
-                })
-                .await
-            }
+            None => self.send(canceled(&self.member, id).await).await,
         }
     }
 
