@@ -38,6 +38,7 @@ struct Row {
     watch: usize,
     inconclusive: usize,
     unrecoverable: usize,
+    outages: Vec<Duration>,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -98,11 +99,13 @@ async fn main() {
                     Server::Etcd => "etcd 3.4",
                 };
                 eprintln!(
-                    "{name:<10} {:<11} seed {seed}: {} acked, {} unknown, {} anomalies",
+                    "{name:<10} {:<11} seed {seed}: {} acked, {} unknown, {} anomalies, \
+                     longest outage {:.1} s",
                     fault.name(),
                     r.acked_writes,
                     r.unknown,
-                    r.anomalies()
+                    r.anomalies(),
+                    r.longest_outage.as_secs_f64()
                 );
                 for d in &r.details {
                     eprintln!("    {d}");
@@ -121,24 +124,33 @@ async fn main() {
                 row.watch += r.watch;
                 row.inconclusive += r.inconclusive;
                 row.unrecoverable += r.unrecoverable;
+                row.outages.push(r.longest_outage);
             }
         }
     }
     println!(
-        "\n{:<10} | {:<11} | {:>4} | {:>6} | {:>7} | {:>8} | {:>8} | {:>7} | {:>4} | {:>10} | {:>5} | {:>5} | {:>12} | {:>4}",
-        "server", "fault", "runs", "faults", "leaders", "ops", "acked", "unknown", "lost", "duplicated", "stale", "watch", "inconclusive", "down"
+        "\n{:<10} | {:<11} | {:>4} | {:>6} | {:>7} | {:>8} | {:>8} | {:>7} | {:>4} | {:>10} | {:>5} | {:>5} | {:>12} | {:>4} | {:>13}",
+        "server", "fault", "runs", "faults", "leaders", "ops", "acked", "unknown", "lost", "duplicated", "stale", "watch", "inconclusive", "down", "outage p50/max"
     );
-    println!("{}", "-".repeat(135));
+    println!("{}", "-".repeat(151));
     for ((name, fault), r) in &rows {
+        let mut o = r.outages.clone();
+        o.sort_unstable();
+        let outage = format!(
+            "{:.1}/{:.1} s",
+            o[o.len() / 2].as_secs_f64(),
+            o[o.len() - 1].as_secs_f64()
+        );
         println!(
-            "{:<10} | {:<11} | {:>4} | {:>6} | {:>7} | {:>8} | {:>8} | {:>7} | {:>4} | {:>10} | {:>5} | {:>5} | {:>12} | {:>4}",
+            "{:<10} | {:<11} | {:>4} | {:>6} | {:>7} | {:>8} | {:>8} | {:>7} | {:>4} | {:>10} | {:>5} | {:>5} | {:>12} | {:>4} | {:>13}",
             name, fault.name(), r.runs, r.faults, r.leader_changes, r.ops, r.acked, r.unknown, r.lost, r.duplicated,
-            r.stale, r.watch, r.inconclusive, r.unrecoverable
+            r.stale, r.watch, r.inconclusive, r.unrecoverable, outage
         );
     }
     println!(
         "\n3 members each, loopback, {seconds} s per run, one fault every 2.5 s; \
-         down: members that did not come back; {} cores",
+         down: members that did not come back; outage: the longest time in a run \
+         with no write acknowledged (median and worst run); {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     if failed {

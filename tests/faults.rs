@@ -25,7 +25,8 @@ fn plan(faults: Vec<Fault>, seconds: u64, seed: u64) -> Plan {
 fn check(what: &str, r: &Report) {
     eprintln!(
         "{what}: faults {:?}, {} leader changes, {} ops, {} acknowledged writes, {} unknown; \
-         lost {}, duplicated {}, stale {}, watch {}, inconclusive {}, unrecoverable {}",
+         lost {}, duplicated {}, stale {}, watch {}, inconclusive {}, unrecoverable {}; \
+         longest outage {:.1} s",
         r.faults,
         r.leader_changes,
         r.ops,
@@ -36,7 +37,8 @@ fn check(what: &str, r: &Report) {
         r.stale,
         r.watch,
         r.inconclusive,
-        r.unrecoverable
+        r.unrecoverable,
+        r.longest_outage.as_secs_f64()
     );
     assert!(
         r.acked_writes > 100,

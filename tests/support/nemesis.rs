@@ -482,29 +482,23 @@ fn channel(url: &str) -> Channel {
         .connect_lazy()
 }
 
-/// The member each live member names as its leader, if one does (by index).
+/// The member that leads, if one does (by index).
 async fn leader(urls: &[String]) -> Option<usize> {
-    for url in urls {
-        let mut m = MaintenanceClient::new(channel(url));
+    // As `etcdctl move-leader` finds it: the member that says it leads (the one with the
+    // highest term, should a deposed leader not know yet), not a follower's belief.
+    let mut found: Option<(u64, usize)> = None;
+    for (i, url) in urls.iter().enumerate() {
         let mut req = tonic::Request::new(StatusRequest {});
         req.set_timeout(Duration::from_millis(300));
-        if let Ok(s) = m.status(req).await {
-            let s = s.into_inner();
-            if s.leader != 0 {
-                for (j, u) in urls.iter().enumerate() {
-                    let mut m = MaintenanceClient::new(channel(u));
-                    let mut req = tonic::Request::new(StatusRequest {});
-                    req.set_timeout(Duration::from_millis(300));
-                    if let Ok(r) = m.status(req).await {
-                        if r.into_inner().header.map(|h| h.member_id) == Some(s.leader) {
-                            return Some(j);
-                        }
-                    }
-                }
-            }
+        let Ok(s) = MaintenanceClient::new(channel(url)).status(req).await else {
+            continue;
+        };
+        let s = s.into_inner();
+        if s.header.is_some_and(|h| h.member_id == s.leader) && s.leader != 0 {
+            found = found.max(Some((s.raft_term, i)));
         }
     }
-    None
+    found.map(|(_, i)| i)
 }
 
 /// Waits (at most `within`) until a linearizable read succeeds on every member.
@@ -578,6 +572,9 @@ pub struct Report {
     /// Members that did not come back after the faults (a disk that did not mount after
     /// a power loss, a member that refused to start or never answered again).
     pub unrecoverable: usize,
+    /// The longest time in which no client had a write acknowledged: how long the worst
+    /// fault kept the cluster from serving writes (liveness, not an anomaly).
+    pub longest_outage: Duration,
     pub details: Vec<String>,
 }
 
@@ -967,8 +964,23 @@ async fn nemesis(
                 problems.extend(cut.and(back).err());
             }
             Fault::MoveLeader => {
-                let to = (target + 1 + rng.below(n as u64 - 1) as usize) % n;
-                if found.is_none() || !move_leader(&urls[target], &urls[to]).await {
+                // As an operator would: asked again (a few times) when leadership moved
+                // between finding the leader and asking it.
+                let mut moved = false;
+                for _ in 0..3 {
+                    if let Some(from) = leader(&urls).await {
+                        let to = (from + 1 + rng.below(n as u64 - 1) as usize) % n;
+                        match move_leader(&urls[from], &urls[to]).await {
+                            Ok(()) => {
+                                moved = true;
+                                break;
+                            }
+                            Err(e) => eprintln!("move-leader {from} -> {to}: {e}"),
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                if !moved {
                     continue;
                 }
             }
@@ -1004,22 +1016,22 @@ async fn nemesis(
     (counts, changes, problems)
 }
 
-/// Asks the leader at `from` to hand leadership to the member at `to`; true when it did.
-async fn move_leader(from: &str, to: &str) -> bool {
+/// Asks the leader at `from` to hand leadership to the member at `to`.
+async fn move_leader(from: &str, to: &str) -> Result<(), String> {
     let mut req = tonic::Request::new(StatusRequest {});
     req.set_timeout(Duration::from_millis(500));
-    let Ok(status) = MaintenanceClient::new(channel(to)).status(req).await else {
-        return false;
-    };
-    let Some(target_id) = status.into_inner().header.map(|h| h.member_id) else {
-        return false;
-    };
+    let status = MaintenanceClient::new(channel(to))
+        .status(req)
+        .await
+        .map_err(|e| format!("status of the target: {e}"))?;
+    let target_id = status.into_inner().header.ok_or("no header")?.member_id;
     let mut req = tonic::Request::new(MoveLeaderRequest { target_id });
     req.set_timeout(Duration::from_secs(5));
     MaintenanceClient::new(channel(from))
         .move_leader(req)
         .await
-        .is_ok()
+        .map(drop)
+        .map_err(|e| format!("move-leader: {e}"))
 }
 
 /// The store at the end, read linearizably from any member: every key and the revision.
@@ -1189,6 +1201,7 @@ pub async fn run(server: Server, bin: PathBuf, members: usize, plan: Plan) -> Op
         })
     }));
     report.acked_writes = acked.len();
+    report.longest_outage = longest_outage(&ops, plan.duration.as_nanos() as u64);
 
     let (lost, twice, problems) = history::applied_once(&written, &store, 20);
     report.lost += lost;
@@ -1218,6 +1231,21 @@ pub async fn run(server: Server, bin: PathBuf, members: usize, plan: Plan) -> Op
             .push(format!("member data and logs kept in {kept:?}"));
     }
     Some(report)
+}
+
+/// The longest gap between writes acknowledged to the clients, from the run's start to `end`.
+fn longest_outage(ops: &[Op], end: u64) -> Duration {
+    let mut acked: Vec<u64> = ops
+        .iter()
+        .filter(|o| o.client != usize::MAX && o.writes())
+        .filter_map(|o| o.completed)
+        .collect();
+    acked.push(end);
+    acked.sort_unstable();
+    let gaps = acked
+        .iter()
+        .scan(0, |last, &t| Some(t - std::mem::replace(last, t)));
+    Duration::from_nanos(gaps.max().unwrap_or(end))
 }
 
 /// The search, first without the writes of unknown outcome whose value nobody saw (such a
