@@ -652,6 +652,13 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Ac
             other => return Err(format!("--{other} is known but not handled")),
         }
     }
+    // etcd's own rule, with its words.
+    if o.heartbeat_ms == 0 || o.election_ms < 5 * o.heartbeat_ms {
+        return Err(format!(
+            "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+            o.election_ms, o.heartbeat_ms
+        ));
+    }
     o.auto_compaction = AutoCompaction::parse(&compaction_mode, &retention)?;
     o.mirror_access = mirror.access()?;
     Ok(Action::Run {
@@ -751,6 +758,10 @@ mod tests {
             .unwrap_err()
             .contains("--initial-cluster"));
         assert_eq!(run(&["--nope"]).unwrap_err(), "unknown flag --nope");
+        assert_eq!(
+            run(&["--heartbeat-interval=100", "--election-timeout=300"]).unwrap_err(),
+            "--election-timeout[300ms] should be at least as 5 times as --heartbeat-interval[100ms]"
+        );
         assert_eq!(run(&["--name"]).unwrap_err(), "flag --name needs a value");
         let o = run(&[
             "--max-request-bytes=10",

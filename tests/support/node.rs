@@ -22,7 +22,7 @@ impl NodeCluster {
         let mut c = MemberConfig::new(id, self.dir.path().join(format!("m{id}")), initial);
         // Quick elections for the tests.
         c.heartbeat_ms = 50;
-        c.election_ms = 300;
+        c.election_ms = 600;
         (self.tune)(&mut c);
         c
     }

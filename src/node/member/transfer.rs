@@ -30,6 +30,22 @@ fn too_long() -> Error {
     )
 }
 
+/// Keeps a member from running for leader until dropped.
+struct NoElections<'a>(&'a crate::node::raft::Raft);
+
+impl<'a> NoElections<'a> {
+    fn new(raft: &'a crate::node::raft::Raft) -> Self {
+        raft.runtime_config().elect(false);
+        NoElections(raft)
+    }
+}
+
+impl Drop for NoElections<'_> {
+    fn drop(&mut self) {
+        self.0.runtime_config().elect(true);
+    }
+}
+
 impl Member {
     /// Makes voting member `target` the leader; called on the leader (etcd's "not leader"
     /// elsewhere). A learner or an unknown member is etcd's "bad leader transferee".
@@ -53,6 +69,10 @@ impl Member {
         let _paused = tokio::time::timeout_at(deadline, self.proposing.write())
             .await
             .map_err(|_| too_long())?;
+        // Nor does this member run for leader meanwhile: having voted for the target, it
+        // would campaign against it if the target's first heartbeat came late (etcd's old
+        // leader sends `MsgTimeoutNow` and steps down; it does not campaign either).
+        let _calm = NoElections::new(&self.raft);
         let mut metrics_rx = self.raft.metrics();
         let mut asked: Option<tokio::time::Instant> = None;
         loop {
