@@ -166,6 +166,12 @@ impl Cluster {
         }
     }
 
+    fn signal(&self, i: usize, sig: nix::sys::signal::Signal) {
+        if let Some(c) = &self.procs[i].child {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
+        }
+    }
+
     fn endpoints(&self) -> String {
         self.procs
             .iter()
@@ -1575,4 +1581,66 @@ async fn a_member_that_missed_large_values_catches_up() {
     // A linearizable read on member 2 waits until it has applied what the leader committed.
     let back = until_serving(&c, 2).await;
     assert_eq!(count(&*back, "/big/", true).await, 40);
+}
+
+/// A write forwarded to a leader that stopped answering (SIGSTOP) holds back no later write
+/// on its member: once the member sees a new leader, its next write goes there (it waited
+/// behind the first until the old leader answered or the forward timed out, 7 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_stuck_on_a_paused_leader_holds_back_no_other() {
+    use nix::sys::signal::Signal;
+    let c = Cluster::new(3);
+    let mut members = Vec::new();
+    for i in 0..3 {
+        let e = until_serving(&c, i).await;
+        let s = e.status(None, dl()).await.unwrap();
+        members.push((s.header.unwrap().member_id, s.leader, e));
+    }
+    let old = members[0].1;
+    let leader = members.iter().position(|m| m.0 == old).expect("a leader");
+    let follower = (leader + 1) % 3;
+    let e: std::sync::Arc<dyn Etcd> = members.swap_remove(follower).2.into();
+    c.signal(leader, Signal::SIGSTOP);
+    let stuck = {
+        let e = e.clone();
+        tokio::spawn(async move {
+            e.put(
+                support::put("/stuck", "v"),
+                etcdc::api::deadline_in(Duration::from_secs(10)),
+            )
+            .await
+        })
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = e
+            .status(None, etcdc::api::deadline_in(Duration::from_secs(1)))
+            .await;
+        if s.is_ok_and(|s| s.leader != 0 && s.leader != old) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "no new leader while {old:x} is stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !stuck.is_finished(),
+        "the first write did not wait on the stopped leader"
+    );
+    let at = Instant::now();
+    let next = e
+        .put(
+            support::put("/next", "v"),
+            etcdc::api::deadline_in(Duration::from_secs(3)),
+        )
+        .await;
+    c.signal(leader, Signal::SIGCONT);
+    assert!(
+        next.is_ok(),
+        "the next write, after {:?}: {next:?}",
+        at.elapsed()
+    );
+    let _ = stuck.await;
 }

@@ -17,6 +17,7 @@ const MAX_BATCH: usize = 512;
 /// One batch in flight: the next one gathers everything that queued meanwhile. Measured
 /// (scripts/bench-node.sh, 2 cores): 1 in flight gave 16.6k puts/s at 16 callers, 2 gave
 /// 12.4k, 4 gave 8.8k — more batches in flight split the same writes over more syncs.
+/// A batch forwarded to a leader that then changed gives up its slot (`batch_proposals`).
 const BATCHES_IN_FLIGHT: usize = 1;
 
 /// A batch's answers go out this many at a time, the runtime let run between chunks. On
@@ -104,6 +105,16 @@ pub(super) async fn propose_here(raft: &Raft, me: NodeId, cmd: Command) -> Propo
     })
 }
 
+/// Resolves once this member sees a leader other than `from` (or none), or Raft stopped.
+async fn leader_changed(raft: &Raft, from: Option<NodeId>) {
+    let mut metrics = raft.metrics();
+    while metrics.borrow_and_update().current_leader == from {
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// What a member answers for a write it was forwarded but did not put in its log (it is
 /// not the leader): the forwarding member may propose it again.
 pub(crate) fn not_proposed(why: impl std::fmt::Display) -> Error {
@@ -146,18 +157,36 @@ pub(super) async fn batch_proposals(
         }
         let (raft, peers, gate) = (raft.clone(), peers.clone(), gate.clone());
         tokio::spawn(async move {
-            let _slot = slot;
+            let mut slot = Some(slot);
             let _open = gate.read().await;
+            let leader = raft.metrics().borrow().current_leader;
             let (cmds, waiters): (Vec<Command>, Vec<Waiter>) = batch.into_iter().unzip();
             let n = cmds.len();
-            let answers: Vec<Result<Vec<u8>>> = if n == 1 {
-                let cmd = cmds.into_iter().next().expect("one command");
-                vec![submit(&raft, &*peers, me, cmd).await]
-            } else {
-                match submit(&raft, &*peers, me, Command::Batch(cmds)).await {
-                    Ok(bytes) => crate::node::raft::unpack::<Vec<Result<Vec<u8>>>>(&bytes)
-                        .unwrap_or_else(|e| vec![Err(e); n]),
-                    Err(e) => vec![Err(e); n],
+            let submitted = async {
+                if n == 1 {
+                    let cmd = cmds.into_iter().next().expect("one command");
+                    vec![submit(&raft, &*peers, me, cmd).await]
+                } else {
+                    match submit(&raft, &*peers, me, Command::Batch(cmds)).await {
+                        Ok(bytes) => crate::node::raft::unpack::<Vec<Result<Vec<u8>>>>(&bytes)
+                            .unwrap_or_else(|e| vec![Err(e); n]),
+                        Err(e) => vec![Err(e); n],
+                    }
+                }
+            };
+            tokio::pin!(submitted);
+            // A forwarded batch gives up the slot once the leader changes: one that waits on
+            // a leader that stopped answering (paused, cut off) holds back no later write,
+            // which goes to the new leader. Its own outcome stays what the old leader makes
+            // of it. (Proposed here, a batch's wait ends with this member's leadership.)
+            let mut watch = leader != Some(me);
+            let answers: Vec<Result<Vec<u8>>> = loop {
+                tokio::select! {
+                    answers = &mut submitted => break answers,
+                    _ = leader_changed(&raft, leader), if watch => {
+                        slot = None;
+                        watch = false;
+                    }
                 }
             };
             for (i, (w, a)) in waiters.into_iter().zip(answers).enumerate() {
@@ -166,6 +195,7 @@ pub(super) async fn batch_proposals(
                     tokio::task::yield_now().await;
                 }
             }
+            drop(slot);
         });
     }
 }
