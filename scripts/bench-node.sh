@@ -20,6 +20,7 @@
 #   scripts/bench-node.sh              # 3 rounds of 2 s per cell
 #   BENCH_SECONDS=5 scripts/bench-node.sh
 #   scripts/bench-node.sh --members 3
+#   BENCH_CELLS='^(put@leader|fanout)' scripts/bench-node.sh --members 3   # cells whose name matches
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MEMBERS=1
@@ -141,6 +142,7 @@ if [ "$MEMBERS" -gt 1 ]; then
     "fanout1@leader 1" "fanout1000@leader 1" "fanout10000@leader 1" \
     "put100k@leader 16" "range100k@leader 16" "put1m@leader 4" "range1m@leader 4"; do
     set -- $cell
+    [[ -z ${BENCH_CELLS:-} || $1 =~ $BENCH_CELLS ]] || continue
     cell_op "$1"; at=${1#*@}
     for round in 0 1 2; do
       for k in 0 1; do
@@ -172,6 +174,7 @@ for cell in "put 1" "put 16" "put 256" "range 16" "srange 16" "watch 16" \
   "put100k 16" "range100k 16" "put1m 4" "range1m 4" \
   "tls:put 16" "tls:range 16" "auth:put 16" "auth:range 16" "flood:put 16"; do
   set -- $cell
+  [[ -z ${BENCH_CELLS:-} || $1 =~ $BENCH_CELLS ]] || continue
   mode=plain; cell_op "$1"
   case $1 in tls:*|auth:*|flood:*) mode=${1%%:*} ;; esac
   if [ "$mode" != plain ] && [ "$mode" != tls ] && [ -z "${BENCH_USER:-}" ]; then
@@ -201,6 +204,7 @@ for cell in "put 1" "put 16" "put 256" "range 16" "srange 16" "watch 16" \
   done
 done
 unset BENCH_USER
+touch "$dir/flood"
 flood_rates=$(awk '{ r[$1] = r[$1] " " $2 } END { for (s in r) printf "%s:%s; ", s, r[s] }' "$dir/flood")
 machine
 echo
@@ -213,6 +217,8 @@ for s in etcd node; do
   echo "$s: RSS $(awk '/VmRSS/ { print int($2 / 1024) }' "/proc/$pid/status") MB, data dir $(du -sm "$dir/$s" | cut -f1) MB"
 done
 echo
+# Chosen cells only: no memory or in-process figures.
+[ -z "${BENCH_CELLS:-}" ] || exit 0
 # Memory for 100,000 keys of 256 bytes: fresh servers, the same workload for both — 100
 # writers each putting 3,000 times over 1,000 keys of their own (every key written 3 times,
 # 300,000 revisions) — measured before and after a compaction at the head revision (the
