@@ -170,15 +170,11 @@ impl Member {
             cluster_name: "etcdc".into(),
             heartbeat_interval: config.heartbeat_ms,
             // etcd's follower campaigns after [E, 2E) without a leader. openraft's waits
-            // its leader lease (the maximum) plus a timeout drawn from [min, max); one that
-            // voted for a candidate not yet leading waits the timeout alone. [E/2, E): a
-            // campaign [1.5E, 2E) after the leader's last word, a vote refused for E after it
-            // (etcd's CheckQuorum), a voter patient for [E/2, E). E and 2E made the first
-            // [3E, 4E): a leader kill kept writes out three times as long as etcd (the
-            // soak's outage column). E/4 and 3E/4 made the voter too restless: it ran against
-            // the candidate it had just voted for before that one's first heartbeat came (in
-            // a debug build, 5 of 6 move-leaders took over 5 s; also why the old leader does
-            // not campaign during a transfer, transfer.rs).
+            // its leader lease (the maximum) plus a draw from [min, max); one that voted for
+            // a candidate not yet leading waits the draw alone. [E/2, E): a campaign after
+            // [1.5E, 2E), votes refused for E after the leader's last word (etcd's
+            // CheckQuorum), a voter patient for [E/2, E). Why not shorter or longer:
+            // DESIGN.md, "Election timing".
             election_timeout_min: config.election_ms / 2,
             election_timeout_max: config.election_ms,
             // `SnapshotDue` counts requests; this counts entries (one request or a batch of

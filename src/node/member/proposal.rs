@@ -178,7 +178,7 @@ pub(super) async fn batch_proposals(
             // A forwarded batch gives up the slot once the leader changes: one that waits on
             // a leader that stopped answering (paused, cut off) holds back no later write,
             // which goes to the new leader. Its own outcome stays what the old leader makes
-            // of it. (Proposed here, a batch's wait ends with this member's leadership.)
+            // of it. (While this member leads, there is no other leader to go to.)
             let mut watch = leader != Some(me);
             let answers: Vec<Result<Vec<u8>>> = loop {
                 tokio::select! {
