@@ -124,13 +124,15 @@ static void *run_v2(void *arg) {
 }
 
 /* etcdc's asynchronous API: one thread keeps `inflight` calls going through a completion
- * queue; each call's tag is its start time. */
+ * queue (etcdc-driven: a driven queue, the calls' I/O on this thread); each call's tag is
+ * its start time. */
 static int async_inflight;
+static int async_driven;
 
 static void *run_async(void *arg) {
   worker *w = (worker *)arg;
   etcdc_cq *cq = NULL;
-  if (etcdc_cq_new(NULL, &cq) != ETCDC_OK) return NULL;
+  if ((async_driven ? etcdc_cq_new_driven(&cq) : etcdc_cq_new(NULL, &cq)) != ETCDC_OK) return NULL;
   etcdc_get_options *serializable = etcdc_get_options_new();
   etcdc_get_options_set_serializable(serializable, true);
   const etcdc_get_options *get_opts = strcmp(op, "srange") == 0 ? serializable : NULL;
@@ -204,7 +206,7 @@ static int cmp_u64(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
   if (argc != 6) {
-    fprintf(stderr, "usage: %s etcdc|etcdc-async|v2curl put|range|srange|watch CALLERS SECONDS ENDPOINT\n", argv[0]);
+    fprintf(stderr, "usage: %s etcdc|etcdc-async|etcdc-driven|v2curl put|range|srange|watch CALLERS SECONDS ENDPOINT\n", argv[0]);
     return 2;
   }
   impl = argv[1];
@@ -243,8 +245,10 @@ int main(int argc, char **argv) {
     etcdc_watch_options_free(o);
   }
 
-  /* etcdc-async: one thread with CALLERS calls in flight; the others: CALLERS threads. */
-  int async = strcmp(impl, "etcdc-async") == 0;
+  /* etcdc-async and -driven: one thread with CALLERS calls in flight; the others: CALLERS
+   * threads. */
+  async_driven = strcmp(impl, "etcdc-driven") == 0;
+  int async = async_driven || strcmp(impl, "etcdc-async") == 0;
   int report_callers = callers;
   if (async) {
     async_inflight = callers;

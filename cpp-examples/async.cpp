@@ -1,5 +1,5 @@
-// Asynchronous calls in C++: a std::future, a lambda run on etcdc's event thread, and a
-// completion queue for an epoll loop. Usage: async [endpoints]
+// Asynchronous calls in C++: a std::future, a lambda run on etcdc's event thread, a
+// completion queue for an epoll loop, and one driven by the loop's own thread. Usage: async [endpoints]
 #include <cstdlib>
 #include <iostream>
 #include <atomic>
@@ -35,6 +35,12 @@ int main(int argc, char** argv) try {
   auto got = q.next(5000);
   if (!got || got->tag != reinterpret_cast<void*>(42) || !got->reply.ok()) return 1;
   std::cout << got->reply.kvs.size() << " keys under async/\n";
+
+  // A driven queue: the calls run inside next(), on this thread — for a single-threaded loop.
+  auto driven = etcdc::CompletionQueue::driven();
+  async.get("async/", driven, reinterpret_cast<void*>(43), &prefix);
+  auto local = driven.next(5000);
+  if (!local || !local->reply.ok() || local->reply.kvs.size() != got->reply.kvs.size()) return 1;
 
   // A watch's responses come through the same queue as the calls.
   etcdc::Watch w = client.watch("async/watched");

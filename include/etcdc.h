@@ -836,6 +836,20 @@ enum etcdc_status etcdc_cq_new(const struct etcdc_completion_callback *callback,
                                struct etcdc_cq **cq_out);
 
 /**
+ * A new completion queue driven by its caller: the `_async` calls of a remote client
+ * (`etcdc_client_connect`) that complete into it — put, get, delete, txn, compact, leases,
+ * members, status, the queue recipe — run on the thread that calls `etcdc_cq_next`, over
+ * a connection of the queue's own: no hand-off between threads either way, for an event
+ * loop that keeps many calls in flight from one thread. They progress only inside
+ * `etcdc_cq_next` (their deadlines run all the same). Other operations complete into it
+ * as into any queue, running on etcdc's runtime: an embedded node's client, mutexes,
+ * elections, registrations and `_next_async` of streams. A driven queue has no descriptor
+ * (`etcdc_cq_fd` refuses it). Free with `etcdc_cq_free`, which ends its calls in flight
+ * with it (a write may have been applied or not).
+ */
+enum etcdc_status etcdc_cq_new_driven(struct etcdc_cq **cq_out);
+
+/**
  * The next completion, waiting up to `timeout_ms` (0: no wait; negative: no limit).
  * `ETCDC_ERR_TIMEOUT` when none arrived. Free it with `etcdc_completion_free`.
  */
@@ -844,7 +858,8 @@ enum etcdc_status etcdc_cq_next(const struct etcdc_cq *cq,
                                 struct etcdc_completion **completion_out);
 
 /**
- * A descriptor readable while a completion waits. Owned by the queue.
+ * A descriptor readable while a completion waits. Owned by the queue. A driven queue has
+ * none (`ETCDC_ERR_FAILED_PRECONDITION`): its calls progress only inside `etcdc_cq_next`.
  */
 enum etcdc_status etcdc_cq_fd(const struct etcdc_cq *cq, int *fd_out);
 

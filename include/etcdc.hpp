@@ -1405,12 +1405,18 @@ struct Completion {
 };
 
 /// A completion queue in the pull form, for epoll loops: start calls with it, wait on fd(),
-/// take completions with next().
+/// take completions with next(). driven(): a queue whose remote calls run inside next(), on
+/// the thread that calls it (no fd; see etcdc_cq_new_driven).
 class CompletionQueue : public detail::StreamOwner<etcdc_cq, etcdc_cq_free> {
  public:
   static CompletionQueue create() {
     etcdc_cq* q = nullptr;
     detail::check(etcdc_cq_new(nullptr, &q));
+    return CompletionQueue(q);
+  }
+  static CompletionQueue driven() {
+    etcdc_cq* q = nullptr;
+    detail::check(etcdc_cq_new_driven(&q));
     return CompletionQueue(q);
   }
   std::optional<Completion> next(int64_t timeout_ms) {

@@ -73,6 +73,9 @@ pub(crate) struct Client {
     pub rt: Handle,
     /// Asynchronous operations in flight, canceled when the client is freed.
     pub inflight: Arc<super::completion::Inflight>,
+    /// A remote client's settings, for the connection a driven queue makes of its own; None
+    /// for a client of the embedded node.
+    pub remote: Option<RemoteConfig>,
 }
 
 pub(crate) static CLIENTS: Table<Client> = Table::new(1, "client");
@@ -257,19 +260,19 @@ pub extern "C" fn etcdc_client_connect(
         let defaults = etcdc_client_options::default();
         let opts = opts_or(opts, &defaults);
         let rt = crate::runtime::handle()?;
-        let remote = crate::runtime::within(&rt, || {
-            Remote::new(RemoteConfig {
-                endpoints,
-                connect_timeout: opts.connect_timeout,
-                tls: opts.tls.clone(),
-                credentials: opts.credentials.clone(),
-            })
-        })?;
+        let config = RemoteConfig {
+            endpoints,
+            connect_timeout: opts.connect_timeout,
+            tls: opts.tls.clone(),
+            credentials: opts.credentials.clone(),
+        };
+        let remote = crate::runtime::within(&rt, || Remote::new(config.clone()))?;
         out.write(CLIENTS.insert(Client {
             etcd: Arc::new(remote),
             timeout: opts.timeout,
             rt,
             inflight: Arc::default(),
+            remote: Some(config),
         }));
         Ok(())
     })
@@ -336,8 +339,16 @@ impl Queued {
     where
         F: Future<Output = Result<Answer>> + Send + 'static,
     {
+        self.start_on(&c.rt, c, call)
+    }
+
+    /// `start` on the runtime `rt`.
+    fn start_on<F>(self, rt: &Handle, c: &Client, call: F) -> Result<()>
+    where
+        F: Future<Output = Result<Answer>> + Send + 'static,
+    {
         begin(
-            &c.rt,
+            rt,
             Some(&c.inflight),
             self.cq,
             self.tag,
@@ -352,7 +363,8 @@ impl Queued {
 
 /// Every `_async` export: `prepare` checks the arguments and builds the call on the caller's
 /// thread (its error is the export's status, and then nothing completes); the call then runs
-/// on the runtime and completes into `cq` with `tag`, its result the completion's answer.
+/// on the runtime — a driven queue's own, over its own connection, for a remote client — and
+/// completes into `cq` with `tag`, its result the completion's answer.
 /// The blocking twin runs the same `prepare` through `wait`.
 pub(crate) fn launch<P, Fut, R>(
     client: *const etcdc_client,
@@ -368,8 +380,13 @@ where
 {
     guard(|| {
         let c = CLIENTS.get(client)?;
-        let call = prepare(&c, c.etcd.clone())?;
-        Queued { cq, tag, op_out }.start(&c, async move { call.await.map(Answer::new) })
+        let local = match super::completion::driver(cq)? {
+            Some(driver) => driver.local(&c)?,
+            None => None,
+        };
+        let (rt, etcd) = local.unwrap_or_else(|| (c.rt.clone(), c.etcd.clone()));
+        let call = prepare(&c, etcd)?;
+        Queued { cq, tag, op_out }.start_on(&rt, &c, async move { call.await.map(Answer::new) })
     })
 }
 

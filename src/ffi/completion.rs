@@ -10,14 +10,20 @@ use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
+use tokio::runtime::Handle;
+
+use super::client::Client;
 use super::guard::{arg, cstring, field, free_box, guard, out, status_field};
 use super::handle::Table;
 use super::status::etcdc_status;
 use super::stream::{self, CCallback, CItem, StreamHandle};
 use crate::error::{Error, ErrorKind, Result};
-use crate::stream::Feed;
+use crate::remote::Remote;
+use crate::stream::{Feed, Stream};
+use crate::Etcd;
 
 /// What an operation returns: the result object its concept's `etcdc_completion_*`
 /// accessor hands out (`etcdc_put_result`, a lease id, ...), or `()` for nothing. The queue
@@ -88,8 +94,160 @@ pub struct etcdc_cq {
     _opaque: [u8; 0],
 }
 
-/// The producer end every operation completing into the queue clones.
-pub(crate) struct Sink(Feed<Done>);
+/// The producer end every operation completing into the queue clones, and for a driven
+/// queue the runtime its calls run on.
+pub(crate) struct Sink {
+    feed: Feed<Done>,
+    driver: Option<Arc<Driver>>,
+}
+
+/// A driven queue's own runtime (current-thread: it runs only inside `etcdc_cq_next`) and
+/// the connections it made there, one per remote client that started a call into it.
+pub(crate) struct Driver {
+    rt: Option<tokio::runtime::Runtime>,
+    conns: Mutex<Vec<LocalConn>>,
+}
+
+/// A driven queue's connection for one client, dropped once the client is freed.
+type LocalConn = (Weak<Client>, Arc<dyn Etcd>);
+
+impl Driver {
+    fn new() -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start a runtime: {e}")))?;
+        Ok(Driver {
+            rt: Some(rt),
+            conns: Mutex::default(),
+        })
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt
+            .as_ref()
+            .expect("a driver's runtime lives as long as the driver")
+    }
+
+    /// Where `c`'s calls into this queue run, and with which connection: this queue's
+    /// runtime and its own connection for a remote client (made on its first call), None
+    /// for a client of the embedded node (its calls run on the node's runtime).
+    pub(crate) fn local(&self, c: &Arc<Client>) -> Result<Option<(Handle, Arc<dyn Etcd>)>> {
+        let Some(config) = &c.remote else {
+            return Ok(None);
+        };
+        let handle = self.rt().handle().clone();
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        // A freed client's connection goes with it; a live one's address is its own.
+        conns.retain(|(client, _)| client.strong_count() > 0);
+        if let Some((_, etcd)) = conns
+            .iter()
+            .find(|(client, _)| client.as_ptr() == Arc::as_ptr(c))
+        {
+            return Ok(Some((handle, etcd.clone())));
+        }
+        let etcd: Arc<dyn Etcd> = Arc::new(crate::runtime::within(&handle, || {
+            Remote::new(config.clone())
+        })?);
+        conns.push((Arc::downgrade(c), etcd.clone()));
+        Ok(Some((handle, etcd)))
+    }
+
+    /// The queue's next completion, running its calls on this thread meanwhile.
+    fn next(&self, stream: &Stream<Done>, timeout_ms: i64) -> Result<Done> {
+        if let Some(done) = stream.try_next()? {
+            return Ok(done);
+        }
+        let timed_out = || {
+            Error::new(
+                ErrorKind::Timeout,
+                format!("nothing arrived within {timeout_ms} ms"),
+            )
+        };
+        without_sigpipe(|| {
+            self.rt().block_on(async {
+                match timeout_ms {
+                    ..0 => stream.next_async().await,
+                    0 => {
+                        // What is ready: a few rounds of the connections' I/O and the calls
+                        // it wakes, no waiting.
+                        for _ in 0..3 {
+                            tokio::task::yield_now().await;
+                            if let Some(done) = stream.try_next()? {
+                                return Ok(done);
+                            }
+                        }
+                        Err(timed_out())
+                    }
+                    ms => {
+                        tokio::time::timeout(Duration::from_millis(ms as u64), stream.next_async())
+                            .await
+                            .unwrap_or_else(|_| Err(timed_out()))
+                    }
+                }
+            })
+        })
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Its connections go first, then its calls, dropped where they stand: nothing
+        // waits for a member.
+        self.conns
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Runs `f`, which writes to connections on the caller's own thread (a driven completion
+/// queue), with SIGPIPE blocked there: a write to a connection a member closed then fails
+/// with EPIPE instead of killing a host that leaves SIGPIPE at its default. A SIGPIPE raised
+/// meanwhile is taken off the thread before the caller's mask comes back.
+fn without_sigpipe<T>(f: impl FnOnce() -> T) -> T {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+
+    struct Restore(SigSet);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: sigset_t values filled by sigemptyset/sigpending, and a zero timeout:
+            // sigtimedwait takes a pending SIGPIPE (blocked here) without waiting.
+            unsafe {
+                let mut pending = std::mem::zeroed::<libc::sigset_t>();
+                if libc::sigpending(&mut pending) == 0
+                    && libc::sigismember(&pending, libc::SIGPIPE) == 1
+                {
+                    let mut pipe = std::mem::zeroed::<libc::sigset_t>();
+                    libc::sigemptyset(&mut pipe);
+                    libc::sigaddset(&mut pipe, libc::SIGPIPE);
+                    let now = libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 0,
+                    };
+                    libc::sigtimedwait(&pipe, std::ptr::null_mut(), &now);
+                }
+            }
+            let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.0), None);
+        }
+    }
+
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGPIPE);
+    let mut old = SigSet::empty();
+    let _restore = (pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)).is_ok()
+        && !old.contains(Signal::SIGPIPE))
+    .then(|| Restore(old));
+    f()
+}
+
+/// The driver of a driven queue; None for another queue.
+pub(crate) fn driver(cq: *const etcdc_cq) -> Result<Option<Arc<Driver>>> {
+    QUEUES.get(cq)?.with_source(|s| Ok(s.driver.clone()))
+}
 
 pub(crate) static QUEUES: Table<StreamHandle<Done, Sink>> = Table::new(12, "completion queue");
 
@@ -110,7 +268,28 @@ pub extern "C" fn etcdc_cq_new(
         // Completions are queued past the capacity (`send_anyway`): each operation owes
         // exactly one, so operations in flight bound the queue.
         let (feed, stream) = stream::open::<Done, etcdc_completion>(cb, 1024)?;
-        out.write(QUEUES.insert(StreamHandle::new(stream, Sink(feed))));
+        out.write(QUEUES.insert(StreamHandle::new(stream, Sink { feed, driver: None })));
+        Ok(())
+    })
+}
+
+/// A new completion queue driven by its caller: the `_async` calls of a remote client
+/// (`etcdc_client_connect`) that complete into it — put, get, delete, txn, compact, leases,
+/// members, status, the queue recipe — run on the thread that calls `etcdc_cq_next`, over
+/// a connection of the queue's own: no hand-off between threads either way, for an event
+/// loop that keeps many calls in flight from one thread. They progress only inside
+/// `etcdc_cq_next` (their deadlines run all the same). Other operations complete into it
+/// as into any queue, running on etcdc's runtime: an embedded node's client, mutexes,
+/// elections, registrations and `_next_async` of streams. A driven queue has no descriptor
+/// (`etcdc_cq_fd` refuses it). Free with `etcdc_cq_free`, which ends its calls in flight
+/// with it (a write may have been applied or not).
+#[no_mangle]
+pub extern "C" fn etcdc_cq_new_driven(cq_out: *mut *mut etcdc_cq) -> etcdc_status {
+    guard(|| {
+        let out = out(cq_out, "cq_out")?;
+        let driver = Some(Arc::new(Driver::new()?));
+        let (feed, stream) = crate::stream::channel(1024);
+        out.write(QUEUES.insert(StreamHandle::new(stream, Sink { feed, driver })));
         Ok(())
     })
 }
@@ -123,12 +302,29 @@ pub extern "C" fn etcdc_cq_next(
     timeout_ms: i64,
     completion_out: *mut *mut etcdc_completion,
 ) -> etcdc_status {
-    stream::next(&QUEUES, cq, timeout_ms, completion_out)
+    match driver(cq) {
+        Ok(Some(driver)) => guard(|| {
+            let out = out(completion_out, "completion_out")?;
+            let done = driver.next(QUEUES.get(cq)?.stream(), timeout_ms)?;
+            out.write(Box::into_raw(Box::new(etcdc_completion::from_item(done))));
+            Ok(())
+        }),
+        _ => stream::next(&QUEUES, cq, timeout_ms, completion_out),
+    }
 }
 
-/// A descriptor readable while a completion waits. Owned by the queue.
+/// A descriptor readable while a completion waits. Owned by the queue. A driven queue has
+/// none (`ETCDC_ERR_FAILED_PRECONDITION`): its calls progress only inside `etcdc_cq_next`.
 #[no_mangle]
 pub extern "C" fn etcdc_cq_fd(cq: *const etcdc_cq, fd_out: *mut c_int) -> etcdc_status {
+    if let Ok(Some(_)) = driver(cq) {
+        return guard(|| {
+            Err(Error::new(
+                ErrorKind::FailedPrecondition,
+                "a driven queue has no descriptor: its calls progress only inside etcdc_cq_next",
+            ))
+        });
+    }
     stream::fd(&QUEUES, cq, fd_out)
 }
 
@@ -279,7 +475,7 @@ pub(crate) fn begin<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let sink = QUEUES.get(cq)?.with_source(|s| Ok(s.0.clone()))?;
+    let sink = QUEUES.get(cq)?.with_source(|s| Ok(s.feed.clone()))?;
     let op = Arc::new(OpState {
         done: AtomicBool::new(false),
         tag: tag as usize,

@@ -388,6 +388,7 @@ pub extern "C" fn etcdc_node_client(
             timeout: opts.call_timeout(),
             rt: n.rt.clone(),
             inflight: Default::default(),
+            remote: None,
         }));
         Ok(())
     })

@@ -1,5 +1,6 @@
 /* The asynchronous C API: many calls in flight from one thread through one completion
- * queue (pull form with poll on its fd, and callback form), every kind of call, cancel,
+ * queue (pull form with poll on its fd, callback form, and a driven queue whose calls run
+ * inside etcdc_cq_next), every kind of call, cancel,
  * client free and deadline expiry with operations in flight — each operation completes
  * exactly once — and a long run with flat memory. On real etcd and on an in-process node. */
 #include <poll.h>
@@ -30,16 +31,20 @@ static long rss_kb(void) {
   return resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
-/* Takes completions until `n` arrived (10 s at most); counts the OK ones. */
+/* Takes completions until `n` arrived (10 s at most); counts the OK ones. Polls the queue's
+ * fd, or for a driven queue (which has none) waits in etcdc_cq_next. */
 static int drain(etcdc_cq *cq, int n, int *ok, char *seen) {
   int got = 0;
   int fd = -1;
-  if (etcdc_cq_fd(cq, &fd) != ETCDC_OK) return 0;
+  int driven = etcdc_cq_fd(cq, &fd) == ETCDC_ERR_FAILED_PRECONDITION;
+  if (!driven && fd < 0) return 0;
   while (got < n) {
-    struct pollfd p = {fd, POLLIN, 0};
-    if (poll(&p, 1, 10000) != 1) break;
+    if (!driven) {
+      struct pollfd p = {fd, POLLIN, 0};
+      if (poll(&p, 1, 10000) != 1) break;
+    }
     etcdc_completion *c = NULL;
-    while (got < n && etcdc_cq_next(cq, 0, &c) == ETCDC_OK) {
+    while (got < n && etcdc_cq_next(cq, driven ? 10000 : 0, &c) == ETCDC_OK) {
       size_t tag = (size_t)etcdc_completion_tag(c);
       if (seen) {
         CHECK(seen[tag] == 0); /* exactly once */
@@ -463,6 +468,34 @@ static void on_node(etcdc_client *local, void *queue) {
   long_run(local, cq, 20000, 0);
 }
 
+/* What only a driven queue does: its calls run inside etcdc_cq_next and nowhere else. */
+static void driven_only(etcdc_client *c) {
+  etcdc_cq *cq = NULL;
+  EXPECT(etcdc_cq_new_driven(NULL), ETCDC_ERR_INVALID_ARGUMENT);
+  OK(etcdc_cq_new_driven(&cq));
+  int fd = -1;
+  EXPECT(etcdc_cq_fd(cq, &fd), ETCDC_ERR_FAILED_PRECONDITION);
+  CHECK(strstr(etcdc_last_error(), "etcdc_cq_next") != NULL);
+  OK(etcdc_put_async(c, S("driven/k"), S("v"), NULL, cq, (void *)1, NULL));
+  sleep_ms(300);
+  etcdc_get_result *r = NULL;
+  OK(etcdc_get(c, S("driven/k"), NULL, &r));
+  CHECK(etcdc_get_result_count(r) == 0); /* not sent: nobody drove the queue */
+  etcdc_get_result_free(r);
+  etcdc_completion *done = NULL;
+  OK(etcdc_cq_next(cq, 10000, &done));
+  CHECK(etcdc_completion_tag(done) == (void *)1 && etcdc_completion_status(done) == ETCDC_OK);
+  etcdc_completion_free(done);
+  OK(etcdc_get(c, S("driven/k"), NULL, &r));
+  CHECK(etcdc_get_result_count(r) == 1);
+  etcdc_get_result_free(r);
+  /* No wait: what is ready, then ETCDC_ERR_TIMEOUT. */
+  EXPECT(etcdc_cq_next(cq, 0, &done), ETCDC_ERR_TIMEOUT);
+  /* Freed with a call in flight: the call goes with it, nothing hangs. */
+  OK(etcdc_put_async(c, S("driven/k"), S("w"), NULL, cq, NULL, NULL));
+  OK(etcdc_cq_free(cq));
+}
+
 int main(void) {
   etcdc_cq *cq = NULL;
   EXPECT(etcdc_cq_new(NULL, NULL), ETCDC_ERR_INVALID_ARGUMENT);
@@ -477,7 +510,17 @@ int main(void) {
 
   /* One queue serves clients of both backends. */
   on_embedded_node(on_node, cq);
-  OK(etcdc_client_free(c));
   OK(etcdc_cq_free(cq));
+
+  /* The same through a driven queue. */
+  driven_only(c);
+  OK(etcdc_cq_new_driven(&cq));
+  every_call(c, cq);
+  streams_and_recipes(c, cq);
+  long_run(c, cq, 20000, 1);
+  nobody_answers(cq);
+  on_embedded_node(on_node, cq);
+  OK(etcdc_cq_free(cq));
+  OK(etcdc_client_free(c));
   return check_report("test_async");
 }

@@ -2,7 +2,8 @@
  * never be killed by a write etcdc makes to a connection whose peer has gone (seen with
  * members SIGKILLed under load). Every thread etcdc starts blocks SIGPIPE: checked in /proc
  * (this check fails when the blocking is removed). Large puts to a server that resets every
- * connection must fail with a status, not a signal. */
+ * connection must fail with a status, not a signal — also through a driven completion queue,
+ * whose writes are made on the caller's thread. */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
@@ -12,11 +13,9 @@
 
 #include "common.h"
 
-static int listener = -1;
-
 /* Accepts connections, reads a little, and resets them (SO_LINGER 0). */
 static void *resetting_server(void *arg) {
-  (void)arg;
+  int listener = *(int *)arg;
   for (;;) {
     int fd = accept(listener, NULL, NULL);
     if (fd < 0) return NULL;
@@ -31,6 +30,32 @@ static void *resetting_server(void *arg) {
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
     close(fd);
   }
+}
+
+/* Accepts connections and closes them at once: the client's next writes meet EPIPE. */
+static void *closing_server(void *arg) {
+  int listener = *(int *)arg;
+  for (;;) {
+    int fd = accept(listener, NULL, NULL);
+    if (fd < 0) return NULL;
+    close(fd);
+  }
+}
+
+/* A loopback listener served by `serve` on its own thread; its URL goes to `endpoint`. */
+static void serve_on_loopback(void *(*serve)(void *), int *listener, char *endpoint, size_t len) {
+  *listener = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK(bind(*listener, (struct sockaddr *)&a, sizeof a) == 0);
+  CHECK(listen(*listener, 64) == 0);
+  socklen_t alen = sizeof a;
+  CHECK(getsockname(*listener, (struct sockaddr *)&a, &alen) == 0);
+  pthread_t server;
+  CHECK(pthread_create(&server, NULL, serve, listener) == 0);
+  snprintf(endpoint, len, "http://127.0.0.1:%d", ntohs(a.sin_port));
 }
 
 /* True if every thread named etcdc-* has SIGPIPE (bit 13) in its blocked mask. */
@@ -70,20 +95,10 @@ static int etcdc_threads_block_sigpipe(int *seen) {
 int main(void) {
   signal(SIGPIPE, SIG_DFL);
 
-  listener = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a;
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  CHECK(bind(listener, (struct sockaddr *)&a, sizeof a) == 0);
-  CHECK(listen(listener, 64) == 0);
-  socklen_t len = sizeof a;
-  CHECK(getsockname(listener, (struct sockaddr *)&a, &len) == 0);
-  pthread_t server;
-  CHECK(pthread_create(&server, NULL, resetting_server, NULL) == 0);
-
-  char endpoint[64];
-  snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:%d", ntohs(a.sin_port));
+  static int resetting, closing;
+  char endpoint[64], closing_endpoint[64];
+  serve_on_loopback(resetting_server, &resetting, endpoint, sizeof endpoint);
+  serve_on_loopback(closing_server, &closing, closing_endpoint, sizeof closing_endpoint);
   etcdc_client *c = NULL;
   OK(etcdc_client_connect(endpoint, NULL, &c));
   etcdc_put_options *o = etcdc_put_options_new();
@@ -94,6 +109,26 @@ int main(void) {
     etcdc_status s = etcdc_put(c, S("k"), value, sizeof value, o, NULL);
     CHECK(s != ETCDC_OK);
   }
+
+  /* A driven queue writes on this thread: the same puts through one, to both servers (the
+   * closing one raised SIGPIPE here in every run before the queue blocked it), and then this
+   * thread's mask is as it was, with no SIGPIPE left pending. */
+  etcdc_client *closed = NULL;
+  OK(etcdc_client_connect(closing_endpoint, NULL, &closed));
+  etcdc_cq *cq = NULL;
+  OK(etcdc_cq_new_driven(&cq));
+  for (int i = 0; i < 60; i++) {
+    OK(etcdc_put_async(i % 2 ? closed : c, S("k"), value, sizeof value, o, cq, NULL, NULL));
+    etcdc_completion *done = NULL;
+    OK(etcdc_cq_next(cq, 5000, &done));
+    CHECK(etcdc_completion_status(done) != ETCDC_OK);
+    etcdc_completion_free(done);
+  }
+  OK(etcdc_cq_free(cq));
+  OK(etcdc_client_free(closed));
+  sigset_t mask, pending;
+  CHECK(pthread_sigmask(SIG_BLOCK, NULL, &mask) == 0 && !sigismember(&mask, SIGPIPE));
+  CHECK(sigpending(&pending) == 0 && !sigismember(&pending, SIGPIPE));
   etcdc_put_options_free(o);
 
   /* The event thread too: it runs callbacks, and starts with the first push stream. */
