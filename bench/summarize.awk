@@ -36,4 +36,16 @@ END {
       printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", ops[o], cs[c], cellq(e), cellq(a), cellq(th), cellq(t), cellq(v), ratio(qps(e), qps(th)), ratio(qps(a), qps(t)), ratio(qps(a), qps(v)), cell(e), cell(a), cell(th), cell(t), cell(v), cpus, cpur, errors[k]
     }
   }
+  print ""
+  print "| op | calls in flight | driven QPS | async QPS | tonic tasks QPS | v2 QPS | driven / tonic tasks | driven / v2 | driven / async | driven p50 / p99 us | async p50 / p99 | tonic tasks p50 / p99 | client CPU us/op: driven / async / tonic tasks | driven / tonic tasks CPU |"
+  print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for (o = 1; o <= nops; o++) {
+    for (c = 1; c <= ncs; c++) {
+      k = ops[o] " " cs[c]
+      d = "etcdc-driven " k; a = "etcdc-async " k; t = "tonic " k; v = "v2curl " k
+      if (!(d in n)) continue
+      cpur = (t in n) ? ratio(median("cpu", d), median("cpu", t)) : "n/a"
+      printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", ops[o], cs[c], cellq(d), cellq(a), cellq(t), cellq(v), ratio(qps(d), qps(t)), ratio(qps(d), qps(v)), ratio(qps(d), qps(a)), cell(d), cell(a), cell(t), cpu(d) " / " cpu(a) " / " cpu(t), cpur
+    }
+  }
 }

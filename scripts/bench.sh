@@ -5,8 +5,11 @@
 # path etcdc replaces, etcd's v2 HTTP API through libcurl, all against one local etcd started
 # with --enable-v2. Prints a markdown table: QPS, p50 and p99 latency (microseconds),
 # each the median of three rounds, and the ratios etcdc/tonic and etcdc/v2.
-#   scripts/bench.sh            # 3 rounds of 2 s per cell, about 8 minutes
+# A second table compares the asynchronous C API (a runtime queue and a driven queue, whose
+# calls run on the caller's thread) with async tonic and v2.
+#   scripts/bench.sh            # 3 rounds of 2 s per cell, about 10 minutes
 #   BENCH_SECONDS=5 scripts/bench.sh
+#   BENCH_OPS="put range" BENCH_IMPLS="etcdc-async etcdc-driven tonic v2curl" scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -21,12 +24,14 @@ export BENCH_SECONDS=${BENCH_SECONDS:-2} BENCH_C="$PWD/$build/c/etcdc_bench" BEN
 
 ETCD_EXTRA_FLAGS="--enable-v2=true" scripts/with-etcd.sh bash -c '
   rows=$(mktemp)
-  for op in put range srange watch; do
+  for op in ${BENCH_OPS:-put range srange watch}; do
     for callers in 1 16 256; do
       # Three rounds, each in a rotated order, so that neither etcd warming up nor its
       # growing database favours one implementation.
-      impls=(etcdc etcdc-async tonic-threads tonic v2curl)
-      [ "$op" = watch ] && impls=(etcdc tonic-threads tonic)
+      impls=()
+      for impl in ${BENCH_IMPLS:-etcdc etcdc-async etcdc-driven tonic-threads tonic v2curl}; do
+        case $op/$impl in watch/etcdc-async|watch/etcdc-driven|watch/v2curl) ;; *) impls+=("$impl") ;; esac
+      done
       for round in 0 1 2; do
         for k in "${!impls[@]}"; do
           impl=${impls[$(( (k + round) % ${#impls[@]} ))]}
