@@ -57,6 +57,9 @@ struct State<T> {
     producers: usize,
     /// Pull form: the fd has a byte waiting.
     signaled: bool,
+    /// Pull form: threads blocked in `next` (none: a new item wakes nobody through the
+    /// condition variable, and costs no system call).
+    sleepers: usize,
     /// Push form.
     handler: Option<Handler<T>>,
     push: bool,
@@ -104,6 +107,7 @@ fn new_shared<T>(capacity: usize, handler: Option<Handler<T>>) -> Arc<Shared<T>>
             want_room: false,
             producers: 1,
             signaled: false,
+            sleepers: 0,
             push: handler.is_some(),
             handler,
             scheduled: false,
@@ -166,7 +170,9 @@ impl<T: Send + 'static> Shared<T> {
                 st.signaled = true;
             }
         }
-        self.cv.notify_all();
+        if st.sleepers > 0 {
+            self.cv.notify_all();
+        }
         self.ready.notify_waiters();
         self.ready.notify_one();
     }
@@ -335,26 +341,29 @@ impl<T: Send + 'static> Stream<T> {
             if let Some(item) = self.take()? {
                 return Ok(item);
             }
-            let st = lock(&self.shared.state);
+            let mut st = lock(&self.shared.state);
             if st.closed || !st.queue.is_empty() || !matches!(st.end, End::Open) {
                 continue;
             }
-            match until {
-                None => drop(self.shared.cv.wait(st)),
-                Some(until) => {
-                    let left = until.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(Error::new(
-                            ErrorKind::Timeout,
-                            format!(
-                                "nothing arrived within {} ms",
-                                timeout.unwrap_or_default().as_millis()
-                            ),
-                        ));
-                    }
-                    drop(self.shared.cv.wait_timeout(st, left));
-                }
+            let left = until.map(|until| until.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|left| left.is_zero()) {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "nothing arrived within {} ms",
+                        timeout.unwrap_or_default().as_millis()
+                    ),
+                ));
             }
+            st.sleepers += 1;
+            let mut st = match left {
+                None => self.shared.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(left) => {
+                    let woken = self.shared.cv.wait_timeout(st, left);
+                    woken.unwrap_or_else(|p| p.into_inner()).0
+                }
+            };
+            st.sleepers -= 1;
         }
     }
 

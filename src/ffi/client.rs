@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 
-use super::completion::{begin, etcdc_cq, etcdc_op, Answer};
+use super::completion::{begin, etcdc_cq, etcdc_op, Answer, Runner};
 use super::guard::{bytes, c_str, free_box, guard, new_boxed, opt_c_str, opts_or, out, set};
 use super::handle::Table;
 use super::status::etcdc_status;
@@ -339,16 +339,16 @@ impl Queued {
     where
         F: Future<Output = Result<Answer>> + Send + 'static,
     {
-        self.start_on(&c.rt, c, call)
+        self.start_with(Runner::Runtime(&c.rt), c, call)
     }
 
-    /// `start` on the runtime `rt`.
-    fn start_on<F>(self, rt: &Handle, c: &Client, call: F) -> Result<()>
+    /// `start` with `runner`.
+    fn start_with<F>(self, runner: Runner<'_>, c: &Client, call: F) -> Result<()>
     where
         F: Future<Output = Result<Answer>> + Send + 'static,
     {
         begin(
-            rt,
+            runner,
             Some(&c.inflight),
             self.cq,
             self.tag,
@@ -380,13 +380,18 @@ where
 {
     guard(|| {
         let c = CLIENTS.get(client)?;
-        let local = match super::completion::driver(cq)? {
-            Some(driver) => driver.local(&c)?,
+        let driver = super::completion::driver(cq)?;
+        let local = match &driver {
+            Some(driver) => driver.local(&c)?.map(|etcd| (Runner::Driven(driver), etcd)),
             None => None,
         };
-        let (rt, etcd) = local.unwrap_or_else(|| (c.rt.clone(), c.etcd.clone()));
+        let (runner, etcd) = local.unwrap_or((Runner::Runtime(&c.rt), c.etcd.clone()));
         let call = prepare(&c, etcd)?;
-        Queued { cq, tag, op_out }.start_on(&rt, &c, async move { call.await.map(Answer::new) })
+        Queued { cq, tag, op_out }.start_with(
+            runner,
+            &c,
+            async move { call.await.map(Answer::new) },
+        )
     })
 }
 

@@ -106,6 +106,17 @@ pub(crate) struct Sink {
 pub(crate) struct Driver {
     rt: Option<tokio::runtime::Runtime>,
     conns: Mutex<Vec<LocalConn>>,
+    waiting: Mutex<Waiting>,
+}
+
+/// Calls started while no thread drives the queue wait here for the next drive, which
+/// spawns them from inside the runtime: a spawn from outside would wake the runtime's
+/// driver through its eventfd, a system call per call.
+#[derive(Default)]
+struct Waiting {
+    /// Threads inside `etcdc_cq_next` now: a call started meanwhile is spawned at once.
+    drivers: usize,
+    calls: Vec<(Arc<OpState>, Task)>,
 }
 
 /// A driven queue's connection for one client, dropped once the client is freed.
@@ -120,7 +131,23 @@ impl Driver {
         Ok(Driver {
             rt: Some(rt),
             conns: Mutex::default(),
+            waiting: Mutex::default(),
         })
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts an operation's task: at the next drive, or now if one is under way.
+    fn start(&self, op: &Arc<OpState>, task: Task) {
+        let mut waiting = self.waiting();
+        if waiting.drivers == 0 {
+            waiting.calls.push((op.clone(), task));
+            return;
+        }
+        drop(waiting);
+        run(self.rt().handle(), op, task);
     }
 
     fn rt(&self) -> &tokio::runtime::Runtime {
@@ -129,14 +156,13 @@ impl Driver {
             .expect("a driver's runtime lives as long as the driver")
     }
 
-    /// Where `c`'s calls into this queue run, and with which connection: this queue's
-    /// runtime and its own connection for a remote client (made on its first call), None
-    /// for a client of the embedded node (its calls run on the node's runtime).
-    pub(crate) fn local(&self, c: &Arc<Client>) -> Result<Option<(Handle, Arc<dyn Etcd>)>> {
+    /// The connection `c`'s calls into this queue use, on this queue's runtime: its own for
+    /// a remote client (made on its first call); None for a client of the embedded node
+    /// (its calls run on the node's runtime).
+    pub(crate) fn local(&self, c: &Arc<Client>) -> Result<Option<Arc<dyn Etcd>>> {
         let Some(config) = &c.remote else {
             return Ok(None);
         };
-        let handle = self.rt().handle().clone();
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         // A freed client's connection goes with it; a live one's address is its own.
         conns.retain(|(client, _)| client.strong_count() > 0);
@@ -144,13 +170,13 @@ impl Driver {
             .iter()
             .find(|(client, _)| client.as_ptr() == Arc::as_ptr(c))
         {
-            return Ok(Some((handle, etcd.clone())));
+            return Ok(Some(etcd.clone()));
         }
-        let etcd: Arc<dyn Etcd> = Arc::new(crate::runtime::within(&handle, || {
+        let etcd: Arc<dyn Etcd> = Arc::new(crate::runtime::within(self.rt().handle(), || {
             Remote::new(config.clone())
         })?);
         conns.push((Arc::downgrade(c), etcd.clone()));
-        Ok(Some((handle, etcd)))
+        Ok(Some(etcd))
     }
 
     /// The queue's next completion, running its calls on this thread meanwhile.
@@ -164,8 +190,27 @@ impl Driver {
                 format!("nothing arrived within {timeout_ms} ms"),
             )
         };
+        struct Driving<'a>(&'a Driver);
+        impl Drop for Driving<'_> {
+            fn drop(&mut self) {
+                self.0.waiting().drivers -= 1;
+            }
+        }
+        let calls = {
+            let mut waiting = self.waiting();
+            waiting.drivers += 1;
+            std::mem::take(&mut waiting.calls)
+        };
+        let _driving = Driving(self);
         without_sigpipe(|| {
             self.rt().block_on(async {
+                let here = Handle::current();
+                for (op, task) in calls {
+                    // A call canceled before it started is not sent.
+                    if !op.done.load(Ordering::Acquire) {
+                        run(&here, &op, task);
+                    }
+                }
                 match timeout_ms {
                     ..0 => stream.next_async().await,
                     0 => {
@@ -462,10 +507,29 @@ impl Inflight {
 
 pub(crate) static OPS: Table<Arc<OpState>> = Table::new(13, "operation");
 
-/// Runs `task` (which completes its operation) on `rt`; with `inflight`, freeing that
+/// Where an operation runs: a runtime, or a driven queue's (started by its next drive).
+pub(crate) enum Runner<'a> {
+    Runtime(&'a Handle),
+    Driven(&'a Driver),
+}
+
+/// An operation's task, boxed once.
+type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Spawns `task` on `rt` where `op`'s cancel can abort it; a cancel that came first (and
+/// found no task to abort) aborts it here.
+fn run(rt: &Handle, op: &OpState, task: Task) {
+    let running = rt.spawn(task);
+    *op.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(running.abort_handle());
+    if op.done.load(Ordering::Acquire) {
+        running.abort();
+    }
+}
+
+/// Runs `task` (which completes its operation) with `runner`; with `inflight`, freeing that
 /// client cancels the operation.
 pub(crate) fn begin<F>(
-    rt: &tokio::runtime::Handle,
+    runner: Runner<'_>,
     inflight: Option<&Arc<Inflight>>,
     cq: *const etcdc_cq,
     tag: *mut c_void,
@@ -491,8 +555,11 @@ where
             .unwrap_or_else(|p| p.into_inner())
             .insert(op.id, op.clone());
     }
-    let running = rt.spawn(task(op.clone()));
-    *op.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(running.abort_handle());
+    let task = task(op.clone());
+    match runner {
+        Runner::Runtime(rt) => run(rt, &op, Box::pin(task)),
+        Runner::Driven(driver) => driver.start(&op, Box::pin(task)),
+    }
     if !op_out.is_null() {
         let handle: *mut etcdc_op = OPS.insert(op);
         // SAFETY: a non-NULL out-pointer points at writable storage for one pointer.
@@ -520,17 +587,24 @@ where
         let h = table.get(handle)?;
         h.stream().ensure_pull()?;
         let rt = crate::runtime::handle()?;
-        begin(&rt, None, cq, tag, op_out, |running| async move {
-            let mut next = Some(h.stream().next_async().await);
-            let delivered = running.complete_with(|| match next.take() {
-                Some(Ok(t)) => Ok(Answer::new(R::from_item(t))),
-                Some(Err(e)) => Err(e),
-                None => Err(Error::new(ErrorKind::Internal, "no item")),
-            });
-            if let (false, Some(Ok(t))) = (delivered, next) {
-                h.stream().put_back(t);
-            }
-        })
+        begin(
+            Runner::Runtime(&rt),
+            None,
+            cq,
+            tag,
+            op_out,
+            |running| async move {
+                let mut next = Some(h.stream().next_async().await);
+                let delivered = running.complete_with(|| match next.take() {
+                    Some(Ok(t)) => Ok(Answer::new(R::from_item(t))),
+                    Some(Err(e)) => Err(e),
+                    None => Err(Error::new(ErrorKind::Internal, "no item")),
+                });
+                if let (false, Some(Ok(t))) = (delivered, next) {
+                    h.stream().put_back(t);
+                }
+            },
+        )
     })
 }
 

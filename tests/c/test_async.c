@@ -468,6 +468,18 @@ static void on_node(etcdc_client *local, void *queue) {
   long_run(local, cq, 20000, 0);
 }
 
+typedef struct {
+  etcdc_cq *cq;
+  etcdc_status status;
+  etcdc_completion *done;
+} waiter;
+
+static void *wait_once(void *arg) {
+  waiter *w = (waiter *)arg;
+  w->status = etcdc_cq_next(w->cq, 10000, &w->done);
+  return NULL;
+}
+
 /* What only a driven queue does: its calls run inside etcdc_cq_next and nowhere else. */
 static void driven_only(etcdc_client *c) {
   etcdc_cq *cq = NULL;
@@ -491,6 +503,28 @@ static void driven_only(etcdc_client *c) {
   etcdc_get_result_free(r);
   /* No wait: what is ready, then ETCDC_ERR_TIMEOUT. */
   EXPECT(etcdc_cq_next(cq, 0, &done), ETCDC_ERR_TIMEOUT);
+  /* Canceled before any drive: it completes canceled and is never sent. */
+  etcdc_op *op = NULL;
+  OK(etcdc_put_async(c, S("driven/canceled"), S("v"), NULL, cq, (void *)2, &op));
+  OK(etcdc_op_cancel(op));
+  OK(etcdc_op_free(op));
+  OK(etcdc_cq_next(cq, 10000, &done));
+  CHECK(etcdc_completion_tag(done) == (void *)2 && etcdc_completion_status(done) == ETCDC_ERR_CANCELED);
+  etcdc_completion_free(done);
+  EXPECT(etcdc_cq_next(cq, 300, &done), ETCDC_ERR_TIMEOUT);
+  OK(etcdc_get(c, S("driven/canceled"), NULL, &r));
+  CHECK(etcdc_get_result_count(r) == 0);
+  etcdc_get_result_free(r);
+  /* A call started while another thread waits in etcdc_cq_next runs in that wait. */
+  waiter w = {cq, ETCDC_ERR_INTERNAL, NULL};
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, wait_once, &w) == 0);
+  sleep_ms(200);
+  OK(etcdc_put_async(c, S("driven/k"), S("x"), NULL, cq, (void *)3, NULL));
+  CHECK(pthread_join(t, NULL) == 0);
+  CHECK(w.status == ETCDC_OK && etcdc_completion_tag(w.done) == (void *)3);
+  CHECK(etcdc_completion_status(w.done) == ETCDC_OK);
+  etcdc_completion_free(w.done);
   /* Freed with a call in flight: the call goes with it, nothing hangs. */
   OK(etcdc_put_async(c, S("driven/k"), S("w"), NULL, cq, NULL, NULL));
   OK(etcdc_cq_free(cq));
