@@ -2,7 +2,7 @@
 //! process after `fork()` has none of the parent's threads: it gets `Forked` until it calls
 //! `reinit_after_fork`, which starts afresh.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use tokio::runtime::{Builder, Handle, Runtime};
@@ -111,10 +111,33 @@ pub fn forked_error() -> Error {
     )
 }
 
+/// A fork handler is installed (`fork_handler_installed`): `FORKED` says what the pid
+/// comparison said, without a system call per check.
+static FORK_HANDLER: AtomicBool = AtomicBool::new(false);
+/// Set in a child process of a parent that had started the runtime.
+static FORKED: AtomicBool = AtomicBool::new(false);
+
 /// True in a child process that inherited a runtime from its parent.
 pub fn is_forked() -> bool {
+    if FORK_HANDLER.load(Ordering::Acquire) {
+        return FORKED.load(Ordering::Acquire);
+    }
     let started_in = STARTED_IN.load(Ordering::Acquire);
     started_in != 0 && started_in != std::process::id()
+}
+
+/// The child's side of `fork()`, for a `pthread_atfork` handler (only atomics: safe to run
+/// in the child of a multithreaded process).
+pub(crate) fn on_fork_in_child() {
+    if STARTED_IN.load(Ordering::Acquire) != 0 {
+        FORKED.store(true, Ordering::Release);
+    }
+}
+
+/// `on_fork_in_child` now runs in every child: `is_forked` may trust `FORKED`. Only in a
+/// process that is not itself a child with an inherited runtime.
+pub(crate) fn fork_handler_installed() {
+    FORK_HANDLER.store(true, Ordering::Release);
 }
 
 /// In a forked child: forgets the parent's runtime (its threads do not exist here, so it
@@ -127,6 +150,7 @@ pub fn reinit_after_fork() {
         } else {
             std::mem::forget(c);
             STARTED_IN.store(0, Ordering::Release);
+            FORKED.store(false, Ordering::Release);
         }
     }
 }

@@ -12,11 +12,30 @@ use crate::remote::MAX_SEND_BYTES;
 /// Runs an export's body: refuses work in a forked child, turns an error into its status and
 /// the thread's last-error message, and stops a panic at the boundary.
 pub(crate) fn guard(body: impl FnOnce() -> Result<()>) -> etcdc_status {
+    WATCH_FORKS.call_once(watch_forks);
     if crate::runtime::is_forked() {
         set_last_error(&crate::runtime::forked_error().message);
         return etcdc_status::ETCDC_ERR_FORKED;
     }
     catch(body)
+}
+
+static WATCH_FORKS: std::sync::Once = std::sync::Once::new();
+
+/// Installs a fork handler, so that the fork check of every call is a load instead of a
+/// `getpid` system call — unless this process is already a child with its parent's runtime
+/// (then the pid comparison goes on deciding).
+fn watch_forks() {
+    extern "C" fn child() {
+        crate::runtime::on_fork_in_child();
+    }
+    if crate::runtime::is_forked() {
+        return;
+    }
+    // SAFETY: pthread_atfork with a child handler that only stores to atomics.
+    if unsafe { libc::pthread_atfork(None, None, Some(child)) } == 0 {
+        crate::runtime::fork_handler_installed();
+    }
 }
 
 /// `guard` without the fork check.

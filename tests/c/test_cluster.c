@@ -24,7 +24,8 @@ static void cluster(etcdc_client *c) {
   EXPECT(etcdc_endpoint_status_get(c, "http://127.0.0.1:9", 0, &st), ETCDC_ERR_INVALID_ARGUMENT);
 }
 
-/* A child process cannot use what its parent started: it is told so until it re-initialises. */
+/* A child process cannot use what its parent started: it is told so until it re-initialises
+ * (the check is a fork handler's flag, not a getpid per call: a grandchild too). */
 static void after_fork(void) {
   pid_t pid = fork();
   if (pid == 0) {
@@ -34,6 +35,11 @@ static void after_fork(void) {
     ok = ok && etcdc_reinit_after_fork() == ETCDC_OK;
     ok = ok && etcdc_client_connect(endpoints_from_env(), NULL, &c) == ETCDC_OK;
     ok = ok && etcdc_put(c, S("forked"), S("child"), NULL, NULL) == ETCDC_OK;
+    /* Its own child is told the same about what it started. */
+    pid_t grandchild = ok ? fork() : -1;
+    if (grandchild == 0) _exit(etcdc_put(c, S("forked"), S("grandchild"), NULL, NULL) == ETCDC_ERR_FORKED ? 0 : 1);
+    int status = 1;
+    ok = ok && grandchild > 0 && waitpid(grandchild, &status, 0) == grandchild && WIFEXITED(status) && WEXITSTATUS(status) == 0;
     ok = ok && etcdc_client_free(c) == ETCDC_OK;
     if (!ok) fprintf(stderr, "child: %s\n", etcdc_last_error());
     _exit(ok ? 0 : 1);
