@@ -93,6 +93,22 @@ static void everything_works(etcdc_client *c) {
   }
   OK(etcdc_discovery_free(d));
   OK(etcdc_registration_free(r));
+
+  /* A driven queue's own connection: TLS, the client certificate and the user's token are
+   * set up on the caller's thread, and a forbidden key is refused there as anywhere. */
+  etcdc_cq *cq = NULL;
+  OK(etcdc_cq_new_driven(&cq));
+  OK(etcdc_put_async(c, S("/secure/driven"), S("v"), NULL, cq, (void *)1, NULL));
+  OK(etcdc_put_async(c, S("/elsewhere"), S("v"), NULL, cq, (void *)2, NULL));
+  for (int i = 0; i < 2; i++) {
+    etcdc_completion *done = NULL;
+    OK(etcdc_cq_next(cq, 10000, &done));
+    if (!done) break;
+    if (etcdc_completion_tag(done) == (void *)1) CHECK(etcdc_completion_status(done) == ETCDC_OK);
+    else CHECK(etcdc_completion_status(done) == ETCDC_ERR_PERMISSION);
+    etcdc_completion_free(done);
+  }
+  OK(etcdc_cq_free(cq));
 }
 
 static void permissions(etcdc_client *c) {
