@@ -513,12 +513,12 @@ pub(crate) enum Runner<'a> {
     Driven(&'a Driver),
 }
 
-/// An operation's task, boxed once.
+/// An operation's task waiting for a drive.
 type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Spawns `task` on `rt` where `op`'s cancel can abort it; a cancel that came first (and
 /// found no task to abort) aborts it here.
-fn run(rt: &Handle, op: &OpState, task: Task) {
+fn run(rt: &Handle, op: &OpState, task: impl Future<Output = ()> + Send + 'static) {
     let running = rt.spawn(task);
     *op.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(running.abort_handle());
     if op.done.load(Ordering::Acquire) {
@@ -557,7 +557,7 @@ where
     }
     let task = task(op.clone());
     match runner {
-        Runner::Runtime(rt) => run(rt, &op, Box::pin(task)),
+        Runner::Runtime(rt) => run(rt, &op, task),
         Runner::Driven(driver) => driver.start(&op, Box::pin(task)),
     }
     if !op_out.is_null() {
