@@ -723,13 +723,17 @@ pub(crate) fn incoming(
             let _ = conn.set_nodelay(true);
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(conn)).await {
+                let accept = acceptor.accept(conn).into_fallible();
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
                     Ok(Ok(tls)) => {
                         let _ = tx.send(Ok(tls)).await;
                     }
-                    Ok(Err(e)) => crate::observe::log(crate::observe::Level::Debug, || {
-                        format!("TLS handshake failed: {e}")
-                    }),
+                    Ok(Err((e, conn))) => {
+                        crate::observe::log(crate::observe::Level::Debug, || {
+                            format!("TLS handshake failed: {e}")
+                        });
+                        close_after_alert(conn).await;
+                    }
                     Err(_) => crate::observe::log(crate::observe::Level::Debug, || {
                         "TLS handshake timed out".to_string()
                     }),
@@ -738,6 +742,21 @@ pub(crate) fn incoming(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Closes a connection whose handshake failed, after the alert that says why: its write
+/// side first, then what the client sent meanwhile is read and dropped (for at most a
+/// second). Dropped with unread data, the socket would be reset, and a TLS 1.3 client —
+/// which sends its first request before it learns that its certificate was refused —
+/// would then often see the reset instead of the alert ("bad certificate").
+async fn close_after_alert(mut conn: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if conn.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let drain = async { while matches!(conn.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 /// One DER element: (tag, content, what follows it).

@@ -1644,3 +1644,74 @@ async fn a_write_stuck_on_a_paused_leader_holds_back_no_other() {
     );
     let _ = stuck.await;
 }
+
+/// etcd's peer certificate checks one way (its e2e `TestEtcdPeerNameAuth`): member 2 refuses
+/// the certificate of members 0 and 1 (`--peer-cert-allowed-hostname` names a host theirs
+/// does not), they accept its own. etcd answers a peer only over connections it dials, so
+/// member 2 hears no answer and never leads; the node's members answer on the caller's
+/// connection and so check the other way first. Members 2 and 0 alone make a majority of
+/// equal logs in which only member 2's votes get answered: it must not be elected; with
+/// member 1 started, 0 and 1 elect a leader and take writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_refuses_its_peers_certificates_never_leads_them() {
+    let certs = Certs::new();
+    let p = |f: &str| certs.path(f).display().to_string();
+    let flags = [
+        "--peer-cert-file",
+        &p("server.pem"),
+        "--peer-key-file",
+        &p("server-key.pem"),
+        "--peer-trusted-ca-file",
+        &p("ca.pem"),
+        "--peer-client-cert-auth",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut c = Cluster::unstarted(3, "http", flags, None);
+    for proc in &mut c.procs {
+        proc.peer = proc.peer.replace("http://", "https://");
+    }
+    c.initial = c
+        .procs
+        .iter()
+        .map(|p| format!("{}={}", p.name, p.peer))
+        .collect::<Vec<_>>()
+        .join(",");
+    // server.pem names 127.0.0.1 and localhost.
+    c.procs[2].flags = ["--peer-cert-allowed-hostname", "example2.com"]
+        .map(String::from)
+        .to_vec();
+    c.start(2);
+    c.start(0);
+    let refusing = remote(&c.procs[2].client);
+    let first = remote(&c.procs[0].client);
+    // Six election timeouts: member 2 campaigns, member 0 must not elect it.
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut answered = 0;
+    while Instant::now() < until {
+        for e in [&refusing, &first] {
+            let s = e
+                .status(None, etcdc::api::deadline_in(Duration::from_secs(1)))
+                .await;
+            if let Ok(s) = s {
+                answered += 1;
+                assert_eq!(s.leader, 0, "{:x} leads", s.leader);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        answered > 20,
+        "the members answered {answered} status calls"
+    );
+    c.start(1);
+    let e = until_serving(&c, 1).await;
+    put_until_acked(&*e, "/k".into()).await;
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let s = until_serving(&c, i).await.status(None, dl()).await.unwrap();
+        ids.push(s.header.unwrap().member_id);
+    }
+    let s = e.status(None, dl()).await.unwrap();
+    assert!(ids.contains(&s.leader), "{:x} leads", s.leader);
+}

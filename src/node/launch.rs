@@ -472,7 +472,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     .await?;
 
     let network = PeerNetwork::new(ids.clone(), peer_client_tls(&opts.peer_tls, &fixtures)?);
-    let service = PeerService::default();
+    let service = PeerService::new(network.clone());
     let mut stops = Vec::new();
     let mut servers = Vec::new();
     // Each server stops when its sender is dropped or fires (`RunningNode::stop`).

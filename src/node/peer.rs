@@ -36,6 +36,11 @@ const STARTING: &str = "the member is starting";
 /// How long a forwarded client call may take at most.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(7);
 
+/// How often a peer that refused this member's certificate is probed again, and how long a
+/// probe may take (`PeerNetwork::admits`).
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// The client side: every member's peer address, and a channel to each.
 #[derive(Clone)]
 pub struct PeerNetwork {
@@ -51,6 +56,8 @@ pub struct PeerNetwork {
     tls: Option<Arc<crate::tls::ClientTls>>,
     /// When each peer last answered a Raft message.
     contact: Arc<Mutex<HashMap<NodeId, Contact>>>,
+    /// What each TLS peer last said of this member's certificate (`admits`).
+    certs: Arc<Mutex<HashMap<NodeId, Cert>>>,
 }
 
 type Alerts = Arc<Mutex<Option<tokio_rustls::rustls::AlertDescription>>>;
@@ -66,6 +73,18 @@ enum Contact {
     Inactive(Option<tokio_rustls::rustls::AlertDescription>),
 }
 
+/// What a TLS peer said of this member's certificate, on the last call that told: one it
+/// answered, or one it refused with a TLS alert (other failures tell nothing of it).
+#[derive(Clone, Copy)]
+enum Cert {
+    Accepted,
+    /// Refused with this alert; `at` when it was last asked.
+    Refused {
+        alert: tokio_rustls::rustls::AlertDescription,
+        at: std::time::Instant,
+    },
+}
+
 enum Method {
     Vote,
     AppendEntries,
@@ -74,6 +93,7 @@ enum Method {
     ReadIndex,
     LeaseTtl,
     Campaign,
+    Probe,
 }
 
 impl PeerNetwork {
@@ -86,6 +106,7 @@ impl PeerNetwork {
             raft: Arc::default(),
             member: Arc::default(),
             contact: Arc::default(),
+            certs: Arc::default(),
         }
     }
 
@@ -102,6 +123,102 @@ impl PeerNetwork {
         let (_, _, alerts) = channels.get(&id)?;
         let taken = alerts.lock().unwrap_or_else(|p| p.into_inner()).take();
         taken
+    }
+
+    /// What a call to peer `target` tells of its reachability.
+    fn record(&self, target: NodeId, called: &std::result::Result<Vec<u8>, Status>) {
+        // As etcd's transport: active from an answer on, inactive from a failure on.
+        // Logged when it changes (and when the peer's TLS refusal does), as etcd logs a
+        // peer becoming active or inactive.
+        let now = match called {
+            Ok(_) => Contact::Active(std::time::Instant::now()),
+            Err(s) => Contact::Inactive(self.alert(target).or_else(|| tls_alert(s))),
+        };
+        let mut contact = self.contact.lock().unwrap_or_else(|p| p.into_inner());
+        match (contact.get(&target), &now, called) {
+            (Some(Contact::Inactive(_)), Contact::Active(_), _) => {
+                log(Level::Info, || format!("peer {target:x} became active"))
+            }
+            (Some(Contact::Inactive(was)), Contact::Inactive(alert), _)
+                if alert.is_none() || was == alert => {}
+            (_, Contact::Inactive(alert), Err(s)) => log(Level::Warn, || {
+                let why = alert.map_or_else(|| s.message().to_string(), go_words);
+                format!("peer {target:x} became inactive (message send to peer failed): {why}")
+            }),
+            _ => {}
+        }
+        if self.tls.is_some() {
+            let told = match &now {
+                Contact::Active(_) => Some(Cert::Accepted),
+                Contact::Inactive(Some(alert)) => Some(Cert::Refused {
+                    alert: *alert,
+                    at: std::time::Instant::now(),
+                }),
+                Contact::Inactive(None) => None,
+            };
+            if let Some(cert) = told {
+                self.certs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(target, cert);
+            }
+        }
+        contact.insert(target, now);
+    }
+
+    /// Whether this member answers Raft messages from peer `from`: not while `from` refuses
+    /// this member's certificate. etcd answers a peer's message only over a connection it
+    /// dials itself, so a member whose peers cannot reach it gets no votes nor
+    /// acknowledgements; the node answers on the caller's connection, and checks the other
+    /// way here instead: with peer TLS, a peer that never answered this member is probed
+    /// first, and its messages are refused while the last TLS alert it sent stands (asked
+    /// again at most every `PROBE_EVERY`). A probe that fails otherwise (a timeout, a refused
+    /// connection) tells nothing of the certificate and admits the peer: partitions stay
+    /// Raft's business, as before.
+    pub(crate) async fn admits(&self, from: NodeId) -> std::result::Result<(), Status> {
+        if self.tls.is_none() {
+            return Ok(());
+        }
+        let due = {
+            let mut certs = self.certs.lock().unwrap_or_else(|p| p.into_inner());
+            match certs.get_mut(&from) {
+                Some(Cert::Accepted) => return Ok(()),
+                Some(Cert::Refused { at, .. }) if at.elapsed() < PROBE_EVERY => false,
+                Some(Cert::Refused { at, .. }) => {
+                    *at = std::time::Instant::now();
+                    true
+                }
+                None => true,
+            }
+        };
+        if due {
+            let addr = self
+                .addr(from)
+                .map_err(|e| Status::unavailable(e.message))?;
+            let called = match self
+                .call(from, &addr, Method::Probe, Vec::new(), PROBE_TIMEOUT)
+                .await
+            {
+                // A build without the probe got as far as answering.
+                Err(s) if s.code() == tonic::Code::Unimplemented => Ok(Vec::new()),
+                called => called,
+            };
+            self.record(from, &called);
+        }
+        let cert = self
+            .certs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&from)
+            .copied();
+        match cert {
+            Some(Cert::Refused { alert, .. }) => Err(Status::permission_denied(format!(
+                "member {from:x} refuses this member's certificate ({}): its Raft messages \
+                 are not answered until it accepts it",
+                go_words(alert)
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn channel(&self, id: NodeId, addr: &str) -> std::result::Result<Channel, Status> {
@@ -161,6 +278,7 @@ impl PeerNetwork {
             Method::ReadIndex => client.read_index(req).await,
             Method::LeaseTtl => client.lease_ttl(req).await,
             Method::Campaign => client.campaign(req).await,
+            Method::Probe => client.probe(req).await,
         }?;
         Ok(resp.into_inner().data)
     }
@@ -355,30 +473,7 @@ impl PeerLink {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        {
-            // As etcd's transport: active from an answer on, inactive from a failure on.
-            // Logged when it changes (and when the peer's TLS refusal does), as etcd logs a
-            // peer becoming active or inactive.
-            let target = self.target;
-            let now = match &called {
-                Ok(_) => Contact::Active(std::time::Instant::now()),
-                Err(s) => Contact::Inactive(self.net.alert(target).or_else(|| tls_alert(s))),
-            };
-            let mut contact = self.net.contact.lock().unwrap_or_else(|p| p.into_inner());
-            match (contact.get(&target), &now, &called) {
-                (Some(Contact::Inactive(_)), Contact::Active(_), _) => {
-                    log(Level::Info, || format!("peer {target:x} became active"))
-                }
-                (Some(Contact::Inactive(was)), Contact::Inactive(alert), _)
-                    if alert.is_none() || was == alert => {}
-                (_, Contact::Inactive(alert), Err(s)) => log(Level::Warn, || {
-                    let why = alert.map_or_else(|| s.message().to_string(), go_words);
-                    format!("peer {target:x} became inactive (message send to peer failed): {why}")
-                }),
-                _ => {}
-            }
-            contact.insert(target, now);
-        }
+        self.net.record(self.target, &called);
         let bytes = called.map_err(|s| match s.code() {
             tonic::Code::Unavailable | tonic::Code::Unknown => {
                 RPCError::Unreachable(Unreachable::new(&s))
@@ -444,15 +539,18 @@ impl RaftNetwork<TypeConfig> for PeerLink {
 #[derive(Clone)]
 pub struct PeerService {
     member: Arc<OnceLock<Arc<Member>>>,
+    /// This member's side of the links, asked whether a peer's Raft messages are answered.
+    network: PeerNetwork,
     /// Set when the server stops: open AppendEntries streams end, so that the server's
     /// graceful shutdown does not wait for peers that keep them open.
     stopping: tokio::sync::watch::Sender<bool>,
 }
 
-impl Default for PeerService {
-    fn default() -> Self {
+impl PeerService {
+    pub fn new(network: PeerNetwork) -> Self {
         PeerService {
             member: Arc::default(),
+            network,
             stopping: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -504,6 +602,7 @@ impl Peer for PeerService {
     async fn vote(&self, r: Request<Blob>) -> std::result::Result<Response<Blob>, Status> {
         let m = self.member()?;
         let req: VoteRequest<NodeId> = request(r)?;
+        self.network.admits(req.vote.leader_id.node_id).await?;
         m.refuse_removed(req.vote.leader_id.node_id)
             .await
             .map_err(|e| Status::failed_precondition(e.message))?;
@@ -516,6 +615,7 @@ impl Peer for PeerService {
     ) -> std::result::Result<Response<Blob>, Status> {
         let m = self.member()?;
         let req: AppendEntriesRequest<TypeConfig> = request(r)?;
+        self.network.admits(req.vote.leader_id.node_id).await?;
         Ok(blob(&m.raft().append_entries(req).await))
     }
 
@@ -527,11 +627,13 @@ impl Peer for PeerService {
         r: Request<Streaming<Blob>>,
     ) -> std::result::Result<Response<Self::AppendEntriesStreamStream>, Status> {
         let m = self.member()?.clone();
+        let network = self.network.clone();
         let answers = Box::pin(r.into_inner().then(move |blob| {
-            let m = m.clone();
+            let (m, network) = (m.clone(), network.clone());
             async move {
                 let req: AppendEntriesRequest<TypeConfig> =
                     unpack(&blob?.data).map_err(|e| Status::invalid_argument(e.message))?;
+                network.admits(req.vote.leader_id.node_id).await?;
                 Ok(Blob {
                     data: pack(&m.raft().append_entries(req).await),
                 })
@@ -552,6 +654,7 @@ impl Peer for PeerService {
     ) -> std::result::Result<Response<Blob>, Status> {
         let m = self.member()?;
         let req: InstallSnapshotRequest<TypeConfig> = request(r)?;
+        self.network.admits(req.vote.leader_id.node_id).await?;
         Ok(blob(&m.raft().install_snapshot(req).await))
     }
 
@@ -577,6 +680,11 @@ impl Peer for PeerService {
         let m = self.member()?;
         let () = request(r)?;
         Ok(blob(&m.local_campaign().await))
+    }
+
+    /// Answered as soon as the connection carries it (`PeerNetwork::admits`).
+    async fn probe(&self, _: Request<Blob>) -> std::result::Result<Response<Blob>, Status> {
+        Ok(Response::new(Blob::default()))
     }
 }
 
