@@ -540,7 +540,7 @@ impl RaftNetwork<TypeConfig> for PeerLink {
 pub struct PeerService {
     member: Arc<OnceLock<Arc<Member>>>,
     /// This member's side of the links, asked whether a peer's Raft messages are answered.
-    network: PeerNetwork,
+    network: Arc<PeerNetwork>,
     /// Set when the server stops: open AppendEntries streams end, so that the server's
     /// graceful shutdown does not wait for peers that keep them open.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -550,7 +550,7 @@ impl PeerService {
     pub fn new(network: PeerNetwork) -> Self {
         PeerService {
             member: Arc::default(),
-            network,
+            network: Arc::new(network),
             stopping: tokio::sync::watch::Sender::new(false),
         }
     }
