@@ -7,7 +7,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::ffi::{c_char, c_int, c_void, CString};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -49,7 +49,8 @@ pub(crate) struct Done {
 pub struct etcdc_completion {
     tag: usize,
     status: etcdc_status,
-    message: CString,
+    /// None on success ("" without an allocation per completion).
+    message: Option<CString>,
     answer: Option<Answer>,
 }
 
@@ -59,13 +60,13 @@ impl CItem<Done> for etcdc_completion {
             Ok(answer) => etcdc_completion {
                 tag: d.tag,
                 status: etcdc_status::ETCDC_OK,
-                message: CString::default(),
+                message: None,
                 answer: Some(answer),
             },
             Err(e) => etcdc_completion {
                 tag: d.tag,
                 status: e.kind.into(),
-                message: cstring(&e.message),
+                message: Some(cstring(&e.message)),
                 answer: None,
             },
         }
@@ -75,7 +76,7 @@ impl CItem<Done> for etcdc_completion {
         etcdc_completion {
             tag: 0,
             status: e.kind.into(),
-            message: cstring(&e.message),
+            message: Some(cstring(&e.message)),
             answer: None,
         }
     }
@@ -205,10 +206,19 @@ impl Driver {
         without_sigpipe(|| {
             self.rt().block_on(async {
                 let here = Handle::current();
-                for (op, task) in calls {
+                let mut calls = calls;
+                for (op, task) in calls.drain(..) {
                     // A call canceled before it started is not sent.
                     if !op.done.load(Ordering::Acquire) {
                         run(&here, &op, task);
+                    }
+                }
+                {
+                    // The list's room goes back for the calls started before the next drive.
+                    let mut waiting = self.waiting();
+                    if waiting.calls.capacity() < calls.capacity() {
+                        calls.append(&mut waiting.calls);
+                        waiting.calls = calls;
                     }
                 }
                 match timeout_ms {
@@ -390,7 +400,9 @@ pub extern "C" fn etcdc_completion_status(c: *const etcdc_completion) -> etcdc_s
 /// The failure's message ("" on success): what `etcdc_last_error` gives for a blocking call.
 #[no_mangle]
 pub extern "C" fn etcdc_completion_message(c: *const etcdc_completion) -> *const c_char {
-    field(c, c"".as_ptr(), |c| c.message.as_ptr())
+    field(c, c"".as_ptr(), |c| {
+        c.message.as_deref().map_or(c"".as_ptr(), CStr::as_ptr)
+    })
 }
 
 /// The tag given when the operation started.
