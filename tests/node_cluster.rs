@@ -109,18 +109,29 @@ impl Cluster {
         client_tls: Option<ClientTls>,
     ) -> Cluster {
         let procs: Vec<Proc> = (0..n).map(|i| Proc::new(format!("n{i}"), scheme)).collect();
-        let initial = procs
+        let mut c = Cluster {
+            dir: tempfile::tempdir().expect("temp dir"),
+            procs,
+            initial: String::new(),
+            extra,
+            client_tls,
+        };
+        c.set_peer_urls(|_, url| url.to_string());
+        c
+    }
+
+    /// Each member's peer URL made by `url` from its index and current URL, and the
+    /// initial cluster that names them.
+    fn set_peer_urls(&mut self, url: impl Fn(usize, &str) -> String) {
+        for (i, p) in self.procs.iter_mut().enumerate() {
+            p.peer = url(i, &p.peer);
+        }
+        self.initial = self
+            .procs
             .iter()
             .map(|p| format!("{}={}", p.name, p.peer))
             .collect::<Vec<_>>()
             .join(",");
-        Cluster {
-            dir: tempfile::tempdir().expect("temp dir"),
-            procs,
-            initial,
-            extra,
-            client_tls,
-        }
     }
 
     fn start(&mut self, i: usize) {
@@ -1523,15 +1534,7 @@ async fn members_talk_over_unix_sockets() {
     let socket = |name: &str| format!("unix://{}", c.dir.path().join(name).display());
     let peers: Vec<String> = (0..3).map(|i| socket(&format!("n{i}.peer"))).collect();
     let unix_client = socket("n0.client");
-    for (p, peer) in c.procs.iter_mut().zip(&peers) {
-        p.peer = peer.clone();
-    }
-    c.initial = c
-        .procs
-        .iter()
-        .map(|p| format!("{}={}", p.name, p.peer))
-        .collect::<Vec<_>>()
-        .join(",");
+    c.set_peer_urls(|i, _| peers[i].clone());
     c.procs[0].flags = vec![
         "--listen-client-urls".into(),
         format!("{},{unix_client}", c.procs[0].client),
@@ -1668,15 +1671,7 @@ async fn a_member_that_refuses_its_peers_certificates_never_leads_them() {
     .map(String::from)
     .to_vec();
     let mut c = Cluster::unstarted(3, "http", flags, None);
-    for proc in &mut c.procs {
-        proc.peer = proc.peer.replace("http://", "https://");
-    }
-    c.initial = c
-        .procs
-        .iter()
-        .map(|p| format!("{}={}", p.name, p.peer))
-        .collect::<Vec<_>>()
-        .join(",");
+    c.set_peer_urls(|_, url| url.replace("http://", "https://"));
     // server.pem names 127.0.0.1 and localhost.
     c.procs[2].flags = ["--peer-cert-allowed-hostname", "example2.com"]
         .map(String::from)

@@ -36,9 +36,11 @@ const STARTING: &str = "the member is starting";
 /// How long a forwarded client call may take at most.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(7);
 
-/// How often a peer that refused this member's certificate is probed again, and how long a
-/// probe may take (`PeerNetwork::admits`).
-const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How often a peer whose messages arrive is asked again whether it takes this member's
+/// certificate: once it refused it, once it took it; how long a probe may take
+/// (`PeerNetwork::admits`).
+const PROBE_REFUSED: Duration = Duration::from_secs(1);
+const PROBE_ACCEPTED: Duration = Duration::from_secs(5);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The client side: every member's peer address, and a channel to each.
@@ -75,10 +77,12 @@ enum Contact {
 
 /// What a TLS peer said of this member's certificate, on the last call that told: one it
 /// answered, or one it refused with a TLS alert (other failures tell nothing of it).
+/// `at`: when it last told, or was last asked.
 #[derive(Clone, Copy)]
 enum Cert {
-    Accepted,
-    /// Refused with this alert; `at` when it was last asked.
+    Accepted {
+        at: std::time::Instant,
+    },
     Refused {
         alert: tokio_rustls::rustls::AlertDescription,
         at: std::time::Instant,
@@ -149,7 +153,7 @@ impl PeerNetwork {
         }
         if self.tls.is_some() {
             let told = match &now {
-                Contact::Active(_) => Some(Cert::Accepted),
+                Contact::Active(at) => Some(Cert::Accepted { at: *at }),
                 Contact::Inactive(Some(alert)) => Some(Cert::Refused {
                     alert: *alert,
                     at: std::time::Instant::now(),
@@ -171,10 +175,11 @@ impl PeerNetwork {
     /// dials itself, so a member whose peers cannot reach it gets no votes nor
     /// acknowledgements; the node answers on the caller's connection, and checks the other
     /// way here instead: with peer TLS, a peer that never answered this member is probed
-    /// first, and its messages are refused while the last TLS alert it sent stands (asked
-    /// again at most every `PROBE_EVERY`). A probe that fails otherwise (a timeout, a refused
-    /// connection) tells nothing of the certificate and admits the peer: partitions stay
-    /// Raft's business, as before.
+    /// first, and its messages are refused while the last TLS alert it sent stands. The
+    /// verdict is asked again when messages arrive after `PROBE_REFUSED` (refused) or
+    /// `PROBE_ACCEPTED` (accepted: a peer restarted with other flags). A probe that fails
+    /// otherwise (a timeout, a refused connection) tells nothing of the certificate and
+    /// keeps the verdict, or admits a peer never asked: partitions stay Raft's business.
     pub(crate) async fn admits(&self, from: NodeId) -> std::result::Result<(), Status> {
         if self.tls.is_none() {
             return Ok(());
@@ -182,13 +187,19 @@ impl PeerNetwork {
         let due = {
             let mut certs = self.certs.lock().unwrap_or_else(|p| p.into_inner());
             match certs.get_mut(&from) {
-                Some(Cert::Accepted) => return Ok(()),
-                Some(Cert::Refused { at, .. }) if at.elapsed() < PROBE_EVERY => false,
-                Some(Cert::Refused { at, .. }) => {
-                    *at = std::time::Instant::now();
-                    true
-                }
                 None => true,
+                Some(cert) => {
+                    let (at, every) = match cert {
+                        Cert::Accepted { at } => (at, PROBE_ACCEPTED),
+                        Cert::Refused { at, .. } => (at, PROBE_REFUSED),
+                    };
+                    let due = at.elapsed() >= every;
+                    if due {
+                        // Asked now: the messages meanwhile keep the last verdict.
+                        *at = std::time::Instant::now();
+                    }
+                    due
+                }
             }
         };
         if due {
