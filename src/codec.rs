@@ -5,8 +5,10 @@
 //! per put). Larger messages grow the buffer as before.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
-use tonic::codec::{BufferSettings, Codec};
+use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
+use tonic::Status;
 use tonic_prost::{ProstDecoder, ProstEncoder};
 
 /// The starting size of a call's encode and decode buffers.
@@ -44,5 +46,54 @@ where
 
     fn decoder(&mut self) -> Self::Decoder {
         ProstDecoder::new(settings())
+    }
+}
+
+/// `SmallCodec` for a request behind an `Arc`: the attempts of one call (the remote client's
+/// failover) share the request instead of copying its keys and values for each attempt.
+#[derive(Debug, Clone)]
+pub struct SharedCodec<T, U>(PhantomData<(T, U)>);
+
+impl<T, U> Default for SharedCodec<T, U> {
+    fn default() -> Self {
+        SharedCodec(PhantomData)
+    }
+}
+
+impl<T, U> Codec for SharedCodec<T, U>
+where
+    T: prost::Message + Send + Sync + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = Arc<T>;
+    type Decode = U;
+    type Encoder = SharedEncoder<T>;
+    type Decoder = ProstDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        SharedEncoder(PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstDecoder::new(settings())
+    }
+}
+
+/// Encodes the message an `Arc` points to.
+#[derive(Debug)]
+pub struct SharedEncoder<T>(PhantomData<T>);
+
+impl<T: prost::Message> Encoder for SharedEncoder<T> {
+    type Item = Arc<T>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Arc<T>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        // An `EncodeBuf` grows as needed: prost's only error (no room) cannot happen.
+        item.encode(buf)
+            .map_err(|e| Status::internal(format!("cannot encode the request: {e}")))
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        settings()
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::api::{Deadline, Etcd, KeepAliveGuard, LeaseUpdate, WatchControl, WatchUpdate};
+use crate::codec::SharedCodec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pb::etcdserverpb::cluster_client::ClusterClient;
 use crate::pb::etcdserverpb::kv_client::KvClient;
@@ -407,6 +408,28 @@ fn check_size(req: &impl prost::Message) -> Result<()> {
     Ok(())
 }
 
+/// One attempt of a unary call whose attempts share the request (`SharedCodec`): what the
+/// generated client does, less the copy of the request and the method-name extension.
+async fn shared<T, U>(
+    ch: Stamped,
+    path: &'static str,
+    req: Arc<T>,
+) -> std::result::Result<tonic::Response<U>, tonic::Status>
+where
+    T: prost::Message + Send + Sync + 'static,
+    U: prost::Message + Default + Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(ch)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unknown(format!("Service was not ready: {e}")))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    grpc.unary(tonic::Request::new(req), path, SharedCodec::default())
+        .await
+}
+
 fn kv(ch: Stamped) -> KvClient<Stamped> {
     KvClient::new(ch)
         .max_decoding_message_size(usize::MAX)
@@ -421,20 +444,20 @@ impl Etcd for Remote {
 
     async fn range(&self, req: RangeRequest, deadline: Deadline) -> Result<RangeResponse> {
         check_size(&req)?;
+        let req = Arc::new(req);
         self.pool
             .unary(true, deadline, |ch| {
-                let req = req.clone();
-                async move { kv(ch).range(req).await }
+                shared(ch, "/etcdserverpb.KV/Range", req.clone())
             })
             .await
     }
 
     async fn put(&self, req: PutRequest, deadline: Deadline) -> Result<PutResponse> {
         check_size(&req)?;
+        let req = Arc::new(req);
         self.pool
             .unary(false, deadline, |ch| {
-                let req = req.clone();
-                async move { kv(ch).put(req).await }
+                shared(ch, "/etcdserverpb.KV/Put", req.clone())
             })
             .await
     }
@@ -445,20 +468,20 @@ impl Etcd for Remote {
         deadline: Deadline,
     ) -> Result<DeleteRangeResponse> {
         check_size(&req)?;
+        let req = Arc::new(req);
         self.pool
             .unary(false, deadline, |ch| {
-                let req = req.clone();
-                async move { kv(ch).delete_range(req).await }
+                shared(ch, "/etcdserverpb.KV/DeleteRange", req.clone())
             })
             .await
     }
 
     async fn txn(&self, req: TxnRequest, deadline: Deadline) -> Result<TxnResponse> {
         check_size(&req)?;
+        let req = Arc::new(req);
         self.pool
             .unary(false, deadline, |ch| {
-                let req = req.clone();
-                async move { kv(ch).txn(req).await }
+                shared(ch, "/etcdserverpb.KV/Txn", req.clone())
             })
             .await
     }
