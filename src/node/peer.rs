@@ -60,7 +60,18 @@ pub struct PeerNetwork {
     contact: Arc<Mutex<HashMap<NodeId, Contact>>>,
     /// What each TLS peer last said of this member's certificate (`admits`).
     certs: Arc<Mutex<HashMap<NodeId, Cert>>>,
+    /// AppendEntries streams no link is using, by peer, with the address each was opened
+    /// to. openraft makes a link per peer for every leadership confirmation (each round of
+    /// linearizable reads); taking an open stream spares a stream's opening and closing per
+    /// round (its headers both ways, the peer's task for it).
+    idle: Arc<Mutex<Idle>>,
 }
+
+/// Idle AppendEntries streams by peer, each with the address it was opened to.
+type Idle = HashMap<NodeId, Vec<(String, AppendStream)>>;
+
+/// The idle AppendEntries streams kept per peer: as many as confirmation rounds overlap.
+const IDLE_STREAMS: usize = 4;
 
 type Alerts = Arc<Mutex<Option<tokio_rustls::rustls::AlertDescription>>>;
 
@@ -111,7 +122,31 @@ impl PeerNetwork {
             member: Arc::default(),
             contact: Arc::default(),
             certs: Arc::default(),
+            idle: Arc::default(),
         }
+    }
+
+    /// An open AppendEntries stream to `id` at `addr` that no link is using.
+    fn take_idle(&self, id: NodeId, addr: &str) -> Option<AppendStream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let streams = idle.get_mut(&id)?;
+        streams.retain(|(a, _)| a == addr);
+        streams.pop().map(|(_, s)| s)
+    }
+
+    /// Keeps a link's stream, answered and idle, for the next link to `id`.
+    fn put_idle(&self, id: NodeId, addr: &str, stream: AppendStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let streams = idle.entry(id).or_default();
+        if streams.len() < IDLE_STREAMS {
+            streams.push((addr.to_string(), stream));
+        }
+    }
+
+    /// Drops the idle streams to `id`: one of them failed, so its connection is gone.
+    fn drop_idle(&self, id: NodeId) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.remove(&id);
     }
 
     /// Lets the network find members added later in the membership, and tell the member
@@ -445,7 +480,11 @@ impl PeerLink {
         timeout: Duration,
     ) -> std::result::Result<Vec<u8>, Status> {
         let exchange = async {
-            let mut stream = match self.stream.take() {
+            let mut stream = match self
+                .stream
+                .take()
+                .or_else(|| self.net.take_idle(self.target, &self.addr))
+            {
                 Some(s) => s,
                 None => {
                     let (tx, rx) = tokio::sync::mpsc::channel(1);
@@ -469,9 +508,13 @@ impl PeerLink {
             self.stream = Some(stream);
             Ok(answer.data)
         };
-        tokio::time::timeout(timeout, exchange)
+        let answer = tokio::time::timeout(timeout, exchange)
             .await
-            .unwrap_or_else(|_| Err(Status::deadline_exceeded("AppendEntries timed out")))
+            .unwrap_or_else(|_| Err(Status::deadline_exceeded("AppendEntries timed out")));
+        if answer.is_err() {
+            self.net.drop_idle(self.target);
+        }
+        answer
     }
 
     /// A peer's answer to a Raft message, and what it tells of the peer's reachability.
@@ -501,6 +544,15 @@ impl PeerLink {
         let answer: std::result::Result<Resp, E> =
             unpack(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl Drop for PeerLink {
+    /// The link's stream, if its last exchange was answered, serves the next link.
+    fn drop(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            self.net.put_idle(self.target, &self.addr, stream);
+        }
     }
 }
 
