@@ -75,6 +75,18 @@ const IDLE_STREAMS: usize = 4;
 
 type Alerts = Arc<Mutex<Option<tokio_rustls::rustls::AlertDescription>>>;
 
+/// What `PeerNetwork::admits` answers for peer `from` given its certificate's verdict.
+fn refusal(from: NodeId, cert: Option<Cert>) -> std::result::Result<(), Status> {
+    match cert {
+        Some(Cert::Refused { alert, .. }) => Err(Status::permission_denied(format!(
+            "member {from:x} refuses this member's certificate ({}): its Raft messages \
+             are not answered until it accepts it",
+            go_words(alert)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A channel to a peer: the address it was made for, the channel, its last TLS alert.
 type PeerChannel = (String, Channel, Alerts);
 
@@ -219,52 +231,40 @@ impl PeerNetwork {
         if self.tls.is_none() {
             return Ok(());
         }
-        let due = {
+        {
             let mut certs = self.certs.lock().unwrap_or_else(|p| p.into_inner());
-            match certs.get_mut(&from) {
-                None => true,
-                Some(cert) => {
-                    let (at, every) = match cert {
-                        Cert::Accepted { at } => (at, PROBE_ACCEPTED),
-                        Cert::Refused { at, .. } => (at, PROBE_REFUSED),
-                    };
-                    let due = at.elapsed() >= every;
-                    if due {
-                        // Asked now: the messages meanwhile keep the last verdict.
-                        *at = std::time::Instant::now();
-                    }
-                    due
+            if let Some(cert) = certs.get_mut(&from) {
+                let (at, every) = match cert {
+                    Cert::Accepted { at } => (at, PROBE_ACCEPTED),
+                    Cert::Refused { at, .. } => (at, PROBE_REFUSED),
+                };
+                if at.elapsed() < every {
+                    // The common case: one lock, the standing verdict.
+                    return refusal(from, Some(*cert));
                 }
+                // Asked now: the messages meanwhile keep the last verdict.
+                *at = std::time::Instant::now();
             }
-        };
-        if due {
-            let addr = self
-                .addr(from)
-                .map_err(|e| Status::unavailable(e.message))?;
-            let called = match self
-                .call(from, &addr, Method::Probe, Vec::new(), PROBE_TIMEOUT)
-                .await
-            {
-                // A build without the probe got as far as answering.
-                Err(s) if s.code() == tonic::Code::Unimplemented => Ok(Vec::new()),
-                called => called,
-            };
-            self.record(from, &called);
         }
+        let addr = self
+            .addr(from)
+            .map_err(|e| Status::unavailable(e.message))?;
+        let called = match self
+            .call(from, &addr, Method::Probe, Vec::new(), PROBE_TIMEOUT)
+            .await
+        {
+            // A build without the probe got as far as answering.
+            Err(s) if s.code() == tonic::Code::Unimplemented => Ok(Vec::new()),
+            called => called,
+        };
+        self.record(from, &called);
         let cert = self
             .certs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&from)
             .copied();
-        match cert {
-            Some(Cert::Refused { alert, .. }) => Err(Status::permission_denied(format!(
-                "member {from:x} refuses this member's certificate ({}): its Raft messages \
-                 are not answered until it accepts it",
-                go_words(alert)
-            ))),
-            _ => Ok(()),
-        }
+        refusal(from, cert)
     }
 
     fn channel(&self, id: NodeId, addr: &str) -> std::result::Result<Channel, Status> {
