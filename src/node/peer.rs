@@ -70,6 +70,8 @@ pub struct PeerNetwork {
 /// Idle AppendEntries streams by peer, each with the address it was opened to.
 type Idle = HashMap<NodeId, Vec<(String, AppendStream)>>;
 
+type Called = std::result::Result<Vec<u8>, Status>;
+
 /// The idle AppendEntries streams kept per peer: as many as confirmation rounds overlap.
 const IDLE_STREAMS: usize = 4;
 
@@ -136,6 +138,50 @@ impl PeerNetwork {
             certs: Arc::default(),
             idle: Arc::default(),
         }
+    }
+
+    /// One AppendEntries exchange with `id` within `timeout`, on `stream`, an idle one, or
+    /// a new one; the stream comes back only once the exchange was answered, so no late
+    /// answer is taken for another request's. A failed exchange drops `id`'s idle streams.
+    async fn exchange(
+        &self,
+        id: NodeId,
+        addr: &str,
+        stream: Option<AppendStream>,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> std::result::Result<(Vec<u8>, AppendStream), Status> {
+        let exchange = async {
+            let mut stream = match stream.or_else(|| self.take_idle(id, addr)) {
+                Some(s) => s,
+                None => {
+                    let (tx, rx) = tokio::sync::mpsc::channel(1);
+                    let mut client = PeerClient::new(self.channel(id, addr)?)
+                        .max_decoding_message_size(usize::MAX)
+                        .max_encoding_message_size(usize::MAX);
+                    let rx = client
+                        .append_entries_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                        .await?
+                        .into_inner();
+                    AppendStream { tx, rx }
+                }
+            };
+            let closed = || Status::unavailable("the peer closed the AppendEntries stream");
+            stream
+                .tx
+                .send(Blob { data: payload })
+                .await
+                .map_err(|_| closed())?;
+            let answer = stream.rx.message().await?.ok_or_else(closed)?;
+            Ok((answer.data, stream))
+        };
+        let answer = tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| Err(Status::deadline_exceeded("AppendEntries timed out")));
+        if answer.is_err() {
+            self.drop_idle(id);
+        }
+        answer
     }
 
     /// An open AppendEntries stream to `id` at `addr` that no link is using.
@@ -474,47 +520,14 @@ impl PeerLink {
 
     /// One AppendEntries exchange on the link's stream (opened on first use), within
     /// `timeout`.
-    async fn exchange(
-        &mut self,
-        payload: Vec<u8>,
-        timeout: Duration,
-    ) -> std::result::Result<Vec<u8>, Status> {
-        let exchange = async {
-            let mut stream = match self
-                .stream
-                .take()
-                .or_else(|| self.net.take_idle(self.target, &self.addr))
-            {
-                Some(s) => s,
-                None => {
-                    let (tx, rx) = tokio::sync::mpsc::channel(1);
-                    let mut client = PeerClient::new(self.net.channel(self.target, &self.addr)?)
-                        .max_decoding_message_size(usize::MAX)
-                        .max_encoding_message_size(usize::MAX);
-                    let rx = client
-                        .append_entries_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-                        .await?
-                        .into_inner();
-                    AppendStream { tx, rx }
-                }
-            };
-            let closed = || Status::unavailable("the peer closed the AppendEntries stream");
-            stream
-                .tx
-                .send(Blob { data: payload })
-                .await
-                .map_err(|_| closed())?;
-            let answer = stream.rx.message().await?.ok_or_else(closed)?;
-            self.stream = Some(stream);
-            Ok(answer.data)
-        };
-        let answer = tokio::time::timeout(timeout, exchange)
-            .await
-            .unwrap_or_else(|_| Err(Status::deadline_exceeded("AppendEntries timed out")));
-        if answer.is_err() {
-            self.net.drop_idle(self.target);
-        }
-        answer
+    async fn exchange(&mut self, payload: Vec<u8>, timeout: Duration) -> Called {
+        let stream = self.stream.take();
+        let (answer, stream) = self
+            .net
+            .exchange(self.target, &self.addr, stream, payload, timeout)
+            .await?;
+        self.stream = Some(stream);
+        Ok(answer)
     }
 
     /// A peer's answer to a Raft message, and what it tells of the peer's reachability.
