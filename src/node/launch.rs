@@ -510,6 +510,8 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     config.mirror_access = opts.mirror_access.clone();
     let member = Arc::new(Member::start(config, network.clone(), Arc::new(network.clone())).await?);
     network.set_member(&member);
+    let early = network.clone();
+    member.on_leader_append(move |a| early.send_early(a));
     service.set_member(member.clone());
     if opts.initial_corrupt_check {
         if let Err(e) = super::corrupt::initial_check(&member, id).await {

@@ -15,7 +15,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::{BasicNode, LogId, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_stream::StreamExt;
@@ -23,7 +23,9 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::member::{Member, Peers, REMOVED};
-use super::raft::{pack, unpack, Command, NodeId, Outcome, TypeConfig};
+use super::raft::{
+    pack, unpack, Command, LeaderAppend, NodeId, Outcome, TypeConfig, MAX_SEND_BYTES,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::observe::{log, Level};
 use crate::pb::etcdcpeer::peer_client::PeerClient;
@@ -65,12 +67,41 @@ pub struct PeerNetwork {
     /// linearizable reads); taking an open stream spares a stream's opening and closing per
     /// round (its headers both ways, the peer's task for it).
     idle: Arc<Mutex<Idle>>,
+    /// Per peer, how far its log matches this leader's, and the AppendEntries sent to it
+    /// before the leader's own sync (`send_early`).
+    early: Arc<Mutex<HashMap<NodeId, Early>>>,
 }
 
 /// Idle AppendEntries streams by peer, each with the address it was opened to.
 type Idle = HashMap<NodeId, Vec<(String, AppendStream)>>;
 
 type Called = std::result::Result<Vec<u8>, Status>;
+
+/// What `send_early` knows of one peer.
+#[derive(Default)]
+struct Early {
+    /// The vote and last log id of the peer's last successful AppendEntries answer, and the
+    /// address it came from: the peer's log holds this leader's up to there.
+    matched: Option<(Vote<NodeId>, Option<LogId<NodeId>>, String)>,
+    /// An AppendEntries sent early, not yet taken by openraft's request for it.
+    sent: Option<EarlySent>,
+    /// An early AppendEntries is on its way: no other goes meanwhile (a peer that stopped
+    /// answering is not sent one per write).
+    flying: bool,
+}
+
+/// An AppendEntries sent before openraft asked for it, and its answer to come.
+struct EarlySent {
+    vote: Vote<NodeId>,
+    prev: Option<LogId<NodeId>>,
+    last: Option<LogId<NodeId>>,
+    len: usize,
+    answer: tokio::sync::oneshot::Receiver<Called>,
+}
+
+/// How long an early AppendEntries may wait for its answer (openraft's own request for the
+/// same entries gives up sooner, at its heartbeat interval, and is sent again).
+const EARLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The idle AppendEntries streams kept per peer: as many as confirmation rounds overlap.
 const IDLE_STREAMS: usize = 4;
@@ -137,7 +168,114 @@ impl PeerNetwork {
             contact: Arc::default(),
             certs: Arc::default(),
             idle: Arc::default(),
+            early: Arc::default(),
         }
+    }
+
+    /// Sends a leader's new entries, before its own sync, to each peer whose log matches up
+    /// to the entry before them, unless more than one AppendEntries would carry them.
+    /// openraft's own request for the same entries (same vote, previous and last entry)
+    /// then takes the answer instead of sending them again (`take_early`): the followers
+    /// sync while the leader does. A follower answers an AppendEntries only once what it
+    /// says it holds is synced, and the leader counts its own copy only once synced, so an
+    /// entry still commits only once a majority holds it on disk (the Raft thesis, 10.2.1:
+    /// a leader may write its log in parallel with replicating it). The early request may
+    /// carry an older commit index than openraft's; the follower learns the newer one from
+    /// the next message. Not sent: what openraft would split (over `MAX_SEND_BYTES`).
+    pub fn send_early(&self, append: LeaderAppend<'_>) {
+        let mut early = self.early.lock().unwrap_or_else(|p| p.into_inner());
+        let mut payload = None;
+        for (&id, peer) in early.iter_mut() {
+            let Some((vote, matched, addr)) = &peer.matched else {
+                continue;
+            };
+            if *vote != append.vote || *matched != append.prev || peer.flying {
+                continue;
+            }
+            let payload = payload.get_or_insert_with(|| {
+                let bytes = pack(&AppendEntriesRequest::<TypeConfig> {
+                    vote: append.vote,
+                    prev_log_id: append.prev,
+                    entries: append.entries.to_vec(),
+                    leader_commit: append.committed,
+                });
+                (bytes.len() <= MAX_SEND_BYTES).then_some(bytes)
+            });
+            let Some(payload) = payload.clone() else {
+                return;
+            };
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            peer.flying = true;
+            peer.sent = Some(EarlySent {
+                vote: append.vote,
+                prev: append.prev,
+                last: append.entries.last().map(|e| e.log_id),
+                len: append.entries.len(),
+                answer: rx,
+            });
+            let (net, addr) = (self.clone(), addr.clone());
+            tokio::spawn(async move {
+                let called = net
+                    .exchange(id, &addr, None, payload, EARLY_TIMEOUT)
+                    .await
+                    .map(|(answer, stream)| {
+                        net.put_idle(id, &addr, stream);
+                        answer
+                    });
+                {
+                    let mut early = net.early.lock().unwrap_or_else(|p| p.into_inner());
+                    let peer = early.entry(id).or_default();
+                    peer.flying = false;
+                    // Nothing more goes early until openraft's own requests get through.
+                    if called.is_err() {
+                        peer.matched = None;
+                    }
+                }
+                let _ = tx.send(called);
+            });
+        }
+    }
+
+    /// The answer to come for an early AppendEntries that is `rpc` but for its commit
+    /// index. An early one that is not `rpc` is dropped once a request with entries goes:
+    /// openraft sends those in order, so it will not ask for it any more.
+    fn take_early(
+        &self,
+        id: NodeId,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+    ) -> Option<tokio::sync::oneshot::Receiver<Called>> {
+        if rpc.entries.is_empty() {
+            return None;
+        }
+        let mut early = self.early.lock().unwrap_or_else(|p| p.into_inner());
+        let sent = early.get_mut(&id)?.sent.take()?;
+        (sent.vote == rpc.vote
+            && sent.prev == rpc.prev_log_id
+            && sent.len == rpc.entries.len()
+            && sent.last == rpc.entries.last().map(|e| e.log_id))
+        .then_some(sent.answer)
+    }
+
+    /// Notes how far `id`'s log matches, from its answer to `rpc`.
+    fn matched(
+        &self,
+        id: NodeId,
+        addr: &str,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        answer: &std::result::Result<
+            AppendEntriesResponse<NodeId>,
+            RPCError<NodeId, BasicNode, RaftError<NodeId>>,
+        >,
+    ) {
+        let matched = match answer {
+            Ok(AppendEntriesResponse::Success) => {
+                Some(rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id))
+            }
+            Ok(AppendEntriesResponse::PartialSuccess(m)) => Some(*m),
+            _ => None,
+        };
+        let mut early = self.early.lock().unwrap_or_else(|p| p.into_inner());
+        early.entry(id).or_default().matched = matched.map(|m| (rpc.vote, m, addr.to_string()));
     }
 
     /// One AppendEntries exchange with `id` within `timeout`, on `stream`, an idle one, or
@@ -581,12 +719,25 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         if self.unary {
             return self.rpc(Method::AppendEntries, &rpc, &option).await;
         }
-        match self.exchange(pack(&rpc), option.hard_ttl()).await {
+        let early = match self.net.take_early(self.target, &rpc) {
+            Some(answer) => answer.await.ok().and_then(|a| a.ok()),
+            None => None,
+        };
+        let called = match early {
+            Some(answer) => Ok(answer),
+            None => self.exchange(pack(&rpc), option.hard_ttl()).await,
+        };
+        match called {
+            // An older build: nothing goes to it early (it has no stream to send it on).
             Err(s) if s.code() == tonic::Code::Unimplemented => {
                 self.unary = true;
                 self.rpc(Method::AppendEntries, &rpc, &option).await
             }
-            called => self.answer(called),
+            called => {
+                let answer = self.answer(called);
+                self.net.matched(self.target, &self.addr, &rpc, &answer);
+                answer
+            }
         }
     }
 
@@ -850,4 +1001,73 @@ fn go_words(alert: tokio_rustls::rustls::AlertDescription) -> String {
         other => format!("{other:?}"),
     };
     format!("remote error: tls: {words}")
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, Entry, EntryPayload};
+
+    use super::*;
+
+    fn entry(index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(2, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn request(prev: u64, entries: &[u64]) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(2, 1),
+            prev_log_id: Some(LogId::new(CommittedLeaderId::new(2, 1), prev)),
+            entries: entries.iter().map(|&i| entry(i)).collect(),
+            leader_commit: None,
+        }
+    }
+
+    fn answered(net: &PeerNetwork, rpc: &AppendEntriesRequest<TypeConfig>) {
+        let ok: std::result::Result<_, RPCError<NodeId, BasicNode, RaftError<NodeId>>> =
+            Ok(AppendEntriesResponse::Success);
+        net.matched(2, "http://127.0.0.1:1", rpc, &ok);
+    }
+
+    fn append(net: &PeerNetwork, prev: u64, entries: &[u64]) {
+        let rpc = request(prev, entries);
+        net.send_early(LeaderAppend {
+            vote: rpc.vote,
+            prev: rpc.prev_log_id,
+            entries: &rpc.entries,
+            committed: None,
+        });
+    }
+
+    /// openraft's request takes an early answer only when it carries the same entries
+    /// after the same entry in the same vote; any other request with entries drops it.
+    #[tokio::test]
+    async fn an_early_answer_serves_only_the_same_request() {
+        let net = PeerNetwork::new(BTreeMap::new(), None);
+        // Nothing known of the peer's log: nothing goes early.
+        append(&net, 4, &[5]);
+        assert!(net.take_early(2, &request(4, &[5])).is_none());
+
+        answered(&net, &request(3, &[4]));
+        append(&net, 5, &[6]); // not after what the peer holds
+        assert!(net.take_early(2, &request(5, &[6])).is_none());
+
+        // Taken by the same request only, a heartbeat or commit passing it by. The peer is
+        // not listening, so the answer is an error (the link then sends the request
+        // itself), and nothing more goes early until one of openraft's gets through.
+        append(&net, 4, &[5]);
+        assert!(net.take_early(2, &request(4, &[])).is_none());
+        let answer = net.take_early(2, &request(4, &[5])).expect("taken");
+        assert!(answer.await.expect("answered").is_err());
+        append(&net, 4, &[5]);
+        assert!(net.take_early(2, &request(4, &[5])).is_none());
+
+        // Another request with entries drops it.
+        answered(&net, &request(3, &[4]));
+        append(&net, 4, &[5]);
+        assert!(net.take_early(2, &request(4, &[5, 6])).is_none());
+        assert!(net.take_early(2, &request(4, &[5])).is_none());
+    }
 }

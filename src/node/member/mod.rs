@@ -21,7 +21,7 @@ use openraft::{BasicNode, Config, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot};
 
 use super::raft::{
-    Command, LogStore, MemberChange, NodeId, Outcome, Raft, StateMachine, TypeConfig,
+    Command, LeaderAppend, LogStore, MemberChange, NodeId, Outcome, Raft, StateMachine, TypeConfig,
 };
 use crate::api::{Deadline, WatchControl, WatchUpdate};
 use crate::error::{Error, ErrorKind, Result};
@@ -133,6 +133,8 @@ pub struct Member {
     quota_bytes: u64,
     /// The log waiting for disk space: new writes are refused at once meanwhile.
     stall: Arc<super::wal::Stall>,
+    /// The log, for `on_leader_append`.
+    log: LogStore,
     /// Set once the cluster's leader said it removed this member (`member remove`).
     removed: tokio::sync::watch::Sender<bool>,
     /// For `/metrics`: the log's sync latencies, and the leader changes this member saw.
@@ -164,6 +166,7 @@ impl Member {
             log.unsafe_no_fsync().await;
         }
         let stall = log.stall.clone();
+        let log_handle = log.clone();
         let sync_latency = log.sync_latency.clone();
         let sm = StateMachine::open(&config.dir.join("snap"))?;
         let raft_config = Config {
@@ -272,6 +275,7 @@ impl Member {
             token: config.token,
             quota_bytes: config.quota_bytes,
             stall,
+            log: log_handle,
             removed,
             sync_latency,
             leader_changes,
@@ -283,6 +287,17 @@ impl Member {
             proposing,
             election_ms: config.election_ms,
         })
+    }
+
+    /// Has `f` told of the entries this member appends as the leader, before they are
+    /// synced (`PeerNetwork::send_early`).
+    pub fn on_leader_append(&self, f: impl Fn(LeaderAppend<'_>) + Send + Sync + 'static) {
+        let me = self.id;
+        self.log.on_append(Box::new(move |a| {
+            if a.vote.leader_id.node_id == me {
+                f(a)
+            }
+        }));
     }
 
     /// Proposes a change to the auth store; answers once this member applied it.

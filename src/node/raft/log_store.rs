@@ -73,7 +73,27 @@ pub struct LogStore {
     pub stall: Arc<crate::node::wal::Stall>,
     /// How long the write-ahead log's syncs take.
     pub sync_latency: Arc<crate::node::metrics::Histogram>,
+    /// Told of the entries this member appends as the leader, before they are synced.
+    on_append: Arc<std::sync::OnceLock<OnAppend>>,
 }
+
+/// Entries a leader appended, handed over before they are synced, so that its followers
+/// may be sent them while its own sync runs (`PeerNetwork::send_early`). openraft 0.9
+/// replicates an entry only once the leader's copy is synced (its core awaits the append's
+/// flush before it runs the next command), so a write waited for the leader's sync and then
+/// for a follower's, one after the other.
+pub struct LeaderAppend<'a> {
+    /// The leader's vote, as its AppendEntries carry it.
+    pub vote: Vote<NodeId>,
+    /// The entry before the first of `entries`.
+    pub prev: Option<LogId<NodeId>>,
+    pub entries: &'a [Entry<TypeConfig>],
+    /// The newest committed entry this log knows of.
+    pub committed: Option<LogId<NodeId>>,
+}
+
+/// What `LogStore::on_append` calls; it must not block.
+pub type OnAppend = Box<dyn Fn(LeaderAppend<'_>) + Send + Sync>;
 
 impl LogStore {
     /// Opens the log in `dir`, with what the write-ahead log held.
@@ -121,8 +141,17 @@ impl LogStore {
         Ok(LogStore {
             stall: inner.wal.stall(),
             sync_latency: inner.wal.sync_latency(),
+            on_append: Arc::default(),
             inner: Arc::new(Mutex::new(inner)),
         })
+    }
+}
+
+impl LogStore {
+    /// Has `f` told of every later batch of entries appended by a leader whose vote this log
+    /// holds as committed (a leader's own entries, before they are synced). Set once.
+    pub fn on_append(&self, f: OnAppend) {
+        let _ = self.on_append.set(f);
     }
 }
 
@@ -271,6 +300,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
     {
         let mut inner = self.inner.lock().await;
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        if let (Some(hook), Some(first)) = (self.on_append.get(), entries.first()) {
+            let index = first.log_id.index;
+            let prev = match inner.entries.range(..index).next_back() {
+                Some((&i, k)) if i + 1 == index => Some(Some(k.entry.log_id)),
+                None if inner.purged.map_or(0, |p| p.index + 1) == index => Some(inner.purged),
+                _ => None,
+            };
+            let vote = inner
+                .vote
+                .filter(|v| v.committed && v.leader_id == first.log_id.leader_id);
+            if let (Some(vote), Some(prev)) = (vote, prev) {
+                hook(LeaderAppend {
+                    vote,
+                    prev,
+                    entries: &entries,
+                    committed: inner.committed,
+                });
+            }
+        }
         let mut records = Vec::new();
         for entry in entries {
             let index = entry.log_id.index;
