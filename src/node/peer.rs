@@ -275,7 +275,9 @@ impl PeerNetwork {
             _ => None,
         };
         let mut early = self.early.lock().unwrap_or_else(|p| p.into_inner());
-        early.entry(id).or_default().matched = matched.map(|m| (rpc.vote, m, addr.to_string()));
+        let peer = early.entry(id).or_default();
+        let known = peer.matched.take().map(|(_, _, a)| a).filter(|a| a == addr);
+        peer.matched = matched.map(|m| (rpc.vote, m, known.unwrap_or_else(|| addr.to_string())));
     }
 
     /// One AppendEntries exchange with `id` within `timeout`, on `stream`, an idle one, or

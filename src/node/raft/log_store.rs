@@ -145,9 +145,7 @@ impl LogStore {
             inner: Arc::new(Mutex::new(inner)),
         })
     }
-}
 
-impl LogStore {
     /// Has `f` told of every later batch of entries appended by a leader whose vote this log
     /// holds as committed (a leader's own entries, before they are synced). Set once.
     pub fn on_append(&self, f: OnAppend) {

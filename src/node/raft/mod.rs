@@ -129,7 +129,7 @@ mod log_store;
 mod snapshot;
 mod state_machine;
 
-pub use log_store::{LeaderAppend, LogStore, OnAppend, KEEP_BYTES, MAX_SEND_BYTES};
+pub use log_store::{LeaderAppend, LogStore, KEEP_BYTES, MAX_SEND_BYTES};
 pub use snapshot::{force_new_cluster, restore, Backup};
 pub use state_machine::{Applied, SnapshotDue, StateMachine};
 
