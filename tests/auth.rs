@@ -213,6 +213,73 @@ async fn user_and_password(url: &str, ctl: &dyn Fn(&[&str])) {
     assert_eq!(err.kind, ErrorKind::PermissionDenied, "{err}");
 }
 
+/// A member that is behind (it has not applied `auth enable`, or a grant, yet) answers as
+/// the cluster would, as etcd does after its read barrier: `Authenticate` never says "not
+/// enabled" once `auth enable` was acknowledged (a client told so goes on without a token,
+/// and with a certificate is then taken for its common name), and a permission granted
+/// elsewhere is not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_behind_answers_as_the_cluster() {
+    if !support::etcdctl::available() {
+        return;
+    }
+    let c = support::node::NodeCluster::start(3).await;
+    let leader = c.leader_seen_by(1).await;
+    let behind = (1..=3).find(|&i| i != leader).unwrap();
+    let (leader_url, _stop_leader) = support::node::serve(c.member(leader)).await;
+    let (behind_url, _stop_behind) = support::node::serve(c.member(behind)).await;
+    // Once it follows the leader, it does not campaign on its own: cut off, it would, and
+    // unseat the leader in the middle of a write.
+    c.member(behind)
+        .raft()
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.current_leader == Some(leader), "following the leader")
+        .await
+        .unwrap();
+    c.member(behind).raft().runtime_config().elect(false);
+
+    // Cut off from the leader's appends (it can still ask the leader for a read index).
+    let cut = c.router.remove(behind).unwrap();
+    enable_auth(&|args| ctl_at(&leader_url, args), true);
+    let mut auth = auth_client::AuthClient::connect(behind_url.clone())
+        .await
+        .unwrap();
+    let req = AuthenticateRequest {
+        name: "app".into(),
+        password: "apppw".into(),
+    };
+    match tokio::time::timeout(Duration::from_secs(2), auth.authenticate(req)).await {
+        Ok(Ok(_)) => panic!("a token from a member that has not applied the user"),
+        Ok(Err(s)) => assert!(!s.message().contains("not enabled"), "{s:?}"),
+        Err(_) => {} // waiting to catch up: what etcd does
+    }
+    c.router.add(cut.clone());
+    let app = client(&behind_url, Some(("app", "apppw")), None);
+    app.range(range("/app/k"), dl()).await.unwrap();
+
+    // Behind again: a permission granted meanwhile is honoured, not refused.
+    c.router.remove(behind).unwrap();
+    ctl_at(
+        &leader_url,
+        &as_root(&[
+            "role",
+            "grant-permission",
+            "app",
+            "read",
+            "/shared/",
+            "--prefix",
+        ]),
+    );
+    let read = tokio::spawn({
+        let app = app.clone();
+        async move { app.range(range("/shared/k"), dl()).await }
+    });
+    // (Whether the read arrives before or after the member catches up, it must succeed.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.router.add(cut);
+    read.await.unwrap().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_from_the_client_certificate() {
     let certs = Certs::new();

@@ -120,6 +120,13 @@ pub async fn three_target() -> Option<super::Target> {
 /// A single member serving etcd's gRPC API on a free loopback port, and its client URL.
 pub async fn serve_single() -> (NodeCluster, String, tokio::sync::oneshot::Sender<()>) {
     let c = NodeCluster::start(1).await;
+    let (url, stop) = serve(c.member(1)).await;
+    (c, url, stop)
+}
+
+/// Member `m` serving etcd's gRPC API on a free loopback port: its client URL, and the
+/// sender that stops it (dropping it stops it too).
+pub async fn serve(m: Arc<Member>) -> (String, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a loopback port");

@@ -99,9 +99,12 @@ impl Auth for Api {
         r: Request<AuthenticateRequest>,
     ) -> Result<Response<AuthenticateResponse>, Status> {
         let AuthenticateRequest { name, password } = r.into_inner();
+        // As etcd, after a read barrier: a member that has not applied `auth enable` (or a
+        // new user) yet must not answer "not enabled" (or refuse the user) once the cluster
+        // has acknowledged it — a client told "not enabled" goes on without a token.
         let (enabled, hash, revision) = self
             .0
-            .auth_read(None, |a| {
+            .auth_read(Some(deadline()), |a| {
                 (
                     a.enabled,
                     a.users.get(&name).map(|u| u.password.clone()),
@@ -127,13 +130,8 @@ impl Auth for Api {
             return Err(status(auth::auth_failed()));
         }
         if let Some(jwt) = &self.0.auth_settings.jwt {
-            // A signed token names the auth revision as the cluster has it now (a member
-            // behind would hand out one the others call old); nothing to replicate.
-            let revision = self
-                .0
-                .auth_read(Some(deadline()), |a| a.revision)
-                .await
-                .map_err(status)?;
+            // A signed token names the auth revision as the cluster had it at the barrier
+            // (a member behind would hand out one the others call old); nothing to replicate.
             let token = jwt.sign(&name, revision).ok_or_else(|| {
                 Status::unknown("auth: token signing attempted with verify-only key")
             })?;

@@ -150,10 +150,11 @@ impl Caller {
 impl Api {
     /// Checks `needs` for `caller` against the auth store as this member applied it; with
     /// authentication off, everything is allowed. Returns the user (None: auth is off). A
-    /// token this member does not know yet may be one another member just issued (tokens
-    /// are given out through the log): it is looked at again once this member applied
-    /// everything the leader had committed, so a token is good on every member as soon as
-    /// `Authenticate` returned it.
+    /// refusal may come from this member being behind: a token another member just issued
+    /// (tokens are given out through the log), a user, role or permission just granted. It
+    /// is looked at again once this member applied everything the leader had committed, so
+    /// what the cluster acknowledged holds on every member (etcd checks after such a
+    /// barrier). The barrier is paid only by refusals; without a leader the refusal stands.
     pub(super) async fn allow(
         &self,
         caller: &Caller,
@@ -163,17 +164,24 @@ impl Api {
             return Ok(None);
         }
         match self.check(caller, needs).await {
-            // (A JWT carries all it needs: one invalid here is invalid everywhere.)
-            Err(e)
-                if caller.token.is_some()
-                    && self.0.auth_settings.jwt.is_none()
-                    && e.message == crate::node::auth::invalid_token().message =>
-            {
-                self.0.read_barrier(deadline()).await.map_err(status)?;
+            Err(e) if self.may_be_behind(caller, &e) => {
+                if self.0.read_barrier(deadline()).await.is_err() {
+                    return Err(status(e));
+                }
                 self.check(caller, needs).await.map_err(status)
             }
             other => other.map_err(status),
         }
+    }
+
+    /// Whether refusal `e` of `caller` could turn around on an up-to-date auth store.
+    fn may_be_behind(&self, caller: &Caller, e: &crate::error::Error) -> bool {
+        use crate::node::auth;
+        e.message == auth::denied().message
+            // (A JWT carries all it needs: one invalid here is invalid everywhere.)
+            || (caller.token.is_some()
+                && self.0.auth_settings.jwt.is_none()
+                && e.message == auth::invalid_token().message)
     }
 
     async fn check(
