@@ -137,6 +137,14 @@ std::string ask(const std::string& addr, const char* request) {
   return out;
 }
 
+// etcdc's own log (reconnects, resumed watches, a watch it cannot make), on etcdc's event
+// thread: one whole line per write, so it does not tear the main loop's lines.
+void on_log(void* name, const etcdc_log_record* r) {
+  std::string line = std::to_string(now_ms()) + " " + *static_cast<std::string*>(name) + " etcdc: " +
+                     etcdc_log_record_message(r) + "\n";
+  std::cout << line << std::flush;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -152,6 +160,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   auto log = [&](const std::string& what) { std::cout << now_ms() << " " << cfg.name << " " << what << std::endl; };
+  etcdc_log_callback log_cb = {on_log, [](void* name) { delete static_cast<std::string*>(name); }, new std::string(cfg.name)};
+  etcdc_set_log_callback(ETCDC_LOG_INFO, &log_cb);
 
   // Signals as a descriptor, blocked before etcdc starts threads (they inherit the mask).
   sigset_t stop;

@@ -290,6 +290,9 @@ async fn follow(
         }
     }
     let far = || deadline_in(Duration::from_secs(30));
+    // Told once per run of failures: why the table is not followed (a refused permission
+    // is not fixed by retrying, but may be granted again).
+    let mut told = false;
     loop {
         let watch = etcd
             .watcher(
@@ -303,12 +306,23 @@ async fn follow(
             )
             .await;
         let w = match watch {
-            Ok(w) => w,
+            Ok(w) => {
+                told = false;
+                w
+            }
             Err(e) if e.kind == ErrorKind::Closed => {
                 changes.fail(e);
                 return;
             }
-            Err(_) => {
+            Err(e) => {
+                if !std::mem::replace(&mut told, true) {
+                    crate::observe::log(crate::observe::Level::Warn, || {
+                        format!(
+                            "discovery of {}: cannot watch it ({e}); trying again",
+                            String::from_utf8_lossy(&prefix)
+                        )
+                    });
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
