@@ -217,7 +217,7 @@ async fn user_and_password(url: &str, ctl: &dyn Fn(&[&str])) {
 /// the cluster would, as etcd does after its read barrier: `Authenticate` never says "not
 /// enabled" once `auth enable` was acknowledged (a client told so goes on without a token,
 /// and with a certificate is then taken for its common name), and a permission granted
-/// elsewhere is not refused.
+/// elsewhere is not refused, nor one revoked granted to a linearizable read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_behind_answers_as_the_cluster() {
     if !support::etcdctl::available() {
@@ -276,8 +276,33 @@ async fn a_member_behind_answers_as_the_cluster() {
     });
     // (Whether the read arrives before or after the member catches up, it must succeed.)
     tokio::time::sleep(Duration::from_millis(300)).await;
-    c.router.add(cut);
+    c.router.add(cut.clone());
     read.await.unwrap().unwrap();
+
+    // Behind again: a permission revoked meanwhile is refused to linearizable reads (a range,
+    // a read-only txn), which etcd checks only once the read is confirmed.
+    c.router.remove(behind).unwrap();
+    ctl_at(
+        &leader_url,
+        &as_root(&["role", "revoke-permission", "app", "/shared/", "--prefix"]),
+    );
+    let reads = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let txn = TxnRequest {
+                success: vec![RequestOp {
+                    request: Some(request_op::Request::RequestRange(range("/shared/k"))),
+                }],
+                ..Default::default()
+            };
+            tokio::join!(app.range(range("/shared/k"), dl()), app.txn(txn, dl()))
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.router.add(cut);
+    let (range_read, txn_read) = reads.await.unwrap();
+    assert_eq!(range_read.unwrap_err().kind, ErrorKind::PermissionDenied);
+    assert_eq!(txn_read.unwrap_err().kind, ErrorKind::PermissionDenied);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

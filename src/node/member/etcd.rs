@@ -86,12 +86,41 @@ impl Member {
         }
     }
 
+    /// `Etcd::txn`; a read-only one is served without a read barrier when `confirmed` (the
+    /// caller passed one since it arrived).
+    pub(crate) async fn txn_with(
+        &self,
+        req: TxnRequest,
+        deadline: Deadline,
+        confirmed: bool,
+    ) -> Result<TxnResponse> {
+        self.limits.check_size(&req)?;
+        crate::node::mvcc::request::check_txn(&req, self.limits.max_txn_ops)?;
+        if txn_is_read_only(&req) {
+            // As etcd: a read-only transaction is a read, not a proposal.
+            if !confirmed {
+                self.read_barrier(deadline).await?;
+            }
+            let mut state = self.sm.state.write().await;
+            return Ok(self.answer(state.mvcc.txn(req)?.0));
+        }
+        self.check_quota(txn_cost(&req.success) + txn_cost(&req.failure), deadline)
+            .await?;
+        self.write(Command::Txn(req.encode_to_vec()), deadline)
+            .await
+    }
+
     /// `resp` with this member's header at the revision it carries.
     fn answer<T: Answer>(&self, mut resp: T) -> T {
         let header = resp.header_mut();
         *header = self.header(header.as_ref().map_or(0, |h| h.revision));
         resp
     }
+}
+
+/// Whether `req` only reads (etcd serves such a transaction as a read, not a proposal).
+pub(crate) fn txn_is_read_only(req: &TxnRequest) -> bool {
+    is_read_only(&req.success) && is_read_only(&req.failure)
 }
 
 fn is_read_only(ops: &[RequestOp]) -> bool {
@@ -136,18 +165,7 @@ impl Etcd for Member {
     }
 
     async fn txn(&self, req: TxnRequest, deadline: Deadline) -> Result<TxnResponse> {
-        self.limits.check_size(&req)?;
-        crate::node::mvcc::request::check_txn(&req, self.limits.max_txn_ops)?;
-        if is_read_only(&req.success) && is_read_only(&req.failure) {
-            // As etcd: a read-only transaction is a read, not a proposal.
-            self.read_barrier(deadline).await?;
-            let mut state = self.sm.state.write().await;
-            return Ok(self.answer(state.mvcc.txn(req)?.0));
-        }
-        self.check_quota(txn_cost(&req.success) + txn_cost(&req.failure), deadline)
-            .await?;
-        self.write(Command::Txn(req.encode_to_vec()), deadline)
-            .await
+        self.txn_with(req, deadline, false).await
     }
 
     async fn compact(

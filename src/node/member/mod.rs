@@ -37,6 +37,7 @@ mod read;
 mod router;
 mod transfer;
 
+pub(crate) use etcd::txn_is_read_only;
 pub use etcd::DEFAULT_QUOTA_BYTES;
 use lessor::Lessor;
 use membership::{count_leader_changes, publish};
