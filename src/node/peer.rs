@@ -94,8 +94,8 @@ struct Early {
 struct EarlySent {
     vote: Vote<NodeId>,
     prev: Option<LogId<NodeId>>,
+    /// The last entry it carried (entries are consecutive: with `prev`, which ones).
     last: Option<LogId<NodeId>>,
-    len: usize,
     answer: tokio::sync::oneshot::Receiver<Called>,
 }
 
@@ -210,7 +210,6 @@ impl PeerNetwork {
                 vote: append.vote,
                 prev: append.prev,
                 last: append.entries.last().map(|e| e.log_id),
-                len: append.entries.len(),
                 answer: rx,
             });
             let (net, addr) = (self.clone(), addr.clone());
@@ -251,7 +250,6 @@ impl PeerNetwork {
         let sent = early.get_mut(&id)?.sent.take()?;
         (sent.vote == rpc.vote
             && sent.prev == rpc.prev_log_id
-            && sent.len == rpc.entries.len()
             && sent.last == rpc.entries.last().map(|e| e.log_id))
         .then_some(sent.answer)
     }

@@ -11,10 +11,9 @@ use crate::pb::etcdserverpb::*;
 #[tonic::async_trait]
 impl Kv for Api {
     async fn range(&self, r: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
-        let confirmed = self.confirm_first(!r.get_ref().serializable).await?;
         let req = r.get_ref();
-        self.allow_request(&r, &[Need::Read(&req.key, &req.range_end)])
-            .await?;
+        let need = [Need::Read(&req.key, &req.range_end)];
+        let confirmed = self.allow_read(&r, &need, !req.serializable).await?;
         let mut req = r.into_inner();
         // Confirmed already: read this member's store as it is now, without a second round.
         req.serializable |= confirmed;
@@ -54,10 +53,11 @@ impl Kv for Api {
             .map_err(status)
     }
     async fn txn(&self, r: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let confirmed = self.confirm_first(txn_is_read_only(r.get_ref())).await?;
         let mut needs = Vec::new();
         Need::of_txn(r.get_ref(), &mut needs);
-        self.allow_request(&r, &needs).await?;
+        let confirmed = self
+            .allow_read(&r, &needs, txn_is_read_only(r.get_ref()))
+            .await?;
         self.0
             .txn_with(r.into_inner(), deadline(), confirmed)
             .await
@@ -74,19 +74,5 @@ impl Kv for Api {
             .await
             .map(Response::new)
             .map_err(status)
-    }
-}
-
-impl Api {
-    /// With authentication on, a linearizable read (`linearizable`) is confirmed before its
-    /// permission is checked, as etcd does, so the check sees every grant and revocation the
-    /// cluster acknowledged before the read; true when it was (the read needs no other
-    /// confirmation). With authentication off, the read confirms itself as usual.
-    async fn confirm_first(&self, linearizable: bool) -> Result<bool, Status> {
-        if !linearizable || !self.0.auth_enabled() {
-            return Ok(false);
-        }
-        self.0.read_barrier(deadline()).await.map_err(status)?;
-        Ok(true)
     }
 }

@@ -241,6 +241,25 @@ impl Api {
     ) -> Result<Option<String>, Status> {
         self.allow(&Caller::of(r), needs).await
     }
+
+    /// `allow_request` for a read. With authentication on, a `linearizable` one is confirmed
+    /// (a read barrier) before it is checked, as etcd does, so the check sees every grant and
+    /// revocation the cluster acknowledged before the read (and needs no second barrier on a
+    /// refusal). True when it was confirmed: the read needs no other round.
+    pub(super) async fn allow_read<T>(
+        &self,
+        r: &tonic::Request<T>,
+        needs: &[Need<'_>],
+        linearizable: bool,
+    ) -> Result<bool, Status> {
+        if !linearizable || !self.0.auth_enabled() {
+            self.allow_request(r, needs).await?;
+            return Ok(false);
+        }
+        self.0.read_barrier(deadline()).await.map_err(status)?;
+        self.check(&Caller::of(r), needs).await.map_err(status)?;
+        Ok(true)
+    }
 }
 
 /// A server stream of a service.
