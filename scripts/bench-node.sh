@@ -7,14 +7,15 @@
 # callers put while one watch on their prefix measures put-to-event latency (QPS = events/s);
 # `fanoutN 1`: one caller puts 100 times a second while N watchers of its prefix (over up to
 # 100 streams) measure it (QPS = events delivered per second); `put100k`, `range1m`, ...:
-# values of 100 KiB and 1 MiB.
+# values of 100 KiB and 1 MiB; `srange 1`: one caller's serializable reads, the round trip a
+# put at 1 caller pays on top of its sync (the floor of `put 1`).
 # `tls:` cells: a second pair of servers that requires TLS and client certificates
 # (scripts/make-certs.sh's); `auth:` cells: the same pair after `auth enable`, the callers
 # a user with a token (checked on every request) whose role covers the keys; `flood:` cells:
 # the same while 16 other callers authenticate with a wrong password without pause (the
 # server's bcrypt checks; the CPU column then includes them).
 # `--members 3`: instead, etcd and the node as 3-member clusters (each member its own
-# process, loopback): put at 1, 16 and 256 callers on the leader and 16 on a follower
+# process, loopback): one caller's serializable range on the leader (the round trip), put at 1, 16 and 256 callers on the leader and 16 on a follower
 # (which forwards), linearizable range on the leader, serializable range on a follower,
 # watch; the CPU column sums every member's CPU per operation (replication included).
 #   scripts/bench-node.sh              # 3 rounds of 2 s per cell
@@ -137,7 +138,7 @@ rows="$dir/rows"
 if [ "$MEMBERS" -gt 1 ]; then
   read -r -a etcd_c < <(cluster etcd /usr/bin/etcd); pids+=("${etcd_c[@]:2}")
   read -r -a node_c < <(cluster node "$NODE"); pids+=("${node_c[@]:2}")
-  for cell in "put@leader 1" "put@leader 16" "put@leader 256" "put@follower 16" \
+  for cell in "srange@leader 1" "put@leader 1" "put@leader 16" "put@leader 256" "put@follower 16" \
     "range@leader 16" "srange@follower 16" "watch@leader 16" \
     "fanout1@leader 1" "fanout1000@leader 1" "fanout10000@leader 1" \
     "put100k@leader 16" "range100k@leader 16" "put1m@leader 4" "range1m@leader 4"; do
@@ -169,7 +170,7 @@ read -r etcd_pid etcd_url < <(start etcd /usr/bin/etcd); pids+=("$etcd_pid")
 read -r node_pid node_url < <(start node "$NODE"); pids+=("$node_pid")
 read -r etcds_pid etcds_url < <(start etcd-tls /usr/bin/etcd https "${tls_flags[@]}"); pids+=("$etcds_pid")
 read -r nodes_pid nodes_url < <(start node-tls "$NODE" https "${tls_flags[@]}"); pids+=("$nodes_pid")
-for cell in "put 1" "put 16" "put 256" "range 16" "srange 16" "watch 16" \
+for cell in "srange 1" "put 1" "put 16" "put 256" "range 16" "srange 16" "watch 16" \
   "fanout1 1" "fanout1000 1" "fanout10000 1" \
   "put100k 16" "range100k 16" "put1m 4" "range1m 4" \
   "tls:put 16" "tls:range 16" "auth:put 16" "auth:range 16" "flood:put 16"; do
