@@ -119,13 +119,15 @@ impl Auth {
     }
 
     /// Whether a call refused with `status` should get a new token and go again: the token
-    /// was refused, or (with credentials) the cluster turned authentication on.
+    /// was refused, or (with credentials) the cluster turned authentication on. A request
+    /// checked against an auth store that changed before it was applied ("revision of auth
+    /// store is old": nothing was applied) goes again also for a certificate's user, whose
+    /// token is none (as Go's client).
     pub fn should_renew(&self, status: &Status) -> bool {
         let m = status.message();
-        self.credentials.is_some()
-            && (m.contains("invalid auth token")
-                || m.contains("revision of auth store is old")
-                || m.contains("user name is empty"))
+        m.contains("revision of auth store is old")
+            || (self.credentials.is_some()
+                && (m.contains("invalid auth token") || m.contains("user name is empty")))
     }
 
     /// After a stream ended with `status`: forgets its token if that was why.

@@ -183,8 +183,8 @@ impl Auth for Api {
         let name = r.get_ref().name.clone();
         // Root, or the user asking about itself.
         let caller = Caller::of(&r);
-        if let Some(user) = self.allow(&caller, &[Need::User]).await? {
-            if user != name {
+        if let Some(checked) = self.allow(&caller, &[Need::User]).await? {
+            if checked.user != name {
                 self.allow(&caller, &[Need::Admin]).await?;
             }
         }
@@ -294,9 +294,13 @@ impl Auth for Api {
         let role = r.get_ref().role.clone();
         // Root, or a user that has the role.
         let caller = Caller::of(&r);
-        if let Some(user) = self.allow(&caller, &[Need::User]).await? {
+        if let Some(checked) = self.allow(&caller, &[Need::User]).await? {
             let has = self
-                .read(|a| a.users.get(&user).is_some_and(|u| u.roles.contains(&role)))
+                .read(|a| {
+                    a.users
+                        .get(&checked.user)
+                        .is_some_and(|u| u.roles.contains(&role))
+                })
                 .await?;
             if !has {
                 self.allow(&caller, &[Need::Admin]).await?;

@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{deadline, status, Api, Need};
+use super::{checked_at, deadline, status, Api, Need};
 use crate::api::Etcd;
 use crate::node::member::txn_is_read_only;
 use crate::pb::etcdserverpb::kv_server::Kv;
@@ -29,9 +29,9 @@ impl Kv for Api {
         if req.prev_kv {
             needs.push(Need::Read(&req.key, &[]));
         }
-        self.allow_request(&r, &needs).await?;
+        let checked = self.allow_request(&r, &needs).await?;
         self.0
-            .put(r.into_inner(), deadline())
+            .put_checked(r.into_inner(), deadline(), checked_at(&checked))
             .await
             .map(Response::new)
             .map_err(status)
@@ -45,9 +45,9 @@ impl Kv for Api {
         if req.prev_kv {
             needs.push(Need::Read(&req.key, &req.range_end));
         }
-        self.allow_request(&r, &needs).await?;
+        let checked = self.allow_request(&r, &needs).await?;
         self.0
-            .delete_range(r.into_inner(), deadline())
+            .delete_range_checked(r.into_inner(), deadline(), checked_at(&checked))
             .await
             .map(Response::new)
             .map_err(status)
@@ -55,11 +55,13 @@ impl Kv for Api {
     async fn txn(&self, r: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let mut needs = Vec::new();
         Need::of_txn(r.get_ref(), &mut needs);
-        let confirmed = self
-            .allow_read(&r, &needs, txn_is_read_only(r.get_ref()))
-            .await?;
+        let (confirmed, checked) = if txn_is_read_only(r.get_ref()) {
+            (self.allow_read(&r, &needs, true).await?, None)
+        } else {
+            (false, self.allow_request(&r, &needs).await?)
+        };
         self.0
-            .txn_with(r.into_inner(), deadline(), confirmed)
+            .txn_with(r.into_inner(), deadline(), confirmed, checked_at(&checked))
             .await
             .map(Response::new)
             .map_err(status)

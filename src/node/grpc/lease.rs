@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{deadline, status, Api, BoxStream, Need};
+use super::{checked_at, deadline, status, Api, BoxStream, Need};
 use crate::api::Etcd;
 use crate::pb::etcdserverpb::lease_server::Lease;
 use crate::pb::etcdserverpb::*;
@@ -25,7 +25,8 @@ impl Lease for Api {
         r: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         // As etcd: revoking deletes the lease's keys, so it needs write on each of them.
-        if self.allow_request(&r, &[]).await?.is_some() {
+        let mut checked = self.allow_request(&r, &[]).await?;
+        if checked.is_some() {
             let keys = self
                 .0
                 .lease_time_to_live(
@@ -39,10 +40,10 @@ impl Lease for Api {
                 .map_err(status)?
                 .keys;
             let needs: Vec<Need> = keys.iter().map(|k| Need::Write(k, &[])).collect();
-            self.allow_request(&r, &needs).await?;
+            checked = self.allow_request(&r, &needs).await?;
         }
         self.0
-            .lease_revoke(r.into_inner(), deadline())
+            .lease_revoke_checked(r.into_inner(), deadline(), checked_at(&checked))
             .await
             .map(Response::new)
             .map_err(status)

@@ -147,9 +147,21 @@ impl Caller {
     }
 }
 
+/// A request allowed with authentication on: its user, and the auth store's revision the
+/// permissions were checked at (a write carries it into the log: `Command::Checked`).
+pub(super) struct Checked {
+    pub user: String,
+    pub revision: u64,
+}
+
+/// The auth revision a write was checked at, if it was.
+pub(super) fn checked_at(checked: &Option<Checked>) -> Option<u64> {
+    checked.as_ref().map(|c| c.revision)
+}
+
 impl Api {
     /// Checks `needs` for `caller` against the auth store as this member applied it; with
-    /// authentication off, everything is allowed. Returns the user (None: auth is off). A
+    /// authentication off, everything is allowed. Returns who was checked (None: auth is off). A
     /// refusal may come from this member being behind: a token another member just issued
     /// (tokens are given out through the log), a user, role or permission just granted. It
     /// is looked at again once this member applied everything the leader had committed, so
@@ -159,7 +171,7 @@ impl Api {
         &self,
         caller: &Caller,
         needs: &[Need<'_>],
-    ) -> Result<Option<String>, Status> {
+    ) -> Result<Option<Checked>, Status> {
         if !self.0.auth_enabled() {
             return Ok(None);
         }
@@ -188,7 +200,7 @@ impl Api {
         &self,
         caller: &Caller,
         needs: &[Need<'_>],
-    ) -> crate::error::Result<Option<String>> {
+    ) -> crate::error::Result<Option<Checked>> {
         let ttl = self.0.auth_settings.token_ttl;
         let jwt = self.0.auth_settings.jwt.as_deref();
         self.0
@@ -227,7 +239,10 @@ impl Api {
                         }
                     }
                 }
-                Ok(Some(user))
+                Ok(Some(Checked {
+                    user,
+                    revision: a.revision,
+                }))
             })
             .await
             .and_then(|r| r)
@@ -238,7 +253,7 @@ impl Api {
         &self,
         r: &tonic::Request<T>,
         needs: &[Need<'_>],
-    ) -> Result<Option<String>, Status> {
+    ) -> Result<Option<Checked>, Status> {
         self.allow(&Caller::of(r), needs).await
     }
 

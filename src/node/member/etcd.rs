@@ -86,13 +86,55 @@ impl Member {
         }
     }
 
+    /// `Etcd::put` of a caller whose permissions were checked against the auth store at
+    /// `auth_revision` (None: authentication is off, or the caller is the service itself):
+    /// refused when applied after that store changed, as etcd does.
+    pub(crate) async fn put_checked(
+        &self,
+        req: PutRequest,
+        deadline: Deadline,
+        auth_revision: Option<u64>,
+    ) -> Result<PutResponse> {
+        self.limits.check_size(&req)?;
+        crate::node::mvcc::request::check_put(&req)?;
+        self.check_quota(put_cost(&req), deadline).await?;
+        let cmd = Command::Put(req.encode_to_vec()).checked_at(auth_revision);
+        self.write(cmd, deadline).await
+    }
+
+    /// `Etcd::delete_range`, checked at `auth_revision` (see `put_checked`).
+    pub(crate) async fn delete_range_checked(
+        &self,
+        req: DeleteRangeRequest,
+        deadline: Deadline,
+        auth_revision: Option<u64>,
+    ) -> Result<DeleteRangeResponse> {
+        self.limits.check_size(&req)?;
+        crate::node::mvcc::request::check_delete(&req)?;
+        let cmd = Command::DeleteRange(req.encode_to_vec()).checked_at(auth_revision);
+        self.write(cmd, deadline).await
+    }
+
+    /// `Etcd::lease_revoke`, checked at `auth_revision` (see `put_checked`).
+    pub(crate) async fn lease_revoke_checked(
+        &self,
+        req: LeaseRevokeRequest,
+        deadline: Deadline,
+        auth_revision: Option<u64>,
+    ) -> Result<LeaseRevokeResponse> {
+        let cmd = Command::LeaseRevoke(req.id).checked_at(auth_revision);
+        self.write(cmd, deadline).await
+    }
+
     /// `Etcd::txn`; a read-only one is served without a read barrier when `confirmed` (the
-    /// caller passed one since it arrived).
+    /// caller passed one since it arrived); one that writes is checked at `auth_revision`
+    /// (see `put_checked`).
     pub(crate) async fn txn_with(
         &self,
         req: TxnRequest,
         deadline: Deadline,
         confirmed: bool,
+        auth_revision: Option<u64>,
     ) -> Result<TxnResponse> {
         self.limits.check_size(&req)?;
         crate::node::mvcc::request::check_txn(&req, self.limits.max_txn_ops)?;
@@ -106,8 +148,8 @@ impl Member {
         }
         self.check_quota(txn_cost(&req.success) + txn_cost(&req.failure), deadline)
             .await?;
-        self.write(Command::Txn(req.encode_to_vec()), deadline)
-            .await
+        let cmd = Command::Txn(req.encode_to_vec()).checked_at(auth_revision);
+        self.write(cmd, deadline).await
     }
 
     /// `resp` with this member's header at the revision it carries.
@@ -146,11 +188,7 @@ impl Etcd for Member {
     }
 
     async fn put(&self, req: PutRequest, deadline: Deadline) -> Result<PutResponse> {
-        self.limits.check_size(&req)?;
-        crate::node::mvcc::request::check_put(&req)?;
-        self.check_quota(put_cost(&req), deadline).await?;
-        self.write(Command::Put(req.encode_to_vec()), deadline)
-            .await
+        self.put_checked(req, deadline, None).await
     }
 
     async fn delete_range(
@@ -158,14 +196,11 @@ impl Etcd for Member {
         req: DeleteRangeRequest,
         deadline: Deadline,
     ) -> Result<DeleteRangeResponse> {
-        self.limits.check_size(&req)?;
-        crate::node::mvcc::request::check_delete(&req)?;
-        self.write(Command::DeleteRange(req.encode_to_vec()), deadline)
-            .await
+        self.delete_range_checked(req, deadline, None).await
     }
 
     async fn txn(&self, req: TxnRequest, deadline: Deadline) -> Result<TxnResponse> {
-        self.txn_with(req, deadline, false).await
+        self.txn_with(req, deadline, false, None).await
     }
 
     async fn compact(
@@ -200,7 +235,7 @@ impl Etcd for Member {
         req: LeaseRevokeRequest,
         deadline: Deadline,
     ) -> Result<LeaseRevokeResponse> {
-        self.write(Command::LeaseRevoke(req.id), deadline).await
+        self.lease_revoke_checked(req, deadline, None).await
     }
 
     async fn lease_time_to_live(

@@ -73,6 +73,26 @@ pub enum Command {
     },
     /// The end of the mirror: from here on the store takes client writes.
     Promote,
+    /// A client's write whose permissions its member checked against the auth store at
+    /// `auth_revision` (etcd's request header): refused when applied after users, roles or
+    /// permissions changed since ("revision of auth store is old"; clients check again).
+    Checked {
+        auth_revision: u64,
+        cmd: Box<Command>,
+    },
+}
+
+impl Command {
+    /// `self`, as checked at `auth_revision` when authentication was on (Some).
+    pub(crate) fn checked_at(self, auth_revision: Option<u64>) -> Command {
+        match auth_revision {
+            Some(auth_revision) => Command::Checked {
+                auth_revision,
+                cmd: Box::new(self),
+            },
+            None => self,
+        }
+    }
 }
 
 /// A change of the cluster's members (etcd's MemberAdd / MemberRemove / MemberPromote /
