@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{checked_at, deadline, status, Api, Need};
+use super::{auth_revision, deadline, status, Api, Need};
 use crate::api::Etcd;
 use crate::node::member::txn_is_read_only;
 use crate::pb::etcdserverpb::kv_server::Kv;
@@ -31,7 +31,7 @@ impl Kv for Api {
         }
         let checked = self.allow_request(&r, &needs).await?;
         self.0
-            .put_checked(r.into_inner(), deadline(), checked_at(&checked))
+            .put_checked(r.into_inner(), deadline(), auth_revision(&checked))
             .await
             .map(Response::new)
             .map_err(status)
@@ -47,7 +47,7 @@ impl Kv for Api {
         }
         let checked = self.allow_request(&r, &needs).await?;
         self.0
-            .delete_range_checked(r.into_inner(), deadline(), checked_at(&checked))
+            .delete_range_checked(r.into_inner(), deadline(), auth_revision(&checked))
             .await
             .map(Response::new)
             .map_err(status)
@@ -61,7 +61,12 @@ impl Kv for Api {
             (false, self.allow_request(&r, &needs).await?)
         };
         self.0
-            .txn_with(r.into_inner(), deadline(), confirmed, checked_at(&checked))
+            .txn_with(
+                r.into_inner(),
+                deadline(),
+                confirmed,
+                auth_revision(&checked),
+            )
             .await
             .map(Response::new)
             .map_err(status)

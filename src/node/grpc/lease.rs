@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{checked_at, deadline, status, Api, BoxStream, Need};
+use super::{auth_revision, deadline, status, Api, BoxStream, Need};
 use crate::api::Etcd;
 use crate::pb::etcdserverpb::lease_server::Lease;
 use crate::pb::etcdserverpb::*;
@@ -43,7 +43,7 @@ impl Lease for Api {
             checked = self.allow_request(&r, &needs).await?;
         }
         self.0
-            .lease_revoke_checked(r.into_inner(), deadline(), checked_at(&checked))
+            .lease_revoke_checked(r.into_inner(), deadline(), auth_revision(&checked))
             .await
             .map(Response::new)
             .map_err(status)

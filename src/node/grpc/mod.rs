@@ -155,7 +155,7 @@ pub(super) struct Checked {
 }
 
 /// The auth revision a write was checked at, if it was.
-pub(super) fn checked_at(checked: &Option<Checked>) -> Option<u64> {
+pub(super) fn auth_revision(checked: &Option<Checked>) -> Option<u64> {
     checked.as_ref().map(|c| c.revision)
 }
 
