@@ -24,7 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::member::{Member, Peers, REMOVED};
 use super::raft::{
-    pack, unpack, Command, LeaderAppend, NodeId, Outcome, TypeConfig, MAX_SEND_BYTES,
+    pack, pack_after, unpack, Command, LeaderAppend, NodeId, Outcome, TypeConfig, MAX_SEND_BYTES,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::observe::{log, Level};
@@ -34,6 +34,9 @@ use crate::pb::etcdcpeer::Blob;
 
 /// A peer's answer before its member runs: nothing it was sent reached Raft.
 const STARTING: &str = "the member is starting";
+
+/// A message a stream ended before taking: it never left this member.
+const UNSENT: &str = "the stream to the peer ended before the message was sent";
 
 /// How long a forwarded client call may take at most.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(7);
@@ -62,18 +65,28 @@ pub struct PeerNetwork {
     contact: Arc<Mutex<HashMap<NodeId, Contact>>>,
     /// What each TLS peer last said of this member's certificate (`admits`).
     certs: Arc<Mutex<HashMap<NodeId, Cert>>>,
-    /// AppendEntries streams no link is using, by peer, with the address each was opened
+    /// Streams no exchange is using, by peer and kind, with the address each was opened
     /// to. openraft makes a link per peer for every leadership confirmation (each round of
-    /// linearizable reads); taking an open stream spares a stream's opening and closing per
-    /// round (its headers both ways, the peer's task for it).
+    /// linearizable reads), and each forwarded batch is a call; taking an open stream spares
+    /// a stream's opening and closing each time (its headers both ways, the peer's task).
     idle: Arc<Mutex<Idle>>,
+    /// Peers without `CallStream` (an older build): their client calls go one per call.
+    unary_calls: Arc<Mutex<std::collections::HashSet<NodeId>>>,
     /// Per peer, how far its log matches this leader's, and the AppendEntries sent to it
     /// before the leader's own sync (`send_early`).
     early: Arc<Mutex<HashMap<NodeId, Early>>>,
 }
 
-/// Idle AppendEntries streams by peer, each with the address it was opened to.
-type Idle = HashMap<NodeId, Vec<(String, AppendStream)>>;
+/// Idle streams by peer and kind, each with the address it was opened to.
+type Idle = HashMap<(NodeId, Kind), Vec<(String, PeerStream)>>;
+
+/// What a stream to a peer carries.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    AppendEntries,
+    /// Client calls to the leader (`Method::tag`).
+    Calls,
+}
 
 type Called = std::result::Result<Vec<u8>, Status>;
 
@@ -103,7 +116,8 @@ struct EarlySent {
 /// same entries gives up sooner, at its heartbeat interval, and is sent again).
 const EARLY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The idle AppendEntries streams kept per peer: as many as confirmation rounds overlap.
+/// The idle streams kept per peer and kind: as many as confirmation rounds, or forwarded
+/// batches, overlap.
 const IDLE_STREAMS: usize = 4;
 
 type Alerts = Arc<Mutex<Option<tokio_rustls::rustls::AlertDescription>>>;
@@ -145,6 +159,7 @@ enum Cert {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Method {
     Vote,
     AppendEntries,
@@ -154,6 +169,24 @@ enum Method {
     LeaseTtl,
     Campaign,
     Probe,
+}
+
+impl Method {
+    /// The client calls `CallStream` carries, by their number there.
+    const CALLS: [Method; 4] = [
+        Method::Forward,
+        Method::ReadIndex,
+        Method::LeaseTtl,
+        Method::Campaign,
+    ];
+
+    /// A client call's number in a `CallStream` message (proto/etcdc/peer.proto).
+    fn tag(self) -> u8 {
+        Method::CALLS
+            .iter()
+            .position(|&m| m == self)
+            .map_or(0, |i| i as u8 + 1)
+    }
 }
 
 impl PeerNetwork {
@@ -168,6 +201,7 @@ impl PeerNetwork {
             contact: Arc::default(),
             certs: Arc::default(),
             idle: Arc::default(),
+            unary_calls: Arc::default(),
             early: Arc::default(),
         }
     }
@@ -215,10 +249,10 @@ impl PeerNetwork {
             let (net, addr) = (self.clone(), addr.clone());
             tokio::spawn(async move {
                 let called = net
-                    .exchange(id, &addr, None, payload, EARLY_TIMEOUT)
+                    .exchange(id, &addr, Kind::AppendEntries, None, payload, EARLY_TIMEOUT)
                     .await
                     .map(|(answer, stream)| {
-                        net.put_idle(id, &addr, stream);
+                        net.put_idle(id, &addr, Kind::AppendEntries, stream);
                         answer
                     });
                 {
@@ -278,38 +312,42 @@ impl PeerNetwork {
         peer.matched = matched.map(|m| (rpc.vote, m, known.unwrap_or_else(|| addr.to_string())));
     }
 
-    /// One AppendEntries exchange with `id` within `timeout`, on `stream`, an idle one, or
-    /// a new one; the stream comes back only once the exchange was answered, so no late
+    /// One exchange with `id` within `timeout`, on `stream`, an idle one of `kind`, or a
+    /// new one; the stream comes back only once the exchange was answered, so no late
     /// answer is taken for another request's. A failed exchange drops `id`'s idle streams.
+    /// A message the stream ended before taking is refused as `UNSENT`.
     async fn exchange(
         &self,
         id: NodeId,
         addr: &str,
-        stream: Option<AppendStream>,
+        kind: Kind,
+        stream: Option<PeerStream>,
         payload: Vec<u8>,
         timeout: Duration,
-    ) -> std::result::Result<(Vec<u8>, AppendStream), Status> {
+    ) -> std::result::Result<(Vec<u8>, PeerStream), Status> {
         let exchange = async {
-            let mut stream = match stream.or_else(|| self.take_idle(id, addr)) {
+            let mut stream = match stream.or_else(|| self.take_idle(id, addr, kind)) {
                 Some(s) => s,
                 None => {
                     let (tx, rx) = tokio::sync::mpsc::channel(1);
                     let mut client = PeerClient::new(self.channel(id, addr)?)
                         .max_decoding_message_size(usize::MAX)
                         .max_encoding_message_size(usize::MAX);
-                    let rx = client
-                        .append_entries_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-                        .await?
-                        .into_inner();
-                    AppendStream { tx, rx }
+                    let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
+                    let rx = match kind {
+                        Kind::AppendEntries => client.append_entries_stream(requests).await,
+                        Kind::Calls => client.call_stream(requests).await,
+                    }?
+                    .into_inner();
+                    PeerStream { tx, rx }
                 }
             };
-            let closed = || Status::unavailable("the peer closed the AppendEntries stream");
             stream
                 .tx
                 .send(Blob { data: payload })
                 .await
-                .map_err(|_| closed())?;
+                .map_err(|_| Status::unavailable(UNSENT))?;
+            let closed = || Status::unavailable("the peer closed the stream");
             let answer = stream.rx.message().await?.ok_or_else(closed)?;
             Ok((answer.data, stream))
         };
@@ -322,18 +360,18 @@ impl PeerNetwork {
         answer
     }
 
-    /// An open AppendEntries stream to `id` at `addr` that no link is using.
-    fn take_idle(&self, id: NodeId, addr: &str) -> Option<AppendStream> {
+    /// An open stream of `kind` to `id` at `addr` that nothing is using.
+    fn take_idle(&self, id: NodeId, addr: &str, kind: Kind) -> Option<PeerStream> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let streams = idle.get_mut(&id)?;
+        let streams = idle.get_mut(&(id, kind))?;
         streams.retain(|(a, _)| a == addr);
         streams.pop().map(|(_, s)| s)
     }
 
-    /// Keeps a link's stream, answered and idle, for the next link to `id`.
-    fn put_idle(&self, id: NodeId, addr: &str, stream: AppendStream) {
+    /// Keeps a stream, answered and idle, for the next exchange with `id`.
+    fn put_idle(&self, id: NodeId, addr: &str, kind: Kind, stream: PeerStream) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let streams = idle.entry(id).or_default();
+        let streams = idle.entry((id, kind)).or_default();
         if streams.len() < IDLE_STREAMS {
             streams.push((addr.to_string(), stream));
         }
@@ -342,7 +380,7 @@ impl PeerNetwork {
     /// Drops the idle streams to `id`: one of them failed, so its connection is gone.
     fn drop_idle(&self, id: NodeId) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.remove(&id);
+        idle.retain(|(peer, _), _| *peer != id);
     }
 
     /// Lets the network find members added later in the membership, and tell the member
@@ -531,27 +569,48 @@ impl PeerNetwork {
             })
     }
 
-    /// A client call on `leader`: its answer, or Unavailable when it cannot be reached —
-    /// NoLeader when the call provably never reached its member (the connection failed, or
+    /// A client call on `leader` (over an idle stream of calls, or a new one): its answer,
+    /// or Unavailable when it cannot be reached — NoLeader when the call provably never
+    /// reached its member (the connection failed, the stream ended before taking it, or
     /// the member had not started yet).
     async fn client_call<T: DeserializeOwned>(
         &self,
         leader: NodeId,
         method: Method,
-        payload: Vec<u8>,
+        args: &impl Serialize,
     ) -> Result<T> {
         let addr = self.addr(leader)?;
-        let bytes = self
-            .call(leader, &addr, method, payload, FORWARD_TIMEOUT)
-            .await
-            .map_err(|s| {
-                let why = format!("member {leader:x} at {addr}: {}", s.message());
-                if crate::remote::never_sent(&s) || s.message() == STARTING {
-                    super::member::not_proposed(why)
-                } else {
-                    Error::new(ErrorKind::Unavailable, why)
+        let unary = || self.unary_calls.lock().unwrap_or_else(|p| p.into_inner());
+        let called = if unary().contains(&leader) {
+            self.call(leader, &addr, method, pack(args), FORWARD_TIMEOUT)
+                .await
+        } else {
+            let message = pack_after(&[method.tag()], args);
+            let called = self
+                .exchange(leader, &addr, Kind::Calls, None, message, FORWARD_TIMEOUT)
+                .await
+                .map(|(answer, stream)| {
+                    self.put_idle(leader, &addr, Kind::Calls, stream);
+                    answer
+                });
+            match called {
+                // An older build: nothing was sent.
+                Err(s) if s.code() == tonic::Code::Unimplemented => {
+                    unary().insert(leader);
+                    self.call(leader, &addr, method, pack(args), FORWARD_TIMEOUT)
+                        .await
                 }
-            })?;
+                called => called,
+            }
+        };
+        let bytes = called.map_err(|s| {
+            let why = format!("member {leader:x} at {addr}: {}", s.message());
+            if crate::remote::never_sent(&s) || s.message() == STARTING || s.message() == UNSENT {
+                super::member::not_proposed(why)
+            } else {
+                Error::new(ErrorKind::Unavailable, why)
+            }
+        })?;
         unpack::<std::result::Result<T, Error>>(&bytes)?
     }
 }
@@ -559,20 +618,20 @@ impl PeerNetwork {
 #[async_trait::async_trait]
 impl Peers for PeerNetwork {
     async fn forward_write(&self, leader: NodeId, cmd: Command) -> Result<Outcome> {
-        self.client_call(leader, Method::Forward, pack(&cmd)).await
+        self.client_call(leader, Method::Forward, &cmd).await
     }
 
     async fn read_index(&self, leader: NodeId) -> Result<u64> {
-        self.client_call(leader, Method::ReadIndex, pack(&())).await
+        self.client_call(leader, Method::ReadIndex, &()).await
     }
 
     async fn lease_ttl(&self, leader: NodeId, id: i64, refresh: bool) -> Result<i64> {
-        self.client_call(leader, Method::LeaseTtl, pack(&(id, refresh)))
+        self.client_call(leader, Method::LeaseTtl, &(id, refresh))
             .await
     }
 
     async fn campaign(&self, id: NodeId) -> Result<()> {
-        self.client_call(id, Method::Campaign, pack(&())).await
+        self.client_call(id, Method::Campaign, &()).await
     }
 
     fn last_contact(&self, id: NodeId) -> Option<std::time::Instant> {
@@ -605,13 +664,13 @@ pub struct PeerLink {
     /// The open AppendEntries stream, between exchanges. An exchange takes it and puts it
     /// back only once answered, so a failed or abandoned exchange (openraft drops the call at
     /// its timeout) leaves no answer behind to be taken for the next request's.
-    stream: Option<AppendStream>,
+    stream: Option<PeerStream>,
     /// The peer has no AppendEntries stream (an older build): one call per request.
     unary: bool,
 }
 
-/// An AppendEntries stream to a peer: requests go in through `tx`, answers come in order.
-struct AppendStream {
+/// A stream to a peer: requests go in through `tx`, answers come in order.
+struct PeerStream {
     tx: tokio::sync::mpsc::Sender<Blob>,
     rx: Streaming<Blob>,
 }
@@ -662,7 +721,14 @@ impl PeerLink {
         let stream = self.stream.take();
         let (answer, stream) = self
             .net
-            .exchange(self.target, &self.addr, stream, payload, timeout)
+            .exchange(
+                self.target,
+                &self.addr,
+                Kind::AppendEntries,
+                stream,
+                payload,
+                timeout,
+            )
             .await?;
         self.stream = Some(stream);
         Ok(answer)
@@ -702,7 +768,8 @@ impl Drop for PeerLink {
     /// The link's stream, if its last exchange was answered, serves the next link.
     fn drop(&mut self) {
         if let Some(stream) = self.stream.take() {
-            self.net.put_idle(self.target, &self.addr, stream);
+            self.net
+                .put_idle(self.target, &self.addr, Kind::AppendEntries, stream);
         }
     }
 }
@@ -768,8 +835,8 @@ pub struct PeerService {
     member: Arc<OnceLock<Arc<Member>>>,
     /// This member's side of the links, asked whether a peer's Raft messages are answered.
     network: Arc<PeerNetwork>,
-    /// Set when the server stops: open AppendEntries streams end, so that the server's
-    /// graceful shutdown does not wait for peers that keep them open.
+    /// Set when the server stops: open streams end (once the request being answered is),
+    /// so that the server's graceful shutdown does not wait for peers that keep them open.
     stopping: tokio::sync::watch::Sender<bool>,
 }
 
@@ -814,6 +881,75 @@ impl PeerService {
             .get()
             .ok_or_else(|| Status::unavailable(STARTING))
     }
+
+    /// A stream whose requests are answered by `answer` in turn, on the stream's own task
+    /// (no hop per message). Once the server stops, the request being answered is answered
+    /// and the stream ends.
+    fn in_turn<F, Fut>(
+        &self,
+        r: Request<Streaming<Blob>>,
+        answer: F,
+    ) -> Response<super::grpc::BoxStream<Blob>>
+    where
+        F: Fn(Vec<u8>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = std::result::Result<Vec<u8>, Status>> + Send + 'static,
+    {
+        let mut stopping = self.stopping.subscribe();
+        let requests = Until {
+            stream: r.into_inner(),
+            stop: Box::pin(async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            }),
+        };
+        Response::new(Box::pin(requests.then(move |blob| {
+            let answered = blob.map(|b| answer(b.data));
+            async move {
+                Ok(Blob {
+                    data: answered?.await?,
+                })
+            }
+        })))
+    }
+
+    async fn unary_call(
+        &self,
+        method: Method,
+        r: Request<Blob>,
+    ) -> std::result::Result<Response<Blob>, Status> {
+        let data = answer_call(self.member()?, method, &r.into_inner().data).await?;
+        Ok(Response::new(Blob { data }))
+    }
+}
+
+/// The leader's answer to a client call a peer made on it (`PeerNetwork::client_call`).
+async fn answer_call(
+    m: &Arc<Member>,
+    method: Method,
+    args: &[u8],
+) -> std::result::Result<Vec<u8>, Status> {
+    fn args_of<T: DeserializeOwned>(args: &[u8]) -> std::result::Result<T, Status> {
+        unpack(args).map_err(|e| Status::invalid_argument(e.message))
+    }
+    Ok(match method {
+        Method::Forward => pack(&m.local_write(args_of(args)?).await),
+        Method::ReadIndex => {
+            let () = args_of(args)?;
+            pack(&m.local_read_index().await)
+        }
+        Method::LeaseTtl => {
+            let (id, refresh): (i64, bool) = args_of(args)?;
+            pack(&m.local_lease_ttl(id, refresh).await)
+        }
+        Method::Campaign => {
+            let () = args_of(args)?;
+            pack(&m.local_campaign().await)
+        }
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "{other:?} is not a client call"
+            )))
+        }
+    })
 }
 
 fn blob<T: Serialize>(value: &T) -> Response<Blob> {
@@ -848,31 +984,40 @@ impl Peer for PeerService {
 
     type AppendEntriesStreamStream = super::grpc::BoxStream<Blob>;
 
-    /// Each request answered in turn, on this stream's own task (no hop per message).
     async fn append_entries_stream(
         &self,
         r: Request<Streaming<Blob>>,
     ) -> std::result::Result<Response<Self::AppendEntriesStreamStream>, Status> {
         let m = self.member()?.clone();
         let network = self.network.clone();
-        let answers = Box::pin(r.into_inner().then(move |blob| {
+        Ok(self.in_turn(r, move |data| {
             let (m, network) = (m.clone(), network.clone());
             async move {
                 let req: AppendEntriesRequest<TypeConfig> =
-                    unpack(&blob?.data).map_err(|e| Status::invalid_argument(e.message))?;
+                    unpack(&data).map_err(|e| Status::invalid_argument(e.message))?;
                 network.admits(req.vote.leader_id.node_id).await?;
-                Ok(Blob {
-                    data: pack(&m.raft().append_entries(req).await),
-                })
+                Ok(pack(&m.raft().append_entries(req).await))
             }
-        }));
-        let mut stopping = self.stopping.subscribe();
-        Ok(Response::new(Box::pin(Until {
-            stream: answers,
-            stop: Box::pin(async move {
-                let _ = stopping.wait_for(|s| *s).await;
-            }),
-        })))
+        }))
+    }
+
+    type CallStreamStream = super::grpc::BoxStream<Blob>;
+
+    async fn call_stream(
+        &self,
+        r: Request<Streaming<Blob>>,
+    ) -> std::result::Result<Response<Self::CallStreamStream>, Status> {
+        let m = self.member()?.clone();
+        Ok(self.in_turn(r, move |data| {
+            let m = m.clone();
+            async move {
+                let method = data
+                    .first()
+                    .and_then(|&tag| Method::CALLS.get(usize::from(tag).wrapping_sub(1)))
+                    .ok_or_else(|| Status::invalid_argument("a call of unknown number"))?;
+                answer_call(&m, *method, &data[1..]).await
+            }
+        }))
     }
 
     async fn install_snapshot(
@@ -886,27 +1031,19 @@ impl Peer for PeerService {
     }
 
     async fn forward(&self, r: Request<Blob>) -> std::result::Result<Response<Blob>, Status> {
-        let m = self.member()?;
-        let cmd: Command = request(r)?;
-        Ok(blob(&m.local_write(cmd).await))
+        self.unary_call(Method::Forward, r).await
     }
 
     async fn read_index(&self, r: Request<Blob>) -> std::result::Result<Response<Blob>, Status> {
-        let m = self.member()?;
-        let () = request(r)?;
-        Ok(blob(&m.local_read_index().await))
+        self.unary_call(Method::ReadIndex, r).await
     }
 
     async fn lease_ttl(&self, r: Request<Blob>) -> std::result::Result<Response<Blob>, Status> {
-        let m = self.member()?;
-        let (id, refresh): (i64, bool) = request(r)?;
-        Ok(blob(&m.local_lease_ttl(id, refresh).await))
+        self.unary_call(Method::LeaseTtl, r).await
     }
 
     async fn campaign(&self, r: Request<Blob>) -> std::result::Result<Response<Blob>, Status> {
-        let m = self.member()?;
-        let () = request(r)?;
-        Ok(blob(&m.local_campaign().await))
+        self.unary_call(Method::Campaign, r).await
     }
 
     /// Answered as soon as the connection carries it (`PeerNetwork::admits`).
@@ -1039,6 +1176,111 @@ mod tests {
             entries: &rpc.entries,
             committed: None,
         });
+    }
+
+    /// A peer server on a free loopback port, its URL, and what stops it. `older`: it
+    /// answers `CallStream` Unimplemented, as a build from before the method.
+    async fn peer_server(older: bool) -> (String, tokio::sync::oneshot::Sender<()>) {
+        #[derive(Clone)]
+        struct Older(PeerServer<PeerService>);
+        impl tonic::server::NamedService for Older {
+            const NAME: &'static str = "etcdcpeer.Peer";
+        }
+        impl tower_service::Service<http::Request<tonic::body::Body>> for Older {
+            type Response = http::Response<tonic::body::Body>;
+            type Error = std::convert::Infallible;
+            type Future = std::pin::Pin<
+                Box<
+                    dyn std::future::Future<
+                            Output = std::result::Result<Self::Response, Self::Error>,
+                        > + Send,
+                >,
+            >;
+            fn poll_ready(
+                &mut self,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::result::Result<(), Self::Error>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+            fn call(&mut self, r: http::Request<tonic::body::Body>) -> Self::Future {
+                if r.uri().path().ends_with("/CallStream") {
+                    let refused = Status::unimplemented("unknown method").into_http();
+                    return Box::pin(async move { Ok(refused) });
+                }
+                let mut inner = self.0.clone();
+                Box::pin(async move { inner.call(r).await })
+            }
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // No member: every call is answered "the member is starting".
+        let service = PeerServer::new(PeerService::new(PeerNetwork::new(BTreeMap::new(), None)));
+        let mut builder = tonic::transport::Server::builder();
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = stopped.await;
+            };
+            if older {
+                builder
+                    .add_service(Older(service))
+                    .serve_with_incoming_shutdown(incoming, stopped)
+                    .await
+            } else {
+                builder
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, stopped)
+                    .await
+            }
+        });
+        (url, stop)
+    }
+
+    /// A forward that provably never reached the leader is NoLeader (proposed again by
+    /// the caller), whatever carried it: the stream of calls, one call to a build without
+    /// that stream, or no connection at all.
+    #[tokio::test]
+    async fn a_forward_that_never_reached_the_leader_may_be_proposed_again() {
+        let forward = |url: String| async move {
+            let net = PeerNetwork::new(BTreeMap::from([(2, url)]), None);
+            let outcome = net.forward_write(2, Command::Batch(Vec::new())).await;
+            let unary = net.unary_calls.lock().unwrap().contains(&2);
+            (outcome.expect_err("no member answers").kind, unary)
+        };
+        let (url, _stop) = peer_server(false).await;
+        assert_eq!(forward(url).await, (ErrorKind::NoLeader, false));
+        // The older build refuses the stream: the call goes unary, and is remembered so.
+        let (url, _stop) = peer_server(true).await;
+        assert_eq!(forward(url).await, (ErrorKind::NoLeader, true));
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", listener.local_addr().unwrap())
+        };
+        assert_eq!(forward(closed).await, (ErrorKind::NoLeader, false));
+    }
+
+    /// A message the stream ended before taking never left: it is refused as unsent (the
+    /// forward may go again), not as an outcome unknown.
+    #[tokio::test]
+    async fn a_message_a_closed_stream_did_not_take_is_unsent() {
+        let net = PeerNetwork::new(BTreeMap::new(), None);
+        let (tx, requests) = tokio::sync::mpsc::channel(1);
+        // The request side is gone, as once the stream's connection closed.
+        drop(requests);
+        let answers = tonic::body::Body::empty();
+        let stream = PeerStream {
+            tx,
+            rx: Streaming::new_empty(tonic_prost::ProstDecoder::<Blob>::default(), answers),
+        };
+        let url = "http://127.0.0.1:1";
+        let called = net
+            .exchange(2, url, Kind::Calls, Some(stream), vec![1], FORWARD_TIMEOUT)
+            .await;
+        assert_eq!(
+            called.err().map(|s| s.message().to_string()),
+            Some(UNSENT.into())
+        );
     }
 
     /// openraft's request takes an early answer only when it carries the same entries

@@ -123,9 +123,17 @@ const FORMAT: u8 = 1;
 
 /// One of our own values as bytes, for the disk or a peer: the format byte, then bincode.
 pub(crate) fn pack<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![FORMAT];
+    pack_after(&[], value)
+}
+
+/// `head`, then what `pack` makes of `value`, in one buffer.
+pub(crate) fn pack_after<T: Serialize>(head: &[u8], value: &T) -> Vec<u8> {
+    let size = bincode::serialized_size(value).unwrap_or(0) as usize;
+    let mut out = Vec::with_capacity(head.len() + 1 + size);
+    out.extend_from_slice(head);
+    out.push(FORMAT);
     // Serializing our own plain types into a Vec cannot fail.
-    out.extend(bincode::serialize(value).unwrap_or_default());
+    let _ = bincode::serialize_into(&mut out, value);
     out
 }
 
