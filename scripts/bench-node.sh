@@ -15,9 +15,11 @@
 # the same while 16 other callers authenticate with a wrong password without pause (the
 # server's bcrypt checks; the CPU column then includes them).
 # `--members 3`: instead, etcd and the node as 3-member clusters (each member its own
-# process, loopback): one caller's serializable range on the leader (the round trip), put at 1, 16 and 256 callers on the leader and 16 on a follower
-# (which forwards), linearizable range on the leader, serializable range on a follower,
-# watch; the CPU column sums every member's CPU per operation (replication included).
+# process, loopback): one caller's serializable range on the leader (the round trip), put at
+# 1, 16 and 256 callers on the leader and at 1 and 16 on a follower (which forwards),
+# linearizable range on the leader and on a follower (which asks the leader for the read
+# index), serializable range on a follower, watch; the CPU column sums every member's CPU
+# per operation (replication included).
 #   scripts/bench-node.sh              # 3 rounds of 2 s per cell
 #   BENCH_SECONDS=5 scripts/bench-node.sh
 #   scripts/bench-node.sh --members 3
@@ -138,8 +140,9 @@ rows="$dir/rows"
 if [ "$MEMBERS" -gt 1 ]; then
   read -r -a etcd_c < <(cluster etcd /usr/bin/etcd); pids+=("${etcd_c[@]:2}")
   read -r -a node_c < <(cluster node "$NODE"); pids+=("${node_c[@]:2}")
-  for cell in "srange@leader 1" "put@leader 1" "put@leader 16" "put@leader 256" "put@follower 16" \
-    "range@leader 16" "srange@follower 16" "watch@leader 16" \
+  for cell in "srange@leader 1" "put@leader 1" "put@leader 16" "put@leader 256" \
+    "put@follower 1" "put@follower 16" "range@leader 16" "range@follower 16" "srange@follower 16" \
+    "watch@leader 16" \
     "fanout1@leader 1" "fanout1000@leader 1" "fanout10000@leader 1" \
     "put100k@leader 16" "range100k@leader 16" "put1m@leader 4" "range1m@leader 4"; do
     set -- $cell
