@@ -293,12 +293,7 @@ impl Member {
     /// Has `f` told of the entries this member appends as the leader, before they are
     /// synced (`PeerNetwork::send_early`).
     pub fn on_leader_append(&self, f: impl Fn(LeaderAppend<'_>) + Send + Sync + 'static) {
-        let me = self.id;
-        self.log.on_append(Box::new(move |a| {
-            if a.vote.leader_id.node_id == me {
-                f(a)
-            }
-        }));
+        self.log.on_append(self.id, Box::new(f));
     }
 
     /// Proposes a change to the auth store; answers once this member applied it.

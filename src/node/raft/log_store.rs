@@ -73,8 +73,9 @@ pub struct LogStore {
     pub stall: Arc<crate::node::wal::Stall>,
     /// How long the write-ahead log's syncs take.
     pub sync_latency: Arc<crate::node::metrics::Histogram>,
-    /// Told of the entries this member appends as the leader, before they are synced.
-    on_append: Arc<std::sync::OnceLock<OnAppend>>,
+    /// This member's id, and what is told of the entries it appends as the leader, before
+    /// they are synced.
+    on_append: Arc<std::sync::OnceLock<(NodeId, OnAppend)>>,
 }
 
 /// Entries a leader appended, handed over before they are synced, so that its followers
@@ -146,10 +147,12 @@ impl LogStore {
         })
     }
 
-    /// Has `f` told of every later batch of entries appended by a leader whose vote this log
-    /// holds as committed (a leader's own entries, before they are synced). Set once.
-    pub fn on_append(&self, f: OnAppend) {
-        let _ = self.on_append.set(f);
+    /// Tells the log it is member `me`'s, and has `f` told of every later batch of entries
+    /// `me` appends as the leader whose vote this log holds as committed, before they are
+    /// synced. A log that knows its member writes the entries it appends as a follower on
+    /// the calling thread (`Wal::submit_here`). Set once.
+    pub fn on_append(&self, me: NodeId, f: OnAppend) {
+        let _ = self.on_append.set((me, f));
     }
 }
 
@@ -299,17 +302,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut inner = self.inner.lock().await;
         let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
-        if let (Some(hook), Some(first)) = (self.on_append.get(), entries.first()) {
+        let mut follower = false;
+        if let (Some((me, hook)), Some(first)) = (self.on_append.get(), entries.first()) {
+            let vote = inner
+                .vote
+                .filter(|v| v.committed && v.leader_id == first.log_id.leader_id);
+            follower = vote.is_some_and(|v| v.leader_id.node_id != *me);
             let index = first.log_id.index;
             let prev = match inner.entries.range(..index).next_back() {
                 Some((&i, k)) if i + 1 == index => Some(Some(k.entry.log_id)),
                 None if inner.purged.map_or(0, |p| p.index + 1) == index => Some(inner.purged),
                 _ => None,
             };
-            let vote = inner
-                .vote
-                .filter(|v| v.committed && v.leader_id == first.log_id.leader_id);
-            if let (Some(vote), Some(prev)) = (vote, prev) {
+            if let (Some(vote), Some(prev)) = (vote.filter(|_| !follower), prev) {
                 hook(LeaderAppend {
                     vote,
                     prev,
@@ -334,10 +339,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             inner.bytes = inner.bytes - dropped + bytes;
             inner.entries.insert(index, Kept { entry, bytes });
         }
-        // Readable now; reported durable once the group commit has synced it.
-        inner.wal.submit(records, move |r| {
+        // Readable now; reported durable once the group commit has synced it — a
+        // follower's at once, on this thread, unless the writer thread has work queued.
+        let done = move |r: crate::error::Result<()>| {
             callback.log_io_completed(r.map_err(|e| std::io::Error::other(e.message)));
-        });
+        };
+        if follower {
+            inner.wal.submit_here(records, done);
+        } else {
+            inner.wal.submit(records, done);
+        }
         Ok(())
     }
 

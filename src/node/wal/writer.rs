@@ -4,7 +4,7 @@
 use std::fs::{self, File};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -171,13 +171,19 @@ impl Writer {
         batches: &[Batch],
         sync: bool,
     ) -> Result<()> {
-        if self.size >= SEGMENT_BYTES {
-            self.roll()?;
-        }
         let groups: Vec<&[Record]> = std::iter::once(hints)
             .chain(batches.iter().map(|b| &b.records[..]))
             .collect();
-        self.write(&groups, sync)?;
+        self.write_groups(&groups, sync)
+    }
+
+    /// Writes `groups` (in a new segment if this one is full), syncs if asked, and deletes
+    /// the segments a purge among them made unneeded.
+    pub(super) fn write_groups(&mut self, groups: &[&[Record]], sync: bool) -> Result<()> {
+        if self.size >= SEGMENT_BYTES {
+            self.roll()?;
+        }
+        self.write(groups, sync)?;
         if let Some(upto) = groups
             .iter()
             .flat_map(|g| g.iter())
@@ -196,7 +202,15 @@ impl Writer {
         std::mem::take(&mut *self.hints.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    pub(super) fn run(mut self, jobs: mpsc::Receiver<Batch>) {
+    /// The writer thread: writes what is queued, a group at a time. `writer` is shared with
+    /// `Wal::submit_here`, which writes on its caller's thread while nothing is queued
+    /// (`queued` counts the batches sent and not yet written).
+    pub(super) fn run(
+        writer: Arc<Mutex<Writer>>,
+        queued: Arc<AtomicUsize>,
+        jobs: mpsc::Receiver<Batch>,
+    ) {
+        let lock = || writer.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             let first = match jobs.recv_timeout(HINT_WAIT) {
                 Ok(b) => b,
@@ -204,9 +218,12 @@ impl Writer {
                 // mark of a batch just answered): written without a sync, they survive the
                 // process being killed, as etcd's commit index does.
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    let hints = self.take_hints();
-                    if !hints.is_empty() {
-                        let _ = self.write_batches(&hints, &[], false);
+                    {
+                        let mut w = lock();
+                        let hints = w.take_hints();
+                        if !hints.is_empty() {
+                            let _ = w.write_batches(&hints, &[], false);
+                        }
                     }
                     match jobs.recv() {
                         Ok(b) => b,
@@ -218,26 +235,32 @@ impl Writer {
             // Group commit: whatever queued while the last sync ran goes in this one.
             let mut batches = vec![first];
             batches.extend(jobs.try_iter());
-            let hints = self.take_hints();
-            let result = loop {
-                match self.write_batches(&hints, &batches, true) {
-                    // No room: the same batches again once there is (nothing was written).
-                    Err(e) if e.kind == ErrorKind::NoSpace && !self.stall.closing() => {
-                        self.stall.set(Some(e));
-                        std::thread::sleep(STALL_RETRY);
+            let result = {
+                let mut w = lock();
+                let hints = w.take_hints();
+                let result = loop {
+                    match w.write_batches(&hints, &batches, true) {
+                        // No room: the same batches again once there is (nothing was written).
+                        Err(e) if e.kind == ErrorKind::NoSpace && !w.stall.closing() => {
+                            w.stall.set(Some(e));
+                            std::thread::sleep(STALL_RETRY);
+                        }
+                        result => break result,
                     }
-                    result => break result,
-                }
+                };
+                w.stall.set(None);
+                queued.fetch_sub(batches.len(), Ordering::AcqRel);
+                result
             };
-            self.stall.set(None);
             for b in batches {
                 (b.done)(result.clone());
             }
         }
         // Closing: the hints that no sync took are written with one of their own.
-        let hints = self.take_hints();
+        let mut w = lock();
+        let hints = w.take_hints();
         if !hints.is_empty() {
-            let _ = self.write_batches(&hints, &[], true);
+            let _ = w.write_batches(&hints, &[], true);
         }
     }
 }
