@@ -216,8 +216,10 @@ impl PeerNetwork {
     /// a leader may write its log in parallel with replicating it). The early request may
     /// carry an older commit index than openraft's; the follower learns the newer one from
     /// the next message. Not sent: what openraft would split (over `MAX_SEND_BYTES`).
-    pub fn send_early(&self, append: LeaderAppend<'_>) {
+    /// Whether the leader has followers it replicates to (none in a one-member cluster).
+    pub fn send_early(&self, append: LeaderAppend<'_>) -> bool {
         let mut early = self.early.lock().unwrap_or_else(|p| p.into_inner());
+        let followed = !early.is_empty();
         let mut payload = None;
         for (&id, peer) in early.iter_mut() {
             let Some((vote, matched, addr)) = &peer.matched else {
@@ -236,7 +238,7 @@ impl PeerNetwork {
                 (bytes.len() <= MAX_SEND_BYTES).then_some(bytes)
             });
             let Some(payload) = payload.clone() else {
-                return;
+                return followed;
             };
             let (tx, rx) = tokio::sync::oneshot::channel();
             peer.flying = true;
@@ -267,6 +269,7 @@ impl PeerNetwork {
                 let _ = tx.send(called);
             });
         }
+        followed
     }
 
     /// The answer to come for an early AppendEntries that is `rpc` but for its commit

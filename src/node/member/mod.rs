@@ -291,8 +291,8 @@ impl Member {
     }
 
     /// Has `f` told of the entries this member appends as the leader, before they are
-    /// synced (`PeerNetwork::send_early`).
-    pub fn on_leader_append(&self, f: impl Fn(LeaderAppend<'_>) + Send + Sync + 'static) {
+    /// synced (`PeerNetwork::send_early`); `f` says whether the leader has followers.
+    pub fn on_leader_append(&self, f: impl Fn(LeaderAppend<'_>) -> bool + Send + Sync + 'static) {
         self.log.on_append(self.id, Box::new(f));
     }
 

@@ -93,8 +93,9 @@ pub struct LeaderAppend<'a> {
     pub committed: Option<LogId<NodeId>>,
 }
 
-/// What `LogStore::on_append` calls; it must not block.
-pub type OnAppend = Box<dyn Fn(LeaderAppend<'_>) + Send + Sync>;
+/// What `LogStore::on_append` calls: whether the leader has followers to replicate to. It
+/// must not block.
+pub type OnAppend = Box<dyn Fn(LeaderAppend<'_>) -> bool + Send + Sync>;
 
 impl LogStore {
     /// Opens the log in `dir`, with what the write-ahead log held.
@@ -149,8 +150,9 @@ impl LogStore {
 
     /// Tells the log it is member `me`'s, and has `f` told of every later batch of entries
     /// `me` appends as the leader whose vote this log holds as committed, before they are
-    /// synced. A log that knows its member writes the entries it appends as a follower on
-    /// the calling thread (`Wal::submit_here`). Set once.
+    /// synced; `f` says whether `me` has followers to send them to. A log that knows its
+    /// member writes the entries it appends as a follower, or as a leader without
+    /// followers, on the calling thread (`Wal::submit_here`). Set once.
     pub fn on_append(&self, me: NodeId, f: OnAppend) {
         let _ = self.on_append.set((me, f));
     }
@@ -302,7 +304,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut inner = self.inner.lock().await;
         let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
-        let mut follower = false;
+        let (mut follower, mut alone) = (false, false);
         if let (Some((me, hook)), Some(first)) = (self.on_append.get(), entries.first()) {
             let vote = inner
                 .vote
@@ -315,7 +317,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 _ => None,
             };
             if let (Some(vote), Some(prev)) = (vote.filter(|_| !follower), prev) {
-                hook(LeaderAppend {
+                alone = !hook(LeaderAppend {
                     vote,
                     prev,
                     entries: &entries,
@@ -339,12 +341,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             inner.bytes = inner.bytes - dropped + bytes;
             inner.entries.insert(index, Kept { entry, bytes });
         }
-        // Readable now; reported durable once the group commit has synced it — a
-        // follower's at once, on this thread, unless the writer thread has work queued.
+        // Readable now; reported durable once the group commit has synced it — at once, on
+        // this thread, unless the writer thread has work queued, when no leader's sync is
+        // to overlap with its followers': a follower's, or a leader's without followers.
         let done = move |r: crate::error::Result<()>| {
             callback.log_io_completed(r.map_err(|e| std::io::Error::other(e.message)));
         };
-        if follower {
+        if follower || alone {
             inner.wal.submit_here(records, done);
         } else {
             inner.wal.submit(records, done);

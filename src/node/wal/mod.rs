@@ -221,9 +221,11 @@ impl Wal {
     /// `submit`, but written and synced on the calling thread when nothing is queued for
     /// the writer thread and it is not writing: no hand-off to that thread and back, two
     /// wake-ups that cost this 2-core machine about 40-50 µs each (`perf sched latency`).
-    /// For a follower's appends, which come one AppendEntries at a time, so no group is
-    /// lost; the caller's thread waits out the sync. With no room on the disk the batch
-    /// goes to the writer thread, which waits for room.
+    /// For the appends of a follower and of a leader without followers: openraft waits for
+    /// each append to be synced before the next, so no group is lost, and the caller's
+    /// thread waits out the sync (a leader with followers sends them its entries meanwhile,
+    /// so its appends go to the writer thread). With no room on the disk the batch goes to
+    /// the writer thread, which waits for room.
     pub fn submit_here(
         &self,
         records: Vec<Record>,
