@@ -34,6 +34,9 @@ pub(super) struct Writer {
     pub(super) committed: Option<Vec<u8>>,
     pub(super) purged: Option<(u64, Vec<u8>)>,
     pub(super) syncs: Arc<Histogram>,
+    /// How long the last sync took (`Wal::submit_here` writes on its caller's thread only
+    /// while syncs are quick).
+    pub(super) last_sync: std::time::Duration,
     pub(super) stall: Arc<Stall>,
     /// Cleared by `Wal::unsafe_no_fsync`.
     pub(super) fsync: Arc<AtomicBool>,
@@ -129,7 +132,8 @@ impl Writer {
                 self.poisoned = Some(e.clone());
                 return Err(e);
             }
-            self.syncs.observe(started.elapsed());
+            self.last_sync = started.elapsed();
+            self.syncs.observe(self.last_sync);
         }
         let seq = self.active().seq;
         let mut places = self.places.lock().unwrap_or_else(|p| p.into_inner());
