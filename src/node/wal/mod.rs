@@ -41,11 +41,11 @@ use record::{FRAME, MAGIC};
 pub use segment::Recovered;
 use segment::*;
 pub use writer::Stall;
+use writer::*;
 
 /// The longest last sync after which `Wal::submit_here` still syncs on its caller's thread.
 /// An SSD's `fdatasync` takes 0.1-1 ms (146 µs here), a spinning disk's 5-20 ms.
 const HERE_SYNC_MAX: Duration = Duration::from_millis(1);
-use writer::*;
 
 /// Entries read back, by index, and whether the read stopped at its budget before `to`.
 pub struct Entries {

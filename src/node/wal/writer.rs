@@ -36,7 +36,7 @@ pub(super) struct Writer {
     pub(super) syncs: Arc<Histogram>,
     /// How long the last sync took (`Wal::submit_here` writes on its caller's thread only
     /// while syncs are quick).
-    pub(super) last_sync: std::time::Duration,
+    pub(super) last_sync: Duration,
     pub(super) stall: Arc<Stall>,
     /// Cleared by `Wal::unsafe_no_fsync`.
     pub(super) fsync: Arc<AtomicBool>,
