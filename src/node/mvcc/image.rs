@@ -2,7 +2,12 @@
 //! self-contained, streamed both ways so that a large store is never held twice in memory.
 
 use std::collections::BTreeSet;
+use std::io::Write;
+use std::ops::Bound::{Excluded, Unbounded};
+use std::ops::Deref;
 use std::path::Path;
+
+use prost::Message;
 
 use super::{cost, spill_superseded, Attributes, LeaseEntry, Mvcc, Revision, Version};
 use crate::error::{Error, ErrorKind, Result};
@@ -28,39 +33,72 @@ impl Mvcc {
     }
 
     /// `image`, written to `out` as it goes: a snapshot file is streamed, never held whole.
-    pub fn write_image(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        use prost::Message;
-        fn put(out: &mut impl std::io::Write, v: u64) -> std::io::Result<()> {
-            out.write_all(&v.to_be_bytes())
+    pub fn write_image(&self, out: &mut impl Write) -> std::io::Result<()> {
+        write_image_in_turns(|| self, usize::MAX, out)
+    }
+}
+
+/// `Mvcc::write_image` of the store as it stands at the first `turn()`, holding the store
+/// for at most about `per_turn` versions at a time: each `turn()` gives the store (a read
+/// lock's guard), dropped before the next, so that writes go on between turns. Writes only
+/// add versions newer than the image's revision, which it leaves out; a compaction removes
+/// older ones, so one between two turns ends the image with `ErrorKind::Interrupted` (to be
+/// written again, in one turn).
+pub fn write_image_in_turns<G: Deref<Target = Mvcc>>(
+    mut turn: impl FnMut() -> G,
+    per_turn: usize,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let first = turn();
+    let (rev, compacted, count) = (first.rev, first.compacted, first.keys.len());
+    out.write_all(&[IMAGE_FORMAT])?;
+    num(out, rev as u64)?;
+    num(out, compacted as u64)?;
+    num(out, first.leases.len() as u64)?;
+    for (id, l) in &first.leases {
+        num(out, *id as u64)?;
+        num(out, l.ttl as u64)?;
+        num(out, l.keys.len() as u64)?;
+        for k in &l.keys {
+            bytes(out, k)?;
         }
-        fn bytes(out: &mut impl std::io::Write, b: &[u8]) -> std::io::Result<()> {
-            put(out, b.len() as u64)?;
-            out.write_all(b)
+    }
+    // What follows the keys, as it is now.
+    let mut tail = Vec::new();
+    first.write_tail(&mut tail)?;
+    num(out, count as u64)?;
+    let (mut store, mut after, mut written) = (Some(first), None::<Vec<u8>>, 0);
+    let mut kv_bytes = Vec::new();
+    loop {
+        let m = match store.take() {
+            Some(m) => m,
+            None => turn(),
+        };
+        if m.compacted != compacted {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "a compaction came while the store's image was written",
+            ));
         }
-        out.write_all(&[IMAGE_FORMAT])?;
-        put(out, self.rev as u64)?;
-        put(out, self.compacted as u64)?;
-        put(out, self.leases.len() as u64)?;
-        for (id, l) in &self.leases {
-            put(out, *id as u64)?;
-            put(out, l.ttl as u64)?;
-            put(out, l.keys.len() as u64)?;
-            for k in &l.keys {
-                bytes(out, k)?;
+        let keys = match &after {
+            None => m.keys.range::<[u8], _>(..),
+            Some(k) => m.keys.range::<[u8], _>((Excluded(&k[..]), Unbounded)),
+        };
+        let mut versions_now = 0;
+        after = None;
+        for (key, versions) in keys {
+            // The versions at `rev` and before: none for a key created since.
+            let at = versions.partition_point(|v| v.rev.main <= rev);
+            if at == 0 {
+                continue;
             }
-        }
-        put(out, self.keys.len() as u64)?;
-        let mut kv_bytes = Vec::new();
-        for (key, versions) in &self.keys {
+            written += 1;
             bytes(out, key)?;
-            put(out, versions.len() as u64)?;
-            for v in versions {
-                put(out, v.rev.main as u64)?;
-                put(out, v.rev.sub as u64)?;
-                match self
-                    .kv(key, v)
-                    .map_err(|e| std::io::Error::other(e.message))?
-                {
+            num(out, at as u64)?;
+            for v in &versions[..at] {
+                num(out, v.rev.main as u64)?;
+                num(out, v.rev.sub as u64)?;
+                match m.kv(key, v).map_err(|e| std::io::Error::other(e.message))? {
                     Some(kv) => {
                         out.write_all(&[1])?;
                         kv_bytes.clear();
@@ -70,28 +108,57 @@ impl Mvcc {
                     None => out.write_all(&[0])?,
                 }
             }
+            versions_now += at;
+            if versions_now >= per_turn {
+                after = Some(key.clone());
+                break;
+            }
         }
-        put(out, self.alarms.len() as u64)?;
+        if after.is_none() {
+            break;
+        }
+    }
+    if written != count {
+        // Only a compaction removes keys, and it was checked for at every turn.
+        return Err(std::io::Error::other(format!(
+            "the store's image has {written} keys, not the {count} it announced"
+        )));
+    }
+    out.write_all(&tail)
+}
+
+fn num(out: &mut impl Write, v: u64) -> std::io::Result<()> {
+    out.write_all(&v.to_be_bytes())
+}
+
+fn bytes(out: &mut impl Write, b: &[u8]) -> std::io::Result<()> {
+    num(out, b.len() as u64)?;
+    out.write_all(b)
+}
+
+impl Mvcc {
+    /// The image's part after the keys: alarms, members, auth and mirror.
+    fn write_tail(&self, out: &mut impl Write) -> std::io::Result<()> {
+        num(out, self.alarms.len() as u64)?;
         for (member, alarm) in &self.alarms {
-            put(out, *member)?;
-            put(out, *alarm as u64)?;
+            num(out, *member)?;
+            num(out, *alarm as u64)?;
         }
-        put(out, self.attributes.len() as u64)?;
+        num(out, self.attributes.len() as u64)?;
         for (id, a) in &self.attributes {
-            put(out, *id)?;
+            num(out, *id)?;
             bytes(out, a.name.as_bytes())?;
-            put(out, a.client_urls.len() as u64)?;
+            num(out, a.client_urls.len() as u64)?;
             for url in &a.client_urls {
                 bytes(out, url.as_bytes())?;
             }
         }
-        put(out, self.removed.len() as u64)?;
+        num(out, self.removed.len() as u64)?;
         for id in &self.removed {
-            put(out, *id)?;
+            num(out, *id)?;
         }
         bytes(out, &crate::node::raft::pack(&self.auth))?;
-        bytes(out, &crate::node::raft::pack(&self.mirror))?;
-        Ok(())
+        bytes(out, &crate::node::raft::pack(&self.mirror))
     }
 
     /// A store from `image`'s bytes, all in memory (the node reads with `read_image`).
@@ -104,7 +171,6 @@ impl Mvcc {
     /// new history file in `history.0` (written every `history.1` bytes) key by key as they
     /// are read: neither the snapshot nor the store's whole history is ever in memory.
     pub fn read_image(data: impl std::io::Read, history: Option<(&Path, usize)>) -> Result<Mvcc> {
-        use prost::Message;
         let mut r = Reader { data };
         let format = r.byte()?;
         if !(1..=IMAGE_FORMAT).contains(&format) {

@@ -28,6 +28,7 @@ use crate::pb::mvccpb::{Event, KeyValue};
 
 mod backend;
 mod image;
+pub use image::write_image_in_turns;
 pub mod request;
 #[cfg(test)]
 mod tests;

@@ -374,3 +374,75 @@ fn a_mirror_applies_each_source_revision_once_at_its_revision() {
     let late = mirror.mirrored(source.revision() + 1, revisions[0].clone(), &[]);
     assert_eq!(late.unwrap_err().kind, ErrorKind::FailedPrecondition);
 }
+
+/// An image written in turns, with writes between them, is the image of the store as it
+/// was at the first turn (writes add only newer versions, which it leaves out); a
+/// compaction between two turns interrupts it.
+#[test]
+fn an_image_written_in_turns_is_the_store_at_its_first_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Mvcc::new();
+    // Superseded values in the file at once: the turns read them there.
+    m.keep_history_in_pieces(dir.path(), 1).unwrap();
+    m.lease_grant(3, 60, 2).unwrap();
+    for i in 0..60 {
+        put(&mut m, &format!("k{}", i % 20), &format!("v{i}"));
+    }
+    m.put(PutRequest {
+        key: "leased".into(),
+        value: "x".into(),
+        lease: 3,
+        ..Default::default()
+    })
+    .unwrap();
+    m.delete_range(DeleteRangeRequest {
+        key: "k1".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let before = m.image();
+    let store = std::cell::RefCell::new(m);
+    let (s, mut turns) = (&store, 0);
+    let mut out = Vec::new();
+    write_image_in_turns(
+        || {
+            turns += 1;
+            if turns > 1 {
+                // Panics if the image still held the store from the turn before.
+                let mut m = s.borrow_mut();
+                put(&mut m, &format!("k{}", turns % 25), "later");
+                put(&mut m, &format!("new{turns}"), "later");
+                m.delete_range(DeleteRangeRequest {
+                    key: format!("k{}", turns % 20).into_bytes(),
+                    ..Default::default()
+                })
+                .unwrap();
+                m.lease_grant(100 + turns, 60, 2).unwrap();
+                m.set_alarm(turns as u64, ALARM_NOSPACE, true);
+            }
+            s.borrow()
+        },
+        3,
+        &mut out,
+    )
+    .unwrap();
+    assert!(turns > 10, "{turns} turns");
+    assert_eq!(out, before);
+
+    let mut turns = 0;
+    let interrupted = write_image_in_turns(
+        || {
+            turns += 1;
+            if turns == 3 {
+                let mut m = s.borrow_mut();
+                let at = m.revision() - 1;
+                m.compact(at).unwrap();
+            }
+            s.borrow()
+        },
+        3,
+        &mut Vec::new(),
+    )
+    .unwrap_err();
+    assert_eq!(interrupted.kind(), std::io::ErrorKind::Interrupted);
+}

@@ -8,7 +8,7 @@ use openraft::{BasicNode, SnapshotMeta, StoredMembership, Vote};
 
 use super::{pack, NodeId, FORMAT};
 use crate::error::{Error, ErrorKind, Result};
-use crate::node::mvcc::Mvcc;
+use crate::node::mvcc::{write_image_in_turns, Mvcc};
 use crate::node::wal::{Record, Wal};
 
 /// The member's snapshot file: `crc32 (big endian) | FORMAT | bincode(meta) | the store's
@@ -27,6 +27,16 @@ pub(super) fn write_snapshot_stream(
     meta: &SnapshotMeta<NodeId, BasicNode>,
     mvcc: &Mvcc,
 ) -> std::io::Result<()> {
+    write_snapshot_in_turns(out, meta, || mvcc, usize::MAX)
+}
+
+/// `write_snapshot_stream`, the store held one turn at a time (`write_image_in_turns`).
+pub(super) fn write_snapshot_in_turns<G: std::ops::Deref<Target = Mvcc>>(
+    out: &mut (impl Write + Seek),
+    meta: &SnapshotMeta<NodeId, BasicNode>,
+    turn: impl FnMut() -> G,
+    per_turn: usize,
+) -> std::io::Result<()> {
     let start = out.stream_position()?;
     let mut head = pack(meta);
     out.seek(SeekFrom::Current(4 + head.len() as i64 + 8))?;
@@ -36,7 +46,7 @@ pub(super) fn write_snapshot_stream(
             crc: crc32fast::Hasher::new(),
             len: 0,
         };
-        mvcc.write_image(&mut store)?;
+        write_image_in_turns(turn, per_turn, &mut store)?;
         store.inner.flush()?;
         (store.crc.clone(), store.len)
     };

@@ -10,11 +10,11 @@ use openraft::{
     StoredMembership,
 };
 use prost::Message;
-use tokio::sync::RwLock;
+use tokio::sync::{RwLock, RwLockReadGuard};
 
 use super::snapshot::{
-    load_snapshot, read_head, read_snapshot, receiving_path, snapshot_path, write_snapshot_stream,
-    write_snapshot_with, Backup,
+    load_snapshot, read_head, read_snapshot, receiving_path, snapshot_path,
+    write_snapshot_in_turns, write_snapshot_with, Backup,
 };
 use super::{pack, Command, NodeId, Outcome, Raft, StorageResult, TypeConfig};
 use crate::error::{Error, ErrorKind, Result};
@@ -334,35 +334,56 @@ pub(super) fn apply_command(
     Ok(answer)
 }
 
+/// Versions written into a snapshot per hold of the store: about a millisecond, which
+/// writes wait at most.
+const SNAPSHOT_TURN: usize = 1024;
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
         // On disk and synced before openraft may purge the log behind it; the file is
         // replaced under `current`'s write lock (taken before the store's, as everywhere), so
         // a reader of `current` finds its file.
         let mut current = self.current.write().await;
-        let state = self.state.clone().read_owned().await;
-        let meta = SnapshotMeta {
-            last_log_id: state.last_applied,
-            last_membership: state.membership.clone(),
-            snapshot_id: state.last_applied.map_or_else(
-                || "empty".to_string(),
-                |l| format!("{}-{}", l.leader_id, l.index),
-            ),
-        };
-        let (dir, written) = (self.dir.clone(), meta.clone());
-        // The store's read lock is held while it is written (writes wait, reads go on), and
-        // released before the sync.
+        let (state, dir) = (self.state.clone(), self.dir.clone());
+        // The store is held a turn at a time while it is written (writes go on between turns,
+        // reads throughout), and not at all while the file is synced.
         let write = move || {
-            write_snapshot_with(&dir, |f| {
-                let streamed = write_snapshot_stream(f, &written, &state.mvcc);
-                drop(state);
-                streamed
-            })
+            let mut per_turn = SNAPSHOT_TURN;
+            loop {
+                let first = state.blocking_read();
+                let meta = SnapshotMeta {
+                    last_log_id: first.last_applied,
+                    last_membership: first.membership.clone(),
+                    snapshot_id: first.last_applied.map_or_else(
+                        || "empty".to_string(),
+                        |l| format!("{}-{}", l.leader_id, l.index),
+                    ),
+                };
+                let mut first = Some(RwLockReadGuard::map(first, |a| &a.mvcc));
+                let turn = || {
+                    first
+                        .take()
+                        .unwrap_or_else(|| RwLockReadGuard::map(state.blocking_read(), |a| &a.mvcc))
+                };
+                let mut compacted = false;
+                let written = write_snapshot_with(&dir, |f| {
+                    let streamed = write_snapshot_in_turns(f, &meta, turn, per_turn);
+                    compacted =
+                        matches!(&streamed, Err(e) if e.kind() == std::io::ErrorKind::Interrupted);
+                    streamed
+                });
+                if compacted && per_turn != usize::MAX {
+                    // Again, in one turn: a compaction cannot come between turns then.
+                    per_turn = usize::MAX;
+                    continue;
+                }
+                return (meta, written);
+            }
         };
-        tokio::task::spawn_blocking(write)
+        let (meta, written) = tokio::task::spawn_blocking(write)
             .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        written.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         *current = Some(meta.clone());
         let file = tokio::fs::File::open(snapshot_path(&self.dir))
             .await
