@@ -6,7 +6,8 @@
 //!   soak MINUTES NODE_BIN [ETCD_BIN] [RUN_SECONDS]
 //!
 //! `SOAK_FAULTS` (e.g. `"power loss,power all"`) runs only the faults it names; an empty
-//! NODE_BIN runs etcd alone.
+//! NODE_BIN runs etcd alone. `SOAK_FLAGS` (e.g. `"--snapshot-count 1000"`): more flags for
+//! every member of both servers.
 #![allow(dead_code)]
 
 #[path = "../tests/support/etcd.rs"]
@@ -67,6 +68,11 @@ async fn main() {
         .filter_map(|(s, bin)| Some((s, bin?)))
         .collect();
     assert!(!servers.is_empty(), "neither NODE_BIN nor ETCD_BIN");
+    let flags: Vec<String> = std::env::var("SOAK_FLAGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
     let mut rows: BTreeMap<(&'static str, Fault), Row> = BTreeMap::new();
     let mut seed = 1u64;
     let mut failed = false;
@@ -85,7 +91,7 @@ async fn main() {
                     unique_writers: 2,
                     watchers: 2,
                     seed,
-                    flags: Vec::new(),
+                    flags: flags.clone(),
                 };
                 let Some(r) = nemesis::run(*server, bin.clone(), 3, plan).await else {
                     eprintln!(

@@ -5,8 +5,9 @@
 # and fault. Exits non-zero if any run found an anomaly.
 #   scripts/soak-node.sh MINUTES [RUN_SECONDS]
 #   NODE_BIN=/tmp/etcdc-node-old scripts/soak-node.sh 5     # another build of the node
+#   SOAK_FLAGS="--snapshot-count 1000" scripts/soak-node.sh 5  # more flags for every member
 set -euo pipefail
-[ $# -ge 1 ] || { sed -n 2,8p "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,9p "$0"; exit 2; }
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 cargo build --release --locked --bin etcdc-node --example soak
