@@ -127,26 +127,31 @@ impl History {
 
     /// The value at `at`.
     pub fn read(&self, at: Spilled) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_into(at, &mut out)?;
+        Ok(out)
+    }
+
+    /// `read`, into `out` (cleared first): a reader of many values reuses one buffer.
+    pub fn read_into(&self, at: Spilled, out: &mut Vec<u8>) -> Result<()> {
         let len = at.len as usize;
+        out.clear();
         if at.offset >= self.written {
             let start = (at.offset - self.written) as usize;
-            return self
-                .pending
-                .get(start..start + len)
-                .map(<[u8]>::to_vec)
-                .ok_or_else(|| {
-                    io(
-                        "a value beyond the end of",
-                        &self.path,
-                        std::io::ErrorKind::UnexpectedEof.into(),
-                    )
-                });
+            let value = self.pending.get(start..start + len).ok_or_else(|| {
+                io(
+                    "a value beyond the end of",
+                    &self.path,
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                )
+            })?;
+            out.extend_from_slice(value);
+            return Ok(());
         }
-        let mut out = vec![0; len];
+        out.resize(len, 0);
         self.file
-            .read_exact_at(&mut out, at.offset)
-            .map_err(|e| io("cannot read", &self.path, e))?;
-        Ok(out)
+            .read_exact_at(out, at.offset)
+            .map_err(|e| io("cannot read", &self.path, e))
     }
 
     /// Forgets the values superseded at `revision` or before: the file's prefix that holds

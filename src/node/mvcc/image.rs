@@ -9,7 +9,7 @@ use std::path::Path;
 
 use prost::Message;
 
-use super::{cost, spill_superseded, Attributes, LeaseEntry, Mvcc, Revision, Version};
+use super::{cost, spill_superseded, Attributes, LeaseEntry, Mvcc, Revision, Value, Version};
 use crate::error::{Error, ErrorKind, Result};
 use crate::node::history::History;
 use crate::pb::mvccpb::KeyValue;
@@ -34,7 +34,7 @@ impl Mvcc {
 
     /// `image`, written to `out` as it goes: a snapshot file is streamed, never held whole.
     pub fn write_image(&self, out: &mut impl Write) -> std::io::Result<()> {
-        write_image_in_turns(|| self, usize::MAX, out)
+        write_image_in_turns(|| self, usize::MAX, out).map(drop)
     }
 }
 
@@ -43,12 +43,12 @@ impl Mvcc {
 /// lock's guard), dropped before the next, so that writes go on between turns. Writes only
 /// add versions newer than the image's revision, which it leaves out; a compaction removes
 /// older ones, so one between two turns ends the image with `ErrorKind::Interrupted` (to be
-/// written again, in one turn).
+/// written again, in one turn). Says how many versions it wrote.
 pub fn write_image_in_turns<G: Deref<Target = Mvcc>>(
     mut turn: impl FnMut() -> G,
     per_turn: usize,
     out: &mut impl Write,
-) -> std::io::Result<()> {
+) -> std::io::Result<u64> {
     let first = turn();
     let (rev, compacted, count) = (first.rev, first.compacted, first.keys.len());
     out.write_all(&[IMAGE_FORMAT])?;
@@ -67,8 +67,9 @@ pub fn write_image_in_turns<G: Deref<Target = Mvcc>>(
     let mut tail = Vec::new();
     first.write_tail(&mut tail)?;
     num(out, count as u64)?;
-    let (mut store, mut after, mut written) = (Some(first), None::<Vec<u8>>, 0);
-    let mut kv_bytes = Vec::new();
+    let (mut store, mut after, mut written, mut versions_written) =
+        (Some(first), None::<Vec<u8>>, 0, 0);
+    let (mut spilled, mut scratch) = (Vec::new(), Vec::new());
     loop {
         let m = match store.take() {
             Some(m) => m,
@@ -98,17 +99,29 @@ pub fn write_image_in_turns<G: Deref<Target = Mvcc>>(
             for v in &versions[..at] {
                 num(out, v.rev.main as u64)?;
                 num(out, v.rev.sub as u64)?;
-                match m.kv(key, v).map_err(|e| std::io::Error::other(e.message))? {
-                    Some(kv) => {
+                match &v.value {
+                    Some(value) => {
                         out.write_all(&[1])?;
-                        kv_bytes.clear();
-                        kv.encode(&mut kv_bytes).map_err(std::io::Error::other)?;
-                        bytes(out, &kv_bytes)?;
+                        let value = match value {
+                            Value::Mem(b) => &b[..],
+                            Value::Spilled(at) => {
+                                let past = m.past.as_ref().ok_or_else(|| {
+                                    std::io::Error::other(
+                                        "a value is in a history file the store no longer has",
+                                    )
+                                })?;
+                                past.read_into(*at, &mut spilled)
+                                    .map_err(|e| std::io::Error::other(e.message))?;
+                                &spilled[..]
+                            }
+                        };
+                        write_kv(out, key, v, value, &mut scratch)?;
                     }
                     None => out.write_all(&[0])?,
                 }
             }
             versions_now += at;
+            versions_written += at as u64;
             if versions_now >= per_turn {
                 after = Some(key.clone());
                 break;
@@ -124,7 +137,68 @@ pub fn write_image_in_turns<G: Deref<Target = Mvcc>>(
             "the store's image has {written} keys, not the {count} it announced"
         )));
     }
-    out.write_all(&tail)
+    out.write_all(&tail)?;
+    Ok(versions_written)
+}
+
+/// `bytes` of the `KeyValue` that version `v` of `key` is (prost's encoding, fields in
+/// order, zeros and empty values left out), written without building the message: the key
+/// and value are not copied on the way.
+fn write_kv(
+    out: &mut impl Write,
+    key: &[u8],
+    v: &Version,
+    value: &[u8],
+    scratch: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+    let ints = [(2, v.create_revision), (3, v.rev.main), (4, v.version)];
+    let field = |tag, len: usize| key_len(tag) + encoded_len_varint(len as u64) + len;
+    let int = |tag, n: i64| {
+        if n == 0 {
+            0
+        } else {
+            key_len(tag) + encoded_len_varint(n as u64)
+        }
+    };
+    let len = if key.is_empty() {
+        0
+    } else {
+        field(1, key.len())
+    } + ints.iter().map(|&(tag, n)| int(tag, n)).sum::<usize>()
+        + if value.is_empty() {
+            0
+        } else {
+            field(5, value.len())
+        }
+        + int(6, v.lease);
+    num(out, len as u64)?;
+    let bytes_head = |scratch: &mut Vec<u8>, tag, len: usize| {
+        encode_key(tag, WireType::LengthDelimited, scratch);
+        encode_varint(len as u64, scratch);
+    };
+    scratch.clear();
+    if !key.is_empty() {
+        bytes_head(scratch, 1, key.len());
+        out.write_all(scratch)?;
+        out.write_all(key)?;
+        scratch.clear();
+    }
+    for (tag, n) in ints {
+        if n != 0 {
+            prost::encoding::int64::encode(tag, &n, scratch);
+        }
+    }
+    if !value.is_empty() {
+        bytes_head(scratch, 5, value.len());
+        out.write_all(scratch)?;
+        out.write_all(value)?;
+        scratch.clear();
+    }
+    if v.lease != 0 {
+        prost::encoding::int64::encode(6, &v.lease, scratch);
+    }
+    out.write_all(scratch)
 }
 
 fn num(out: &mut impl Write, v: u64) -> std::io::Result<()> {
@@ -290,5 +364,45 @@ impl<R: std::io::Read> Reader<R> {
             return Err(bad_image());
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `write_kv` writes what prost writes for the `KeyValue`, zeros and empty parts too.
+    #[test]
+    fn a_version_is_written_as_prost_encodes_its_key_value() {
+        let mut scratch = Vec::new();
+        for (key, value, ints) in [
+            (&b"k"[..], &b"v"[..], [1, 2, 3, 4]),
+            (b"", b"", [0, 0, 0, 0]),
+            (b"key", b"", [5, 0, 1, -1]),
+            (&[7; 300][..], &[9; 200][..], [i64::MAX, 1 << 40, 0, 77]),
+        ] {
+            let v = Version {
+                rev: Revision {
+                    main: ints[1],
+                    sub: 0,
+                },
+                create_revision: ints[0],
+                version: ints[2],
+                lease: ints[3],
+                value: None,
+            };
+            let kv = KeyValue {
+                key: key.to_vec(),
+                create_revision: ints[0],
+                mod_revision: ints[1],
+                version: ints[2],
+                value: value.to_vec(),
+                lease: ints[3],
+            };
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            write_kv(&mut ours, key, &v, value, &mut scratch).unwrap();
+            bytes(&mut theirs, &kv.encode_to_vec()).unwrap();
+            assert_eq!(ours, theirs, "{kv:?}");
+        }
     }
 }

@@ -27,28 +27,29 @@ pub(super) fn write_snapshot_stream(
     meta: &SnapshotMeta<NodeId, BasicNode>,
     mvcc: &Mvcc,
 ) -> std::io::Result<()> {
-    write_snapshot_in_turns(out, meta, || mvcc, usize::MAX)
+    write_snapshot_in_turns(out, meta, || mvcc, usize::MAX).map(drop)
 }
 
 /// `write_snapshot_stream`, the store held one turn at a time (`write_image_in_turns`).
+/// Says how many versions it wrote.
 pub(super) fn write_snapshot_in_turns<G: std::ops::Deref<Target = Mvcc>>(
     out: &mut (impl Write + Seek),
     meta: &SnapshotMeta<NodeId, BasicNode>,
     turn: impl FnMut() -> G,
     per_turn: usize,
-) -> std::io::Result<()> {
+) -> std::io::Result<u64> {
     let start = out.stream_position()?;
     let mut head = pack(meta);
     out.seek(SeekFrom::Current(4 + head.len() as i64 + 8))?;
-    let (store_crc, len) = {
+    let (store_crc, len, versions) = {
         let mut store = Hashing {
             inner: std::io::BufWriter::with_capacity(1 << 20, &mut *out),
             crc: crc32fast::Hasher::new(),
             len: 0,
         };
-        write_image_in_turns(turn, per_turn, &mut store)?;
+        let versions = write_image_in_turns(turn, per_turn, &mut store)?;
         store.inner.flush()?;
-        (store.crc.clone(), store.len)
+        (store.crc.clone(), store.len, versions)
     };
     head.extend_from_slice(&len.to_le_bytes());
     let mut crc = crc32fast::Hasher::new();
@@ -58,7 +59,7 @@ pub(super) fn write_snapshot_in_turns<G: std::ops::Deref<Target = Mvcc>>(
     out.write_all(&crc.finalize().to_be_bytes())?;
     out.write_all(&head)?;
     out.seek(SeekFrom::Current(len as i64))?;
-    Ok(())
+    Ok(versions)
 }
 
 /// A writer that counts and checksums what passes through it.

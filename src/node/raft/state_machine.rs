@@ -61,23 +61,40 @@ pub struct StateMachine {
 
 /// etcd's `--snapshot-count` counts requests; an entry here packs many (a batch), so
 /// openraft's count of entries would let the log — kept in memory until a snapshot — grow
-/// to `count` batches. This counts the requests applied and says when a snapshot is due.
+/// to `count` batches. This counts the requests applied and says when a snapshot is due:
+/// after `every` of them, and after no fewer than half the versions the last snapshot
+/// wrote. A snapshot writes every version the store holds (etcd's writes only what its
+/// backend lacks), so at a fixed count a store whose history grows would write it again and
+/// again; this way a request makes a snapshot write at most about two versions, however
+/// large the store.
 #[derive(Default)]
 pub struct SnapshotDue {
     applied: std::sync::atomic::AtomicU64,
     every: std::sync::atomic::AtomicU64,
+    /// Versions in the last snapshot this member wrote.
+    written: std::sync::atomic::AtomicU64,
     closed: std::sync::atomic::AtomicBool,
     wake: tokio::sync::Notify,
 }
 
 impl SnapshotDue {
-    fn applied(&self, requests: u64) {
+    /// Counts `requests` applied; true when that made a snapshot due.
+    fn applied(&self, requests: u64) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         let every = self.every.load(Relaxed);
-        if every > 0 && self.applied.fetch_add(requests, Relaxed) + requests >= every {
+        let due = every.max(self.written.load(Relaxed) / 2);
+        if every > 0 && self.applied.fetch_add(requests, Relaxed) + requests >= due {
             self.applied.store(0, Relaxed);
             self.wake.notify_one();
+            return true;
         }
+        false
+    }
+
+    /// A snapshot of `versions` versions was written.
+    fn wrote(&self, versions: u64) {
+        self.written
+            .store(versions, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Takes a snapshot every `every` applied requests until `close`.
@@ -365,25 +382,28 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                         .take()
                         .unwrap_or_else(|| RwLockReadGuard::map(state.blocking_read(), |a| &a.mvcc))
                 };
-                let mut compacted = false;
+                let (mut compacted, mut versions) = (false, 0);
                 let written = write_snapshot_with(&dir, |f| {
                     let streamed = write_snapshot_in_turns(f, &meta, turn, per_turn);
                     compacted =
                         matches!(&streamed, Err(e) if e.kind() == std::io::ErrorKind::Interrupted);
-                    streamed
+                    versions = *streamed.as_ref().unwrap_or(&0);
+                    streamed.map(drop)
                 });
                 if compacted && per_turn != usize::MAX {
                     // Again, in one turn: a compaction cannot come between turns then.
                     per_turn = usize::MAX;
                     continue;
                 }
-                return (meta, written);
+                return (meta, written.map(|_| versions));
             }
         };
         let (meta, written) = tokio::task::spawn_blocking(write)
             .await
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        written.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let versions =
+            written.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.due.wrote(versions);
         *current = Some(meta.clone());
         let file = tokio::fs::File::open(snapshot_path(&self.dir))
             .await
@@ -599,6 +619,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 mod tests {
     use super::*;
     use crate::node::auth::AuthCommand;
+
+    /// A snapshot is due every `--snapshot-count` requests, and no sooner than half the
+    /// versions the last one wrote.
+    #[test]
+    fn a_snapshot_waits_for_half_the_versions_the_last_one_wrote() {
+        let due = SnapshotDue::default();
+        due.every.store(10, std::sync::atomic::Ordering::Relaxed);
+        let counts = |n| (0..n).filter(|_| due.applied(1)).count();
+        assert_eq!(counts(30), 3, "every 10 requests");
+        due.wrote(100);
+        assert_eq!(counts(49), 0);
+        assert_eq!(counts(1), 1, "after 50 requests");
+        due.wrote(6);
+        assert_eq!(counts(9), 0);
+        assert_eq!(counts(1), 1, "every 10 again");
+        assert!(
+            !due.applied(9) && due.applied(1),
+            "a batch counts all its requests"
+        );
+        due.every.store(0, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(counts(1000), 0, "none before `run`");
+    }
 
     /// A mirror refuses every client change of the data, at apply (so every member alike),
     /// and takes reads in transactions, logins, and its source's revisions; promoted, it
