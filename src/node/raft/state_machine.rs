@@ -60,8 +60,8 @@ pub struct StateMachine {
 }
 
 /// etcd's `--snapshot-count` counts requests; an entry here packs many (a batch), so
-/// openraft's count of entries would let the log — kept in memory until a snapshot — grow
-/// to `count` batches. This counts the requests applied and says when a snapshot is due:
+/// openraft's count of entries would let the log between snapshots (on disk, replayed on a
+/// restart) grow to `count` batches. This counts the requests applied and says when a snapshot is due:
 /// after `every` of them, and after no fewer than half the versions the last snapshot
 /// wrote. A snapshot writes every version the store holds (etcd's writes only what its
 /// backend lacks), so at a fixed count a store whose history grows would write it again and
