@@ -67,7 +67,7 @@ pub fn write_image_in_turns<G: Deref<Target = Mvcc>>(
     let mut tail = Vec::new();
     first.write_tail(&mut tail)?;
     num(out, count as u64)?;
-    let (mut store, mut after, mut written, mut versions_written) =
+    let (mut store, mut after, mut keys_written, mut versions_written) =
         (Some(first), None::<Vec<u8>>, 0, 0);
     let (mut spilled, mut scratch) = (Vec::new(), Vec::new());
     loop {
@@ -93,7 +93,7 @@ pub fn write_image_in_turns<G: Deref<Target = Mvcc>>(
             if at == 0 {
                 continue;
             }
-            written += 1;
+            keys_written += 1;
             bytes(out, key)?;
             num(out, at as u64)?;
             for v in &versions[..at] {
@@ -131,10 +131,10 @@ pub fn write_image_in_turns<G: Deref<Target = Mvcc>>(
             break;
         }
     }
-    if written != count {
+    if keys_written != count {
         // Only a compaction removes keys, and it was checked for at every turn.
         return Err(std::io::Error::other(format!(
-            "the store's image has {written} keys, not the {count} it announced"
+            "the store's image has {keys_written} keys, not the {count} it announced"
         )));
     }
     out.write_all(&tail)?;
@@ -153,25 +153,18 @@ fn write_kv(
 ) -> std::io::Result<()> {
     use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
     let ints = [(2, v.create_revision), (3, v.rev.main), (4, v.version)];
-    let field = |tag, len: usize| key_len(tag) + encoded_len_varint(len as u64) + len;
-    let int = |tag, n: i64| {
-        if n == 0 {
-            0
-        } else {
-            key_len(tag) + encoded_len_varint(n as u64)
-        }
+    let bytes_len = |tag, n: usize| match n {
+        0 => 0,
+        n => key_len(tag) + encoded_len_varint(n as u64) + n,
     };
-    let len = if key.is_empty() {
-        0
-    } else {
-        field(1, key.len())
-    } + ints.iter().map(|&(tag, n)| int(tag, n)).sum::<usize>()
-        + if value.is_empty() {
-            0
-        } else {
-            field(5, value.len())
-        }
-        + int(6, v.lease);
+    let int_len = |tag, n: i64| match n {
+        0 => 0,
+        n => key_len(tag) + encoded_len_varint(n as u64),
+    };
+    let len = bytes_len(1, key.len())
+        + ints.iter().map(|&(tag, n)| int_len(tag, n)).sum::<usize>()
+        + bytes_len(5, value.len())
+        + int_len(6, v.lease);
     num(out, len as u64)?;
     let bytes_head = |scratch: &mut Vec<u8>, tag, len: usize| {
         encode_key(tag, WireType::LengthDelimited, scratch);

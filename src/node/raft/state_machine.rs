@@ -61,12 +61,12 @@ pub struct StateMachine {
 
 /// etcd's `--snapshot-count` counts requests; an entry here packs many (a batch), so
 /// openraft's count of entries would let the log between snapshots (on disk, replayed on a
-/// restart) grow to `count` batches. This counts the requests applied and says when a snapshot is due:
-/// after `every` of them, and after no fewer than half the versions the last snapshot
-/// wrote. A snapshot writes every version the store holds (etcd's writes only what its
-/// backend lacks), so at a fixed count a store whose history grows would write it again and
-/// again; this way a request makes a snapshot write at most about two versions, however
-/// large the store.
+/// restart) grow to `count` batches. This counts the requests applied and says when a
+/// snapshot is due: after `every` of them, and after no fewer than half the versions the
+/// last snapshot wrote. A snapshot writes every version the store holds (etcd's writes only
+/// what its backend lacks), so at a fixed count a store whose history grows would write it
+/// again and again; this way a request makes a snapshot write at most about two versions,
+/// however large the store.
 #[derive(Default)]
 pub struct SnapshotDue {
     applied: std::sync::atomic::AtomicU64,
@@ -97,7 +97,8 @@ impl SnapshotDue {
             .store(versions, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Takes a snapshot every `every` applied requests until `close`.
+    /// Takes a snapshot whenever one is due, at least `every` applied requests apart, until
+    /// `close`.
     pub async fn run(self: Arc<Self>, every: u64, raft: Raft) {
         use std::sync::atomic::Ordering::Relaxed;
         self.every.store(every, Relaxed);
