@@ -1,6 +1,7 @@
 //! The node's write-ahead log on a real file system: what is acknowledged survives a reopen
 //! and a SIGKILL; a torn tail is cut; corruption in the middle is refused; group commit
-//! shares syncs; segments roll and are deleted behind a purge; one process per directory.
+//! shares syncs; segments are made ahead full of zeros, roll and are deleted behind a purge;
+//! one process per directory.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -269,6 +270,70 @@ fn segments_roll_and_purged_ones_are_deleted_keeping_the_vote() {
         Some(&b"v1"[..]),
         "carried into the new segment"
     );
+}
+
+/// The extents `filefrag -v` says are reserved but never written ("unwritten"), or None where
+/// the file system cannot say (no FIEMAP, such as tmpfs).
+fn unwritten_extents(path: &std::path::Path) -> Option<usize> {
+    let out = Command::new("filefrag").arg("-v").arg(path).output().ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("unwritten"))
+            .count()
+    })
+}
+
+/// Segments are made full of written zeros, the next one on a thread of its own once the
+/// active one is half full, and a roll takes that one: appends land in blocks already
+/// written, so a sync writes no extent change, and no write waits for 16 MiB of zeros.
+#[test]
+fn the_next_segment_is_made_ahead_full_of_written_zeros() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let next = dir.path().join("next.wal.tmp");
+    std::fs::write(&next, b"left over by a stop").unwrap();
+    let big = "x".repeat(1 << 20);
+    let (wal, _) = Wal::open(dir.path()).unwrap();
+    assert!(!next.exists(), "a leftover next segment is deleted on open");
+    for i in 1..=7 {
+        wal.write_blocking(vec![entry(i, &big)]).unwrap();
+    }
+    assert!(
+        !next.exists(),
+        "not made before the active segment is half full"
+    );
+    wal.write_blocking(vec![entry(8, &big)]).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let made = loop {
+        if let Ok(m) = std::fs::metadata(&next) {
+            break m.ino();
+        }
+        assert!(std::time::Instant::now() < deadline, "no next segment");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    for i in 9..=20 {
+        wal.write_blocking(vec![entry(i, &big)]).unwrap();
+    }
+    let segs = segments(dir.path());
+    assert_eq!(segs.len(), 2, "rolled at 16 MiB");
+    assert_eq!(
+        std::fs::metadata(&segs[1]).unwrap().ino(),
+        made,
+        "the roll took the segment made ahead"
+    );
+    for seg in &segs {
+        assert!(
+            std::fs::metadata(seg).unwrap().len() >= 16 << 20,
+            "full size"
+        );
+        if let Some(n) = unwritten_extents(seg) {
+            assert_eq!(n, 0, "{} has blocks only reserved", seg.display());
+        }
+    }
+    drop(wal);
+    let (_wal, r) = Wal::open(dir.path()).unwrap();
+    assert_eq!(r.entries.len(), 20);
 }
 
 /// The child of `acknowledged_writes_survive_sigkill`: appends until killed, printing each

@@ -5,7 +5,9 @@
 //! share the next one; no runtime worker ever waits on the disk). A batch's completion runs
 //! only after its sync; a hint (the committed mark) rides the next sync, or is written
 //! unsynced when no batch follows within 10 ms.
-//! Segments are preallocated, so an append changes no file size and a sync writes no inode.
+//! Segments are written full of zeros when made (the next one on a thread of its own while
+//! the active one fills), so an append changes no file size and lands in blocks already
+//! written: a sync writes neither the inode nor the extent tree.
 //!
 //! On open every segment is read back up to the zeros of its preallocated rest: a torn last
 //! record (a crash mid-write; a hole of zeros with unsynced data after it) is cut off; a
@@ -107,6 +109,8 @@ impl Wal {
                 ),
             )
         })?;
+        // A next segment a stop left half made, or made and never used.
+        let _ = fs::remove_file(Spare::path(dir));
         let mut seqs: Vec<u64> = fs::read_dir(dir)
             .map_err(|e| io("cannot list", dir, e))?
             .filter_map(|e| {
@@ -169,6 +173,7 @@ impl Wal {
             spans: Vec::new(),
             places: places.clone(),
             hints: hints.clone(),
+            spare: None,
             _lock: lock,
         };
         let (jobs, rx) = mpsc::channel();

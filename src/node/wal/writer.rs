@@ -47,8 +47,19 @@ pub(super) struct Writer {
     pub(super) places: Arc<Mutex<Places>>,
     /// Records that ride the next sync (`Wal::submit_unsynced`).
     pub(super) hints: Arc<Mutex<Vec<Record>>>,
+    /// The next segment, being made once the active one is half full.
+    pub(super) spare: Option<Spare>,
     /// Held while the writer runs: released only once the last write is done.
     pub(super) _lock: Flock<File>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Before the lock goes: no thread of this log writes in its directory after that.
+        if let Some(spare) = self.spare.take() {
+            spare.finish();
+        }
+    }
 }
 
 impl Writer {
@@ -62,7 +73,10 @@ impl Writer {
     pub(super) fn roll(&mut self) -> Result<()> {
         let seq = self.active().seq + 1;
         let path = segment_path(&self.dir, seq);
-        self.file = write_new_segment(&path)?;
+        self.file = match self.spare.take().map(|s| s.install(&path)) {
+            Some(Ok(f)) => f,
+            _ => write_new_segment(&path)?,
+        };
         self.size = MAGIC.len() as u64;
         self.segments.push(Segment {
             seq,
@@ -188,6 +202,9 @@ impl Writer {
             self.roll()?;
         }
         self.write(groups, sync)?;
+        if self.spare.is_none() && self.size >= SEGMENT_BYTES / 2 {
+            self.spare = Spare::start(&self.dir);
+        }
         if let Some(upto) = groups
             .iter()
             .flat_map(|g| g.iter())
