@@ -105,12 +105,8 @@ pub fn write_image_in_turns<G: Deref<Target = Mvcc>>(
                         let value = match value {
                             Value::Mem(b) => &b[..],
                             Value::Spilled(at) => {
-                                let past = m.past.as_ref().ok_or_else(|| {
-                                    std::io::Error::other(
-                                        "a value is in a history file the store no longer has",
-                                    )
-                                })?;
-                                past.read_into(*at, &mut spilled)
+                                m.history_file()
+                                    .and_then(|past| past.read_into(*at, &mut spilled))
                                     .map_err(|e| std::io::Error::other(e.message))?;
                                 &spilled[..]
                             }

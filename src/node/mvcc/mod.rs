@@ -359,14 +359,20 @@ impl Mvcc {
 
     /// A value's bytes, read back from the history file if it is there.
     fn value<'a>(&self, value: &'a Value) -> Result<Cow<'a, [u8]>> {
-        match (value, &self.past) {
-            (Value::Mem(b), _) => Ok(Cow::Borrowed(b)),
-            (Value::Spilled(at), Some(past)) => past.read(*at).map(Cow::Owned),
-            (Value::Spilled(_), None) => Err(err(
+        match value {
+            Value::Mem(b) => Ok(Cow::Borrowed(b)),
+            Value::Spilled(at) => self.history_file()?.read(*at).map(Cow::Owned),
+        }
+    }
+
+    /// The history file spilled values are read back from.
+    fn history_file(&self) -> Result<&History> {
+        self.past.as_ref().ok_or_else(|| {
+            err(
                 ErrorKind::Internal,
                 "a value is in a history file the store no longer has",
-            )),
-        }
+            )
+        })
     }
 
     /// The key-value `v` of `key` is, for an answer; None for a tombstone.
