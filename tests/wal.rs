@@ -336,6 +336,12 @@ fn the_next_segment_is_made_ahead_full_of_written_zeros() {
     assert_eq!(r.entries.len(), 20);
 }
 
+/// What `crash_child` appends at `i`: 32 KiB, so that its log rolls every 512 entries and the
+/// kill may land while the next segment is being made.
+fn crash_entry(i: u64) -> String {
+    format!("entry {i} {}", "x".repeat(32 << 10))
+}
+
 /// The child of `acknowledged_writes_survive_sigkill`: appends until killed, printing each
 /// index once the log has acknowledged it.
 #[test]
@@ -346,12 +352,14 @@ fn crash_child() {
     let (wal, _) = Wal::open(std::path::Path::new(&dir)).unwrap();
     let mut out = std::io::stdout().lock();
     for i in 1.. {
-        wal.write_blocking(vec![entry(i, &format!("entry {i}"))])
-            .unwrap();
+        wal.write_blocking(vec![entry(i, &crash_entry(i))]).unwrap();
         writeln!(out, "acked {i}").unwrap();
         out.flush().unwrap();
     }
 }
+
+/// Past half of the third segment (512 entries each, its header and state aside).
+const KILL_AT: u64 = 2 * 512 + 300;
 
 #[test]
 fn acknowledged_writes_survive_sigkill() {
@@ -368,26 +376,36 @@ fn acknowledged_writes_survive_sigkill() {
         let line = line.unwrap();
         if let Some(n) = line.strip_prefix("acked ") {
             acked = n.parse().unwrap();
-            if acked >= 300 {
+            if acked >= KILL_AT {
                 break;
             }
         }
     }
-    // SIGKILL by its own pid, mid-append.
+    // SIGKILL by its own pid, mid-append (the third segment past half full: its next one is
+    // being made, or just was).
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
     child.wait().unwrap();
-    assert!(acked >= 300, "the child stopped early at {acked}");
-    let (_wal, r) = Wal::open(dir.path()).unwrap();
-    let got: BTreeMap<u64, Vec<u8>> = r.entries;
-    for i in 1..=acked {
-        assert_eq!(
-            got.get(&i).map(|d| String::from_utf8_lossy(d).into_owned()),
-            Some(format!("entry {i}")),
-            "acknowledged entry {i} lost"
-        );
+    assert!(acked >= KILL_AT, "the child stopped early at {acked}");
+    let check = |got: &BTreeMap<u64, Vec<u8>>, upto: u64| {
+        for i in 1..=upto {
+            assert!(
+                got.get(&i).map(|d| &d[..]) == Some(crash_entry(i).as_bytes()),
+                "acknowledged entry {i} lost"
+            );
+        }
+    };
+    let (wal, r) = Wal::open(dir.path()).unwrap();
+    check(&r.entries, acked);
+    // The log goes on from there, through another roll, and keeps it all.
+    let last = *r.entries.keys().next_back().unwrap();
+    for i in last + 1..=last + 600 {
+        wal.write_blocking(vec![entry(i, &crash_entry(i))]).unwrap();
     }
+    drop(wal);
+    let (_wal, r) = Wal::open(dir.path()).unwrap();
+    check(&r.entries, last + 600);
 }
