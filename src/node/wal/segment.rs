@@ -197,9 +197,9 @@ pub(super) fn preallocate(f: &File) {
 /// Written, not only reserved: ext4 keeps a block `fallocate` reserved "unwritten" until data
 /// lands in it, so every sync whose records reach a new block also converts it in the extent
 /// tree and writes the inode — measured here, 168-185 µs per `fdatasync` of 2-4 KiB appends
-/// against 117-127 µs into blocks already written, and 1.06-1.11x puts/s at 16 callers (one member,
-/// paired A/B). Best effort too: where a write fails (no room) the zeros stop there, and the
-/// file grows from there as it fills.
+/// against 117-127 µs into blocks already written, and 1.06-1.11x puts/s at 16 callers (one
+/// member, paired A/B). Best effort too: where a write fails (no room) the zeros stop there,
+/// and the file grows from there as it fills.
 fn new_segment_file(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::FileExt;
     let mut f = OpenOptions::new()
