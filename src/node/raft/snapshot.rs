@@ -83,11 +83,11 @@ impl<W: Write> Write for Hashing<W> {
 }
 
 /// Writes the snapshot file through a temporary one — `body` writes its bytes — then
-/// syncs it, renames it into place and syncs the directory.
-pub(super) fn write_snapshot_with(
+/// syncs it, renames it into place and syncs the directory. Returns what `body` did.
+pub(super) fn write_snapshot_with<T>(
     dir: &Path,
-    body: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
-) -> Result<()> {
+    body: impl FnOnce(&mut std::fs::File) -> std::io::Result<T>,
+) -> Result<T> {
     let tmp = dir.join("snapshot.tmp");
     let io = |e: std::io::Error| {
         Error::new(
@@ -96,11 +96,13 @@ pub(super) fn write_snapshot_with(
         )
     };
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    body(&mut f).and_then(|_| f.sync_all()).map_err(io)?;
+    let written = body(&mut f).map_err(io)?;
+    f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, snapshot_path(dir)).map_err(io)?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io)
+        .map_err(io)?;
+    Ok(written)
 }
 
 /// Reads a snapshot file's head as a stream: its meta and the length of the store after it.

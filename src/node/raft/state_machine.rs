@@ -383,20 +383,19 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                         .take()
                         .unwrap_or_else(|| RwLockReadGuard::map(state.blocking_read(), |a| &a.mvcc))
                 };
-                let (mut compacted, mut versions) = (false, 0);
+                let mut compacted = false;
                 let written = write_snapshot_with(&dir, |f| {
                     let streamed = write_snapshot_in_turns(f, &meta, turn, per_turn);
                     compacted =
                         matches!(&streamed, Err(e) if e.kind() == std::io::ErrorKind::Interrupted);
-                    versions = *streamed.as_ref().unwrap_or(&0);
-                    streamed.map(drop)
+                    streamed
                 });
                 if compacted && per_turn != usize::MAX {
                     // Again, in one turn: a compaction cannot come between turns then.
                     per_turn = usize::MAX;
                     continue;
                 }
-                return (meta, written.map(|_| versions));
+                return (meta, written);
             }
         };
         let (meta, written) = tokio::task::spawn_blocking(write)
@@ -546,7 +545,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     .map_err(io)?;
             } else {
                 received.seek(SeekFrom::Start(0)).map_err(io)?;
-                write_snapshot_with(&dir, |f| std::io::copy(&mut received, f).map(drop))?;
+                write_snapshot_with(&dir, |f| std::io::copy(&mut received, f))?;
             }
             Ok(mvcc)
         };
