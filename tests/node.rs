@@ -14,6 +14,19 @@ use support::node::NodeCluster;
 use support::{dl, put};
 
 async fn values(e: &dyn Etcd, prefix: &str, serializable: bool) -> Vec<(String, String)> {
+    kvs(e, prefix, serializable)
+        .await
+        .into_iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                String::from_utf8_lossy(&kv.value).into_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn kvs(e: &dyn Etcd, prefix: &str, serializable: bool) -> Vec<etcdc::pb::mvccpb::KeyValue> {
     let r = e
         .range(
             RangeRequest {
@@ -27,14 +40,6 @@ async fn values(e: &dyn Etcd, prefix: &str, serializable: bool) -> Vec<(String, 
         .await
         .unwrap();
     r.kvs
-        .into_iter()
-        .map(|kv| {
-            (
-                String::from_utf8_lossy(&kv.key).into_owned(),
-                String::from_utf8_lossy(&kv.value).into_owned(),
-            )
-        })
-        .collect()
 }
 
 fn expected(n: usize) -> Vec<(String, String)> {
@@ -379,4 +384,66 @@ async fn error_codes_and_cluster_headers_match_etcd() {
     if let Some(etcd) = support::etcd::Cluster::start(1) {
         check(etcd.client_url(0), "etcd").await;
     }
+}
+
+/// Forwarded writes reach the leader, whose answers never come back.
+struct AnswersWithheld(etcdc::node::member::Router);
+
+#[async_trait::async_trait]
+impl etcdc::node::member::Peers for AnswersWithheld {
+    async fn forward_write(
+        &self,
+        leader: u64,
+        cmd: etcdc::node::raft::Command,
+    ) -> etcdc::Result<etcdc::node::raft::Outcome> {
+        let _ = self.0.forward_write(leader, cmd).await;
+        std::future::pending().await
+    }
+    async fn read_index(&self, leader: u64) -> etcdc::Result<u64> {
+        self.0.read_index(leader).await
+    }
+    async fn lease_ttl(&self, leader: u64, id: i64, refresh: bool) -> etcdc::Result<i64> {
+        self.0.lease_ttl(leader, id, refresh).await
+    }
+    async fn tell_removed(&self, id: u64, addr: &str) {
+        self.0.tell_removed(id, addr).await
+    }
+    async fn campaign(&self, id: u64) -> etcdc::Result<()> {
+        self.0.campaign(id).await
+    }
+    fn last_contact(&self, id: u64) -> Option<std::time::Instant> {
+        self.0.last_contact(id)
+    }
+}
+
+/// As etcd's member answers a write from its own apply: a follower's writes are answered
+/// once it applied them, without the leader's answer (which here never comes), alone and
+/// in a batch, with the revisions the leader's store gave them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_answers_its_writes_from_its_own_apply() {
+    let c = NodeCluster::empty(3, |_| {});
+    for id in 1..=3 {
+        let peers = AnswersWithheld(c.router.clone());
+        c.start_member_with(id, std::sync::Arc::new(peers)).await;
+    }
+    let leader = c.settled().await;
+    let m = c.member((1..=3).find(|id| *id != leader).unwrap());
+    let writes: Vec<_> = (0..8)
+        .map(|i| {
+            let m = m.clone();
+            tokio::spawn(async move { m.put(put(format!("/fwd/{i}"), "v"), dl()).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for w in writes {
+        answers.push(w.await.unwrap());
+    }
+    let on_leader = kvs(&*c.member(leader), "/fwd/", false).await;
+    for (i, a) in answers.into_iter().enumerate() {
+        let a = a.expect("answered from the follower's own apply");
+        let kv = &on_leader[i];
+        assert_eq!(kv.key, format!("/fwd/{i}").as_bytes());
+        assert_eq!(kv.mod_revision, a.header.unwrap().revision);
+    }
+    assert_eq!(m.raft().metrics().borrow().current_leader, Some(leader));
 }

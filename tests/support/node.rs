@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcdc::node::member::{Member, MemberConfig, Router};
+use etcdc::node::member::{Member, MemberConfig, Peers, Router};
 
 /// A cluster of `n` members (ids 1..=n) in this process.
 pub struct NodeCluster {
@@ -29,14 +29,17 @@ impl NodeCluster {
 
     /// Starts (or restarts) member `id` on its data dir.
     pub async fn start_member(&self, id: u64) -> Arc<Member> {
-        let m = Arc::new(
-            Member::start(
-                self.config(id),
-                self.router.clone(),
-                Arc::new(self.router.clone()),
-            )
+        self.start_member_with(id, Arc::new(self.router.clone()))
             .await
-            .expect("member starts"),
+    }
+
+    /// `start_member`, the member's own calls on the others (forwarded writes, read
+    /// indexes) made through `peers`.
+    pub async fn start_member_with(&self, id: u64, peers: Arc<dyn Peers>) -> Arc<Member> {
+        let m = Arc::new(
+            Member::start(self.config(id), self.router.clone(), peers)
+                .await
+                .expect("member starts"),
         );
         self.router.add(m.clone());
         m
@@ -69,14 +72,49 @@ impl NodeCluster {
         Self::start_with(n, |_| {}).await
     }
 
-    /// Starts `n` members whose configuration `tune` adjusts.
-    pub async fn start_with(n: u64, tune: fn(&mut MemberConfig)) -> NodeCluster {
-        let c = NodeCluster {
+    /// `n` members whose configuration `tune` adjusts, none started yet.
+    pub fn empty(n: u64, tune: fn(&mut MemberConfig)) -> NodeCluster {
+        NodeCluster {
             router: Router::default(),
             dir: tempfile::tempdir().expect("temp dir"),
             n,
             tune,
+        }
+    }
+
+    /// Waits (at most 10 s) until every member follows one leader, then keeps any from
+    /// campaigning on its own; returns the leader.
+    pub async fn settled(&self) -> u64 {
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        // Every member's changes into one channel; the tasks end with the set.
+        let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel();
+        let mut watching = tokio::task::JoinSet::new();
+        for id in 1..=self.n {
+            let (mut metrics, tx) = (self.member(id).raft().metrics(), tx.clone());
+            watching.spawn(async move {
+                while metrics.changed().await.is_ok() && tx.send(()).is_ok() {}
+            });
+        }
+        let leader = loop {
+            let leaders: Vec<_> = (1..=self.n)
+                .map(|id| self.member(id).raft().metrics().borrow().current_leader)
+                .collect();
+            if let Some(l) = leaders[0].filter(|l| leaders.iter().all(|x| *x == Some(*l))) {
+                break l;
+            }
+            tokio::time::timeout_at(until, changed.recv())
+                .await
+                .expect("all follow one leader within 10 s");
         };
+        for id in 1..=self.n {
+            self.member(id).raft().runtime_config().elect(false);
+        }
+        leader
+    }
+
+    /// Starts `n` members whose configuration `tune` adjusts.
+    pub async fn start_with(n: u64, tune: fn(&mut MemberConfig)) -> NodeCluster {
+        let c = NodeCluster::empty(n, tune);
         for id in 1..=n {
             c.start_member(id).await;
         }
@@ -98,26 +136,7 @@ pub async fn single() -> (Arc<Member>, NodeCluster) {
 /// tested where it is meant to happen).
 pub async fn three() -> (Arc<Member>, NodeCluster) {
     let c = NodeCluster::start(3).await;
-    let [mut a, mut b, mut d] = [1, 2, 3].map(|id| c.member(id).raft().metrics());
-    let until = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let leaders = [&mut a, &mut b, &mut d].map(|m| m.borrow_and_update().current_leader);
-        if leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0]) {
-            break;
-        }
-        tokio::time::timeout_at(until, async {
-            tokio::select! {
-                _ = a.changed() => {}
-                _ = b.changed() => {}
-                _ = d.changed() => {}
-            }
-        })
-        .await
-        .expect("all three follow one leader within 10 s");
-    }
-    for id in 1..=3 {
-        c.member(id).raft().runtime_config().elect(false);
-    }
+    c.settled().await;
     (c.member(2), c)
 }
 

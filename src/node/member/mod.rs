@@ -254,13 +254,13 @@ impl Member {
             proposals.downgrade(),
         ));
         let proposing = Arc::new(tokio::sync::RwLock::new(()));
-        tokio::spawn(batch_proposals(
-            raft.clone(),
-            peers.clone(),
-            config.id,
-            queue,
-            proposing.clone(),
-        ));
+        let proposer = proposal::Proposer {
+            raft: raft.clone(),
+            peers: peers.clone(),
+            me: config.id,
+            awaited: sm.awaited.clone(),
+        };
+        tokio::spawn(batch_proposals(proposer, queue, proposing.clone()));
         Ok(Member {
             id: config.id,
             raft,

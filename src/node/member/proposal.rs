@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::peers::Peers;
 use crate::error::{Error, ErrorKind, Result};
-use crate::node::raft::{Command, NodeId, Outcome, Raft};
+use crate::node::raft::{Awaited, Command, NodeId, Outcome, Raft};
 
 /// How long a proposal may wait for a leader before its waiters are told so.
 pub(super) const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(7);
@@ -39,24 +39,22 @@ pub(super) type Waiter = oneshot::Sender<Result<Vec<u8>>>;
 /// unknown — the leader may have appended it and died, and the next leader commit it — so
 /// the caller gets etcd's error for that instead of a second application (etcd never
 /// re-proposes).
-async fn submit(raft: &Raft, peers: &dyn Peers, me: NodeId, cmd: Command) -> Result<Vec<u8>> {
+async fn submit(proposer: &Proposer, cmd: Command) -> Result<Vec<u8>> {
     let attempt = async {
         loop {
-            let outcome = match propose_here(raft, me, cmd.clone()).await {
+            let outcome = match propose_here(&proposer.raft, proposer.me, cmd.clone()).await {
                 Proposed::Done(o) => o?,
-                Proposed::NotLeader(Some(leader)) => {
-                    match peers.forward_write(leader, cmd.clone()).await {
-                        Ok(o) => o,
-                        Err(e) if e.kind == ErrorKind::NoLeader => {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            continue;
-                        }
-                        Err(e) if e.kind == ErrorKind::Unavailable => {
-                            return Err(unknown_outcome());
-                        }
-                        Err(e) => return Err(e),
+                Proposed::NotLeader(Some(leader)) => match proposer.forward(leader, &cmd).await {
+                    Ok(o) => o,
+                    Err(e) if e.kind == ErrorKind::NoLeader => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
                     }
-                }
+                    Err(e) if e.kind == ErrorKind::Unavailable => {
+                        return Err(unknown_outcome());
+                    }
+                    Err(e) => return Err(e),
+                },
                 Proposed::NotLeader(_) => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
@@ -76,6 +74,34 @@ async fn submit(raft: &Raft, peers: &dyn Peers, me: NodeId, cmd: Command) -> Res
                 "etcdserver: request timed out",
             ))
         })
+}
+
+/// What a member needs to propose its writes.
+#[derive(Clone)]
+pub(super) struct Proposer {
+    pub raft: Raft,
+    pub peers: Arc<dyn Peers>,
+    pub me: NodeId,
+    pub awaited: Arc<Awaited>,
+}
+
+impl Proposer {
+    /// `cmd` forwarded to `leader`, tagged: answered by this member's own apply of it, or by
+    /// the leader's answer (or error) when that comes first — when this member got the
+    /// entry in a snapshot instead, or is behind. The forward runs on to its end either way:
+    /// dropped half-way, its stream to the leader would be closed, not reused.
+    async fn forward(&self, leader: NodeId, cmd: &Command) -> Result<Outcome> {
+        let (tagged, _tag, mut heard) = self.awaited.tag(self.me, cmd.clone());
+        let (answered, answer) = oneshot::channel();
+        let peers = self.peers.clone();
+        tokio::spawn(async move {
+            let _ = answered.send(peers.forward_write(leader, tagged).await);
+        });
+        tokio::select! {
+            Ok(heard) = &mut heard => Ok(Outcome(Some(heard))),
+            answer = answer => answer.unwrap_or_else(|_| Err(unknown_outcome())),
+        }
+    }
 }
 
 /// What `propose_here` did with a write.
@@ -137,9 +163,7 @@ fn unknown_outcome() -> Error {
 /// Packs the writes that queue up while earlier ones are in flight into one entry, so
 /// concurrent writers share an append and a sync instead of paying one each.
 pub(super) async fn batch_proposals(
-    raft: Raft,
-    peers: Arc<dyn Peers>,
-    me: NodeId,
+    proposer: Proposer,
     mut queue: mpsc::UnboundedReceiver<(Command, Waiter)>,
     gate: Arc<tokio::sync::RwLock<()>>,
 ) {
@@ -155,19 +179,20 @@ pub(super) async fn batch_proposals(
                 Err(_) => break,
             }
         }
-        let (raft, peers, gate) = (raft.clone(), peers.clone(), gate.clone());
+        let (proposer, gate) = (proposer.clone(), gate.clone());
         tokio::spawn(async move {
             let mut slot = Some(slot);
             let _open = gate.read().await;
+            let (raft, me) = (&proposer.raft, proposer.me);
             let leader = raft.metrics().borrow().current_leader;
             let (cmds, waiters): (Vec<Command>, Vec<Waiter>) = batch.into_iter().unzip();
             let n = cmds.len();
             let submitted = async {
                 if n == 1 {
                     let cmd = cmds.into_iter().next().expect("one command");
-                    vec![submit(&raft, &*peers, me, cmd).await]
+                    vec![submit(&proposer, cmd).await]
                 } else {
-                    match submit(&raft, &*peers, me, Command::Batch(cmds)).await {
+                    match submit(&proposer, Command::Batch(cmds)).await {
                         Ok(bytes) => crate::node::raft::unpack::<Vec<Result<Vec<u8>>>>(&bytes)
                             .unwrap_or_else(|e| vec![Err(e); n]),
                         Err(e) => vec![Err(e); n],
@@ -183,7 +208,7 @@ pub(super) async fn batch_proposals(
             let answers: Vec<Result<Vec<u8>>> = loop {
                 tokio::select! {
                     answers = &mut submitted => break answers,
-                    _ = leader_changed(&raft, leader), if watch => {
+                    _ = leader_changed(raft, leader), if watch => {
                         slot = None;
                         watch = false;
                     }

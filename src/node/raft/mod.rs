@@ -80,9 +80,28 @@ pub enum Command {
         auth_revision: u64,
         cmd: Box<Command>,
     },
+    /// A write its member (`origin`) forwarded to the leader, tagged so that the member
+    /// answers it from its own apply of the entry (`Awaited`), as etcd's member answers from
+    /// its own apply by the request's id, not from the leader's answer, which comes later.
+    /// A member of a build before this variant cannot read such an entry (see DESIGN.md,
+    /// "A forwarded write").
+    Forwarded {
+        origin: NodeId,
+        seq: u64,
+        cmd: Box<Command>,
+    },
 }
 
 impl Command {
+    /// The client requests this command carries (a batch packs many).
+    pub(crate) fn requests(&self) -> u64 {
+        match self {
+            Command::Batch(cmds) => cmds.len() as u64,
+            Command::Forwarded { cmd, .. } => cmd.requests(),
+            _ => 1,
+        }
+    }
+
     /// `self`, as checked at `auth_revision` when authentication was on (Some).
     pub(crate) fn checked_at(self, auth_revision: Option<u64>) -> Command {
         match auth_revision {
@@ -159,7 +178,7 @@ mod state_machine;
 
 pub use log_store::{LeaderAppend, LogStore, KEEP_BYTES, MAX_SEND_BYTES};
 pub use snapshot::{force_new_cluster, restore, Backup};
-pub use state_machine::{Applied, SnapshotDue, StateMachine};
+pub use state_machine::{Applied, Awaited, SnapshotDue, StateMachine};
 
 #[cfg(test)]
 mod tests {

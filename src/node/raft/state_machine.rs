@@ -57,6 +57,78 @@ pub struct StateMachine {
     pub auth_enabled: Arc<std::sync::atomic::AtomicBool>,
     /// Counts applied requests towards the next snapshot.
     pub due: Arc<SnapshotDue>,
+    /// The writes this member forwarded, waiting for their answers from this apply.
+    pub awaited: Arc<Awaited>,
+}
+
+type Answering = tokio::sync::oneshot::Sender<Result<Vec<u8>>>;
+
+/// The writes a member forwarded to the leader as `Command::Forwarded`, each waiting for the
+/// answer its own apply of the entry makes: the member answers once it applied the write,
+/// without the leader's answer, which comes after the leader applied it and crossed the
+/// network (300-500 µs later on loopback). Keyed by origin and tag: a tag is unique per
+/// member and process (a random start), so an entry another member or an earlier run of
+/// this one tagged, applied now, answers no write waiting here.
+pub struct Awaited {
+    next: std::sync::atomic::AtomicU64,
+    waiting: std::sync::Mutex<std::collections::HashMap<(NodeId, u64), Answering>>,
+}
+
+impl Default for Awaited {
+    fn default() -> Awaited {
+        let mut start = [0; 8];
+        getrandom::fill(&mut start).expect("the OS random source");
+        Awaited {
+            next: u64::from_ne_bytes(start).into(),
+            waiting: Default::default(),
+        }
+    }
+}
+
+impl Awaited {
+    /// `cmd` tagged as `origin`'s, to forward; the answer of its apply here comes on the
+    /// receiver, as long as the tag is kept.
+    pub fn tag(
+        self: &Arc<Self>,
+        origin: NodeId,
+        cmd: Command,
+    ) -> (
+        Command,
+        Tag,
+        tokio::sync::oneshot::Receiver<Result<Vec<u8>>>,
+    ) {
+        let seq = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.lock().insert((origin, seq), tx);
+        let tag = Tag {
+            awaited: self.clone(),
+            key: (origin, seq),
+        };
+        let cmd = Command::Forwarded {
+            origin,
+            seq,
+            cmd: Box::new(cmd),
+        };
+        (cmd, tag, rx)
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(NodeId, u64), Answering>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A forwarded write's place in `Awaited`, given up when dropped.
+pub struct Tag {
+    awaited: Arc<Awaited>,
+    key: (NodeId, u64),
+}
+
+impl Drop for Tag {
+    fn drop(&mut self) {
+        self.awaited.lock().remove(&self.key);
+    }
 }
 
 /// etcd's `--snapshot-count` counts requests; an entry here packs many (a batch), so
@@ -156,6 +228,7 @@ impl StateMachine {
             revision: Arc::new(applied.mvcc.revision().into()),
             auth_enabled: Arc::new(applied.mvcc.auth.enabled.into()),
             due: Arc::default(),
+            awaited: Arc::default(),
             state: Arc::new(RwLock::new(applied)),
             hub: Arc::default(),
             dir: dir.to_path_buf(),
@@ -340,6 +413,7 @@ pub(super) fn apply_command(
             }
             return apply_command(mvcc, *cmd, events);
         }
+        Command::Forwarded { cmd, .. } => return apply_command(mvcc, *cmd, events),
         Command::Batch(cmds) => {
             let answers: Vec<Result<Vec<u8>>> = cmds
                 .into_iter()
@@ -433,15 +507,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut out = Vec::new();
         let mut events = Vec::new();
         let mut requests = 0;
+        let mut heard = Vec::new();
         for entry in entries {
             state.last_applied = Some(entry.log_id);
             out.push(match entry.payload {
                 EntryPayload::Blank => Outcome(None),
+                EntryPayload::Normal(Command::Forwarded { origin, seq, cmd }) => {
+                    requests += cmd.requests();
+                    let answer = apply_command(&mut state.mvcc, *cmd, &mut events);
+                    if let Some(waiting) = self.awaited.lock().remove(&(origin, seq)) {
+                        heard.push((waiting, answer.clone()));
+                    }
+                    Outcome(Some(answer))
+                }
                 EntryPayload::Normal(cmd) => {
-                    requests += match &cmd {
-                        Command::Batch(cmds) => cmds.len() as u64,
-                        _ => 1,
-                    };
+                    requests += cmd.requests();
                     Outcome(Some(apply_command(&mut state.mvcc, cmd, &mut events)))
                 }
                 EntryPayload::Membership(m) => {
@@ -470,6 +550,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             std::sync::atomic::Ordering::Release,
         );
         drop(state);
+        // After the revision is out: a write answered here finds its member applied through it.
+        for (waiting, answer) in heard {
+            let _ = waiting.send(answer);
+        }
         self.due.applied(requests);
         Ok(out)
     }
