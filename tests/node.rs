@@ -386,18 +386,38 @@ async fn error_codes_and_cluster_headers_match_etcd() {
     }
 }
 
-/// Forwarded writes reach the leader, whose answers never come back.
-struct AnswersWithheld(etcdc::node::member::Router);
+/// How the leader takes the writes its followers forward.
+#[derive(Clone, Copy)]
+enum Leader {
+    /// Proposes them, but its answers never come back.
+    Mute,
+    /// A build before tagged writes: cannot read one (as `answer_call` then answers).
+    Untagged,
+}
+
+/// Members reaching each other through the router, their forwarded writes taken by `Leader`.
+struct Forwards(etcdc::node::member::Router, Leader);
 
 #[async_trait::async_trait]
-impl etcdc::node::member::Peers for AnswersWithheld {
+impl etcdc::node::member::Peers for Forwards {
     async fn forward_write(
         &self,
         leader: u64,
         cmd: etcdc::node::raft::Command,
     ) -> etcdc::Result<etcdc::node::raft::Outcome> {
-        let _ = self.0.forward_write(leader, cmd).await;
-        std::future::pending().await
+        match self.1 {
+            Leader::Mute => {
+                let _ = self.0.forward_write(leader, cmd).await;
+                std::future::pending().await
+            }
+            Leader::Untagged => {
+                if let etcdc::node::raft::Command::Forwarded { .. } = cmd {
+                    let why = "undecodable record: unknown variant";
+                    return Err(etcdc::Error::new(ErrorKind::InvalidArgument, why));
+                }
+                self.0.forward_write(leader, cmd).await
+            }
+        }
     }
     async fn read_index(&self, leader: u64) -> etcdc::Result<u64> {
         self.0.read_index(leader).await
@@ -416,18 +436,16 @@ impl etcdc::node::member::Peers for AnswersWithheld {
     }
 }
 
-/// As etcd's member answers a write from its own apply: a follower's writes are answered
-/// once it applied them, without the leader's answer (which here never comes), alone and
-/// in a batch, with the revisions the leader's store gave them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follower_answers_its_writes_from_its_own_apply() {
+/// Eight concurrent puts on a follower of three members whose leader takes forwarded writes
+/// as `leader` does: each is answered, with the revision the leader's store gave it.
+async fn follower_puts_through(leader: Leader) {
     let c = NodeCluster::empty(3, |_| {});
     for id in 1..=3 {
-        let peers = AnswersWithheld(c.router.clone());
+        let peers = Forwards(c.router.clone(), leader);
         c.start_member_with(id, std::sync::Arc::new(peers)).await;
     }
-    let leader = c.settled().await;
-    let m = c.member((1..=3).find(|id| *id != leader).unwrap());
+    let lead = c.settled().await;
+    let m = c.member((1..=3).find(|id| *id != lead).unwrap());
     let writes: Vec<_> = (0..8)
         .map(|i| {
             let m = m.clone();
@@ -438,12 +456,25 @@ async fn a_follower_answers_its_writes_from_its_own_apply() {
     for w in writes {
         answers.push(w.await.unwrap());
     }
-    let on_leader = kvs(&*c.member(leader), "/fwd/", false).await;
+    let on_leader = kvs(&*c.member(lead), "/fwd/", false).await;
     for (i, a) in answers.into_iter().enumerate() {
-        let a = a.expect("answered from the follower's own apply");
+        let a = a.expect("the follower's write answered");
         let kv = &on_leader[i];
         assert_eq!(kv.key, format!("/fwd/{i}").as_bytes());
         assert_eq!(kv.mod_revision, a.header.unwrap().revision);
     }
-    assert_eq!(m.raft().metrics().borrow().current_leader, Some(leader));
+    assert_eq!(m.raft().metrics().borrow().current_leader, Some(lead));
+}
+
+/// As etcd's member answers a write from its own apply: a follower's writes are answered
+/// once it applied them, without the leader's answer (which here never comes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_answers_its_writes_from_its_own_apply() {
+    follower_puts_through(Leader::Mute).await;
+}
+
+/// A leader of a build that cannot read a tagged write is sent it untagged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_read_tagged_writes_is_sent_them_untagged() {
+    follower_puts_through(Leader::Untagged).await;
 }

@@ -575,7 +575,7 @@ impl PeerNetwork {
     /// A client call on `leader` (over an idle stream of calls, or a new one): its answer,
     /// or Unavailable when it cannot be reached — NoLeader when the call provably never
     /// reached its member (the connection failed, the stream ended before taking it, or
-    /// the member had not started yet).
+    /// the member had not started yet), InvalidArgument when the member could not read it.
     async fn client_call<T: DeserializeOwned>(
         &self,
         leader: NodeId,
@@ -610,6 +610,10 @@ impl PeerNetwork {
             let why = format!("member {leader:x} at {addr}: {}", s.message());
             if crate::remote::never_sent(&s) || s.message() == STARTING || s.message() == UNSENT {
                 super::member::not_proposed(why)
+            } else if s.code() == tonic::Code::InvalidArgument {
+                // The member could not read the call (`answer_call`), so did nothing with it:
+                // a build that does not know what was sent.
+                Error::new(ErrorKind::InvalidArgument, why)
             } else {
                 Error::new(ErrorKind::Unavailable, why)
             }
@@ -1181,11 +1185,14 @@ mod tests {
         });
     }
 
-    /// A peer server on a free loopback port, its URL, and what stops it. `older`: it
-    /// answers `CallStream` Unimplemented, as a build from before the method.
-    async fn peer_server(older: bool) -> (String, tokio::sync::oneshot::Sender<()>) {
+    /// A peer server on a free loopback port, its URL, and what stops it. `refused`: it
+    /// answers `CallStream` with that code (Unimplemented: as a build from before the
+    /// method).
+    async fn peer_server(
+        refused: Option<tonic::Code>,
+    ) -> (String, tokio::sync::oneshot::Sender<()>) {
         #[derive(Clone)]
-        struct Older(PeerServer<PeerService>);
+        struct Older(PeerServer<PeerService>, tonic::Code);
         impl tonic::server::NamedService for Older {
             const NAME: &'static str = "etcdcpeer.Peer";
         }
@@ -1207,7 +1214,7 @@ mod tests {
             }
             fn call(&mut self, r: http::Request<tonic::body::Body>) -> Self::Future {
                 if r.uri().path().ends_with("/CallStream") {
-                    let refused = Status::unimplemented("unknown method").into_http();
+                    let refused = Status::new(self.1, "refused").into_http();
                     return Box::pin(async move { Ok(refused) });
                 }
                 let mut inner = self.0.clone();
@@ -1225,9 +1232,9 @@ mod tests {
             let stopped = async {
                 let _ = stopped.await;
             };
-            if older {
+            if let Some(code) = refused {
                 builder
-                    .add_service(Older(service))
+                    .add_service(Older(service, code))
                     .serve_with_incoming_shutdown(incoming, stopped)
                     .await
             } else {
@@ -1251,16 +1258,20 @@ mod tests {
             let unary = net.unary_calls.lock().unwrap().contains(&2);
             (outcome.expect_err("no member answers").kind, unary)
         };
-        let (url, _stop) = peer_server(false).await;
+        let (url, _stop) = peer_server(None).await;
         assert_eq!(forward(url).await, (ErrorKind::NoLeader, false));
         // The older build refuses the stream: the call goes unary, and is remembered so.
-        let (url, _stop) = peer_server(true).await;
+        let (url, _stop) = peer_server(Some(tonic::Code::Unimplemented)).await;
         assert_eq!(forward(url).await, (ErrorKind::NoLeader, true));
         let closed = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             format!("http://{}", listener.local_addr().unwrap())
         };
         assert_eq!(forward(closed).await, (ErrorKind::NoLeader, false));
+        // A member that could not read the call (a build that does not know what was sent)
+        // did nothing with it, and says so.
+        let (url, _stop) = peer_server(Some(tonic::Code::InvalidArgument)).await;
+        assert_eq!(forward(url).await, (ErrorKind::InvalidArgument, false));
     }
 
     /// A message the stream ended before taking never left: it is refused as unsent (the

@@ -259,6 +259,7 @@ impl Member {
             peers: peers.clone(),
             me: config.id,
             awaited: sm.awaited.clone(),
+            untagged: Arc::default(),
         };
         tokio::spawn(batch_proposals(proposer, queue, proposing.clone()));
         Ok(Member {

@@ -1,6 +1,7 @@
 //! Writes on their way into the log: batched into one entry, proposed here or forwarded
 //! to the leader.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,6 +84,9 @@ pub(super) struct Proposer {
     pub peers: Arc<dyn Peers>,
     pub me: NodeId,
     pub awaited: Arc<Awaited>,
+    /// Leaders that could not read a tagged write (a build before `Command::Forwarded`):
+    /// they are sent the write untagged, and answer it themselves.
+    pub untagged: Arc<std::sync::Mutex<HashSet<NodeId>>>,
 }
 
 impl Proposer {
@@ -91,15 +95,27 @@ impl Proposer {
     /// entry in a snapshot instead, or is behind. The forward runs on to its end either way:
     /// dropped half-way, its stream to the leader would be closed, not reused.
     async fn forward(&self, leader: NodeId, cmd: &Command) -> Result<Outcome> {
+        let untagged = || self.untagged.lock().unwrap_or_else(|p| p.into_inner());
+        if untagged().contains(&leader) {
+            return self.peers.forward_write(leader, cmd.clone()).await;
+        }
         let (tagged, _tag, mut heard) = self.awaited.tag(self.me, cmd.clone());
         let (answered, answer) = oneshot::channel();
         let peers = self.peers.clone();
         tokio::spawn(async move {
             let _ = answered.send(peers.forward_write(leader, tagged).await);
         });
-        tokio::select! {
+        let outcome = tokio::select! {
             Ok(heard) = &mut heard => Ok(Outcome(Some(heard))),
             answer = answer => answer.unwrap_or_else(|_| Err(unknown_outcome())),
+        };
+        match outcome {
+            // Not read, so not proposed: the same write, as that build knows it.
+            Err(e) if e.kind == ErrorKind::InvalidArgument => {
+                untagged().insert(leader);
+                self.peers.forward_write(leader, cmd.clone()).await
+            }
+            outcome => outcome,
         }
     }
 }

@@ -83,8 +83,8 @@ pub enum Command {
     /// A write its member (`origin`) forwarded to the leader, tagged so that the member
     /// answers it from its own apply of the entry (`Awaited`), as etcd's member answers from
     /// its own apply by the request's id, not from the leader's answer, which comes later.
-    /// A member of a build before this variant cannot read such an entry (see DESIGN.md,
-    /// "A forwarded write").
+    /// A member of a build before this variant cannot read such an entry, nor a leader of
+    /// one such a write (DESIGN.md, "A forwarded write").
     Forwarded {
         origin: NodeId,
         seq: u64,
