@@ -5,11 +5,21 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcdc::node::member::Member;
+use etcdc::node::raft::{Command, Outcome, TypeConfig};
 use etcdc::pb::etcdserverpb::*;
 use etcdc::{ErrorKind, Etcd};
+use openraft::error::{InstallSnapshotError, RPCError, RaftError};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, EntryPayload};
 use support::node::NodeCluster;
 use support::{dl, put};
 
@@ -389,29 +399,29 @@ async fn error_codes_and_cluster_headers_match_etcd() {
 /// How the leader takes the writes its followers forward.
 #[derive(Clone, Copy)]
 enum Leader {
+    /// As this build does.
+    Current,
     /// Proposes them, but its answers never come back.
     Mute,
     /// A build before tagged writes: cannot read one (as `answer_call` then answers).
     Untagged,
 }
 
-/// Members reaching each other through the router, their forwarded writes taken by `Leader`.
-struct Forwards(etcdc::node::member::Router, Leader);
+/// Members reaching each other through the router, their forwarded writes taken by `Leader`,
+/// `Builds::old` answering what it reads as an earlier build.
+struct Forwards(etcdc::node::member::Router, Leader, Builds);
 
 #[async_trait::async_trait]
 impl etcdc::node::member::Peers for Forwards {
-    async fn forward_write(
-        &self,
-        leader: u64,
-        cmd: etcdc::node::raft::Command,
-    ) -> etcdc::Result<etcdc::node::raft::Outcome> {
+    async fn forward_write(&self, leader: u64, cmd: Command) -> etcdc::Result<Outcome> {
         match self.1 {
+            Leader::Current => self.0.forward_write(leader, cmd).await,
             Leader::Mute => {
                 let _ = self.0.forward_write(leader, cmd).await;
                 std::future::pending().await
             }
             Leader::Untagged => {
-                if let etcdc::node::raft::Command::Forwarded { .. } = cmd {
+                if let Command::Forwarded { .. } = cmd {
                     let why = "undecodable record: unknown variant";
                     return Err(etcdc::Error::new(ErrorKind::InvalidArgument, why));
                 }
@@ -431,6 +441,12 @@ impl etcdc::node::member::Peers for Forwards {
     async fn campaign(&self, id: u64) -> etcdc::Result<()> {
         self.0.campaign(id).await
     }
+    async fn reads(&self, id: u64) -> etcdc::Result<u32> {
+        if id == self.2.old.load(Ordering::SeqCst) {
+            return Ok(0);
+        }
+        self.0.reads(id).await
+    }
     fn last_contact(&self, id: u64) -> Option<std::time::Instant> {
         self.0.last_contact(id)
     }
@@ -441,7 +457,7 @@ impl etcdc::node::member::Peers for Forwards {
 async fn follower_puts_through(leader: Leader) {
     let c = NodeCluster::empty(3, |_| {});
     for id in 1..=3 {
-        let peers = Forwards(c.router.clone(), leader);
+        let peers = Forwards(c.router.clone(), leader, Builds::default());
         c.start_member_with(id, std::sync::Arc::new(peers)).await;
     }
     let lead = c.settled().await;
@@ -477,4 +493,108 @@ async fn a_follower_answers_its_writes_from_its_own_apply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_cannot_read_tagged_writes_is_sent_them_untagged() {
     follower_puts_through(Leader::Untagged).await;
+}
+
+/// Members of two builds, as the others see them: member `old` (none: 0) says it reads no
+/// tagged entry, as a build before them answers; the tagged entries Raft sends member `to`
+/// are counted.
+#[derive(Clone, Default)]
+struct Builds {
+    old: Arc<AtomicU64>,
+    to: Arc<AtomicU64>,
+    tagged: Arc<AtomicU64>,
+}
+
+/// Raft's messages through the router, counting the tagged entries sent to `Builds::to`.
+#[derive(Clone)]
+struct Counting(etcdc::node::member::Router, Builds);
+
+struct CountingLink(etcdc::node::member::RouterLink, Builds, u64);
+
+impl RaftNetworkFactory<TypeConfig> for Counting {
+    type Network = CountingLink;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> CountingLink {
+        CountingLink(
+            self.0.new_client(target, node).await,
+            self.1.clone(),
+            target,
+        )
+    }
+}
+
+impl RaftNetwork<TypeConfig> for CountingLink {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        if self.2 == self.1.to.load(Ordering::SeqCst) {
+            let tagged = rpc
+                .entries
+                .iter()
+                .filter(|e| matches!(e.payload, EntryPayload::Normal(Command::Forwarded { .. })));
+            self.1
+                .tagged
+                .fetch_add(tagged.count() as u64, Ordering::SeqCst);
+        }
+        self.0.append_entries(rpc, option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        self.0.install_snapshot(rpc, option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.0.vote(rpc, option).await
+    }
+}
+
+/// While a member's build cannot read a tagged write (an earlier one, in a rolling upgrade),
+/// the leader puts its followers' writes into the log untagged, and answers them itself;
+/// once the member is upgraded, tagged again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_member_is_sent_a_tagged_write_before_its_build_reads_one() {
+    let c = NodeCluster::empty(3, |_| {});
+    // Member 3 is the earlier build, a follower: started once 1 and 2 chose a leader.
+    let (old, builds) = (3, Builds::default());
+    builds.old.store(old, Ordering::SeqCst);
+    builds.to.store(old, Ordering::SeqCst);
+    for id in 1..=3 {
+        if id == old {
+            c.leader_seen_by(1).await;
+        }
+        let peers = Arc::new(Forwards(c.router.clone(), Leader::Current, builds.clone()));
+        let network = Counting(c.router.clone(), builds.clone());
+        c.start_member_on(id, network, peers).await;
+    }
+    let lead = c.settled().await;
+    assert_ne!(lead, old);
+    let w = c.member(if lead == 1 { 2 } else { 1 });
+    for i in 0..20 {
+        let answer = w.put(put(format!("/old/{i}"), "v"), dl()).await;
+        answer.expect("the follower's write answered");
+    }
+    assert_eq!(builds.tagged.load(Ordering::SeqCst), 0);
+    assert_eq!(kvs(&*c.member(old), "/old/", false).await.len(), 20);
+    // Upgraded: asked again, it reads them.
+    builds.old.store(0, Ordering::SeqCst);
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut i = 0;
+    while builds.tagged.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < until, "no tagged write within 10 s");
+        w.put(put(format!("/new/{i}"), "v"), dl()).await.unwrap();
+        i += 1;
+    }
 }

@@ -641,6 +641,22 @@ impl Peers for PeerNetwork {
         self.client_call(id, Method::Campaign, &()).await
     }
 
+    async fn reads(&self, id: NodeId) -> Result<u32> {
+        let addr = self.addr(id)?;
+        match self
+            .call(id, &addr, Method::Probe, Vec::new(), PROBE_TIMEOUT)
+            .await
+        {
+            // A build before entry versions answers the probe with nothing, or has none.
+            Ok(answer) => Ok(unpack(&answer).unwrap_or(0)),
+            Err(s) if s.code() == tonic::Code::Unimplemented => Ok(0),
+            Err(s) => Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("member {id:x} at {addr}: {}", s.message()),
+            )),
+        }
+    }
+
     fn last_contact(&self, id: NodeId) -> Option<std::time::Instant> {
         let contact = self.contact.lock().unwrap_or_else(|p| p.into_inner());
         match contact.get(&id) {
@@ -1053,9 +1069,10 @@ impl Peer for PeerService {
         self.unary_call(Method::Campaign, r).await
     }
 
-    /// Answered as soon as the connection carries it (`PeerNetwork::admits`).
+    /// Answered as soon as the connection carries it (`PeerNetwork::admits`), with the
+    /// newest kind of log entry this build reads (`PeerNetwork::reads`).
     async fn probe(&self, _: Request<Blob>) -> std::result::Result<Response<Blob>, Status> {
-        Ok(Response::new(Blob::default()))
+        Ok(blob(&super::raft::ENTRY_VERSION))
     }
 }
 
@@ -1191,8 +1208,16 @@ mod tests {
     async fn peer_server(
         refused: Option<tonic::Code>,
     ) -> (String, tokio::sync::oneshot::Sender<()>) {
+        peer_server_refusing("/CallStream", refused).await
+    }
+
+    /// `peer_server`, refusing the method whose path ends with `method`.
+    async fn peer_server_refusing(
+        method: &'static str,
+        refused: Option<tonic::Code>,
+    ) -> (String, tokio::sync::oneshot::Sender<()>) {
         #[derive(Clone)]
-        struct Older(PeerServer<PeerService>, tonic::Code);
+        struct Older(PeerServer<PeerService>, tonic::Code, &'static str);
         impl tonic::server::NamedService for Older {
             const NAME: &'static str = "etcdcpeer.Peer";
         }
@@ -1213,7 +1238,7 @@ mod tests {
                 std::task::Poll::Ready(Ok(()))
             }
             fn call(&mut self, r: http::Request<tonic::body::Body>) -> Self::Future {
-                if r.uri().path().ends_with("/CallStream") {
+                if r.uri().path().ends_with(self.2) {
                     let refused = Status::new(self.1, "refused").into_http();
                     return Box::pin(async move { Ok(refused) });
                 }
@@ -1234,7 +1259,7 @@ mod tests {
             };
             if let Some(code) = refused {
                 builder
-                    .add_service(Older(service, code))
+                    .add_service(Older(service, code, method))
                     .serve_with_incoming_shutdown(incoming, stopped)
                     .await
             } else {
@@ -1272,6 +1297,29 @@ mod tests {
         // did nothing with it, and says so.
         let (url, _stop) = peer_server(Some(tonic::Code::InvalidArgument)).await;
         assert_eq!(forward(url).await, (ErrorKind::InvalidArgument, false));
+    }
+
+    /// What a peer's build reads: this build's entry version; 0 from a build without the
+    /// probe; an error from a peer that cannot be reached (asked again later).
+    #[tokio::test]
+    async fn a_peer_tells_what_its_build_reads() {
+        let reads = |url: String| async move {
+            PeerNetwork::new(BTreeMap::from([(2, url)]), None)
+                .reads(2)
+                .await
+        };
+        let (url, _stop) = peer_server(None).await;
+        assert_eq!(reads(url).await.unwrap(), crate::node::raft::ENTRY_VERSION);
+        let (url, _stop) = peer_server_refusing("/Probe", Some(tonic::Code::Unimplemented)).await;
+        assert_eq!(reads(url).await.unwrap(), 0);
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", listener.local_addr().unwrap())
+        };
+        assert_eq!(
+            reads(closed).await.unwrap_err().kind,
+            ErrorKind::Unavailable
+        );
     }
 
     /// A message the stream ended before taking never left: it is refused as unsent (the

@@ -36,8 +36,18 @@ impl NodeCluster {
     /// `start_member`, the member's own calls on the others (forwarded writes, read
     /// indexes) made through `peers`.
     pub async fn start_member_with(&self, id: u64, peers: Arc<dyn Peers>) -> Arc<Member> {
+        self.start_member_on(id, self.router.clone(), peers).await
+    }
+
+    /// `start_member_with`, Raft's messages sent through `network`.
+    pub async fn start_member_on(
+        &self,
+        id: u64,
+        network: impl openraft::network::RaftNetworkFactory<etcdc::node::raft::TypeConfig>,
+        peers: Arc<dyn Peers>,
+    ) -> Arc<Member> {
         let m = Arc::new(
-            Member::start(self.config(id), self.router.clone(), peers)
+            Member::start(self.config(id), network, peers)
                 .await
                 .expect("member starts"),
         );

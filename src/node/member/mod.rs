@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::raft::{
     Command, LeaderAppend, LogStore, MemberChange, NodeId, Outcome, Raft, StateMachine, TypeConfig,
+    ENTRY_VERSION,
 };
 use crate::api::{Deadline, WatchControl, WatchUpdate};
 use crate::error::{Error, ErrorKind, Result};
@@ -151,6 +152,8 @@ pub struct Member {
     /// it alone, so writes wait (and are not refused) while leadership moves.
     proposing: Arc<tokio::sync::RwLock<()>>,
     election_ms: u64,
+    /// What the members' builds read (`Command::Forwarded`'s entries or not).
+    readers: Arc<proposal::Readers>,
 }
 
 impl Member {
@@ -262,6 +265,13 @@ impl Member {
             untagged: Arc::default(),
         };
         tokio::spawn(batch_proposals(proposer, queue, proposing.clone()));
+        let readers = Arc::new(proposal::Readers {
+            raft: raft.clone(),
+            peers: peers.clone(),
+            me: config.id,
+            known: Default::default(),
+            asking: Default::default(),
+        });
         Ok(Member {
             id: config.id,
             raft,
@@ -288,6 +298,7 @@ impl Member {
             mirror_access: config.mirror_access,
             proposing,
             election_ms: config.election_ms,
+            readers,
         })
     }
 
@@ -634,10 +645,14 @@ impl Member {
             }
             _ => {}
         }
+        let cmd = match cmd {
+            Command::Forwarded { cmd, .. } if !self.readers.all_read(ENTRY_VERSION) => *cmd,
+            cmd => cmd,
+        };
         let _open = self.proposing.read().await;
         match proposal::propose_here(&self.raft, self.id, cmd).await {
             proposal::Proposed::Done(outcome) => outcome,
-            proposal::Proposed::NotLeader(_) => {
+            proposal::Proposed::NotLeader(..) => {
                 Err(proposal::not_proposed("the member is not the leader"))
             }
         }

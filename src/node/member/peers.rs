@@ -17,6 +17,9 @@ pub trait Peers: Send + Sync + 'static {
     async fn tell_removed(&self, id: NodeId, addr: &str);
     /// Asks member `id` to run for leader now.
     async fn campaign(&self, id: NodeId) -> Result<()>;
+    /// The newest kind of log entry member `id`'s build reads (`raft::ENTRY_VERSION` of its
+    /// build, 0 for a build before it); an error when it cannot be asked now.
+    async fn reads(&self, id: NodeId) -> Result<u32>;
     /// When member `id` last answered one of this member's Raft messages (etcd's
     /// `ActiveSince`); None if it never did.
     fn last_contact(&self, id: NodeId) -> Option<std::time::Instant>;

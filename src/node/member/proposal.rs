@@ -1,15 +1,17 @@
 //! Writes on their way into the log: batched into one entry, proposed here or forwarded
 //! to the leader.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::peers::Peers;
 use crate::error::{Error, ErrorKind, Result};
-use crate::node::raft::{Awaited, Command, NodeId, Outcome, Raft};
+use crate::node::raft::{Awaited, Command, NodeId, Outcome, Raft, ENTRY_VERSION};
+use crate::observe::{log, Level};
 
 /// How long a proposal may wait for a leader before its waiters are told so.
 pub(super) const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(7);
@@ -40,25 +42,28 @@ pub(super) type Waiter = oneshot::Sender<Result<Vec<u8>>>;
 /// unknown — the leader may have appended it and died, and the next leader commit it — so
 /// the caller gets etcd's error for that instead of a second application (etcd never
 /// re-proposes).
-async fn submit(proposer: &Proposer, cmd: Command) -> Result<Vec<u8>> {
+async fn submit(proposer: &Proposer, mut cmd: Command) -> Result<Vec<u8>> {
     let attempt = async {
         loop {
-            let outcome = match propose_here(&proposer.raft, proposer.me, cmd.clone()).await {
+            let outcome = match propose_here(&proposer.raft, proposer.me, cmd).await {
                 Proposed::Done(o) => o?,
-                Proposed::NotLeader(Some(leader)) => match proposer.forward(leader, &cmd).await {
-                    Ok(o) => o,
-                    Err(e) if e.kind == ErrorKind::NoLeader => {
+                Proposed::NotLeader(leader, back) => {
+                    cmd = back;
+                    let Some(leader) = leader else {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
+                    };
+                    match proposer.forward(leader, &cmd).await {
+                        Ok(o) => o,
+                        Err(e) if e.kind == ErrorKind::NoLeader => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                        Err(e) if e.kind == ErrorKind::Unavailable => {
+                            return Err(unknown_outcome());
+                        }
+                        Err(e) => return Err(e),
                     }
-                    Err(e) if e.kind == ErrorKind::Unavailable => {
-                        return Err(unknown_outcome());
-                    }
-                    Err(e) => return Err(e),
-                },
-                Proposed::NotLeader(_) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
                 }
             };
             return match outcome.0 {
@@ -86,7 +91,7 @@ pub(super) struct Proposer {
     pub awaited: Arc<Awaited>,
     /// Leaders that could not read a tagged write (a build before `Command::Forwarded`):
     /// they are sent the write untagged, and answer it themselves.
-    pub untagged: Arc<std::sync::Mutex<HashSet<NodeId>>>,
+    pub untagged: Arc<Mutex<HashSet<NodeId>>>,
 }
 
 impl Proposer {
@@ -120,13 +125,86 @@ impl Proposer {
     }
 }
 
+/// What the members' builds read, as this member last asked them (`Peers::reads`). While
+/// it leads, a follower's tagged write goes into the log tagged only once every member reads
+/// tagged entries; until then it goes in untagged and the leader's answer is the follower's.
+pub(super) struct Readers {
+    pub raft: Raft,
+    pub peers: Arc<dyn Peers>,
+    pub me: NodeId,
+    /// What each member answered when last asked.
+    pub known: Mutex<HashMap<NodeId, Asked>>,
+    /// Members are being asked.
+    pub asking: AtomicBool,
+}
+
+/// A member's answer to what it reads.
+pub(super) struct Asked {
+    /// The address it was asked at (a member with another address is asked again).
+    addr: String,
+    /// None: it was not reached.
+    reads: Option<u32>,
+    at: Instant,
+}
+
+/// How long an answer that a member does not read an entry kind (or no answer) stands
+/// before the member is asked again: it may have been upgraded, or come back, meanwhile.
+const ASK_AGAIN: Duration = Duration::from_secs(2);
+
+impl Readers {
+    /// Whether every member reads entries of kind `version`; false while some are being
+    /// asked (in the background: a write does not wait for the answers).
+    pub fn all_read(self: &Arc<Self>, version: u32) -> bool {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let mut all = true;
+        let mut ask = Vec::new();
+        {
+            let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            for (&id, node) in membership.membership().nodes() {
+                match known.get(&id) {
+                    _ if id == self.me => continue,
+                    Some(a) if a.addr == node.addr && a.reads >= Some(version) => continue,
+                    Some(a) if a.addr == node.addr && a.at.elapsed() < ASK_AGAIN => {}
+                    _ => ask.push((id, node.addr.clone())),
+                }
+                all = false;
+            }
+        }
+        if !ask.is_empty() && !self.asking.swap(true, Ordering::AcqRel) {
+            let this = self.clone();
+            tokio::spawn(async move {
+                for (id, addr) in ask {
+                    let reads = this.peers.reads(id).await.ok();
+                    let before = {
+                        let mut known = this.known.lock().unwrap_or_else(|p| p.into_inner());
+                        let at = Instant::now();
+                        known.insert(id, Asked { addr, reads, at })
+                    };
+                    let old = reads.filter(|v| *v < ENTRY_VERSION);
+                    if let Some(v) = old.filter(|_| before.map(|b| b.reads) != Some(reads)) {
+                        log(Level::Info, || {
+                            format!(
+                                "member {id:x} reads log entries up to version {v}, this \
+                                 member {ENTRY_VERSION}: followers' writes go into the log \
+                                 untagged until it is upgraded"
+                            )
+                        });
+                    }
+                }
+                this.asking.store(false, Ordering::Release);
+            });
+        }
+        all
+    }
+}
+
 /// What `propose_here` did with a write.
 pub(super) enum Proposed {
     /// Raft was given the write: its outcome, or an error when that is unknown.
     Done(Result<Outcome>),
     /// Not proposed: this member does not see itself as the leader; the leader it knows of
-    /// (never itself).
-    NotLeader(Option<NodeId>),
+    /// (never itself), and the write back.
+    NotLeader(Option<NodeId>, Command),
 }
 
 /// Gives `cmd` to this member's Raft if the member sees itself as the leader, and to no one
@@ -138,7 +216,7 @@ pub(super) enum Proposed {
 pub(super) async fn propose_here(raft: &Raft, me: NodeId, cmd: Command) -> Proposed {
     let leader = raft.metrics().borrow().current_leader;
     if leader != Some(me) {
-        return Proposed::NotLeader(leader);
+        return Proposed::NotLeader(leader, cmd);
     }
     Proposed::Done(match raft.client_write(cmd).await {
         Ok(r) => Ok(r.data),

@@ -94,10 +94,17 @@ impl Peers for Router {
         }
     }
 
+    async fn reads(&self, id: NodeId) -> Result<u32> {
+        match self.get(id) {
+            Some(_) => Ok(crate::node::raft::ENTRY_VERSION),
+            None => Err(unavailable(format!("member {id:x} is down"))),
+        }
+    }
+
     async fn campaign(&self, id: NodeId) -> Result<()> {
         match self.get(id) {
             Some(m) => m.local_campaign().await,
-            None => Err(super::peers::unavailable(format!("member {id:x} is down"))),
+            None => Err(unavailable(format!("member {id:x} is down"))),
         }
     }
 }

@@ -27,6 +27,11 @@ openraft::declare_raft_types!(
 pub type Raft = openraft::Raft<TypeConfig>;
 type StorageResult<T> = std::result::Result<T, StorageError<NodeId>>;
 
+/// The newest kind of log entry this build reads: 1, `Command::Forwarded`; builds before it
+/// read 0. A leader proposes an entry of a newer kind only once every member said it reads
+/// it (`Peers::reads`), as etcd gates a new kind of request on its cluster version.
+pub const ENTRY_VERSION: u32 = 1;
+
 /// A write, as proposed to the cluster: etcd's request, encoded once by the proposer.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Command {
@@ -83,8 +88,9 @@ pub enum Command {
     /// A write its member (`origin`) forwarded to the leader, tagged so that the member
     /// answers it from its own apply of the entry (`Awaited`), as etcd's member answers from
     /// its own apply by the request's id, not from the leader's answer, which comes later.
-    /// A member of a build before this variant cannot read such an entry, nor a leader of
-    /// one such a write (DESIGN.md, "A forwarded write").
+    /// Entry version 1 (`ENTRY_VERSION`): a leader proposes the write untagged while a
+    /// member cannot read it, and a leader of an earlier build is sent it untagged (DESIGN.md,
+    /// "A forwarded write").
     Forwarded {
         origin: NodeId,
         seq: u64,
