@@ -182,11 +182,11 @@ impl Readers {
                     };
                     let old = reads.filter(|v| *v < ENTRY_VERSION);
                     if let Some(v) = old.filter(|_| before.map(|b| b.reads) != Some(reads)) {
-                        log(Level::Info, || {
+                        log(Level::Warn, || {
                             format!(
-                                "member {id:x} reads log entries up to version {v}, this \
-                                 member {ENTRY_VERSION}: followers' writes go into the log \
-                                 untagged until it is upgraded"
+                                "member {id:x} runs an earlier build (it reads log entries \
+                                 up to version {v}, this one {ENTRY_VERSION}): followers' \
+                                 writes go into the log untagged until it is upgraded"
                             )
                         });
                     }
