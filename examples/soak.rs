@@ -6,7 +6,8 @@
 //!   soak MINUTES NODE_BIN [ETCD_BIN] [RUN_SECONDS]
 //!
 //! `SOAK_FAULTS` (e.g. `"power loss,power all"`) runs only the faults it names; an empty
-//! NODE_BIN runs etcd alone. `SOAK_FLAGS` (e.g. `"--snapshot-count 1000"`): more flags for
+//! NODE_BIN runs etcd alone; NODE_BIN `A,B,C` runs member i on the (i mod n)-th of
+//! the n builds named (mixed builds, as in a rolling upgrade; restarts keep each member's). `SOAK_FLAGS` (e.g. `"--snapshot-count 1000"`): more flags for
 //! every member of both servers.
 #![allow(dead_code)]
 
@@ -50,8 +51,9 @@ async fn main() {
         std::process::exit(2);
     }
     let minutes: f64 = args[1].parse().expect("MINUTES");
-    let node = Some(&args[2]).filter(|s| !s.is_empty()).map(PathBuf::from);
-    let etcd = args.get(3).filter(|s| !s.is_empty()).map(PathBuf::from);
+    let bins = |s: &String| s.split(',').map(PathBuf::from).collect::<Vec<_>>();
+    let node = Some(&args[2]).filter(|s| !s.is_empty()).map(bins);
+    let etcd = args.get(3).filter(|s| !s.is_empty()).map(bins);
     let seconds: u64 = args.get(4).map_or(20, |s| s.parse().expect("RUN_SECONDS"));
     let end = Instant::now() + Duration::from_secs_f64(minutes * 60.0);
     let only = std::env::var("SOAK_FAULTS").ok();
@@ -63,7 +65,7 @@ async fn main() {
         })
         .collect();
     assert!(!faults.is_empty(), "SOAK_FAULTS names no fault");
-    let servers: Vec<(Server, PathBuf)> = [(Server::Node, node), (Server::Etcd, etcd)]
+    let servers: Vec<(Server, Vec<PathBuf>)> = [(Server::Node, node), (Server::Etcd, etcd)]
         .into_iter()
         .filter_map(|(s, bin)| Some((s, bin?)))
         .collect();

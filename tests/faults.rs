@@ -59,7 +59,7 @@ fn run_alone(server: Server, bin: PathBuf, plan: Plan) -> Option<Report> {
         .enable_all()
         .build()
         .expect("runtime")
-        .block_on(run(server, bin, 3, plan))
+        .block_on(run(server, vec![bin], 3, plan))
 }
 
 /// A run with partitions or power losses is `None` where network namespaces or loop-mounted

@@ -93,7 +93,8 @@ struct Proc {
 /// Server processes, each stopped by its own PID when the cluster is dropped.
 pub struct Cluster {
     server: Server,
-    bin: PathBuf,
+    /// Member i runs the (i mod len)-th: one build, or a mix as in a rolling upgrade.
+    bins: Vec<PathBuf>,
     dir: tempfile::TempDir,
     members: Vec<Proc>,
     /// Each member in a network namespace of its own, when the run partitions.
@@ -308,7 +309,7 @@ impl Cluster {
     /// made.
     pub fn start(
         server: Server,
-        bin: PathBuf,
+        bins: Vec<PathBuf>,
         n: usize,
         net: Option<Netns>,
         disks: bool,
@@ -329,7 +330,7 @@ impl Cluster {
             .collect();
         let mut c = Cluster {
             server,
-            bin,
+            bins,
             dir,
             members,
             net,
@@ -391,14 +392,15 @@ impl Cluster {
             .append(true)
             .open(self.dir.path().join(format!("{}.log", m.name)))
             .expect("log file");
+        let bin = &self.bins[i % self.bins.len()];
         // `ip netns exec` execs the server: the child's PID is the server's.
         let mut cmd = match &self.net {
             Some(net) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", &net.ns(i)]).arg(&self.bin);
+                c.args(["netns", "exec", &net.ns(i)]).arg(bin);
                 c
             }
-            None => Command::new(&self.bin),
+            None => Command::new(bin),
         };
         cmd.args(["--name", &m.name])
             .arg("--data-dir")
@@ -1075,7 +1077,8 @@ const SEARCH_BUDGET: usize = 20_000_000;
 
 /// Runs `plan` against a fresh cluster of `members` and checks what it recorded. A plan
 /// with partitions runs the members in network namespaces; `None` if they cannot be made.
-pub async fn run(server: Server, bin: PathBuf, members: usize, plan: Plan) -> Option<Report> {
+/// Member i runs `bins[i % bins.len()]`.
+pub async fn run(server: Server, bins: Vec<PathBuf>, members: usize, plan: Plan) -> Option<Report> {
     let net = if plan.faults.contains(&Fault::Partition) {
         Some(Netns::new(members)?)
     } else {
@@ -1083,7 +1086,7 @@ pub async fn run(server: Server, bin: PathBuf, members: usize, plan: Plan) -> Op
     };
     let power =
         plan.faults.contains(&Fault::PowerLoss) || plan.faults.contains(&Fault::PowerLossAll);
-    let cluster = Cluster::start(server, bin, members, net, power, plan.flags.clone())?;
+    let cluster = Cluster::start(server, bins, members, net, power, plan.flags.clone())?;
     let urls: Arc<Vec<String>> = Arc::new((0..members).map(|i| cluster.url(i)).collect());
     let logs = cluster.logs();
     let cluster = Arc::new(Mutex::new(cluster));
