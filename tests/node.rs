@@ -397,9 +397,10 @@ async fn error_codes_and_cluster_headers_match_etcd() {
 }
 
 /// How the leader takes the writes its followers forward.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 enum Leader {
     /// As this build does.
+    #[default]
     Current,
     /// Proposes them, but its answers never come back.
     Mute,
@@ -407,14 +408,15 @@ enum Leader {
     Untagged,
 }
 
-/// Members reaching each other through the router, their forwarded writes taken by `Leader`,
-/// `Builds::old` answering what it reads as an earlier build.
-struct Forwards(etcdc::node::member::Router, Leader, Builds);
+/// Members reaching each other through the router, their forwarded writes taken as
+/// `Builds::leader` says, `Builds::old` answering what it reads as an earlier build.
+struct Forwards(etcdc::node::member::Router, Builds);
 
 #[async_trait::async_trait]
 impl etcdc::node::member::Peers for Forwards {
     async fn forward_write(&self, leader: u64, cmd: Command) -> etcdc::Result<Outcome> {
-        match self.1 {
+        let how = *self.1.leader.lock().unwrap();
+        match how {
             Leader::Current => self.0.forward_write(leader, cmd).await,
             Leader::Mute => {
                 let _ = self.0.forward_write(leader, cmd).await;
@@ -442,7 +444,7 @@ impl etcdc::node::member::Peers for Forwards {
         self.0.campaign(id).await
     }
     async fn reads(&self, id: u64) -> etcdc::Result<u32> {
-        if id == self.2.old.load(Ordering::SeqCst) {
+        if id == self.1.old.load(Ordering::SeqCst) {
             return Ok(0);
         }
         self.0.reads(id).await
@@ -456,12 +458,19 @@ impl etcdc::node::member::Peers for Forwards {
 /// as `leader` does: each is answered, with the revision the leader's store gave it.
 async fn follower_puts_through(leader: Leader) {
     let c = NodeCluster::empty(3, |_| {});
+    let builds = Builds::default();
     for id in 1..=3 {
-        let peers = Forwards(c.router.clone(), leader, Builds::default());
-        c.start_member_with(id, std::sync::Arc::new(peers)).await;
+        let peers = Arc::new(Forwards(c.router.clone(), builds.clone()));
+        let network = Counting(c.router.clone(), builds.clone());
+        c.start_member_on(id, network, peers).await;
     }
     let lead = c.settled().await;
-    let m = c.member((1..=3).find(|id| *id != lead).unwrap());
+    let mut followers = (1..=3).filter(|id| *id != lead);
+    let m = c.member(followers.next().unwrap());
+    // Once the leader heard what every member reads, it tags this follower's writes.
+    builds.to.store(followers.next().unwrap(), Ordering::SeqCst);
+    until_tagged(&m, &builds, "/warm/").await;
+    *builds.leader.lock().unwrap() = leader;
     let writes: Vec<_> = (0..8)
         .map(|i| {
             let m = m.clone();
@@ -495,11 +504,12 @@ async fn a_leader_that_cannot_read_tagged_writes_is_sent_them_untagged() {
     follower_puts_through(Leader::Untagged).await;
 }
 
-/// Members of two builds, as the others see them: member `old` (none: 0) says it reads no
-/// tagged entry, as a build before them answers; the tagged entries Raft sends member `to`
-/// are counted.
+/// The builds of a test's members, as the others see them: how the leader takes forwarded
+/// writes (`leader`); member `old` (none: 0) says it reads no tagged entry, as a build before
+/// them answers; the tagged entries Raft sends member `to` are counted.
 #[derive(Clone, Default)]
 struct Builds {
+    leader: Arc<std::sync::Mutex<Leader>>,
     old: Arc<AtomicU64>,
     to: Arc<AtomicU64>,
     tagged: Arc<AtomicU64>,
@@ -575,7 +585,7 @@ async fn no_member_is_sent_a_tagged_write_before_its_build_reads_one() {
         if id == old {
             c.leader_seen_by(1).await;
         }
-        let peers = Arc::new(Forwards(c.router.clone(), Leader::Current, builds.clone()));
+        let peers = Arc::new(Forwards(c.router.clone(), builds.clone()));
         let network = Counting(c.router.clone(), builds.clone());
         c.start_member_on(id, network, peers).await;
     }
@@ -590,11 +600,17 @@ async fn no_member_is_sent_a_tagged_write_before_its_build_reads_one() {
     assert_eq!(kvs(&*c.member(old), "/old/", false).await.len(), 20);
     // Upgraded: asked again, it reads them.
     builds.old.store(0, Ordering::SeqCst);
+    until_tagged(&w, &builds, "/new/").await;
+}
+
+/// Puts through follower `m` (keys under `prefix`) until a tagged entry went to `Builds::to`
+/// (at most 10 s).
+async fn until_tagged(m: &Member, builds: &Builds, prefix: &str) {
     let until = Instant::now() + Duration::from_secs(10);
     let mut i = 0;
     while builds.tagged.load(Ordering::SeqCst) == 0 {
         assert!(Instant::now() < until, "no tagged write within 10 s");
-        w.put(put(format!("/new/{i}"), "v"), dl()).await.unwrap();
+        m.put(put(format!("{prefix}{i}"), "v"), dl()).await.unwrap();
         i += 1;
     }
 }
