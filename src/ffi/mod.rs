@@ -24,6 +24,7 @@ pub mod cluster;
 pub mod completion;
 pub mod delete;
 pub mod discovery;
+mod driven;
 pub mod election;
 pub mod get;
 mod guard;
