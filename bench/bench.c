@@ -6,14 +6,17 @@
  * watcher while `callers` threads put).
  * Usage: etcdc_bench IMPL OP CALLERS SECONDS ENDPOINT */
 #include <curl/curl.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <etcdc.h>
 
@@ -124,15 +127,34 @@ static void *run_v2(void *arg) {
 }
 
 /* etcdc's asynchronous API: one thread keeps `inflight` calls going through a completion
- * queue (etcdc-driven: a driven queue, the calls' I/O on this thread); each call's tag is
- * its start time. */
+ * queue (etcdc-driven: a driven queue, the calls' I/O on this thread; etcdc-epoll: the same
+ * queue in an epoll loop, sleeping on its fd and taking completions without waiting); each
+ * call's tag is its start time. */
 static int async_inflight;
 static int async_driven;
+static int async_epoll;
+
+/* The next completion: waited for inside etcdc_cq_next, or as an epoll loop takes it. */
+static etcdc_status next_completion(etcdc_cq *cq, int ep, etcdc_completion **c) {
+  if (ep < 0) return etcdc_cq_next(cq, -1, c);
+  for (;;) {
+    etcdc_status s = etcdc_cq_next(cq, 0, c);
+    if (s != ETCDC_ERR_TIMEOUT) return s;
+    struct epoll_event ev;
+    if (epoll_wait(ep, &ev, 1, -1) < 0 && errno != EINTR) return ETCDC_ERR_INTERNAL;
+  }
+}
 
 static void *run_async(void *arg) {
   worker *w = (worker *)arg;
   etcdc_cq *cq = NULL;
   if ((async_driven ? etcdc_cq_new_driven(&cq) : etcdc_cq_new(NULL, &cq)) != ETCDC_OK) return NULL;
+  int ep = -1, fd = -1;
+  if (async_epoll) {
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN};
+    if (ep < 0 || etcdc_cq_fd(cq, &fd) != ETCDC_OK || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) return NULL;
+  }
   etcdc_get_options *serializable = etcdc_get_options_new();
   etcdc_get_options_set_serializable(serializable, true);
   const etcdc_get_options *get_opts = strcmp(op, "srange") == 0 ? serializable : NULL;
@@ -157,7 +179,7 @@ static void *run_async(void *arg) {
     }
     if (inflight == 0) break;
     etcdc_completion *c = NULL;
-    if (etcdc_cq_next(cq, -1, &c) != ETCDC_OK) break;
+    if (next_completion(cq, ep, &c) != ETCDC_OK) break;
     inflight--;
     if (etcdc_completion_status(c) != ETCDC_OK) {
       if (w->errors++ < 3) fprintf(stderr, "etcdc async: %s\n", etcdc_completion_message(c));
@@ -168,6 +190,7 @@ static void *run_async(void *arg) {
   }
   etcdc_get_options_free(serializable);
   etcdc_cq_free(cq);
+  if (ep >= 0) close(ep);
   return NULL;
 }
 
@@ -206,7 +229,7 @@ static int cmp_u64(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
   if (argc != 6) {
-    fprintf(stderr, "usage: %s etcdc|etcdc-async|etcdc-driven|v2curl put|range|srange|watch CALLERS SECONDS ENDPOINT\n", argv[0]);
+    fprintf(stderr, "usage: %s etcdc|etcdc-async|etcdc-driven|etcdc-epoll|v2curl put|range|srange|watch CALLERS SECONDS ENDPOINT\n", argv[0]);
     return 2;
   }
   impl = argv[1];
@@ -247,7 +270,8 @@ int main(int argc, char **argv) {
 
   /* etcdc-async and -driven: one thread with CALLERS calls in flight; the others: CALLERS
    * threads. */
-  async_driven = strcmp(impl, "etcdc-driven") == 0;
+  async_epoll = strcmp(impl, "etcdc-epoll") == 0;
+  async_driven = async_epoll || strcmp(impl, "etcdc-driven") == 0;
   int async = async_driven || strcmp(impl, "etcdc-async") == 0;
   int report_callers = callers;
   if (async) {

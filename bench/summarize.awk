@@ -48,4 +48,16 @@ END {
       printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", ops[o], cs[c], cellq(d), cellq(a), cellq(t), cellq(v), ratio(qps(d), qps(t)), ratio(qps(d), qps(v)), ratio(qps(d), qps(a)), cell(d), cell(a), cell(t), cpu(d) " / " cpu(a) " / " cpu(t), cpur
     }
   }
+  print ""
+  print "| op | calls in flight | epoll QPS | driven QPS | epoll / driven | epoll / tonic tasks | epoll p50 / p99 us | client CPU us/op: epoll / driven | epoll / driven CPU |"
+  print "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for (o = 1; o <= nops; o++) {
+    for (c = 1; c <= ncs; c++) {
+      k = ops[o] " " cs[c]
+      f = "etcdc-epoll " k; d = "etcdc-driven " k; t = "tonic " k
+      if (!(f in n)) continue
+      cpur = (d in n) ? ratio(median("cpu", f), median("cpu", d)) : "n/a"
+      printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", ops[o], cs[c], cellq(f), cellq(d), ratio(qps(f), qps(d)), ratio(qps(f), qps(t)), cell(f), cpu(f) " / " cpu(d), cpur
+    }
+  }
 }

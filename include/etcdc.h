@@ -843,9 +843,10 @@ enum etcdc_status etcdc_cq_new(const struct etcdc_completion_callback *callback,
  * loop that keeps many calls in flight from one thread. They progress only inside
  * `etcdc_cq_next` (their deadlines run all the same). Other operations complete into it
  * as into any queue, running on etcdc's runtime: an embedded node's client, mutexes,
- * elections, registrations and `_next_async` of streams. A driven queue has no descriptor
- * (`etcdc_cq_fd` refuses it). Free with `etcdc_cq_free`, which ends its calls in flight
- * with it (a write may have been applied or not).
+ * elections, registrations and `_next_async` of streams. For a loop that waits on other
+ * descriptors too, `etcdc_cq_fd` gives one that is readable when `etcdc_cq_next` has work.
+ * Free with `etcdc_cq_free`, which ends its calls in flight with it (a write may have been
+ * applied or not).
  */
 enum etcdc_status etcdc_cq_new_driven(struct etcdc_cq **cq_out);
 
@@ -858,8 +859,13 @@ enum etcdc_status etcdc_cq_next(const struct etcdc_cq *cq,
                                 struct etcdc_completion **completion_out);
 
 /**
- * A descriptor readable while a completion waits. Owned by the queue. A driven queue has
- * none (`ETCDC_ERR_FAILED_PRECONDITION`): its calls progress only inside `etcdc_cq_next`.
+ * A descriptor for `poll`/`epoll` (`POLLIN`), owned by the queue. A queue's: readable while
+ * a completion waits. A driven queue's: readable when `etcdc_cq_next` has work — a
+ * completion, an answer on one of its connections, a call to start, or, while calls are in
+ * flight, every 25 ms for their timers (a deadline or a retry's pause runs up to that late
+ * when the loop sleeps on the descriptor alone). On readable, call `etcdc_cq_next` with
+ * timeout 0 until `ETCDC_ERR_TIMEOUT`; a wake-up may find nothing. From the first call on,
+ * each drive of a driven queue takes a few more system calls to keep the descriptor true.
  */
 enum etcdc_status etcdc_cq_fd(const struct etcdc_cq *cq, int *fd_out);
 

@@ -6,10 +6,11 @@
 # with --enable-v2. Prints a markdown table: QPS, p50 and p99 latency (microseconds),
 # each the median of three rounds, and the ratios etcdc/tonic and etcdc/v2.
 # A second table compares the asynchronous C API (a runtime queue and a driven queue, whose
-# calls run on the caller's thread) with async tonic and v2.
+# calls run on the caller's thread) with async tonic and v2; a third, the driven queue in an
+# epoll loop (sleeping on its fd) with the same queue waited on inside etcdc_cq_next.
 #   scripts/bench.sh            # 3 rounds of 2 s per cell, about 10 minutes
 #   BENCH_SECONDS=5 scripts/bench.sh
-#   BENCH_OPS="put range" BENCH_IMPLS="etcdc-async etcdc-driven tonic v2curl" scripts/bench.sh
+#   BENCH_OPS="put range" BENCH_IMPLS="etcdc-async etcdc-driven etcdc-epoll tonic v2curl" scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -29,8 +30,8 @@ ETCD_EXTRA_FLAGS="--enable-v2=true" scripts/with-etcd.sh bash -c '
       # Three rounds, each in a rotated order, so that neither etcd warming up nor its
       # growing database favours one implementation.
       impls=()
-      for impl in ${BENCH_IMPLS:-etcdc etcdc-async etcdc-driven tonic-threads tonic v2curl}; do
-        case $op/$impl in watch/etcdc-async|watch/etcdc-driven|watch/v2curl) ;; *) impls+=("$impl") ;; esac
+      for impl in ${BENCH_IMPLS:-etcdc etcdc-async etcdc-driven etcdc-epoll tonic-threads tonic v2curl}; do
+        case $op/$impl in watch/etcdc-async|watch/etcdc-driven|watch/etcdc-epoll|watch/v2curl) ;; *) impls+=("$impl") ;; esac
       done
       for round in 0 1 2; do
         for k in "${!impls[@]}"; do

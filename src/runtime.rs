@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use tokio::runtime::{Builder, Handle, Runtime};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -153,4 +154,43 @@ pub fn reinit_after_fork() {
             FORKED.store(false, Ordering::Release);
         }
     }
+}
+
+thread_local! {
+    /// The epoll set of the driven queue whose runtime runs on this thread now: connections
+    /// made meanwhile are that queue's, and its descriptor must wake for them.
+    static CONNECTIONS: std::cell::RefCell<Option<std::sync::Arc<Epoll>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` (a drive of a driven queue's runtime) with the connections it makes noted in
+/// `set` (`connected`).
+pub(crate) fn noting_connections<T>(set: &std::sync::Arc<Epoll>, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<std::sync::Arc<Epoll>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let before = self.0.take();
+            CONNECTIONS.with(|c| *c.borrow_mut() = before);
+        }
+    }
+    let _restore = Restore(CONNECTIONS.with(|c| c.borrow_mut().replace(set.clone())));
+    f()
+}
+
+/// A new connection: in a driven queue's set, if one is noting (edge-triggered: the set
+/// reports each arrival of data or room once, and the runtime's own poller does the I/O).
+pub(crate) fn connected(conn: impl std::os::fd::AsFd) {
+    CONNECTIONS.with(|c| {
+        if let Some(set) = c.borrow().as_ref() {
+            let events = EpollFlags::EPOLLIN
+                | EpollFlags::EPOLLOUT
+                | EpollFlags::EPOLLRDHUP
+                | EpollFlags::EPOLLET;
+            if let Err(e) = set.add(conn, EpollEvent::new(events, 0)) {
+                crate::observe::log(crate::observe::Level::Warn, || {
+                    format!("a driven queue cannot watch its new connection: {e}")
+                });
+            }
+        }
+    });
 }

@@ -345,6 +345,7 @@ impl tower_service::Service<Uri> for Connector {
                     io::Error::new(io::ErrorKind::TimedOut, "tcp connect error: timed out")
                 })??;
             tcp.set_nodelay(true)?;
+            crate::runtime::connected(&tcp);
             let Some(tls) = this.tls else {
                 return Ok(TokioIo::new(Box::new(tcp) as Box<dyn Io>));
             };

@@ -135,9 +135,10 @@ pub extern "C" fn etcdc_cq_new(
 /// loop that keeps many calls in flight from one thread. They progress only inside
 /// `etcdc_cq_next` (their deadlines run all the same). Other operations complete into it
 /// as into any queue, running on etcdc's runtime: an embedded node's client, mutexes,
-/// elections, registrations and `_next_async` of streams. A driven queue has no descriptor
-/// (`etcdc_cq_fd` refuses it). Free with `etcdc_cq_free`, which ends its calls in flight
-/// with it (a write may have been applied or not).
+/// elections, registrations and `_next_async` of streams. For a loop that waits on other
+/// descriptors too, `etcdc_cq_fd` gives one that is readable when `etcdc_cq_next` has work.
+/// Free with `etcdc_cq_free`, which ends its calls in flight with it (a write may have been
+/// applied or not).
 #[no_mangle]
 pub extern "C" fn etcdc_cq_new_driven(cq_out: *mut *mut etcdc_cq) -> etcdc_status {
     guard(|| {
@@ -168,19 +169,23 @@ pub extern "C" fn etcdc_cq_next(
     }
 }
 
-/// A descriptor readable while a completion waits. Owned by the queue. A driven queue has
-/// none (`ETCDC_ERR_FAILED_PRECONDITION`): its calls progress only inside `etcdc_cq_next`.
+/// A descriptor for `poll`/`epoll` (`POLLIN`), owned by the queue. A queue's: readable while
+/// a completion waits. A driven queue's: readable when `etcdc_cq_next` has work — a
+/// completion, an answer on one of its connections, a call to start, or, while calls are in
+/// flight, every 25 ms for their timers (a deadline or a retry's pause runs up to that late
+/// when the loop sleeps on the descriptor alone). On readable, call `etcdc_cq_next` with
+/// timeout 0 until `ETCDC_ERR_TIMEOUT`; a wake-up may find nothing. From the first call on,
+/// each drive of a driven queue takes a few more system calls to keep the descriptor true.
 #[no_mangle]
 pub extern "C" fn etcdc_cq_fd(cq: *const etcdc_cq, fd_out: *mut c_int) -> etcdc_status {
-    if let Ok(Some(_)) = driver(cq) {
-        return guard(|| {
-            Err(Error::new(
-                ErrorKind::FailedPrecondition,
-                "a driven queue has no descriptor: its calls progress only inside etcdc_cq_next",
-            ))
-        });
+    match driver(cq) {
+        Ok(Some(driver)) => guard(|| {
+            let out = out(fd_out, "fd_out")?;
+            out.write(driver.fd(QUEUES.get(cq)?.stream())?);
+            Ok(())
+        }),
+        _ => stream::fd(&QUEUES, cq, fd_out),
     }
-    stream::fd(&QUEUES, cq, fd_out)
 }
 
 /// Frees the queue, with the same callback rules as `etcdc_watch_free`. Operations still
@@ -370,7 +375,7 @@ where
     let task = task(op.clone());
     match runner {
         Runner::Runtime(rt) => run(rt, &op, task),
-        Runner::Driven(driver) => driver.start(&op, Box::pin(task)),
+        Runner::Driven(driver) => driver.start(&op, task),
     }
     if !op_out.is_null() {
         let handle: *mut etcdc_op = OPS.insert(op);

@@ -1,10 +1,17 @@
 //! A driven completion queue: its own current-thread runtime, which runs only inside
 //! `etcdc_cq_next` on the calling thread, and the connections its calls use.
 
-use std::sync::atomic::Ordering;
+use std::future::Future;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use tokio::runtime::Handle;
 
 use super::client::Client;
@@ -20,6 +27,136 @@ pub(crate) struct Driver {
     rt: Option<tokio::runtime::Runtime>,
     conns: Mutex<Vec<LocalConn>>,
     waiting: Mutex<Waiting>,
+    ready: Readiness,
+    /// Counts the times the runtime ran out of work (tokio's `on_thread_park`).
+    idle: Arc<Idle>,
+    /// Calls of this queue not ended yet (waiting, running): the timer ticks while any are.
+    pending: Arc<AtomicUsize>,
+}
+
+/// How often a watched driven queue's descriptor wakes while calls are in flight: the
+/// runtime's own timers (a call's deadline, a retry's pause, a connect timeout) and wake-ups
+/// from other threads (a name resolved) are not in its epoll set, so they are seen at most
+/// this late. Go's retry step.
+const TICK: Duration = Duration::from_millis(25);
+
+/// The descriptor a driven queue gives its caller (`etcdc_cq_fd`): an epoll set of the
+/// queue's connections (edge-triggered, noted as the connector makes them), the queue's
+/// completions from elsewhere (its stream's descriptor), a wake for calls started between
+/// drives and a timer. It is readable when a drive has something to do.
+struct Readiness {
+    set: Arc<Epoll>,
+    /// Written when a call waits to be started, or the descriptor is first asked for.
+    wake: EventFd,
+    tick: TimerFd,
+    /// Somebody asked for the descriptor: from then on it has to tell the truth.
+    watched: AtomicBool,
+    armed: AtomicBool,
+}
+
+impl Readiness {
+    fn new() -> nix::Result<Self> {
+        let ready = Readiness {
+            set: Arc::new(Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?),
+            wake: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
+            tick: TimerFd::new(
+                ClockId::CLOCK_MONOTONIC,
+                TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+            )?,
+            watched: AtomicBool::new(false),
+            armed: AtomicBool::new(false),
+        };
+        ready
+            .set
+            .add(&ready.wake, EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
+        ready
+            .set
+            .add(&ready.tick, EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
+        Ok(ready)
+    }
+
+    /// At a drive's start: what made the descriptor readable is being handled now.
+    fn reset(&self) {
+        if self.armed.load(Ordering::Acquire) && self.tick.wait().is_ok() {
+            self.armed.store(false, Ordering::Release);
+        }
+        // The connections' edges; the level-triggered sources are read (or empty) by now,
+        // so a bounded number of rounds empties the ready list.
+        let mut events = [EpollEvent::empty(); 32];
+        for _ in 0..4 {
+            match self.set.wait(&mut events, EpollTimeout::ZERO) {
+                Ok(n) if n == events.len() => continue,
+                _ => break,
+            }
+        }
+    }
+
+    /// At a drive's end: the timer runs while calls are in flight (one expiry at most after
+    /// the last; it is not stopped, which would cost a system call per drive).
+    fn rearm(&self, pending: bool) {
+        if pending && !self.armed.swap(true, Ordering::AcqRel) {
+            let once = Expiration::OneShot(TimeSpec::from_duration(TICK));
+            if self.tick.set(once, TimerSetTimeFlags::empty()).is_err() {
+                self.armed.store(false, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// The runtime's idle moments, counted, for a drive that ends only once what it woke has
+/// run (`Idle::next`).
+#[derive(Default)]
+struct Idle {
+    times: AtomicU64,
+    waiting: Mutex<Vec<Waker>>,
+}
+
+impl Idle {
+    /// tokio's `on_thread_park`: the runtime has no task to run.
+    fn parked(&self) {
+        self.times.fetch_add(1, Ordering::AcqRel);
+        let waiting = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+        for w in waiting {
+            w.wake();
+        }
+    }
+
+    /// Until the runtime next runs out of work. It then looks at its poller without
+    /// waiting (a woken `block_on` is pending work) before this returns.
+    async fn next(&self) {
+        let seen = self.times.load(Ordering::Acquire);
+        std::future::poll_fn(|cx| {
+            if self.times.load(Ordering::Acquire) != seen {
+                return Poll::Ready(());
+            }
+            self.waiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(cx.waker().clone());
+            if self.times.load(Ordering::Acquire) != seen {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// Counts a call as pending until its task is dropped (ended, aborted or never started).
+struct Alive(Arc<AtomicUsize>);
+
+impl Alive {
+    fn new(pending: &Arc<AtomicUsize>) -> Self {
+        pending.fetch_add(1, Ordering::AcqRel);
+        Alive(pending.clone())
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Calls started while no thread drives the queue wait here for the next drive, which
@@ -30,6 +167,8 @@ struct Waiting {
     /// Threads inside `etcdc_cq_next` now: a call started meanwhile is spawned at once.
     drivers: usize,
     calls: Vec<(Arc<OpState>, Task)>,
+    /// The wake is written and not yet read by a drive.
+    signaled: bool,
 }
 
 /// A driven queue's connection for one client, dropped once the client is freed.
@@ -37,15 +176,59 @@ type LocalConn = (Weak<Client>, Arc<dyn Etcd>);
 
 impl Driver {
     pub(super) fn new() -> Result<Self> {
+        let idle = Arc::new(Idle::default());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .on_thread_park({
+                let idle = idle.clone();
+                move || idle.parked()
+            })
             .build()
             .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start a runtime: {e}")))?;
+        let ready = Readiness::new().map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("cannot make a descriptor: {e}"),
+            )
+        })?;
         Ok(Driver {
             rt: Some(rt),
             conns: Mutex::default(),
             waiting: Mutex::default(),
+            ready,
+            idle,
+            pending: Arc::default(),
         })
+    }
+
+    /// The descriptor for the caller's epoll set (`etcdc_cq_fd`); `completions` is the
+    /// queue's stream, into which operations that do not run here complete.
+    pub(super) fn fd(&self, completions: &Stream<Done>) -> Result<RawFd> {
+        let completed = completions.fd()?;
+        if !self.ready.watched.swap(true, Ordering::AcqRel) {
+            // SAFETY: `completed` is the stream's descriptor, open while the queue is;
+            // borrowed for the one call that adds it to the set.
+            let completed = unsafe { BorrowedFd::borrow_raw(completed) };
+            self.ready
+                .set
+                .add(completed, EpollEvent::new(EpollFlags::EPOLLIN, 0))
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::Internal,
+                        format!("cannot watch completions: {e}"),
+                    )
+                })?;
+            // The first look drives: it starts the calls waiting and arms the timer.
+            self.signal(&mut self.waiting());
+        }
+        Ok(self.ready.set.0.as_raw_fd())
+    }
+
+    /// Makes a watched descriptor readable until the next drive.
+    fn signal(&self, waiting: &mut Waiting) {
+        if !waiting.signaled && self.ready.wake.write(1).is_ok() {
+            waiting.signaled = true;
+        }
     }
 
     fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
@@ -53,8 +236,17 @@ impl Driver {
     }
 
     /// Starts an operation's task: at the next drive, or now if one is under way.
-    pub(super) fn start(&self, op: &Arc<OpState>, task: Task) {
+    pub(super) fn start(&self, op: &Arc<OpState>, task: impl Future<Output = ()> + Send + 'static) {
+        let alive = Alive::new(&self.pending);
+        let task: Task = Box::pin(async move {
+            let _alive = alive;
+            task.await
+        });
         let mut waiting = self.waiting();
+        if self.ready.watched.load(Ordering::Acquire) {
+            // Also when a drive is under way: it may be ending.
+            self.signal(&mut waiting);
+        }
         if waiting.drivers == 0 {
             waiting.calls.push((op.clone(), task));
             return;
@@ -109,13 +301,21 @@ impl Driver {
                 self.0.waiting().drivers -= 1;
             }
         }
+        let watched = self.ready.watched.load(Ordering::Acquire);
         let calls = {
             let mut waiting = self.waiting();
             waiting.drivers += 1;
+            if waiting.signaled {
+                let _ = self.ready.wake.read();
+                waiting.signaled = false;
+            }
             std::mem::take(&mut waiting.calls)
         };
         let _driving = Driving(self);
-        without_sigpipe(|| {
+        if watched {
+            self.ready.reset();
+        }
+        let drive = || {
             self.rt().block_on(async {
                 let here = Handle::current();
                 let mut calls = calls;
@@ -133,27 +333,45 @@ impl Driver {
                         waiting.calls = calls;
                     }
                 }
-                match timeout_ms {
-                    ..0 => stream.next_async().await,
-                    0 => {
-                        // What is ready: a few rounds of the connections' I/O and the calls
-                        // it wakes, no waiting.
-                        for _ in 0..3 {
-                            tokio::task::yield_now().await;
-                            if let Some(done) = stream.try_next()? {
-                                return Ok(done);
+                let next = async {
+                    match timeout_ms {
+                        ..0 => stream.next_async().await,
+                        0 => {
+                            // What is ready: a few rounds of the connections' I/O and the calls
+                            // it wakes, no waiting.
+                            for _ in 0..3 {
+                                tokio::task::yield_now().await;
+                                if let Some(done) = stream.try_next()? {
+                                    return Ok(done);
+                                }
                             }
+                            Err(timed_out())
                         }
-                        Err(timed_out())
+                        ms => tokio::time::timeout(
+                            Duration::from_millis(ms as u64),
+                            stream.next_async(),
+                        )
+                        .await
+                        .unwrap_or_else(|_| Err(timed_out())),
                     }
-                    ms => {
-                        tokio::time::timeout(Duration::from_millis(ms as u64), stream.next_async())
-                            .await
-                            .unwrap_or_else(|_| Err(timed_out()))
-                    }
+                };
+                let next = next.await;
+                if watched {
+                    // The drive ends idle: what the events it took woke has run, so nothing
+                    // is left for which the descriptor would not wake again (events after
+                    // `reset` are in the set; the second idle covers a drive that found its
+                    // completion before the runtime first looked at its poller).
+                    self.idle.next().await;
+                    self.idle.next().await;
                 }
+                next
             })
-        })
+        };
+        let next = without_sigpipe(|| crate::runtime::noting_connections(&self.ready.set, drive));
+        if watched {
+            self.ready.rearm(self.pending.load(Ordering::Acquire) > 0);
+        }
+        next
     }
 }
 

@@ -3,8 +3,13 @@
 #ifndef ETCDC_TEST_COMMON_H
 #define ETCDC_TEST_COMMON_H
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "check.h"
 
@@ -82,6 +87,24 @@ static inline void on_lease(void *user_data, const etcdc_lease_event *e) {
   if (etcdc_lease_event_state(e) == ETCDC_LEASE_LOST) s->lease_lost++;
   pthread_cond_broadcast(&s->cv);
   pthread_mutex_unlock(&s->mu);
+}
+
+/* A socket listening on a free loopback port (in `*port`): connections to it complete in the
+ * kernel and nobody answers them. -1 on failure. */
+static inline int loopback_listener(int *port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(fd, 16) == 0 &&
+      getsockname(fd, (struct sockaddr *)&a, &len) == 0) {
+    *port = ntohs(a.sin_port);
+    return fd;
+  }
+  if (fd >= 0) close(fd);
+  return -1;
 }
 
 static inline void sleep_ms(long ms) {

@@ -3,10 +3,7 @@
  * right certificate or password, or outside the user's permission, calls fail with a clear
  * status and message. Then the same on a node embedded in this process that requires all
  * three (users made with etcdctl). */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdlib.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -153,16 +150,8 @@ static void refusals(void) {
 
 /* A loopback port nobody listens on now. */
 static int free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a;
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
   int port = -1;
-  if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-      getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-    port = ntohs(a.sin_port);
+  int fd = loopback_listener(&port);
   if (fd >= 0) close(fd);
   return port;
 }
