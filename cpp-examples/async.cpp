@@ -4,6 +4,9 @@
 #include <iostream>
 #include <atomic>
 #include <future>
+#include <optional>
+
+#include <poll.h>
 
 #include <etcdc.hpp>
 
@@ -36,10 +39,16 @@ int main(int argc, char** argv) try {
   if (!got || got->tag != reinterpret_cast<void*>(42) || !got->reply.ok()) return 1;
   std::cout << got->reply.kvs.size() << " keys under async/\n";
 
-  // A driven queue: the calls run inside next(), on this thread — for a single-threaded loop.
+  // A driven queue: the calls run inside next(), on this thread — for a single-threaded loop,
+  // which sleeps on its fd() with its other descriptors and calls next(0) when it is readable.
   auto driven = etcdc::CompletionQueue::driven();
   async.get("async/", driven, reinterpret_cast<void*>(43), &prefix);
-  auto local = driven.next(5000);
+  std::optional<etcdc::Completion> local;
+  for (int i = 0; i < 1000 && !local; i++) {
+    pollfd p{driven.fd(), POLLIN, 0};
+    if (poll(&p, 1, 5000) != 1) return 1;
+    local = driven.next(0);
+  }
   if (!local || !local->reply.ok() || local->reply.kvs.size() != got->reply.kvs.size()) return 1;
 
   // A watch's responses come through the same queue as the calls.

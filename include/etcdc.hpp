@@ -1406,7 +1406,7 @@ struct Completion {
 
 /// A completion queue in the pull form, for epoll loops: start calls with it, wait on fd(),
 /// take completions with next(). driven(): a queue whose remote calls run inside next(), on
-/// the thread that calls it (no fd; see etcdc_cq_new_driven).
+/// the thread that calls it; its fd() is readable when next(0) has work (etcdc_cq_fd).
 class CompletionQueue : public detail::StreamOwner<etcdc_cq, etcdc_cq_free> {
  public:
   static CompletionQueue create() {
