@@ -265,13 +265,11 @@ impl Member {
             untagged: Arc::default(),
         };
         tokio::spawn(batch_proposals(proposer, queue, proposing.clone()));
-        let readers = Arc::new(proposal::Readers {
-            raft: raft.clone(),
-            peers: peers.clone(),
-            me: config.id,
-            known: Default::default(),
-            asking: Default::default(),
-        });
+        let readers = Arc::new(proposal::Readers::new(
+            raft.clone(),
+            peers.clone(),
+            config.id,
+        ));
         Ok(Member {
             id: config.id,
             raft,

@@ -129,13 +129,13 @@ impl Proposer {
 /// it leads, a follower's tagged write goes into the log tagged only once every member reads
 /// tagged entries; until then it goes in untagged and the leader's answer is the follower's.
 pub(super) struct Readers {
-    pub raft: Raft,
-    pub peers: Arc<dyn Peers>,
-    pub me: NodeId,
+    raft: Raft,
+    peers: Arc<dyn Peers>,
+    me: NodeId,
     /// What each member answered when last asked.
-    pub known: Mutex<HashMap<NodeId, Asked>>,
+    known: Mutex<HashMap<NodeId, Asked>>,
     /// Members are being asked.
-    pub asking: AtomicBool,
+    asking: AtomicBool,
 }
 
 /// A member's answer to what it reads.
@@ -152,6 +152,17 @@ pub(super) struct Asked {
 const ASK_AGAIN: Duration = Duration::from_secs(2);
 
 impl Readers {
+    /// `me`'s view of what its cluster's members read; nobody asked yet.
+    pub fn new(raft: Raft, peers: Arc<dyn Peers>, me: NodeId) -> Self {
+        Readers {
+            raft,
+            peers,
+            me,
+            known: Mutex::default(),
+            asking: AtomicBool::default(),
+        }
+    }
+
     /// Whether every member reads entries of kind `version`; false while some are being
     /// asked (in the background: a write does not wait for the answers).
     pub fn all_read(self: &Arc<Self>, version: u32) -> bool {
