@@ -115,8 +115,10 @@ impl Idle {
     /// tokio's `on_thread_park`: the runtime has no task to run.
     fn parked(&self) {
         self.times.fetch_add(1, Ordering::AcqRel);
-        let waiting = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
-        for w in waiting {
+        // Woken under the lock (a drive's waker marks it woken and pokes tokio's driver,
+        // nothing that takes this lock), so the list keeps its room: no allocation per drive.
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        for w in waiting.drain(..) {
             w.wake();
         }
     }
@@ -205,21 +207,28 @@ impl Driver {
     /// queue's stream, into which operations that do not run here complete.
     pub(super) fn fd(&self, completions: &Stream<Done>) -> Result<RawFd> {
         let completed = completions.fd()?;
-        if !self.ready.watched.swap(true, Ordering::AcqRel) {
+        if !self.ready.watched.load(Ordering::Acquire) {
             // SAFETY: `completed` is the stream's descriptor, open while the queue is;
             // borrowed for the one call that adds it to the set.
             let completed = unsafe { BorrowedFd::borrow_raw(completed) };
-            self.ready
+            match self
+                .ready
                 .set
                 .add(completed, EpollEvent::new(EpollFlags::EPOLLIN, 0))
-                .map_err(|e| {
-                    Error::new(
+            {
+                // EEXIST: another thread's first look added it.
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => {
+                    return Err(Error::new(
                         ErrorKind::Internal,
                         format!("cannot watch completions: {e}"),
-                    )
-                })?;
-            // The first look drives: it starts the calls waiting and arms the timer.
-            self.signal(&mut self.waiting());
+                    ))
+                }
+            }
+            if !self.ready.watched.swap(true, Ordering::AcqRel) {
+                // The first look drives: it starts the calls waiting and arms the timer.
+                self.signal(&mut self.waiting());
+            }
         }
         Ok(self.ready.set.0.as_raw_fd())
     }
