@@ -618,17 +618,22 @@ static void driven_fd(etcdc_client *c) {
   OK(etcdc_cq_free(cq));
 }
 
+/* The suite against the remote client through one queue (`puts` in the long run). */
+static void remote_suite(etcdc_client *c, etcdc_cq *cq, int puts) {
+  every_call(c, cq);
+  streams_and_recipes(c, cq);
+  long_run(c, cq, puts, puts >= 20000);
+  nobody_answers(cq);
+}
+
 int main(void) {
   etcdc_cq *cq = NULL;
   EXPECT(etcdc_cq_new(NULL, NULL), ETCDC_ERR_INVALID_ARGUMENT);
   OK(etcdc_cq_new(NULL, &cq));
   etcdc_client *c = NULL;
   OK(etcdc_client_connect(endpoints_from_env(), NULL, &c));
-  every_call(c, cq);
-  streams_and_recipes(c, cq);
   callback_queue(c);
-  long_run(c, cq, 20000, 1);
-  nobody_answers(cq);
+  remote_suite(c, cq, 20000);
 
   /* One queue serves clients of both backends. */
   on_embedded_node(on_node, cq);
@@ -638,10 +643,7 @@ int main(void) {
   driven_only(c);
   driven_inside = 1;
   OK(etcdc_cq_new_driven(&cq));
-  every_call(c, cq);
-  streams_and_recipes(c, cq);
-  long_run(c, cq, 20000, 1);
-  nobody_answers(cq);
+  remote_suite(c, cq, 20000);
   on_embedded_node(on_node, cq);
   OK(etcdc_cq_free(cq));
 
@@ -649,10 +651,7 @@ int main(void) {
   driven_fd(c);
   via_fd = 1;
   OK(etcdc_cq_new_driven(&cq));
-  every_call(c, cq);
-  streams_and_recipes(c, cq);
-  long_run(c, cq, 5000, 0);
-  nobody_answers(cq);
+  remote_suite(c, cq, 5000);
   OK(etcdc_cq_free(cq));
   OK(etcdc_client_free(c));
   return check_report("test_async");
