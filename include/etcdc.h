@@ -861,10 +861,11 @@ enum etcdc_status etcdc_cq_next(const struct etcdc_cq *cq,
 /**
  * A descriptor for `poll`/`epoll` (`POLLIN`), owned by the queue. A queue's: readable while
  * a completion waits. A driven queue's: readable when `etcdc_cq_next` has work — a
- * completion, an answer on one of its connections, a call to start, or, while calls are in
- * flight, every 25 ms for their timers (a deadline or a retry's pause runs up to that late
- * when the loop sleeps on the descriptor alone). On readable, call `etcdc_cq_next` with
- * timeout 0 until `ETCDC_ERR_TIMEOUT`; a wake-up may find nothing. From the first call on,
+ * completion, an answer on one of its connections, a call to start, a resolved name, or a
+ * timer of its calls due (a deadline, a retry's pause: on time, within a millisecond). While
+ * calls are in flight it also wakes once a second for timers it is not told of (HTTP/2
+ * keep-alive pings). On readable, call `etcdc_cq_next` with timeout 0 until
+ * `ETCDC_ERR_TIMEOUT`; a wake-up may find nothing. From the first call on,
  * each drive of a driven queue takes a few more system calls to keep the descriptor true.
  */
 enum etcdc_status etcdc_cq_fd(const struct etcdc_cq *cq, int *fd_out);

@@ -2,11 +2,16 @@
 //! process after `fork()` has none of the parent's threads: it gets `Forked` until it calls
 //! `reinit_after_fork`, which starts afresh.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use tokio::runtime::{Builder, Handle, Runtime};
+use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -156,41 +161,176 @@ pub fn reinit_after_fork() {
     }
 }
 
+/// What a driven queue's descriptor has to wake for beyond its connections' I/O, noted by
+/// the code that starts it while the queue's runtime runs on this thread (`driving`): tokio
+/// keeps its poller, its timers and its wake-ups from other threads to itself.
+pub(crate) struct Notes {
+    /// The queue's epoll set: its connections join it as they are made (`connected`).
+    pub(crate) set: Epoll,
+    /// Written by another thread once it has handed the runtime something (`Afar`); in the
+    /// set with `AFAR` as its event's data.
+    afar: EventFd,
+    /// When the timers set by the runtime's tasks fire, each with a number of its own.
+    wakes: Mutex<BTreeSet<(Instant, u64)>>,
+    numbers: AtomicU64,
+}
+
+impl Notes {
+    /// The data of the `afar` descriptor's events in the set.
+    pub(crate) const AFAR: u64 = 1;
+
+    pub(crate) fn new() -> nix::Result<Self> {
+        let notes = Notes {
+            set: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+            afar: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
+            wakes: Mutex::default(),
+            numbers: AtomicU64::new(0),
+        };
+        notes.set.add(
+            &notes.afar,
+            EpollEvent::new(EpollFlags::EPOLLIN, Self::AFAR),
+        )?;
+        Ok(notes)
+    }
+
+    /// The set reported `AFAR`: what the other thread handed over is taken by this drive.
+    pub(crate) fn took_afar(&self) {
+        let _ = self.afar.read();
+    }
+
+    /// The first timer that fires at `from` or later.
+    pub(crate) fn next_wake(&self, from: Instant) -> Option<Instant> {
+        let wakes = self.wakes.lock().unwrap_or_else(|p| p.into_inner());
+        wakes.range((from, 0)..).next().map(|(at, _)| *at)
+    }
+}
+
 thread_local! {
-    /// The epoll set of the driven queue whose runtime runs on this thread now: connections
-    /// made meanwhile are that queue's, and its descriptor must wake for them.
-    static CONNECTIONS: std::cell::RefCell<Option<std::sync::Arc<Epoll>>> =
+    /// The notes of the driven queue whose runtime runs on this thread now.
+    static DRIVING: std::cell::RefCell<Option<Arc<Notes>>> =
         const { std::cell::RefCell::new(None) };
 }
 
-/// Runs `f` (a drive of a driven queue's runtime) with the connections it makes noted in
-/// `set` (`connected`).
-pub(crate) fn noting_connections<T>(set: &std::sync::Arc<Epoll>, f: impl FnOnce() -> T) -> T {
-    struct Restore(Option<std::sync::Arc<Epoll>>);
+fn driving_now() -> Option<Arc<Notes>> {
+    DRIVING.with(|d| d.borrow().clone())
+}
+
+/// Runs `f` (a drive of a driven queue's runtime) with what it starts noted in `notes`.
+pub(crate) fn driving<T>(notes: &Arc<Notes>, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<Arc<Notes>>);
     impl Drop for Restore {
         fn drop(&mut self) {
             let before = self.0.take();
-            CONNECTIONS.with(|c| *c.borrow_mut() = before);
+            DRIVING.with(|d| *d.borrow_mut() = before);
         }
     }
-    let _restore = Restore(CONNECTIONS.with(|c| c.borrow_mut().replace(set.clone())));
+    let _restore = Restore(DRIVING.with(|d| d.borrow_mut().replace(notes.clone())));
     f()
 }
 
-/// A new connection: in a driven queue's set, if one is noting (edge-triggered: the set
+/// A new connection: in a driven queue's set, if one is driving (edge-triggered: the set
 /// reports each arrival of data or room once, and the runtime's own poller does the I/O).
 pub(crate) fn connected(conn: impl std::os::fd::AsFd) {
-    CONNECTIONS.with(|c| {
-        if let Some(set) = c.borrow().as_ref() {
+    DRIVING.with(|d| {
+        if let Some(notes) = d.borrow().as_ref() {
             let events = EpollFlags::EPOLLIN
                 | EpollFlags::EPOLLOUT
                 | EpollFlags::EPOLLRDHUP
                 | EpollFlags::EPOLLET;
-            if let Err(e) = set.add(conn, EpollEvent::new(events, 0)) {
+            if let Err(e) = notes.set.add(conn, EpollEvent::new(events, 0)) {
                 crate::observe::log(crate::observe::Level::Warn, || {
                     format!("a driven queue cannot watch its new connection: {e}")
                 });
             }
         }
     });
+}
+
+/// A timer's wake-up noted for the driven queue driving now, until the timer is dropped.
+struct Wake {
+    notes: Arc<Notes>,
+    key: (Instant, u64),
+}
+
+impl Wake {
+    fn note(at: Instant) -> Option<Wake> {
+        let notes = driving_now()?;
+        let key = (at, notes.numbers.fetch_add(1, Ordering::Relaxed));
+        notes
+            .wakes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key);
+        Some(Wake { notes, key })
+    }
+}
+
+impl Drop for Wake {
+    fn drop(&mut self) {
+        self.notes
+            .wakes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A timer of the client's: tokio's, with its wake-up noted for a driven queue whose
+    /// runtime it is set on (so the queue's descriptor fires for it); tokio's alone elsewhere.
+    pub(crate) struct Noted<F> {
+        #[pin]
+        timer: F,
+        wake: Option<Wake>,
+    }
+}
+
+impl<F: Future> Future for Noted<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.project().timer.poll(cx)
+    }
+}
+
+pub(crate) fn sleep_until(at: Instant) -> Noted<tokio::time::Sleep> {
+    Noted {
+        wake: Wake::note(at),
+        timer: tokio::time::sleep_until(at),
+    }
+}
+
+pub(crate) fn sleep(pause: Duration) -> Noted<tokio::time::Sleep> {
+    sleep_until(Instant::now() + pause)
+}
+
+pub(crate) fn timeout_at<F: Future>(at: Instant, f: F) -> Noted<tokio::time::Timeout<F>> {
+    Noted {
+        wake: Wake::note(at),
+        timer: tokio::time::timeout_at(at, f),
+    }
+}
+
+pub(crate) fn timeout<F: Future>(limit: Duration, f: F) -> Noted<tokio::time::Timeout<F>> {
+    timeout_at(Instant::now() + limit, f)
+}
+
+/// Work handed to another thread whose answer wakes a task here: the driven queue driving
+/// now (if any) is told once the answer is in (`Afar::answered`), since the wake-up goes to
+/// tokio's own poller, in no set of ours.
+pub(crate) struct Afar(Option<Arc<Notes>>);
+
+impl Afar {
+    pub(crate) fn here() -> Self {
+        Afar(driving_now())
+    }
+
+    pub(crate) fn answered(self) {
+        if let Some(notes) = self.0 {
+            let _ = notes.afar.write(1);
+        }
+    }
 }

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -318,6 +319,23 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Alerting<S> {
     }
 }
 
+/// `host`'s addresses: an IP address's at once, a name's resolved on a blocking thread (as
+/// tokio would), which tells a driven queue's descriptor once the answer is in.
+async fn addresses(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let afar = crate::runtime::Afar::here();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let name = host.to_string();
+    tokio::task::spawn_blocking(move || {
+        let _ = tx.send((name.as_str(), port).to_socket_addrs().map(Vec::from_iter));
+        afar.answered();
+    });
+    rx.await
+        .map_err(|_| io::Error::other(format!("resolving {host:?} was abandoned")))?
+}
+
 type Connecting = Pin<Box<dyn Future<Output = io::Result<TokioIo<Box<dyn Io>>>> + Send>>;
 
 impl tower_service::Service<Uri> for Connector {
@@ -339,7 +357,8 @@ impl tower_service::Service<Uri> for Connector {
                 .trim_end_matches(']')
                 .to_string();
             let port = uri.port_u16().unwrap_or(2379);
-            let tcp = tokio::time::timeout(this.timeout, TcpStream::connect((host.as_str(), port)))
+            let connect = async { TcpStream::connect(&addresses(&host, port).await?[..]).await };
+            let tcp = crate::runtime::timeout(this.timeout, connect)
                 .await
                 .map_err(|_| {
                     io::Error::new(io::ErrorKind::TimedOut, "tcp connect error: timed out")
@@ -353,7 +372,7 @@ impl tower_service::Service<Uri> for Connector {
             let name = tls.server_name.clone().unwrap_or(host);
             let name = ServerName::try_from(name)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            let stream = tokio::time::timeout(
+            let stream = crate::runtime::timeout(
                 this.timeout.max(Duration::from_secs(3)),
                 tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
             )

@@ -171,10 +171,11 @@ pub extern "C" fn etcdc_cq_next(
 
 /// A descriptor for `poll`/`epoll` (`POLLIN`), owned by the queue. A queue's: readable while
 /// a completion waits. A driven queue's: readable when `etcdc_cq_next` has work — a
-/// completion, an answer on one of its connections, a call to start, or, while calls are in
-/// flight, every 25 ms for their timers (a deadline or a retry's pause runs up to that late
-/// when the loop sleeps on the descriptor alone). On readable, call `etcdc_cq_next` with
-/// timeout 0 until `ETCDC_ERR_TIMEOUT`; a wake-up may find nothing. From the first call on,
+/// completion, an answer on one of its connections, a call to start, a resolved name, or a
+/// timer of its calls due (a deadline, a retry's pause: on time, within a millisecond). While
+/// calls are in flight it also wakes once a second for timers it is not told of (HTTP/2
+/// keep-alive pings). On readable, call `etcdc_cq_next` with timeout 0 until
+/// `ETCDC_ERR_TIMEOUT`; a wake-up may find nothing. From the first call on,
 /// each drive of a driven queue takes a few more system calls to keep the descriptor true.
 #[no_mangle]
 pub extern "C" fn etcdc_cq_fd(cq: *const etcdc_cq, fd_out: *mut c_int) -> etcdc_status {

@@ -8,16 +8,18 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::epoll::{EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use tokio::runtime::Handle;
+use tokio::time::Instant;
 
 use super::client::Client;
 use super::completion::{run, Done, OpState, Task};
 use crate::error::{Error, ErrorKind, Result};
 use crate::remote::Remote;
+use crate::runtime::Notes;
 use crate::stream::Stream;
 use crate::Etcd;
 
@@ -30,75 +32,112 @@ pub(crate) struct Driver {
     ready: Readiness,
     /// Counts the times the runtime ran out of work (tokio's `on_thread_park`).
     idle: Arc<Idle>,
-    /// Calls of this queue not ended yet (waiting, running): the timer ticks while any are.
+    /// Calls of this queue not ended yet (waiting, running): the timer's backstop runs while
+    /// any are.
     pending: Arc<AtomicUsize>,
 }
 
-/// How often a watched driven queue's descriptor wakes while calls are in flight: the
-/// runtime's own timers (a call's deadline, a retry's pause, a connect timeout) and wake-ups
-/// from other threads (a name resolved) are not in its epoll set, so they are seen at most
-/// this late. Go's retry step.
-const TICK: Duration = Duration::from_millis(25);
+/// How late a watched driven queue's descriptor may be for what its notes do not know of
+/// while calls are in flight (the timer fires this often then): a timer set inside a library
+/// (hyper's keep-alive pings) or a wake-up from another thread that is not ours. The
+/// client's own timers (deadlines, retry pauses, connect and handshake timeouts) and name
+/// resolutions are noted, so the descriptor fires for them on time.
+const BACKSTOP: Duration = Duration::from_secs(1);
+
+/// tokio fires a timer at its next millisecond: the queue's timer fires that much after it.
+const TOKIO_TICK: Duration = Duration::from_millis(1);
+
+/// The data of the timer's events in the set.
+const TIMER: u64 = 2;
 
 /// The descriptor a driven queue gives its caller (`etcdc_cq_fd`): an epoll set of the
 /// queue's connections (edge-triggered, noted as the connector makes them), the queue's
 /// completions from elsewhere (its stream's descriptor), a wake for calls started between
-/// drives and a timer. It is readable when a drive has something to do.
+/// drives, one for answers from other threads, and a timer. It is readable when a drive has
+/// something to do.
 struct Readiness {
-    set: Arc<Epoll>,
+    notes: Arc<Notes>,
     /// Written when a call waits to be started, or the descriptor is first asked for.
     wake: EventFd,
-    tick: TimerFd,
+    timer: TimerFd,
     /// Somebody asked for the descriptor: from then on it has to tell the truth.
     watched: AtomicBool,
-    armed: AtomicBool,
+    /// When the timer fires, if it is set and has not been read since.
+    armed: Mutex<Option<Instant>>,
 }
 
 impl Readiness {
     fn new() -> nix::Result<Self> {
         let ready = Readiness {
-            set: Arc::new(Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?),
+            notes: Arc::new(Notes::new()?),
             wake: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
-            tick: TimerFd::new(
+            timer: TimerFd::new(
                 ClockId::CLOCK_MONOTONIC,
                 TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
             )?,
             watched: AtomicBool::new(false),
-            armed: AtomicBool::new(false),
+            armed: Mutex::new(None),
         };
-        ready
-            .set
-            .add(&ready.wake, EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
-        ready
-            .set
-            .add(&ready.tick, EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
+        let set = &ready.notes.set;
+        set.add(&ready.wake, EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
+        set.add(&ready.timer, EpollEvent::new(EpollFlags::EPOLLIN, TIMER))?;
         Ok(ready)
+    }
+
+    fn armed(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.armed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// At a drive's start: what made the descriptor readable is being handled now.
     fn reset(&self) {
-        if self.armed.load(Ordering::Acquire) && self.tick.wait().is_ok() {
-            self.armed.store(false, Ordering::Release);
-        }
-        // The connections' edges; the level-triggered sources are read (or empty) by now,
-        // so a bounded number of rounds empties the ready list.
+        // The connections' edges, and the level-triggered sources (read here, or by now
+        // empty), so a bounded number of rounds empties the ready list.
         let mut events = [EpollEvent::empty(); 32];
         for _ in 0..4 {
-            match self.set.wait(&mut events, EpollTimeout::ZERO) {
-                Ok(n) if n == events.len() => continue,
-                _ => break,
+            let Ok(n) = self.notes.set.wait(&mut events, EpollTimeout::ZERO) else {
+                break;
+            };
+            for event in &events[..n] {
+                match event.data() {
+                    TIMER => {
+                        let mut armed = self.armed();
+                        if self.timer.wait().is_ok() {
+                            *armed = None;
+                        }
+                    }
+                    Notes::AFAR => self.notes.took_afar(),
+                    _ => {}
+                }
+            }
+            if n < events.len() {
+                break;
             }
         }
     }
 
-    /// At a drive's end: the timer runs while calls are in flight (one expiry at most after
-    /// the last; it is not stopped, which would cost a system call per drive).
+    /// At a drive's end: the timer is set for the first noted timer of the runtime (past
+    /// tokio's rounding), and no later than `BACKSTOP` from now while calls are in flight.
+    /// A timer set to fire no later than that stays (a spare expiry costs one drive; setting
+    /// it costs a system call).
     fn rearm(&self, pending: bool) {
-        if pending && !self.armed.swap(true, Ordering::AcqRel) {
-            let once = Expiration::OneShot(TimeSpec::from_duration(TICK));
-            if self.tick.set(once, TimerSetTimeFlags::empty()).is_err() {
-                self.armed.store(false, Ordering::Release);
-            }
+        let now = Instant::now();
+        // A noted timer more than a tick past is one tokio has fired (its task has run):
+        // the drive ended once the runtime had nothing to do.
+        let noted = self
+            .notes
+            .next_wake(now.checked_sub(2 * TOKIO_TICK).unwrap_or(now))
+            .map(|at| (at + TOKIO_TICK).max(now + TOKIO_TICK));
+        let backstop = pending.then(|| now + BACKSTOP);
+        let Some(at) = noted.into_iter().chain(backstop).min() else {
+            return;
+        };
+        let mut armed = self.armed();
+        if armed.is_some_and(|set| set <= at) {
+            return;
+        }
+        let once = Expiration::OneShot(TimeSpec::from_duration(at - now));
+        if self.timer.set(once, TimerSetTimeFlags::empty()).is_ok() {
+            *armed = Some(at);
         }
     }
 }
@@ -213,6 +252,7 @@ impl Driver {
             let completed = unsafe { BorrowedFd::borrow_raw(completed) };
             match self
                 .ready
+                .notes
                 .set
                 .add(completed, EpollEvent::new(EpollFlags::EPOLLIN, 0))
             {
@@ -230,7 +270,7 @@ impl Driver {
                 self.signal(&mut self.waiting());
             }
         }
-        Ok(self.ready.set.0.as_raw_fd())
+        Ok(self.ready.notes.set.0.as_raw_fd())
     }
 
     /// Makes a watched descriptor readable until the next drive.
@@ -376,7 +416,7 @@ impl Driver {
                 next
             })
         };
-        let next = without_sigpipe(|| crate::runtime::noting_connections(&self.ready.set, drive));
+        let next = without_sigpipe(|| crate::runtime::driving(&self.ready.notes, drive));
         if watched {
             self.ready.rearm(self.pending.load(Ordering::Acquire) > 0);
         }

@@ -323,7 +323,7 @@ async fn follow(
                         )
                     });
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                crate::runtime::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
@@ -371,7 +371,7 @@ async fn follow(
                                 }
                             }
                         }
-                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                        Err(_) => crate::runtime::sleep(Duration::from_millis(200)).await,
                     }
                     break;
                 }

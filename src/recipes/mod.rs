@@ -153,7 +153,7 @@ async fn wait_delete(etcd: &dyn Etcd, key: &[u8], rev: i64, deadline: Deadline) 
         )
         .await?;
     loop {
-        match tokio::time::timeout_at(deadline, w.updates.recv()).await {
+        match crate::runtime::timeout_at(deadline, w.updates.recv()).await {
             Err(_) => return Err(timeout()),
             Ok(None) => {
                 return Err(w

@@ -131,7 +131,7 @@ async fn wait_put(etcd: &dyn Etcd, prefix: &[u8], rev: i64, deadline: Deadline) 
         )
         .await?;
     loop {
-        match tokio::time::timeout_at(deadline, w.updates.recv()).await {
+        match crate::runtime::timeout_at(deadline, w.updates.recv()).await {
             Err(_) => return Err(super::timeout()),
             Ok(Some(WatchUpdate::Events { events, .. })) => {
                 if events.iter().any(|e| e.r#type == EventType::Put as i32) {

@@ -346,7 +346,7 @@ async fn keep_registered(
                                 shared.report(RegState::Conflict, 0, &e.message);
                                 conflict = e.message;
                             }
-                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            crate::runtime::sleep(Duration::from_millis(500)).await;
                         }
                     }
                 }

@@ -129,7 +129,7 @@ async fn keep_alive_once(etcd: &dyn Etcd, lease: i64, deadline: Deadline) -> Res
     let (feed, states) = crate::stream::channel(4);
     let _keeper = etcd.keep_alive(lease, feed)?;
     loop {
-        match tokio::time::timeout_at(deadline, states.recv()).await {
+        match crate::runtime::timeout_at(deadline, states.recv()).await {
             Err(_) => return Err(super::timeout()),
             Ok(None) => return Err(Error::new(ErrorKind::Closed, "the client is closed")),
             Ok(Some(u)) if u.state == LeaseState::Alive => return Ok(true),

@@ -96,7 +96,7 @@ impl Auth {
             name: creds.user.clone(),
             password: creds.password.clone(),
         };
-        let answer = tokio::time::timeout_at(
+        let answer = crate::runtime::timeout_at(
             deadline,
             AuthClient::new(member.channel.clone()).authenticate(req),
         )

@@ -368,7 +368,7 @@ async fn run(pool: Arc<Pool>, mut cmds: mpsc::UnboundedReceiver<KeepCmd>) {
                 let mut client = LeaseClient::new(member.stamped(stamp.clone()));
                 tokio::select! {
                     r = client.lease_keep_alive(require_leader(UnboundedReceiverStream::new(rx))) => r.map(|r| (stamp, r)),
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => Err(tonic::Status::unavailable("keep-alive stream did not open in 5 s")),
+                    _ = crate::runtime::sleep(Duration::from_secs(5)) => Err(tonic::Status::unavailable("keep-alive stream did not open in 5 s")),
                 }
             }
             Err(s) => Err(s),
@@ -398,7 +398,7 @@ async fn run(pool: Arc<Pool>, mut cmds: mpsc::UnboundedReceiver<KeepCmd>) {
                                 break format!("{}: {}", member.url, Error::from(e));
                             }
                         },
-                        _ = tokio::time::sleep_until(wake) => {}
+                        _ = crate::runtime::sleep_until(wake) => {}
                     }
                 }
             }
@@ -424,7 +424,7 @@ async fn run(pool: Arc<Pool>, mut cmds: mpsc::UnboundedReceiver<KeepCmd>) {
                     None => return,
                 },
                 Some((id, answer)) = probe_answers.recv() => state.on_probe(id, answer),
-                _ = tokio::time::sleep_until(wake) => {}
+                _ = crate::runtime::sleep_until(wake) => {}
             }
         }
     }

@@ -229,14 +229,14 @@ impl Pool {
             if attempt > 0 && attempt % n == 0 {
                 // A full round failed: back off before the next one (25 ms steps, as Go).
                 let pause = Duration::from_millis(25 * (attempt / n).min(20) as u64);
-                if tokio::time::timeout_at(deadline, tokio::time::sleep(pause))
+                if crate::runtime::timeout_at(deadline, crate::runtime::sleep(pause))
                     .await
                     .is_err()
                 {
                     break;
                 }
             }
-            match tokio::time::timeout_at(deadline, self.once(member, deadline, &call)).await {
+            match crate::runtime::timeout_at(deadline, self.once(member, deadline, &call)).await {
                 Ok(Ok(resp)) => {
                     member.answered.store(true, Ordering::Relaxed);
                     return Ok(resp.into_inner());

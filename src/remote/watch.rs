@@ -79,7 +79,7 @@ impl Mux {
             })
             .map_err(|_| closed())?;
         // On a timeout `control` drops here and cancels the half-made watch.
-        match tokio::time::timeout_at(deadline, created_rx).await {
+        match crate::runtime::timeout_at(deadline, created_rx).await {
             Ok(Ok(Ok(()))) => Ok(Box::new(control)),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(closed()),
@@ -445,7 +445,7 @@ async fn run(pool: Arc<Pool>, mut cmds: mpsc::UnboundedReceiver<WatchCmd>) {
                     .max_decoding_message_size(usize::MAX);
                 tokio::select! {
                     r = client.watch(require_leader(UnboundedReceiverStream::new(rx))) => r.map(|r| (stamp, r)),
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => Err(tonic::Status::unavailable("watch stream did not open in 5 s")),
+                    _ = crate::runtime::sleep(std::time::Duration::from_secs(5)) => Err(tonic::Status::unavailable("watch stream did not open in 5 s")),
                 }
             }
             Err(s) => Err(s),
@@ -502,7 +502,7 @@ async fn pause(
     cmds: &mut mpsc::UnboundedReceiver<WatchCmd>,
     pause: std::time::Duration,
 ) -> bool {
-    let sleep = tokio::time::sleep(pause);
+    let sleep = crate::runtime::sleep(pause);
     tokio::pin!(sleep);
     loop {
         tokio::select! {
