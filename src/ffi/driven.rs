@@ -88,7 +88,7 @@ impl Readiness {
         self.armed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// At a drive's start: what made the descriptor readable is being handled now.
+    /// Before a drive's end: what made the descriptor readable so far is handled by it.
     fn reset(&self) {
         // The connections' edges, and the level-triggered sources (read here, or by now
         // empty), so a bounded number of rounds empties the ready list.
@@ -361,9 +361,6 @@ impl Driver {
             std::mem::take(&mut waiting.calls)
         };
         let _driving = Driving(self);
-        if watched {
-            self.ready.reset();
-        }
         let drive = || {
             self.rt().block_on(async {
                 let here = Handle::current();
@@ -406,10 +403,14 @@ impl Driver {
                 };
                 let next = next.await;
                 if watched {
-                    // The drive ends idle: what the events it took woke has run, so nothing
-                    // is left for which the descriptor would not wake again (events after
-                    // `reset` are in the set; the second idle covers a drive that found its
-                    // completion before the runtime first looked at its poller).
+                    // The set's ready list is emptied (the runtime's poller holds the same
+                    // events), then the drive ends idle: what those events woke has run, so
+                    // nothing is left for which the descriptor would not wake again (later
+                    // events are in the set; the second idle covers a drive that found its
+                    // completion before the runtime first looked at its poller). Emptied
+                    // here rather than at the start, the edges of this drive's own writes
+                    // do not wake the loop for a drive with nothing to do.
+                    self.ready.reset();
                     self.idle.next().await;
                     self.idle.next().await;
                 }
