@@ -1,6 +1,7 @@
 /* What a driven queue's descriptor costs an idle epoll loop: for 10 s, a loop that sleeps on
  * the queue's fd with nothing in flight, then with one dequeue waiting without limit (the
- * timer ticks while a call is in flight); prints wake-ups and the process's CPU time.
+ * timer's backstop fires once a second while a call is in flight); prints wake-ups and the
+ * process's CPU time.
  *   scripts/with-etcd.sh build/bench/c/idle_wakes      (after scripts/bench.sh built it) */
 #include <poll.h>
 #include <stdio.h>
