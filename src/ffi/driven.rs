@@ -344,6 +344,30 @@ impl Driver {
                 format!("nothing arrived within {timeout_ms} ms"),
             )
         };
+        self.drive(async {
+            match timeout_ms {
+                ..0 => stream.next_async().await,
+                0 => {
+                    // What is ready: a few rounds of the connections' I/O and the calls it
+                    // wakes, no waiting.
+                    for _ in 0..3 {
+                        tokio::task::yield_now().await;
+                        if let Some(done) = stream.try_next()? {
+                            return Ok(done);
+                        }
+                    }
+                    Err(timed_out())
+                }
+                ms => tokio::time::timeout(Duration::from_millis(ms as u64), stream.next_async())
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out())),
+            }
+        })
+    }
+
+    /// Runs the queue on this thread until `until` is done: the calls waiting are started,
+    /// and everything of the queue's runtime runs meanwhile.
+    fn drive<T>(&self, until: impl Future<Output = T>) -> T {
         struct Driving<'a>(&'a Driver);
         impl Drop for Driving<'_> {
             fn drop(&mut self) {
@@ -379,29 +403,7 @@ impl Driver {
                         waiting.calls = calls;
                     }
                 }
-                let next = async {
-                    match timeout_ms {
-                        ..0 => stream.next_async().await,
-                        0 => {
-                            // What is ready: a few rounds of the connections' I/O and the calls
-                            // it wakes, no waiting.
-                            for _ in 0..3 {
-                                tokio::task::yield_now().await;
-                                if let Some(done) = stream.try_next()? {
-                                    return Ok(done);
-                                }
-                            }
-                            Err(timed_out())
-                        }
-                        ms => tokio::time::timeout(
-                            Duration::from_millis(ms as u64),
-                            stream.next_async(),
-                        )
-                        .await
-                        .unwrap_or_else(|_| Err(timed_out())),
-                    }
-                };
-                let next = next.await;
+                let done = until.await;
                 if watched {
                     // The set's ready list is emptied (the runtime's poller holds the same
                     // events), then the drive ends idle: what those events woke has run, so
@@ -414,14 +416,14 @@ impl Driver {
                     self.idle.next().await;
                     self.idle.next().await;
                 }
-                next
+                done
             })
         };
-        let next = without_sigpipe(|| crate::runtime::driving(&self.ready.notes, drive));
+        let done = without_sigpipe(|| crate::runtime::driving(&self.ready.notes, drive));
         if watched {
             self.ready.rearm(self.pending.load(Ordering::Acquire) > 0);
         }
-        next
+        done
     }
 }
 
