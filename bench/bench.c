@@ -2,8 +2,10 @@
  *   impl op callers ops qps p50_us p99_us
  * impl: "etcdc" (the C ABI) or "v2curl" (etcd's v2 HTTP API through libcurl, as cetcd did).
  * op: put (64-byte values); range (one key, linearizable; v2: ?quorum=true); srange (one key,
- * served locally: v3 serializable, v2's default GET); watch (put-to-callback latency of one
- * watcher while `callers` threads put).
+ * served locally: v3 serializable, v2's default GET); watch (put-to-event latency of one
+ * watcher while `callers` threads put; for the asynchronous impls the watch is pulled through
+ * the same queue as the puts, and on a driven queue it runs there too, unless
+ * BENCH_WATCH_ON_RUNTIME=1).
  * Usage: etcdc_bench IMPL OP CALLERS SECONDS ENDPOINT */
 #include <curl/curl.h>
 #include <errno.h>
@@ -126,6 +128,26 @@ static void *run_v2(void *arg) {
   return NULL;
 }
 
+/* The watch's latencies: from the time a putter stamped into the value to the event. */
+static worker watch_latencies;
+static pthread_mutex_t watch_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void record_events(const etcdc_watch_response *r) {
+  uint64_t now = now_ns();
+  pthread_mutex_lock(&watch_mu);
+  for (size_t i = 0; i < etcdc_watch_response_len(r); i++) {
+    size_t n = 0;
+    const uint8_t *v = etcdc_kv_value(etcdc_event_kv(etcdc_watch_response_event(r, i)), &n);
+    if (n >= 20) {
+      char stamp[21];
+      memcpy(stamp, v, 20);
+      stamp[20] = 0;
+      record(&watch_latencies, now - strtoull(stamp, NULL, 10));
+    }
+  }
+  pthread_mutex_unlock(&watch_mu);
+}
+
 /* etcdc's asynchronous API: one thread keeps `inflight` calls going through a completion
  * queue (etcdc-driven: a driven queue, the calls' I/O on this thread; etcdc-epoll: the same
  * queue in an epoll loop, sleeping on its fd and taking completions without waiting); each
@@ -158,6 +180,21 @@ static void *run_async(void *arg) {
   etcdc_get_options *serializable = etcdc_get_options_new();
   etcdc_get_options_set_serializable(serializable, true);
   const etcdc_get_options *get_opts = strcmp(op, "srange") == 0 ? serializable : NULL;
+  /* The watch: its responses are one more operation in the queue, tagged with its handle. */
+  etcdc_watch *watch = NULL;
+  if (strcmp(op, "watch") == 0) {
+    etcdc_watch_options *o = etcdc_watch_options_new();
+    etcdc_watch_options_set_prefix(o);
+    const char *on_runtime = getenv("BENCH_WATCH_ON_RUNTIME");
+    if (!(on_runtime && strcmp(on_runtime, "1") == 0)) etcdc_watch_options_set_queue(o, cq);
+    etcdc_status s = etcdc_watch_start(client, (const uint8_t *)"bench/", 6, o, NULL, &watch);
+    etcdc_watch_options_free(o);
+    if (s != ETCDC_OK || etcdc_watch_next_async(watch, cq, watch, NULL) != ETCDC_OK) {
+      fprintf(stderr, "etcdc async watch: %s\n", etcdc_last_error());
+      w->errors++;
+      return NULL;
+    }
+  }
   char key[64], value[64];
   int i = 0, inflight = 0;
   for (;;) {
@@ -180,6 +217,13 @@ static void *run_async(void *arg) {
     if (inflight == 0) break;
     etcdc_completion *c = NULL;
     if (next_completion(cq, ep, &c) != ETCDC_OK) break;
+    if (watch && etcdc_completion_tag(c) == watch) {
+      const etcdc_watch_response *r = etcdc_completion_watch_response(c);
+      if (r) record_events(r);
+      etcdc_completion_free(c);
+      if (!r || etcdc_watch_next_async(watch, cq, watch, NULL) != ETCDC_OK) break;
+      continue;
+    }
     inflight--;
     if (etcdc_completion_status(c) != ETCDC_OK) {
       if (w->errors++ < 3) fprintf(stderr, "etcdc async: %s\n", etcdc_completion_message(c));
@@ -189,30 +233,15 @@ static void *run_async(void *arg) {
     etcdc_completion_free(c);
   }
   etcdc_get_options_free(serializable);
+  etcdc_watch_free(watch);
   etcdc_cq_free(cq);
   if (ep >= 0) close(ep);
   return NULL;
 }
 
-/* The watch callback measures from the time a putter stamped into the value. */
-static worker watch_latencies;
-static pthread_mutex_t watch_mu = PTHREAD_MUTEX_INITIALIZER;
-
 static void on_watch(void *user_data, const etcdc_watch_response *r) {
   (void)user_data;
-  uint64_t now = now_ns();
-  pthread_mutex_lock(&watch_mu);
-  for (size_t i = 0; i < etcdc_watch_response_len(r); i++) {
-    size_t n = 0;
-    const uint8_t *v = etcdc_kv_value(etcdc_event_kv(etcdc_watch_response_event(r, i)), &n);
-    if (n >= 20) {
-      char stamp[21];
-      memcpy(stamp, v, 20);
-      stamp[20] = 0;
-      record(&watch_latencies, now - strtoull(stamp, NULL, 10));
-    }
-  }
-  pthread_mutex_unlock(&watch_mu);
+  record_events(r);
 }
 
 /* CPU time this process has used, user + system, in microseconds. */
@@ -258,8 +287,14 @@ int main(int argc, char **argv) {
     curl_easy_cleanup(h);
   }
 
+  /* etcdc-async and -driven: one thread with CALLERS calls in flight; the others: CALLERS
+   * threads. */
+  async_epoll = strcmp(impl, "etcdc-epoll") == 0;
+  async_driven = async_epoll || strcmp(impl, "etcdc-driven") == 0;
+  int async = async_driven || strcmp(impl, "etcdc-async") == 0;
+  int watching = strcmp(op, "watch") == 0;
   etcdc_watch *watch = NULL;
-  if (strcmp(op, "watch") == 0) {
+  if (watching && !async) {
     if (v2) return 3; /* v2's long-poll watch is not comparable: no row */
     etcdc_watch_options *o = etcdc_watch_options_new();
     etcdc_watch_options_set_prefix(o);
@@ -268,11 +303,6 @@ int main(int argc, char **argv) {
     etcdc_watch_options_free(o);
   }
 
-  /* etcdc-async and -driven: one thread with CALLERS calls in flight; the others: CALLERS
-   * threads. */
-  async_epoll = strcmp(impl, "etcdc-epoll") == 0;
-  async_driven = async_epoll || strcmp(impl, "etcdc-driven") == 0;
-  int async = async_driven || strcmp(impl, "etcdc-async") == 0;
   int report_callers = callers;
   if (async) {
     async_inflight = callers;
@@ -299,8 +329,8 @@ int main(int argc, char **argv) {
   if (watch) etcdc_watch_free(watch); /* waits for a running callback: samples are final */
   int errors = 0;
   for (int i = 0; i < callers; i++) errors += ws[i].errors;
-  worker *sources = watch ? &watch_latencies : ws;
-  int nsources = watch ? 1 : callers;
+  worker *sources = watching ? &watch_latencies : ws;
+  int nsources = watching ? 1 : callers;
   size_t total = 0;
   for (int i = 0; i < nsources; i++) total += sources[i].n;
   uint64_t *all = (uint64_t *)malloc((total ? total : 1) * sizeof *all);

@@ -51,6 +51,23 @@ int main(int argc, char** argv) try {
   }
   if (!local || !local->reply.ok() || local->reply.kvs.size() != got->reply.kvs.size()) return 1;
 
+  // A watch on the driven queue: its stream runs there too, and its responses come through
+  // the queue like the calls.
+  etcdc::Watch here = client.watch("async/here", etcdc::WatchOptions().queue(driven));
+  etcdc::next_async(here, driven, reinterpret_cast<void*>(44));
+  async.put("async/here", "y", driven, reinterpret_cast<void*>(45));
+  int taken = 0;
+  for (int i = 0; i < 1000 && taken < 2; i++) {
+    pollfd p{driven.fd(), POLLIN, 0};
+    if (poll(&p, 1, 5000) != 1) return 1;
+    while (auto c = driven.next(0)) {
+      if (!c->reply.ok() || (c->tag == reinterpret_cast<void*>(44) && (!c->reply.watch || c->reply.watch->size() != 1))) return 1;
+      taken++;
+    }
+  }
+  if (taken != 2) return 1;
+  std::cout << "watched async/here on the loop's thread\n";
+
   // A watch's responses come through the same queue as the calls.
   etcdc::Watch w = client.watch("async/watched");
   etcdc::next_async(w, q, reinterpret_cast<void*>(7));
@@ -79,7 +96,7 @@ int main(int argc, char** argv) try {
   etcdc::DeleteOptions all_of;
   all_of.prefix();
   auto gone = async.del("async/", &all_of).get();
-  return got->reply.kvs.size() == 17 && lease.lease_id > 0 && gone.deleted == 18 ? 0 : 1;
+  return got->reply.kvs.size() == 17 && lease.lease_id > 0 && gone.deleted == 19 ? 0 : 1;
 } catch (const etcdc::Error& e) {
   std::cerr << e.what() << "\n";
   return 1;

@@ -841,9 +841,11 @@ enum etcdc_status etcdc_cq_new(const struct etcdc_completion_callback *callback,
  * members, status, the queue recipe — run on the thread that calls `etcdc_cq_next`, over
  * a connection of the queue's own: no hand-off between threads either way, for an event
  * loop that keeps many calls in flight from one thread. They progress only inside
- * `etcdc_cq_next` (their deadlines run all the same). Other operations complete into it
- * as into any queue, running on etcdc's runtime: an embedded node's client, mutexes,
- * elections, registrations and `_next_async` of streams. For a loop that waits on other
+ * `etcdc_cq_next` (their deadlines run all the same). So does a watch started with
+ * `etcdc_watch_options_set_queue` on this queue, and its `etcdc_watch_next_async` into it.
+ * Other operations complete into it as into any queue, running on etcdc's runtime: an
+ * embedded node's client, mutexes, elections, registrations and `_next_async` of other
+ * streams. For a loop that waits on other
  * descriptors too, `etcdc_cq_fd` gives one that is readable when `etcdc_cq_next` has work.
  * Free with `etcdc_cq_free`, which ends its calls in flight with it (a write may have been
  * applied or not).
@@ -1565,6 +1567,20 @@ enum etcdc_status etcdc_watch_options_set_timeout_ms(struct etcdc_watch_options 
  */
 enum etcdc_status etcdc_watch_options_set_queue_limit(struct etcdc_watch_options *opts,
                                                       uint32_t responses);
+
+/**
+ * Where the watch runs: on the thread that drives `cq`, a queue made by
+ * `etcdc_cq_new_driven`, for an event loop that takes the watch's responses with
+ * `etcdc_watch_next_async` into that queue — the watch's stream then shares the queue's
+ * connection, and its I/O, reconnects and responses all happen inside `etcdc_cq_next` on
+ * that thread, with no hand-off between threads (`etcdc_cq_fd` is readable when a response
+ * arrives). Such a watch moves only while its queue is driven: `etcdc_watch_start` drives
+ * the queue until the server has confirmed the watch, and freeing the queue ends the watch
+ * (`ETCDC_ERR_CLOSED`). For another queue, a client of the embedded node, or `cq` NULL
+ * (the default), the watch runs on etcdc's runtime.
+ */
+enum etcdc_status etcdc_watch_options_set_queue(struct etcdc_watch_options *opts,
+                                                const struct etcdc_cq *cq);
 
 /**
  * Starts watching `key` (or the span the options select); returns once the server has

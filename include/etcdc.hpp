@@ -486,6 +486,8 @@ inline OwnedWatchResponse WatchResponse::clone() const {
 }
 
 /// Options for Client::watch. Setters chain.
+class CompletionQueue;
+
 class WatchOptions {
  public:
   WatchOptions() : o_(detail::not_null(etcdc_watch_options_new())) {}
@@ -511,6 +513,9 @@ class WatchOptions {
     return *this;
   }
   WatchOptions& timeout_ms(int64_t ms) { detail::check(etcdc_watch_options_set_timeout_ms(o_.get(), ms)); return *this; }
+  /// Runs the watch on the thread that drives `q` (a CompletionQueue::driven()); see
+  /// etcdc_watch_options_set_queue.
+  WatchOptions& queue(const CompletionQueue& q);
   const etcdc_watch_options* get() const noexcept { return o_.get(); }
 
  private:
@@ -1437,6 +1442,11 @@ class CompletionQueue : public detail::StreamOwner<etcdc_cq, etcdc_cq_free> {
  private:
   using StreamOwner::StreamOwner;
 };
+
+inline WatchOptions& WatchOptions::queue(const CompletionQueue& q) {
+  detail::check(etcdc_watch_options_set_queue(o_.get(), q.handle()));
+  return *this;
+}
 
 namespace detail {
 /// The process's queue for callback and future forms: each call's tag is its own

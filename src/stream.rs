@@ -280,7 +280,7 @@ impl<T: Send + 'static> Drop for Feed<T> {
             lock(&self.shared.room).take();
             self.shared.end(End::Failed(Error::new(
                 ErrorKind::Closed,
-                "the stream's source went away (its client was closed)",
+                "the stream's source went away (its client, or the driven queue it ran on, was freed)",
             )));
         }
     }

@@ -133,9 +133,11 @@ pub extern "C" fn etcdc_cq_new(
 /// members, status, the queue recipe — run on the thread that calls `etcdc_cq_next`, over
 /// a connection of the queue's own: no hand-off between threads either way, for an event
 /// loop that keeps many calls in flight from one thread. They progress only inside
-/// `etcdc_cq_next` (their deadlines run all the same). Other operations complete into it
-/// as into any queue, running on etcdc's runtime: an embedded node's client, mutexes,
-/// elections, registrations and `_next_async` of streams. For a loop that waits on other
+/// `etcdc_cq_next` (their deadlines run all the same). So does a watch started with
+/// `etcdc_watch_options_set_queue` on this queue, and its `etcdc_watch_next_async` into it.
+/// Other operations complete into it as into any queue, running on etcdc's runtime: an
+/// embedded node's client, mutexes, elections, registrations and `_next_async` of other
+/// streams. For a loop that waits on other
 /// descriptors too, `etcdc_cq_fd` gives one that is readable when `etcdc_cq_next` has work.
 /// Free with `etcdc_cq_free`, which ends its calls in flight with it (a write may have been
 /// applied or not).
@@ -404,25 +406,32 @@ where
     guard(|| {
         let h = table.get(handle)?;
         h.stream().ensure_pull()?;
-        let rt = crate::runtime::handle()?;
-        begin(
-            Runner::Runtime(&rt),
-            None,
-            cq,
-            tag,
-            op_out,
-            |running| async move {
-                let mut next = Some(h.stream().next_async().await);
-                let delivered = running.complete_with(|| match next.take() {
-                    Some(Ok(t)) => Ok(Answer::new(R::from_item(t))),
-                    Some(Err(e)) => Err(e),
-                    None => Err(Error::new(ErrorKind::Internal, "no item")),
-                });
-                if let (false, Some(Ok(t))) = (delivered, next) {
-                    h.stream().put_back(t);
-                }
-            },
-        )
+        // Into the queue whose runtime feeds the stream: taken there too, on its thread.
+        let home = h.home().filter(|home| {
+            driver(cq)
+                .ok()
+                .flatten()
+                .is_some_and(|queue| Arc::ptr_eq(home, &queue))
+        });
+        let rt;
+        let runner = match &home {
+            Some(home) => Runner::Driven(home),
+            None => {
+                rt = crate::runtime::handle()?;
+                Runner::Runtime(&rt)
+            }
+        };
+        begin(runner, None, cq, tag, op_out, |running| async move {
+            let mut next = Some(h.stream().next_async().await);
+            let delivered = running.complete_with(|| match next.take() {
+                Some(Ok(t)) => Ok(Answer::new(R::from_item(t))),
+                Some(Err(e)) => Err(e),
+                None => Err(Error::new(ErrorKind::Internal, "no item")),
+            });
+            if let (false, Some(Ok(t))) = (delivered, next) {
+                h.stream().put_back(t);
+            }
+        })
     })
 }
 

@@ -367,7 +367,7 @@ impl Driver {
 
     /// Runs the queue on this thread until `until` is done: the calls waiting are started,
     /// and everything of the queue's runtime runs meanwhile.
-    fn drive<T>(&self, until: impl Future<Output = T>) -> T {
+    pub(crate) fn drive<T>(&self, until: impl Future<Output = T>) -> T {
         struct Driving<'a>(&'a Driver);
         impl Drop for Driving<'_> {
             fn drop(&mut self) {

@@ -5,9 +5,10 @@
 //! an fd for epoll); `_free` ends the stream, stops its source and wakes every waiter.
 
 use std::ffi::{c_int, c_void};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use super::completion::Driver;
 use super::guard::{guard, out};
 use super::handle::Table;
 use super::status::etcdc_status;
@@ -98,6 +99,8 @@ where
 pub(crate) struct StreamHandle<T: Send + 'static, S> {
     stream: Stream<T>,
     source: Mutex<Option<S>>,
+    /// The driven queue whose runtime feeds the stream; None for etcdc's runtime.
+    home: Option<Weak<Driver>>,
 }
 
 impl<T: Send + 'static, S> StreamHandle<T, S> {
@@ -105,7 +108,18 @@ impl<T: Send + 'static, S> StreamHandle<T, S> {
         StreamHandle {
             stream,
             source: Mutex::new(Some(source)),
+            home: None,
         }
+    }
+
+    /// The same, fed by a driven queue's runtime.
+    pub fn at(self, home: Option<Weak<Driver>>) -> Self {
+        StreamHandle { home, ..self }
+    }
+
+    /// The driven queue whose runtime feeds the stream, while it lives.
+    pub fn home(&self) -> Option<Arc<Driver>> {
+        self.home.as_ref().and_then(Weak::upgrade)
     }
 
     pub fn stream(&self) -> &Stream<T> {

@@ -2,8 +2,10 @@
 
 use std::ffi::{c_char, c_int, c_void, CString};
 
+use std::sync::{Arc, Weak};
+
 use super::client::{etcdc_client, CLIENTS};
-use super::completion::{etcdc_completion, etcdc_cq, etcdc_op, next_async, result};
+use super::completion::{driver, etcdc_completion, etcdc_cq, etcdc_op, next_async, result, Driver};
 use super::guard::{
     arg, bytes, clone_box, cstring, field, free_box, guard, new_boxed, non_negative, opts_or, out,
     set, set_span, set_timeout, status_field, Spanned, Timed,
@@ -13,7 +15,7 @@ use super::record::{etcdc_header, etcdc_kv, header};
 use super::status::etcdc_status;
 use super::stream::{self, CCallback, CItem, StreamHandle};
 use crate::api::{WatchControl, WatchUpdate};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::kv::Span;
 use crate::pb::etcdserverpb::watch_create_request::FilterType;
 use crate::pb::etcdserverpb::WatchCreateRequest;
@@ -31,6 +33,8 @@ pub struct etcdc_watch_options {
     req: WatchCreateRequest,
     timeout_ms: i64,
     queue_limit: usize,
+    /// The driven queue whose thread runs the watch; None for etcdc's runtime.
+    home: Option<Weak<Driver>>,
 }
 
 impl Spanned for etcdc_watch_options {
@@ -52,6 +56,7 @@ impl Default for etcdc_watch_options {
             req: WatchCreateRequest::default(),
             timeout_ms: 0,
             queue_limit: crate::stream::DEFAULT_CAPACITY,
+            home: None,
         }
     }
 }
@@ -309,6 +314,29 @@ pub extern "C" fn etcdc_watch_options_set_queue_limit(
     })
 }
 
+/// Where the watch runs: on the thread that drives `cq`, a queue made by
+/// `etcdc_cq_new_driven`, for an event loop that takes the watch's responses with
+/// `etcdc_watch_next_async` into that queue — the watch's stream then shares the queue's
+/// connection, and its I/O, reconnects and responses all happen inside `etcdc_cq_next` on
+/// that thread, with no hand-off between threads (`etcdc_cq_fd` is readable when a response
+/// arrives). Such a watch moves only while its queue is driven: `etcdc_watch_start` drives
+/// the queue until the server has confirmed the watch, and freeing the queue ends the watch
+/// (`ETCDC_ERR_CLOSED`). For another queue, a client of the embedded node, or `cq` NULL
+/// (the default), the watch runs on etcdc's runtime.
+#[no_mangle]
+pub extern "C" fn etcdc_watch_options_set_queue(
+    opts: *mut etcdc_watch_options,
+    cq: *const etcdc_cq,
+) -> etcdc_status {
+    set(opts, |o| {
+        o.home = match cq.is_null() {
+            true => None,
+            false => driver(cq)?.as_ref().map(Arc::downgrade),
+        };
+        Ok(())
+    })
+}
+
 /// Starts watching `key` (or the span the options select); returns once the server has
 /// confirmed the watch, so every later write is seen. `opts` may be NULL.
 ///
@@ -344,11 +372,29 @@ pub extern "C" fn etcdc_watch_start(
             ..opts.req.clone()
         };
         let deadline = c.deadline(opts.timeout_ms)?;
+        let home = match &opts.home {
+            Some(home) => match home.upgrade() {
+                Some(driver) => driver.local(&c)?.map(|etcd| (driver, etcd)),
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::Closed,
+                        "the queue set in the watch's options was freed",
+                    ))
+                }
+            },
+            None => None,
+        };
         let (feed, stream) =
             stream::open::<WatchUpdate, etcdc_watch_response>(cb, opts.queue_limit)?;
         // On failure `stream` drops here: a callback's `drop` runs.
-        let control = c.block(c.etcd.watch(req, feed, deadline))?;
-        out.write(WATCHES.insert(StreamHandle::new(stream, control)));
+        let (control, home) = match home {
+            Some((driver, etcd)) => (driver.drive(etcd.watch(req, feed, deadline))?, Some(driver)),
+            None => (c.block(c.etcd.watch(req, feed, deadline))?, None),
+        };
+        out.write(
+            WATCHES
+                .insert(StreamHandle::new(stream, control).at(home.as_ref().map(Arc::downgrade))),
+        );
         Ok(())
     })
 }

@@ -201,6 +201,8 @@ static void streams_and_recipes(etcdc_client *c, etcdc_cq *cq) {
    * response in the watch. */
   etcdc_watch_options *wo = etcdc_watch_options_new();
   OK(etcdc_watch_options_set_prefix(wo));
+  /* On a driven queue the watch runs there too (on another queue, on etcdc's runtime). */
+  OK(etcdc_watch_options_set_queue(wo, cq));
   etcdc_watch *w = NULL;
   OK(etcdc_watch_start(c, S("streams/"), wo, NULL, &w));
   etcdc_op *op = NULL;
@@ -548,6 +550,39 @@ static void driven_only(etcdc_client *c) {
   CHECK(w.status == ETCDC_OK && etcdc_completion_tag(w.done) == (void *)3);
   CHECK(etcdc_completion_status(w.done) == ETCDC_OK);
   etcdc_completion_free(w.done);
+  /* A watch on the queue: it moves only while the queue is driven, its responses come
+   * through the queue, and freeing the queue ends it. */
+  etcdc_cq *home = NULL;
+  OK(etcdc_cq_new_driven(&home));
+  etcdc_watch_options *wo = etcdc_watch_options_new();
+  EXPECT(etcdc_watch_options_set_queue(NULL, home), ETCDC_ERR_INVALID_ARGUMENT);
+  OK(etcdc_watch_options_set_queue(wo, home));
+  etcdc_watch *watch = NULL;
+  OK(etcdc_watch_start(c, S("driven/w"), wo, NULL, &watch));
+  OK(etcdc_put(c, S("driven/w"), S("1"), NULL, NULL));
+  etcdc_watch_response *resp = NULL;
+  EXPECT(etcdc_watch_next(watch, 300, &resp), ETCDC_ERR_TIMEOUT); /* nobody drove the queue */
+  OK(etcdc_watch_next_async(watch, home, (void *)5, NULL));
+  OK(etcdc_cq_next(home, 10000, &done));
+  CHECK(etcdc_completion_tag(done) == (void *)5 && etcdc_completion_status(done) == ETCDC_OK);
+  const etcdc_watch_response *seen = etcdc_completion_watch_response(done);
+  CHECK(seen && etcdc_watch_response_len(seen) == 1);
+  etcdc_completion_free(done);
+  OK(etcdc_cq_free(home));
+  EXPECT(etcdc_watch_next(watch, 5000, &resp), ETCDC_ERR_CLOSED);
+  etcdc_watch *late = NULL;
+  EXPECT(etcdc_watch_start(c, S("driven/w"), wo, NULL, &late), ETCDC_ERR_CLOSED);
+  CHECK(late == NULL);
+  OK(etcdc_watch_free(watch));
+  /* NULL: back on etcdc's runtime. */
+  OK(etcdc_watch_options_set_queue(wo, NULL));
+  OK(etcdc_watch_start(c, S("driven/w"), wo, NULL, &watch));
+  OK(etcdc_put(c, S("driven/w"), S("2"), NULL, NULL));
+  OK(etcdc_watch_next(watch, 10000, &resp));
+  etcdc_watch_response_free(resp);
+  OK(etcdc_watch_free(watch));
+  etcdc_watch_options_free(wo);
+
   /* Freed with a call in flight: the call goes with it, nothing hangs. */
   OK(etcdc_put_async(c, S("driven/k"), S("w"), NULL, cq, NULL, NULL));
   OK(etcdc_cq_free(cq));
