@@ -614,3 +614,93 @@ async fn until_tagged(m: &Member, builds: &Builds, prefix: &str) {
         i += 1;
     }
 }
+
+/// A member stops while remote clients hold streams open — a watch that reads, and a watch
+/// whose client has stopped reading: the stop ends within its grace (it waited on them for
+/// ever: tonic's graceful shutdown waits for every connection to close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_stops_while_remote_clients_watch() {
+    use etcdc::node::launch::{self, NodeOptions};
+    use etcdc::pb::etcdserverpb::watch_client::WatchClient;
+    use etcdc::remote::{parse_endpoints, Remote, RemoteConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{}", support::etcd::free_port());
+    let node = launch::start(NodeOptions {
+        data_dir: Some(dir.path().join("data")),
+        listen_client_urls: vec![url.clone()],
+        advertise_client_urls: vec![url.clone()],
+        listen_peer_urls: Vec::new(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let remote = Remote::new(RemoteConfig {
+        endpoints: parse_endpoints(&url).unwrap(),
+        ..Default::default()
+    })
+    .unwrap();
+    let reading = remote
+        .watcher(
+            WatchCreateRequest {
+                key: b"w".to_vec(),
+                ..Default::default()
+            },
+            dl(),
+        )
+        .await
+        .unwrap();
+    // A raw stream: its watch is created, then nothing reads its answers.
+    let mut raw = WatchClient::connect(url.clone()).await.unwrap();
+    let (requests, rx) = tokio::sync::mpsc::channel(1);
+    requests
+        .send(WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(
+                WatchCreateRequest {
+                    key: b"w".to_vec(),
+                    ..Default::default()
+                },
+            )),
+        })
+        .await
+        .unwrap();
+    let mut unread = raw
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(unread.message().await.unwrap().unwrap().created);
+    for i in 0..100 {
+        remote
+            .put(put("w", format!("{i:0>1000}")), dl())
+            .await
+            .unwrap();
+    }
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), node.stop())
+        .await
+        .expect("the member stopped within 10 s");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The reading watch took its events, then met the member's end.
+    let mut events = 0;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(u) = reading.updates.recv().await {
+            match u {
+                etcdc::api::WatchUpdate::Events { events: e, .. } => events += e.len(),
+                other => return Some(other),
+            }
+            if events == 100 {
+                return None;
+            }
+        }
+        None
+    })
+    .await
+    .expect("the watch delivered within 10 s");
+    assert!(ended.is_none() && events == 100, "{ended:?} after {events}");
+    drop((requests, unread));
+}

@@ -98,6 +98,7 @@ pub trait Connection:
     tokio::io::AsyncRead
     + tokio::io::AsyncWrite
     + tonic::transport::server::Connected<ConnectInfo: Clone + Send + Sync + 'static>
+    + std::os::fd::AsRawFd
     + Unpin
     + Send
     + 'static
@@ -108,6 +109,7 @@ impl<T> Connection for T where
     T: tokio::io::AsyncRead
         + tokio::io::AsyncWrite
         + tonic::transport::server::Connected<ConnectInfo: Clone + Send + Sync + 'static>
+        + std::os::fd::AsRawFd
         + Unpin
         + Send
         + 'static

@@ -37,6 +37,7 @@ mod kv;
 mod lease;
 mod lock;
 mod maintenance;
+mod sever;
 mod watch;
 
 /// How long a call may take on the server (etcd's request timeout is of the same order).
@@ -394,8 +395,12 @@ fn http_routes(member: Arc<Member>) -> axum::Router {
         )
 }
 
+/// How long a stopping member's client server waits for its connections to close before it
+/// cuts them: calls in flight are answered within it; watches and keep-alives never end.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Serves etcd's API for `member` on the connections of `incoming` until `shutdown`
-/// resolves: the gRPC services and, over HTTP/1.1 as etcd does, `http_routes` and the JSON
+/// resolves (and its connections have closed, or been cut a grace later): the gRPC services and, over HTTP/1.1 as etcd does, `http_routes` and the JSON
 /// gateway.
 pub async fn serve<IO>(
     member: Arc<Member>,
@@ -433,8 +438,19 @@ where
                 counters.clone().observe(req, next)
             }));
     *routes.axum_router_mut() = router;
-    let incoming =
-        tokio_stream::StreamExt::map(incoming, |conn| conn.map(authority::Authority::new));
+    // What a graceful stop has not closed within its grace is cut (sever.rs).
+    let connections = Arc::new(sever::Connections::default());
+    let cut = connections.clone();
+    let shutdown = async move {
+        shutdown.await;
+        tokio::spawn(async move {
+            tokio::time::sleep(STOP_GRACE).await;
+            cut.cut();
+        });
+    };
+    let incoming = tokio_stream::StreamExt::map(incoming, move |conn| {
+        conn.map(|io| authority::Authority::new(connections.track(io)))
+    });
     tonic::transport::Server::builder()
         .accept_http1(true)
         .http2_keepalive_interval(Some(settings.keepalive_interval))
