@@ -845,8 +845,8 @@ enum etcdc_status etcdc_cq_new(const struct etcdc_completion_callback *callback,
  * `etcdc_watch_options_set_queue` on this queue, and its `etcdc_watch_next_async` into it.
  * Other operations complete into it as into any queue, running on etcdc's runtime: an
  * embedded node's client, mutexes, elections, registrations and `_next_async` of other
- * streams. For a loop that waits on other
- * descriptors too, `etcdc_cq_fd` gives one that is readable when `etcdc_cq_next` has work.
+ * streams. For a loop that waits on other descriptors too, `etcdc_cq_fd` gives one that
+ * is readable when `etcdc_cq_next` has work.
  * Free with `etcdc_cq_free`, which ends its calls in flight with it (a write may have been
  * applied or not).
  */
@@ -2255,8 +2255,9 @@ enum etcdc_status etcdc_node_status(const struct etcdc_node *node,
 
 /**
  * Stops the member gracefully (its servers, then Raft) and frees it; its data stays in
- * its data dir for a restart. Clients bound to it then fail with `ETCDC_ERR_UNAVAILABLE`.
- * NULL does nothing.
+ * its data dir for a restart. Calls in flight are answered; remote clients' connections
+ * still open a second later (watches, keep-alives, clients that stopped reading) are cut.
+ * Clients bound to it then fail with `ETCDC_ERR_UNAVAILABLE`. NULL does nothing.
  */
 enum etcdc_status etcdc_node_stop(struct etcdc_node *node);
 

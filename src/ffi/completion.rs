@@ -137,8 +137,8 @@ pub extern "C" fn etcdc_cq_new(
 /// `etcdc_watch_options_set_queue` on this queue, and its `etcdc_watch_next_async` into it.
 /// Other operations complete into it as into any queue, running on etcdc's runtime: an
 /// embedded node's client, mutexes, elections, registrations and `_next_async` of other
-/// streams. For a loop that waits on other
-/// descriptors too, `etcdc_cq_fd` gives one that is readable when `etcdc_cq_next` has work.
+/// streams. For a loop that waits on other descriptors too, `etcdc_cq_fd` gives one that
+/// is readable when `etcdc_cq_next` has work.
 /// Free with `etcdc_cq_free`, which ends its calls in flight with it (a write may have been
 /// applied or not).
 #[no_mangle]

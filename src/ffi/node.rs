@@ -429,8 +429,9 @@ pub extern "C" fn etcdc_node_status(
 }
 
 /// Stops the member gracefully (its servers, then Raft) and frees it; its data stays in
-/// its data dir for a restart. Clients bound to it then fail with `ETCDC_ERR_UNAVAILABLE`.
-/// NULL does nothing.
+/// its data dir for a restart. Calls in flight are answered; remote clients' connections
+/// still open a second later (watches, keep-alives, clients that stopped reading) are cut.
+/// Clients bound to it then fail with `ETCDC_ERR_UNAVAILABLE`. NULL does nothing.
 #[no_mangle]
 pub extern "C" fn etcdc_node_stop(node: *mut etcdc_node) -> etcdc_status {
     if node.is_null() {

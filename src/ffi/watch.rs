@@ -1,7 +1,6 @@
 //! Watches: a callback on etcdc's event thread, or a pull form for epoll loops.
 
 use std::ffi::{c_char, c_int, c_void, CString};
-
 use std::sync::{Arc, Weak};
 
 use super::client::{etcdc_client, CLIENTS};
@@ -329,9 +328,10 @@ pub extern "C" fn etcdc_watch_options_set_queue(
     cq: *const etcdc_cq,
 ) -> etcdc_status {
     set(opts, |o| {
-        o.home = match cq.is_null() {
-            true => None,
-            false => driver(cq)?.as_ref().map(Arc::downgrade),
+        o.home = if cq.is_null() {
+            None
+        } else {
+            driver(cq)?.as_ref().map(Arc::downgrade)
         };
         Ok(())
     })
