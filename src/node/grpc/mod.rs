@@ -400,8 +400,8 @@ fn http_routes(member: Arc<Member>) -> axum::Router {
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves etcd's API for `member` on the connections of `incoming` until `shutdown`
-/// resolves (and its connections have closed, or been cut a grace later): the gRPC services and, over HTTP/1.1 as etcd does, `http_routes` and the JSON
-/// gateway.
+/// resolves and its connections have closed (or been cut a grace later): the gRPC services
+/// and, over HTTP/1.1 as etcd does, `http_routes` and the JSON gateway.
 pub async fn serve<IO>(
     member: Arc<Member>,
     settings: ServerSettings,
