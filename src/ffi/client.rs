@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 
-use super::completion::{begin, etcdc_cq, etcdc_op, Answer, Runner};
+use super::completion::{begin, etcdc_cq, etcdc_op, Answer, Runner, Then};
 use super::guard::{bytes, c_str, free_box, guard, new_boxed, opt_c_str, opts_or, out, set};
 use super::handle::Table;
 use super::status::etcdc_status;
@@ -353,10 +353,7 @@ impl Queued {
             self.cq,
             self.tag,
             self.op_out,
-            |running| async move {
-                let result = call.await;
-                running.complete(result);
-            },
+            |running| Then::new(call, move |result| running.complete(result)),
         )
     }
 }
@@ -390,7 +387,7 @@ where
         Queued { cq, tag, op_out }.start_with(
             runner,
             &c,
-            async move { call.await.map(Answer::new) },
+            Then::new(call, |result: Result<R>| result.map(Answer::new)),
         )
     })
 }

@@ -16,7 +16,7 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use super::client::Client;
-use super::completion::{run, Done, OpState, Task};
+use super::completion::{run, Done, OpState, Task, Then};
 use crate::error::{Error, ErrorKind, Result};
 use crate::remote::Remote;
 use crate::runtime::Notes;
@@ -287,10 +287,7 @@ impl Driver {
     /// Starts an operation's task: at the next drive, or now if one is under way.
     pub(super) fn start(&self, op: &Arc<OpState>, task: impl Future<Output = ()> + Send + 'static) {
         let alive = Alive::new(&self.pending);
-        let task: Task = Box::pin(async move {
-            let _alive = alive;
-            task.await
-        });
+        let task: Task = Box::pin(Then::new(task, move |()| drop(alive)));
         let mut waiting = self.waiting();
         if self.ready.watched.load(Ordering::Acquire) {
             // Also when a drive is under way: it may be ending.
