@@ -685,7 +685,7 @@ async fn a_member_stops_while_remote_clients_watch() {
         "{:?}",
         started.elapsed()
     );
-    // The reading watch took its events, then met the member's end.
+    // The reading watch had every event put before the stop.
     let mut events = 0;
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(u) = reading.updates.recv().await {

@@ -387,14 +387,12 @@ pub extern "C" fn etcdc_watch_start(
         let (feed, stream) =
             stream::open::<WatchUpdate, etcdc_watch_response>(cb, opts.queue_limit)?;
         // On failure `stream` drops here: a callback's `drop` runs.
-        let (control, home) = match home {
-            Some((driver, etcd)) => (driver.drive(etcd.watch(req, feed, deadline))?, Some(driver)),
-            None => (c.block(c.etcd.watch(req, feed, deadline))?, None),
+        let control = match &home {
+            Some((driver, etcd)) => driver.drive(etcd.watch(req, feed, deadline))?,
+            None => c.block(c.etcd.watch(req, feed, deadline))?,
         };
-        out.write(
-            WATCHES
-                .insert(StreamHandle::new(stream, control).at(home.as_ref().map(Arc::downgrade))),
-        );
+        let home = home.map(|(driver, _)| Arc::downgrade(&driver));
+        out.write(WATCHES.insert(StreamHandle::new(stream, control).at(home)));
         Ok(())
     })
 }
