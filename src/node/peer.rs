@@ -873,26 +873,6 @@ impl PeerService {
     }
 }
 
-/// A stream that ends when `stop` resolves.
-struct Until<S> {
-    stream: S,
-    stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-}
-
-impl<S: tokio_stream::Stream + Unpin> tokio_stream::Stream for Until<S> {
-    type Item = S::Item;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<S::Item>> {
-        if self.stop.as_mut().poll(cx).is_ready() {
-            return std::task::Poll::Ready(None);
-        }
-        std::pin::Pin::new(&mut self.stream).poll_next(cx)
-    }
-}
-
 impl PeerService {
     /// Hands the started member to the service (peers' calls before that are Unavailable).
     pub fn set_member(&self, member: Arc<Member>) {
@@ -918,7 +898,7 @@ impl PeerService {
         Fut: std::future::Future<Output = std::result::Result<Vec<u8>, Status>> + Send + 'static,
     {
         let mut stopping = self.stopping.subscribe();
-        let requests = Until {
+        let requests = super::grpc::Until {
             stream: r.into_inner(),
             stop: Box::pin(async move {
                 let _ = stopping.wait_for(|s| *s).await;

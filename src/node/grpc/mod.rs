@@ -38,6 +38,7 @@ mod lease;
 mod lock;
 mod maintenance;
 mod sever;
+pub(crate) use sever::Until;
 mod watch;
 
 /// How long a call may take on the server (etcd's request timeout is of the same order).

@@ -111,3 +111,23 @@ impl<IO: tonic::transport::server::Connected> tonic::transport::server::Connecte
         self.io.connect_info()
     }
 }
+
+/// A stream that ends when `stop` resolves.
+pub(crate) struct Until<S> {
+    pub stream: S,
+    pub stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl<S: tokio_stream::Stream + Unpin> tokio_stream::Stream for Until<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        if self.stop.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(None);
+        }
+        std::pin::Pin::new(&mut self.stream).poll_next(cx)
+    }
+}
