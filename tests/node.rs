@@ -615,19 +615,11 @@ async fn until_tagged(m: &Member, builds: &Builds, prefix: &str) {
     }
 }
 
-/// A member stops while remote clients hold streams open — a watch that reads, and a watch
-/// whose client has stopped reading: the stop ends within its grace (it waited on them for
-/// ever: tonic's graceful shutdown waits for every connection to close).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_stops_while_remote_clients_watch() {
-    use etcdc::node::launch::{self, NodeOptions};
-    use etcdc::pb::etcdserverpb::watch_client::WatchClient;
-    use etcdc::remote::{parse_endpoints, Remote, RemoteConfig};
-
-    let dir = tempfile::tempdir().unwrap();
+/// One member in `dir`, serving clients on a free loopback port: it and its URL.
+async fn one_member_serving(dir: &std::path::Path) -> (etcdc::node::launch::RunningNode, String) {
     let url = format!("http://127.0.0.1:{}", support::etcd::free_port());
-    let node = launch::start(NodeOptions {
-        data_dir: Some(dir.path().join("data")),
+    let node = etcdc::node::launch::start(etcdc::node::launch::NodeOptions {
+        data_dir: Some(dir.join("data")),
         listen_client_urls: vec![url.clone()],
         advertise_client_urls: vec![url.clone()],
         listen_peer_urls: Vec::new(),
@@ -635,6 +627,20 @@ async fn a_member_stops_while_remote_clients_watch() {
     })
     .await
     .unwrap();
+    (node, url)
+}
+
+/// A member stops while remote clients hold streams open — a watch that reads (told at once
+/// that the server stopped), and a watch whose client has stopped reading (cut at the grace's
+/// end): the stop ends within its grace (it waited on them for ever: tonic's graceful
+/// shutdown waits for every connection to close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_stops_while_remote_clients_watch() {
+    use etcdc::pb::etcdserverpb::watch_client::WatchClient;
+    use etcdc::remote::{parse_endpoints, Remote, RemoteConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (node, url) = one_member_serving(dir.path()).await;
     let remote = Remote::new(RemoteConfig {
         endpoints: parse_endpoints(&url).unwrap(),
         ..Default::default()
@@ -703,4 +709,78 @@ async fn a_member_stops_while_remote_clients_watch() {
     .expect("the watch delivered within 10 s");
     assert!(ended.is_none() && events == 100, "{ended:?} after {events}");
     drop((requests, unread));
+}
+
+/// A member that stops ends its never-ending streams — a watch, a keep-alive, an
+/// observation — with etcd's "server stopped" (Unavailable), so their clients move on at
+/// once instead of holding the stop until its grace cuts the connection.
+#[tokio::test]
+async fn a_stopping_member_ends_its_streams_with_server_stopped() {
+    use etcdc::pb::etcdserverpb::lease_client::LeaseClient;
+    use etcdc::pb::etcdserverpb::watch_client::WatchClient;
+    use etcdc::pb::v3electionpb::{election_client::ElectionClient, LeaderRequest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (node, url) = one_member_serving(dir.path()).await;
+    let watch = WatchRequest {
+        request_union: Some(watch_request::RequestUnion::CreateRequest(
+            WatchCreateRequest {
+                key: b"w".to_vec(),
+                ..Default::default()
+            },
+        )),
+    };
+    let mut watching = WatchClient::connect(url.clone())
+        .await
+        .unwrap()
+        .watch(tokio_stream::iter([watch]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(watching.message().await.unwrap().unwrap().created);
+
+    let mut leases = LeaseClient::connect(url.clone()).await.unwrap();
+    let id = leases
+        .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let (refresh, refreshes) = tokio::sync::mpsc::channel(1);
+    refresh.send(LeaseKeepAliveRequest { id }).await.unwrap();
+    let mut keeping = leases
+        .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(refreshes))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(keeping.message().await.unwrap().unwrap().ttl, 60);
+
+    let mut observing = ElectionClient::connect(url.clone())
+        .await
+        .unwrap()
+        .observe(LeaderRequest {
+            name: b"e".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let stopped = tokio::spawn(node.stop());
+    fn ended<T: std::fmt::Debug>(what: &str, end: Result<Option<T>, tonic::Status>) {
+        match end {
+            Err(s) => assert!(
+                s.code() == tonic::Code::Unavailable && s.message() == "etcdserver: server stopped",
+                "{what}: {s:?}"
+            ),
+            Ok(other) => panic!("{what}: {other:?}"),
+        }
+    }
+    ended("watch", watching.message().await);
+    ended("keep-alive", keeping.message().await);
+    ended("observe", observing.message().await);
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .expect("the member stopped within 10 s")
+        .unwrap();
+    drop(refresh);
 }

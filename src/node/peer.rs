@@ -897,13 +897,7 @@ impl PeerService {
         F: Fn(Vec<u8>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = std::result::Result<Vec<u8>, Status>> + Send + 'static,
     {
-        let mut stopping = self.stopping.subscribe();
-        let requests = super::grpc::Until {
-            stream: r.into_inner(),
-            stop: Box::pin(async move {
-                let _ = stopping.wait_for(|s| *s).await;
-            }),
-        };
+        let requests = super::grpc::Until::new(r.into_inner(), self.stopping.subscribe(), None);
         Response::new(Box::pin(requests.then(move |blob| {
             let answered = blob.map(|b| answer(b.data));
             async move {

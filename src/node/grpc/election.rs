@@ -151,9 +151,9 @@ impl ElectionService for Api {
             }
             observer.abort();
         });
-        Ok(Response::new(Box::pin(
+        Ok(Response::new(self.until_stop(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        ))))
     }
 
     async fn resign(&self, r: Request<ResignRequest>) -> Result<Response<ResignResponse>, Status> {

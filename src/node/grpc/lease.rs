@@ -83,14 +83,14 @@ impl Lease for Api {
 }
 
 impl Api {
-    /// Each keep-alive request of `input` answered in turn, until `input` ends: the gRPC
-    /// service's stream, and the JSON gateway's.
+    /// Each keep-alive request of `input` answered in turn, until `input` ends or the server
+    /// stops: the gRPC service's stream, and the JSON gateway's.
     pub(super) fn keep_alive_answers(
         &self,
         input: impl tokio_stream::Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Send + 'static,
     ) -> BoxStream<LeaseKeepAliveResponse> {
         let member = self.0.clone();
-        Box::pin(input.then(move |req| {
+        self.until_stop(Box::pin(input.then(move |req| {
             let member = member.clone();
             async move {
                 let id = req?.id;
@@ -102,6 +102,6 @@ impl Api {
                     .header;
                 Ok(LeaseKeepAliveResponse { header, id, ttl })
             }
-        }))
+        })))
     }
 }

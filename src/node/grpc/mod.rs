@@ -282,11 +282,19 @@ impl Api {
 /// A server stream of a service.
 pub(super) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// The member behind every service.
+/// The member behind every service, and the stop of the server serving them.
 #[derive(Clone)]
-pub struct Api(pub Arc<Member>);
+pub struct Api(pub Arc<Member>, sever::Stopping);
 
 impl Api {
+    /// `stream` until the server stops, then etcd's "server stopped" (Unavailable): a
+    /// watch, keep-alive or observation never ends by itself, and would hold the stop for
+    /// its grace; so told, the client moves to another member at once.
+    fn until_stop<T: Unpin + Send + 'static>(&self, stream: BoxStream<T>) -> BoxStream<T> {
+        let stopped = Status::unavailable("etcdserver: server stopped");
+        Box::pin(Until::new(stream, self.1.clone(), Some(Err(stopped))))
+    }
+
     /// A response header at this member's current revision.
     async fn header(&self) -> Result<Option<ResponseHeader>, Status> {
         Ok(self
@@ -397,7 +405,8 @@ fn http_routes(member: Arc<Member>) -> axum::Router {
 }
 
 /// How long a stopping member's client server waits for its connections to close before it
-/// cuts them: calls in flight are answered within it; watches and keep-alives never end.
+/// cuts them: calls in flight are answered within it; a client that does not read holds its
+/// connection open.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves etcd's API for `member` on the connections of `incoming` until `shutdown`
@@ -412,7 +421,8 @@ pub async fn serve<IO>(
 where
     IO: super::Connection,
 {
-    let api = Api(member.clone());
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let api = Api(member.clone(), stopping);
     let mut http = http_routes(member.clone());
     if settings.gateway {
         http = http.merge(gateway::routes(
@@ -444,6 +454,7 @@ where
     let cut = connections.clone();
     let shutdown = async move {
         shutdown.await;
+        stop.send_replace(true);
         tokio::spawn(async move {
             tokio::time::sleep(STOP_GRACE).await;
             cut.cut();

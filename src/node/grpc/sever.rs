@@ -1,9 +1,10 @@
-//! Client connections the server can cut. A stop is graceful — calls in flight are answered
-//! — but a watch, a keep-alive or an observation is a call that never ends, and a client
-//! that stops reading holds its last answer: either would hold the stop forever (tonic's
-//! graceful shutdown waits for every connection to close). So once the stop's grace has
-//! passed, every connection still open is shut down at the socket: it reads as closed and
-//! fails every write, its task ends, and the client meets a member that went away. etcd
+//! How a server stops. A stop is graceful — calls in flight are answered — but a watch, a
+//! keep-alive or an observation is a call that never ends: as the stop begins, `Until` ends
+//! each with a last answer (the client server's: etcd's "server stopped"). A client that
+//! stops reading cannot be told and holds its last answer, which would hold the stop forever
+//! (tonic's graceful shutdown waits for every connection to close). So once the stop's grace
+//! has passed, every connection still open is shut down at the socket: it reads as closed
+//! and fails every write, its task ends, and the client meets a member that went away. etcd
 //! does the same (`GracefulStop`, then `Stop` once its request timeout has passed).
 
 use std::collections::HashMap;
@@ -112,22 +113,48 @@ impl<IO: tonic::transport::server::Connected> tonic::transport::server::Connecte
     }
 }
 
-/// A stream that ends when `stop` resolves.
-pub(crate) struct Until<S> {
-    pub stream: S,
-    pub stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+/// A server's stop as its streams see it: true once the server has begun to stop.
+pub(crate) type Stopping = tokio::sync::watch::Receiver<bool>;
+
+/// A stream that ends when its server stops: with one last item, if it has one.
+pub(crate) struct Until<S: tokio_stream::Stream> {
+    stream: S,
+    /// None once the stop has come.
+    stop: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    last: Option<S::Item>,
 }
 
-impl<S: tokio_stream::Stream + Unpin> tokio_stream::Stream for Until<S> {
+impl<S: tokio_stream::Stream> Until<S> {
+    /// `stream` until the server of `stopping` stops, then `last` (if any), then the end.
+    pub fn new(stream: S, mut stopping: Stopping, last: Option<S::Item>) -> Self {
+        let stop = async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        };
+        Until {
+            stream,
+            stop: Some(Box::pin(stop)),
+            last,
+        }
+    }
+}
+
+impl<S> tokio_stream::Stream for Until<S>
+where
+    S: tokio_stream::Stream + Unpin,
+    S::Item: Unpin,
+{
     type Item = S::Item;
 
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<S::Item>> {
-        if self.stop.as_mut().poll(cx).is_ready() {
-            return std::task::Poll::Ready(None);
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        let this = self.get_mut();
+        if let Some(stop) = &mut this.stop {
+            if stop.as_mut().poll(cx).is_ready() {
+                this.stop = None;
+            }
         }
-        std::pin::Pin::new(&mut self.stream).poll_next(cx)
+        if this.stop.is_none() {
+            return Poll::Ready(this.last.take());
+        }
+        Pin::new(&mut this.stream).poll_next(cx)
     }
 }

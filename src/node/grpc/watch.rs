@@ -415,6 +415,6 @@ impl Api {
             next_id: 0,
         };
         tokio::spawn(stream.run(input));
-        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+        self.until_stop(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 }
