@@ -2255,8 +2255,10 @@ enum etcdc_status etcdc_node_status(const struct etcdc_node *node,
 
 /**
  * Stops the member gracefully (its servers, then Raft) and frees it; its data stays in
- * its data dir for a restart. Calls in flight are answered; remote clients' connections
- * still open a second later (watches, keep-alives, clients that stopped reading) are cut.
+ * its data dir for a restart. Calls in flight are answered; remote clients' watches,
+ * keep-alives and observations end at once with etcd's "server stopped" (they move to
+ * another member); connections still open a second later (clients that stopped reading)
+ * are cut.
  * Clients bound to it then fail with `ETCDC_ERR_UNAVAILABLE`. NULL does nothing.
  */
 enum etcdc_status etcdc_node_stop(struct etcdc_node *node);

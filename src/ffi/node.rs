@@ -429,8 +429,10 @@ pub extern "C" fn etcdc_node_status(
 }
 
 /// Stops the member gracefully (its servers, then Raft) and frees it; its data stays in
-/// its data dir for a restart. Calls in flight are answered; remote clients' connections
-/// still open a second later (watches, keep-alives, clients that stopped reading) are cut.
+/// its data dir for a restart. Calls in flight are answered; remote clients' watches,
+/// keep-alives and observations end at once with etcd's "server stopped" (they move to
+/// another member); connections still open a second later (clients that stopped reading)
+/// are cut.
 /// Clients bound to it then fail with `ETCDC_ERR_UNAVAILABLE`. NULL does nothing.
 #[no_mangle]
 pub extern "C" fn etcdc_node_stop(node: *mut etcdc_node) -> etcdc_status {

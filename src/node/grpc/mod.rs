@@ -38,8 +38,9 @@ mod lease;
 mod lock;
 mod maintenance;
 mod sever;
-pub(crate) use sever::Until;
 mod watch;
+
+pub(crate) use sever::Until;
 
 /// How long a call may take on the server (etcd's request timeout is of the same order).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
