@@ -79,11 +79,19 @@ fn node() -> PathBuf {
 }
 
 #[test]
-fn node_leader_kills_pauses_and_transfers() {
-    let faults = vec![Fault::LeaderKill, Fault::Pause, Fault::MoveLeader];
+fn node_leader_kills_stops_pauses_and_transfers() {
+    let faults = vec![
+        Fault::LeaderKill,
+        Fault::LeaderStop,
+        Fault::Pause,
+        Fault::MoveLeader,
+    ];
     let r = run_alone(Server::Node, node(), plan(faults, 20, 1))
         .expect("no partitions: no namespaces needed");
-    check("etcdc-node, leader kills, pauses and move-leader", &r);
+    check(
+        "etcdc-node, leader kills, stops, pauses and move-leader",
+        &r,
+    );
     assert!(
         r.faults.get(&Fault::MoveLeader).is_some_and(|&n| n > 0),
         "no leader transfer succeeded: {:?}",

@@ -40,6 +40,9 @@ pub enum Server {
 pub enum Fault {
     /// SIGKILL the leader, restart it a moment later.
     LeaderKill,
+    /// SIGTERM the leader — a graceful stop, as in a rolling restart — and restart it a
+    /// moment after it has exited.
+    LeaderStop,
     /// SIGKILL every member at once, restart them all.
     KillAll,
     /// SIGSTOP the leader for longer than an election, then SIGCONT.
@@ -60,8 +63,9 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 8] = [
         Fault::LeaderKill,
+        Fault::LeaderStop,
         Fault::KillAll,
         Fault::Pause,
         Fault::Partition,
@@ -73,6 +77,7 @@ impl Fault {
     pub fn name(self) -> &'static str {
         match self {
             Fault::LeaderKill => "leader kill",
+            Fault::LeaderStop => "leader stop",
             Fault::KillAll => "kill all",
             Fault::Pause => "pause",
             Fault::Partition => "partition",
@@ -441,6 +446,18 @@ impl Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// True once member `i` has no running process (a stop asked of it is over).
+    pub fn exited(&mut self, i: usize) -> bool {
+        let gone = match &mut self.members[i].child {
+            Some(child) => !matches!(child.try_wait(), Ok(None)),
+            None => true,
+        };
+        if gone {
+            self.members[i].child = None;
+        }
+        gone
     }
 
     /// Starts member `i` again, unless it runs, or its disk did not survive a power loss.
@@ -931,6 +948,17 @@ async fn nemesis(
         let target = found.unwrap_or_else(|| rng.below(n as u64) as usize);
         match fault {
             Fault::LeaderKill => {
+                cluster.lock().unwrap().kill(target);
+                tokio::time::sleep(Duration::from_millis(500 + rng.below(1000))).await;
+                cluster.lock().unwrap().restart(target);
+            }
+            Fault::LeaderStop => {
+                cluster.lock().unwrap().signal(target, Signal::SIGTERM);
+                // A stop that hangs is killed (and shows as an outage).
+                let until = Instant::now() + Duration::from_secs(10);
+                while !cluster.lock().unwrap().exited(target) && Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 cluster.lock().unwrap().kill(target);
                 tokio::time::sleep(Duration::from_millis(500 + rng.below(1000))).await;
                 cluster.lock().unwrap().restart(target);
