@@ -451,7 +451,7 @@ impl Cluster {
     /// True once member `i` has no running process (a stop asked of it is over).
     pub fn exited(&mut self, i: usize) -> bool {
         let gone = match &mut self.members[i].child {
-            Some(child) => !matches!(child.try_wait(), Ok(None)),
+            Some(child) => matches!(child.try_wait(), Ok(Some(_))),
             None => true,
         };
         if gone {
