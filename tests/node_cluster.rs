@@ -1299,8 +1299,13 @@ async fn production_flags_mean_what_they_mean_for_etcd() {
 
 /// (member id, leader id) of each member, from `etcdctl endpoint status`.
 fn statuses(c: &Cluster) -> Vec<(u64, u64)> {
+    statuses_at(&c.endpoints())
+}
+
+/// (member id, leader id) of the member at each of `endpoints`.
+fn statuses_at(endpoints: &str) -> Vec<(u64, u64)> {
     let (ok, out) =
-        support::etcdctl::etcdctl(&c.endpoints(), &["endpoint", "status", "-w", "json"], None);
+        support::etcdctl::etcdctl(endpoints, &["endpoint", "status", "-w", "json"], None);
     assert!(ok, "endpoint status: {out}");
     let list: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     list.as_array()
@@ -1372,6 +1377,42 @@ async fn move_leader_hands_leadership_to_a_follower_under_writes() {
     );
     writer.await.unwrap();
     assert_eq!(count(&*e, "/moved/", false).await, 300);
+}
+
+/// A leader that stops (SIGTERM) first hands leadership to another member, as etcd's `Stop`
+/// does: by the time its process has exited, the others follow a new leader — their writes
+/// do not wait out an election timeout (they would still name the old leader here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_leader_hands_leadership_over_first() {
+    if !support::etcdctl::available() {
+        return;
+    }
+    let mut c = Cluster::new(3);
+    for i in 0..3 {
+        until_serving(&c, i).await;
+    }
+    // A leader elected less than an election timeout (500 ms here) ago cannot hand over:
+    // its voters' leases have not run out (`Member::hand_over`). A wait for time itself.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let s = statuses(&c);
+    let leader = s[0].1;
+    let i = s
+        .iter()
+        .position(|m| m.0 == leader)
+        .expect("a member leads");
+    c.signal(i, nix::sys::signal::Signal::SIGTERM);
+    let stopped = c.procs[i].child.take().expect("the leader runs");
+    assert!(stops_by_itself(stopped).await.success());
+    let rest: Vec<&str> = (0..3)
+        .filter(|&j| j != i)
+        .map(|j| c.procs[j].client.as_str())
+        .collect();
+    let after = statuses_at(&rest.join(","));
+    let ids: Vec<u64> = after.iter().map(|m| m.0).collect();
+    assert!(
+        after.iter().all(|m| ids.contains(&m.1)),
+        "{after:?}: the old leader was {leader:x}"
+    );
 }
 
 /// etcd's `--experimental-initial-corrupt-check`: a member whose store differs from its

@@ -322,20 +322,32 @@ fn peer_client_tls(tls: &ServerTls, fixtures: &std::path::Path) -> Result<Option
 pub struct RunningNode {
     pub member: Arc<Member>,
     pub id: NodeId,
+    /// Each server's stop and task: first the peer servers, `peer_servers` of them.
     stops: Vec<oneshot::Sender<()>>,
     servers: Vec<JoinHandle<Result<()>>>,
+    peer_servers: usize,
 }
 
 impl RunningNode {
-    /// Stops the servers, then the member. Its data stays for a restart.
-    pub async fn stop(self) {
-        for s in self.stops {
-            let _ = s.send(());
-        }
-        for t in self.servers {
-            let _ = t.await;
-        }
+    /// Stops the member as etcd does: the client servers (and the member's own tasks)
+    /// first; then, on a leader, leadership handed to another voter while peers are still
+    /// answered; then the peer servers and the member. Its data stays for a restart.
+    pub async fn stop(mut self) {
+        let others = self.stops.split_off(self.peer_servers);
+        let other_servers = self.servers.split_off(self.peer_servers);
+        stop_all(others, other_servers).await;
+        self.member.hand_over().await;
+        stop_all(self.stops, self.servers).await;
         self.member.shutdown().await;
+    }
+}
+
+async fn stop_all(stops: Vec<oneshot::Sender<()>>, servers: Vec<JoinHandle<Result<()>>>) {
+    for s in stops {
+        let _ = s.send(());
+    }
+    for t in servers {
+        let _ = t.await;
     }
 }
 
@@ -483,6 +495,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
             let _ = stopped.await;
         }
     };
+    let peer_servers = peer_listeners.len();
     for l in peer_listeners {
         let (service, stopped) = (service.clone(), stop_signal());
         servers.push(serve_on!(l.socket, l.tls, |incoming| super::peer::serve(
@@ -550,6 +563,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         id,
         stops,
         servers,
+        peer_servers,
     })
 }
 

@@ -113,6 +113,56 @@ impl Member {
         }
     }
 
+    /// Called as a member stops: a leader of several voters hands leadership to the one
+    /// with the longest log among those that answered it within an election timeout, so
+    /// the others go on at once instead of waiting out an election (etcd's
+    /// `TransferLeadership` in `Stop`). With none in touch (the last of a cluster stopping),
+    /// nothing is waited for. A transfer takes a round trip or two, unless this member was
+    /// elected less than an election timeout ago: then its voters refuse the target until
+    /// their leader lease runs out (openraft 0.9 has no raft `MsgTimeoutNow` to waive it),
+    /// and waiting for that would only delay the stop — so a quarter of an election
+    /// timeout at most; a transfer that fails is logged and the stop goes on.
+    pub async fn hand_over(&self) {
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader != Some(self.id) {
+            return;
+        }
+        let election = Duration::from_millis(self.election_ms);
+        let in_touch = |v: &NodeId| {
+            *v != self.id
+                && self
+                    .peers
+                    .last_contact(*v)
+                    .is_some_and(|at| at.elapsed() < election)
+        };
+        let matched = |v: &NodeId| {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(v).cloned().flatten())
+                .map(|log_id| log_id.index)
+        };
+        let longest = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(in_touch)
+            .max_by_key(matched);
+        let Some(target) = longest else {
+            return;
+        };
+        let moved = self
+            .move_leader(target, crate::api::deadline_in(election / 4))
+            .await;
+        let level = match moved {
+            Ok(()) => crate::observe::Level::Info,
+            Err(_) => crate::observe::Level::Warn,
+        };
+        crate::observe::log(level, || match &moved {
+            Ok(()) => format!("stopping: leadership transferred to {target:x}"),
+            Err(e) => format!("stopping: leadership not transferred to {target:x}: {e}"),
+        });
+    }
+
     /// Runs for leader now (a peer's `campaign`).
     pub async fn local_campaign(&self) -> Result<()> {
         self.raft
