@@ -150,17 +150,18 @@ impl Member {
         let Some(target) = longest else {
             return;
         };
-        let moved = self
+        use crate::observe::{log, Level};
+        match self
             .move_leader(target, crate::api::deadline_in(election / 4))
-            .await;
-        let level = match moved {
-            Ok(()) => crate::observe::Level::Info,
-            Err(_) => crate::observe::Level::Warn,
-        };
-        crate::observe::log(level, || match &moved {
-            Ok(()) => format!("stopping: leadership transferred to {target:x}"),
-            Err(e) => format!("stopping: leadership not transferred to {target:x}: {e}"),
-        });
+            .await
+        {
+            Ok(()) => log(Level::Info, || {
+                format!("stopping: leadership transferred to {target:x}")
+            }),
+            Err(e) => log(Level::Warn, || {
+                format!("stopping: leadership not transferred to {target:x}: {e}")
+            }),
+        }
     }
 
     /// Runs for leader now (a peer's `campaign`).
